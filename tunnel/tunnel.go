@@ -1,0 +1,21 @@
+// Package tunnel defines how the client reaches the server: a Tunnel dials
+// byte streams to the server's port. Transports (direct TCP/TLS here, SSM
+// Session Manager in tunnel/ssm, Kubernetes port-forward in tunnel/kube)
+// know nothing about PostgreSQL.
+package tunnel
+
+import (
+	"context"
+	"net"
+)
+
+// Tunnel opens streams to the rdsproxy server. Implementations are safe for
+// concurrent use. A stream must behave like a TCP connection: ordered,
+// reliable, Close ends it; CloseWrite (if implemented) half-closes it.
+type Tunnel interface {
+	// Dial opens a new stream to the server. It honours ctx for the time
+	// it takes to open the stream only.
+	Dial(ctx context.Context) (net.Conn, error)
+	// Close ends the tunnel and every stream it opened.
+	Close() error
+}
