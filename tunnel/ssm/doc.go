@@ -1,0 +1,24 @@
+// Package ssm is a native AWS Systems Manager Session Manager port-forwarding
+// transport: it replaces session-manager-plugin for the documents
+// AWS-StartPortForwardingSession and AWS-StartPortForwardingSessionToRemoteHost.
+// It knows nothing about what flows through the tunnel.
+//
+// Data flow, per session (see /work/shared/ssm-protocol.md for the protocol):
+//
+//	Dial ─► smux stream ─► smux client session ─► dataPipe.Write (≤1024-byte chunks)
+//	      ─► Channel.Send (sequence number, kept until acked, retransmitted)
+//	      ─► Message.Encode ─► websocket binary frame ─► service ─► agent ─► destination
+//
+//	websocket read loop ─► Decode ─► Channel.HandleFrame: acks release sent
+//	messages, stream messages are acked, reordered and handed in sequence
+//	order to the session (handshake payloads to the handshake, Output bytes to
+//	dataPipe.Read ─► smux ─► the stream's reader).
+//
+// A session is StartSession (API) → websocket to StreamUrl → OpenDataChannel
+// text frame → HandshakeRequest/Response/Complete → smux client (or basic
+// mode, one connection at a time, for agents ≤ 3.0.196.0). A Tunnel spreads
+// Dials over Config.Sessions sessions and replaces a session that died.
+//
+// The codec (Message, Decode) and the reliable stream (Channel) are exported
+// because the sandbox SSM endpoint plays the agent side with them.
+package ssm
