@@ -1,0 +1,307 @@
+package discovery
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Kind is what a Database describes.
+type Kind string
+
+const (
+	// KindInstance is an RDS DB instance (DescribeDBInstances).
+	KindInstance Kind = "instance"
+	// KindCluster is an Aurora DB cluster (DescribeDBClusters).
+	KindCluster Kind = "cluster"
+)
+
+// Target.Source values.
+const (
+	SourceStatic      = "static"
+	SourceRDSInstance = "rds-instance"
+	SourceRDSCluster  = "rds-cluster"
+)
+
+// Target.Role values.
+const (
+	RoleInstance = "instance"
+	RoleWriter   = "writer"
+	RoleReader   = "reader"
+)
+
+// Database is what a source reports about one DB instance or Aurora
+// cluster, before any rule is applied.
+type Database struct {
+	Region     string
+	Kind       Kind
+	Identifier string
+	Engine     string
+	Status     string
+	IAMAuth    bool
+	// Endpoint is host:port of the instance, or of the cluster's writer.
+	// Empty while AWS has not assigned one yet.
+	Endpoint string
+	// ReaderEndpoint is host:port of a cluster's reader endpoint.
+	ReaderEndpoint string
+	// Cluster is the Aurora cluster an instance belongs to, if any.
+	Cluster string
+	Tags    map[string]string
+}
+
+// connectableStatuses are the DB instance and cluster statuses in which
+// the database accepts connections. Every other status (creating,
+// deleting, stopped, stopping, starting, rebooting, upgrading, renaming,
+// failing-over, failed, inaccessible-encryption-credentials,
+// incompatible-*, insufficient-capacity, restore-error, …) removes the
+// database from the snapshot until a refresh sees it connectable again:
+// new connections are refused, sessions already running are not cut.
+var connectableStatuses = []string{
+	"available",
+	"backing-up",
+	"configuring-enhanced-monitoring",
+	"configuring-iam-database-auth",
+	"configuring-log-exports",
+	"maintenance",
+	"modifying",
+	"resetting-master-credentials",
+	"storage-config-upgrade",
+	"storage-full",
+	"storage-initialization",
+	"storage-optimization",
+	"update-iam-db-auth",
+}
+
+// Connectable reports whether a DB instance or cluster in this status
+// accepts connections (see the list in the source).
+func Connectable(status string) bool {
+	return slices.Contains(connectableStatuses, status)
+}
+
+// Policy turns databases into targets.
+//
+// A database is a target when its engine is postgres or
+// aurora-postgresql, IAM database authentication is enabled, its status is
+// Connectable, and its tags pass Rules. An instance that belongs to an
+// Aurora cluster is reached through its cluster's endpoints; it becomes a
+// target of its own only when it also carries its own rdsproxy:name tag.
+//
+// Names: tag rdsproxy:name, else the identifier; an Aurora cluster yields
+// a writer target NAME and a reader target NAME-ro. Names are unique,
+// decided in this order:
+//
+//  1. Static targets keep their names (the operator wrote them).
+//  2. Databases are taken in order of region (the order of Regions; regions
+//     not listed come after, alphabetically), then instances before
+//     clusters, then identifier. The first to claim a name keeps it.
+//  3. A later database whose name (or, for a cluster, whose NAME-ro) is
+//     taken becomes NAME.REGION (reader NAME.REGION-ro); if that is taken
+//     too, NAME.REGION.IDENTIFIER; if even that is taken, it is left out
+//     with a warning.
+//
+// So the same identifier in two regions is "db" in the first configured
+// region and "db.eu-west-1" in the other.
+type Policy struct {
+	Rules   Rules
+	Regions []string
+	Static  []Target
+}
+
+// Warning is a problem with one database's tags that did not stop it from
+// being a target (or, for a name that cannot be made unique, did).
+type Warning struct {
+	Region     string
+	Identifier string
+	Message    string
+}
+
+// Validate checks the rules and the static targets.
+func (p Policy) Validate() error {
+	if err := p.Rules.Validate(); err != nil {
+		return err
+	}
+	seen := make(map[string]bool, len(p.Static))
+	for i := range p.Static {
+		t := &p.Static[i]
+		if err := t.Validate(); err != nil {
+			return fmt.Errorf("static target: %w", err)
+		}
+		if seen[t.Name] {
+			return fmt.Errorf("two static targets are named %q", t.Name)
+		}
+		seen[t.Name] = true
+	}
+	return nil
+}
+
+// Targets applies the policy to dbs and returns the static targets plus
+// the admitted databases, named uniquely. It does not modify dbs.
+func (p Policy) Targets(dbs []Database) ([]Target, []Warning) {
+	var warns []Warning
+	admitted := make([]*Database, 0, len(dbs))
+	for i := range dbs {
+		if p.admit(&dbs[i]) {
+			admitted = append(admitted, &dbs[i])
+		}
+	}
+	slices.SortFunc(admitted, p.compare)
+
+	out := slices.Clone(p.Static)
+	taken := make(map[string]bool, len(out)+2*len(admitted))
+	for _, t := range out {
+		taken[t.Name] = true
+	}
+	for _, db := range admitted {
+		base, w := targetBase(db)
+		warns = append(warns, w...)
+		if err := validateBoth(db, base); err != nil {
+			warns = append(warns, Warning{db.Region, db.Identifier, err.Error() + "; not served"})
+			continue
+		}
+		name, ok := uniqueName(db, base.Name, taken)
+		if !ok {
+			warns = append(warns, Warning{db.Region, db.Identifier,
+				fmt.Sprintf("name %q is taken and so are its region-qualified forms; not served", base.Name)})
+			continue
+		}
+		base.Name = name
+		taken[name] = true
+		out = append(out, base)
+		if db.Kind == KindCluster {
+			reader := base
+			reader.Name = name + "-ro"
+			reader.Endpoint = db.ReaderEndpoint
+			reader.Role = RoleReader
+			reader.Users = slices.Clone(base.Users)
+			taken[reader.Name] = true
+			out = append(out, reader)
+		}
+	}
+	return out, warns
+}
+
+func (p Policy) admit(db *Database) bool {
+	switch {
+	case db.Engine != "postgres" && db.Engine != "aurora-postgresql":
+		return false
+	case !db.IAMAuth || !Connectable(db.Status) || db.Endpoint == "":
+		return false
+	case db.Kind == KindCluster && db.ReaderEndpoint == "":
+		return false
+	case db.Kind == KindInstance && db.Cluster != "" && db.Tags[TagName] == "":
+		return false
+	}
+	return p.Rules.Admit(db.Tags)
+}
+
+// compare orders databases for naming (see Policy).
+func (p Policy) compare(a, b *Database) int {
+	return cmp.Or(
+		cmp.Compare(p.regionRank(a.Region), p.regionRank(b.Region)),
+		strings.Compare(a.Region, b.Region),
+		cmp.Compare(kindRank(a.Kind), kindRank(b.Kind)),
+		strings.Compare(a.Identifier, b.Identifier),
+	)
+}
+
+func (p Policy) regionRank(region string) int {
+	if i := slices.Index(p.Regions, region); i >= 0 {
+		return i
+	}
+	return len(p.Regions)
+}
+
+func kindRank(k Kind) int {
+	if k == KindInstance {
+		return 0
+	}
+	return 1
+}
+
+// validateBoth checks the target (and a cluster's reader endpoint) before
+// it can spoil the whole snapshot.
+func validateBoth(db *Database, t Target) error {
+	if err := t.Validate(); err != nil {
+		return err
+	}
+	if db.Kind == KindCluster {
+		if _, _, err := SplitEndpoint(db.ReaderEndpoint); err != nil {
+			return fmt.Errorf("reader: %w", err)
+		}
+	}
+	return nil
+}
+
+// uniqueName picks the first free name among base, base.REGION and
+// base.REGION.IDENTIFIER; a cluster needs NAME-ro free as well.
+func uniqueName(db *Database, base string, taken map[string]bool) (string, bool) {
+	free := func(n string) bool {
+		return !taken[n] && (db.Kind != KindCluster || !taken[n+"-ro"])
+	}
+	for _, n := range []string{base, base + "." + db.Region, base + "." + db.Region + "." + db.Identifier} {
+		if free(n) {
+			return n, true
+		}
+	}
+	return "", false
+}
+
+// targetBase builds the target of an admitted database (the writer, for a
+// cluster) from its tags, before its name is made unique.
+func targetBase(db *Database) (Target, []Warning) {
+	var warns []Warning
+	warn := func(format string, args ...any) {
+		warns = append(warns, Warning{db.Region, db.Identifier, fmt.Sprintf(format, args...)})
+	}
+	t := Target{
+		Name:       cmp.Or(db.Tags[TagName], db.Identifier),
+		Endpoint:   db.Endpoint,
+		Region:     db.Region,
+		Auth:       AuthIAM,
+		TLS:        TLSVerifyFull,
+		Engine:     db.Engine,
+		Role:       RoleInstance,
+		Identifier: db.Identifier,
+		Database:   db.Tags[TagDBName],
+		Source:     SourceRDSInstance,
+	}
+	if db.Kind == KindCluster {
+		t.Role, t.Source = RoleWriter, SourceRDSCluster
+	}
+	if v, ok := db.Tags[TagLocalPort]; ok {
+		port, err := strconv.Atoi(v)
+		if err != nil || port < 1 || port > 65535 {
+			warn("tag %s=%q is not a port number; ignored", TagLocalPort, v)
+		} else {
+			t.LocalPort = port
+		}
+	}
+	if v, ok := db.Tags[TagUsers]; ok {
+		t.Users = splitUsers(v)
+		if len(t.Users) == 0 {
+			warn("tag %s is empty; every user is allowed", TagUsers)
+		}
+	}
+	if v, ok := db.Tags[TagReadOnly]; ok {
+		ro, err := strconv.ParseBool(v)
+		if err != nil {
+			// A guardrail fails closed: a typo must not allow writes.
+			warn("tag %s=%q is not true or false; treated as true", TagReadOnly, v)
+			ro = true
+		}
+		t.ReadOnly = ro
+	}
+	return t, warns
+}
+
+func splitUsers(v string) []string {
+	var users []string
+	for u := range strings.SplitSeq(v, ",") {
+		if u = strings.TrimSpace(u); u != "" && !slices.Contains(users, u) {
+			users = append(users, u)
+		}
+	}
+	return users
+}
