@@ -49,10 +49,10 @@ type goldenVectors struct {
 	} `json:"transcripts"`
 	VersionDecisions struct {
 		PluginSide []struct {
-			AgentVersion      string `json:"agent_version"`
-			DisableKeepAlive  bool   `json:"plugin_disables_smux_keepalive"`
-			TerminateFlag     bool   `json:"plugin_sends_TerminateSession_flag_in_basic_mode"`
-			Mux               bool   `json:"plugin_uses_smux_mux_mode"`
+			AgentVersion     string `json:"agent_version"`
+			DisableKeepAlive bool   `json:"plugin_disables_smux_keepalive"`
+			TerminateFlag    bool   `json:"plugin_sends_TerminateSession_flag_in_basic_mode"`
+			Mux              bool   `json:"plugin_uses_smux_mux_mode"`
 		} `json:"plugin_side_by_agent_version"`
 	} `json:"version_decisions"`
 }

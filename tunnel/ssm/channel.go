@@ -1,0 +1,259 @@
+package ssm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// ErrChannelClosed is returned by Send after the channel was closed.
+var ErrChannelClosed = errors.New("data channel closed")
+
+// ChannelConfig configures one end of the reliable stream layer
+// (ssm-protocol.md §7). The client sends input_stream_data and receives
+// output_stream_data; the agent the reverse.
+type ChannelConfig struct {
+	// SendType is TypeInputStreamData (client) or TypeOutputStreamData (agent).
+	SendType string
+	// SYNOnFirst sets header Flags 1 on sequence number 0 (agent behaviour).
+	SYNOnFirst bool
+	// Window bounds the sent-but-unacknowledged messages; Send blocks when
+	// it is reached. Default 1024.
+	Window int
+	// ReorderLimit bounds early (out-of-order) messages kept. Default 4096.
+	ReorderLimit int
+	// GiveUp fails the channel when a message stays unacknowledged this
+	// long. Default 2 minutes.
+	GiveUp time.Duration
+	// Write sends one binary websocket message. It must be safe for
+	// concurrent use and must not retain frame.
+	Write func(frame []byte) error
+	// Deliver receives the peer's stream messages in sequence order, once
+	// each. It returns false when it cannot take the message now; the
+	// message is then neither acknowledged nor consumed (the peer
+	// retransmits it) unless it was already acknowledged as an early
+	// message, in which case it is offered again after Redeliver.
+	// Deliver runs on the goroutine that calls Handle or Redeliver and must
+	// not call back into the Channel's receive side.
+	Deliver func(m *Message) bool
+	Logger  *slog.Logger
+
+	// Test hooks; nil means uuid.New and time.Now.
+	NewID func() uuid.UUID
+	Now   func() time.Time
+}
+
+func (c *ChannelConfig) setDefaults() {
+	if c.Window <= 0 {
+		c.Window = 1024
+	}
+	if c.ReorderLimit <= 0 {
+		c.ReorderLimit = 4096
+	}
+	if c.GiveUp <= 0 {
+		c.GiveUp = 2 * time.Minute
+	}
+	if c.NewID == nil {
+		c.NewID = uuid.New
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// ChannelStats counts what a Channel did.
+type ChannelStats struct {
+	Sent, Resent, AcksReceived       int64
+	Received, Duplicates, Early, Acks int64
+	NotAccepted                      int64
+}
+
+type outMsg struct {
+	frame     []byte
+	firstSent time.Time
+	lastSent  time.Time
+	resends   int
+}
+
+// Channel is one end of the data channel's reliable stream: sequence
+// numbers, acknowledgements, reordering, duplicate re-acks and
+// retransmission. Run must be running for retransmissions to happen.
+type Channel struct {
+	cfg      ChannelConfig
+	recvType string
+
+	sendMu  sync.Mutex // serializes Send so sequence order = write order
+	mu      sync.Mutex // guards the fields below
+	nextSeq int64
+	unacked map[int64]*outMsg
+	oldest  int64 // lowest possibly unacked sequence number
+	rtt     rttEstimator
+
+	recvMu   sync.Mutex
+	expected int64
+	early    map[int64]*Message
+
+	space chan struct{} // a message was acknowledged
+	kick  chan struct{} // unacked went from empty to non-empty
+	done  chan struct{}
+	once  sync.Once
+	err   error
+
+	stats struct {
+		sent, resent, acksReceived, received, dups, early, acks, notAccepted atomic.Int64
+	}
+}
+
+// NewChannel returns a channel; call Run to start retransmission.
+func NewChannel(cfg ChannelConfig) *Channel {
+	cfg.setDefaults()
+	recv := TypeOutputStreamData
+	if cfg.SendType == TypeOutputStreamData {
+		recv = TypeInputStreamData
+	}
+	return &Channel{
+		cfg:      cfg,
+		recvType: recv,
+		unacked:  make(map[int64]*outMsg),
+		rtt:      newRTTEstimator(),
+		early:    make(map[int64]*Message),
+		space:    make(chan struct{}, 1),
+		kick:     make(chan struct{}, 1),
+		done:     make(chan struct{}),
+	}
+}
+
+// Close stops the channel; pending and later Sends fail with err (or
+// ErrChannelClosed). The first error wins.
+func (c *Channel) Close(err error) {
+	c.once.Do(func() {
+		if err == nil {
+			err = ErrChannelClosed
+		}
+		c.err = err
+		close(c.done)
+	})
+}
+
+// Done is closed when the channel is closed; Err then says why.
+func (c *Channel) Done() <-chan struct{} { return c.done }
+
+// Err returns the error the channel was closed with, or nil.
+func (c *Channel) Err() error {
+	select {
+	case <-c.done:
+		return c.err
+	default:
+		return nil
+	}
+}
+
+// Stats returns counters.
+func (c *Channel) Stats() ChannelStats {
+	s := &c.stats
+	return ChannelStats{Sent: s.sent.Load(), Resent: s.resent.Load(), AcksReceived: s.acksReceived.Load(),
+		Received: s.received.Load(), Duplicates: s.dups.Load(), Early: s.early.Load(), Acks: s.acks.Load(),
+		NotAccepted: s.notAccepted.Load()}
+}
+
+// Unacked returns the number of sent messages not yet acknowledged.
+func (c *Channel) Unacked() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.unacked)
+}
+
+// Send sends one sequenced stream message, blocking while the window is
+// full. The payload must not be empty.
+func (c *Channel) Send(ctx context.Context, payloadType uint32, payload []byte) error {
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	if err := c.waitSpace(ctx); err != nil {
+		return err
+	}
+	now := c.cfg.Now()
+	c.mu.Lock()
+	seq := c.nextSeq
+	m := Message{MessageType: c.cfg.SendType, CreatedDate: uint64(now.UnixMilli()), SequenceNumber: seq,
+		MessageID: c.cfg.NewID(), PayloadType: payloadType, Payload: payload}
+	if seq == 0 && c.cfg.SYNOnFirst {
+		m.Flags = HeaderFlagSYN
+	}
+	frame, err := m.Encode(make([]byte, 0, FrameOverhead+len(payload)))
+	if err != nil {
+		c.mu.Unlock()
+		return err
+	}
+	c.nextSeq++
+	wasEmpty := len(c.unacked) == 0
+	c.unacked[seq] = &outMsg{frame: frame, firstSent: now, lastSent: now}
+	c.mu.Unlock()
+	if wasEmpty {
+		signal(c.kick)
+	}
+	c.stats.sent.Add(1)
+	if err := c.cfg.Write(frame); err != nil {
+		err = fmt.Errorf("send message %d: %w", seq, err)
+		c.Close(err)
+		return err
+	}
+	return nil
+}
+
+func (c *Channel) waitSpace(ctx context.Context) error {
+	for {
+		c.mu.Lock()
+		full := len(c.unacked) >= c.cfg.Window
+		c.mu.Unlock()
+		select {
+		case <-c.done:
+			return c.err
+		default:
+		}
+		if !full {
+			return nil
+		}
+		select {
+		case <-c.space:
+		case <-c.done:
+			return c.err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// SendFlag sends a Flag message (§6.3).
+func (c *Channel) SendFlag(ctx context.Context, flag uint32) error {
+	b := []byte{byte(flag >> 24), byte(flag >> 16), byte(flag >> 8), byte(flag)}
+	return c.Send(ctx, PayloadFlag, b)
+}
+
+// Handle processes a decoded message if it belongs to the stream layer
+// (acknowledge, or the peer's stream type) and reports whether it did.
+// Handle keeps early messages, so m and its payload must not be reused.
+func (c *Channel) Handle(m *Message) (bool, error) {
+	switch m.MessageType {
+	case TypeAcknowledge:
+		return true, c.handleAck(m)
+	case c.recvType:
+		return true, c.handleStream(m)
+	}
+	return false, nil
+}

@@ -1,0 +1,118 @@
+package ssm
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// AckContent is the acknowledge payload (§7.2); field order is the wire order.
+type AckContent struct {
+	AcknowledgedMessageType           string `json:"AcknowledgedMessageType"`
+	AcknowledgedMessageID             string `json:"AcknowledgedMessageId"`
+	AcknowledgedMessageSequenceNumber int64  `json:"AcknowledgedMessageSequenceNumber"`
+	IsSequentialMessage               bool   `json:"IsSequentialMessage"`
+}
+
+func (c *Channel) handleAck(m *Message) error {
+	var a AckContent
+	if err := json.Unmarshal(m.Payload, &a); err != nil {
+		return fmt.Errorf("decode acknowledge: %w", err)
+	}
+	c.stats.acksReceived.Add(1)
+	now := c.cfg.Now()
+	c.mu.Lock()
+	om, ok := c.unacked[a.AcknowledgedMessageSequenceNumber]
+	if ok {
+		delete(c.unacked, a.AcknowledgedMessageSequenceNumber)
+		if om.resends == 0 { // Karn: retransmitted samples are ambiguous
+			c.rtt.sample(now.Sub(om.lastSent))
+		}
+		for c.oldest < c.nextSeq && c.unacked[c.oldest] == nil {
+			c.oldest++
+		}
+	}
+	c.mu.Unlock()
+	if ok {
+		signal(c.space)
+	}
+	return nil
+}
+
+func (c *Channel) handleStream(m *Message) error {
+	c.stats.received.Add(1)
+	c.recvMu.Lock()
+	defer c.recvMu.Unlock()
+	switch {
+	case m.SequenceNumber == c.expected:
+		if !c.cfg.Deliver(m) {
+			c.stats.notAccepted.Add(1)
+			return nil // not acked: the peer retransmits it
+		}
+		c.expected++
+		if err := c.ack(m); err != nil {
+			return err
+		}
+		c.drainLocked()
+	case m.SequenceNumber > c.expected:
+		if _, dup := c.early[m.SequenceNumber]; !dup {
+			if len(c.early) >= c.cfg.ReorderLimit {
+				return nil // no room: drop without ack
+			}
+			c.early[m.SequenceNumber] = m
+			c.stats.early.Add(1)
+		} else {
+			c.stats.dups.Add(1)
+		}
+		return c.ack(m)
+	default:
+		// A duplicate of a delivered message: re-ack it, or a lost ack
+		// would make the peer retransmit it forever (§7.3).
+		c.stats.dups.Add(1)
+		return c.ack(m)
+	}
+	return nil
+}
+
+// Redeliver offers early messages that Deliver refused earlier again.
+func (c *Channel) Redeliver() {
+	c.recvMu.Lock()
+	defer c.recvMu.Unlock()
+	c.drainLocked()
+}
+
+func (c *Channel) drainLocked() {
+	for {
+		next, ok := c.early[c.expected]
+		if !ok || !c.cfg.Deliver(next) {
+			return
+		}
+		delete(c.early, c.expected)
+		c.expected++
+	}
+}
+
+// ack sends the acknowledge for m: seq 0, Flags 3, PayloadType 0 (§7.2).
+func (c *Channel) ack(m *Message) error {
+	payload, err := json.Marshal(AckContent{
+		AcknowledgedMessageType:           m.MessageType,
+		AcknowledgedMessageID:             m.MessageID.String(),
+		AcknowledgedMessageSequenceNumber: m.SequenceNumber,
+		IsSequentialMessage:               true,
+	})
+	if err != nil {
+		return fmt.Errorf("encode acknowledge: %w", err)
+	}
+	a := Message{MessageType: TypeAcknowledge, CreatedDate: uint64(c.cfg.Now().UnixMilli()),
+		Flags: HeaderFlagAck, MessageID: c.cfg.NewID(), Payload: payload}
+	frame, err := a.Encode(make([]byte, 0, FrameOverhead+len(payload)))
+	if err != nil {
+		return err
+	}
+	c.stats.acks.Add(1)
+	if err := c.cfg.Write(frame); err != nil {
+		err = fmt.Errorf("send acknowledge for %d: %w", m.SequenceNumber, err)
+		c.Close(err)
+		return err
+	}
+	return nil
+}
