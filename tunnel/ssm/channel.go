@@ -72,9 +72,9 @@ func (c *ChannelConfig) setDefaults() {
 
 // ChannelStats counts what a Channel did.
 type ChannelStats struct {
-	Sent, Resent, AcksReceived       int64
+	Sent, Resent, AcksReceived        int64
 	Received, Duplicates, Early, Acks int64
-	NotAccepted                      int64
+	NotAccepted                       int64
 }
 
 type outMsg struct {
