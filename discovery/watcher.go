@@ -1,0 +1,330 @@
+package discovery
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+)
+
+// Watcher defaults.
+const (
+	DefaultInterval        = 60 * time.Second
+	DefaultJitter          = 0.1
+	DefaultMinBackoff      = 1 * time.Second
+	DefaultThrottleBackoff = 15 * time.Second
+	DefaultMaxBackoff      = 5 * time.Minute
+	DefaultRefreshTimeout  = 2 * time.Minute
+)
+
+// WatcherConfig configures a Watcher. Zero durations take the defaults.
+type WatcherConfig struct {
+	// Fetch lists the databases, typically (*Source).Fetch. Nil serves
+	// the static targets of Policy only.
+	Fetch func(ctx context.Context) ([]Database, error)
+	// Policy admits and names the databases and holds the static targets.
+	Policy Policy
+	// Interval between successful refreshes.
+	Interval time.Duration
+	// Jitter spreads every wait by ±Jitter·wait, so that many servers do
+	// not call AWS in step. 0 means DefaultJitter; it must be below 1.
+	Jitter float64
+	// After a failed refresh the wait is MinBackoff, doubling with each
+	// further failure up to MaxBackoff. A throttling error (API error code
+	// Throttling, ThrottlingException, RequestLimitExceeded, … as the SDK's
+	// retry.DefaultThrottleErrorCodes lists) starts at ThrottleBackoff
+	// instead.
+	MinBackoff, ThrottleBackoff, MaxBackoff time.Duration
+	// RefreshTimeout bounds one refresh.
+	RefreshTimeout time.Duration
+	// Logger receives failure streaks, recoveries and snapshot changes.
+	// Nil discards.
+	Logger *slog.Logger
+
+	// Test hooks: the clock, the timer Run waits on, and a uniform random
+	// number in [0, 1) for the jitter.
+	Now   func() time.Time
+	After func(time.Duration) <-chan time.Time
+	Rand  func() float64
+}
+
+func (c *WatcherConfig) setDefaults() {
+	defaultDur := func(d *time.Duration, def time.Duration) {
+		if *d == 0 {
+			*d = def
+		}
+	}
+	defaultDur(&c.Interval, DefaultInterval)
+	defaultDur(&c.MinBackoff, DefaultMinBackoff)
+	defaultDur(&c.ThrottleBackoff, DefaultThrottleBackoff)
+	defaultDur(&c.MaxBackoff, DefaultMaxBackoff)
+	defaultDur(&c.RefreshTimeout, DefaultRefreshTimeout)
+	if c.Jitter == 0 {
+		c.Jitter = DefaultJitter
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.After == nil {
+		c.After = time.After
+	}
+	if c.Rand == nil {
+		c.Rand = rand.Float64
+	}
+}
+
+// Validate checks the configuration after defaults are applied.
+func (c *WatcherConfig) Validate() error {
+	switch {
+	case c.Interval < 0 || c.MinBackoff < 0 || c.ThrottleBackoff < 0 || c.MaxBackoff < 0 || c.RefreshTimeout < 0:
+		return fmt.Errorf("discovery durations must not be negative")
+	case c.Jitter < 0 || c.Jitter >= 1:
+		return fmt.Errorf("discovery jitter %v is outside [0, 1)", c.Jitter)
+	case c.MinBackoff > c.MaxBackoff || c.ThrottleBackoff > c.MaxBackoff:
+		return fmt.Errorf("discovery backoff: min %v and throttle %v must not exceed max %v",
+			c.MinBackoff, c.ThrottleBackoff, c.MaxBackoff)
+	}
+	return c.Policy.Validate()
+}
+
+// Status describes the refreshes so far, for metrics and readiness.
+type Status struct {
+	LastAttempt  time.Time
+	LastSuccess  time.Time
+	LastDuration time.Duration
+	// ConsecutiveFailures counts failed refreshes since the last success.
+	ConsecutiveFailures int
+	// LastError is the text of the latest failure; empty after a success.
+	LastError string
+	// Throttled is whether the latest failure was AWS throttling.
+	Throttled bool
+	// Targets is the number of targets in the current snapshot.
+	Targets int
+}
+
+// Watcher keeps the current Snapshot up to date. Current is lock-free;
+// refreshes are serialised, so Run and an explicit Refresh (SIGHUP) may
+// overlap safely.
+type Watcher struct {
+	cfg     WatcherConfig // immutable after NewWatcher, except Policy
+	current atomic.Pointer[Snapshot]
+
+	refreshMu sync.Mutex // held for a whole refresh
+
+	mu     sync.Mutex // guards the fields below
+	policy Policy
+	status Status
+	warned map[Warning]bool // warnings logged by the last successful refresh
+}
+
+// NewWatcher validates cfg. It does not refresh: call Refresh or Run.
+func NewWatcher(cfg WatcherConfig) (*Watcher, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Watcher{cfg: cfg, policy: cfg.Policy}, nil
+}
+
+// Current is the latest good snapshot, nil before the first success.
+func (w *Watcher) Current() *Snapshot { return w.current.Load() }
+
+// Ready reports whether a snapshot has been loaded.
+func (w *Watcher) Ready() bool { return w.Current() != nil }
+
+// Status returns a copy of the refresh status.
+func (w *Watcher) Status() Status {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.status
+}
+
+// SetConfig replaces the rules, region order and static targets; the next
+// refresh uses them (call Refresh to apply them now).
+func (w *Watcher) SetConfig(p Policy) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.policy = p
+	return nil
+}
+
+// Run refreshes at once (unless Refresh was called before), then every
+// Interval, backing off after failures, until ctx ends; it then returns
+// nil. Failures are in Status and the log.
+func (w *Watcher) Run(ctx context.Context) error {
+	for {
+		if d := w.nextDelay(); d > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-w.cfg.After(d):
+			}
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		_ = w.Refresh(ctx) // recorded in Status, logged once per failure streak
+	}
+}
+
+// Refresh fetches the databases and swaps in a new snapshot. On failure
+// the previous snapshot stays current, the failure is counted in Status,
+// and only the first failure of a streak is logged (at Warn; the recovery
+// at Info), so callers need not log the returned error again.
+func (w *Watcher) Refresh(ctx context.Context) error {
+	w.refreshMu.Lock()
+	defer w.refreshMu.Unlock()
+	w.mu.Lock()
+	policy := w.policy
+	w.mu.Unlock()
+
+	start := w.cfg.Now()
+	snap, warns, err := w.build(ctx, policy, start)
+	if err != nil && ctx.Err() != nil {
+		return err // shutting down: not a discovery failure
+	}
+	w.record(start, snap, warns, err)
+	return err
+}
+
+func (w *Watcher) build(ctx context.Context, p Policy, now time.Time) (*Snapshot, []Warning, error) {
+	var dbs []Database
+	if w.cfg.Fetch != nil {
+		ctx, cancel := context.WithTimeout(ctx, w.cfg.RefreshTimeout)
+		defer cancel()
+		var err error
+		if dbs, err = w.cfg.Fetch(ctx); err != nil {
+			return nil, nil, fmt.Errorf("refresh discovery: %w", err)
+		}
+	}
+	targets, warns := p.Targets(dbs)
+	snap, err := NewSnapshot(targets, now)
+	if err != nil {
+		return nil, nil, fmt.Errorf("refresh discovery: %w", err)
+	}
+	return snap, warns, nil
+}
+
+func (w *Watcher) record(start time.Time, snap *Snapshot, warns []Warning, err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	log := w.cfg.Logger
+	st := &w.status
+	st.LastAttempt = start
+	st.LastDuration = w.cfg.Now().Sub(start)
+	if err != nil {
+		st.ConsecutiveFailures++
+		st.LastError = err.Error()
+		st.Throttled = IsThrottle(err)
+		if st.ConsecutiveFailures == 1 {
+			log.Warn("discovery refresh failed; serving the last snapshot until a refresh succeeds",
+				"err", err, "throttled", st.Throttled, "targets", st.Targets)
+		}
+		return
+	}
+	if st.ConsecutiveFailures > 0 {
+		log.Info("discovery refresh recovered", "failures", st.ConsecutiveFailures,
+			"since", st.LastSuccess)
+	}
+	st.ConsecutiveFailures, st.LastError, st.Throttled = 0, "", false
+	st.LastSuccess = start
+	st.Targets = snap.Len()
+	old := w.current.Swap(snap)
+	w.logChanges(old, snap)
+	w.logWarnings(warns)
+}
+
+// logChanges logs the first snapshot and any later change of target names.
+func (w *Watcher) logChanges(old, cur *Snapshot) {
+	if old == nil {
+		w.cfg.Logger.Info("discovery snapshot loaded", "targets", cur.Len())
+		return
+	}
+	added, removed := diffNames(old.Targets(), cur.Targets())
+	if len(added)+len(removed) > 0 {
+		w.cfg.Logger.Info("discovery targets changed", "targets", cur.Len(),
+			"added", added, "removed", removed)
+	}
+}
+
+// logWarnings logs each warning once while it persists.
+func (w *Watcher) logWarnings(warns []Warning) {
+	next := make(map[Warning]bool, len(warns))
+	for _, wn := range warns {
+		if !w.warned[wn] {
+			w.cfg.Logger.Warn("discovery: "+wn.Message, "region", wn.Region, "identifier", wn.Identifier)
+		}
+		next[wn] = true
+	}
+	w.warned = next
+}
+
+// diffNames compares two name-sorted target lists.
+func diffNames(old, cur []Target) (added, removed []string) {
+	i, j := 0, 0
+	for i < len(old) || j < len(cur) {
+		switch {
+		case j == len(cur) || (i < len(old) && old[i].Name < cur[j].Name):
+			removed = append(removed, old[i].Name)
+			i++
+		case i == len(old) || cur[j].Name < old[i].Name:
+			added = append(added, cur[j].Name)
+			j++
+		default:
+			i++
+			j++
+		}
+	}
+	return added, removed
+}
+
+// nextDelay is how long Run waits before the next refresh.
+func (w *Watcher) nextDelay() time.Duration {
+	st := w.Status()
+	if st.LastAttempt.IsZero() {
+		return 0
+	}
+	return w.cfg.jitter(w.cfg.wait(st.ConsecutiveFailures, st.Throttled))
+}
+
+// wait is the un-jittered wait after failures consecutive failures (0:
+// the last refresh succeeded).
+func (c *WatcherConfig) wait(failures int, throttled bool) time.Duration {
+	if failures == 0 {
+		return c.Interval
+	}
+	d := c.MinBackoff
+	if throttled {
+		d = c.ThrottleBackoff
+	}
+	for range failures - 1 {
+		if d >= c.MaxBackoff/2 {
+			return c.MaxBackoff
+		}
+		d *= 2
+	}
+	return min(d, c.MaxBackoff)
+}
+
+func (c *WatcherConfig) jitter(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * (1 + c.Jitter*(2*c.Rand()-1)))
+}
+
+// IsThrottle reports whether err is an AWS throttling error, by its API
+// error code (retry.DefaultThrottleErrorCodes), through any wrapping.
+func IsThrottle(err error) bool {
+	check := retry.ThrottleErrorCode{Codes: retry.DefaultThrottleErrorCodes}
+	return err != nil && check.IsErrorThrottle(err) == aws.TrueTernary
+}

@@ -1,0 +1,455 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/smithy-go"
+	"github.com/google/go-cmp/cmp"
+)
+
+// logRecorder is a slog.Handler that keeps "LEVEL message" lines.
+type logRecorder struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (r *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (r *logRecorder) WithAttrs([]slog.Attr) slog.Handler       { return r }
+func (r *logRecorder) WithGroup(string) slog.Handler            { return r }
+func (r *logRecorder) Handle(_ context.Context, rec slog.Record) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lines = append(r.lines, rec.Level.String()+" "+rec.Message)
+	return nil
+}
+
+// take returns the lines logged since the last take.
+func (r *logRecorder) take() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l := r.lines
+	r.lines = nil
+	return l
+}
+
+// fakeRDS is a Fetch whose answer the test sets.
+type fakeRDS struct {
+	mu    sync.Mutex
+	dbs   []Database
+	err   error
+	calls int
+}
+
+func (f *fakeRDS) set(dbs []Database, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.dbs, f.err = dbs, err
+}
+
+func (f *fakeRDS) Fetch(context.Context) ([]Database, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	return f.dbs, f.err
+}
+
+var throttling = fmt.Errorf("describe rds instances in r1: %w",
+	&smithy.OperationError{ServiceID: "RDS", OperationName: "DescribeDBInstances",
+		Err: &smithy.GenericAPIError{Code: "Throttling", Message: "Rate exceeded"}})
+
+func newTestWatcher(t *testing.T, f *fakeRDS, mod func(*WatcherConfig)) (*Watcher, *logRecorder) {
+	t.Helper()
+	rec := &logRecorder{}
+	cfg := WatcherConfig{
+		Fetch:  f.Fetch,
+		Logger: slog.New(rec),
+		Now:    func() time.Time { return testTime },
+		Rand:   func() float64 { return 0.5 }, // no jitter
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	w, err := NewWatcher(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w, rec
+}
+
+func TestWatcherWait(t *testing.T) {
+	c := WatcherConfig{Interval: time.Minute, MinBackoff: time.Second, ThrottleBackoff: 10 * time.Second,
+		MaxBackoff: 100 * time.Second}
+	tests := []struct {
+		failures  int
+		throttled bool
+		want      time.Duration
+	}{
+		{0, false, time.Minute},
+		{0, true, time.Minute},
+		{1, false, time.Second},
+		{2, false, 2 * time.Second},
+		{3, false, 4 * time.Second},
+		{7, false, 64 * time.Second},
+		{8, false, 100 * time.Second},
+		{1000, false, 100 * time.Second},
+		{1, true, 10 * time.Second},
+		{2, true, 20 * time.Second},
+		{4, true, 80 * time.Second},
+		{5, true, 100 * time.Second},
+	}
+	for _, tt := range tests {
+		if got := c.wait(tt.failures, tt.throttled); got != tt.want {
+			t.Errorf("wait(%d, %v) = %v, want %v", tt.failures, tt.throttled, got, tt.want)
+		}
+	}
+}
+
+func TestWatcherJitter(t *testing.T) {
+	for _, tt := range []struct {
+		r    float64
+		want time.Duration
+	}{{0, 90 * time.Second}, {0.5, 100 * time.Second}, {0.75, 105 * time.Second}} {
+		c := WatcherConfig{Jitter: 0.1, Rand: func() float64 { return tt.r }}
+		if got := c.jitter(100 * time.Second); got != tt.want {
+			t.Errorf("jitter(100s) with rand %v = %v, want %v", tt.r, got, tt.want)
+		}
+	}
+}
+
+func TestWatcherConfigValidate(t *testing.T) {
+	for _, c := range []WatcherConfig{
+		{Jitter: 1},
+		{Jitter: -0.1},
+		{Interval: -time.Second},
+		{MinBackoff: time.Hour},
+		{ThrottleBackoff: time.Hour},
+		{Policy: Policy{Rules: Rules{Deny: []Rule{{}}}}},
+	} {
+		if _, err := NewWatcher(c); err == nil {
+			t.Errorf("NewWatcher(%+v) = nil error", c)
+		}
+	}
+}
+
+func TestIsThrottle(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want bool
+	}{
+		{throttling, true},
+		{&smithy.GenericAPIError{Code: "ThrottlingException"}, true},
+		{fmt.Errorf("x: %w", &smithy.GenericAPIError{Code: "RequestLimitExceeded"}), true},
+		{&smithy.GenericAPIError{Code: "AccessDenied"}, false},
+		{errors.New("Throttling"), false},
+		{nil, false},
+	} {
+		if got := IsThrottle(tt.err); got != tt.want {
+			t.Errorf("IsThrottle(%v) = %v, want %v", tt.err, got, tt.want)
+		}
+	}
+}
+
+// TestWatcherFailureStreak: a failing refresh keeps the snapshot, is
+// logged once per streak, backs off, and recovers.
+func TestWatcherFailureStreak(t *testing.T) {
+	f := &fakeRDS{}
+	w, rec := newTestWatcher(t, f, func(c *WatcherConfig) {
+		c.MinBackoff, c.ThrottleBackoff, c.MaxBackoff = time.Second, 30*time.Second, 10*time.Minute
+	})
+	if w.Ready() || w.Current() != nil || w.nextDelay() != 0 {
+		t.Fatal("watcher ready before its first refresh")
+	}
+	f.set([]Database{inst("r1", "a", optIn)}, nil)
+	if err := w.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	first := w.Current()
+	if !w.Ready() || first.Len() != 1 {
+		t.Fatalf("after first refresh: ready=%v snapshot=%v", w.Ready(), first)
+	}
+	if diff := cmp.Diff([]string{"INFO discovery snapshot loaded"}, rec.take()); diff != "" {
+		t.Errorf("logs (-want +got):\n%s", diff)
+	}
+	if got := w.nextDelay(); got != DefaultInterval {
+		t.Errorf("delay after success = %v, want %v", got, DefaultInterval)
+	}
+
+	boom := errors.New("connection refused")
+	f.set(nil, boom)
+	for i, want := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second} {
+		if err := w.Refresh(t.Context()); !errors.Is(err, boom) {
+			t.Fatalf("refresh %d: err = %v, want %v", i, err, boom)
+		}
+		if w.Current() != first {
+			t.Fatalf("refresh %d replaced the snapshot after a failure", i)
+		}
+		if got := w.nextDelay(); got != want {
+			t.Errorf("delay after %d failures = %v, want %v", i+1, got, want)
+		}
+	}
+	st := w.Status()
+	if st.ConsecutiveFailures != 3 || st.LastError == "" || st.Throttled || !st.LastSuccess.Equal(testTime) || st.Targets != 1 {
+		t.Errorf("status = %+v", st)
+	}
+	f.set(nil, throttling)
+	if err := w.Refresh(t.Context()); !IsThrottle(err) {
+		t.Fatalf("err = %v, want throttling", err)
+	}
+	if got, want := w.nextDelay(), 8*30*time.Second; got != want {
+		t.Errorf("delay after 4 failures, the last throttled = %v, want %v", got, want)
+	}
+	if !w.Status().Throttled {
+		t.Error("status does not say throttled")
+	}
+	if diff := cmp.Diff([]string{"WARN discovery refresh failed; serving the last snapshot until a refresh succeeds"},
+		rec.take()); diff != "" {
+		t.Errorf("logs of a four-failure streak (-want +got):\n%s", diff)
+	}
+
+	f.set([]Database{inst("r1", "a", optIn), inst("r1", "b", optIn)}, nil)
+	if err := w.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"INFO discovery refresh recovered", "INFO discovery targets changed"},
+		rec.take()); diff != "" {
+		t.Errorf("logs of the recovery (-want +got):\n%s", diff)
+	}
+	if st := w.Status(); st.ConsecutiveFailures != 0 || st.LastError != "" || st.Targets != 2 {
+		t.Errorf("status after recovery = %+v", st)
+	}
+
+	f.set(nil, boom) // a new streak is logged again
+	_ = w.Refresh(t.Context())
+	_ = w.Refresh(t.Context())
+	if got := rec.take(); len(got) != 1 {
+		t.Errorf("second streak logged %q, want one line", got)
+	}
+}
+
+func TestWatcherCanceledRefreshIsNotAFailure(t *testing.T) {
+	f := &fakeRDS{}
+	w, rec := newTestWatcher(t, f, nil)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	f.set(nil, context.Canceled)
+	if err := w.Refresh(ctx); err == nil {
+		t.Fatal("Refresh succeeded")
+	}
+	if st := w.Status(); st.ConsecutiveFailures != 0 || !st.LastAttempt.IsZero() {
+		t.Errorf("status = %+v, want untouched", st)
+	}
+	if got := rec.take(); len(got) != 0 {
+		t.Errorf("logged %q", got)
+	}
+}
+
+func TestWatcherWarningsLoggedOnce(t *testing.T) {
+	f := &fakeRDS{}
+	w, rec := newTestWatcher(t, f, nil)
+	bad := inst("r1", "a", map[string]string{TagEnabled: "true", TagLocalPort: "x"})
+	f.set([]Database{bad}, nil)
+	for range 3 {
+		if err := w.Refresh(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{"INFO discovery snapshot loaded",
+		`WARN discovery: tag rdsproxy:local-port="x" is not a port number; ignored`}
+	if diff := cmp.Diff(want, rec.take()); diff != "" {
+		t.Errorf("logs (-want +got):\n%s", diff)
+	}
+}
+
+// TestWatcherSetConfig: new rules and static targets apply at the next
+// refresh, with no new watcher.
+func TestWatcherSetConfig(t *testing.T) {
+	f := &fakeRDS{}
+	f.set([]Database{inst("r1", "a", optIn), inst("r1", "b", map[string]string{"team": "x"})}, nil)
+	w, _ := newTestWatcher(t, f, nil)
+	if err := w.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"a"}, names(w.Current().Targets())); diff != "" {
+		t.Errorf("default rules (-want +got):\n%s", diff)
+	}
+	static := Target{Name: "a", Endpoint: "pg.local:5432", Auth: AuthPassthrough, TLS: TLSDisable, Source: SourceStatic}
+	rules, err := ParseRules([]string{"team"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.SetConfig(Policy{Rules: rules, Static: []Target{static, static}}); err == nil {
+		t.Error("SetConfig accepted duplicate static targets")
+	}
+	if err := w.SetConfig(Policy{Rules: rules, Static: []Target{static}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"a", "b"}, names(w.Current().Targets())); diff != "" {
+		t.Errorf("after SetConfig (-want +got):\n%s", diff)
+	}
+	if got, _ := w.Current().Lookup("a"); got.Source != SourceStatic {
+		t.Errorf("target a = %+v, want the static one", got)
+	}
+}
+
+func TestWatcherStaticOnly(t *testing.T) {
+	static := Target{Name: "pg", Endpoint: "127.0.0.1:5432", Auth: AuthPassthrough, TLS: TLSDisable, Source: SourceStatic}
+	w, err := NewWatcher(WatcherConfig{Policy: Policy{Static: []Target{static}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]Target{static}, w.Current().Targets()); diff != "" {
+		t.Errorf("targets (-want +got):\n%s", diff)
+	}
+}
+
+// TestWatcherRun drives Run through its timer hook: it refreshes at once,
+// waits Interval after a success and backs off after failures, and stops
+// when its context ends.
+func TestWatcherRun(t *testing.T) {
+	type wait struct {
+		d    time.Duration
+		fire chan time.Time
+	}
+	waits := make(chan wait)
+	f := &fakeRDS{}
+	f.set([]Database{inst("r1", "a", optIn)}, nil)
+	w, _ := newTestWatcher(t, f, func(c *WatcherConfig) {
+		c.Interval, c.MinBackoff = time.Minute, time.Second
+		c.After = func(d time.Duration) <-chan time.Time {
+			ch := make(chan time.Time, 1)
+			waits <- wait{d, ch}
+			return ch
+		}
+	})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+
+	expect := func(want time.Duration) chan time.Time {
+		t.Helper()
+		got := <-waits
+		if got.d != want {
+			t.Errorf("Run waits %v, want %v", got.d, want)
+		}
+		return got.fire
+	}
+	fire := expect(time.Minute) // the first refresh ran at once and succeeded
+	if !w.Ready() {
+		t.Error("not ready after the first wait began")
+	}
+	f.set(nil, errors.New("down"))
+	fire <- testTime                // second refresh fails
+	expect(time.Second) <- testTime // third fails
+	fire = expect(2 * time.Second)  // doubled
+	f.set([]Database{inst("r1", "a", optIn)}, nil)
+	fire <- testTime // fourth succeeds
+	expect(time.Minute)
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run = %v", err)
+	}
+	if f.calls != 4 {
+		t.Errorf("Fetch called %d times, want 4", f.calls)
+	}
+}
+
+// TestSnapshotImmutable: a snapshot handed out stays as it was when a
+// later refresh swaps in another.
+func TestSnapshotImmutable(t *testing.T) {
+	f := &fakeRDS{}
+	a := inst("r1", "a", map[string]string{TagEnabled: "true", TagUsers: "alice"})
+	f.set([]Database{a}, nil)
+	w, _ := newTestWatcher(t, f, nil)
+	if err := w.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	old := w.Current()
+	before := append([]Target(nil), old.Targets()...)
+	before[0].Users = append([]string(nil), before[0].Users...)
+
+	a.Tags = map[string]string{TagEnabled: "true", TagUsers: "bob", TagReadOnly: "true"}
+	a.Endpoint = "moved.example:5432"
+	f.set([]Database{a, inst("r1", "b", optIn)}, nil)
+	if err := w.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if w.Current() == old || w.Current().Len() != 2 {
+		t.Fatal("refresh did not swap in a new snapshot")
+	}
+	if diff := cmp.Diff(before, old.Targets()); diff != "" {
+		t.Errorf("old snapshot changed (-before +after):\n%s", diff)
+	}
+	if _, ok := old.Lookup("b"); ok {
+		t.Error("old snapshot finds a target added later")
+	}
+	if _, ok := old.Lookup("moved.example:5432"); ok {
+		t.Error("old snapshot finds the new endpoint")
+	}
+	if got, ok := w.Current().Lookup("MOVED.example"); !ok || got.Name != "a" {
+		t.Errorf("new snapshot lookup by endpoint host = %v, %v", got, ok)
+	}
+}
+
+func TestSnapshotLookup(t *testing.T) {
+	dbs := []Database{inst("r1", "a", optIn), cluster("r1", "c", optIn)}
+	targets, _ := Policy{}.Targets(dbs)
+	s, err := NewSnapshot(targets, testTime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ ref, want string }{
+		{"a", "a"},
+		{"c", "c"},
+		{"c-ro", "c-ro"},
+		{dbs[0].Endpoint, "a"},
+		{"A.X.R1.RDS.AMAZONAWS.COM:5432", "a"},
+		{"a.x.r1.rds.amazonaws.com", "a"},
+		{dbs[1].ReaderEndpoint, "c-ro"},
+		{"a.x.r1.rds.amazonaws.com:5433", ""},
+		{"A", ""},
+		{"nope", ""},
+	} {
+		got, ok := s.Lookup(tt.ref)
+		if (tt.want == "") == ok || (ok && got.Name != tt.want) {
+			t.Errorf("Lookup(%q) = %v, %v, want %q", tt.ref, got, ok, tt.want)
+		}
+	}
+}
+
+func BenchmarkLookup(b *testing.B) {
+	var dbs []Database
+	for i := range 1000 {
+		dbs = append(dbs, inst("r1", fmt.Sprintf("db-%04d", i), optIn))
+	}
+	targets, _ := Policy{}.Targets(dbs)
+	s, err := NewSnapshot(targets, testTime)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, bc := range []struct{ name, ref string }{
+		{"name", "db-0500"},
+		{"endpoint", dbs[500].Endpoint},
+		{"miss", "nope"},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, ok := s.Lookup(bc.ref); ok != (bc.name != "miss") {
+					b.Fatal("unexpected lookup result")
+				}
+			}
+		})
+	}
+}
