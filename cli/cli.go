@@ -1,0 +1,136 @@
+// Package cli is rdsproxy's command line: the kong command tree, the
+// configuration layers (flags > RDSPROXY_* environment > YAML file >
+// defaults), logging setup and exit codes. It is the only package that
+// reads argv, the environment and files, and the only one that exits.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/alecthomas/kong"
+)
+
+// Exit codes.
+const (
+	ExitOK      = 0
+	ExitFailure = 1
+	ExitUsage   = 2
+)
+
+// ExitError carries an exit code out of a command.
+type ExitError struct {
+	Code int
+	Err  error
+}
+
+func (e *ExitError) Error() string { return e.Err.Error() }
+func (e *ExitError) Unwrap() error { return e.Err }
+
+// Globals are flags every command has.
+type Globals struct {
+	Config    kong.ConfigFlag `help:"YAML configuration file; its keys are the long flag names." env:"RDSPROXY_CONFIG" placeholder:"FILE"`
+	LogLevel  string          `help:"Log level: debug, info, warn or error." default:"info" enum:"debug,info,warn,error" env:"RDSPROXY_LOG_LEVEL"`
+	LogFormat string          `help:"Log format: text or json." default:"text" enum:"text,json" env:"RDSPROXY_LOG_FORMAT"`
+}
+
+// CLI is the command tree.
+type CLI struct {
+	Globals
+	Server  ServerCmd  `cmd:"" help:"Run the server inside the VPC: discover databases and relay sessions to them."`
+	Connect ConnectCmd `cmd:"" help:"Listen locally and relay to databases through an rdsproxy server, injecting IAM tokens."`
+	Version VersionCmd `cmd:"" help:"Print the version."`
+}
+
+// Env is the process environment the CLI may read.
+type Env struct {
+	Stdout, Stderr io.Writer
+	Version        string
+}
+
+// Run parses args (without the program name), runs the command and
+// returns the process exit code.
+func Run(args []string, env Env) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, args, env)
+	var ee *ExitError
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.As(err, &ee):
+		if ee.Err != nil {
+			fmt.Fprintf(env.Stderr, "rdsproxy: %v\n", ee.Err)
+		}
+		return ee.Code
+	default:
+		fmt.Fprintf(env.Stderr, "rdsproxy: %v\n", err)
+		return ExitFailure
+	}
+}
+
+func run(ctx context.Context, args []string, env Env) error {
+	var cli CLI
+	exitCode := -1
+	parser, err := kong.New(&cli,
+		kong.Name("rdsproxy"),
+		kong.Description("Reach IAM-authenticated PostgreSQL on AWS RDS and Aurora in private subnets, with no passwords."),
+		kong.UsageOnError(),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+		kong.Configuration(loadConfigFile),
+		kong.Writers(env.Stdout, env.Stderr),
+		kong.Exit(func(code int) { exitCode = code }),
+		kong.Vars{"version": env.Version},
+	)
+	if err != nil {
+		return err
+	}
+	kctx, err := parser.Parse(args)
+	if exitCode >= 0 { // --help
+		return &ExitError{Code: exitCode}
+	}
+	if err != nil {
+		var pe *kong.ParseError
+		if errors.As(err, &pe) {
+			parser.Errorf("%s", err)
+			if pe.Context != nil {
+				pe.Context.PrintUsage(true)
+			}
+			return &ExitError{Code: ExitUsage}
+		}
+		return &ExitError{Code: ExitUsage, Err: err}
+	}
+	log, err := newLogger(env.Stderr, cli.LogLevel, cli.LogFormat)
+	if err != nil {
+		return &ExitError{Code: ExitUsage, Err: err}
+	}
+	kctx.BindTo(ctx, (*context.Context)(nil))
+	return kctx.Run(&cli.Globals, log, env)
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), nil
+}
+
+// VersionCmd prints the version.
+type VersionCmd struct{}
+
+// Run prints the version.
+func (VersionCmd) Run(env Env) error {
+	fmt.Fprintln(env.Stdout, "rdsproxy", env.Version)
+	return nil
+}

@@ -1,0 +1,123 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/alecthomas/kong"
+	"go.yaml.in/yaml/v3"
+)
+
+// fileKeys are configuration-file keys that are not flags.
+var fileKeys = []string{"targets"}
+
+// fileResolver supplies flag values from the YAML configuration file,
+// except for flags whose environment variable is set: kong applies
+// environment values before resolvers, so without this check the file
+// would beat the environment.
+type fileResolver struct {
+	values map[string]any
+}
+
+// loadConfigFile is kong's configuration loader for --config.
+func loadConfigFile(r io.Reader) (kong.Resolver, error) {
+	values, err := decodeYAML(r)
+	if err != nil {
+		return nil, err
+	}
+	return &fileResolver{values: values}, nil
+}
+
+// decodeYAML reads a YAML mapping and normalises its values to what
+// encoding/json would produce, which kong's decoders understand.
+func decodeYAML(r io.Reader) (map[string]any, error) {
+	var raw map[string]any
+	if err := yaml.NewDecoder(r).Decode(&raw); err != nil {
+		if err == io.EOF {
+			return map[string]any{}, nil
+		}
+		return nil, fmt.Errorf("configuration file: %w", err)
+	}
+	b, err := json.Marshal(raw)
+	if err != nil {
+		return nil, fmt.Errorf("configuration file: %w", err)
+	}
+	var values map[string]any
+	if err := json.Unmarshal(b, &values); err != nil {
+		return nil, fmt.Errorf("configuration file: %w", err)
+	}
+	return values, nil
+}
+
+// Validate rejects keys that name no flag, so typos do not pass silently.
+func (r *fileResolver) Validate(app *kong.Application) error {
+	known := map[string]bool{}
+	for _, k := range fileKeys {
+		known[k] = true
+	}
+	var walk func(n *kong.Node)
+	walk = func(n *kong.Node) {
+		for _, f := range n.Flags {
+			known[f.Name] = true
+		}
+		for _, c := range n.Children {
+			walk(c)
+		}
+	}
+	walk(app.Node)
+	var unknown []string
+	for k := range r.values {
+		if !known[k] {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return fmt.Errorf("configuration file: unknown keys %s (keys are the long flag names)", strings.Join(unknown, ", "))
+	}
+	return nil
+}
+
+// Resolve returns the file's value for flag unless its env var is set.
+func (r *fileResolver) Resolve(_ *kong.Context, _ *kong.Path, flag *kong.Flag) (any, error) {
+	if slices.ContainsFunc(flag.Envs, func(e string) bool { _, set := os.LookupEnv(e); return set }) {
+		return nil, nil
+	}
+	v, ok := r.values[flag.Name]
+	if !ok {
+		return nil, nil
+	}
+	return v, nil
+}
+
+// readFileSection decodes one non-flag key of the configuration file.
+func readFileSection(path, key string, into any) error {
+	if path == "" {
+		return nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var doc map[string]yaml.Node
+	if err := yaml.NewDecoder(f).Decode(&doc); err != nil {
+		if err == io.EOF {
+			return nil
+		}
+		return fmt.Errorf("configuration file %s: %w", path, err)
+	}
+	node, ok := doc[key]
+	if !ok {
+		return nil
+	}
+	if err := node.Decode(into); err != nil {
+		return fmt.Errorf("configuration file %s: %s: %w", path, key, err)
+	}
+	return nil
+}

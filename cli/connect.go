@@ -1,0 +1,158 @@
+package cli
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/rdsproxy/rdsproxy/client"
+	"github.com/rdsproxy/rdsproxy/discovery"
+	"github.com/rdsproxy/rdsproxy/internal/iamtoken"
+	"github.com/rdsproxy/rdsproxy/tunnel"
+)
+
+// ConnectCmd runs the client proxy.
+type ConnectCmd struct {
+	Targets    []string `arg:"" name:"target" help:"Target names (see the server's GET /v1/targets)."`
+	Via        string   `help:"How to reach the server: direct." default:"direct" enum:"direct" env:"RDSPROXY_VIA"`
+	Server     string   `help:"Server address HOST:PORT (--via direct)." env:"RDSPROXY_SERVER" placeholder:"HOST:PORT"`
+	ServerCA   string   `help:"PEM CA that signed the server's certificate; makes the server hop use TLS (verify-full)." type:"existingfile" env:"RDSPROXY_SERVER_CA"`
+	ServerName string   `help:"Host name to verify in the server's certificate (default: the host of --server)." env:"RDSPROXY_SERVER_NAME"`
+	Address    string   `help:"Local address to listen on." default:"127.0.0.1" env:"RDSPROXY_ADDRESS"`
+	Port       int      `help:"Local port (one target only; default: the target's rdsproxy:local-port tag, else a free port)." env:"RDSPROXY_PORT"`
+	User       string   `help:"Database user shown in the printed connection strings." env:"RDSPROXY_USER"`
+	Profile    string   `help:"AWS profile for signing tokens (default: the SDK's chain)." env:"AWS_PROFILE"`
+}
+
+// Run opens the tunnel, learns the targets, listens and serves.
+func (c *ConnectCmd) Run(ctx context.Context, log *slog.Logger, env Env) error {
+	if c.Port != 0 && len(c.Targets) > 1 {
+		return &ExitError{Code: ExitUsage, Err: errors.New("--port works with one target; the others need their own ports")}
+	}
+	tun, serverTLS, err := c.openTunnel()
+	if err != nil {
+		return &ExitError{Code: ExitUsage, Err: err}
+	}
+	defer tun.Close()
+	tokens, err := c.tokenSource(ctx)
+	if err != nil {
+		return err
+	}
+	fctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	all, err := client.FetchTargets(fctx, tun, serverTLS)
+	cancel()
+	if err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for _, name := range c.Targets {
+		t, err := client.FindTarget(all, name)
+		if err != nil {
+			return &ExitError{Code: ExitFailure, Err: err}
+		}
+		ln, err := c.listen(t)
+		if err != nil {
+			return err
+		}
+		p, err := client.New(client.Config{Tunnel: tun, Target: t, Tokens: tokens, ServerTLS: serverTLS, Logger: log})
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		c.printTarget(env, t, ln.Addr().(*net.TCPAddr))
+		log.Info("ready", "target", t.Name, "listen", ln.Addr().String())
+		g.Go(func() error { return p.Serve(gctx, ln) })
+	}
+	return g.Wait()
+}
+
+func (c *ConnectCmd) openTunnel() (tunnel.Tunnel, *tls.Config, error) {
+	if c.Server == "" {
+		return nil, nil, errors.New("--via direct needs --server HOST:PORT")
+	}
+	tun, err := tunnel.NewDirect(c.Server, 15*time.Second)
+	if err != nil {
+		return nil, nil, err
+	}
+	if c.ServerCA == "" {
+		return tun, nil, nil
+	}
+	pem, err := os.ReadFile(c.ServerCA)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--server-ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, nil, fmt.Errorf("--server-ca %s holds no PEM certificate", c.ServerCA)
+	}
+	name := c.ServerName
+	if name == "" {
+		name, _, _ = net.SplitHostPort(c.Server)
+	}
+	return tun, &tls.Config{RootCAs: pool, ServerName: name, MinVersion: tls.VersionTLS12}, nil
+}
+
+func (c *ConnectCmd) tokenSource(ctx context.Context) (*iamtoken.Cache, error) {
+	var opts []func(*config.LoadOptions) error
+	if c.Profile != "" {
+		opts = append(opts, config.WithSharedConfigProfile(c.Profile))
+	}
+	awsCfg, err := config.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("load AWS configuration: %w", err)
+	}
+	creds := awsCfg.Credentials
+	if creds == nil {
+		creds = aws.AnonymousCredentials{}
+	}
+	build := func(ctx context.Context, endpoint, region, user string) (string, error) {
+		return iamtoken.Build(ctx, endpoint, region, user, creds)
+	}
+	return iamtoken.NewCache(build, time.Now), nil
+}
+
+// listen opens the local listener for t: --port, else the target's port
+// hint, else any free port.
+func (c *ConnectCmd) listen(t discovery.Target) (net.Listener, error) {
+	port := c.Port
+	if port == 0 {
+		port = t.LocalPort
+	}
+	addr := net.JoinHostPort(c.Address, strconv.Itoa(port))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen for target %s on %s: %w", t.Name, addr, err)
+	}
+	return ln, nil
+}
+
+// printTarget prints ready-to-paste connection strings for t.
+func (c *ConnectCmd) printTarget(env Env, t discovery.Target, addr *net.TCPAddr) {
+	user := c.User
+	if user == "" && len(t.Users) > 0 {
+		user = t.Users[0]
+	}
+	if user == "" {
+		user = "DBUSER"
+	}
+	db := t.Database
+	if db == "" {
+		db = "postgres"
+	}
+	host, port := addr.IP.String(), addr.Port
+	fmt.Fprintf(env.Stdout, "%s → %s:%d\n", t.Name, host, port)
+	fmt.Fprintf(env.Stdout, "  psql:  psql \"host=%s port=%d user=%s dbname=%s sslmode=disable\"\n", host, port, user, db)
+	fmt.Fprintf(env.Stdout, "  DSN:   postgresql://%s@%s:%d/%s?sslmode=disable\n", user, host, port, db)
+	fmt.Fprintf(env.Stdout, "  JDBC:  jdbc:postgresql://%s:%d/%s?sslmode=disable&user=%s\n", host, port, db, user)
+}

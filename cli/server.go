@@ -1,0 +1,229 @@
+package cli
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/rdsproxy/rdsproxy/discovery"
+	"github.com/rdsproxy/rdsproxy/server"
+)
+
+// ServerCmd runs the server.
+type ServerCmd struct {
+	Listen         string            `help:"Address for clients (PostgreSQL and GET /v1/targets)." default:"127.0.0.1:5480" env:"RDSPROXY_LISTEN"`
+	AdminAddr      string            `help:"Address for /healthz, /readyz and /metrics." default:"127.0.0.1:9480" env:"RDSPROXY_ADMIN_ADDR"`
+	Map            map[string]string `help:"Dial override ENDPOINT=ADDR (host:port=host:port); TLS still verifies the endpoint's host name." env:"RDSPROXY_MAP" mapsep:","`
+	CAFile         string            `help:"Extra PEM CA certificates for upstream TLS (the RDS global bundle is built in)." type:"existingfile" env:"RDSPROXY_CA_FILE"`
+	TLSCert        string            `help:"Certificate (PEM) that lets clients use TLS to this server." type:"existingfile" env:"RDSPROXY_TLS_CERT"`
+	TLSKey         string            `help:"Private key (PEM) for --tls-cert." type:"existingfile" env:"RDSPROXY_TLS_KEY"`
+	MaxSessions    int               `help:"Maximum concurrent sessions; more get SQLSTATE 53300." default:"1000" env:"RDSPROXY_MAX_SESSIONS"`
+	StartupTimeout time.Duration     `help:"Time a client has to complete its startup." default:"10s" env:"RDSPROXY_STARTUP_TIMEOUT"`
+	DialTimeout    time.Duration     `help:"Time to connect, negotiate TLS and authenticate to a database." default:"10s" env:"RDSPROXY_DIAL_TIMEOUT"`
+	MaxStartupSize int               `help:"Largest startup packet accepted, in bytes." default:"10000" env:"RDSPROXY_MAX_STARTUP_SIZE"`
+	DryRun         bool              `help:"Check the flags and configuration file, print the effective configuration and exit."`
+}
+
+// staticTarget is one entry of the configuration file's targets list.
+type staticTarget struct {
+	Name      string   `yaml:"name"`
+	Endpoint  string   `yaml:"endpoint"`
+	Region    string   `yaml:"region"`
+	Auth      string   `yaml:"auth"`
+	TLS       string   `yaml:"tls"`
+	Database  string   `yaml:"database"`
+	Users     []string `yaml:"users"`
+	ReadOnly  bool     `yaml:"read-only"`
+	LocalPort int      `yaml:"local-port"`
+}
+
+func (s staticTarget) target() discovery.Target {
+	t := discovery.Target{
+		Name: s.Name, Endpoint: s.Endpoint, Region: s.Region,
+		Auth: discovery.Auth(s.Auth), TLS: discovery.TLSMode(s.TLS),
+		Database: s.Database, Users: s.Users, ReadOnly: s.ReadOnly, LocalPort: s.LocalPort,
+		Source: "static",
+	}
+	if t.Auth == "" {
+		t.Auth = discovery.AuthIAM
+	}
+	if t.TLS == "" {
+		t.TLS = discovery.TLSVerifyFull
+	}
+	return t
+}
+
+// Run starts the server and serves until ctx ends.
+func (c *ServerCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env Env) error {
+	targets, err := loadStaticTargets(string(g.Config))
+	if err != nil {
+		return &ExitError{Code: ExitUsage, Err: err}
+	}
+	snap, err := discovery.NewSnapshot(targets, time.Now())
+	if err != nil {
+		return &ExitError{Code: ExitUsage, Err: fmt.Errorf("targets: %w", err)}
+	}
+	cfg, err := c.serverConfig(log, staticTargets{snap})
+	if err != nil {
+		return &ExitError{Code: ExitUsage, Err: err}
+	}
+	if c.DryRun {
+		return c.printEffective(env, snap)
+	}
+	srv, err := server.New(cfg)
+	if err != nil {
+		return &ExitError{Code: ExitUsage, Err: err}
+	}
+	return c.serve(ctx, srv, snap, log)
+}
+
+func (c *ServerCmd) serve(ctx context.Context, srv *server.Server, snap *discovery.Snapshot, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	admin, err := net.Listen("tcp", c.AdminAddr)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("listen admin: %w", err)
+	}
+	var ready atomic.Bool
+	ready.Store(true)
+	log.Info("ready", "listen", ln.Addr().String(), "admin", admin.Addr().String(), "targets", snap.Len())
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Serve(ctx, ln) })
+	g.Go(func() error { return serveAdmin(ctx, admin, &ready) })
+	err = g.Wait()
+	log.Info("stopped")
+	return err
+}
+
+func (c *ServerCmd) serverConfig(log *slog.Logger, targets server.Targets) (server.Config, error) {
+	cfg := server.Config{
+		Targets:        targets,
+		DialOverrides:  c.Map,
+		MaxSessions:    c.MaxSessions,
+		StartupTimeout: c.StartupTimeout,
+		DialTimeout:    c.DialTimeout,
+		MaxStartupSize: c.MaxStartupSize,
+		Logger:         log,
+	}
+	for endpoint, addr := range c.Map {
+		if _, _, err := discovery.SplitEndpoint(endpoint); err != nil {
+			return cfg, fmt.Errorf("--map %s=%s: %w", endpoint, addr, err)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return cfg, fmt.Errorf("--map %s=%s: address is not host:port", endpoint, addr)
+		}
+	}
+	var extra []byte
+	if c.CAFile != "" {
+		b, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return cfg, fmt.Errorf("--ca-file: %w", err)
+		}
+		extra = b
+	}
+	roots, err := server.RootCAs(extra)
+	if err != nil {
+		return cfg, fmt.Errorf("--ca-file: %w", err)
+	}
+	cfg.RootCAs = roots
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return cfg, errors.New("--tls-cert and --tls-key go together")
+	}
+	if c.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
+		if err != nil {
+			return cfg, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+		}
+		cfg.ClientTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	if c.MaxSessions < 1 || c.MaxStartupSize < 8 || c.StartupTimeout <= 0 || c.DialTimeout <= 0 {
+		return cfg, errors.New("--max-sessions, --max-startup-size, --startup-timeout and --dial-timeout must be positive")
+	}
+	return cfg, nil
+}
+
+// printEffective writes the configuration the server would run with.
+func (c *ServerCmd) printEffective(env Env, snap *discovery.Snapshot) error {
+	out := map[string]any{
+		"listen": c.Listen, "admin-addr": c.AdminAddr, "map": c.Map, "ca-file": c.CAFile,
+		"tls-cert": c.TLSCert, "max-sessions": c.MaxSessions, "startup-timeout": c.StartupTimeout.String(),
+		"dial-timeout": c.DialTimeout.String(), "max-startup-size": c.MaxStartupSize,
+		"targets": snap.Targets(),
+	}
+	b, err := yaml.Marshal(out)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "# configuration is valid\n%s", b)
+	return nil
+}
+
+// loadStaticTargets reads the targets list of the configuration file,
+// rejecting unknown fields.
+func loadStaticTargets(path string) ([]discovery.Target, error) {
+	var node yaml.Node
+	if err := readFileSection(path, "targets", &node); err != nil {
+		return nil, err
+	}
+	if node.Kind == 0 {
+		return nil, nil
+	}
+	b, err := yaml.Marshal(&node)
+	if err != nil {
+		return nil, err
+	}
+	dec := yaml.NewDecoder(strings.NewReader(string(b)))
+	dec.KnownFields(true)
+	var entries []staticTarget
+	if err := dec.Decode(&entries); err != nil {
+		return nil, fmt.Errorf("configuration file %s: targets: %w", path, err)
+	}
+	out := make([]discovery.Target, len(entries))
+	for i, e := range entries {
+		out[i] = e.target()
+	}
+	return out, nil
+}
+
+// staticTargets serves a fixed snapshot.
+type staticTargets struct{ snap *discovery.Snapshot }
+
+func (s staticTargets) Current() *discovery.Snapshot { return s.snap }
+
+// serveAdmin serves /healthz and /readyz until ctx ends.
+func serveAdmin(ctx context.Context, ln net.Listener, ready *atomic.Bool) error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	stop := context.AfterFunc(ctx, func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		hs.Shutdown(sctx)
+	})
+	defer stop()
+	if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("admin server: %w", err)
+	}
+	return nil
+}

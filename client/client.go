@@ -1,0 +1,95 @@
+// Package client is the laptop side of rdsproxy. For each local
+// connection it reads the PostgreSQL startup (declining SSL and GSS
+// encryption on the loopback hop), opens a stream to the server through
+// the tunnel, sends the startup with rdsproxy.target and the user's IAM
+// token (pipelined, so authentication costs no extra round trip through
+// the tunnel), swallows the server's password request, and relays bytes.
+// CancelRequests are sent to the server over a new stream.
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/rdsproxy/rdsproxy/discovery"
+	"github.com/rdsproxy/rdsproxy/internal/pgwire"
+	"github.com/rdsproxy/rdsproxy/tunnel"
+)
+
+// Tokens signs (or returns a cached) RDS IAM token.
+type Tokens interface {
+	Get(ctx context.Context, endpoint, region, user string) (string, error)
+}
+
+// Config is one local listener's settings.
+type Config struct {
+	Tunnel tunnel.Tunnel
+	Target discovery.Target
+	Tokens Tokens
+	// ServerTLS, when set, upgrades every stream to the server with
+	// SSLRequest + TLS before anything else is sent.
+	ServerTLS *tls.Config
+	// StartupTimeout bounds a local client's startup and the server's
+	// answer (default 30s).
+	StartupTimeout time.Duration
+	MaxStartupSize int
+	Logger         *slog.Logger
+}
+
+// Proxy serves one target on local listeners.
+type Proxy struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// New checks cfg and returns a Proxy.
+func New(cfg Config) (*Proxy, error) {
+	if cfg.Tunnel == nil || cfg.Tokens == nil {
+		return nil, errors.New("client: tunnel and token source are required")
+	}
+	if err := cfg.Target.Validate(); err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	if cfg.StartupTimeout == 0 {
+		cfg.StartupTimeout = 30 * time.Second
+	}
+	if cfg.MaxStartupSize == 0 {
+		cfg.MaxStartupSize = pgwire.DefaultMaxStartupSize
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Proxy{cfg: cfg, log: cfg.Logger.With("target", cfg.Target.Name)}, nil
+}
+
+// Serve accepts local connections on ln until ctx ends, then closes ln and
+// every open connection and returns when all have finished.
+func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("accept local connection: %w", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			unwatch := context.AfterFunc(ctx, func() { c.Close() })
+			defer unwatch()
+			p.handle(ctx, c)
+		}()
+	}
+}

@@ -1,0 +1,188 @@
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/rdsproxy/rdsproxy/discovery"
+	"github.com/rdsproxy/rdsproxy/internal/pgwire"
+	"github.com/rdsproxy/rdsproxy/internal/relay"
+)
+
+// maxServerReply bounds the first message the server sends back (an
+// authentication request or an ErrorResponse).
+const maxServerReply = 64 << 10
+
+// handle owns one local connection.
+func (p *Proxy) handle(ctx context.Context, local net.Conn) {
+	local.SetDeadline(time.Now().Add(p.cfg.StartupTimeout))
+	st, err := p.readStartup(local)
+	if err != nil {
+		p.log.Warn("local connection closed during startup", "remote", local.RemoteAddr().String(), "err", err)
+		return
+	}
+	if st.Kind == pgwire.KindCancel {
+		p.forwardCancel(ctx, st.Cancel)
+		return
+	}
+	stream, err := p.open(ctx, local, st)
+	if err != nil {
+		var pe *pgwire.Error
+		if errors.As(err, &pe) {
+			writeError(local, pe)
+		}
+		p.log.Warn("connection failed", "user", userOf(st), "err", err)
+		return
+	}
+	local.SetDeadline(time.Time{})
+	stream.SetDeadline(time.Time{})
+	res := relay.Relay(local, stream, nil, nil)
+	p.log.Debug("connection closed", "user", userOf(st), "bytes_sent", res.ToB, "bytes_received", res.ToA)
+}
+
+// readStartup answers SSL and GSS encryption requests with 'N' (the
+// loopback hop is plaintext) and returns the StartupMessage or CancelRequest.
+func (p *Proxy) readStartup(local net.Conn) (*pgwire.Startup, error) {
+	for range 3 {
+		st, err := pgwire.ReadStartup(local, p.cfg.MaxStartupSize)
+		if err != nil {
+			if errors.Is(err, pgwire.ErrDirectTLS) {
+				return nil, fmt.Errorf("%w (the local listener speaks plaintext PostgreSQL)", err)
+			}
+			return nil, err
+		}
+		switch st.Kind {
+		case pgwire.KindSSLRequest, pgwire.KindGSSENCRequest:
+			if _, err := local.Write([]byte{'N'}); err != nil {
+				return nil, err
+			}
+		default:
+			return st, nil
+		}
+	}
+	return nil, errors.New("too many encryption requests")
+}
+
+// open dials the server, sends the startup (and the token, for IAM
+// targets) in one write, and consumes the server's password request.
+// Any other first reply is forwarded to the local client.
+func (p *Proxy) open(ctx context.Context, local net.Conn, st *pgwire.Startup) (net.Conn, error) {
+	t := p.cfg.Target
+	user := userOf(st)
+	params := st.Params.Without(pgwire.IsReserved).Set(pgwire.TargetParam, t.Name)
+	msg := pgwire.AppendStartup(nil, st.Protocol, params)
+	if t.Auth == discovery.AuthIAM {
+		token, err := p.cfg.Tokens.Get(ctx, t.Endpoint, t.Region, user)
+		if err != nil {
+			return nil, pgwire.Errorf(pgwire.CodeInvalidAuthSpec, "token",
+				"rdsproxy: cannot sign an IAM token for user %q: %v", user, err).
+				WithHint("Check your AWS credentials (AWS_PROFILE, `aws sso login`).")
+		}
+		msg = pgwire.AppendPassword(msg, token)
+	}
+	stream, err := p.dialServer(ctx)
+	if err != nil {
+		return nil, pgwire.Errorf(pgwire.CodeCannotConnect, "tunnel",
+			"rdsproxy: cannot reach the rdsproxy server: %v", err)
+	}
+	if err := p.exchange(local, stream, msg); err != nil {
+		stream.Close()
+		return nil, err
+	}
+	return stream, nil
+}
+
+// exchange writes the startup and reads the server's first reply.
+func (p *Proxy) exchange(local, stream net.Conn, msg []byte) error {
+	stream.SetDeadline(time.Now().Add(p.cfg.StartupTimeout))
+	if _, err := stream.Write(msg); err != nil {
+		return pgwire.Errorf(pgwire.CodeConnectionFailure, "tunnel", "rdsproxy: send startup to the server: %v", err)
+	}
+	m, err := pgwire.ReadMessage(stream, nil, maxServerReply)
+	if err != nil {
+		return pgwire.Errorf(pgwire.CodeConnectionFailure, "tunnel", "rdsproxy: the server closed the connection during startup: %v", err)
+	}
+	if p.cfg.Target.Auth == discovery.AuthIAM && m.AuthCode() == pgwire.AuthCleartextPassword {
+		return nil // the token already follows the startup
+	}
+	if _, err := local.Write(m.Raw); err != nil {
+		return fmt.Errorf("forward server reply: %w", err)
+	}
+	return nil
+}
+
+// dialServer opens a stream to the server and, when configured, upgrades
+// it to TLS the PostgreSQL way (SSLRequest, 'S', handshake).
+func (p *Proxy) dialServer(ctx context.Context) (net.Conn, error) {
+	return DialServer(ctx, p.cfg.Tunnel, p.cfg.ServerTLS)
+}
+
+// forwardCancel relays a local CancelRequest to the server on a new
+// stream and waits until the server has handled it.
+func (p *Proxy) forwardCancel(ctx context.Context, key pgwire.CancelKey) {
+	stream, err := p.dialServer(ctx)
+	if err != nil {
+		p.log.Warn("cancel request not forwarded", "err", err)
+		return
+	}
+	defer stream.Close()
+	stream.SetDeadline(time.Now().Add(p.cfg.StartupTimeout))
+	if _, err := stream.Write(pgwire.AppendCancel(nil, key)); err != nil {
+		p.log.Warn("cancel request not forwarded", "err", err)
+		return
+	}
+	io.Copy(io.Discard, io.LimitReader(stream, 1<<10))
+}
+
+func userOf(st *pgwire.Startup) string {
+	u, _ := st.Params.Get("user")
+	return u
+}
+
+func writeError(c net.Conn, e *pgwire.Error) {
+	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	e.WriteTo(c)
+}
+
+// DialServer opens a stream through tun and negotiates TLS when cfg is set.
+func DialServer(ctx context.Context, tun interface {
+	Dial(context.Context) (net.Conn, error)
+}, cfg *tls.Config) (net.Conn, error) {
+	stream, err := tun.Dial(ctx)
+	if err != nil || cfg == nil {
+		return stream, err
+	}
+	if err := sslRequest(ctx, stream); err != nil {
+		stream.Close()
+		return nil, err
+	}
+	tc := tls.Client(stream, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		stream.Close()
+		return nil, fmt.Errorf("TLS with the rdsproxy server: %w", err)
+	}
+	return tc, nil
+}
+
+func sslRequest(ctx context.Context, stream net.Conn) error {
+	if d, ok := ctx.Deadline(); ok {
+		stream.SetDeadline(d)
+		defer stream.SetDeadline(time.Time{})
+	}
+	if _, err := stream.Write(pgwire.AppendSSLRequest(nil)); err != nil {
+		return fmt.Errorf("send SSLRequest to the rdsproxy server: %w", err)
+	}
+	var b [1]byte
+	if _, err := io.ReadFull(stream, b[:]); err != nil {
+		return fmt.Errorf("read SSL answer from the rdsproxy server: %w", err)
+	}
+	if b[0] != 'S' {
+		return errors.New("the rdsproxy server has no TLS certificate (--tls-cert); TLS to it was required")
+	}
+	return nil
+}

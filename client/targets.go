@@ -1,0 +1,114 @@
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/rdsproxy/rdsproxy/discovery"
+	"github.com/rdsproxy/rdsproxy/tunnel"
+)
+
+const maxTargetList = 16 << 20
+
+// FetchTargets asks the server for GET /v1/targets through the tunnel.
+func FetchTargets(ctx context.Context, tun tunnel.Tunnel, serverTLS *tls.Config) ([]discovery.Target, error) {
+	hc := &http.Client{
+		Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				return DialServer(ctx, tun, serverTLS)
+			},
+			DisableKeepAlives:     true,
+			ResponseHeaderTimeout: 30 * time.Second,
+		},
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://rdsproxy/v1/targets", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("fetch target list from the rdsproxy server: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxTargetList))
+	if err != nil {
+		return nil, fmt.Errorf("read target list: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("the rdsproxy server answered %s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	var list struct {
+		Targets []discovery.Target `json:"targets"`
+	}
+	if err := json.Unmarshal(body, &list); err != nil {
+		return nil, fmt.Errorf("decode target list: %w", err)
+	}
+	return list.Targets, nil
+}
+
+// FindTarget picks name from targets, or says which names come close.
+func FindTarget(targets []discovery.Target, name string) (discovery.Target, error) {
+	for _, t := range targets {
+		if t.Name == name {
+			return t, nil
+		}
+	}
+	if close := closeMatches(targets, name); len(close) > 0 {
+		return discovery.Target{}, fmt.Errorf("the server has no target %q; did you mean %s?", name, strings.Join(close, ", "))
+	}
+	names := make([]string, len(targets))
+	for i, t := range targets {
+		names[i] = t.Name
+	}
+	return discovery.Target{}, fmt.Errorf("the server has no target %q; it serves: %s", name, strings.Join(names, ", "))
+}
+
+// closeMatches returns names within edit distance 3 or sharing a prefix or
+// substring with name, closest first.
+func closeMatches(targets []discovery.Target, name string) []string {
+	type cand struct {
+		name string
+		d    int
+	}
+	var cs []cand
+	for _, t := range targets {
+		d := editDistance(strings.ToLower(name), strings.ToLower(t.Name))
+		if d <= 3 || strings.Contains(t.Name, name) || strings.Contains(name, t.Name) {
+			cs = append(cs, cand{t.Name, d})
+		}
+	}
+	sort.Slice(cs, func(i, j int) bool { return cs[i].d < cs[j].d || cs[i].d == cs[j].d && cs[i].name < cs[j].name })
+	out := make([]string, 0, len(cs))
+	for _, c := range cs {
+		out = append(out, c.name)
+	}
+	return out
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}

@@ -1,0 +1,68 @@
+package pgwire
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// SQLSTATE codes rdsproxy answers with.
+const (
+	CodeProtocolViolation   = "08P01"
+	CodeCannotConnect       = "08001"
+	CodeConnectionFailure   = "08006"
+	CodeInvalidAuthSpec     = "28000"
+	CodeInvalidPassword     = "28P01"
+	CodeTooManyConnections  = "53300"
+	CodeAdminShutdown       = "57P01"
+	CodeFeatureNotSupported = "0A000"
+)
+
+// Error is a FATAL ErrorResponse rdsproxy sends to a client. It is also a
+// Go error so that handlers can return it.
+type Error struct {
+	Code    string
+	Message string
+	Detail  string
+	Hint    string
+	// Reason is a short fixed label for logs and metrics, never shown to
+	// the client and never holding user input.
+	Reason string
+}
+
+// Errorf builds an Error with a formatted message.
+func Errorf(code, reason, format string, args ...any) *Error {
+	return &Error{Code: code, Reason: reason, Message: fmt.Sprintf(format, args...)}
+}
+
+// WithHint returns e with a hint added.
+func (e *Error) WithHint(hint string) *Error {
+	e.Hint = hint
+	return e
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// AppendTo appends the ErrorResponse message.
+func (e *Error) AppendTo(dst []byte) []byte {
+	msg := pgproto3.ErrorResponse{
+		Severity:            "FATAL",
+		SeverityUnlocalized: "FATAL",
+		Code:                e.Code,
+		Message:             e.Message,
+		Detail:              e.Detail,
+		Hint:                e.Hint,
+	}
+	out, err := msg.Encode(dst)
+	if err != nil { // only on messages over 1 GiB
+		return dst
+	}
+	return out
+}
+
+// WriteTo writes the ErrorResponse to w.
+func (e *Error) WriteTo(w io.Writer) (int64, error) {
+	n, err := w.Write(e.AppendTo(nil))
+	return int64(n), err
+}

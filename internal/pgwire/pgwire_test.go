@@ -1,0 +1,182 @@
+package pgwire
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestReadStartup(t *testing.T) {
+	startup := AppendStartup(nil, protocolV3, Params{{"user", "alice"}, {"database", "app"}})
+	tests := []struct {
+		name    string
+		in      []byte
+		want    *Startup
+		wantErr string
+	}{
+		{"startup", startup, &Startup{Kind: KindStartup, Protocol: protocolV3, Params: Params{{"user", "alice"}, {"database", "app"}}}, ""},
+		{"ssl", AppendSSLRequest(nil), &Startup{Kind: KindSSLRequest}, ""},
+		{"gssenc", []byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30}, &Startup{Kind: KindGSSENCRequest}, ""},
+		{"cancel", AppendCancel(nil, CancelKey{PID: 42, Secret: "\x01\x02\x03\x04"}), &Startup{Kind: KindCancel, Cancel: CancelKey{PID: 42, Secret: "\x01\x02\x03\x04"}}, ""},
+		{"cancel with a protocol 3.2 long secret", AppendCancel(nil, CancelKey{PID: 7, Secret: strings.Repeat("s", 32)}), &Startup{Kind: KindCancel, Cancel: CancelKey{PID: 7, Secret: strings.Repeat("s", 32)}}, ""},
+		{"direct tls", []byte{0x16, 0x03, 0x01, 0x02, 0x00}, nil, "sslnegotiation=direct"},
+		{"http", []byte("GET /v1/targets HTTP/1.1\r\n"), nil, "HTTP"},
+		{"too short length", []byte{0, 0, 0, 4, 1, 2, 3, 4}, nil, "outside 8..10000"},
+		{"oversized", binary.BigEndian.AppendUint32(nil, 1<<20), nil, "outside 8..10000"},
+		{"truncated", startup[:len(startup)-3], nil, "unexpected EOF"},
+		{"protocol 2", []byte{0, 0, 0, 8, 0, 2, 0, 0}, nil, "unsupported protocol version 2.0"},
+		{"unterminated params", []byte{0, 0, 0, 12, 0, 3, 0, 0, 'u', 0, 'a', 'b'}, nil, "no terminated value"},
+		{"bytes after terminator", []byte{0, 0, 0, 11, 0, 3, 0, 0, 0, 0, 0}, nil, "after the startup parameters"},
+		{"ssl with trailing bytes", []byte{0, 0, 0, 9, 0x04, 0xd2, 0x16, 0x2f, 0}, nil, "extra bytes"},
+		{"short cancel", []byte{0, 0, 0, 12, 0x04, 0xd2, 0x16, 0x2e, 0, 0, 0, 1}, nil, "cancel request of 12 bytes"},
+		{"empty", nil, nil, "EOF"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ReadStartup(bytes.NewReader(tt.in), DefaultMaxStartupSize)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want it to contain %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("startup (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestReadStartupReadsNoFurther(t *testing.T) {
+	after := []byte("next bytes")
+	in := bytes.NewReader(append(AppendSSLRequest(nil), after...))
+	if _, err := ReadStartup(in, DefaultMaxStartupSize); err != nil {
+		t.Fatal(err)
+	}
+	rest, _ := io.ReadAll(in)
+	if !bytes.Equal(rest, after) {
+		t.Fatalf("bytes after the packet = %q, want %q", rest, after)
+	}
+}
+
+func TestDirectTLSAndHTTPAreSentinels(t *testing.T) {
+	if _, err := ReadStartup(bytes.NewReader([]byte{0x16, 0x03, 0x01, 0, 0}), 100); !errors.Is(err, ErrDirectTLS) {
+		t.Errorf("direct TLS: err = %v", err)
+	}
+	if _, err := ReadStartup(strings.NewReader("GET / HTTP/1.1"), 100); !errors.Is(err, ErrHTTP) {
+		t.Errorf("HTTP: err = %v", err)
+	}
+}
+
+func TestReadMessage(t *testing.T) {
+	auth := AppendAuthCleartext(nil)
+	tests := []struct {
+		name     string
+		in       []byte
+		max      int
+		wantType byte
+		wantErr  string
+	}{
+		{"auth", auth, 64, MsgAuth, ""},
+		{"password", AppendPassword(nil, "tok"), 64, MsgPasswordMessage, ""},
+		{"length below 4", []byte{'R', 0, 0, 0, 3}, 64, 0, "outside 4..63"},
+		{"over max", AppendPassword(nil, strings.Repeat("x", 100)), 64, 0, "outside 4..63"},
+		{"truncated body", auth[:7], 64, 0, "unexpected EOF"},
+		{"truncated header", auth[:3], 64, 0, "unexpected EOF"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := ReadMessage(bytes.NewReader(tt.in), nil, tt.max)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Type != tt.wantType || !bytes.Equal(m.Raw, tt.in) {
+				t.Fatalf("got %q %x", m.Type, m.Raw)
+			}
+		})
+	}
+}
+
+func TestPasswordAndKeys(t *testing.T) {
+	m, err := ReadMessage(bytes.NewReader(AppendPassword(nil, "secret-token")), nil, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err := PasswordText(m); err != nil || s != "secret-token" {
+		t.Fatalf("PasswordText = %q, %v", s, err)
+	}
+	if _, err := PasswordText(Message{Type: 'p', Raw: []byte{'p', 0, 0, 0, 5, 'x'}}); err == nil {
+		t.Error("unterminated password accepted")
+	}
+	if _, err := PasswordText(Message{Type: 'Q', Raw: []byte{'Q', 0, 0, 0, 5, 0}}); err == nil {
+		t.Error("query accepted as password")
+	}
+	kd := Message{Type: 'K', Raw: []byte{'K', 0, 0, 0, 12, 0, 0, 0, 9, 1, 2, 3, 4}}
+	if k, err := BackendKey(kd); err != nil || k.PID != 9 || k.Secret != "\x01\x02\x03\x04" {
+		t.Fatalf("BackendKey = %+v, %v", k, err)
+	}
+	if _, err := BackendKey(Message{Type: 'K', Raw: []byte{'K', 0, 0, 0, 6, 0, 0}}); err == nil {
+		t.Error("short BackendKeyData accepted")
+	}
+}
+
+func TestTakeTarget(t *testing.T) {
+	tests := []struct {
+		name       string
+		in         Params
+		wantTarget string
+		wantOK     bool
+		wantRest   Params
+	}{
+		{"parameter", Params{{"user", "u"}, {TargetParam, "prod"}, {"rdsproxy.other", "x"}},
+			"prod", true, Params{{"user", "u"}}},
+		{"options -c", Params{{"user", "u"}, {"options", "-c rdsproxy.target=prod -c search_path=a"}},
+			"prod", true, Params{{"user", "u"}, {"options", "-c search_path=a"}}},
+		{"options -c joined", Params{{"options", "-crdsproxy.target=prod"}}, "prod", true, Params{}},
+		{"options --", Params{{"options", "--rdsproxy.target=prod --work_mem=64MB"}},
+			"prod", true, Params{{"options", "--work_mem=64MB"}}},
+		{"parameter wins over options", Params{{TargetParam, "a"}, {"options", "-c rdsproxy.target=b"}}, "a", true, Params{}},
+		{"escaped space kept", Params{{"options", `-c application_name=a\ b -c rdsproxy.target=t`}},
+			"t", true, Params{{"options", `-c application_name=a\ b`}}},
+		{"none", Params{{"user", "u"}, {"options", "-c geqo=off"}}, "", false, Params{{"user", "u"}, {"options", "-c geqo=off"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			target, rest, ok := TakeTarget(tt.in)
+			if target != tt.wantTarget || ok != tt.wantOK {
+				t.Errorf("target = %q, %v; want %q, %v", target, ok, tt.wantTarget, tt.wantOK)
+			}
+			if diff := cmp.Diff(tt.wantRest, rest); diff != "" {
+				t.Errorf("rest (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestErrorResponseEncodes(t *testing.T) {
+	e := Errorf(CodeInvalidAuthSpec, "unknown-target", "target %q is not served", "x").WithHint("run rdsproxy list")
+	raw := e.AppendTo(nil)
+	m, err := ReadMessage(bytes.NewReader(raw), nil, 1<<16)
+	if err != nil || m.Type != MsgErrorResponse {
+		t.Fatalf("ReadMessage = %v, %v", m.Type, err)
+	}
+	for _, want := range []string{"FATAL", "28000", `target "x" is not served`, "run rdsproxy list"} {
+		if !bytes.Contains(raw, []byte(want)) {
+			t.Errorf("ErrorResponse lacks %q", want)
+		}
+	}
+}

@@ -1,0 +1,65 @@
+package server
+
+import (
+	"context"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/rdsproxy/rdsproxy/discovery"
+	"github.com/rdsproxy/rdsproxy/internal/pgwire"
+)
+
+// cancelMap remembers the upstream of every live session by the
+// BackendKeyData the upstream sent, so CancelRequests can be routed.
+type cancelMap struct {
+	mu sync.Mutex
+	m  map[pgwire.CancelKey]cancelEntry
+}
+
+type cancelEntry struct{ target *discovery.Target }
+
+func (c *cancelMap) add(k pgwire.CancelKey, t *discovery.Target) {
+	c.mu.Lock()
+	c.m[k] = cancelEntry{target: t}
+	c.mu.Unlock()
+}
+
+func (c *cancelMap) remove(k pgwire.CancelKey) {
+	c.mu.Lock()
+	delete(c.m, k)
+	c.mu.Unlock()
+}
+
+func (c *cancelMap) lookup(k pgwire.CancelKey) (cancelEntry, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[k]
+	return e, ok
+}
+
+// forwardCancel sends a CancelRequest to the upstream of the session that
+// owns key, over TLS when the target uses it, and waits for the upstream
+// to close the connection (as libpq does) so that the cancel has been
+// processed when the client's connection closes. Unknown keys are dropped
+// silently, as PostgreSQL does.
+func (s *Server) forwardCancel(ctx context.Context, key pgwire.CancelKey) {
+	e, ok := s.cancels.lookup(key)
+	if !ok {
+		s.log.Debug("cancel request for an unknown session dropped")
+		return
+	}
+	conn, err := s.dialTarget(ctx, e.target)
+	if err != nil {
+		s.log.Warn("cancel request not forwarded", "target", e.target.Name, "err", err)
+		return
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(s.cfg.DialTimeout))
+	if _, err := conn.Write(pgwire.AppendCancel(nil, key)); err != nil {
+		s.log.Warn("cancel request not forwarded", "target", e.target.Name, "err", err)
+		return
+	}
+	io.Copy(io.Discard, io.LimitReader(conn, 1<<10))
+	s.log.Debug("cancel request forwarded", "target", e.target.Name)
+}

@@ -1,0 +1,61 @@
+package server
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+
+	"github.com/rdsproxy/rdsproxy/discovery"
+)
+
+const maxHTTPRequest = 8 << 10
+
+// TargetList is the JSON body of GET /v1/targets.
+type TargetList struct {
+	Targets []discovery.Target `json:"targets"`
+}
+
+// serveHTTP answers one HTTP/1.x request on the PostgreSQL port. Only
+// GET /v1/targets exists; the connection closes after the response.
+func (s *Server) serveHTTP(conn net.Conn, hdr [4]byte) {
+	r := io.MultiReader(strings.NewReader(string(hdr[:])), io.LimitReader(conn, maxHTTPRequest))
+	req, err := http.ReadRequest(bufio.NewReader(r))
+	if err != nil {
+		writeHTTP(conn, http.StatusBadRequest, "text/plain", []byte("bad request\n"))
+		return
+	}
+	switch {
+	case req.URL.Path != "/v1/targets":
+		writeHTTP(conn, http.StatusNotFound, "text/plain", []byte("not found; try GET /v1/targets\n"))
+	case req.Method != http.MethodGet:
+		writeHTTP(conn, http.StatusMethodNotAllowed, "text/plain", []byte("only GET\n"))
+	default:
+		snap := s.cfg.Targets.Current()
+		if snap == nil {
+			writeHTTP(conn, http.StatusServiceUnavailable, "text/plain", []byte("target list not loaded yet\n"))
+			return
+		}
+		body, err := json.Marshal(TargetList{Targets: snap.Targets()})
+		if err != nil {
+			writeHTTP(conn, http.StatusInternalServerError, "text/plain", []byte("encode targets\n"))
+			return
+		}
+		writeHTTP(conn, http.StatusOK, "application/json", append(body, '\n'))
+	}
+}
+
+func writeHTTP(conn net.Conn, status int, contentType string, body []byte) {
+	resp := &http.Response{
+		StatusCode:    status,
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        http.Header{"Content-Type": {contentType}, "Connection": {"close"}},
+		ContentLength: int64(len(body)),
+		Body:          io.NopCloser(strings.NewReader(string(body))),
+		Close:         true,
+	}
+	resp.Write(conn)
+}

@@ -1,0 +1,277 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/rdsproxy/rdsproxy/discovery"
+	"github.com/rdsproxy/rdsproxy/internal/iamtoken"
+	"github.com/rdsproxy/rdsproxy/internal/pgwire"
+	"github.com/rdsproxy/rdsproxy/internal/relay"
+)
+
+const (
+	maxPasswordSize = 8 << 10 // an IAM token is about 1.5 KiB, with a session token about 3 KiB
+	maxAuthMsgSize  = 64 << 10
+	maxUpstreamMsg  = 1 << 20
+)
+
+// sessionInfo is what the audit line reports about one session.
+type sessionInfo struct {
+	remote, target, user, database, app, keyID string
+	start                                      time.Time
+}
+
+// session runs one PostgreSQL session from the StartupMessage to its end.
+func (s *Server) session(ctx context.Context, client net.Conn, remote string, st *pgwire.Startup) {
+	info := sessionInfo{remote: remote, start: s.cfg.Now()}
+	info.user, _ = st.Params.Get("user")
+	info.database, _ = st.Params.Get("database")
+	info.app, _ = st.Params.Get("application_name")
+	up, pending, err := s.open(ctx, client, st, &info)
+	if err != nil {
+		s.refuse(client, info, err)
+		return
+	}
+	client.SetDeadline(time.Time{})
+	up.conn.SetDeadline(time.Time{})
+	key, hasKey := up.key, up.hasKey
+	if hasKey {
+		s.cancels.add(key, up.target)
+		defer s.cancels.remove(key)
+	}
+	res := relay.Relay(client, up.conn, nil, pending)
+	s.audit(info, "ok", "", res)
+}
+
+// upstream is an authenticated connection to a target, ready to relay.
+type upstream struct {
+	conn   net.Conn
+	target *discovery.Target
+	key    pgwire.CancelKey
+	hasKey bool
+}
+
+// open does everything between the client's StartupMessage and the
+// upstream's ReadyForQuery. It returns the upstream and any bytes it read
+// past ReadyForQuery, or a *pgwire.Error for the client.
+func (s *Server) open(ctx context.Context, client net.Conn, st *pgwire.Startup, info *sessionInfo) (*upstream, []byte, error) {
+	t, params, err := s.route(st.Params)
+	if err != nil {
+		return nil, nil, err
+	}
+	info.target = t.Name
+	var token string
+	if t.Auth == discovery.AuthIAM {
+		if token, err = s.readToken(client, t, info); err != nil {
+			return nil, nil, err
+		}
+	}
+	conn, err := s.dialTarget(ctx, t)
+	if err != nil {
+		return nil, nil, err
+	}
+	up := &upstream{conn: conn, target: t}
+	pending, err := s.startup(client, up, st.Protocol, params, token)
+	if err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	return up, pending, nil
+}
+
+// route finds the target a StartupMessage names and checks that the
+// target serves this user. It never dials.
+func (s *Server) route(params pgwire.Params) (*discovery.Target, pgwire.Params, error) {
+	name, rest, ok := pgwire.TakeTarget(params)
+	if !ok || name == "" {
+		return nil, nil, pgwire.Errorf(pgwire.CodeInvalidAuthSpec, "no-target",
+			"rdsproxy: the connection does not name a target").
+			WithHint("Connect through `rdsproxy connect`, or add the startup parameter rdsproxy.target=NAME (options=-c rdsproxy.target=NAME).")
+	}
+	snap := s.cfg.Targets.Current()
+	if snap == nil {
+		return nil, nil, pgwire.Errorf(pgwire.CodeCannotConnect, "not-ready",
+			"rdsproxy: the server has not loaded its target list yet").WithHint("Try again in a few seconds.")
+	}
+	t, found := snap.Lookup(name)
+	if !found {
+		return nil, nil, pgwire.Errorf(pgwire.CodeInvalidAuthSpec, "unknown-target",
+			"rdsproxy: target %q is not served by this proxy", name).
+			WithHint("Run `rdsproxy list` to see the targets this server serves.")
+	}
+	user, _ := rest.Get("user")
+	if !t.AllowsUser(user) {
+		return nil, nil, pgwire.Errorf(pgwire.CodeInvalidAuthSpec, "user-not-allowed",
+			"rdsproxy: target %q does not allow database user %q; allowed users: %s", t.Name, user, strings.Join(t.Users, ", ")).
+			WithHint("The target's rdsproxy:users tag lists the users it serves.")
+	}
+	if t.ReadOnly {
+		rest = rest.Without(func(k string) bool { return k == "default_transaction_read_only" }).
+			Set("default_transaction_read_only", "on")
+	}
+	return t, rest, nil
+}
+
+// readToken asks the client for its password, which must be an RDS IAM
+// token for this target and user, and pre-validates it without AWS calls.
+func (s *Server) readToken(client net.Conn, t *discovery.Target, info *sessionInfo) (string, error) {
+	if _, err := client.Write(pgwire.AppendAuthCleartext(nil)); err != nil {
+		return "", fmt.Errorf("ask client for its token: %w", err)
+	}
+	m, err := pgwire.ReadMessage(client, nil, maxPasswordSize)
+	if err != nil {
+		return "", fmt.Errorf("read client token: %w", err)
+	}
+	token, err := pgwire.PasswordText(m)
+	if err != nil {
+		return "", pgwire.Errorf(pgwire.CodeProtocolViolation, "protocol", "rdsproxy: %v", err)
+	}
+	tok, err := iamtoken.Parse(token)
+	if err != nil {
+		return "", badToken("malformed", err.Error())
+	}
+	info.keyID = tok.AccessKeyID
+	err = tok.Check(iamtoken.Expect{Endpoint: t.Endpoint, User: info.user, Region: t.Region, Now: s.cfg.Now(), Skew: s.cfg.TokenSkew})
+	var te *iamtoken.Error
+	if errors.As(err, &te) {
+		return "", badToken(te.Reason, te.Msg)
+	}
+	if err != nil {
+		return "", badToken("invalid", err.Error())
+	}
+	return token, nil
+}
+
+func badToken(reason, msg string) *pgwire.Error {
+	return pgwire.Errorf(pgwire.CodeInvalidPassword, "token-"+reason, "rdsproxy: IAM token rejected: %s", msg).
+		WithHint("The password must be a fresh RDS IAM token for this target's endpoint and user; `rdsproxy connect` and `rdsproxy token` make one.")
+}
+
+// startup sends the StartupMessage upstream, answers a cleartext password
+// request with the token (IAM) or relays the authentication exchange
+// (passthrough), and forwards everything up to ReadyForQuery to the client.
+func (s *Server) startup(client net.Conn, up *upstream, protocol uint32, params pgwire.Params, token string) ([]byte, error) {
+	up.conn.SetDeadline(s.cfg.Now().Add(s.cfg.DialTimeout))
+	if _, err := up.conn.Write(pgwire.AppendStartup(nil, protocol, params)); err != nil {
+		return nil, upstreamErr(up.target, "send startup", err)
+	}
+	br := bufio.NewReaderSize(up.conn, 4096)
+	var out, buf []byte
+	for {
+		m, err := pgwire.ReadMessage(br, buf, maxUpstreamMsg)
+		if err != nil {
+			return nil, upstreamErr(up.target, "read startup reply", err)
+		}
+		buf = m.Raw[:0]
+		switch m.Type {
+		case pgwire.MsgAuth:
+			if out, err = s.authStep(client, up, m, token, out); err != nil {
+				return nil, err
+			}
+			continue
+		case pgwire.MsgBackendKeyData:
+			if key, err := pgwire.BackendKey(m); err == nil {
+				up.key, up.hasKey = key, true
+			}
+		case pgwire.MsgErrorResponse:
+			client.Write(append(out, m.Raw...))
+			return nil, &refusedUpstream{msg: m.Raw}
+		}
+		out = append(out, m.Raw...)
+		if m.Type == pgwire.MsgReadyForQuery {
+			if _, err := client.Write(out); err != nil {
+				return nil, fmt.Errorf("write startup reply to client: %w", err)
+			}
+			pending, _ := br.Peek(br.Buffered())
+			return append([]byte(nil), pending...), nil
+		}
+	}
+}
+
+// authStep handles one authentication request from the upstream. out is
+// the batch of messages not yet written to the client.
+func (s *Server) authStep(client net.Conn, up *upstream, m pgwire.Message, token string, out []byte) ([]byte, error) {
+	code := m.AuthCode()
+	if up.target.Auth == discovery.AuthIAM {
+		switch code {
+		case pgwire.AuthOK:
+			return append(out, m.Raw...), nil
+		case pgwire.AuthCleartextPassword:
+			if _, err := up.conn.Write(pgwire.AppendPassword(nil, token)); err != nil {
+				return nil, upstreamErr(up.target, "send token", err)
+			}
+			return out, nil
+		}
+		return nil, pgwire.Errorf(pgwire.CodeCannotConnect, "upstream-auth-method",
+			"rdsproxy: target %q asked for authentication method %d instead of an IAM token", up.target.Name, code).
+			WithHint("Check that IAM database authentication is enabled and the user is granted rds_iam.")
+	}
+	out = append(out, m.Raw...)
+	switch code {
+	case pgwire.AuthOK, pgwire.AuthSASLFinal:
+		return out, nil
+	case pgwire.AuthCleartextPassword, pgwire.AuthMD5Password, pgwire.AuthSASL, pgwire.AuthSASLContinue:
+		if _, err := client.Write(out); err != nil {
+			return nil, fmt.Errorf("forward auth request: %w", err)
+		}
+		reply, err := pgwire.ReadMessage(client, nil, maxAuthMsgSize)
+		if err != nil {
+			return nil, fmt.Errorf("read client auth reply: %w", err)
+		}
+		if _, err := up.conn.Write(reply.Raw); err != nil {
+			return nil, upstreamErr(up.target, "forward auth reply", err)
+		}
+		return out[:0], nil
+	}
+	return nil, pgwire.Errorf(pgwire.CodeFeatureNotSupported, "upstream-auth-method",
+		"rdsproxy: target %q asked for authentication method %d, which rdsproxy cannot relay", up.target.Name, code)
+}
+
+// refusedUpstream: the upstream sent an ErrorResponse during startup; the
+// client already has it.
+type refusedUpstream struct{ msg []byte }
+
+func (r *refusedUpstream) Error() string { return "upstream refused the session" }
+
+func upstreamErr(t *discovery.Target, what string, err error) *pgwire.Error {
+	return pgwire.Errorf(pgwire.CodeConnectionFailure, "upstream-io",
+		"rdsproxy: connection to target %q failed (%s): %v", t.Name, what, err)
+}
+
+// refuse tells the client why its session ends (unless the upstream
+// already did) and writes the audit line.
+func (s *Server) refuse(client net.Conn, info sessionInfo, err error) {
+	var pe *pgwire.Error
+	var ru *refusedUpstream
+	switch {
+	case errors.As(err, &ru):
+		s.audit(info, "refused-upstream", upstreamReason(ru.msg), relay.Result{})
+	case errors.As(err, &pe):
+		writeError(client, pe)
+		s.audit(info, "refused", pe.Reason, relay.Result{})
+	default:
+		s.audit(info, "failed", "client-io", relay.Result{Err: err})
+	}
+}
+
+func (s *Server) audit(info sessionInfo, outcome, reason string, res relay.Result) {
+	attrs := []any{
+		"target", info.target, "user", info.user, "database", info.database,
+		"application_name", info.app, "remote", info.remote, "access_key_id", info.keyID,
+		"start", info.start.UTC().Format(time.RFC3339Nano), "dur", s.cfg.Now().Sub(info.start).Round(time.Millisecond),
+		"bytes_from_client", res.ToB, "bytes_to_client", res.ToA, "outcome", outcome,
+	}
+	if reason != "" {
+		attrs = append(attrs, "reason", reason)
+	}
+	if res.Err != nil {
+		attrs = append(attrs, "err", res.Err.Error())
+	}
+	s.log.Info("session end", attrs...)
+}

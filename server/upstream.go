@@ -1,0 +1,119 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/rdsproxy/rdsproxy/discovery"
+	"github.com/rdsproxy/rdsproxy/internal/pgwire"
+)
+
+// rdsBundle is AWS's RDS global CA bundle (all regions, RSA2048/RSA4096/
+// ECC384 G1 roots and the older 2019 CAs), published at
+// https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem.
+//
+//go:embed rds-global-bundle.pem
+var rdsBundle []byte
+
+// RootCAs returns a pool with the embedded RDS bundle plus extraPEM
+// (PEM certificates an operator adds, e.g. for a newer region or a
+// static target's private CA).
+func RootCAs(extraPEM []byte) (*x509.CertPool, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(rdsBundle) {
+		return nil, errors.New("embedded RDS CA bundle holds no certificate")
+	}
+	if len(extraPEM) > 0 && !pool.AppendCertsFromPEM(extraPEM) {
+		return nil, errors.New("extra CA file holds no PEM certificate")
+	}
+	return pool, nil
+}
+
+// dialAddr is where the server connects for t: its endpoint, unless an
+// override maps it elsewhere.
+func (s *Server) dialAddr(t *discovery.Target) string {
+	if addr, ok := s.cfg.DialOverrides[t.Endpoint]; ok {
+		return addr
+	}
+	return t.Endpoint
+}
+
+// dialTarget connects to t and, unless t.TLS is disable, negotiates TLS
+// with verify-full against the endpoint's host name. A target that
+// refuses TLS is an error: there is no plaintext fallback.
+func (s *Server) dialTarget(ctx context.Context, t *discovery.Target) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
+	defer cancel()
+	addr := s.dialAddr(t)
+	conn, err := s.dialer.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, pgwire.Errorf(pgwire.CodeCannotConnect, "upstream-dial",
+			"rdsproxy: cannot reach target %q at %s: %v", t.Name, addr, unwrapOp(err)).
+			WithHint("Check that the database is available and that the server's security group may reach it.")
+	}
+	if t.TLS == discovery.TLSDisable {
+		return conn, nil
+	}
+	tc, err := s.upgradeUpstream(ctx, conn, t)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return tc, nil
+}
+
+func (s *Server) upgradeUpstream(ctx context.Context, conn net.Conn, t *discovery.Target) (net.Conn, error) {
+	if deadline, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(deadline)
+	}
+	if _, err := conn.Write(pgwire.AppendSSLRequest(nil)); err != nil {
+		return nil, upstreamErr(t, "send SSLRequest", err)
+	}
+	var answer [1]byte
+	if _, err := io.ReadFull(conn, answer[:]); err != nil {
+		return nil, upstreamErr(t, "read SSL answer", err)
+	}
+	if answer[0] != 'S' {
+		return nil, pgwire.Errorf(pgwire.CodeCannotConnect, "upstream-no-tls",
+			"rdsproxy: target %q refused TLS; rdsproxy never connects to a database in plaintext", t.Name)
+	}
+	host, _, _ := discovery.SplitEndpoint(t.Endpoint)
+	tc := tls.Client(conn, &tls.Config{
+		ServerName:         host,
+		RootCAs:            s.cfg.RootCAs,
+		MinVersion:         tls.VersionTLS12,
+		ClientSessionCache: s.tlsSess,
+	})
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, pgwire.Errorf(pgwire.CodeCannotConnect, "upstream-tls",
+			"rdsproxy: TLS with target %q failed: %v", t.Name, unwrapOp(err)).
+			WithHint("The database's certificate must chain to the RDS CA bundle (or --ca-file) and name its endpoint.")
+	}
+	return tc, nil
+}
+
+// unwrapOp drops net.OpError's addresses, which the message already names.
+func unwrapOp(err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		return op.Err
+	}
+	return err
+}
+
+// upstreamReason labels an upstream ErrorResponse by its SQLSTATE.
+func upstreamReason(raw []byte) string {
+	var e pgproto3.ErrorResponse
+	if len(raw) < 5 || e.Decode(raw[5:]) != nil {
+		return "upstream-error"
+	}
+	return fmt.Sprintf("upstream-%s", e.Code)
+}
