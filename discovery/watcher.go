@@ -165,7 +165,7 @@ func (w *Watcher) SetConfig(p Policy) error {
 // nil. Failures are in Status and the log.
 func (w *Watcher) Run(ctx context.Context) error {
 	for {
-		if d := w.nextDelay(); d > 0 {
+		if d := w.NextDelay(); d > 0 {
 			select {
 			case <-ctx.Done():
 				return nil
@@ -290,8 +290,10 @@ func diffNames(old, cur []Target) (added, removed []string) {
 	return added, removed
 }
 
-// nextDelay is how long Run waits before the next refresh.
-func (w *Watcher) nextDelay() time.Duration {
+// NextDelay is how long Run waits before its next refresh, jitter included:
+// 0 before the first refresh, Interval after a success, the backoff after
+// failures.
+func (w *Watcher) NextDelay() time.Duration {
 	st := w.Status()
 	if st.LastAttempt.IsZero() {
 		return 0

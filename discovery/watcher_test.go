@@ -162,7 +162,7 @@ func TestWatcherFailureStreak(t *testing.T) {
 	w, rec := newTestWatcher(t, f, func(c *WatcherConfig) {
 		c.MinBackoff, c.ThrottleBackoff, c.MaxBackoff = time.Second, 30*time.Second, 10*time.Minute
 	})
-	if w.Ready() || w.Current() != nil || w.nextDelay() != 0 {
+	if w.Ready() || w.Current() != nil || w.NextDelay() != 0 {
 		t.Fatal("watcher ready before its first refresh")
 	}
 	f.set([]Database{inst("r1", "a", optIn)}, nil)
@@ -176,7 +176,7 @@ func TestWatcherFailureStreak(t *testing.T) {
 	if diff := cmp.Diff([]string{"INFO discovery snapshot loaded"}, rec.take()); diff != "" {
 		t.Errorf("logs (-want +got):\n%s", diff)
 	}
-	if got := w.nextDelay(); got != DefaultInterval {
+	if got := w.NextDelay(); got != DefaultInterval {
 		t.Errorf("delay after success = %v, want %v", got, DefaultInterval)
 	}
 
@@ -189,7 +189,7 @@ func TestWatcherFailureStreak(t *testing.T) {
 		if w.Current() != first {
 			t.Fatalf("refresh %d replaced the snapshot after a failure", i)
 		}
-		if got := w.nextDelay(); got != want {
+		if got := w.NextDelay(); got != want {
 			t.Errorf("delay after %d failures = %v, want %v", i+1, got, want)
 		}
 	}
@@ -201,7 +201,7 @@ func TestWatcherFailureStreak(t *testing.T) {
 	if err := w.Refresh(t.Context()); !IsThrottle(err) {
 		t.Fatalf("err = %v, want throttling", err)
 	}
-	if got, want := w.nextDelay(), 8*30*time.Second; got != want {
+	if got, want := w.NextDelay(), 8*30*time.Second; got != want {
 		t.Errorf("delay after 4 failures, the last throttled = %v, want %v", got, want)
 	}
 	if !w.Status().Throttled {
