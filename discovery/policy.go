@@ -117,6 +117,19 @@ type Warning struct {
 	Message    string
 }
 
+// clone copies the policy deeply, so that a caller changing its slices
+// later cannot change a running watcher or a snapshot.
+func (p Policy) clone() Policy {
+	p.Rules.Allow = slices.Clone(p.Rules.Allow)
+	p.Rules.Deny = slices.Clone(p.Rules.Deny)
+	p.Regions = slices.Clone(p.Regions)
+	p.Static = slices.Clone(p.Static)
+	for i := range p.Static {
+		p.Static[i].Users = slices.Clone(p.Static[i].Users)
+	}
+	return p
+}
+
 // Validate checks the rules and the static targets.
 func (p Policy) Validate() error {
 	if err := p.Rules.Validate(); err != nil {

@@ -132,6 +132,7 @@ func NewWatcher(cfg WatcherConfig) (*Watcher, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg.Policy = cfg.Policy.clone()
 	return &Watcher{cfg: cfg, policy: cfg.Policy}, nil
 }
 
@@ -154,6 +155,7 @@ func (w *Watcher) SetConfig(p Policy) error {
 	if err := p.Validate(); err != nil {
 		return err
 	}
+	p = p.clone()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.policy = p

@@ -453,3 +453,22 @@ func BenchmarkLookup(b *testing.B) {
 		})
 	}
 }
+
+// TestWatcherCopiesConfig: changing the caller's slices after SetConfig
+// changes nothing the watcher serves.
+func TestWatcherCopiesConfig(t *testing.T) {
+	static := []Target{{Name: "pg", Endpoint: "127.0.0.1:5432", Auth: AuthPassthrough, TLS: TLSDisable,
+		Source: SourceStatic, Users: []string{"app"}}}
+	w, _ := newTestWatcher(t, &fakeRDS{}, nil)
+	if err := w.SetConfig(Policy{Static: static}); err != nil {
+		t.Fatal(err)
+	}
+	static[0].Name, static[0].Users[0] = "changed", "root"
+	if err := w.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	got, ok := w.Current().Lookup("pg")
+	if !ok || got.Users[0] != "app" {
+		t.Errorf("Lookup(pg) = %+v, %v; the caller's later change leaked in", got, ok)
+	}
+}
