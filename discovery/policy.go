@@ -51,33 +51,31 @@ type Database struct {
 	Tags    map[string]string
 }
 
-// connectableStatuses are the DB instance and cluster statuses in which
-// the database accepts connections. Every other status (creating,
-// deleting, stopped, stopping, starting, rebooting, upgrading, renaming,
-// failing-over, failed, inaccessible-encryption-credentials,
-// incompatible-*, insufficient-capacity, restore-error, …) removes the
-// database from the snapshot until a refresh sees it connectable again:
-// new connections are refused, sessions already running are not cut.
-var connectableStatuses = []string{
-	"available",
-	"backing-up",
-	"configuring-enhanced-monitoring",
-	"configuring-iam-database-auth",
-	"configuring-log-exports",
-	"maintenance",
-	"modifying",
-	"resetting-master-credentials",
-	"storage-config-upgrade",
-	"storage-full",
-	"storage-initialization",
-	"storage-optimization",
-	"update-iam-db-auth",
-}
-
 // Connectable reports whether a DB instance or cluster in this status
-// accepts connections (see the list in the source).
+// accepts connections. Every other status (creating, deleting, stopped,
+// stopping, starting, rebooting, upgrading, renaming, failing-over, failed,
+// inaccessible-encryption-credentials, incompatible-*,
+// insufficient-capacity, restore-error, …) removes the database from the
+// snapshot until a refresh sees it connectable again: new connections are
+// refused, sessions already running are not cut.
 func Connectable(status string) bool {
-	return slices.Contains(connectableStatuses, status)
+	switch status {
+	case "available",
+		"backing-up",
+		"configuring-enhanced-monitoring",
+		"configuring-iam-database-auth",
+		"configuring-log-exports",
+		"maintenance",
+		"modifying",
+		"resetting-master-credentials",
+		"storage-config-upgrade",
+		"storage-full",
+		"storage-initialization",
+		"storage-optimization",
+		"update-iam-db-auth":
+		return true
+	}
+	return false
 }
 
 // Policy turns databases into targets.
@@ -109,8 +107,8 @@ type Policy struct {
 	Static  []Target
 }
 
-// Warning is a problem with one database's tags that did not stop it from
-// being a target (or, for a name that cannot be made unique, did).
+// Warning is a problem with one admitted database: a tag that was ignored,
+// or a name or endpoint that kept it out of the snapshot.
 type Warning struct {
 	Region     string
 	Identifier string

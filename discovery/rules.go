@@ -20,7 +20,7 @@ const (
 // DefaultAllow is the allow rule used when none is configured: databases
 // are opted in explicitly with the tag rdsproxy:enabled=true, never by
 // accident.
-var DefaultAllow = Rule{Key: TagEnabled, Pattern: "true"}
+func DefaultAllow() Rule { return Rule{Key: TagEnabled, Pattern: "true"} }
 
 // Rule matches one tag. With Presence set, the tag only has to exist;
 // otherwise its value must match Pattern, a glob where '*' matches any run
@@ -68,7 +68,7 @@ func (r Rule) Match(tags map[string]string) bool {
 
 // Rules select databases by their tags: a database passes when every Allow
 // rule matches and no Deny rule matches. An empty Allow means
-// []Rule{DefaultAllow}.
+// []Rule{DefaultAllow()}.
 type Rules struct {
 	Allow []Rule
 	Deny  []Rule
@@ -106,11 +106,10 @@ func (rs Rules) Validate() error {
 
 // Admit reports whether tags pass the rules.
 func (rs Rules) Admit(tags map[string]string) bool {
-	allow := rs.Allow
-	if len(allow) == 0 {
-		allow = []Rule{DefaultAllow}
+	if len(rs.Allow) == 0 && !DefaultAllow().Match(tags) {
+		return false
 	}
-	for _, r := range allow {
+	for _, r := range rs.Allow {
 		if !r.Match(tags) {
 			return false
 		}
