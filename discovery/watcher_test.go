@@ -472,3 +472,40 @@ func TestWatcherCopiesConfig(t *testing.T) {
 		t.Errorf("Lookup(pg) = %+v, %v; the caller's later change leaked in", got, ok)
 	}
 }
+
+// TestWatcherConcurrentUse: refreshes (Run's and a SIGHUP's), SetConfig
+// and lookups may overlap; -race checks the rest.
+func TestWatcherConcurrentUse(t *testing.T) {
+	f := &fakeRDS{}
+	f.set([]Database{inst("r1", "a", optIn), inst("r1", "b", optIn)}, nil)
+	w, _ := newTestWatcher(t, f, nil)
+	if err := w.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Go(func() {
+			for range 50 {
+				switch i {
+				case 0:
+					if err := w.SetConfig(Policy{Regions: []string{"r1"}}); err != nil {
+						t.Error(err)
+					}
+				case 1:
+					if s := w.Current(); s.Len() != 2 {
+						t.Errorf("snapshot has %d targets", s.Len())
+					}
+					_ = w.Status()
+				default:
+					if err := w.Refresh(t.Context()); err != nil {
+						t.Error(err)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if got := w.Current(); got.Len() != 2 {
+		t.Errorf("final snapshot has %d targets", got.Len())
+	}
+}
