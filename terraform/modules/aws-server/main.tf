@@ -1,0 +1,69 @@
+# rdsproxy server on EC2, reachable only through SSM Session Manager.
+#
+# Flow: modules/server-config renders the YAML and the systemd unit; user data
+# (templates/user-data.sh.tftpl) downloads the binary, checks its SHA-256,
+# installs both files and starts the unit; the Auto Scaling group keeps
+# desired_capacity instances tagged rdsproxy:server=<name> running. The server
+# listens on loopback only: SSM port forwarding delivers to 127.0.0.1, so the
+# security group has no ingress rule at all.
+
+data "aws_partition" "current" {}
+data "aws_region" "current" {}
+data "aws_caller_identity" "current" {}
+
+data "aws_ssm_parameter" "ami" {
+  count = var.ami_id == null ? 1 : 0
+  name  = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-${var.architecture}"
+}
+
+locals {
+  partition  = data.aws_partition.current.partition
+  region     = data.aws_region.current.region
+  account_id = data.aws_caller_identity.current.account_id
+  regions    = length(var.regions) > 0 ? var.regions : [local.region]
+  ami_id     = var.ami_id != null ? var.ami_id : nonsensitive(data.aws_ssm_parameter.ami[0].value)
+
+  binary_from_s3 = var.binary.s3_bucket != null
+  binary_s3_arn  = local.binary_from_s3 ? "arn:${local.partition}:s3:::${var.binary.s3_bucket}/${var.binary.s3_key}" : null
+
+  https_egress_cidr_blocks = var.https_egress_cidr_blocks != null ? var.https_egress_cidr_blocks : (var.create_vpc_endpoints ? [] : ["0.0.0.0/0"])
+
+  binary_path = "/usr/local/bin/rdsproxy"
+  tags        = merge(var.tags, { "rdsproxy:server" = var.name })
+}
+
+module "config" {
+  source = "../server-config"
+
+  listen           = "127.0.0.1:${var.port}"
+  admin_addr       = "127.0.0.1:${var.admin_port}"
+  regions          = local.regions
+  allow_tags       = var.allow_tags
+  deny_tags        = var.deny_tags
+  refresh_interval = var.refresh_interval
+  static_targets   = var.static_targets
+  max_sessions     = var.max_sessions
+  startup_timeout  = var.startup_timeout
+  dial_timeout     = var.dial_timeout
+  max_startup_size = var.max_startup_size
+  drain_timeout    = var.drain_timeout
+  log_format       = var.log_format
+  log_level        = var.log_level
+  aws_region       = local.region
+  binary_path      = local.binary_path
+}
+
+locals {
+  user_data = templatefile("${path.module}/templates/user-data.sh.tftpl", {
+    binary_sha256    = var.binary.sha256
+    binary_url       = var.binary.url
+    binary_s3_bucket = var.binary.s3_bucket
+    binary_s3_key    = var.binary.s3_key
+    binary_s3_region = coalesce(var.binary.s3_region, local.region)
+    binary_path      = local.binary_path
+    args             = module.config.args
+    config_path      = module.config.config_path
+    server_yaml      = module.config.server_yaml
+    systemd_unit     = module.config.systemd_unit
+  })
+}

@@ -1,0 +1,369 @@
+# ---------------------------------------------------------------------------
+# Placement and network
+# ---------------------------------------------------------------------------
+
+variable "name" {
+  description = "Server name. Instances are tagged rdsproxy:server=<name>, which `rdsproxy connect --via ssm` looks for; also the prefix of every resource name."
+  type        = string
+  default     = "rdsproxy"
+
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9-]{0,30}$", var.name))
+    error_message = "The name must be 1-31 lower-case letters, digits or '-', starting with a letter or digit."
+  }
+}
+
+variable "vpc_id" {
+  description = "VPC in which the server runs; it must be the VPC of the RDS security groups."
+  type        = string
+
+  validation {
+    condition     = can(regex("^vpc-[0-9a-f]+$", var.vpc_id))
+    error_message = "The vpc_id must look like vpc-0123456789abcdef0."
+  }
+}
+
+variable "subnet_ids" {
+  description = "Private subnets for the Auto Scaling group (and the VPC endpoints when created). Instances never get a public IP."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.subnet_ids) > 0 && alltrue([for s in var.subnet_ids : can(regex("^subnet-[0-9a-f]+$", s))])
+    error_message = "Give at least one subnet id (subnet-...)."
+  }
+}
+
+variable "rds_security_group_ids" {
+  description = "Security groups of the databases to reach. The server's only non-HTTPS egress is database_port to these groups."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for s in var.rds_security_group_ids : can(regex("^sg-[0-9a-f]+$", s))])
+    error_message = "Each RDS security group id must look like sg-0123456789abcdef0."
+  }
+}
+
+variable "create_rds_ingress_rules" {
+  description = "Add an ingress rule to each RDS security group admitting database_port from the server's security group. Set false when those groups are managed elsewhere."
+  type        = bool
+  default     = true
+}
+
+variable "database_port" {
+  description = "Port of the databases (egress to, and ingress on, the RDS security groups)."
+  type        = number
+  default     = 5432
+
+  validation {
+    condition     = var.database_port >= 1 && var.database_port <= 65535 && floor(var.database_port) == var.database_port
+    error_message = "The database_port must be an integer from 1 to 65535."
+  }
+}
+
+variable "create_vpc_endpoints" {
+  description = "Create interface endpoints (private DNS) for vpc_endpoint_services with a security group that admits 443 from the server only. Then HTTPS egress goes to that group instead of 0.0.0.0/0 unless https_egress_cidr_blocks says otherwise."
+  type        = bool
+  default     = false
+}
+
+variable "vpc_endpoint_services" {
+  description = "Interface endpoint services created when create_vpc_endpoints is true: SSM needs ssm, ssmmessages and ec2messages; discovery needs rds (home region only)."
+  type        = list(string)
+  default     = ["ssm", "ssmmessages", "ec2messages", "rds"]
+
+  validation {
+    condition     = alltrue([for s in var.vpc_endpoint_services : can(regex("^[a-z0-9.-]+$", s))])
+    error_message = "Each service is a short service name such as ssm or ssmmessages."
+  }
+}
+
+variable "vpc_endpoint_subnet_ids" {
+  description = "Subnets for the interface endpoints, one per Availability Zone. Empty: subnet_ids."
+  type        = list(string)
+  default     = []
+}
+
+variable "https_egress_cidr_blocks" {
+  description = "CIDR blocks the server may reach on 443 (SSM, RDS API, binary download). null: [\"0.0.0.0/0\"] without VPC endpoints, [] with them. Discovery in other regions and binary_url downloads need internet (NAT) egress."
+  type        = list(string)
+  default     = null
+
+  validation {
+    condition     = var.https_egress_cidr_blocks == null || alltrue([for c in coalesce(var.https_egress_cidr_blocks, []) : can(cidrhost(c, 0))])
+    error_message = "Each entry must be an IPv4 CIDR block."
+  }
+}
+
+variable "https_egress_prefix_list_ids" {
+  description = "Managed prefix lists the server may reach on 443, e.g. the S3 gateway endpoint's (pl-...) when the binary comes from S3 and there is no NAT."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for p in var.https_egress_prefix_list_ids : can(regex("^pl-[0-9a-f]+$", p))])
+    error_message = "Each prefix list id must look like pl-0123456789abcdef0."
+  }
+}
+
+# ---------------------------------------------------------------------------
+# Instances
+# ---------------------------------------------------------------------------
+
+variable "instance_type" {
+  description = "EC2 instance type; its architecture must match var.architecture."
+  type        = string
+  default     = "t4g.micro"
+}
+
+variable "architecture" {
+  description = "CPU architecture of the AMI and the binary: arm64 or x86_64."
+  type        = string
+  default     = "arm64"
+
+  validation {
+    condition     = contains(["arm64", "x86_64"], var.architecture)
+    error_message = "The architecture must be arm64 or x86_64."
+  }
+}
+
+variable "ami_id" {
+  description = "Pinned AMI id. null: the latest Amazon Linux 2023 from the public SSM parameter (the launch template, and so an instance refresh, follows every new AMI). The AMI must run systemd, the SSM agent, curl and sha256sum (and the AWS CLI for S3 delivery)."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.ami_id == null || can(regex("^ami-[0-9a-f]+$", coalesce(var.ami_id, "x")))
+    error_message = "The ami_id must look like ami-0123456789abcdef0."
+  }
+}
+
+variable "root_device_name" {
+  description = "Root device of the AMI (Amazon Linux 2023: /dev/xvda)."
+  type        = string
+  default     = "/dev/xvda"
+}
+
+variable "root_volume_size" {
+  description = "Root volume size in GiB (gp3, always encrypted)."
+  type        = number
+  default     = 8
+
+  validation {
+    condition     = var.root_volume_size >= 8 && var.root_volume_size <= 1024
+    error_message = "The root_volume_size must be between 8 and 1024 GiB."
+  }
+}
+
+variable "kms_key_id" {
+  description = "KMS key ARN for the root volume. null: the account's default EBS key. The volume is encrypted either way."
+  type        = string
+  default     = null
+}
+
+variable "min_size" {
+  description = "Minimum number of instances in the Auto Scaling group."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.min_size >= 0 && floor(var.min_size) == var.min_size
+    error_message = "The min_size must be a non-negative integer."
+  }
+}
+
+variable "max_size" {
+  description = "Maximum number of instances (at least min_size; one more than desired lets a rolling refresh launch before it terminates)."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.max_size >= 1 && floor(var.max_size) == var.max_size
+    error_message = "The max_size must be a positive integer."
+  }
+}
+
+variable "desired_capacity" {
+  description = "Desired number of instances; clients pick any running instance with the server tag."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.desired_capacity >= 0 && floor(var.desired_capacity) == var.desired_capacity
+    error_message = "The desired_capacity must be a non-negative integer."
+  }
+}
+
+variable "binary" {
+  description = "Where the instance gets the rdsproxy binary (a raw executable or a .tar.gz holding `rdsproxy`) and its SHA-256, which user data verifies before installing. Set url (https) or s3_bucket and s3_key; s3_region defaults to the current region."
+  type = object({
+    sha256    = string
+    url       = optional(string)
+    s3_bucket = optional(string)
+    s3_key    = optional(string)
+    s3_region = optional(string)
+  })
+
+  validation {
+    condition     = can(regex("^[0-9a-f]{64}$", var.binary.sha256))
+    error_message = "The binary.sha256 must be 64 lower-case hex digits."
+  }
+
+  validation {
+    condition     = (var.binary.url != null) != (var.binary.s3_bucket != null && var.binary.s3_key != null)
+    error_message = "Set exactly one of binary.url or binary.s3_bucket with binary.s3_key."
+  }
+
+  validation {
+    condition     = var.binary.url == null || can(regex("^https://[^\\s'\"\\\\`$]+$", coalesce(var.binary.url, "x")))
+    error_message = "The binary.url must be https:// without spaces, quotes, backslashes, backticks or '$'."
+  }
+
+  validation {
+    condition = var.binary.s3_bucket == null || (
+      can(regex("^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", coalesce(var.binary.s3_bucket, "x"))) &&
+      can(regex("^[A-Za-z0-9!_.*()/+=@,:-]+$", coalesce(var.binary.s3_key, "x")))
+    )
+    error_message = "The binary.s3_bucket must be a bucket name and binary.s3_key a key without spaces, quotes or '$'."
+  }
+}
+
+variable "iam_role_permissions_boundary" {
+  description = "ARN of a permissions boundary for the instance role, or null."
+  type        = string
+  default     = null
+}
+
+variable "tags" {
+  description = "Tags for every resource (and the instances and volumes)."
+  type        = map(string)
+  default     = {}
+}
+
+# ---------------------------------------------------------------------------
+# rdsproxy server settings (see modules/server-config for the YAML keys)
+# ---------------------------------------------------------------------------
+
+variable "port" {
+  description = "Loopback port the server listens on for clients; SSM port forwarding targets it. Nothing outside the instance can reach it."
+  type        = number
+  default     = 5480
+
+  validation {
+    condition     = var.port >= 1024 && var.port <= 65535 && floor(var.port) == var.port
+    error_message = "The port must be an integer from 1024 to 65535 (the server runs unprivileged)."
+  }
+}
+
+variable "admin_port" {
+  description = "Loopback port of /healthz, /readyz and /metrics."
+  type        = number
+  default     = 9480
+
+  validation {
+    condition     = var.admin_port >= 1024 && var.admin_port <= 65535 && floor(var.admin_port) == var.admin_port
+    error_message = "The admin_port must be an integer from 1024 to 65535."
+  }
+}
+
+variable "regions" {
+  description = "Regions in which to discover databases. Empty: the current region. Other regions' RDS APIs need internet egress."
+  type        = list(string)
+  default     = []
+}
+
+variable "allow_tags" {
+  description = "Tag rules every discovered database must match (key=value, key=glob or key). Empty: rdsproxy:enabled=true."
+  type        = list(string)
+  default     = []
+}
+
+variable "deny_tags" {
+  description = "Tag rules that exclude a database when any matches."
+  type        = list(string)
+  default     = []
+}
+
+variable "refresh_interval" {
+  description = "Discovery refresh interval (e.g. 60s)."
+  type        = string
+  default     = "60s"
+}
+
+variable "static_targets" {
+  description = "Databases declared in the config file besides the discovered ones; same shape as modules/server-config's static_targets. Their security groups belong in rds_security_group_ids."
+  type = list(object({
+    name      = string
+    endpoint  = string
+    region    = optional(string)
+    auth      = optional(string, "iam")
+    tls       = optional(string, "verify-full")
+    database  = optional(string)
+    users     = optional(list(string), [])
+    read_only = optional(bool, false)
+  }))
+  default = []
+}
+
+variable "max_sessions" {
+  description = "Maximum concurrent client sessions per instance."
+  type        = number
+  default     = 1000
+}
+
+variable "startup_timeout" {
+  description = "Time a client has to send its startup message."
+  type        = string
+  default     = "10s"
+}
+
+variable "dial_timeout" {
+  description = "Upstream dial and TLS timeout."
+  type        = string
+  default     = "10s"
+}
+
+variable "max_startup_size" {
+  description = "Largest startup message accepted, in bytes."
+  type        = number
+  default     = 10000
+}
+
+variable "drain_timeout" {
+  description = "How long SIGTERM (instance refresh, scale-in, reboot) waits for sessions to end."
+  type        = string
+  default     = "30s"
+}
+
+variable "log_format" {
+  description = "Log format: text or json (journald; ship with the CloudWatch agent if needed)."
+  type        = string
+  default     = "json"
+}
+
+variable "log_level" {
+  description = "Log level: debug, info, warn or error."
+  type        = string
+  default     = "info"
+}
+
+# ---------------------------------------------------------------------------
+# Developer access (output only)
+# ---------------------------------------------------------------------------
+
+variable "developer_rds_connect" {
+  description = "When set, the developer policy output also grants rds-db:connect for these database users on these DB resource ids (db-... for instances, cluster-... for Aurora). null: see the rds_connect_arn_template output instead."
+  type = object({
+    resource_ids = list(string)
+    db_users     = list(string)
+  })
+  default = null
+
+  validation {
+    condition = var.developer_rds_connect == null || alltrue(concat(
+      [for r in try(var.developer_rds_connect.resource_ids, []) : can(regex("^(db|cluster)-[A-Z0-9]+$", r))],
+      [for u in try(var.developer_rds_connect.db_users, []) : can(regex("^[A-Za-z0-9_.@-]+$", u))],
+    ))
+    error_message = "Resource ids look like db-ABCDEFGHIJKL or cluster-ABCDEFGHIJKL; user names are PostgreSQL role names."
+  }
+}
