@@ -1035,23 +1035,40 @@ func TestSystemdUnit(t *testing.T) {
 		t.Skip("NOTICE: systemd-analyze not installed; the unit was NOT verified")
 	}
 	r := renderAWS(t, "/bin/true", "/etc/rdsproxy/server.yaml")
+	start, end := strings.Index(r.unit, "DynamicUser=yes"), strings.Index(r.unit, "UMask=0077")
+	if start < 0 || end < start {
+		t.Fatal("the unit has no DynamicUser..UMask hardening block")
+	}
+	unhardened := r.unit[:start] + r.unit[end+len("UMask=0077"):]
 	for _, tc := range []struct {
-		name, unit string
-		ok         bool
+		name, unit        string
+		verifies, exposed bool
 	}{
-		{"rendered", r.unit, true},
-		{"misspelled directive", strings.Replace(r.unit, "ProtectClock=", "ProtectClck=", 1), false},
+		{"rendered", r.unit, true, false},
+		{"misspelled directive", strings.Replace(r.unit, "ProtectClock=", "ProtectClck=", 1), false, false},
+		{"without hardening", unhardened, true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			file := filepath.Join(t.TempDir(), "rdsproxy.service")
 			writeFile(t, file, tc.unit)
 			res := run(t, filepath.Dir(file), os.Environ(), analyze, "verify", file)
 			clean := res.err == nil && strings.TrimSpace(res.stderr) == ""
-			if clean != tc.ok {
-				t.Fatalf("systemd-analyze verify: clean=%v want %v: %v\n%s", clean, tc.ok, res.err, res.stderr)
+			if clean != tc.verifies {
+				t.Fatalf("systemd-analyze verify: clean=%v want %v: %v\n%s", clean, tc.verifies, res.err, res.stderr)
 			}
+			// Exposure above 1.5 on systemd's 0-10 scale fails the threshold.
+			res = run(t, filepath.Dir(file), os.Environ(), analyze, "security", "--offline=yes", "--threshold=15", file)
+			if exposed := res.err != nil; exposed != tc.exposed {
+				t.Fatalf("systemd-analyze security: over threshold=%v want %v\n%s", exposed, tc.exposed, lastLine(res.stdout))
+			}
+			t.Log(lastLine(res.stdout))
 		})
 	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
 }
 
 // TestValidationRejectsBadInput: the variable validations of the modules, run
