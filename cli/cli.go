@@ -45,6 +45,7 @@ type CLI struct {
 	Globals
 	Server  ServerCmd  `cmd:"" help:"Run the server inside the VPC: discover databases and relay sessions to them."`
 	Connect ConnectCmd `cmd:"" help:"Listen locally and relay to databases through an rdsproxy server, injecting IAM tokens."`
+	List    ListCmd    `cmd:"" help:"List the databases a server serves."`
 	Version VersionCmd `cmd:"" help:"Print the version."`
 }
 

@@ -2,13 +2,10 @@ package cli
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"strconv"
 	"time"
 
@@ -19,20 +16,16 @@ import (
 	"github.com/rdsproxy/rdsproxy/client"
 	"github.com/rdsproxy/rdsproxy/discovery"
 	"github.com/rdsproxy/rdsproxy/internal/iamtoken"
-	"github.com/rdsproxy/rdsproxy/tunnel"
 )
 
 // ConnectCmd runs the client proxy.
 type ConnectCmd struct {
-	Targets    []string `arg:"" name:"target" help:"Target names (see the server's GET /v1/targets)."`
-	Via        string   `help:"How to reach the server: direct." default:"direct" enum:"direct" env:"RDSPROXY_VIA"`
-	Server     string   `help:"Server address HOST:PORT (--via direct)." env:"RDSPROXY_SERVER" placeholder:"HOST:PORT"`
-	ServerCA   string   `help:"PEM CA that signed the server's certificate; makes the server hop use TLS (verify-full)." type:"existingfile" env:"RDSPROXY_SERVER_CA"`
-	ServerName string   `help:"Host name to verify in the server's certificate (default: the host of --server)." env:"RDSPROXY_SERVER_NAME"`
-	Address    string   `help:"Local address to listen on." default:"127.0.0.1" env:"RDSPROXY_ADDRESS"`
-	Port       int      `help:"Local port (one target only; default: the target's rdsproxy:local-port tag, else a free port)." env:"RDSPROXY_PORT"`
-	User       string   `help:"Database user shown in the printed connection strings." env:"RDSPROXY_USER"`
-	Profile    string   `help:"AWS profile for signing tokens (default: the SDK's chain)." env:"AWS_PROFILE"`
+	Targets []string `arg:"" name:"target" help:"Target names (rdsproxy list shows them)."`
+	TunnelFlags
+	Address string `help:"Local address to listen on." default:"127.0.0.1" env:"RDSPROXY_ADDRESS"`
+	Port    int    `help:"Local port (one target only; default: the target's rdsproxy:local-port tag, else a free port)." env:"RDSPROXY_PORT"`
+	User    string `help:"Database user shown in the printed connection strings." env:"RDSPROXY_USER"`
+	Profile string `help:"AWS profile for signing tokens (default: the SDK's chain)." env:"AWS_PROFILE"`
 }
 
 // Run opens the tunnel, learns the targets, listens and serves.
@@ -40,7 +33,7 @@ func (c *ConnectCmd) Run(ctx context.Context, log *slog.Logger, env Env) error {
 	if c.Port != 0 && len(c.Targets) > 1 {
 		return &ExitError{Code: ExitUsage, Err: errors.New("--port works with one target; the others need their own ports")}
 	}
-	tun, serverTLS, err := c.openTunnel()
+	tun, serverTLS, err := c.TunnelFlags.open()
 	if err != nil {
 		return &ExitError{Code: ExitUsage, Err: err}
 	}
@@ -75,32 +68,6 @@ func (c *ConnectCmd) Run(ctx context.Context, log *slog.Logger, env Env) error {
 		g.Go(func() error { return p.Serve(gctx, ln) })
 	}
 	return g.Wait()
-}
-
-func (c *ConnectCmd) openTunnel() (tunnel.Tunnel, *tls.Config, error) {
-	if c.Server == "" {
-		return nil, nil, errors.New("--via direct needs --server HOST:PORT")
-	}
-	tun, err := tunnel.NewDirect(c.Server, 15*time.Second)
-	if err != nil {
-		return nil, nil, err
-	}
-	if c.ServerCA == "" {
-		return tun, nil, nil
-	}
-	pem, err := os.ReadFile(c.ServerCA)
-	if err != nil {
-		return nil, nil, fmt.Errorf("--server-ca: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, nil, fmt.Errorf("--server-ca %s holds no PEM certificate", c.ServerCA)
-	}
-	name := c.ServerName
-	if name == "" {
-		name, _, _ = net.SplitHostPort(c.Server)
-	}
-	return tun, &tls.Config{RootCAs: pool, ServerName: name, MinVersion: tls.VersionTLS12}, nil
 }
 
 func (c *ConnectCmd) tokenSource(ctx context.Context) (*iamtoken.Cache, error) {

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,9 +11,10 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync/atomic"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/rds"
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/sync/errgroup"
 
@@ -22,17 +24,21 @@ import (
 
 // ServerCmd runs the server.
 type ServerCmd struct {
-	Listen         string            `help:"Address for clients (PostgreSQL and GET /v1/targets)." default:"127.0.0.1:5480" env:"RDSPROXY_LISTEN"`
-	AdminAddr      string            `help:"Address for /healthz, /readyz and /metrics." default:"127.0.0.1:9480" env:"RDSPROXY_ADMIN_ADDR"`
-	Map            map[string]string `help:"Dial override ENDPOINT=ADDR (host:port=host:port); TLS still verifies the endpoint's host name." env:"RDSPROXY_MAP" mapsep:","`
-	CAFile         string            `help:"Extra PEM CA certificates for upstream TLS (the RDS global bundle is built in)." type:"existingfile" env:"RDSPROXY_CA_FILE"`
-	TLSCert        string            `help:"Certificate (PEM) that lets clients use TLS to this server." type:"existingfile" env:"RDSPROXY_TLS_CERT"`
-	TLSKey         string            `help:"Private key (PEM) for --tls-cert." type:"existingfile" env:"RDSPROXY_TLS_KEY"`
-	MaxSessions    int               `help:"Maximum concurrent sessions; more get SQLSTATE 53300." default:"1000" env:"RDSPROXY_MAX_SESSIONS"`
-	StartupTimeout time.Duration     `help:"Time a client has to complete its startup." default:"10s" env:"RDSPROXY_STARTUP_TIMEOUT"`
-	DialTimeout    time.Duration     `help:"Time to connect, negotiate TLS and authenticate to a database." default:"10s" env:"RDSPROXY_DIAL_TIMEOUT"`
-	MaxStartupSize int               `help:"Largest startup packet accepted, in bytes." default:"10000" env:"RDSPROXY_MAX_STARTUP_SIZE"`
-	DryRun         bool              `help:"Check the flags and configuration file, print the effective configuration and exit."`
+	Listen          string            `help:"Address for clients (PostgreSQL and GET /v1/targets)." default:"127.0.0.1:5480" env:"RDSPROXY_LISTEN"`
+	Region          []string          `help:"AWS regions to discover RDS and Aurora PostgreSQL databases in; none means static targets only." env:"RDSPROXY_REGION"`
+	AllowTag        []string          `help:"Tag rule every served database must match: KEY=VALUE, KEY=GLOB or KEY (default rdsproxy:enabled=true)." env:"RDSPROXY_ALLOW_TAG" placeholder:"RULE"`
+	DenyTag         []string          `help:"Tag rule that excludes a database: KEY=VALUE, KEY=GLOB or KEY." env:"RDSPROXY_DENY_TAG" placeholder:"RULE"`
+	RefreshInterval time.Duration     `help:"Time between discovery refreshes (with jitter; failures back off)." default:"60s" env:"RDSPROXY_REFRESH_INTERVAL"`
+	AdminAddr       string            `help:"Address for /healthz, /readyz and /metrics." default:"127.0.0.1:9480" env:"RDSPROXY_ADMIN_ADDR"`
+	Map             map[string]string `help:"Dial override ENDPOINT=ADDR (host:port=host:port); TLS still verifies the endpoint's host name." env:"RDSPROXY_MAP" mapsep:","`
+	CAFile          string            `help:"Extra PEM CA certificates for upstream TLS (the RDS global bundle is built in)." type:"existingfile" env:"RDSPROXY_CA_FILE"`
+	TLSCert         string            `help:"Certificate (PEM) that lets clients use TLS to this server." type:"existingfile" env:"RDSPROXY_TLS_CERT"`
+	TLSKey          string            `help:"Private key (PEM) for --tls-cert." type:"existingfile" env:"RDSPROXY_TLS_KEY"`
+	MaxSessions     int               `help:"Maximum concurrent sessions; more get SQLSTATE 53300." default:"1000" env:"RDSPROXY_MAX_SESSIONS"`
+	StartupTimeout  time.Duration     `help:"Time a client has to complete its startup." default:"10s" env:"RDSPROXY_STARTUP_TIMEOUT"`
+	DialTimeout     time.Duration     `help:"Time to connect, negotiate TLS and authenticate to a database." default:"10s" env:"RDSPROXY_DIAL_TIMEOUT"`
+	MaxStartupSize  int               `help:"Largest startup packet accepted, in bytes." default:"10000" env:"RDSPROXY_MAX_STARTUP_SIZE"`
+	DryRun          bool              `help:"Check the flags and configuration file, print the effective configuration and exit."`
 }
 
 // staticTarget is one entry of the configuration file's targets list.
@@ -66,29 +72,68 @@ func (s staticTarget) target() discovery.Target {
 
 // Run starts the server and serves until ctx ends.
 func (c *ServerCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env Env) error {
-	targets, err := loadStaticTargets(string(g.Config))
+	policy, err := c.policy(string(g.Config))
 	if err != nil {
 		return &ExitError{Code: ExitUsage, Err: err}
 	}
-	snap, err := discovery.NewSnapshot(targets, time.Now())
+	watcher, err := c.watcher(ctx, policy, log)
 	if err != nil {
-		return &ExitError{Code: ExitUsage, Err: fmt.Errorf("targets: %w", err)}
+		return &ExitError{Code: ExitUsage, Err: err}
 	}
-	cfg, err := c.serverConfig(log, staticTargets{snap})
+	cfg, err := c.serverConfig(log, watcher)
 	if err != nil {
 		return &ExitError{Code: ExitUsage, Err: err}
 	}
 	if c.DryRun {
-		return c.printEffective(env, snap)
+		return c.printEffective(env, policy)
 	}
 	srv, err := server.New(cfg)
 	if err != nil {
 		return &ExitError{Code: ExitUsage, Err: err}
 	}
-	return c.serve(ctx, srv, snap, log)
+	return c.serve(ctx, srv, watcher, log)
 }
 
-func (c *ServerCmd) serve(ctx context.Context, srv *server.Server, snap *discovery.Snapshot, log *slog.Logger) error {
+// policy reads the tag rules and the configuration file's static targets.
+func (c *ServerCmd) policy(configPath string) (discovery.Policy, error) {
+	rules, err := discovery.ParseRules(c.AllowTag, c.DenyTag)
+	if err != nil {
+		return discovery.Policy{}, err
+	}
+	static, err := loadStaticTargets(configPath)
+	if err != nil {
+		return discovery.Policy{}, err
+	}
+	p := discovery.Policy{Rules: rules, Regions: c.Region, Static: static}
+	if err := p.Validate(); err != nil {
+		return discovery.Policy{}, err
+	}
+	return p, nil
+}
+
+// watcher builds the discovery watcher: RDS in every --region, plus the
+// static targets.
+func (c *ServerCmd) watcher(ctx context.Context, p discovery.Policy, log *slog.Logger) (*discovery.Watcher, error) {
+	cfg := discovery.WatcherConfig{Policy: p, Interval: c.RefreshInterval, Logger: log}
+	if len(c.Region) > 0 {
+		awsCfg, err := config.LoadDefaultConfig(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("load AWS configuration: %w", err)
+		}
+		src, err := discovery.NewSource(c.Region, func(region string) discovery.RDSAPI {
+			rc := awsCfg.Copy()
+			rc.Region = region
+			return rds.NewFromConfig(rc)
+		}, 0)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Fetch = src.Fetch
+	}
+	return discovery.NewWatcher(cfg)
+}
+
+func (c *ServerCmd) serve(ctx context.Context, srv *server.Server, w *discovery.Watcher, log *slog.Logger) error {
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -98,12 +143,18 @@ func (c *ServerCmd) serve(ctx context.Context, srv *server.Server, snap *discove
 		ln.Close()
 		return fmt.Errorf("listen admin: %w", err)
 	}
-	var ready atomic.Bool
-	ready.Store(true)
-	log.Info("ready", "listen", ln.Addr().String(), "admin", admin.Addr().String(), "targets", snap.Len())
+	// A failed first refresh is not fatal: the watcher keeps retrying,
+	// and readiness stays false until a snapshot is loaded.
+	w.Refresh(ctx)
+	targets := 0
+	if snap := w.Current(); snap != nil {
+		targets = snap.Len()
+	}
+	log.Info("ready", "listen", ln.Addr().String(), "admin", admin.Addr().String(), "targets", targets, "regions", c.Region)
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(ctx, ln) })
-	g.Go(func() error { return serveAdmin(ctx, admin, &ready) })
+	g.Go(func() error { return w.Run(ctx) })
+	g.Go(func() error { return serveAdmin(ctx, admin, w.Ready) })
 	err = g.Wait()
 	log.Info("stopped")
 	return err
@@ -157,12 +208,13 @@ func (c *ServerCmd) serverConfig(log *slog.Logger, targets server.Targets) (serv
 }
 
 // printEffective writes the configuration the server would run with.
-func (c *ServerCmd) printEffective(env Env, snap *discovery.Snapshot) error {
+func (c *ServerCmd) printEffective(env Env, p discovery.Policy) error {
 	out := map[string]any{
 		"listen": c.Listen, "admin-addr": c.AdminAddr, "map": c.Map, "ca-file": c.CAFile,
 		"tls-cert": c.TLSCert, "max-sessions": c.MaxSessions, "startup-timeout": c.StartupTimeout.String(),
 		"dial-timeout": c.DialTimeout.String(), "max-startup-size": c.MaxStartupSize,
-		"targets": snap.Targets(),
+		"region": c.Region, "allow-tag": ruleStrings(p.Rules.Allow), "deny-tag": ruleStrings(p.Rules.Deny),
+		"refresh-interval": c.RefreshInterval.String(), "targets": jsonValue(p.Static),
 	}
 	b, err := yaml.Marshal(out)
 	if err != nil {
@@ -199,17 +251,31 @@ func loadStaticTargets(path string) ([]discovery.Target, error) {
 	return out, nil
 }
 
-// staticTargets serves a fixed snapshot.
-type staticTargets struct{ snap *discovery.Snapshot }
+func ruleStrings(rules []discovery.Rule) []string {
+	out := make([]string, len(rules))
+	for i, r := range rules {
+		out[i] = r.String()
+	}
+	return out
+}
 
-func (s staticTargets) Current() *discovery.Snapshot { return s.snap }
+// jsonValue turns v into plain maps and lists with its JSON field names.
+func jsonValue(v any) any {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil
+	}
+	var out any
+	json.Unmarshal(b, &out)
+	return out
+}
 
 // serveAdmin serves /healthz and /readyz until ctx ends.
-func serveAdmin(ctx context.Context, ln net.Listener, ready *atomic.Bool) error {
+func serveAdmin(ctx context.Context, ln net.Listener, ready func() bool) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !ready.Load() {
+		if !ready() {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}

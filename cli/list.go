@@ -1,0 +1,60 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/rdsproxy/rdsproxy/client"
+	"github.com/rdsproxy/rdsproxy/discovery"
+)
+
+// ListCmd prints the targets a server serves.
+type ListCmd struct {
+	TunnelFlags
+	JSON bool `help:"Print JSON (the server's GET /v1/targets body)."`
+}
+
+// Run fetches and prints the target list.
+func (c *ListCmd) Run(ctx context.Context, env Env) error {
+	tun, serverTLS, err := c.TunnelFlags.open()
+	if err != nil {
+		return &ExitError{Code: ExitUsage, Err: err}
+	}
+	defer tun.Close()
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	targets, err := client.FetchTargets(ctx, tun, serverTLS)
+	if err != nil {
+		return err
+	}
+	if c.JSON {
+		enc := json.NewEncoder(env.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(struct {
+			Targets []discovery.Target `json:"targets"`
+		}{targets})
+	}
+	printTable(env, targets)
+	return nil
+}
+
+func printTable(env Env, targets []discovery.Target) {
+	w := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "NAME\tENGINE\tROLE\tREGION\tDATABASE\tUSERS\tREAD-ONLY\tENDPOINT")
+	for _, t := range targets {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%v\t%s\n", t.Name, dash(t.Engine), dash(t.Role), dash(t.Region),
+			dash(t.Database), dash(strings.Join(t.Users, ",")), t.ReadOnly, t.Endpoint)
+	}
+	w.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
