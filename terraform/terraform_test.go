@@ -252,6 +252,54 @@ func checkInstanceRole(m *module) []string {
 	return problems
 }
 
+// checkDeveloperPolicy: the developer policy allows only the session
+// actions; every StartSession statement enforces the document check, the
+// instance statement requires the server tag, and session actions are
+// limited to the caller's own sessions.
+func checkDeveloperPolicy(m *module) []string {
+	var problems []string
+	allowed := []string{"ec2:DescribeInstances", "rds-db:connect", "ssm:ResumeSession", "ssm:StartSession", "ssm:TerminateSession", "ssmmessages:OpenDataChannel"}
+	docs := m.blocks("data", "aws_iam_policy_document", "developer")
+	if len(docs) != 1 {
+		return []string{"no aws_iam_policy_document.developer"}
+	}
+	conditions := func(st *hclsyntax.Block) map[string]string {
+		out := map[string]string{}
+		for _, c := range children(st, "condition") {
+			out[literalString(c.Body.Attributes["variable"])] = literalString(c.Body.Attributes["test"])
+		}
+		return out
+	}
+	for _, st := range statements(docs[0]) {
+		actions, err := statementActions(st)
+		if err != nil {
+			problems = append(problems, "developer policy: statement "+err.Error())
+			continue
+		}
+		res := ""
+		if a := st.Body.Attributes["resources"]; a != nil {
+			res = m.text(a.Expr)
+		}
+		conds := conditions(st)
+		for _, a := range actions {
+			switch {
+			case !slices.Contains(allowed, a):
+				problems = append(problems, "developer policy grants "+a)
+			case a == "ssm:StartSession" && conds["ssm:SessionDocumentAccessCheck"] != "BoolIfExists":
+				problems = append(problems, "a StartSession statement lacks the ssm:SessionDocumentAccessCheck condition")
+			case a == "ssm:StartSession" && strings.Contains(res, ":instance/") && conds["ssm:resourceTag/rdsproxy:server"] != "StringEquals":
+				problems = append(problems, "StartSession on instances is not limited to the server tag")
+			case a == "ssm:StartSession" && strings.Contains(res, ":document/") && !strings.HasSuffix(strings.TrimSpace(res), `document/AWS-StartPortForwardingSession"]`):
+				problems = append(problems, "StartSession allows a document other than AWS-StartPortForwardingSession")
+			case (a == "ssm:TerminateSession" || a == "ssm:ResumeSession" || a == "ssmmessages:OpenDataChannel") &&
+				!strings.Contains(res, "aws:user") && conds["ssm:resourceTag/aws:ssmmessages:session-id"] == "":
+				problems = append(problems, a+" is not limited to the caller's own sessions")
+			}
+		}
+	}
+	return problems
+}
+
 // referencedDocument names the aws_iam_policy_document a policy attribute uses.
 func referencedDocument(rp *hclsyntax.Block) (string, error) {
 	a := rp.Body.Attributes["policy"]
@@ -461,6 +509,7 @@ func TestModulesStatic(t *testing.T) {
 			problems = append(problems, checkVersions(m)...)
 			if dir == awsServerDir {
 				problems = append(problems, checkInstanceRole(m)...)
+				problems = append(problems, checkDeveloperPolicy(m)...)
 				if n := len(m.blocks("resource", "aws_launch_template")); n != 1 {
 					problems = append(problems, fmt.Sprintf("want one launch template, found %d", n))
 				}
@@ -541,6 +590,41 @@ resource "aws_launch_template" "this" {
   }
 }
 `
+	goodDeveloper := `
+data "aws_iam_policy_document" "developer" {
+  statement {
+    actions   = ["ssm:StartSession"]
+    resources = ["arn:aws:ec2:eu-west-1:1:instance/*"]
+    condition {
+      test     = "StringEquals"
+      variable = "ssm:resourceTag/rdsproxy:server"
+      values   = ["x"]
+    }
+    condition {
+      test     = "BoolIfExists"
+      variable = "ssm:SessionDocumentAccessCheck"
+      values   = ["true"]
+    }
+  }
+  statement {
+    actions   = ["ssm:StartSession"]
+    resources = ["arn:aws:ssm:eu-west-1::document/AWS-StartPortForwardingSession"]
+    condition {
+      test     = "BoolIfExists"
+      variable = "ssm:SessionDocumentAccessCheck"
+      values   = ["true"]
+    }
+  }
+  statement {
+    actions   = ["ssm:TerminateSession"]
+    resources = ["arn:aws:ssm:eu-west-1:1:session/$${aws:username}-*"]
+  }
+  statement {
+    actions   = ["ec2:DescribeInstances"]
+    resources = ["*"]
+  }
+}
+`
 	tests := []struct {
 		name  string
 		src   string
@@ -569,6 +653,12 @@ resource "aws_iam_role_policy" "bin" { policy = data.aws_iam_policy_document.bin
 		{"not_actions", `data "aws_iam_policy_document" "d" {
   statement { not_actions = ["s3:GetObject"] }
 }`, checkNoWildcardActions, "not_actions"},
+		{"developer ok", goodDeveloper, checkDeveloperPolicy, ""},
+		{"developer without document check", strings.Replace(goodDeveloper, `"ssm:SessionDocumentAccessCheck"`, `"ssm:Other"`, 1), checkDeveloperPolicy, "SessionDocumentAccessCheck"},
+		{"developer without tag", strings.Replace(goodDeveloper, `"ssm:resourceTag/rdsproxy:server"`, `"ssm:resourceTag/team"`, 1), checkDeveloperPolicy, "server tag"},
+		{"developer shell document", strings.Replace(goodDeveloper, `AWS-StartPortForwardingSession`, `SSM-SessionManagerRunShell`, 1), checkDeveloperPolicy, "other than"},
+		{"developer terminates any session", strings.Replace(goodDeveloper, `session/$${aws:username}-*`, `session/*`, 1), checkDeveloperPolicy, "own sessions"},
+		{"developer extra action", strings.Replace(goodDeveloper, `"ec2:DescribeInstances"`, `"ec2:DescribeInstances", "ssm:SendCommand"`, 1), checkDeveloperPolicy, "grants ssm:SendCommand"},
 		{"launch ok", goodLaunch, checkLaunchSettings, ""},
 		{"imds optional", strings.Replace(goodLaunch, `"required"`, `"optional"`, 1), checkLaunchSettings, "http_tokens"},
 		{"public ip", strings.Replace(goodLaunch, `= false`, `= true`, 1), checkLaunchSettings, "associate_public_ip_address"},

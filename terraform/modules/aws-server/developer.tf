@@ -25,19 +25,43 @@ data "aws_iam_policy_document" "developer" {
     }
   }
 
+  # AWS requires the document check condition on every statement that
+  # allows ssm:StartSession for it to be enforced.
   statement {
     sid       = "StartSessionWithPortForwardingDocument"
     effect    = "Allow"
     actions   = ["ssm:StartSession"]
     resources = ["arn:${local.partition}:ssm:${local.region}::document/AWS-StartPortForwardingSession"]
+
+    condition {
+      test     = "BoolIfExists"
+      variable = "ssm:SessionDocumentAccessCheck"
+      values   = ["true"]
+    }
   }
 
-  # IAM users: session ids start with the user name.
+  # Own sessions only. Session ids start with the IAM user name for IAM
+  # users; AWS's current samples use the caller's user id. A policy variable
+  # that is undefined for the caller (aws:username for a role) matches nothing.
   statement {
-    sid       = "ManageOwnSessionsIAMUser"
-    effect    = "Allow"
-    actions   = ["ssm:TerminateSession", "ssm:ResumeSession"]
-    resources = ["arn:${local.partition}:ssm:${local.region}:${local.account_id}:session/$${aws:username}-*"]
+    sid     = "ManageOwnSessions"
+    effect  = "Allow"
+    actions = ["ssm:TerminateSession", "ssm:ResumeSession"]
+    resources = [
+      "arn:${local.partition}:ssm:${local.region}:${local.account_id}:session/$${aws:username}-*",
+      "arn:${local.partition}:ssm:${local.region}:${local.account_id}:session/$${aws:userid}-*",
+    ]
+  }
+
+  # The client opens the session's data channel (WebSocket) itself.
+  statement {
+    sid     = "OpenOwnDataChannels"
+    effect  = "Allow"
+    actions = ["ssmmessages:OpenDataChannel"]
+    resources = [
+      "arn:${local.partition}:ssm:${local.region}:${local.account_id}:session/$${aws:username}-*",
+      "arn:${local.partition}:ssm:${local.region}:${local.account_id}:session/$${aws:userid}-*",
+    ]
   }
 
   # Roles and federated users (IAM Identity Center): SSM tags every session
