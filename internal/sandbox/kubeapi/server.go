@@ -1,0 +1,339 @@
+// Package kubeapi is a fake Kubernetes API server for tests of the kube
+// tunnel and of kubectl against the same scenarios. It listens on
+// 127.0.0.1 with TLS and serves what `kubectl port-forward deploy/NAME`
+// and tunnel/kube need: discovery, GET deployment, LIST pods by label
+// selector, GET pod, and pods/{name}/portforward.
+//
+// Data flow of a port-forward: the client upgrades POST .../portforward to
+// SPDY/3.1 (apimachinery's SPDY response upgrader), or GET to a websocket
+// carrying SPDY in binary messages ("SPDY/3.1+portforward.k8s.io", served
+// with gorilla and client-go's TunnelingConnection, then the same SPDY
+// server code). The client opens an error stream and a data stream per
+// forwarded connection, tied by the requestID header; once both are there
+// the server dials the pod's target address (an rdsproxy server, or an echo
+// server in tests) and copies bytes both ways, half-closes included. A
+// failure is written to the pair's error stream, as the kubelet does.
+//
+// Switches for tests: refuse websocket (forces the SPDY fallback), fail
+// the latest stream, forbid a verb on a resource (403 with a Status body),
+// roll the Deployment to a new pod that forwards elsewhere, mark pods not
+// ready, drop every port-forward connection.
+package kubeapi
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http/httptest"
+	"sync"
+	"time"
+
+	apihttpstream "k8s.io/apimachinery/pkg/util/httpstream"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+// Config describes the single Deployment the fake cluster runs.
+type Config struct {
+	// Token is the bearer token clients must send; random if empty.
+	Token string
+	// Namespace of the Deployment ("default" if empty).
+	Namespace string
+	// Deployment name ("rdsproxy" if empty).
+	Deployment string
+	// Labels are the Deployment's selector and its pods' labels
+	// ({"app": Deployment} if empty).
+	Labels map[string]string
+	// Target is the address the first pod forwards its ports to.
+	Target string
+	// Logger receives request and stream records (discarded if nil).
+	Logger *slog.Logger
+}
+
+// Server is a running fake API server. Its switches are safe for
+// concurrent use.
+type Server struct {
+	cfg  Config
+	log  *slog.Logger
+	srv  *httptest.Server
+	ca   []byte
+	user string
+
+	mu        sync.Mutex
+	pods      []*pod
+	podSeq    int
+	refuseWS  bool
+	forbidden map[string]bool // "verb resource"
+	upgrades  map[string]int  // transport → count
+	conns     map[*fwdConn]struct{}
+	active    []*pair // open pairs, oldest first
+	closed    bool
+
+	wg sync.WaitGroup // forwarding goroutines
+}
+
+type pod struct {
+	name    string
+	target  string
+	ready   bool
+	created time.Time
+}
+
+// Start runs a fake API server on 127.0.0.1 with one ready pod.
+func Start(cfg Config) (*Server, error) {
+	if cfg.Target == "" {
+		return nil, errors.New("kubeapi: a target address for the pod is required")
+	}
+	if cfg.Token == "" {
+		b := make([]byte, 16)
+		rand.Read(b)
+		cfg.Token = hex.EncodeToString(b)
+	}
+	if cfg.Namespace == "" {
+		cfg.Namespace = "default"
+	}
+	if cfg.Deployment == "" {
+		cfg.Deployment = "rdsproxy"
+	}
+	if len(cfg.Labels) == 0 {
+		cfg.Labels = map[string]string{"app": cfg.Deployment}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		user:      "rdsproxy-developer",
+		forbidden: map[string]bool{},
+		upgrades:  map[string]int{},
+		conns:     map[*fwdConn]struct{}{},
+	}
+	s.addPodLocked(cfg.Target)
+	s.srv = httptest.NewUnstartedServer(s.routes())
+	s.srv.StartTLS()
+	s.ca = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.srv.Certificate().Raw})
+	return s, nil
+}
+
+// URL is the API server address (https://127.0.0.1:PORT).
+func (s *Server) URL() string { return s.srv.URL }
+
+// Token is the bearer token the server accepts.
+func (s *Server) Token() string { return s.cfg.Token }
+
+// Namespace is the Deployment's namespace.
+func (s *Server) Namespace() string { return s.cfg.Namespace }
+
+// Deployment is the Deployment's name.
+func (s *Server) Deployment() string { return s.cfg.Deployment }
+
+// RESTConfig returns client settings for the server with the given bearer
+// token (use Token() for the valid one).
+func (s *Server) RESTConfig(token string) *rest.Config {
+	return &rest.Config{
+		Host:            s.srv.URL,
+		BearerToken:     token,
+		TLSClientConfig: rest.TLSClientConfig{CAData: s.ca},
+		Timeout:         30 * time.Second,
+	}
+}
+
+// WriteKubeconfig writes a kubeconfig with one context, "fake", that
+// points at the server with the valid token and the Deployment's namespace.
+func (s *Server) WriteKubeconfig(path string) error {
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["fake"] = &clientcmdapi.Cluster{Server: s.srv.URL, CertificateAuthorityData: s.ca}
+	kc.AuthInfos["fake"] = &clientcmdapi.AuthInfo{Token: s.cfg.Token}
+	kc.Contexts["fake"] = &clientcmdapi.Context{Cluster: "fake", AuthInfo: "fake", Namespace: s.cfg.Namespace}
+	kc.CurrentContext = "fake"
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		return fmt.Errorf("kubeapi: write kubeconfig %s: %w", path, err)
+	}
+	return nil
+}
+
+// Close drops every port-forward connection and stops the server.
+func (s *Server) Close() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.DropConnections()
+	s.srv.Close()
+	s.wg.Wait()
+}
+
+// RefuseWebsocket makes websocket port-forward upgrades fail with 400, as
+// an API server without websocket port-forwarding does.
+func (s *Server) RefuseWebsocket(refuse bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refuseWS = refuse
+}
+
+// Forbid makes requests for verb on resource ("get" "deployments", "list"
+// "pods", "get" "pods", "get"/"create" "pods/portforward") answer 403.
+func (s *Server) Forbid(verb, resource string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.forbidden[verb+" "+resource] = true
+}
+
+// Allow undoes Forbid.
+func (s *Server) Allow(verb, resource string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.forbidden, verb+" "+resource)
+}
+
+// Upgrades counts successful port-forward upgrades by transport
+// ("websocket", "spdy").
+func (s *Server) Upgrades() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]int, len(s.upgrades))
+	for k, v := range s.upgrades {
+		out[k] = v
+	}
+	return out
+}
+
+// Pods lists the current pod names, oldest first.
+func (s *Server) Pods() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	names := make([]string, 0, len(s.pods))
+	for _, p := range s.pods {
+		names = append(names, p.name)
+	}
+	return names
+}
+
+// SetReady marks every pod ready or not ready.
+func (s *Server) SetReady(ready bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.pods {
+		p.ready = ready
+	}
+}
+
+// Rollout replaces every pod with one new ready pod forwarding to target
+// and returns its name. With dropConnections the old pods' port-forward
+// connections are closed (the kubelet went away with them); without, they
+// stay up and each new stream on them gets a "pod not found" error.
+func (s *Server) Rollout(target string, dropConnections bool) string {
+	s.mu.Lock()
+	old := s.pods
+	s.pods = nil
+	name := s.addPodLocked(target).name
+	var drop []*fwdConn
+	for c := range s.conns {
+		if dropConnections && c.pod != name {
+			drop = append(drop, c)
+		}
+	}
+	s.mu.Unlock()
+	for _, c := range drop {
+		c.conn.Close()
+	}
+	s.log.Info("kubeapi rollout", "old", len(old), "new", name)
+	return name
+}
+
+// DropConnections closes every port-forward connection.
+func (s *Server) DropConnections() {
+	s.mu.Lock()
+	conns := make([]*fwdConn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.conn.Close()
+	}
+}
+
+// FailLatestStream writes msg on the error stream of the most recently
+// opened forwarded connection and resets its data stream, as the kubelet
+// does when forwarding fails. The other streams are untouched.
+func (s *Server) FailLatestStream(msg string) error {
+	s.mu.Lock()
+	var p *pair
+	if n := len(s.active); n > 0 {
+		p = s.active[n-1]
+	}
+	s.mu.Unlock()
+	if p == nil {
+		return errors.New("kubeapi: no open stream to fail")
+	}
+	p.fail(msg)
+	return nil
+}
+
+func (s *Server) addPodLocked(target string) *pod {
+	s.podSeq++
+	p := &pod{
+		name:    fmt.Sprintf("%s-%05d", s.cfg.Deployment, s.podSeq),
+		target:  target,
+		ready:   true,
+		created: time.Now(),
+	}
+	s.pods = append(s.pods, p)
+	return p
+}
+
+func (s *Server) findPod(name string) (pod, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.pods {
+		if p.name == name {
+			return *p, true
+		}
+	}
+	return pod{}, false
+}
+
+// fwdConn is one upgraded port-forward connection.
+type fwdConn struct {
+	pod  string
+	conn apihttpstream.Connection
+}
+
+func (s *Server) trackConn(c *fwdConn, transport string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.upgrades[transport]++
+	return true
+}
+
+func (s *Server) untrackConn(c *fwdConn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.conns, c)
+}
+
+func (s *Server) addActive(p *pair) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.active = append(s.active, p)
+}
+
+func (s *Server) removeActive(p *pair) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, q := range s.active {
+		if q == p {
+			s.active = append(s.active[:i], s.active[i+1:]...)
+			return
+		}
+	}
+}

@@ -1,0 +1,404 @@
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/moby/spdystream"
+	corev1 "k8s.io/api/core/v1"
+)
+
+const (
+	// chunkSize bounds one SPDY data frame written and one read chunk.
+	chunkSize = 32 << 10
+	// readAhead is how many chunks a stream buffers ahead of its reader
+	// (256 KiB), so a slow reader stalls the shared connection later.
+	readAhead = 8
+	// maxErrorMessage bounds what is read from an error stream.
+	maxErrorMessage = 16 << 10
+	// replyPoll is the slice in which a stream's reply is awaited before
+	// checking for cancellation; replies normally come much sooner.
+	replyPoll = 250 * time.Millisecond
+)
+
+// StreamError is the error the kubelet (or API server) reported on a
+// stream's error stream, e.g. the pod port refusing the connection.
+type StreamError struct {
+	Pod     string
+	Message string
+}
+
+func (e *StreamError) Error() string {
+	return fmt.Sprintf("kube: port-forward to pod %s failed: %s", e.Pod, e.Message)
+}
+
+// ErrStreamReset is the read error of a stream the server side reset
+// before finishing it: the pod went away or its connection is being torn
+// down. (After CloseWrite a reset cannot be told from a clean end.)
+var ErrStreamReset = errors.New("kube: the port-forward stream was reset by the server")
+
+// ErrConnectionLost is the read error of streams whose port-forward
+// connection dropped (pod deleted, API server restarted, network). It is
+// also an ErrStreamReset.
+var ErrConnectionLost error = &kubeError{kind: ErrStreamReset, msg: "kube: lost the port-forward connection to the pod"}
+
+// openStream creates the error stream, then the data stream, for one new
+// requestID on s, as the port-forward protocol defines. A create that
+// outlives ctx is abandoned: its stream is reset when it completes.
+func (t *Tunnel) openStream(ctx context.Context, s *session) (net.Conn, error) {
+	id := strconv.FormatInt(s.nextID.Add(1)-1, 10)
+	h := http.Header{}
+	h.Set(corev1.PortHeader, strconv.Itoa(t.cfg.Port))
+	h.Set(corev1.PortForwardRequestIDHeader, id)
+	h.Set(corev1.StreamType, corev1.StreamTypeError)
+	errs, err := t.createStream(ctx, s, h)
+	if err != nil {
+		t.release(s)
+		return nil, fmt.Errorf("create error stream %s: %w", id, err)
+	}
+	// The client never writes on the error stream.
+	if err := errs.Close(); err != nil {
+		t.dropStreams(s, errs)
+		t.release(s)
+		return nil, fmt.Errorf("half-close error stream %s: %w", id, err)
+	}
+	h = h.Clone()
+	h.Set(corev1.StreamType, corev1.StreamTypeData)
+	data, err := t.createStream(ctx, s, h)
+	if err != nil {
+		t.dropStreams(s, errs)
+		t.release(s)
+		return nil, fmt.Errorf("create data stream %s: %w", id, err)
+	}
+	c := newStreamConn(t, s, id, data, errs)
+	if err := t.track(c); err != nil {
+		t.dropStreams(s, errs, data)
+		t.release(s)
+		return nil, err
+	}
+	t.wg.Go(c.readErrors)
+	t.wg.Go(c.pump)
+	t.log.Debug("kube stream opened", "target", s.pod, "session", id, "transport", s.transport)
+	return c, nil
+}
+
+// createStream opens a stream and waits for the server's reply, bounded by
+// ctx and by the connection's life (spdystream's own wait is neither).
+func (t *Tunnel) createStream(ctx context.Context, s *session, h http.Header) (*spdystream.Stream, error) {
+	if s.dead() {
+		return nil, ErrConnectionLost
+	}
+	st, err := s.conn.CreateStream(h, nil, false)
+	if err != nil {
+		return nil, err
+	}
+	replied := make(chan error, 1)
+	giveUp := make(chan struct{})
+	t.wg.Go(func() { replied <- awaitReply(st, s, giveUp) })
+	select {
+	case err := <-replied:
+		if err != nil {
+			st.Reset()
+			return nil, err
+		}
+		return st, nil
+	case <-ctx.Done():
+		close(giveUp)
+		st.Reset()
+		return nil, context.Cause(ctx)
+	}
+}
+
+// awaitReply waits for the SYN_REPLY (nil) or a RST (error) of st. spdystream
+// cannot cancel a wait, so it waits in slices and checks between them
+// whether the caller gave up or the connection died; after giving up it
+// waits one more slice so a reply racing the reset is still consumed.
+func awaitReply(st *spdystream.Stream, s *session, giveUp <-chan struct{}) error {
+	for {
+		err := st.WaitTimeout(replyPoll)
+		if !errors.Is(err, spdystream.ErrTimeout) {
+			return err
+		}
+		select {
+		case <-giveUp:
+			st.WaitTimeout(replyPoll)
+			return context.Canceled
+		case <-s.conn.CloseChan():
+			return ErrConnectionLost
+		default:
+		}
+	}
+}
+
+// dropStreams resets streams; spdystream forgets a reset stream.
+func (t *Tunnel) dropStreams(_ *session, streams ...*spdystream.Stream) {
+	for _, st := range streams {
+		st.Reset()
+	}
+}
+
+func (t *Tunnel) track(c *streamConn) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return ErrClosed
+	}
+	t.conns[c] = struct{}{}
+	return nil
+}
+
+func (t *Tunnel) untrack(c *streamConn) {
+	t.mu.Lock()
+	delete(t.conns, c)
+	t.mu.Unlock()
+}
+
+// streamConn is one data stream as a net.Conn. A pump goroutine reads the
+// stream into a small bounded queue so that Read can honour deadlines;
+// Write goes to the stream in chunks. CloseWrite half-closes (SPDY FIN).
+type streamConn struct {
+	t    *Tunnel
+	s    *session
+	id   string
+	data *spdystream.Stream
+	errs *spdystream.Stream
+
+	chunks  chan []byte // filled by pump, closed when the stream ends
+	readErr error       // set by pump before closing chunks
+	remote  chan error  // one value from readErrors: nil or the reported error
+	done    chan struct{}
+
+	readMu  sync.Mutex
+	unread  []byte
+	writeMu sync.Mutex
+
+	rd, wd    deadline
+	wroteFIN  atomic.Bool
+	closeOnce sync.Once
+}
+
+func newStreamConn(t *Tunnel, s *session, id string, data, errs *spdystream.Stream) *streamConn {
+	return &streamConn{
+		t: t, s: s, id: id, data: data, errs: errs,
+		chunks: make(chan []byte, readAhead),
+		remote: make(chan error, 1),
+		done:   make(chan struct{}),
+		rd:     newDeadline(),
+		wd:     newDeadline(),
+	}
+}
+
+// readErrors reads the error stream to its end. A message marks the
+// session suspect, so the next Dial re-checks the pod.
+func (c *streamConn) readErrors() {
+	msg, err := io.ReadAll(io.LimitReader(c.errs, maxErrorMessage))
+	switch {
+	case len(msg) > 0:
+		c.s.suspect.Store(true)
+		c.t.log.Debug("kube stream error reported", "target", c.s.pod, "session", c.id, "error", string(msg))
+		c.remote <- &StreamError{Pod: c.s.pod, Message: string(msg)}
+	case err != nil:
+		c.remote <- fmt.Errorf("kube: read error stream: %w", err)
+	default:
+		c.remote <- nil
+	}
+}
+
+// pump copies the data stream into chunks until it ends, then records why.
+func (c *streamConn) pump() {
+	defer close(c.chunks)
+	buf := make([]byte, chunkSize)
+	for {
+		n, err := c.data.Read(buf)
+		if n > 0 {
+			select {
+			case c.chunks <- append([]byte(nil), buf[:n]...):
+			case <-c.done:
+				c.readErr = net.ErrClosed
+				return
+			}
+		}
+		if err != nil {
+			c.readErr = c.endReason(err)
+			return
+		}
+	}
+}
+
+// endReason decides what a reader sees once the data stream has ended: the
+// error the server reported for this stream, a lost connection, or EOF.
+func (c *streamConn) endReason(err error) error {
+	if !errors.Is(err, io.EOF) {
+		return err
+	}
+	var remote error
+	select {
+	case remote = <-c.remote:
+	case <-c.done:
+		return net.ErrClosed
+	}
+	switch {
+	case remote != nil:
+		return remote
+	case c.s.dead():
+		return ErrConnectionLost
+	case c.data.IsFinished() && !c.wroteFIN.Load():
+		return ErrStreamReset
+	}
+	return io.EOF
+}
+
+func (c *streamConn) Read(p []byte) (int, error) {
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	if len(c.unread) == 0 {
+		select {
+		case b, ok := <-c.chunks:
+			if !ok {
+				return 0, c.readErr
+			}
+			c.unread = b
+		case <-c.rd.wait():
+			return 0, os.ErrDeadlineExceeded
+		case <-c.done:
+			return 0, net.ErrClosed
+		}
+	}
+	n := copy(p, c.unread)
+	c.unread = c.unread[n:]
+	return n, nil
+}
+
+// Write sends p in chunks. The deadline is checked between chunks: a chunk
+// blocked by back-pressure on the shared connection completes or fails
+// with the connection.
+func (c *streamConn) Write(p []byte) (int, error) {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	n := 0
+	for len(p) > 0 {
+		select {
+		case <-c.done:
+			return n, net.ErrClosed
+		case <-c.wd.wait():
+			return n, os.ErrDeadlineExceeded
+		default:
+		}
+		k := min(len(p), chunkSize)
+		if _, err := c.data.Write(p[:k]); err != nil {
+			return n, fmt.Errorf("kube: write to pod %s: %w", c.s.pod, err)
+		}
+		n += k
+		p = p[k:]
+	}
+	return n, nil
+}
+
+// CloseWrite half-closes the stream: the server reads EOF, and can still
+// answer.
+func (c *streamConn) CloseWrite() error {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	c.wroteFIN.Store(true)
+	return c.data.Close()
+}
+
+// Close resets both streams of the pair; the other streams on the
+// connection are not affected.
+func (c *streamConn) Close() error {
+	c.closeOnce.Do(func() {
+		close(c.done)
+		c.t.dropStreams(c.s, c.data, c.errs)
+		c.rd.stop()
+		c.wd.stop()
+		c.t.untrack(c)
+		c.t.release(c.s)
+		c.t.log.Debug("kube stream closed", "target", c.s.pod, "session", c.id)
+	})
+	return nil
+}
+
+func (c *streamConn) LocalAddr() net.Addr  { return addr("rdsproxy-kube-client") }
+func (c *streamConn) RemoteAddr() net.Addr { return addr(c.s.pod) }
+
+func (c *streamConn) SetDeadline(t time.Time) error {
+	c.rd.set(t)
+	c.wd.set(t)
+	return nil
+}
+func (c *streamConn) SetReadDeadline(t time.Time) error  { c.rd.set(t); return nil }
+func (c *streamConn) SetWriteDeadline(t time.Time) error { c.wd.set(t); return nil }
+
+// addr names a stream end: the pod for the remote side.
+type addr string
+
+func (a addr) Network() string { return "kube-portforward" }
+func (a addr) String() string  { return string(a) }
+
+// deadline is a settable point in time exposed as a channel that is closed
+// when it passes.
+type deadline struct {
+	mu    *sync.Mutex
+	timer *time.Timer
+	gen   *uint64 // bumped by set: a timer of an older set does nothing
+	ch    chan struct{}
+}
+
+func newDeadline() deadline {
+	return deadline{mu: new(sync.Mutex), gen: new(uint64), ch: make(chan struct{})}
+}
+
+func (d *deadline) set(at time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	*d.gen++
+	if d.timer != nil {
+		d.timer.Stop()
+		d.timer = nil
+	}
+	select {
+	case <-d.ch:
+		d.ch = make(chan struct{}) // expired before: re-arm
+	default:
+	}
+	if at.IsZero() {
+		return
+	}
+	ch, gen := d.ch, *d.gen
+	wait := time.Until(at)
+	if wait <= 0 {
+		close(ch)
+		return
+	}
+	d.timer = time.AfterFunc(wait, func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if *d.gen == gen {
+			close(ch)
+		}
+	})
+}
+
+func (d *deadline) wait() <-chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.ch
+}
+
+func (d *deadline) stop() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.timer != nil {
+		d.timer.Stop()
+		d.timer = nil
+	}
+}
