@@ -15,6 +15,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/rds"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/sync/errgroup"
 
@@ -84,6 +86,8 @@ func (c *ServerCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env E
 	if err != nil {
 		return &ExitError{Code: ExitUsage, Err: err}
 	}
+	reg, metrics := newRegistry(watcher)
+	cfg.Metrics = metrics
 	if c.DryRun {
 		return c.printEffective(env, policy)
 	}
@@ -91,7 +95,7 @@ func (c *ServerCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env E
 	if err != nil {
 		return &ExitError{Code: ExitUsage, Err: err}
 	}
-	return c.serve(ctx, srv, watcher, log)
+	return c.serve(ctx, srv, watcher, reg, log)
 }
 
 // policy reads the tag rules and the configuration file's static targets.
@@ -133,7 +137,7 @@ func (c *ServerCmd) watcher(ctx context.Context, p discovery.Policy, log *slog.L
 	return discovery.NewWatcher(cfg)
 }
 
-func (c *ServerCmd) serve(ctx context.Context, srv *server.Server, w *discovery.Watcher, log *slog.Logger) error {
+func (c *ServerCmd) serve(ctx context.Context, srv *server.Server, w *discovery.Watcher, reg *prometheus.Registry, log *slog.Logger) error {
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -154,7 +158,7 @@ func (c *ServerCmd) serve(ctx context.Context, srv *server.Server, w *discovery.
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(ctx, ln) })
 	g.Go(func() error { return w.Run(ctx) })
-	g.Go(func() error { return serveAdmin(ctx, admin, w.Ready) })
+	g.Go(func() error { return serveAdmin(ctx, admin, w.Ready, reg) })
 	err = g.Wait()
 	log.Info("stopped")
 	return err
@@ -271,7 +275,7 @@ func jsonValue(v any) any {
 }
 
 // serveAdmin serves /healthz and /readyz until ctx ends.
-func serveAdmin(ctx context.Context, ln net.Listener, ready func() bool) error {
+func serveAdmin(ctx context.Context, ln net.Listener, ready func() bool, reg *prometheus.Registry) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
@@ -281,6 +285,7 @@ func serveAdmin(ctx context.Context, ln net.Listener, ready func() bool) error {
 		}
 		fmt.Fprintln(w, "ready")
 	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	stop := context.AfterFunc(ctx, func() {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

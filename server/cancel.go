@@ -47,19 +47,23 @@ func (s *Server) forwardCancel(ctx context.Context, key pgwire.CancelKey) {
 	e, ok := s.cancels.lookup(key)
 	if !ok {
 		s.log.Debug("cancel request for an unknown session dropped")
+		s.cfg.Metrics.cancel("dropped")
 		return
 	}
 	conn, err := s.dialTarget(ctx, e.target)
 	if err != nil {
 		s.log.Warn("cancel request not forwarded", "target", e.target.Name, "err", err)
+		s.cfg.Metrics.cancel("failed")
 		return
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(s.cfg.DialTimeout))
 	if _, err := conn.Write(pgwire.AppendCancel(nil, key)); err != nil {
 		s.log.Warn("cancel request not forwarded", "target", e.target.Name, "err", err)
+		s.cfg.Metrics.cancel("failed")
 		return
 	}
+	s.cfg.Metrics.cancel("forwarded")
 	io.Copy(io.Discard, io.LimitReader(conn, 1<<10))
 	s.log.Debug("cancel request forwarded", "target", e.target.Name)
 }

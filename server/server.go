@@ -56,8 +56,10 @@ type Config struct {
 	TokenSkew time.Duration
 	// KeepAlive is the TCP keepalive period on both sides (default 30s).
 	KeepAlive time.Duration
-	Logger    *slog.Logger
-	Now       func() time.Time
+	// Metrics, when set, receives session, auth, dial and cancel metrics.
+	Metrics *Metrics
+	Logger  *slog.Logger
+	Now     func() time.Time
 }
 
 func (c *Config) setDefaults() {

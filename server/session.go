@@ -40,12 +40,14 @@ func (s *Server) session(ctx context.Context, client net.Conn, remote string, st
 	}
 	client.SetDeadline(time.Time{})
 	up.conn.SetDeadline(time.Time{})
+	s.cfg.Metrics.sessionStarted()
 	key, hasKey := up.key, up.hasKey
 	if hasKey {
 		s.cancels.add(key, up.target)
 		defer s.cancels.remove(key)
 	}
 	res := relay.Relay(client, up.conn, nil, pending)
+	s.cfg.Metrics.sessionEnded(info.target, "ok", "", res.ToA, res.ToB, false)
 	s.audit(info, "ok", "", res)
 }
 
@@ -249,15 +251,21 @@ func upstreamErr(t *discovery.Target, what string, err error) *pgwire.Error {
 func (s *Server) refuse(client net.Conn, info sessionInfo, err error) {
 	var pe *pgwire.Error
 	var ru *refusedUpstream
+	outcome, reason, code := "failed", "client-io", ""
 	switch {
 	case errors.As(err, &ru):
-		s.audit(info, "refused-upstream", upstreamReason(ru.msg), relay.Result{})
+		outcome, code = "refused-upstream", upstreamCode(ru.msg)
+		reason = "upstream-" + code
 	case errors.As(err, &pe):
 		writeError(client, pe)
-		s.audit(info, "refused", pe.Reason, relay.Result{})
-	default:
-		s.audit(info, "failed", "client-io", relay.Result{Err: err})
+		outcome, reason, code = "refused", pe.Reason, pe.Code
 	}
+	s.cfg.Metrics.sessionEnded(info.target, outcome, reason, 0, 0, strings.HasPrefix(code, "28"))
+	var res relay.Result
+	if outcome == "failed" {
+		res.Err = err
+	}
+	s.audit(info, outcome, reason, res)
 }
 
 func (s *Server) audit(info sessionInfo, outcome, reason string, res relay.Result) {

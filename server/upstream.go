@@ -6,9 +6,9 @@ import (
 	"crypto/x509"
 	_ "embed"
 	"errors"
-	"fmt"
 	"io"
 	"net"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -53,7 +53,9 @@ func (s *Server) dialTarget(ctx context.Context, t *discovery.Target) (net.Conn,
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
 	defer cancel()
 	addr := s.dialAddr(t)
+	start := time.Now()
 	conn, err := s.dialer.DialContext(ctx, "tcp", addr)
+	s.cfg.Metrics.observeDial(time.Since(start))
 	if err != nil {
 		return nil, pgwire.Errorf(pgwire.CodeCannotConnect, "upstream-dial",
 			"rdsproxy: cannot reach target %q at %s: %v", t.Name, addr, unwrapOp(err)).
@@ -92,7 +94,10 @@ func (s *Server) upgradeUpstream(ctx context.Context, conn net.Conn, t *discover
 		MinVersion:         tls.VersionTLS12,
 		ClientSessionCache: s.tlsSess,
 	})
-	if err := tc.HandshakeContext(ctx); err != nil {
+	start := time.Now()
+	err := tc.HandshakeContext(ctx)
+	s.cfg.Metrics.observeTLS(time.Since(start))
+	if err != nil {
 		return nil, pgwire.Errorf(pgwire.CodeCannotConnect, "upstream-tls",
 			"rdsproxy: TLS with target %q failed: %v", t.Name, unwrapOp(err)).
 			WithHint("The database's certificate must chain to the RDS CA bundle (or --ca-file) and name its endpoint.")
@@ -109,11 +114,11 @@ func unwrapOp(err error) error {
 	return err
 }
 
-// upstreamReason labels an upstream ErrorResponse by its SQLSTATE.
-func upstreamReason(raw []byte) string {
+// upstreamCode is the SQLSTATE of an upstream ErrorResponse.
+func upstreamCode(raw []byte) string {
 	var e pgproto3.ErrorResponse
-	if len(raw) < 5 || e.Decode(raw[5:]) != nil {
-		return "upstream-error"
+	if len(raw) < 5 || e.Decode(raw[5:]) != nil || len(e.Code) != 5 {
+		return "XX000"
 	}
-	return fmt.Sprintf("upstream-%s", e.Code)
+	return e.Code
 }

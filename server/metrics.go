@@ -1,0 +1,89 @@
+package server
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the server's Prometheus metrics. Label values come only from
+// fixed sets (outcomes, reasons) or from target names in the snapshot, so
+// cardinality is bounded whatever clients send.
+type Metrics struct {
+	sessionsActive prometheus.Gauge
+	sessions       *prometheus.CounterVec // target, outcome
+	bytes          *prometheus.CounterVec // target, direction
+	authFailures   *prometheus.CounterVec // reason
+	dialSeconds    prometheus.Histogram
+	tlsSeconds     prometheus.Histogram
+	cancels        *prometheus.CounterVec // result
+}
+
+// NewMetrics creates the metrics and registers them with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		sessionsActive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rdsproxy_sessions_active", Help: "Sessions being relayed now."}),
+		sessions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rdsproxy_sessions_total", Help: "Sessions by target and outcome (ok, refused, refused-upstream, failed)."},
+			[]string{"target", "outcome"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rdsproxy_relayed_bytes_total", Help: "Bytes relayed after startup, by target and direction (to_client, from_client)."},
+			[]string{"target", "direction"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rdsproxy_auth_failures_total", Help: "Sessions refused before or during authentication, by reason."},
+			[]string{"reason"}),
+		dialSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "rdsproxy_upstream_dial_seconds", Help: "Time to open TCP connections to databases.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+		tlsSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "rdsproxy_upstream_tls_seconds", Help: "Time for TLS handshakes with databases.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+		cancels: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rdsproxy_cancel_requests_total", Help: "Cancel requests by result (forwarded, dropped, failed)."},
+			[]string{"result"}),
+	}
+	reg.MustRegister(m.sessionsActive, m.sessions, m.bytes, m.authFailures, m.dialSeconds, m.tlsSeconds, m.cancels)
+	return m
+}
+
+// The methods below are nil-safe so a Server without metrics needs no checks.
+
+func (m *Metrics) sessionStarted() {
+	if m != nil {
+		m.sessionsActive.Inc()
+	}
+}
+
+func (m *Metrics) sessionEnded(target, outcome, reason string, toClient, fromClient int64, authFailure bool) {
+	if m == nil {
+		return
+	}
+	m.sessions.WithLabelValues(target, outcome).Inc()
+	if outcome == "ok" {
+		m.sessionsActive.Dec()
+		m.bytes.WithLabelValues(target, "to_client").Add(float64(toClient))
+		m.bytes.WithLabelValues(target, "from_client").Add(float64(fromClient))
+	}
+	if authFailure {
+		m.authFailures.WithLabelValues(reason).Inc()
+	}
+}
+
+func (m *Metrics) observeDial(d time.Duration) {
+	if m != nil {
+		m.dialSeconds.Observe(d.Seconds())
+	}
+}
+
+func (m *Metrics) observeTLS(d time.Duration) {
+	if m != nil {
+		m.tlsSeconds.Observe(d.Seconds())
+	}
+}
+
+func (m *Metrics) cancel(result string) {
+	if m != nil {
+		m.cancels.WithLabelValues(result).Inc()
+	}
+}
