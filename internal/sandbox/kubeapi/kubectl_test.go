@@ -1,0 +1,177 @@
+package kubeapi_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rdsproxy/rdsproxy/internal/sandbox/kubeapi"
+)
+
+// The installed kubectl port-forwards through the fake API server to an
+// echo server, over websocket and, with websocket refused, over SPDY.
+func TestKubectlPortForward(t *testing.T) {
+	kubectl, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Skip("kubectl is not installed; this test checks the fake against it")
+	}
+	for _, tt := range []struct {
+		name     string
+		refuseWS bool
+		want     string
+	}{
+		{"websocket", false, "websocket"},
+		{"spdy fallback", true, "spdy"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			echo := startEcho(t)
+			s, err := kubeapi.Start(kubeapi.Config{Target: echo, Namespace: "db"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(s.Close)
+			s.RefuseWebsocket(tt.refuseWS)
+			addr := runKubectlPortForward(t, kubectl, s)
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			msg := bytes.Repeat([]byte("kubectl through the fake "), 4096)
+			if _, err := c.Write(msg); err != nil {
+				t.Fatal(err)
+			}
+			c.(*net.TCPConn).CloseWrite()
+			got, err := io.ReadAll(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, msg) {
+				t.Fatalf("echo through kubectl: got %d bytes, want %d identical", len(got), len(msg))
+			}
+			if up := s.Upgrades(); up[tt.want] != 1 {
+				t.Fatalf("upgrades = %v, want one %s", up, tt.want)
+			}
+		})
+	}
+}
+
+// runKubectlPortForward starts `kubectl port-forward deploy/NAME :5432`
+// with a kubeconfig for s in a temporary HOME, waits for its "Forwarding
+// from" line and returns the local address. The process is interrupted at
+// cleanup.
+func runKubectlPortForward(t *testing.T, kubectl string, s *kubeapi.Server) string {
+	t.Helper()
+	dir := t.TempDir()
+	kc := filepath.Join(dir, "kubeconfig")
+	if err := s.WriteKubeconfig(kc); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, kubectl, "--kubeconfig", kc, "--cache-dir", filepath.Join(dir, "cache"),
+		"port-forward", "--address", "127.0.0.1", "deploy/"+s.Deployment(), ":5432")
+	cmd.Env = append(os.Environ(), "HOME="+dir, "KUBECONFIG=")
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = 5 * time.Second
+	out := newLineWatcher(regexp.MustCompile(`Forwarding from (127\.0\.0\.1:\d+) -> 5432`))
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = out, &stderr
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cancel()
+		<-exited
+		t.Logf("kubectl stdout:\n%s\nstderr:\n%s", out.text(), stderr.String())
+	})
+	timer := time.NewTimer(30 * time.Second)
+	defer timer.Stop()
+	select {
+	case <-out.found:
+		return out.match()
+	case err := <-exited:
+		exited <- err
+		t.Fatalf("kubectl exited before forwarding: %v", err)
+	case <-timer.C:
+		t.Fatal("kubectl did not start forwarding within 30s")
+	}
+	return ""
+}
+
+// lineWatcher collects output and signals the first match of re.
+type lineWatcher struct {
+	re    *regexp.Regexp
+	found chan struct{}
+
+	mu  sync.Mutex
+	buf bytes.Buffer
+	hit string
+}
+
+func newLineWatcher(re *regexp.Regexp) *lineWatcher {
+	return &lineWatcher{re: re, found: make(chan struct{})}
+}
+
+func (w *lineWatcher) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if w.hit == "" {
+		if m := w.re.FindSubmatch(w.buf.Bytes()); m != nil {
+			w.hit = string(m[1])
+			close(w.found)
+		}
+	}
+	return len(p), nil
+}
+
+func (w *lineWatcher) match() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.hit
+}
+
+func (w *lineWatcher) text() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
+// startEcho runs a loopback echo server for the test's lifetime.
+func startEcho(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				io.Copy(c, c)
+				c.(*net.TCPConn).CloseWrite()
+			})
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}

@@ -1,0 +1,98 @@
+package kubeapi_test
+
+import (
+	"encoding/json"
+	"io"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
+	"k8s.io/client-go/rest"
+
+	"github.com/rdsproxy/rdsproxy/internal/sandbox/kubeapi"
+)
+
+// The REST endpoints answer like an API server: Status bodies for 401,
+// 403 and 404, label-selected pod lists, readiness and rollouts.
+func TestAPI(t *testing.T) {
+	s, err := kubeapi.Start(kubeapi.Config{Target: "127.0.0.1:1", Namespace: "db"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	first := s.Pods()[0]
+	tests := []struct {
+		name     string
+		token    string
+		setup    func()
+		path     string
+		code     int
+		reason   metav1.StatusReason
+		wantPods []string // for pod lists
+	}{
+		{name: "wrong token", token: "nope", path: "/api/v1/namespaces/db/pods", code: 401, reason: metav1.StatusReasonUnauthorized},
+		{name: "deployment", path: "/apis/apps/v1/namespaces/db/deployments/rdsproxy", code: 200},
+		{name: "unknown deployment", path: "/apis/apps/v1/namespaces/db/deployments/other", code: 404, reason: metav1.StatusReasonNotFound},
+		{name: "pods by selector", path: "/api/v1/namespaces/db/pods?labelSelector=app%3Drdsproxy", code: 200, wantPods: []string{first}},
+		{name: "other selector", path: "/api/v1/namespaces/db/pods?labelSelector=app%3Dother", code: 200, wantPods: []string{}},
+		{name: "other namespace", path: "/api/v1/namespaces/default/pods", code: 200, wantPods: []string{}},
+		{name: "pod", path: "/api/v1/namespaces/db/pods/" + first, code: 200},
+		{name: "forbidden list", setup: func() { s.Forbid("list", "pods") }, path: "/api/v1/namespaces/db/pods", code: 403, reason: metav1.StatusReasonForbidden},
+		{name: "allowed again", setup: func() { s.Allow("list", "pods") }, path: "/api/v1/namespaces/db/pods", code: 200, wantPods: []string{first}},
+		{name: "rollout replaces the pod", setup: func() { s.Rollout("127.0.0.1:2", true) }, path: "/api/v1/namespaces/db/pods/" + first, code: 404, reason: metav1.StatusReasonNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.setup != nil {
+				tt.setup()
+			}
+			token := tt.token
+			if token == "" {
+				token = s.Token()
+			}
+			code, body := get(t, s.RESTConfig(token), tt.path)
+			if code != tt.code {
+				t.Fatalf("GET %s = %d, want %d: %s", tt.path, code, tt.code, body)
+			}
+			if tt.reason != "" {
+				var st metav1.Status
+				if err := json.Unmarshal(body, &st); err != nil || st.Kind != "Status" || st.Reason != tt.reason || st.Code != int32(tt.code) {
+					t.Fatalf("body %s is not a %s Status (%v)", body, tt.reason, err)
+				}
+			}
+			if tt.wantPods != nil {
+				var list corev1.PodList
+				if err := json.Unmarshal(body, &list); err != nil {
+					t.Fatal(err)
+				}
+				got := []string{}
+				for _, p := range list.Items {
+					got = append(got, p.Name)
+				}
+				if len(got) != len(tt.wantPods) || (len(got) > 0 && got[0] != tt.wantPods[0]) {
+					t.Fatalf("pods = %v, want %v", got, tt.wantPods)
+				}
+			}
+		})
+	}
+}
+
+func get(t *testing.T, cfg *rest.Config, path string) (int, []byte) {
+	t.Helper()
+	hc, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer utilnet.CloseIdleConnectionsFor(hc.Transport)
+	resp, err := hc.Get(cfg.Host + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	buf, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, buf
+}
