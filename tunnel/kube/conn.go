@@ -85,8 +85,6 @@ func (t *Tunnel) openStream(ctx context.Context, s *session) (net.Conn, error) {
 		t.release(s)
 		return nil, err
 	}
-	t.wg.Go(c.readErrors)
-	t.wg.Go(c.pump)
 	t.log.Debug("kube stream opened", "target", s.pod, "session", id, "transport", s.transport)
 	return c, nil
 }
@@ -103,7 +101,10 @@ func (t *Tunnel) createStream(ctx context.Context, s *session, h http.Header) (*
 	}
 	replied := make(chan error, 1)
 	giveUp := make(chan struct{})
-	t.wg.Go(func() { replied <- awaitReply(st, s, giveUp) })
+	if !t.spawn(func() { replied <- awaitReply(st, s, giveUp) }) {
+		st.Reset()
+		return nil, ErrClosed
+	}
 	select {
 	case err := <-replied:
 		if err != nil {
@@ -146,6 +147,8 @@ func (t *Tunnel) dropStreams(_ *session, streams ...*spdystream.Stream) {
 	}
 }
 
+// track registers c and starts its two goroutines, unless the tunnel is
+// closed.
 func (t *Tunnel) track(c *streamConn) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -153,6 +156,8 @@ func (t *Tunnel) track(c *streamConn) error {
 		return ErrClosed
 	}
 	t.conns[c] = struct{}{}
+	t.wg.Go(c.readErrors)
+	t.wg.Go(c.pump)
 	return nil
 }
 

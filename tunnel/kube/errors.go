@@ -57,8 +57,8 @@ func (t *Tunnel) explain(err error, a access) error {
 		switch {
 		case apierrors.IsForbidden(se):
 			return &kubeError{kind: ErrForbidden, cause: err, msg: fmt.Sprintf(
-				"kube: forbidden to %s in namespace %s: grant RBAC verb %q on %q (API server said: %s)",
-				a, t.namespace, a.verb, a.resource, se.ErrStatus.Message)}
+				"kube: forbidden to %s in namespace %s: grant RBAC %s on %q (API server said: %s)",
+				a, t.namespace, verbs(a.verb), a.resource, se.ErrStatus.Message)}
 		case apierrors.IsUnauthorized(se):
 			return &kubeError{kind: ErrUnauthorized, cause: err, msg: fmt.Sprintf(
 				"kube: the API server %s rejected the credentials (401) while trying to %s; refresh your kubeconfig login",
@@ -71,6 +71,15 @@ func (t *Tunnel) explain(err error, a access) error {
 			t.rest.Host, t.cfg.DialTimeout, a, rootCause(err))}
 	}
 	return fmt.Errorf("kube: %s in namespace %s: %w", a, t.namespace, err)
+}
+
+// verbs spells "get/create" as `verbs "get" and "create"`.
+func verbs(v string) string {
+	vs := strings.Split(v, "/")
+	if len(vs) == 1 {
+		return fmt.Sprintf("verb %q", v)
+	}
+	return fmt.Sprintf("verbs %q and %q", vs[0], vs[1])
 }
 
 // apiStatus finds a Kubernetes Status error, also inside the upgrade

@@ -18,6 +18,7 @@ package kube
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -127,8 +128,12 @@ func (t *Tunnel) Dial(ctx context.Context) (net.Conn, error) {
 		if err == nil {
 			return c, nil
 		}
+		if ctx.Err() != nil || errors.Is(err, ErrClosed) {
+			// The caller's time ran out, or Close: the connection may be fine.
+			return nil, t.explain(err, access{verb: "create", resource: "pods/portforward", name: s.pod})
+		}
 		t.retire(s, err)
-		if attempt == 2 || ctx.Err() != nil {
+		if attempt == 2 {
 			return nil, t.explain(err, access{verb: "create", resource: "pods/portforward", name: s.pod})
 		}
 	}
@@ -182,14 +187,14 @@ func (t *Tunnel) session(ctx context.Context) (*session, error) {
 	}
 	if s := t.suspectSession(); s != nil {
 		ok, err := t.podUsable(ctx, s.pod)
-		if err != nil {
-			return nil, err
-		}
 		if ok {
 			s.suspect.Store(false)
 			return t.current()
 		}
-		t.retire(s, fmt.Errorf("pod %s is no longer ready", s.pod))
+		if err == nil {
+			err = fmt.Errorf("pod %s is no longer ready", s.pod)
+		}
+		t.retire(s, err) // gone, or cannot tell: pick a ready pod afresh
 	}
 	return t.reconnect(ctx)
 }
@@ -229,15 +234,16 @@ func (t *Tunnel) reconnect(ctx context.Context) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := t.newSession(pod, transport, raw)
-	if err != nil {
-		return nil, err
-	}
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
-		s.shutdown()
+		raw.Close()
 		return nil, ErrClosed
+	}
+	s, err := t.newSessionLocked(pod, transport, raw)
+	if err != nil {
+		t.mu.Unlock()
+		return nil, err
 	}
 	if old := t.cur; old != nil {
 		t.retireLocked(old)
@@ -268,6 +274,18 @@ func (t *Tunnel) retireLocked(s *session) {
 		t.cur = nil
 	}
 	t.maybeShutdownLocked(s)
+}
+
+// spawn runs f on a goroutine Close waits for, unless the tunnel is
+// closed. Adding to the WaitGroup under mu keeps every Add before Wait.
+func (t *Tunnel) spawn(f func()) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	t.wg.Go(f)
+	return true
 }
 
 // release drops a stream's reference to s.
@@ -303,10 +321,10 @@ type session struct {
 	retired bool // guarded by Tunnel.mu
 }
 
-// newSession starts the SPDY client on raw: no idle timeout (quiet streams
+// newSessionLocked starts the SPDY client on raw: no idle timeout (quiet streams
 // live on), pings every pingPeriod, and a connection that answers no ping
 // within pingTimeout is closed so the next Dial reconnects.
-func (t *Tunnel) newSession(pod, transport string, raw net.Conn) (*session, error) {
+func (t *Tunnel) newSessionLocked(pod, transport string, raw net.Conn) (*session, error) {
 	conn, err := spdystream.NewConnection(raw, false)
 	if err != nil {
 		raw.Close()

@@ -214,7 +214,7 @@ func TestDialErrors(t *testing.T) {
 		{"forbidden port-forward", func(t *testing.T, cfg *kube.Config, c clusterSwitches) {
 			c.Forbid("get", "pods/portforward")
 			c.Forbid("create", "pods/portforward")
-		}, kube.ErrForbidden, []string{`grant RBAC verb "get/create" on "pods/portforward"`}},
+		}, kube.ErrForbidden, []string{`grant RBAC verbs "get" and "create" on "pods/portforward"`}},
 		{"wrong token", func(t *testing.T, cfg *kube.Config, c clusterSwitches) { cfg.RESTConfig.BearerToken = "wrong" },
 			kube.ErrUnauthorized, []string{"rejected the credentials (401)"}},
 		{"API server hangs", func(t *testing.T, cfg *kube.Config, c clusterSwitches) {
