@@ -33,9 +33,9 @@ func (c *ConnectCmd) Run(ctx context.Context, log *slog.Logger, env Env) error {
 	if c.Port != 0 && len(c.Targets) > 1 {
 		return &ExitError{Code: ExitUsage, Err: errors.New("--port works with one target; the others need their own ports")}
 	}
-	tun, serverTLS, err := c.TunnelFlags.open()
+	tun, serverTLS, err := c.TunnelFlags.open(ctx, log)
 	if err != nil {
-		return &ExitError{Code: ExitUsage, Err: err}
+		return &ExitError{Code: ExitFailure, Err: err}
 	}
 	defer tun.Close()
 	tokens, err := c.tokenSource(ctx)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -19,10 +20,10 @@ type ListCmd struct {
 }
 
 // Run fetches and prints the target list.
-func (c *ListCmd) Run(ctx context.Context, env Env) error {
-	tun, serverTLS, err := c.TunnelFlags.open()
+func (c *ListCmd) Run(ctx context.Context, log *slog.Logger, env Env) error {
+	tun, serverTLS, err := c.TunnelFlags.open(ctx, log)
 	if err != nil {
-		return &ExitError{Code: ExitUsage, Err: err}
+		return &ExitError{Code: ExitFailure, Err: err}
 	}
 	defer tun.Close()
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
