@@ -54,8 +54,8 @@ func (t *Tunnel) connect(ctx context.Context, pod string) (net.Conn, string, err
 		return conn, transportSPDY, nil
 	}
 	verb := "create"
-	if _, ok := apiStatus(err); ok {
-		verb = "get/create" // both methods were refused by the API server
+	if se, ok := apiStatus(err); ok && apierrors.IsForbidden(se) {
+		verb = "get/create" // RBAC refused both methods
 	}
 	return nil, "", t.explain(spdyErr, access{verb: verb, resource: "pods/portforward", name: pod})
 }

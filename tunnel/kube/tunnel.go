@@ -128,9 +128,13 @@ func (t *Tunnel) Dial(ctx context.Context) (net.Conn, error) {
 		if err == nil {
 			return c, nil
 		}
-		if ctx.Err() != nil || errors.Is(err, ErrClosed) {
-			// The caller's time ran out, or Close: the connection may be fine.
-			return nil, t.explain(err, access{verb: "create", resource: "pods/portforward", name: s.pod})
+		if errors.Is(err, ErrClosed) {
+			return nil, err
+		}
+		if ctx.Err() != nil { // the connection may be fine: keep it
+			return nil, &kubeError{kind: ErrUnreachable, cause: err, msg: fmt.Sprintf(
+				"kube: pod %s did not accept a port-forward stream within %s (API server %s)",
+				s.pod, t.cfg.DialTimeout, t.rest.Host)}
 		}
 		t.retire(s, err)
 		if attempt == 2 {

@@ -257,6 +257,61 @@ func TestDialErrors(t *testing.T) {
 	}
 }
 
+// The dial deadline covers the port-forward upgrade on both transports
+// (client-go sets none), so a hanging API server fails the Dial in time.
+func TestUpgradeDeadline(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		refuseWS bool
+	}{
+		{"websocket upgrade hangs", false},
+		{"websocket refused, SPDY upgrade hangs", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			echo := startEcho(t)
+			cluster := startCluster(t, echo.Addr())
+			cluster.RefuseWebsocket(tt.refuseWS)
+			cluster.HangPortForward(true)
+			cfg := baseConfig(t, cluster)
+			cfg.DialTimeout = 500 * time.Millisecond
+			tun := newTunnel(t, cfg)
+			start := time.Now()
+			_, err := tun.Dial(t.Context())
+			elapsed := time.Since(start)
+			if !errors.Is(err, kube.ErrUnreachable) || !strings.Contains(err.Error(), "within 500ms") {
+				t.Fatalf("Dial error = %v, want unreachable within 500ms", err)
+			}
+			if limit := cfg.DialTimeout + 5*time.Second; elapsed > limit {
+				t.Fatalf("Dial took %s, want within %s", elapsed, limit)
+			}
+			t.Logf("error after %s: %v", elapsed.Round(time.Millisecond), err)
+		})
+	}
+}
+
+// A stream the pod side never accepts fails the Dial at the deadline
+// (spdystream alone would wait 30 s or forever); the connection is kept
+// and serves the next Dial.
+func TestStreamCreationDeadline(t *testing.T) {
+	echo := startEcho(t)
+	cluster := startCluster(t, echo.Addr())
+	cfg := baseConfig(t, cluster)
+	cfg.DialTimeout = 500 * time.Millisecond
+	tun := newTunnel(t, cfg)
+	cluster.HoldStreams()
+	_, err := tun.Dial(t.Context())
+	if !errors.Is(err, kube.ErrUnreachable) || !strings.Contains(err.Error(), "did not accept a port-forward stream within 500ms") {
+		t.Fatalf("Dial error = %v, want the stream-acceptance timeout", err)
+	}
+	cluster.ReleaseStreams()
+	if err := transfer(dial(t, tun), 64<<10, 6); err != nil {
+		t.Fatal(err)
+	}
+	if up := cluster.Upgrades(); up["websocket"] != 1 {
+		t.Fatalf("upgrades = %v, want the first connection kept", up)
+	}
+}
+
 type clusterSwitches interface {
 	SetReady(bool)
 	Forbid(verb, resource string)

@@ -87,16 +87,16 @@ func (c quietConn) Close() error {
 // portForwardWebsocket accepts a websocket with the SPDY tunnelling
 // subprotocol and serves SPDY over its binary messages.
 func (s *Server) portForwardWebsocket(w http.ResponseWriter, r *http.Request) {
-	p, ok := s.forwardTarget(w, r, "get")
-	if !ok {
-		return
-	}
 	s.mu.Lock()
 	refuse := s.refuseWS
 	s.mu.Unlock()
 	if refuse || !gwebsocket.IsWebSocketUpgrade(r) {
 		writeStatus(w, http.StatusBadRequest, metav1.StatusReasonBadRequest,
 			"Upgrade request required", nil)
+		return
+	}
+	p, ok := s.forwardTarget(w, r, "get")
+	if !ok {
 		return
 	}
 	up := gwebsocket.Upgrader{
@@ -128,6 +128,16 @@ func (s *Server) portForwardWebsocket(w http.ResponseWriter, r *http.Request) {
 // forwardTarget checks RBAC and that the pod exists and runs.
 func (s *Server) forwardTarget(w http.ResponseWriter, r *http.Request, verb string) (pod, bool) {
 	ns, name := r.PathValue("ns"), r.PathValue("name")
+	s.mu.Lock()
+	hang := s.hangPF
+	s.mu.Unlock()
+	if hang {
+		select {
+		case <-r.Context().Done():
+		case <-s.closing:
+		}
+		return pod{}, false
+	}
 	if !s.allowed(w, verb, "pods/portforward", "", ns, name) {
 		return pod{}, false
 	}
@@ -182,8 +192,18 @@ type pair struct {
 }
 
 // newStream is spdystream's callback for each stream the client creates.
-// It runs on the connection's frame worker, so it only records the stream.
+// It runs on the connection's frame worker, so it only records the stream
+// (or, under HoldStreams, stalls on purpose).
 func (h *pairer) newStream(st apihttpstream.Stream, replySent <-chan struct{}) error {
+	h.s.mu.Lock()
+	hold := h.s.hold
+	h.s.mu.Unlock()
+	if hold != nil { // blocks this connection's frame worker: no reply
+		select {
+		case <-hold:
+		case <-h.s.closing:
+		}
+	}
 	hd := st.Headers()
 	id := hd.Get(corev1.PortForwardRequestIDHeader)
 	port, err := strconv.Atoi(hd.Get(corev1.PortHeader))

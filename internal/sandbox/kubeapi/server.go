@@ -72,6 +72,9 @@ type Server struct {
 	conns     map[*fwdConn]struct{}
 	active    []*pair // open pairs, oldest first
 	closed    bool
+	hangPF    bool          // port-forward upgrades never answer
+	hold      chan struct{} // non-nil: new streams get no reply until closed
+	closing   chan struct{} // closed by Close: releases every hang
 
 	wg sync.WaitGroup // forwarding goroutines
 }
@@ -112,6 +115,7 @@ func Start(cfg Config) (*Server, error) {
 		forbidden: map[string]bool{},
 		upgrades:  map[string]int{},
 		conns:     map[*fwdConn]struct{}{},
+		closing:   make(chan struct{}),
 	}
 	s.addPodLocked(cfg.Target)
 	s.srv = httptest.NewUnstartedServer(s.routes())
@@ -160,7 +164,10 @@ func (s *Server) WriteKubeconfig(path string) error {
 // Close drops every port-forward connection and stops the server.
 func (s *Server) Close() {
 	s.mu.Lock()
-	s.closed = true
+	if !s.closed {
+		s.closed = true
+		close(s.closing)
+	}
 	s.mu.Unlock()
 	s.DropConnections()
 	s.srv.Close()
@@ -173,6 +180,34 @@ func (s *Server) RefuseWebsocket(refuse bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.refuseWS = refuse
+}
+
+// HangPortForward makes port-forward requests (both transports) get no
+// answer until the client gives up, like an API server that hangs.
+func (s *Server) HangPortForward(hang bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hangPF = hang
+}
+
+// HoldStreams makes the server leave new streams unanswered (no SYN_REPLY)
+// until ReleaseStreams, as a stuck kubelet would.
+func (s *Server) HoldStreams() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.hold == nil {
+		s.hold = make(chan struct{})
+	}
+}
+
+// ReleaseStreams answers the held streams and stops holding new ones.
+func (s *Server) ReleaseStreams() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.hold != nil {
+		close(s.hold)
+		s.hold = nil
+	}
 }
 
 // Forbid makes requests for verb on resource ("get" "deployments", "list"
