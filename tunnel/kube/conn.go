@@ -52,8 +52,8 @@ var ErrStreamReset = errors.New("kube: the port-forward stream was reset by the 
 var ErrConnectionLost error = &kubeError{kind: ErrStreamReset, msg: "kube: lost the port-forward connection to the pod"}
 
 // openStream creates the error stream, then the data stream, for one new
-// requestID on s, as the port-forward protocol defines. A create that
-// outlives ctx is abandoned: its stream is reset when it completes.
+// requestID on s, as the port-forward protocol defines. The reference on
+// s taken by Tunnel.session passes to the returned conn, or is released.
 func (t *Tunnel) openStream(ctx context.Context, s *session) (net.Conn, error) {
 	id := strconv.FormatInt(s.nextID.Add(1)-1, 10)
 	h := http.Header{}
@@ -67,7 +67,7 @@ func (t *Tunnel) openStream(ctx context.Context, s *session) (net.Conn, error) {
 	}
 	// The client never writes on the error stream.
 	if err := errs.Close(); err != nil {
-		t.dropStreams(s, errs)
+		resetStreams(errs)
 		t.release(s)
 		return nil, fmt.Errorf("half-close error stream %s: %w", id, err)
 	}
@@ -75,13 +75,13 @@ func (t *Tunnel) openStream(ctx context.Context, s *session) (net.Conn, error) {
 	h.Set(corev1.StreamType, corev1.StreamTypeData)
 	data, err := t.createStream(ctx, s, h)
 	if err != nil {
-		t.dropStreams(s, errs)
+		resetStreams(errs)
 		t.release(s)
 		return nil, fmt.Errorf("create data stream %s: %w", id, err)
 	}
 	c := newStreamConn(t, s, id, data, errs)
 	if err := t.track(c); err != nil {
-		t.dropStreams(s, errs, data)
+		resetStreams(errs, data)
 		t.release(s)
 		return nil, err
 	}
@@ -140,8 +140,8 @@ func awaitReply(st *spdystream.Stream, s *session, giveUp <-chan struct{}) error
 	}
 }
 
-// dropStreams resets streams; spdystream forgets a reset stream.
-func (t *Tunnel) dropStreams(_ *session, streams ...*spdystream.Stream) {
+// resetStreams resets streams; spdystream forgets a reset stream.
+func resetStreams(streams ...*spdystream.Stream) {
 	for _, st := range streams {
 		st.Reset()
 	}
@@ -197,8 +197,6 @@ func newStreamConn(t *Tunnel, s *session, id string, data, errs *spdystream.Stre
 		chunks: make(chan []byte, readAhead),
 		remote: make(chan error, 1),
 		done:   make(chan struct{}),
-		rd:     newDeadline(),
-		wd:     newDeadline(),
 	}
 }
 
@@ -322,7 +320,7 @@ func (c *streamConn) CloseWrite() error {
 func (c *streamConn) Close() error {
 	c.closeOnce.Do(func() {
 		close(c.done)
-		c.t.dropStreams(c.s, c.data, c.errs)
+		resetStreams(c.data, c.errs)
 		c.rd.stop()
 		c.wd.stop()
 		c.t.untrack(c)
@@ -350,35 +348,29 @@ func (a addr) Network() string { return "kube-portforward" }
 func (a addr) String() string  { return string(a) }
 
 // deadline is a settable point in time exposed as a channel that is closed
-// when it passes.
+// when it passes. The zero value has no deadline.
 type deadline struct {
-	mu    *sync.Mutex
+	mu    sync.Mutex
 	timer *time.Timer
-	gen   *uint64 // bumped by set: a timer of an older set does nothing
+	gen   uint64 // bumped by set: a timer of an older set does nothing
 	ch    chan struct{}
-}
-
-func newDeadline() deadline {
-	return deadline{mu: new(sync.Mutex), gen: new(uint64), ch: make(chan struct{})}
 }
 
 func (d *deadline) set(at time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	*d.gen++
+	d.gen++
 	if d.timer != nil {
 		d.timer.Stop()
 		d.timer = nil
 	}
-	select {
-	case <-d.ch:
+	if d.ch == nil || isClosed(d.ch) {
 		d.ch = make(chan struct{}) // expired before: re-arm
-	default:
 	}
 	if at.IsZero() {
 		return
 	}
-	ch, gen := d.ch, *d.gen
+	ch, gen := d.ch, d.gen
 	wait := time.Until(at)
 	if wait <= 0 {
 		close(ch)
@@ -387,7 +379,7 @@ func (d *deadline) set(at time.Time) {
 	d.timer = time.AfterFunc(wait, func() {
 		d.mu.Lock()
 		defer d.mu.Unlock()
-		if *d.gen == gen {
+		if d.gen == gen {
 			close(ch)
 		}
 	})
@@ -396,14 +388,27 @@ func (d *deadline) set(at time.Time) {
 func (d *deadline) wait() <-chan struct{} {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.ch == nil {
+		d.ch = make(chan struct{})
+	}
 	return d.ch
 }
 
 func (d *deadline) stop() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.gen++
 	if d.timer != nil {
 		d.timer.Stop()
 		d.timer = nil
+	}
+}
+
+func isClosed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }

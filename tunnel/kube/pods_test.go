@@ -134,7 +134,7 @@ func TestAPIStatusInsideUpgradeFailure(t *testing.T) {
 }
 
 func TestDeadline(t *testing.T) {
-	d := newDeadline()
+	var d deadline
 	select {
 	case <-d.wait():
 		t.Fatal("zero deadline expired")

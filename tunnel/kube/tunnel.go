@@ -97,10 +97,10 @@ func New(ctx context.Context, cfg Config) (*Tunnel, error) {
 		return nil, fmt.Errorf("kube: apps client: %w", err)
 	}
 	return &Tunnel{
-		http:       hc,
 		cfg:        cfg,
 		log:        cfg.Logger,
 		rest:       rc,
+		http:       hc,
 		namespace:  ns,
 		core:       core,
 		apps:       apps,
@@ -325,9 +325,9 @@ type session struct {
 	retired bool // guarded by Tunnel.mu
 }
 
-// newSessionLocked starts the SPDY client on raw: no idle timeout (quiet streams
-// live on), pings every pingPeriod, and a connection that answers no ping
-// within pingTimeout is closed so the next Dial reconnects.
+// newSessionLocked starts the SPDY client on raw: no idle timeout (quiet
+// streams live on), pings every pingPeriod, and a connection that answers
+// no ping within pingTimeout is closed so the next Dial reconnects.
 func (t *Tunnel) newSessionLocked(pod, transport string, raw net.Conn) (*session, error) {
 	conn, err := spdystream.NewConnection(raw, false)
 	if err != nil {
