@@ -40,7 +40,7 @@ func (s *Server) portForwardSPDY(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // upgradeSPDY answered the client
 	}
-	fc := &fwdConn{pod: p.name}
+	fc := &fwdConn{pod: p.name, raw: raw}
 	h := newPairer(s, fc)
 	conn, err := spdy.NewServerConnection(raw, h.newStream)
 	if err != nil {
@@ -113,10 +113,10 @@ func (s *Server) portForwardWebsocket(w http.ResponseWriter, r *http.Request) {
 		ws.Close()
 		return
 	}
-	fc := &fwdConn{pod: p.name}
-	h := newPairer(s, fc)
 	tc := portforward.NewTunnelingConnection("kubeapi", ws)
-	conn, err := spdy.NewServerConnection(quietConn{Conn: tc, r: tc}, h.newStream)
+	fc := &fwdConn{pod: p.name, raw: quietConn{Conn: tc, r: tc}}
+	h := newPairer(s, fc)
+	conn, err := spdy.NewServerConnection(fc.raw, h.newStream)
 	if err != nil {
 		tc.Close()
 		return
@@ -153,7 +153,7 @@ func (s *Server) forwardTarget(w http.ResponseWriter, r *http.Request, verb stri
 // serveConn owns an upgraded connection until it closes.
 func (s *Server) serveConn(fc *fwdConn, transport string) {
 	if !s.trackConn(fc, transport) {
-		fc.conn.Close()
+		fc.close()
 		return
 	}
 	fc.conn.SetIdleTimeout(0)

@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http/httptest"
 	"sync"
 	"time"
@@ -274,7 +275,7 @@ func (s *Server) Rollout(target string, dropConnections bool) string {
 	}
 	s.mu.Unlock()
 	for _, c := range drop {
-		c.conn.Close()
+		c.close()
 	}
 	s.log.Info("kubeapi rollout", "old", len(old), "new", name)
 	return name
@@ -289,7 +290,7 @@ func (s *Server) DropConnections() {
 	}
 	s.mu.Unlock()
 	for _, c := range conns {
-		c.conn.Close()
+		c.close()
 	}
 }
 
@@ -336,7 +337,16 @@ func (s *Server) findPod(name string) (pod, bool) {
 // fwdConn is one upgraded port-forward connection.
 type fwdConn struct {
 	pod  string
+	raw  net.Conn // quietConn: closing it twice is harmless
 	conn apihttpstream.Connection
+}
+
+// close resets the connection's streams, sends GOAWAY and closes the
+// network connection at once, as a vanishing kubelet would (spdystream
+// alone waits for every stream, even one the server never answered).
+func (c *fwdConn) close() {
+	c.conn.Close()
+	c.raw.Close()
 }
 
 func (s *Server) trackConn(c *fwdConn, transport string) bool {
