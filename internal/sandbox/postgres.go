@@ -51,7 +51,7 @@ type Postgres struct {
 	log      io.Writer
 	bin      string
 	runAs    *syscall.Credential // nil unless running as root
-	ownSock  bool               // SocketDir was created here and is removed by Close
+	ownSock  bool                // SocketDir was created here and is removed by Close
 	cmd      *exec.Cmd
 	exited   chan struct{} // closed when cmd.Wait returns
 	waitErr  error         // set before exited is closed

@@ -1,0 +1,352 @@
+package sandbox_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/rdsproxy/rdsproxy/internal/iamtoken"
+	"github.com/rdsproxy/rdsproxy/internal/sandbox"
+)
+
+const (
+	appHost    = "app.c1sandbox.us-east-1.rds.amazonaws.com"
+	appEP      = appHost + ":5432"
+	otherHost  = "other.c1sandbox.us-east-1.rds.amazonaws.com"
+	otherEP    = otherHost + ":5432"
+	unservedEP = "nope.c1sandbox.us-east-1.rds.amazonaws.com:5432"
+)
+
+// fixture is one PostgreSQL and one emulator impersonating two endpoints.
+type fixture struct {
+	pg  *sandbox.Postgres
+	ca  *sandbox.CA
+	emu *sandbox.Emulator
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	pg := startPostgres(t)
+	ca, err := sandbox.NewCA("emulator test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{pg: pg, ca: ca}
+	f.emu = f.startEmulator(t, nil)
+	return f
+}
+
+func (f *fixture) startEmulator(t *testing.T, cert *tls.Certificate) *sandbox.Emulator {
+	t.Helper()
+	emu, err := sandbox.StartEmulator(testCtx(t), sandbox.EmulatorConfig{
+		Postgres: f.pg, CA: f.ca, Endpoints: []string{appEP, otherEP}, Cert: cert,
+		Logger: slog.New(slog.NewTextHandler(&testLogWriter{t: t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	})
+	if err != nil {
+		t.Fatalf("StartEmulator: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := emu.Close(); err != nil {
+			t.Errorf("Emulator.Close: %v", err)
+		}
+	})
+	return emu
+}
+
+// testLogWriter sends log lines to t.Log. The emulator stops logging in
+// Close, which runs in t.Cleanup, before the test completes.
+type testLogWriter struct {
+	mu sync.Mutex
+	t  *testing.T
+}
+
+func (w *testLogWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+func sign(t *testing.T, endpoint, user string, creds aws.Credentials, at time.Time, life time.Duration) string {
+	t.Helper()
+	tok, err := iamtoken.SignAt(context.Background(), endpoint, sandbox.Region, user, creds, at, life)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func freshToken(t *testing.T, user string) string {
+	return sign(t, appEP, user, sandbox.Credentials(), time.Now(), 15*time.Minute)
+}
+
+// pgxConfig connects through the emulator with sslmode=verify-full for
+// serverName (the RDS host), dialing the emulator's loopback address.
+func (f *fixture) pgxConfig(t *testing.T, emu *sandbox.Emulator, serverName, user, password string) *pgx.ConnConfig {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(fmt.Sprintf("postgres://%s@%s/%s?sslmode=verify-full&connect_timeout=10", user, emu.Addr(), sandbox.DatabaseApp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Password = password
+	cfg.TLSConfig = &tls.Config{RootCAs: f.ca.Pool(), ServerName: serverName}
+	cfg.Fallbacks = nil
+	return cfg
+}
+
+func (f *fixture) connect(t *testing.T, user, token string) (*pgx.Conn, error) {
+	return pgx.ConnectConfig(testCtx(t), f.pgxConfig(t, f.emu, appHost, user, token))
+}
+
+func TestEmulatorAcceptsValidTokens(t *testing.T) {
+	f := newFixture(t)
+	ctx := testCtx(t)
+	for _, user := range []string{sandbox.UserIAM, sandbox.UserIAMOther} {
+		t.Run(user, func(t *testing.T) {
+			conn, err := f.connect(t, user, freshToken(t, user))
+			if err != nil {
+				t.Fatalf("connect: %v", err)
+			}
+			defer conn.Close(ctx)
+			var who, db string
+			if err := conn.QueryRow(ctx, `SELECT current_user, current_database()`).Scan(&who, &db); err != nil {
+				t.Fatal(err)
+			}
+			if who != user || db != sandbox.DatabaseApp {
+				t.Fatalf("current_user, current_database() = %s, %s; want %s, %s", who, db, user, sandbox.DatabaseApp)
+			}
+			if _, err := conn.Exec(ctx, `CREATE TABLE t_`+user+` (id int)`); err != nil {
+				t.Fatalf("create table: %v", err)
+			}
+		})
+	}
+	t.Run("sdk BuildAuthToken and application_name", func(t *testing.T) {
+		tok, err := iamtoken.Build(ctx, appEP, sandbox.Region, sandbox.UserIAM, aws.CredentialsProviderFunc(
+			func(context.Context) (aws.Credentials, error) { return sandbox.Credentials(), nil }))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := f.pgxConfig(t, f.emu, appHost, sandbox.UserIAM, tok)
+		cfg.RuntimeParams["application_name"] = "emu-test"
+		conn, err := pgx.ConnectConfig(ctx, cfg)
+		if err != nil {
+			t.Fatalf("connect: %v", err)
+		}
+		defer conn.Close(ctx)
+		var app string
+		if err := conn.QueryRow(ctx, `SELECT current_setting('application_name')`).Scan(&app); err != nil || app != "emu-test" {
+			t.Fatalf("application_name = %q, %v; want the client's startup parameter", app, err)
+		}
+	})
+}
+
+func TestEmulatorRejects(t *testing.T) {
+	f := newFixture(t)
+	now := time.Now()
+	creds := sandbox.Credentials()
+	wrongSecret := creds
+	wrongSecret.SecretAccessKey = "not-the-sandbox-secret"
+	unknownKey := creds
+	unknownKey.AccessKeyID = "AKIAUNKNOWNEXAMPLE00"
+	good := freshToken(t, sandbox.UserIAM)
+	tampered := strings.Replace(good, "X-Amz-Expires=900", "X-Amz-Expires=901", 1)
+	flipped := good[:len(good)-1] + map[bool]string{true: "1", false: "0"}[good[len(good)-1] == '0']
+	eu := func() string {
+		tok, err := iamtoken.SignAt(context.Background(), appEP, "eu-west-1", sandbox.UserIAM, creds, now, 15*time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}()
+
+	tests := []struct {
+		name, user, token string
+		serverName        string // TLS SNI; default appHost
+	}{
+		{"expired", sandbox.UserIAM, sign(t, appEP, sandbox.UserIAM, creds, now.Add(-20*time.Minute), 15*time.Minute), ""},
+		{"future", sandbox.UserIAM, sign(t, appEP, sandbox.UserIAM, creds, now.Add(10*time.Minute), 15*time.Minute), ""},
+		{"token for other endpoint than SNI", sandbox.UserIAM, sign(t, otherEP, sandbox.UserIAM, creds, now, 15*time.Minute), ""},
+		{"token for unserved endpoint", sandbox.UserIAM, sign(t, unservedEP, sandbox.UserIAM, creds, now, 15*time.Minute), ""},
+		{"token for other user", sandbox.UserIAM, freshToken(t, sandbox.UserIAMOther), ""},
+		{"wrong region", sandbox.UserIAM, eu, ""},
+		{"wrong secret", sandbox.UserIAM, sign(t, appEP, sandbox.UserIAM, wrongSecret, now, 15*time.Minute), ""},
+		{"unknown access key", sandbox.UserIAM, sign(t, appEP, sandbox.UserIAM, unknownKey, now, 15*time.Minute), ""},
+		{"tampered expiry", sandbox.UserIAM, tampered, ""},
+		{"flipped signature", sandbox.UserIAM, flipped, ""},
+		{"user not in rds_iam", sandbox.UserNoIAM, freshToken(t, sandbox.UserNoIAM), ""},
+		{"unknown role", "ghost", freshToken(t, "ghost"), ""},
+		{"garbage", sandbox.UserIAM, "not-a-token", ""},
+		{"empty", sandbox.UserIAM, "", ""},
+		{"password of pw_user", sandbox.UserPassword, sandbox.PasswordOfPW, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := f.connect(t, tt.user, tt.token)
+			wantPgError(t, err, "28P01", fmt.Sprintf(`PAM authentication failed for user "%s"`, tt.user))
+		})
+	}
+	t.Run("valid token still accepted", func(t *testing.T) {
+		conn, err := f.connect(t, sandbox.UserIAM, good)
+		if err != nil {
+			t.Fatalf("connect with the untampered token: %v", err)
+		}
+		conn.Close(testCtx(t))
+	})
+}
+
+func wantPgError(t *testing.T, err error, code, msg string) {
+	t.Helper()
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		t.Fatalf("error = %v, want a PostgreSQL error %s", err, code)
+	}
+	if pgErr.Severity != "FATAL" || pgErr.Code != code || pgErr.Message != msg {
+		t.Fatalf("error = %s %s %q, want FATAL %s %q", pgErr.Severity, pgErr.Code, pgErr.Message, code, msg)
+	}
+}
+
+func TestEmulatorPlaintextRefused(t *testing.T) {
+	f := newFixture(t)
+	cfg, err := pgx.ParseConfig(fmt.Sprintf("postgres://%s@%s/%s?sslmode=disable", sandbox.UserIAM, f.emu.Addr(), sandbox.DatabaseApp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Password = freshToken(t, sandbox.UserIAM)
+	_, err = pgx.ConnectConfig(testCtx(t), cfg)
+	wantPgError(t, err, "28000", fmt.Sprintf(`no pg_hba.conf entry for host "127.0.0.1", user "%s", database "%s", no encryption`,
+		sandbox.UserIAM, sandbox.DatabaseApp))
+}
+
+// TestEmulatorGSSENCRequest sends GSSENCRequest by hand: the emulator must
+// answer 'N' and then treat the next packet normally.
+func TestEmulatorGSSENCRequest(t *testing.T) {
+	f := newFixture(t)
+	c := dialEmulator(t, f.emu)
+	writeStartupCode(t, c, 80877104)
+	answer := make([]byte, 1)
+	if _, err := io.ReadFull(c, answer); err != nil || answer[0] != 'N' {
+		t.Fatalf("GSSENCRequest answer = %q, %v; want N", answer, err)
+	}
+	var sm bytes.Buffer
+	sm.Write([]byte{0, 0, 0, 0, 0, 3, 0, 0})
+	sm.WriteString("user\x00u\x00database\x00d\x00\x00")
+	b := sm.Bytes()
+	binary.BigEndian.PutUint32(b, uint32(len(b)))
+	if _, err := c.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := io.ReadAll(io.LimitReader(c, 4096))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp[0] != 'E' || !bytes.Contains(resp, []byte(`no pg_hba.conf entry for host "127.0.0.1", user "u", database "d", no encryption`)) {
+		t.Fatalf("response after GSSENCRequest = %q, want the no-encryption ErrorResponse", resp)
+	}
+}
+
+func TestEmulatorOversizedStartupClosed(t *testing.T) {
+	f := newFixture(t)
+	c := dialEmulator(t, f.emu)
+	var hdr [8]byte
+	binary.BigEndian.PutUint32(hdr[:4], 20000)
+	binary.BigEndian.PutUint32(hdr[4:], 196608)
+	if _, err := c.Write(hdr[:]); err != nil {
+		t.Fatal(err)
+	}
+	// Closing with the packet's tail unread makes the kernel reset the
+	// connection; either way nothing may be answered.
+	if n, err := io.Copy(io.Discard, c); n != 0 || (err != nil && !errors.Is(err, syscall.ECONNRESET)) {
+		t.Fatalf("after an oversized startup packet read %d bytes, err %v; want a close without response", n, err)
+	}
+}
+
+func TestEmulatorWrongCertificate(t *testing.T) {
+	f := newFixture(t)
+	wrong, err := f.ca.Issue("somewhere.else.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	emu := f.startEmulator(t, &wrong)
+	_, err = pgx.ConnectConfig(testCtx(t), f.pgxConfig(t, emu, appHost, sandbox.UserIAM, freshToken(t, sandbox.UserIAM)))
+	var hostErr x509.HostnameError
+	if err == nil || !errors.As(err, &hostErr) {
+		t.Fatalf("connect to an emulator with a certificate for another host: %v, want a hostname verification error", err)
+	}
+}
+
+func dialEmulator(t *testing.T, emu *sandbox.Emulator) net.Conn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", emu.Addr(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := c.SetDeadline(time.Now().Add(20 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func writeStartupCode(t *testing.T, w io.Writer, code uint32) {
+	t.Helper()
+	var b [8]byte
+	binary.BigEndian.PutUint32(b[:4], 8)
+	binary.BigEndian.PutUint32(b[4:], code)
+	if _, err := w.Write(b[:]); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestEmulatorPsql(t *testing.T) {
+	f := newFixture(t)
+	psql, err := exec.LookPath("psql")
+	if err != nil {
+		t.Fatalf("psql not installed: %v", err)
+	}
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := f.ca.WriteCAFile(caFile); err != nil {
+		t.Fatal(err)
+	}
+	host, port, _ := net.SplitHostPort(f.emu.Addr())
+	tests := []struct {
+		name string
+		env  []string
+	}{
+		{"verify-ca by address", []string{"PGHOST=" + host, "PGSSLMODE=verify-ca"}},
+		{"verify-full by RDS name with hostaddr", []string{"PGHOST=" + appHost, "PGHOSTADDR=" + host, "PGSSLMODE=verify-full"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := exec.CommandContext(testCtx(t), psql, "-X", "-At", "-c", "SELECT current_user || ' ' || current_database()")
+			cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "PGPORT=" + port, "PGUSER=" + sandbox.UserIAM,
+				"PGDATABASE=" + sandbox.DatabaseApp, "PGSSLROOTCERT=" + caFile, "PGPASSWORD=" + freshToken(t, sandbox.UserIAM),
+				"PGCONNECT_TIMEOUT=10"}, tt.env...)
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("psql: %v\n%s", err, out)
+			}
+			if got, want := strings.TrimSpace(string(out)), sandbox.UserIAM+" "+sandbox.DatabaseApp; got != want {
+				t.Fatalf("psql printed %q, want %q", got, want)
+			}
+		})
+	}
+}
