@@ -43,7 +43,8 @@ func (e *StreamError) Error() string {
 
 // ErrStreamReset is the read error of a stream the server side reset
 // before finishing it: the pod went away or its connection is being torn
-// down. (After CloseWrite a reset cannot be told from a clean end.)
+// down. Best effort: spdystream wakes a reader before it marks the reset,
+// so a reset seen at that instant, or after CloseWrite, reads as EOF.
 var ErrStreamReset = errors.New("kube: the port-forward stream was reset by the server")
 
 // ErrConnectionLost is the read error of streams whose port-forward
