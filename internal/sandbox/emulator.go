@@ -51,6 +51,9 @@ type EmulatorConfig struct {
 	Credentials map[string]string
 	Now         func() time.Time // default time.Now
 	Logger      *slog.Logger     // default: discard
+	// StartupTimeout bounds SSL negotiation, startup and authentication;
+	// default 10s.
+	StartupTimeout time.Duration
 }
 
 // Emulator impersonates RDS instances with rds.force_ssl=1 and IAM
@@ -130,6 +133,9 @@ func (c *EmulatorConfig) setDefaults() error {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.StartupTimeout <= 0 {
+		c.StartupTimeout = emuStartupTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

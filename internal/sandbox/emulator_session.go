@@ -37,7 +37,7 @@ type emuSession struct {
 }
 
 func (s *emuSession) serve() {
-	_ = s.raw.SetDeadline(time.Now().Add(emuStartupTimeout))
+	_ = s.raw.SetDeadline(time.Now().Add(s.e.cfg.StartupTimeout))
 	msg, err := s.negotiate()
 	if err != nil {
 		s.e.log.Debug("emulator startup failed", "remote", s.remote, "err", err)

@@ -193,7 +193,7 @@ func TestEmulatorConcurrent(t *testing.T) {
 func TestEmulatorCloseEndsSessions(t *testing.T) {
 	f := newFixture(t)
 	ctx := testCtx(t)
-	emu := f.startEmulator(t, nil)
+	emu := f.startEmulator(t, sandbox.EmulatorConfig{})
 	conn, err := pgx.ConnectConfig(ctx, f.pgxConfig(t, emu, appHost, sandbox.UserIAM, freshToken(t, sandbox.UserIAM)))
 	if err != nil {
 		t.Fatal(err)

@@ -41,6 +41,7 @@ type fixture struct {
 	pg  *sandbox.Postgres
 	ca  *sandbox.CA
 	emu *sandbox.Emulator
+	log *testLogWriter // the emulators' log, kept for assertions
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -50,17 +51,18 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{pg: pg, ca: ca}
-	f.emu = f.startEmulator(t, nil)
+	f := &fixture{pg: pg, ca: ca, log: &testLogWriter{t: t}}
+	f.emu = f.startEmulator(t, sandbox.EmulatorConfig{})
 	return f
 }
 
-func (f *fixture) startEmulator(t *testing.T, cert *tls.Certificate) *sandbox.Emulator {
+// startEmulator starts an emulator for both test endpoints; cfg may set
+// Cert or StartupTimeout.
+func (f *fixture) startEmulator(t *testing.T, cfg sandbox.EmulatorConfig) *sandbox.Emulator {
 	t.Helper()
-	emu, err := sandbox.StartEmulator(testCtx(t), sandbox.EmulatorConfig{
-		Postgres: f.pg, CA: f.ca, Endpoints: []string{appEP, otherEP}, Cert: cert,
-		Logger: slog.New(slog.NewTextHandler(&testLogWriter{t: t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	cfg.Postgres, cfg.CA, cfg.Endpoints = f.pg, f.ca, []string{appEP, otherEP}
+	cfg.Logger = slog.New(slog.NewTextHandler(f.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	emu, err := sandbox.StartEmulator(testCtx(t), cfg)
 	if err != nil {
 		t.Fatalf("StartEmulator: %v", err)
 	}
@@ -72,18 +74,30 @@ func (f *fixture) startEmulator(t *testing.T, cert *tls.Certificate) *sandbox.Em
 	return emu
 }
 
-// testLogWriter sends log lines to t.Log. The emulator stops logging in
-// Close, which runs in t.Cleanup, before the test completes.
+// testLogWriter sends log lines to t.Log and keeps them for assertions.
+// The emulator stops logging in Close, which runs in t.Cleanup, before the
+// test completes.
 type testLogWriter struct {
-	mu sync.Mutex
-	t  *testing.T
+	mu  sync.Mutex
+	t   *testing.T
+	buf bytes.Buffer
 }
 
 func (w *testLogWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.t.Log(strings.TrimSpace(string(p)))
+	w.buf.Write(p)
 	return len(p), nil
+}
+
+// take returns and clears what was logged so far.
+func (w *testLogWriter) take() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := w.buf.String()
+	w.buf.Reset()
+	return s
 }
 
 func sign(t *testing.T, endpoint, user string, creds aws.Credentials, at time.Time, life time.Duration) string {
@@ -180,28 +194,38 @@ func TestEmulatorRejects(t *testing.T) {
 
 	tests := []struct {
 		name, user, token string
-		serverName        string // TLS SNI; default appHost
+		reason            string // logged at Debug; the client sees only RDS's text
 	}{
-		{"expired", sandbox.UserIAM, sign(t, appEP, sandbox.UserIAM, creds, now.Add(-20*time.Minute), 15*time.Minute), ""},
-		{"future", sandbox.UserIAM, sign(t, appEP, sandbox.UserIAM, creds, now.Add(10*time.Minute), 15*time.Minute), ""},
-		{"token for other endpoint than SNI", sandbox.UserIAM, sign(t, otherEP, sandbox.UserIAM, creds, now, 15*time.Minute), ""},
-		{"token for unserved endpoint", sandbox.UserIAM, sign(t, unservedEP, sandbox.UserIAM, creds, now, 15*time.Minute), ""},
-		{"token for other user", sandbox.UserIAM, freshToken(t, sandbox.UserIAMOther), ""},
-		{"wrong region", sandbox.UserIAM, eu, ""},
-		{"wrong secret", sandbox.UserIAM, sign(t, appEP, sandbox.UserIAM, wrongSecret, now, 15*time.Minute), ""},
-		{"unknown access key", sandbox.UserIAM, sign(t, appEP, sandbox.UserIAM, unknownKey, now, 15*time.Minute), ""},
-		{"tampered expiry", sandbox.UserIAM, tampered, ""},
-		{"flipped signature", sandbox.UserIAM, flipped, ""},
-		{"user not in rds_iam", sandbox.UserNoIAM, freshToken(t, sandbox.UserNoIAM), ""},
-		{"unknown role", "ghost", freshToken(t, "ghost"), ""},
-		{"garbage", sandbox.UserIAM, "not-a-token", ""},
-		{"empty", sandbox.UserIAM, "", ""},
-		{"password of pw_user", sandbox.UserPassword, sandbox.PasswordOfPW, ""},
+		{"expired", sandbox.UserIAM, sign(t, appEP, sandbox.UserIAM, creds, now.Add(-20*time.Minute), 15*time.Minute), "token expired 5m"},
+		{"future", sandbox.UserIAM, sign(t, appEP, sandbox.UserIAM, creds, now.Add(10*time.Minute), 15*time.Minute), "in the future"},
+		{"token for other endpoint than SNI", sandbox.UserIAM, sign(t, otherEP, sandbox.UserIAM, creds, now, 15*time.Minute),
+			"token host " + otherHost + " differs from the TLS server name " + appHost},
+		{"token for unserved endpoint", sandbox.UserIAM, sign(t, unservedEP, sandbox.UserIAM, creds, now, 15*time.Minute),
+			"token endpoint " + unservedEP + " is not one this emulator serves"},
+		{"token for other user", sandbox.UserIAM, freshToken(t, sandbox.UserIAMOther), `token is for DB user \"iam_other\"`},
+		{"wrong region", sandbox.UserIAM, eu, "token is for region eu-west-1"},
+		{"wrong secret", sandbox.UserIAM, sign(t, appEP, sandbox.UserIAM, wrongSecret, now, 15*time.Minute), "sigv4: signature does not match"},
+		{"unknown access key", sandbox.UserIAM, sign(t, appEP, sandbox.UserIAM, unknownKey, now, 15*time.Minute), "sigv4: unknown access key id"},
+		{"tampered expiry", sandbox.UserIAM, tampered, "sigv4: signature does not match"},
+		{"flipped signature", sandbox.UserIAM, flipped, "sigv4: signature does not match"},
+		{"user not in rds_iam", sandbox.UserNoIAM, freshToken(t, sandbox.UserNoIAM), "is not a member of rds_iam"},
+		{"unknown role", "ghost", freshToken(t, "ghost"), "is not a member of rds_iam"},
+		{"garbage", sandbox.UserIAM, "not-a-token", "token is not an RDS presigned URL"},
+		{"empty", sandbox.UserIAM, "", "token is not an RDS presigned URL"},
+		{"password of pw_user", sandbox.UserPassword, sandbox.PasswordOfPW, "token is not an RDS presigned URL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			f.log.take()
 			_, err := f.connect(t, tt.user, tt.token)
 			wantPgError(t, err, "28P01", fmt.Sprintf(`PAM authentication failed for user "%s"`, tt.user))
+			logged := f.log.take()
+			if !strings.Contains(logged, tt.reason) {
+				t.Errorf("emulator log lacks reason %q:\n%s", tt.reason, logged)
+			}
+			if tt.token != "" && strings.Contains(logged, tt.token) {
+				t.Errorf("emulator logged the token")
+			}
 		})
 	}
 	t.Run("valid token still accepted", func(t *testing.T) {
@@ -285,11 +309,21 @@ func TestEmulatorWrongCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	emu := f.startEmulator(t, &wrong)
+	emu := f.startEmulator(t, sandbox.EmulatorConfig{Cert: &wrong})
 	_, err = pgx.ConnectConfig(testCtx(t), f.pgxConfig(t, emu, appHost, sandbox.UserIAM, freshToken(t, sandbox.UserIAM)))
 	var hostErr x509.HostnameError
 	if err == nil || !errors.As(err, &hostErr) {
 		t.Fatalf("connect to an emulator with a certificate for another host: %v, want a hostname verification error", err)
+	}
+}
+
+// TestEmulatorStartupTimeout checks a client that sends nothing is closed.
+func TestEmulatorStartupTimeout(t *testing.T) {
+	f := newFixture(t)
+	emu := f.startEmulator(t, sandbox.EmulatorConfig{StartupTimeout: 200 * time.Millisecond})
+	c := dialEmulator(t, emu) // its own read deadline is 20s
+	if n, err := io.Copy(io.Discard, c); err != nil || n != 0 {
+		t.Fatalf("silent client: read %d bytes, err %v; want the emulator to close it", n, err)
 	}
 }
 

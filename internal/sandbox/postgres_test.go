@@ -156,22 +156,53 @@ func waitBackends(t *testing.T, pg *sandbox.Postgres, want int) {
 	}
 }
 
+// TestPostgresCloseStopsServer starts clusters in a short and in a long
+// directory (whose socket path would not fit sun_path, so the socket goes to
+// a directory of its own) and checks Close stops the server, removes only
+// what it created, and is idempotent.
 func TestPostgresCloseStopsServer(t *testing.T) {
-	pg := startPostgres(t)
-	sock := pg.SocketPath()
-	if _, err := os.Stat(sock); err != nil {
-		t.Fatalf("socket %s: %v", sock, err)
+	tests := []struct {
+		name         string
+		sub          string
+		ownSocketDir bool
+	}{
+		{"short path", "", false},
+		{"long path", strings.Repeat("d", 90), true},
 	}
-	if err := pg.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
-	if err := pg.Close(); err != nil {
-		t.Fatalf("second Close: %v", err)
-	}
-	if _, err := os.Stat(sock); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("socket still present after Close: %v", err)
-	}
-	if _, err := os.Stat(filepath.Join(pg.DataDir, "PG_VERSION")); err != nil {
-		t.Fatalf("Close removed the data dir the caller owns: %v", err)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), tt.sub)
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			ctx := testCtx(t)
+			pg, err := sandbox.StartPostgres(ctx, dir, nil)
+			if err != nil {
+				t.Fatalf("StartPostgres: %v", err)
+			}
+			t.Cleanup(func() { pg.Close() })
+			if own := !strings.HasPrefix(pg.SocketDir, dir); own != tt.ownSocketDir {
+				t.Fatalf("socket dir %s outside %s: %v, want %v", pg.SocketDir, dir, own, tt.ownSocketDir)
+			}
+			if _, err := pg.ClientBackends(ctx); err != nil {
+				t.Fatalf("server not usable: %v", err)
+			}
+			sock := pg.SocketPath()
+			if err := pg.Close(); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			if err := pg.Close(); err != nil {
+				t.Fatalf("second Close: %v", err)
+			}
+			if _, err := os.Stat(sock); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("socket still present after Close: %v", err)
+			}
+			if _, err := os.Stat(pg.SocketDir); tt.ownSocketDir != errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("socket dir after Close: %v; want removed only if Postgres created it", err)
+			}
+			if _, err := os.Stat(filepath.Join(pg.DataDir, "PG_VERSION")); err != nil {
+				t.Fatalf("Close removed the data dir the caller owns: %v", err)
+			}
+		})
 	}
 }
