@@ -180,10 +180,25 @@ func splitEndpoint(hostPort string) (string, int, error) {
 		return "", 0, fmt.Errorf("endpoint %q is not host:port", limit(hostPort))
 	}
 	port, err := strconv.Atoi(portStr)
-	if err != nil || port < 1 || port > 65535 || host == "" {
+	if err != nil || port < 1 || port > 65535 || !isHostName(host) {
 		return "", 0, fmt.Errorf("endpoint %q has no valid host and port", limit(hostPort))
 	}
 	return host, port, nil
+}
+
+// isHostName accepts DNS names and IP literals (with an IPv6 zone), so that
+// hosts echoed in Check messages are plain text.
+func isHostName(h string) bool {
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-._:%", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }
 
 func isLowerHex(s string, n int) bool {

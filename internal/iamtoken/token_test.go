@@ -136,6 +136,7 @@ func TestParseMalformed(t *testing.T) {
 		{"path", strings.Replace(good, "?", "/x?", 1)},
 		{"no port", strings.Replace(good, ":5432", "", 1)},
 		{"bad port", strings.Replace(good, ":5432", ":99999", 1)},
+		{"control character in host", strings.Replace(good, "db1.", "db1\n"+secret+".", 1)},
 		{"bad escape", good + "&x=%zz" + secret},
 		{"repeated", good + "&DBUser=" + secret},
 		{"no action", edit("Action", "")},
@@ -158,7 +159,7 @@ func TestParseMalformed(t *testing.T) {
 			if !errors.As(err, &e) || e.Reason != iamtoken.ReasonMalformed {
 				t.Fatalf("Parse error = %v, want *Error with reason malformed", err)
 			}
-			if strings.Contains(err.Error(), secret) {
+			if strings.Contains(err.Error(), secret) || strings.ContainsAny(err.Error(), "\n\r") {
 				t.Errorf("error %q leaks token content", err)
 			}
 		})
