@@ -1,0 +1,100 @@
+package ssmendpoint
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
+
+	"github.com/rdsproxy/rdsproxy/tunnel/ssm"
+)
+
+var upgrader = websocket.Upgrader{
+	ReadBufferSize:  64 << 10,
+	WriteBufferSize: 64 << 10,
+	CheckOrigin:     func(*http.Request) bool { return true },
+}
+
+// serveDataChannel is the websocket at a StreamUrl: it checks the
+// OpenDataChannel frame and then runs the agent for the session until it
+// ends.
+func (e *Endpoint) serveDataChannel(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	e.mu.Lock()
+	rec := e.sessions[id]
+	switch {
+	case e.closed:
+		e.mu.Unlock()
+		http.Error(w, "endpoint closed", http.StatusServiceUnavailable)
+		return
+	case rec == nil:
+		e.mu.Unlock()
+		http.Error(w, "unknown session", http.StatusNotFound)
+		return
+	case rec.terminated || rec.agent != nil:
+		e.mu.Unlock()
+		http.Error(w, "session already connected or terminated", http.StatusConflict)
+		return
+	}
+	e.wg.Add(1) // under mu, so Close cannot be waiting yet
+	e.mu.Unlock()
+	defer e.wg.Done()
+	ws, err := upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // Upgrade answered the client
+	}
+	a, ok := e.openChannel(ws, rec)
+	if !ok {
+		ws.Close()
+		return
+	}
+	a.run()
+}
+
+// openChannel reads and checks the OpenDataChannel text frame (§4) and
+// attaches a new agent to the session.
+func (e *Endpoint) openChannel(ws *websocket.Conn, rec *sessionRecord) (*agent, bool) {
+	fail := func(format string, args ...any) (*agent, bool) {
+		e.violation(rec.id, format, args...)
+		_ = ws.WriteControl(websocket.CloseMessage,
+			websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "bad OpenDataChannel"), time.Now().Add(time.Second))
+		return nil, false
+	}
+	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	kind, b, err := ws.ReadMessage()
+	if err != nil {
+		return fail("no OpenDataChannel frame: %v", err)
+	}
+	_ = ws.SetReadDeadline(time.Time{})
+	if kind != websocket.TextMessage {
+		return fail("first frame is websocket type %d, want a text OpenDataChannel frame", kind)
+	}
+	var open ssm.OpenDataChannel
+	if err := json.Unmarshal(b, &open); err != nil {
+		return fail("OpenDataChannel: %v", err)
+	}
+	if subtle.ConstantTimeCompare([]byte(open.TokenValue), []byte(rec.token)) != 1 {
+		return fail("OpenDataChannel: wrong TokenValue")
+	}
+	if open.MessageSchemaVersion != "1.0" {
+		e.violation(rec.id, "OpenDataChannel: MessageSchemaVersion %q", open.MessageSchemaVersion)
+	}
+	for name, v := range map[string]string{"RequestId": open.RequestID, "ClientId": open.ClientID} {
+		if u, err := uuid.Parse(v); err != nil || u.Version() != 4 || v != u.String() {
+			e.violation(rec.id, "OpenDataChannel: %s %q is not a lower-case v4 UUID", name, v)
+		}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if rec.terminated || rec.agent != nil || e.closed {
+		return nil, false
+	}
+	a := newAgent(e, rec, ws)
+	rec.agent = a
+	e.versions = append(e.versions, open.ClientVersion)
+	e.stats.opened.Add(1)
+	return a, true
+}
