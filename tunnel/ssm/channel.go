@@ -23,10 +23,12 @@ type ChannelConfig struct {
 	SendType string
 	// SYNOnFirst sets header Flags 1 on sequence number 0 (agent behaviour).
 	SYNOnFirst bool
-	// Window bounds the sent-but-unacknowledged messages; Send blocks when
-	// it is reached. Default 1024.
+	// Window bounds how far Send may run ahead of the oldest
+	// unacknowledged message (in sequence numbers, so the peer never needs
+	// more than Window early-message slots); Send blocks when it is
+	// reached. Default 1024.
 	Window int
-	// ReorderLimit bounds early (out-of-order) messages kept. Default 4096.
+	// ReorderLimit bounds early (out-of-order) messages kept. Default 8192.
 	ReorderLimit int
 	// GiveUp fails the channel when a message stays unacknowledged this
 	// long. Default 2 minutes.
@@ -54,7 +56,7 @@ func (c *ChannelConfig) setDefaults() {
 		c.Window = 1024
 	}
 	if c.ReorderLimit <= 0 {
-		c.ReorderLimit = 4096
+		c.ReorderLimit = 8192
 	}
 	if c.GiveUp <= 0 {
 		c.GiveUp = 2 * time.Minute
@@ -78,10 +80,11 @@ type ChannelStats struct {
 }
 
 type outMsg struct {
-	frame     []byte
-	firstSent time.Time
-	lastSent  time.Time
-	resends   int
+	frame      []byte
+	firstSent  time.Time
+	lastSent   time.Time
+	resends    int
+	laterAcked int // acks for messages sent after this one's last send
 }
 
 // Channel is one end of the data channel's reliable stream: sequence
@@ -102,11 +105,12 @@ type Channel struct {
 	expected int64
 	early    map[int64]*Message
 
-	space chan struct{} // a message was acknowledged
-	kick  chan struct{} // unacked went from empty to non-empty
-	done  chan struct{}
-	once  sync.Once
-	err   error
+	space   chan struct{} // a message was acknowledged
+	drained chan struct{} // every sent message is acknowledged
+	kick    chan struct{} // unacked went from empty to non-empty
+	done    chan struct{}
+	once    sync.Once
+	err     error
 
 	stats struct {
 		sent, resent, acksReceived, received, dups, early, acks, notAccepted atomic.Int64
@@ -127,6 +131,7 @@ func NewChannel(cfg ChannelConfig) *Channel {
 		rtt:      newRTTEstimator(),
 		early:    make(map[int64]*Message),
 		space:    make(chan struct{}, 1),
+		drained:  make(chan struct{}, 1),
 		kick:     make(chan struct{}, 1),
 		done:     make(chan struct{}),
 	}
@@ -212,7 +217,7 @@ func (c *Channel) Send(ctx context.Context, payloadType uint32, payload []byte) 
 func (c *Channel) waitSpace(ctx context.Context) error {
 	for {
 		c.mu.Lock()
-		full := len(c.unacked) >= c.cfg.Window
+		full := c.nextSeq-c.oldest >= int64(c.cfg.Window)
 		c.mu.Unlock()
 		select {
 		case <-c.done:
@@ -256,4 +261,18 @@ func (c *Channel) Handle(m *Message) (bool, error) {
 		return true, c.handleStream(m)
 	}
 	return false, nil
+}
+
+// WaitAcked blocks until every sent message is acknowledged.
+func (c *Channel) WaitAcked(ctx context.Context) error {
+	for c.Unacked() > 0 {
+		select {
+		case <-c.drained:
+		case <-c.done:
+			return c.err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }

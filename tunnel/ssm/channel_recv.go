@@ -3,7 +3,12 @@ package ssm
 import (
 	"encoding/json"
 	"fmt"
+	"time"
 )
+
+// fastRetransmitAcks is how many later messages must be acknowledged before
+// the oldest unacknowledged one is resent without waiting for its timeout.
+const fastRetransmitAcks = 3
 
 // AckContent is the acknowledge payload (§7.2); field order is the wire order.
 type AckContent struct {
@@ -20,6 +25,7 @@ func (c *Channel) handleAck(m *Message) error {
 	}
 	c.stats.acksReceived.Add(1)
 	now := c.cfg.Now()
+	var fast []byte
 	c.mu.Lock()
 	om, ok := c.unacked[a.AcknowledgedMessageSequenceNumber]
 	if ok {
@@ -30,12 +36,43 @@ func (c *Channel) handleAck(m *Message) error {
 		for c.oldest < c.nextSeq && c.unacked[c.oldest] == nil {
 			c.oldest++
 		}
+		fast = c.fastRetransmitLocked(om, now)
 	}
+	empty := len(c.unacked) == 0
 	c.mu.Unlock()
-	if ok {
-		signal(c.space)
+	if !ok {
+		return nil
+	}
+	signal(c.space)
+	if empty {
+		signal(c.drained)
+	}
+	if fast != nil {
+		c.stats.resent.Add(1)
+		if err := c.cfg.Write(fast); err != nil {
+			c.Close(fmt.Errorf("resend: %w", err))
+			return err
+		}
 	}
 	return nil
+}
+
+// fastRetransmitLocked resends the oldest unacknowledged message at once
+// when three messages sent after it were acknowledged: it was most likely
+// lost, and everything behind it waits for it.
+func (c *Channel) fastRetransmitLocked(acked *outMsg, now time.Time) []byte {
+	oldest := c.unacked[c.oldest]
+	if oldest == nil || !acked.lastSent.After(oldest.lastSent) {
+		return nil
+	}
+	oldest.laterAcked++
+	if oldest.laterAcked != fastRetransmitAcks {
+		return nil
+	}
+	oldest.laterAcked = 0
+	oldest.resends++
+	oldest.lastSent = now
+	return oldest.frame
 }
 
 func (c *Channel) handleStream(m *Message) error {

@@ -74,6 +74,7 @@ func (c *Channel) resendDue() (wait time.Duration, pending bool) {
 	if len(frames) == maxResendsPerRound {
 		wait = 0
 	}
+
 	c.mu.Unlock()
 	for _, f := range frames {
 		c.stats.resent.Add(1)

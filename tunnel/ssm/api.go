@@ -1,0 +1,49 @@
+package ssm
+
+import (
+	"context"
+	"strconv"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
+)
+
+// SSMAPI is the part of *ssm.Client the tunnel uses.
+type SSMAPI interface {
+	StartSession(ctx context.Context, in *ssm.StartSessionInput, opts ...func(*ssm.Options)) (*ssm.StartSessionOutput, error)
+	TerminateSession(ctx context.Context, in *ssm.TerminateSessionInput, opts ...func(*ssm.Options)) (*ssm.TerminateSessionOutput, error)
+}
+
+// EC2API is the part of *ec2.Client FindInstance uses.
+type EC2API interface {
+	DescribeInstances(ctx context.Context, in *ec2.DescribeInstancesInput, opts ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error)
+}
+
+var (
+	_ SSMAPI = (*ssm.Client)(nil)
+	_ EC2API = (*ec2.Client)(nil)
+)
+
+// Port-forwarding documents (§2.1).
+const (
+	DocumentPortForwarding           = "AWS-StartPortForwardingSession"
+	DocumentPortForwardingRemoteHost = "AWS-StartPortForwardingSessionToRemoteHost"
+)
+
+// startSessionInput chooses the document: the remote-host one when host is
+// set (the agent dials host:port), else the local one (the agent dials
+// localhost:port on the target).
+func startSessionInput(target, host string, port int) *ssm.StartSessionInput {
+	in := &ssm.StartSessionInput{
+		Target:       aws.String(target),
+		DocumentName: aws.String(DocumentPortForwarding),
+		Parameters:   map[string][]string{"portNumber": {strconv.Itoa(port)}},
+		Reason:       aws.String("rdsproxy connect"),
+	}
+	if host != "" {
+		in.DocumentName = aws.String(DocumentPortForwardingRemoteHost)
+		in.Parameters["host"] = []string{host}
+	}
+	return in
+}

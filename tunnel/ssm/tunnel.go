@@ -1,0 +1,236 @@
+package ssm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
+
+	"github.com/rdsproxy/rdsproxy/tunnel"
+)
+
+// Config configures a Tunnel.
+type Config struct {
+	// API starts and terminates sessions (an *ssm.Client).
+	API SSMAPI
+	// Target is the managed node: "i-…", "mi-…" or "ecs:<cluster>_<task>_<container>".
+	Target string
+	// Host, when set, selects AWS-StartPortForwardingSessionToRemoteHost:
+	// the agent on Target dials Host:Port. Empty: the agent dials
+	// localhost:Port on Target (AWS-StartPortForwardingSession).
+	Host string
+	// Port is the destination port (the rdsproxy server's port).
+	Port int
+	// Sessions spreads streams over this many sessions (the agent caps each
+	// session below ~1 MB/s per direction). Default 1.
+	Sessions int
+	// ClientVersion is sent to the agent; it must be > 1.2.331.0 so that
+	// agents use smux with keep-alive off. Default DefaultClientVersion.
+	ClientVersion string
+	Logger        *slog.Logger
+	// Dialer dials the websocket. Default: gorilla's DefaultDialer
+	// (proxy from the environment, 45 s handshake timeout).
+	Dialer *websocket.Dialer
+	// Window bounds unacknowledged messages per session. Default 1024.
+	Window int
+	// MaxPayload is the Output payload size. Default 1024, like the plugin
+	// and the agent; raise it only after testing against the real service.
+	MaxPayload int
+}
+
+// Validate checks the configuration and fills defaults.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.API == nil {
+		errs = append(errs, errors.New("ssm: API is required"))
+	}
+	if !strings.HasPrefix(c.Target, "i-") && !strings.HasPrefix(c.Target, "mi-") && !strings.HasPrefix(c.Target, "ecs:") {
+		errs = append(errs, fmt.Errorf("ssm: target %q is not an instance id (i-…, mi-…) or an ECS target (ecs:…)", c.Target))
+	}
+	if c.Port <= 0 || c.Port > 65535 {
+		errs = append(errs, fmt.Errorf("ssm: port %d out of range", c.Port))
+	}
+	if c.Sessions < 0 || c.Sessions > 64 {
+		errs = append(errs, fmt.Errorf("ssm: sessions %d out of range 1..64", c.Sessions))
+	}
+	if c.ClientVersion == "" {
+		c.ClientVersion = DefaultClientVersion
+	} else if !versionGreater(c.ClientVersion, minClientVersion) {
+		errs = append(errs, fmt.Errorf("ssm: client version %q must be a 4-part version greater than %s, or agents fall back to basic mode or smux keep-alive",
+			c.ClientVersion, minClientVersion))
+	}
+	if c.Sessions == 0 {
+		c.Sessions = 1
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Dialer == nil {
+		c.Dialer = websocket.DefaultDialer
+	}
+	if c.MaxPayload <= 0 {
+		c.MaxPayload = DefaultMaxPayload
+	}
+	if c.Window <= 0 {
+		c.Window = 1024
+	}
+	return errors.Join(errs...)
+}
+
+// Tunnel implements tunnel.Tunnel over Session Manager sessions.
+type Tunnel struct {
+	p      sessionParams
+	life   context.Context
+	cancel context.CancelFunc
+
+	mu     sync.Mutex
+	slots  []slot
+	next   int
+	closed bool
+}
+
+var _ tunnel.Tunnel = (*Tunnel)(nil)
+
+// slot holds one session, or the start in progress.
+type slot struct {
+	s        *session
+	starting chan struct{} // closed when the start in progress ends
+	startErr error
+}
+
+// New validates cfg and starts the first session, so that configuration
+// and permission problems surface at once. Sessions outlive ctx; Close ends
+// them.
+func New(ctx context.Context, cfg Config) (*Tunnel, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	t := &Tunnel{slots: make([]slot, cfg.Sessions)}
+	t.life, t.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	t.p = sessionParams{api: cfg.API, dialer: cfg.Dialer, target: cfg.Target, host: cfg.Host, port: cfg.Port,
+		clientID: uuid.NewString(), clientVersion: cfg.ClientVersion, window: cfg.Window,
+		maxPayload: cfg.MaxPayload, log: cfg.Logger}
+	if _, err := t.sessionAt(ctx, 0); err != nil {
+		t.cancel()
+		return nil, err
+	}
+	return t, nil
+}
+
+// Dial opens a stream to Target's port over the next session in turn,
+// starting a new session when that one has ended.
+func (t *Tunnel) Dial(ctx context.Context) (net.Conn, error) {
+	t.mu.Lock()
+	i := t.next % len(t.slots)
+	t.next++
+	t.mu.Unlock()
+	for attempt := 0; ; attempt++ {
+		s, err := t.sessionAt(ctx, i)
+		if err != nil {
+			return nil, err
+		}
+		var c net.Conn
+		if s.mux != nil {
+			c, err = s.openStream()
+		} else {
+			c, err = s.dialBasic(ctx)
+		}
+		if err == nil || s.alive() || attempt > 0 || ctx.Err() != nil || errors.Is(err, ErrTunnelClosed) {
+			return c, err
+		}
+		// The session died between the check and the open: one fresh try.
+	}
+}
+
+// sessionAt returns slot i's live session, starting one if needed. One
+// start runs at a time per slot; concurrent callers share its outcome.
+func (t *Tunnel) sessionAt(ctx context.Context, i int) (*session, error) {
+	t.mu.Lock()
+	for {
+		if t.closed {
+			t.mu.Unlock()
+			return nil, ErrTunnelClosed
+		}
+		sl := &t.slots[i]
+		if sl.s != nil && sl.s.alive() {
+			s := sl.s
+			t.mu.Unlock()
+			return s, nil
+		}
+		if sl.starting == nil {
+			break
+		}
+		wait := sl.starting
+		t.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		t.mu.Lock()
+		if sl.s == nil && sl.startErr != nil {
+			err := sl.startErr
+			t.mu.Unlock()
+			return nil, err
+		}
+	}
+	sl := &t.slots[i]
+	old := sl.s
+	sl.s, sl.starting, sl.startErr = nil, make(chan struct{}), nil
+	t.mu.Unlock()
+	if old != nil {
+		old.wg.Wait() // its goroutines end on their own once it died
+	}
+	s, err := startSession(ctx, t.life, t.p)
+	t.mu.Lock()
+	if err == nil && t.closed {
+		// Close ran meanwhile and could not see this session.
+		t.mu.Unlock()
+		s.terminate()
+		s, err = nil, ErrTunnelClosed
+		t.mu.Lock()
+	}
+	close(sl.starting)
+	sl.starting, sl.s, sl.startErr = nil, s, err
+	t.mu.Unlock()
+	return s, err
+}
+
+// Close terminates every session (TerminateSession flag and API) and waits
+// for their goroutines. Streams still open fail with ErrTunnelClosed.
+func (t *Tunnel) Close() error {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil
+	}
+	t.closed = true
+	var live []*session
+	var starting []chan struct{}
+	for i := range t.slots {
+		if t.slots[i].s != nil {
+			live = append(live, t.slots[i].s)
+		}
+		if t.slots[i].starting != nil {
+			starting = append(starting, t.slots[i].starting)
+		}
+	}
+	t.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, s := range live {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.terminate() }()
+	}
+	wg.Wait()
+	t.cancel()
+	for _, ch := range starting {
+		<-ch
+	}
+	return nil
+}
