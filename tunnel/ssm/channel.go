@@ -30,6 +30,9 @@ type ChannelConfig struct {
 	Window int
 	// ReorderLimit bounds early (out-of-order) messages kept. Default 8192.
 	ReorderLimit int
+	// MinRTO raises the retransmission timeout's floor above the
+	// reference's 10 ms granularity term; 0 keeps the reference behaviour.
+	MinRTO time.Duration
 	// GiveUp fails the channel when a message stays unacknowledged this
 	// long. Default 2 minutes.
 	GiveUp time.Duration
@@ -128,7 +131,7 @@ func NewChannel(cfg ChannelConfig) *Channel {
 		cfg:      cfg,
 		recvType: recv,
 		unacked:  make(map[int64]*outMsg),
-		rtt:      newRTTEstimator(),
+		rtt:      newRTTEstimator(cfg.MinRTO),
 		early:    make(map[int64]*Message),
 		space:    make(chan struct{}, 1),
 		drained:  make(chan struct{}, 1),

@@ -49,7 +49,12 @@ func TestConcurrentStreamsLossy(t *testing.T) {
 	if st.SessionsStarted != 1 || st.StreamsAccepted != streams {
 		t.Errorf("sessions %d streams %d, want 1 and %d", st.SessionsStarted, st.StreamsAccepted, streams)
 	}
+	cs := tun.Stats()
+	if cs.Resent == 0 || cs.Duplicates == 0 || cs.Early == 0 {
+		t.Errorf("faults not exercised on the client: %+v", cs)
+	}
 	t.Logf("endpoint stats: %+v", st)
+	t.Logf("client stats: %+v", cs)
 }
 
 // TestBasicModeSequential: an agent ≤ 3.0.196.0 gets basic mode; connections

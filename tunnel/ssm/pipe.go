@@ -13,7 +13,7 @@ const (
 	DefaultMaxPayload = 1024
 	// pipeSoftLimit bounds buffered incoming bytes: above it new in-order
 	// messages are refused (not acked, so the agent retransmits them).
-	pipeSoftLimit = 1 << 20
+	pipeSoftLimit = 4 << 20
 )
 
 // dataPipe is the byte stream smux (or a basic-mode connection) runs over:

@@ -18,10 +18,11 @@ const (
 // concurrent use; the Channel guards it with its mutex.
 type rttEstimator struct {
 	srtt, rttvar, rto time.Duration
+	minRTO            time.Duration
 }
 
-func newRTTEstimator() rttEstimator {
-	return rttEstimator{srtt: initialRTT, rto: initialRTO}
+func newRTTEstimator(minRTO time.Duration) rttEstimator {
+	return rttEstimator{srtt: initialRTT, rto: max(initialRTO, minRTO), minRTO: minRTO}
 }
 
 // sample feeds one round-trip measurement.
@@ -33,7 +34,7 @@ func (e *rttEstimator) sample(r time.Duration) {
 	e.rttvar = e.rttvar*3/4 + diff/rttVarGainDiv
 	e.srtt = e.srtt - e.srtt>>rttGainShift + r>>rttGainShift
 	e.rto = e.srtt + max(clockGranule, rttVarRTOScale*e.rttvar)
-	e.rto = min(e.rto, maxRTO)
+	e.rto = min(max(e.rto, e.minRTO), maxRTO)
 }
 
 // timeout is the retransmission timeout for a message already resent n

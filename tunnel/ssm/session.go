@@ -19,6 +19,9 @@ import (
 const (
 	handshakeTimeout = 30 * time.Second // the agent itself gives up after 15 s
 	terminateTimeout = 5 * time.Second
+	// clientMinRTO: loss is repaired by fast retransmit; a timeout floor
+	// above loopback jitter avoids resending what is merely queued.
+	clientMinRTO = 20 * time.Millisecond
 )
 
 // sessionParams is what a session needs from the tunnel.
@@ -76,7 +79,7 @@ func startSession(ctx, life context.Context, p sessionParams) (*session, error) 
 		s.cancel()
 		return nil, fmt.Errorf("ssm session %s: %w", s.id, err)
 	}
-	s.ch = NewChannel(ChannelConfig{SendType: TypeInputStreamData, Window: p.window,
+	s.ch = NewChannel(ChannelConfig{SendType: TypeInputStreamData, Window: p.window, MinRTO: clientMinRTO,
 		Write: s.ws.writeBinary, Deliver: s.deliver, Logger: s.log})
 	s.pipe = newDataPipe(s.ctx, s.ch, p.maxPayload)
 	s.wg.Add(3)

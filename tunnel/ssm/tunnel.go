@@ -234,3 +234,32 @@ func (t *Tunnel) Close() error {
 	}
 	return nil
 }
+
+// Stats are counters over the tunnel's current sessions.
+type Stats struct {
+	Sessions int // live sessions
+	ChannelStats
+}
+
+// Stats sums the data-channel counters of the live sessions.
+func (t *Tunnel) Stats() Stats {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var st Stats
+	for _, sl := range t.slots {
+		if sl.s == nil || !sl.s.alive() {
+			continue
+		}
+		st.Sessions++
+		cs := sl.s.ch.Stats()
+		st.Sent += cs.Sent
+		st.Resent += cs.Resent
+		st.AcksReceived += cs.AcksReceived
+		st.Received += cs.Received
+		st.Duplicates += cs.Duplicates
+		st.Early += cs.Early
+		st.Acks += cs.Acks
+		st.NotAccepted += cs.NotAccepted
+	}
+	return st
+}
