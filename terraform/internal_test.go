@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -519,6 +518,3 @@ func dryRunEnv(t *testing.T) []string {
 		"AWS_REGION=eu-west-1",
 	}
 }
-
-// bigInt is a helper for number overrides.
-func num(n int64) cty.Value { return cty.NumberVal(new(big.Float).SetInt64(n)) }

@@ -17,11 +17,11 @@ resource "kubernetes_role_v1" "port_forward" {
     verbs          = ["get"]
   }
 
-  # Find ready pods and follow them when they go away.
+  # Find a ready pod, and another one when it goes away.
   rule {
     api_groups = [""]
     resources  = ["pods"]
-    verbs      = ["get", "list", "watch"]
+    verbs      = ["get", "list"]
   }
 
   # SPDY port-forward is a POST (create); the WebSocket upgrade is a GET
