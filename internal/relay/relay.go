@@ -37,7 +37,9 @@ func Relay(a, b net.Conn, pendingToB, pendingToA []byte) Result {
 	var res Result
 	var errOnce sync.Once
 	fail := func(err error) {
-		errOnce.Do(func() { res.Err = err })
+		if !isClosed(err) {
+			errOnce.Do(func() { res.Err = err })
+		}
 		a.Close()
 		b.Close()
 	}
@@ -75,9 +77,8 @@ func pipe(dst, src net.Conn, pending []byte) (int64, error) {
 	c, err := copyConn(dst, src)
 	n += c
 	if err != nil {
-		if isClosed(err) {
-			err = nil
-		}
+		// Includes net.ErrClosed: the owner closed a connection to end
+		// the session, so both directions must end now.
 		return n, err
 	}
 	return n, closeWrite(dst)
@@ -108,7 +109,7 @@ func closeWrite(c net.Conn) error {
 // isClosed reports errors that only mean the other direction already
 // closed the connection.
 func isClosed(err error) bool {
-	return errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF)
+	return errors.Is(err, net.ErrClosed)
 }
 
 // writerOnly and readerOnly hide ReadFrom/WriteTo so io.CopyBuffer uses

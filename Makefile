@@ -1,0 +1,38 @@
+# rdsproxy: `make demo` runs the system on a local sandbox; `make test` runs every test.
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+
+.PHONY: build test test-short demo bench fuzz lint check-tools clean
+
+build:
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/rdsproxy .
+
+## test: every test, with the race detector, against real PostgreSQL, psql and moto.
+test: check-tools
+	gofmt -l . | tee /dev/stderr | (! read)
+	$(GO) vet ./...
+	$(GO) test -race -timeout 45m ./...
+
+## test-short: the quick subset (skips the 5,000-session soak).
+test-short: check-tools
+	$(GO) test -race -short -timeout 20m ./...
+
+## demo: sandbox (PostgreSQL + RDS IAM emulator), server and client; Ctrl-C ends it.
+demo: build
+	$(GO) run ./scripts/demo
+
+## bench: proxy vs direct and vs a bare two-hop relay, measured in one run.
+bench: build
+	$(GO) run ./scripts/bench
+
+## fuzz: run every fuzz target for FUZZTIME each.
+FUZZTIME ?= 30s
+fuzz:
+	scripts/fuzz.sh $(FUZZTIME)
+
+check-tools:
+	@scripts/check-tools.sh
+
+clean:
+	rm -rf bin

@@ -1,0 +1,133 @@
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/rdsproxy/rdsproxy/internal/pgwire"
+	"github.com/rdsproxy/rdsproxy/internal/sandbox"
+	"github.com/rdsproxy/rdsproxy/server"
+)
+
+// Every bad input gets its SQLSTATE and a sentence naming the problem,
+// nothing is dialed that should not be, and a session opened before keeps
+// working throughout.
+func TestBadInputs(t *testing.T) {
+	st := startStack(t)
+	ctx := context.Background()
+	bystander := connectLocal(t, st.local["app"], sandbox.UserIAM)
+	now := nowUTC()
+	tok := func(endpoint, user string, at time.Time) string { return sb.tokens.sign(t, endpoint, user, at) }
+	tests := []struct {
+		name, target, user, password string
+		code, want                   string
+		dialsEmulator                bool
+	}{
+		{"unknown target", "nope", sandbox.UserIAM, tok(appEndpoint, sandbox.UserIAM, now),
+			"28000", `target "nope" is not served by this proxy`, false},
+		{"user not in rdsproxy:users", "limited", sandbox.UserIAM, tok(limitedEndpoint, sandbox.UserIAM, now),
+			"28000", `does not allow database user "` + sandbox.UserIAM + `"; allowed users: ` + sandbox.UserIAMOther, false},
+		{"expired token", "app", sandbox.UserIAM, tok(appEndpoint, sandbox.UserIAM, now.Add(-20*time.Minute)),
+			"28P01", "token expired 5m", false},
+		{"token for another host", "app", sandbox.UserIAM, tok(roEndpoint, sandbox.UserIAM, now),
+			"28P01", "token was signed for host " + roEndpoint + " but the target is " + appEndpoint, false},
+		{"token for another user", "app", sandbox.UserIAM, tok(appEndpoint, sandbox.UserIAMOther, now),
+			"28P01", `token is for DB user "` + sandbox.UserIAMOther + `"`, false},
+		{"garbage instead of a token", "app", sandbox.UserIAM, "hunter2",
+			"28P01", "IAM token rejected", false},
+		{"user not in rds_iam: RDS's own error", "app", sandbox.UserNoIAM, tok(appEndpoint, sandbox.UserNoIAM, now),
+			"28P01", `PAM authentication failed for user "` + sandbox.UserNoIAM + `"`, true},
+		{"upstream down", "down", sandbox.UserIAM, tok(downEndpoint, sandbox.UserIAM, now),
+			"08001", `cannot reach target "down"`, false},
+		{"wrong upstream certificate", "badcert", sandbox.UserIAM, tok(badCertEndpoint, sandbox.UserIAM, now),
+			"08001", `TLS with target "badcert" failed`, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := sb.emu.Accepted()
+			_, err := pgx.ConnectConfig(ctx, serverConfig(t, st.serverAddr, tt.target, tt.user, tt.password))
+			pgErr(t, err, tt.code, tt.want)
+			if dialed := sb.emu.Accepted() > before; dialed != tt.dialsEmulator {
+				t.Errorf("emulator dialed = %v, want %v", dialed, tt.dialsEmulator)
+			}
+			var one int
+			if err := bystander.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+				t.Fatalf("the other session broke: %v", err)
+			}
+		})
+	}
+}
+
+// Malformed bytes close the connection without a panic; the server keeps
+// serving.
+func TestMalformedStartups(t *testing.T) {
+	st := startStack(t, func(c *server.Config) { c.StartupTimeout = 300 * time.Millisecond })
+	random := make([]byte, 512)
+	rand.Read(random)
+	startup := pgwire.AppendStartup(nil, 3<<16, pgwire.Params{{Key: "user", Value: "u"}, {Key: "rdsproxy.target", Value: "app"}})
+	tests := []struct {
+		name string
+		send []byte
+		// wantError: the server answers with an ErrorResponse before closing.
+		wantError string
+	}{
+		{"nothing at all (startup timeout)", nil, ""},
+		{"random bytes", random, ""},
+		{"oversized startup packet", binary.BigEndian.AppendUint32(nil, 1<<30), ""},
+		{"truncated startup packet", startup[:len(startup)-4], ""},
+		{"direct TLS ClientHello", []byte{0x16, 0x03, 0x01, 0x00, 0x10}, ""},
+		{"no target named", pgwire.AppendStartup(nil, 3<<16, pgwire.Params{{Key: "user", Value: "u"}}), "28000"},
+		{"password is not a password message", append(startup, 'Q', 0, 0, 0, 5, 0), "08P01"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", st.serverAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.Write(tt.send)
+			conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+			// ReadAll returns when the server closes; a reset (the server
+			// closed with our bytes unread) is a close too.
+			reply, err := io.ReadAll(conn)
+			if err != nil && !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("server did not close the connection: %v", err)
+			}
+			if tt.wantError != "" && !strings.Contains(string(reply), tt.wantError) {
+				t.Fatalf("reply %q lacks %s", reply, tt.wantError)
+			}
+		})
+	}
+	conn := connectLocal(t, st.local["app"], sandbox.UserIAM)
+	if err := conn.Ping(context.Background()); err != nil {
+		t.Fatalf("server stopped serving: %v", err)
+	}
+}
+
+// max-sessions: the N+1th client gets 53300; when one ends, a new one is admitted.
+func TestMaxSessions(t *testing.T) {
+	st := startStack(t, func(c *server.Config) { c.MaxSessions = 2 })
+	a := connectLocal(t, st.local["app"], sandbox.UserIAM)
+	connectLocal(t, st.local["app"], sandbox.UserIAM)
+	_, err := pgx.ConnectConfig(context.Background(), localConfig(t, st.local["app"], sandbox.UserIAM))
+	pgErr(t, err, "53300", "maximum of 2 sessions")
+	a.Close(context.Background())
+	waitFor(t, 10*time.Second, "a session slot", func() bool {
+		c, err := pgx.ConnectConfig(context.Background(), localConfig(t, st.local["app"], sandbox.UserIAM))
+		if err == nil {
+			c.Close(context.Background())
+		}
+		return err == nil
+	})
+}

@@ -1,0 +1,75 @@
+package e2e
+
+import (
+	"context"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rdsproxy/rdsproxy/internal/sandbox"
+)
+
+// pgx cancels a running pg_sleep(60) through both hops (CancelRequest over
+// a new tunnel stream, then to the upstream), and the session stays usable.
+func TestPgxCancelThroughBothHops(t *testing.T) {
+	st := startStack(t)
+	conn := connectLocal(t, st.local["app"], sandbox.UserIAM)
+	ctx, cancel := context.WithCancel(context.Background())
+	started := time.Now()
+	time.AfterFunc(500*time.Millisecond, cancel)
+	_, err := conn.Exec(ctx, "SELECT pg_sleep(60)")
+	took := time.Since(started)
+	pgErr(t, err, "57014", "canceling statement due to user request")
+	t.Logf("cancelled after %v (500ms of it before the cancel)", took)
+	if took > 30*time.Second {
+		t.Fatalf("the query ran %v: the cancel did not reach PostgreSQL", took)
+	}
+	var one int
+	if err := conn.QueryRow(context.Background(), "SELECT 1").Scan(&one); err != nil || one != 1 {
+		t.Fatalf("session unusable after cancel: %v", err)
+	}
+}
+
+// Ctrl-C in psql cancels the running statement through both hops. (psql
+// stops a non-interactive run after a cancel; the pgx test above shows the
+// session stays usable.)
+func TestPsqlCtrlCThroughBothHops(t *testing.T) {
+	st := startStack(t)
+	host, port := splitAddr(t, st.local["app"])
+	cmd := exec.Command("psql", "-X", "-At", "-c", "SELECT pg_sleep(60)")
+	cmd.Env = append(cmd.Environ(), "PGHOST="+host, "PGPORT="+port, "PGUSER="+sandbox.UserIAM, "PGDATABASE=app", "PGSSLMODE=disable")
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Interrupt once the statement is running on PostgreSQL.
+	waitFor(t, 20*time.Second, "pg_sleep running", func() bool { return sleeping(t) })
+	started := time.Now()
+	cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(45 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("psql still running 45s after Ctrl-C:\n%s", out.String())
+	}
+	t.Logf("psql finished %v after Ctrl-C", time.Since(started))
+	if !strings.Contains(out.String(), "canceling statement due to user request") {
+		t.Fatalf("psql output:\n%s", out.String())
+	}
+}
+
+// sleeping reports whether some backend is running pg_sleep.
+func sleeping(t testing.TB) bool {
+	conn := superuser(t)
+	defer conn.Close(context.Background())
+	var n int
+	err := conn.QueryRow(context.Background(),
+		"SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'SELECT pg_sleep(60)%'").Scan(&n)
+	return err == nil && n > 0
+}

@@ -1,0 +1,126 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
+
+	"github.com/rdsproxy/rdsproxy/internal/sandbox"
+)
+
+// connectLocal opens a pgx connection to a client proxy listener, with no
+// password: the client proxy injects the token.
+func connectLocal(t testing.TB, addr, user string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.ConnectConfig(context.Background(), localConfig(t, addr, user))
+	if err != nil {
+		t.Fatalf("connect through %s as %s: %v", addr, user, err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+func localConfig(t testing.TB, addr, user string) *pgx.ConnConfig {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(addr)
+	cfg, err := pgx.ParseConfig("sslmode=disable connect_timeout=20")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := strconv.Atoi(port)
+	cfg.Host, cfg.Port, cfg.User, cfg.Database = host, uint16(p), user, "app"
+	// Ctrl-C semantics: cancel the query on the server at once when the
+	// context ends.
+	cfg.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.CancelRequestContextWatcherHandler{Conn: pc, DeadlineDelay: 10 * time.Second}
+	}
+	return cfg
+}
+
+// serverConfig is a pgx config that talks to the server directly, as any
+// PostgreSQL client holding a token can.
+func serverConfig(t testing.TB, serverAddr, target, user, password string) *pgx.ConnConfig {
+	t.Helper()
+	cfg := localConfig(t, serverAddr, user)
+	cfg.Password = password
+	cfg.RuntimeParams["rdsproxy.target"] = target
+	return cfg
+}
+
+// pgErr asserts err is a PostgreSQL error with code and a message
+// containing want.
+func pgErr(t testing.TB, err error, code, want string) {
+	t.Helper()
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		t.Fatalf("error = %v, want a PostgreSQL error %s", err, code)
+	}
+	if pe.Code != code || !strings.Contains(pe.Message, want) {
+		t.Fatalf("error = %s %q, want %s containing %q", pe.Code, pe.Message, code, want)
+	}
+}
+
+// psql runs the real psql against addr with no password and returns its
+// combined output.
+func psql(t testing.TB, ctx context.Context, addr, user string, args ...string) (string, error) {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(addr)
+	cmd := exec.CommandContext(ctx, "psql", append([]string{"-X", "-v", "ON_ERROR_STOP=0", "-At"}, args...)...)
+	cmd.Env = append(os.Environ(), "PGHOST="+host, "PGPORT="+port, "PGUSER="+user, "PGDATABASE=app",
+		"PGPASSWORD=", "PGSSLMODE=prefer", "PGCONNECT_TIMEOUT=20")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+func splitAddr(t testing.TB, addr string) (string, string) {
+	t.Helper()
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return host, port
+}
+
+// superuser connects straight to PostgreSQL's app database over its unix socket.
+func superuser(t testing.TB) *pgx.Conn {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(sb.pg.SuperuserDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Database = sandbox.DatabaseApp
+	conn, err := pgx.ConnectConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
+// waitFor polls cond until it holds or timeout passes. It synchronises on
+// observable state (never on a fixed sleep); the timeout only bounds a
+// failing test.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func nowUTC() time.Time { return time.Now().UTC() }

@@ -1,0 +1,188 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/rdsproxy/rdsproxy/internal/sandbox"
+	"github.com/rdsproxy/rdsproxy/server"
+)
+
+// The metrics and the audit lines report exactly what a scripted run did:
+// N sessions, M auth failures, and the bytes each session relayed, counted
+// independently on the client's socket.
+func TestMetricsAndAuditLines(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	audit := &logBuffer{}
+	st := startStack(t, func(c *server.Config) {
+		c.Metrics = server.NewMetrics(reg)
+		c.Logger = audit.jsonLogger()
+	})
+	ctx := context.Background()
+	const sessions = 3
+	var wantFrom, wantTo int64
+	for i := range sessions {
+		from, to := countedSession(t, st.serverAddr, i)
+		wantFrom += from
+		wantTo += to
+	}
+	// Two auth failures with distinct reasons.
+	_, err := pgx.ConnectConfig(ctx, serverConfig(t, st.serverAddr, "app", sandbox.UserIAM, "not-a-token"))
+	pgErr(t, err, "28P01", "IAM token rejected")
+	_, err = pgx.ConnectConfig(ctx, serverConfig(t, st.serverAddr, "ghost", sandbox.UserIAM, "x"))
+	pgErr(t, err, "28000", "not served")
+
+	lines := waitAuditLines(t, audit, sessions+2)
+	var gotFrom, gotTo int64
+	for _, l := range lines {
+		if l["outcome"] != "ok" {
+			continue
+		}
+		for _, k := range []string{"target", "user", "database", "application_name", "remote", "access_key_id", "start", "dur"} {
+			if l[k] == nil || l[k] == "" {
+				t.Errorf("audit line lacks %s: %v", k, l)
+			}
+		}
+		if l["access_key_id"] != sandbox.AccessKeyID || l["user"] != sandbox.UserIAM || l["target"] != "app" {
+			t.Errorf("audit line %v", l)
+		}
+		gotFrom += int64(l["bytes_from_client"].(float64))
+		gotTo += int64(l["bytes_to_client"].(float64))
+	}
+	if gotFrom != wantFrom || gotTo != wantTo {
+		t.Errorf("audit bytes from/to client = %d/%d, counted on the socket %d/%d", gotFrom, gotTo, wantFrom, wantTo)
+	}
+	m := gather(t, reg)
+	checks := []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"rdsproxy_sessions_total", map[string]string{"target": "app", "outcome": "ok"}, sessions},
+		{"rdsproxy_sessions_total", map[string]string{"target": "app", "outcome": "refused"}, 1},
+		{"rdsproxy_sessions_total", map[string]string{"target": "", "outcome": "refused"}, 1},
+		{"rdsproxy_auth_failures_total", map[string]string{"reason": "token-malformed"}, 1},
+		{"rdsproxy_auth_failures_total", map[string]string{"reason": "unknown-target"}, 1},
+		{"rdsproxy_relayed_bytes_total", map[string]string{"target": "app", "direction": "from_client"}, float64(wantFrom)},
+		{"rdsproxy_relayed_bytes_total", map[string]string{"target": "app", "direction": "to_client"}, float64(wantTo)},
+		{"rdsproxy_sessions_active", nil, 0},
+		{"rdsproxy_upstream_dial_seconds", nil, sessions}, // histogram sample count
+	}
+	for _, c := range checks {
+		if got := value(m, c.name, c.labels); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+}
+
+// countedSession runs one session straight against the server and returns
+// the bytes the client wrote and read after startup.
+func countedSession(t *testing.T, serverAddr string, i int) (from, to int64) {
+	cfg := serverConfig(t, serverAddr, "app", sandbox.UserIAM, sb.tokens.sign(t, appEndpoint, sandbox.UserIAM, nowUTC()))
+	cfg.RuntimeParams["application_name"] = "audit-test"
+	var cc *countingConn
+	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		cc = &countingConn{Conn: c}
+		return cc, err
+	}
+	ctx := context.Background()
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r0, w0 := cc.read.Load(), cc.written.Load()
+	var s string
+	if err := conn.QueryRow(ctx, "SELECT repeat('x', $1)", 1000*(i+1)).Scan(&s); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(ctx)
+	return cc.written.Load() - w0, cc.read.Load() - r0
+}
+
+type countingConn struct {
+	net.Conn
+	read, written atomic.Int64
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.read.Add(int64(n))
+	return n, err
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.written.Add(int64(n))
+	return n, err
+}
+
+// waitAuditLines waits until n "session end" lines were logged.
+func waitAuditLines(t *testing.T, logs *logBuffer, n int) []map[string]any {
+	var lines []map[string]any
+	waitFor(t, 20*time.Second, "audit lines", func() bool {
+		lines = lines[:0]
+		sc := bufio.NewScanner(strings.NewReader(logs.String()))
+		for sc.Scan() {
+			var l map[string]any
+			if json.Unmarshal(sc.Bytes(), &l) == nil && l["msg"] == "session end" {
+				lines = append(lines, l)
+			}
+		}
+		return len(lines) >= n
+	})
+	return lines
+}
+
+func gather(t *testing.T, reg *prometheus.Registry) []*dto.MetricFamily {
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mfs
+}
+
+// value finds a sample by name and exact labels; histograms give their count.
+func value(mfs []*dto.MetricFamily, name string, labels map[string]string) float64 {
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if !sameLabels(m.GetLabel(), labels) {
+				continue
+			}
+			switch {
+			case m.Counter != nil:
+				return m.Counter.GetValue()
+			case m.Gauge != nil:
+				return m.Gauge.GetValue()
+			case m.Histogram != nil:
+				return float64(m.Histogram.GetSampleCount())
+			}
+		}
+	}
+	return -1
+}
+
+func sameLabels(got []*dto.LabelPair, want map[string]string) bool {
+	if len(got) != len(want) {
+		return false
+	}
+	for _, l := range got {
+		if want[l.GetName()] != l.GetValue() {
+			return false
+		}
+	}
+	return true
+}
