@@ -55,7 +55,7 @@ type World struct {
 	// Endpoints of every database in moto, each mapped to the emulator.
 	DialMap map[string]string
 	// CAFile holds the sandbox CA (PEM) that signed the emulator's certificate.
-	CAFile string
+	CAFile  string
 	closers []func() error
 }
 

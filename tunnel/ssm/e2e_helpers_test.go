@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
@@ -118,6 +119,10 @@ func newTunnel(t testing.TB, e *ssmendpoint.Endpoint, cfg ssm.Config) *ssm.Tunne
 // echoRoundTrip writes size seeded random bytes on c while reading the
 // echo back, and checks both checksums.
 func echoRoundTrip(ctx context.Context, c net.Conn, size int, seed uint64) error {
+	// A hang guard, not a timing assertion: fail instead of blocking forever.
+	if err := c.SetDeadline(time.Now().Add(3 * time.Minute)); err != nil {
+		return err
+	}
 	sent := sha256.New()
 	errc := make(chan error, 1)
 	go func() {

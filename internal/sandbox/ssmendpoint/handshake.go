@@ -48,12 +48,13 @@ func (a *agent) handshake() error {
 	if err := a.checkResponse(m, len(req.RequestedClientActions)); err != nil {
 		return err
 	}
+	// Ready before HandshakeComplete leaves: the client may answer at once.
+	a.readyAt.Store(time.Now().Add(a.e.cfg.NotReady).UnixNano())
+	a.handshakeDone.Store(true)
 	complete, _ := json.Marshal(ssm.HandshakeComplete{HandshakeTimeToComplete: time.Since(start)})
 	if err := a.ch.Send(a.ctx, ssm.PayloadHandshakeComplete, complete); err != nil {
 		return fmt.Errorf("send HandshakeComplete: %w", err)
 	}
-	a.readyAt.Store(time.Now().Add(a.e.cfg.NotReady).UnixNano())
-	a.handshakeDone.Store(true)
 	return nil
 }
 
