@@ -3,6 +3,7 @@ package ssm
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 
 	"github.com/aws/smithy-go"
@@ -49,6 +50,10 @@ func startSessionError(target, document string, err error) error {
 	case "InvalidTarget":
 		return fmt.Errorf("%s is not a valid Systems Manager target (wrong id, another account or region, or not a managed node): %w", target, err)
 	case "AccessDeniedException":
+		if m := deniedAction.FindStringSubmatch(msg); m != nil {
+			return fmt.Errorf("access denied: your AWS identity is not allowed %s on %s; it needs ssm:StartSession on %s and on the document %s (and ssm:TerminateSession on its own sessions): %w",
+				m[1], m[2], target, documentARNHint(document), err)
+		}
 		return fmt.Errorf("access denied: your AWS identity needs ssm:StartSession on %s and on the document %s (and ssm:TerminateSession on its own sessions): %w",
 			target, documentARNHint(document), err)
 	case "InvalidDocument", "InvalidDocumentVersion":
@@ -66,6 +71,9 @@ func startSessionError(target, document string, err error) error {
 	}
 	return fmt.Errorf("ssm StartSession on %s: %w", target, err)
 }
+
+// deniedAction finds the action and resource in an IAM denial message.
+var deniedAction = regexp.MustCompile(`perform: (\S+) on resource: (\S+)`)
 
 func documentARNHint(document string) string {
 	return "arn:aws:ssm:<region>::document/" + document

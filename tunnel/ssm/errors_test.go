@@ -26,7 +26,8 @@ func TestStartErrors(t *testing.T) {
 		{"not connected", ssmendpoint.Config{}, "i-0fffffffffffffff0",
 			"instance i-0fffffffffffffff0 is not connected to Systems Manager (agent stopped or no route to the SSM endpoints)", nil},
 		{"access denied", ssmendpoint.Config{DeniedTargets: []string{testTarget}}, testTarget,
-			"access denied: your AWS identity needs ssm:StartSession on " + testTarget + " and on the document arn:aws:ssm:<region>::document/AWS-StartPortForwardingSession", nil},
+			"access denied: your AWS identity is not allowed ssm:StartSession on arn:aws:ec2:us-east-1:123456789012:instance/" + testTarget +
+				"; it needs ssm:StartSession on " + testTarget + " and on the document arn:aws:ssm:<region>::document/AWS-StartPortForwardingSession", nil},
 		{"agent too old", ssmendpoint.Config{NoPortPlugin: true, AgentVersion: "2.3.612.0"}, testTarget,
 			"the SSM agent on " + testTarget + " is too old for port forwarding", nil},
 		{"kms requested", ssmendpoint.Config{RequestKMS: true}, testTarget,

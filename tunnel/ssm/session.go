@@ -101,7 +101,7 @@ func (s *session) readLoop() {
 	for {
 		kind, b, err := s.ws.c.ReadMessage()
 		if err != nil {
-			s.fail(fmt.Errorf("websocket: %w", err))
+			s.fail(fmt.Errorf("lost the websocket to Session Manager: %w", err))
 			return
 		}
 		if kind == websocket.TextMessage {
