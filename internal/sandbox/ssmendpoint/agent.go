@@ -47,6 +47,7 @@ type agent struct {
 	handshakeDone atomic.Bool
 	readyAt       atomic.Int64 // unix nanos: client data is acked from then on
 	mode          agentMode
+	openVersion   string   // ClientVersion from OpenDataChannel
 	addrs         []string // destination addresses, resolved at session start
 
 	ctx     context.Context
@@ -57,8 +58,8 @@ type agent struct {
 	wg      sync.WaitGroup
 }
 
-func newAgent(e *Endpoint, rec *sessionRecord, ws *websocket.Conn) *agent {
-	a := &agent{e: e, rec: rec, ws: ws, log: e.log.With("session", rec.id, "side", "agent"), hs: make(chan *ssm.Message, 4),
+func newAgent(e *Endpoint, rec *sessionRecord, ws *websocket.Conn, openVersion string) *agent {
+	a := &agent{e: e, rec: rec, ws: ws, openVersion: openVersion, log: e.log.With("session", rec.id, "side", "agent"), hs: make(chan *ssm.Message, 4),
 		endCh: make(chan struct{}), rng: rand.New(rand.NewPCG(e.cfg.Faults.Seed, uint64(e.stats.started.Load())))}
 	a.ctx, a.cancel = context.WithCancel(e.life)
 	a.val = newValidator(func(format string, args ...any) { e.violation(rec.id, format, args...) })

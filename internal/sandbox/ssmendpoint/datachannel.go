@@ -92,7 +92,7 @@ func (e *Endpoint) openChannel(ws *websocket.Conn, rec *sessionRecord) (*agent, 
 	if rec.terminated || rec.agent != nil || e.closed {
 		return nil, false
 	}
-	a := newAgent(e, rec, ws)
+	a := newAgent(e, rec, ws, open.ClientVersion)
 	rec.agent = a
 	e.versions = append(e.versions, open.ClientVersion)
 	e.stats.opened.Add(1)

@@ -81,6 +81,9 @@ func (a *agent) checkResponse(m *ssm.Message, actions int) error {
 			return fmt.Errorf("%s failed on the client: %s", pa.ActionType, pa.Error)
 		}
 	}
+	if a.openVersion != "" && a.openVersion != resp.ClientVersion {
+		a.e.violation(a.rec.id, "ClientVersion %q in the HandshakeResponse differs from %q in OpenDataChannel", resp.ClientVersion, a.openVersion)
+	}
 	a.mode = modeFor(a.e.cfg.AgentVersion, resp.ClientVersion)
 	a.e.mu.Lock()
 	a.e.versions = append(a.e.versions, "handshake:"+resp.ClientVersion)
