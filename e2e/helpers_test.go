@@ -33,10 +33,18 @@ func connectLocal(t testing.TB, addr, user string) *pgx.Conn {
 
 func localConfig(t testing.TB, addr, user string) *pgx.ConnConfig {
 	t.Helper()
+	cfg, err := newLocalConfig(addr, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func newLocalConfig(addr, user string) (*pgx.ConnConfig, error) {
 	host, port, _ := net.SplitHostPort(addr)
 	cfg, err := pgx.ParseConfig("sslmode=disable connect_timeout=20")
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	p, _ := strconv.Atoi(port)
 	cfg.Host, cfg.Port, cfg.User, cfg.Database = host, uint16(p), user, "app"
@@ -45,7 +53,7 @@ func localConfig(t testing.TB, addr, user string) *pgx.ConnConfig {
 	cfg.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {
 		return &pgconn.CancelRequestContextWatcherHandler{Conn: pc, DeadlineDelay: 10 * time.Second}
 	}
-	return cfg
+	return cfg, nil
 }
 
 // serverConfig is a pgx config that talks to the server directly, as any
@@ -124,3 +132,12 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 }
 
 func nowUTC() time.Time { return time.Now().UTC() }
+
+// connectLocalErr is connectLocal for goroutines that cannot call t.Fatal.
+func connectLocalErr(addr, user string) (*pgx.Conn, error) {
+	cfg, err := newLocalConfig(addr, user)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.ConnectConfig(context.Background(), cfg)
+}

@@ -179,9 +179,22 @@ type stack struct {
 
 type stackOption func(*server.Config)
 
-// startStack starts a server and client proxies; t.Cleanup stops them and
-// waits until every goroutine they started has ended.
+// startStack starts a server and client proxies that reach it directly;
+// t.Cleanup stops them and waits until every goroutine they started has ended.
 func startStack(t testing.TB, opts ...stackOption) *stack {
+	t.Helper()
+	return startStackVia(t, func(t testing.TB, serverAddr string) tunnel.Tunnel {
+		tun, err := tunnel.NewDirect(serverAddr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tun
+	}, opts...)
+}
+
+// startStackVia is startStack with the client proxies reaching the server
+// through the tunnel newTunnel makes.
+func startStackVia(t testing.TB, newTunnel func(t testing.TB, serverAddr string) tunnel.Tunnel, opts ...stackOption) *stack {
 	t.Helper()
 	snap, err := discovery.NewSnapshot(sb.targets, time.Now())
 	if err != nil {
@@ -209,10 +222,8 @@ func startStack(t testing.TB, opts ...stackOption) *stack {
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	st := &stack{srv: srv, serverAddr: serve(t, &wg, func(ln net.Listener) error { return srv.Serve(ctx, ln) }),
 		local: map[string]string{}, snap: snap}
-	tun, err := tunnel.NewDirect(st.serverAddr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tun := newTunnel(t, st.serverAddr)
+	t.Cleanup(func() { tun.Close() })
 	for _, target := range snap.Targets() {
 		p, err := client.New(client.Config{Tunnel: tun, Target: target, Tokens: sb.tokens, Logger: sb.logs.logger("client")})
 		if err != nil {

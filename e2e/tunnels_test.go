@@ -1,0 +1,108 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/rdsproxy/rdsproxy/internal/sandbox"
+	"github.com/rdsproxy/rdsproxy/internal/sandbox/kubeapi"
+	"github.com/rdsproxy/rdsproxy/tunnel"
+	"github.com/rdsproxy/rdsproxy/tunnel/kube"
+)
+
+// tunnelSuite is what every transport must carry: psql, 16 concurrent pgx
+// sessions each moving a checksummed COPY both ways, and a cancel.
+func tunnelSuite(t *testing.T, st *stack) {
+	ctx := context.Background()
+	out, err := psql(t, ctx, st.local["app"], sandbox.UserIAM, "-c", "SELECT current_user")
+	if err != nil || strings.TrimSpace(out) != sandbox.UserIAM {
+		t.Fatalf("psql: %v\n%s", err, out)
+	}
+	const sessions, mb = 16, 4
+	var g errgroup.Group
+	for i := range sessions {
+		g.Go(func() error { return copyBothWays(st.local["app"], i, mb) })
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	conn := connectLocal(t, st.local["app"], sandbox.UserIAM)
+	cctx, cancel := context.WithCancel(ctx)
+	time.AfterFunc(300*time.Millisecond, cancel)
+	_, err = conn.Exec(cctx, "SELECT pg_sleep(60)")
+	pgErr(t, err, "57014", "canceling statement due to user request")
+	if err := conn.Ping(ctx); err != nil {
+		t.Fatalf("session unusable after cancel: %v", err)
+	}
+}
+
+// copyBothWays copies mb MiB into a table of its own and back out through
+// the proxy, comparing SHA-256 sums.
+func copyBothWays(addr string, i, mb int) error {
+	ctx := context.Background()
+	conn, err := connectLocalErr(addr, sandbox.UserIAM)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	table := fmt.Sprintf("tun_copy_%d", i)
+	if _, err := conn.Exec(ctx, fmt.Sprintf("DROP TABLE IF EXISTS %s; CREATE TABLE %s (id bigint, payload text)", table, table)); err != nil {
+		return err
+	}
+	size := int64(mb) << 20
+	sent := sha256.New()
+	if _, err := conn.PgConn().CopyFrom(ctx, io.TeeReader(newRowSource(size), sent), "COPY "+table+" FROM STDIN"); err != nil {
+		return fmt.Errorf("session %d COPY in: %w", i, err)
+	}
+	back := sha256.New()
+	if _, err := conn.PgConn().CopyTo(ctx, back, "COPY (SELECT * FROM "+table+" ORDER BY id) TO STDOUT"); err != nil {
+		return fmt.Errorf("session %d COPY out: %w", i, err)
+	}
+	if !bytes.Equal(sent.Sum(nil), back.Sum(nil)) {
+		return fmt.Errorf("session %d: COPY out differs from COPY in", i)
+	}
+	return nil
+}
+
+// --via kube through the fake API server, on websocket and on the SPDY
+// fallback; then a rollout to a new pod without restarting the client.
+func TestViaKube(t *testing.T) {
+	for _, transport := range []string{"websocket", "spdy"} {
+		t.Run(transport, func(t *testing.T) {
+			var api *kubeapi.Server
+			st := startStackVia(t, func(t testing.TB, serverAddr string) tunnel.Tunnel {
+				var err error
+				api, err = kubeapi.Start(kubeapi.Config{Target: serverAddr})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(api.Close)
+				api.RefuseWebsocket(transport == "spdy")
+				tun, err := kube.New(context.Background(), kube.Config{RESTConfig: api.RESTConfig(api.Token()),
+					Namespace: api.Namespace(), Deployment: api.Deployment(), Port: 5480})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return tun
+			})
+			tunnelSuite(t, st)
+			if got := api.Upgrades()[transport]; got == 0 {
+				t.Errorf("no %s upgrade happened: %v", transport, api.Upgrades())
+			}
+			// The pod goes away; the next connection lands on the new one.
+			api.Rollout(st.serverAddr, true)
+			conn := connectLocal(t, st.local["app"], sandbox.UserIAM)
+			if err := conn.Ping(context.Background()); err != nil {
+				t.Fatalf("after rollout: %v", err)
+			}
+		})
+	}
+}
