@@ -23,6 +23,7 @@ type streamConn struct {
 }
 
 func (s *session) openStream() (net.Conn, error) {
+	errs := s.connectErrors.Load() // before the SYN: the agent may answer at once
 	st, err := s.mux.OpenStream()
 	if err != nil {
 		if !s.alive() {
@@ -30,7 +31,7 @@ func (s *session) openStream() (net.Conn, error) {
 		}
 		return nil, fmt.Errorf("ssm session %s: open stream: %w", s.id, err)
 	}
-	return &streamConn{st: st, s: s, connectErrs: s.connectErrors.Load()}, nil
+	return &streamConn{st: st, s: s, connectErrs: errs}, nil
 }
 
 func (c *streamConn) Read(b []byte) (int, error) {

@@ -139,6 +139,37 @@ func TestWebsocketCut(t *testing.T) {
 	}
 }
 
+// TestResumeAfterCut: when the service keeps the session across a lost
+// websocket (as the real one does), the client resumes it with
+// ResumeSession and streams carry on without noticing.
+func TestResumeAfterCut(t *testing.T) {
+	echo := startEcho(t)
+	e := startEndpoint(t, ssmendpoint.Config{ResumeGrace: time.Minute,
+		Faults: ssmendpoint.Faults{DropPercent: 1, Seed: 7}})
+	tun := newTunnel(t, e, ssm.Config{Port: echo.port()})
+	c, err := tun.Dial(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	done := make(chan error, 1)
+	go func() { done <- echoRoundTrip(t.Context(), c, 4<<20, 5) }()
+	if n := e.CutWebsockets(); n != 1 { // lands somewhere in the transfer
+		t.Fatalf("cut %d websockets", n)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("transfer across a cut: %v", err)
+	}
+	e.CutWebsockets() // and once more while idle
+	if err := echoRoundTrip(t.Context(), c, 100<<10, 6); err != nil {
+		t.Fatalf("transfer after an idle cut: %v", err)
+	}
+	st, ts := e.Stats(), tun.Stats()
+	if st.SessionsStarted != 1 || st.Reconnects < 2 || ts.Resumes < 2 {
+		t.Errorf("endpoint %+v, client %+v: want 1 session resumed twice", st, ts)
+	}
+}
+
 // TestCloseTerminates: Close sends the TerminateSession flag and calls the
 // API, open streams fail, and no goroutine is left behind.
 func TestCloseTerminates(t *testing.T) {

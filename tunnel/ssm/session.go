@@ -41,20 +41,22 @@ type sessionParams struct {
 // one smux client (or one basic-mode connection at a time). Its single
 // fatal-error cell is ch (Channel.Close / Done / Err).
 type session struct {
-	p     sessionParams
-	id    string
-	log   *slog.Logger
-	ws    *wsConn
-	ch    *Channel
-	pipe  *dataPipe
-	hs    chan *Message // handshake payloads, from the read loop
-	ready atomic.Bool   // handshake complete: Output goes to pipe
-	mode  agentMode
-	mux   *smux.Session
-	basic chan struct{} // basic mode: the one connection slot
+	p         sessionParams
+	id        string
+	streamURL string
+	log       *slog.Logger
+	ws        *wsConn
+	ch        *Channel
+	pipe      *dataPipe
+	hs        chan *Message // handshake payloads, from the read loop
+	ready     atomic.Bool   // handshake complete: Output goes to pipe
+	mode      agentMode
+	mux       *smux.Session
+	basic     chan struct{} // basic mode: the one connection slot
 
 	connectErrors atomic.Int64 // ConnectToPortError flags received
 	closing       atomic.Bool  // terminate was called: streams see ErrTunnelClosed
+	resumes       atomic.Int64 // successful ResumeSession reconnects
 	apiTerminated atomic.Bool
 	ctx           context.Context // session lifetime, for writes and the API
 	cancel        context.CancelFunc
@@ -69,7 +71,7 @@ func startSession(ctx, life context.Context, p sessionParams) (*session, error) 
 	if err != nil {
 		return nil, startSessionError(p.target, *in.DocumentName, err)
 	}
-	s := &session{p: p, id: aws.ToString(out.SessionId), hs: make(chan *Message, 8)}
+	s := &session{p: p, id: aws.ToString(out.SessionId), streamURL: aws.ToString(out.StreamUrl), hs: make(chan *Message, 8)}
 	s.log = p.log.With("session", s.id)
 	s.ctx, s.cancel = context.WithCancel(life)
 	s.ws, err = dialDataChannel(ctx, p.dialer, aws.ToString(out.StreamUrl), OpenDataChannel{
@@ -99,10 +101,17 @@ func startSession(ctx, life context.Context, p sessionParams) (*session, error) 
 // websocket fails or the session ends.
 func (s *session) readLoop() {
 	for {
-		kind, b, err := s.ws.c.ReadMessage()
+		kind, b, err := s.ws.conn().ReadMessage()
 		if err != nil {
-			s.fail(fmt.Errorf("lost the websocket to Session Manager: %w", err))
-			return
+			if s.closing.Load() || s.ch.Err() != nil {
+				s.fail(fmt.Errorf("lost the websocket to Session Manager: %w", err))
+				return
+			}
+			if err := s.resume(err); err != nil {
+				s.fail(err)
+				return
+			}
+			continue
 		}
 		if kind == websocket.TextMessage {
 			s.log.Warn("text frame from the service", "text", truncate(string(b), 200))
@@ -295,7 +304,7 @@ func (s *session) watch() {
 		select {
 		case <-ping.C:
 			if err := s.ws.ping(); err != nil {
-				s.fail(fmt.Errorf("websocket ping: %w", err))
+				s.log.Debug("websocket ping", "err", err) // the read loop handles a dead websocket
 			}
 		case <-s.ch.Done():
 			done = true

@@ -237,7 +237,8 @@ func (t *Tunnel) Close() error {
 
 // Stats are counters over the tunnel's current sessions.
 type Stats struct {
-	Sessions int // live sessions
+	Sessions int   // live sessions
+	Resumes  int64 // websockets resumed (ResumeSession) on live sessions
 	ChannelStats
 }
 
@@ -251,6 +252,7 @@ func (t *Tunnel) Stats() Stats {
 			continue
 		}
 		st.Sessions++
+		st.Resumes += sl.s.resumes.Load()
 		cs := sl.s.ch.Stats()
 		st.Sent += cs.Sent
 		st.Resent += cs.Resent

@@ -28,11 +28,14 @@ type OpenDataChannel struct {
 	ClientVersion        string `json:"ClientVersion,omitempty"`
 }
 
-// wsConn serializes writes to one websocket; gorilla allows one concurrent
-// writer (control frames excepted).
+// wsConn serializes writes to the session's current websocket; gorilla
+// allows one concurrent writer (control frames excepted). After a failure
+// writes are dropped until swap installs a resumed connection: the reliable
+// stream retransmits what was lost.
 type wsConn struct {
-	mu sync.Mutex
-	c  *websocket.Conn
+	mu     sync.Mutex
+	c      *websocket.Conn
+	broken bool
 }
 
 // dialDataChannel opens the websocket at streamURL (verbatim, §2.1) and
@@ -53,12 +56,14 @@ func dialDataChannel(ctx context.Context, d *websocket.Dialer, streamURL string,
 		c.Close()
 		return nil, fmt.Errorf("encode OpenDataChannel: %w", err)
 	}
-	w := &wsConn{c: c}
-	if err := w.write(websocket.TextMessage, b); err != nil {
+	if err := c.SetWriteDeadline(time.Now().Add(wsWriteTimeout)); err == nil {
+		err = c.WriteMessage(websocket.TextMessage, b)
+	}
+	if err != nil {
 		c.Close()
 		return nil, fmt.Errorf("send OpenDataChannel: %w", err)
 	}
-	return w, nil
+	return &wsConn{c: c}, nil
 }
 
 // redactURL keeps scheme, host and path; query parameters are opaque and
@@ -71,24 +76,56 @@ func redactURL(s string) string {
 	return u.Scheme + "://" + u.Host + u.Path
 }
 
-func (w *wsConn) write(kind int, b []byte) error {
+// writeBinary sends one message. A failed write closes the connection, so
+// the read loop notices and resumes or ends the session; the error itself
+// is not returned, because the reliable stream recovers the message.
+func (w *wsConn) writeBinary(b []byte) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if err := w.c.SetWriteDeadline(time.Now().Add(wsWriteTimeout)); err != nil {
-		return err
+	if w.broken {
+		return nil
 	}
-	return w.c.WriteMessage(kind, b)
+	err := w.c.SetWriteDeadline(time.Now().Add(wsWriteTimeout))
+	if err == nil {
+		err = w.c.WriteMessage(websocket.BinaryMessage, b)
+	}
+	if err != nil {
+		w.broken = true
+		w.c.Close()
+	}
+	return nil
 }
 
-func (w *wsConn) writeBinary(b []byte) error { return w.write(websocket.BinaryMessage, b) }
+func (w *wsConn) conn() *websocket.Conn {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.c
+}
+
+// markBroken drops writes until swap.
+func (w *wsConn) markBroken() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.broken = true
+	w.c.Close()
+}
+
+// swap installs a resumed connection.
+func (w *wsConn) swap(n *wsConn) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.c.Close()
+	w.c, w.broken = n.c, false
+}
 
 func (w *wsConn) ping() error {
-	return w.c.WriteControl(websocket.PingMessage, []byte("keepalive"), time.Now().Add(wsWriteTimeout))
+	return w.conn().WriteControl(websocket.PingMessage, []byte("keepalive"), time.Now().Add(wsWriteTimeout))
 }
 
 // close sends a close frame (best effort) and closes the connection.
 func (w *wsConn) close() error {
-	_ = w.c.WriteControl(websocket.CloseMessage,
+	c := w.conn()
+	_ = c.WriteControl(websocket.CloseMessage,
 		websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
-	return w.c.Close()
+	return c.Close()
 }

@@ -31,8 +31,12 @@ type agent struct {
 	e   *Endpoint
 	rec *sessionRecord
 	log *slog.Logger
-	ws  *websocket.Conn
-	wmu sync.Mutex
+
+	wmu       sync.Mutex      // guards ws and connected; serializes writes
+	ws        *websocket.Conn // current websocket
+	connected bool
+	reconnect chan *websocket.Conn // a resumed websocket for the read loop
+
 	ch  *ssm.Channel
 	val *validator
 	in  *inbox
@@ -59,7 +63,7 @@ type agent struct {
 }
 
 func newAgent(e *Endpoint, rec *sessionRecord, ws *websocket.Conn, openVersion string) *agent {
-	a := &agent{e: e, rec: rec, ws: ws, openVersion: openVersion, log: e.log.With("session", rec.id, "side", "agent"), hs: make(chan *ssm.Message, 4),
+	a := &agent{e: e, rec: rec, ws: ws, connected: true, reconnect: make(chan *websocket.Conn, 1), openVersion: openVersion, log: e.log.With("session", rec.id, "side", "agent"), hs: make(chan *ssm.Message, 4),
 		endCh: make(chan struct{}), rng: rand.New(rand.NewPCG(e.cfg.Faults.Seed, uint64(e.stats.started.Load())))}
 	a.ctx, a.cancel = context.WithCancel(e.life)
 	a.val = newValidator(func(format string, args ...any) { e.violation(rec.id, format, args...) })
@@ -77,16 +81,66 @@ func (a *agent) end(r endReason) {
 	})
 }
 
-// cut drops the websocket like a network failure.
+// cut drops the websocket like a network failure. Without ResumeGrace the
+// session ends; with it the agent waits for the client to resume.
 func (a *agent) cut() bool {
 	select {
 	case <-a.endCh:
 		return false
 	default:
 	}
-	a.end(endReason{silent: true})
+	if a.e.cfg.ResumeGrace <= 0 {
+		a.end(endReason{silent: true})
+	}
+	a.wmu.Lock()
 	a.ws.UnderlyingConn().Close()
+	a.wmu.Unlock()
 	return true
+}
+
+// attach hands a resumed websocket to the agent. Like the service, it
+// replaces a websocket the agent still believes connected.
+func (a *agent) attach(ws *websocket.Conn) bool {
+	a.wmu.Lock()
+	defer a.wmu.Unlock()
+	select {
+	case <-a.endCh:
+		return false
+	default:
+	}
+	select {
+	case a.reconnect <- ws:
+	default:
+		return false
+	}
+	if a.connected {
+		a.ws.Close() // the read loop fails over to ws
+	}
+	return true
+}
+
+// awaitReconnect waits up to ResumeGrace for a resumed websocket.
+func (a *agent) awaitReconnect() *websocket.Conn {
+	if a.e.cfg.ResumeGrace <= 0 {
+		return nil
+	}
+	a.wmu.Lock()
+	a.connected = false
+	a.ws.Close()
+	a.wmu.Unlock()
+	timer := time.NewTimer(a.e.cfg.ResumeGrace)
+	defer timer.Stop()
+	select {
+	case ws := <-a.reconnect:
+		a.wmu.Lock()
+		a.ws, a.connected = ws, true
+		a.wmu.Unlock()
+		a.e.stats.reconnects.Add(1)
+		return ws
+	case <-timer.C:
+	case <-a.endCh:
+	}
+	return nil
 }
 
 // run serves the session until it ends, then cleans up.
@@ -115,8 +169,16 @@ func (a *agent) shutdown() {
 	a.ch.Close(errors.New("session ended"))
 	a.cancel()
 	a.in.close()
+	a.wmu.Lock()
+	a.connected = false // refuse further attaches
 	a.ws.Close()
+	a.wmu.Unlock()
 	a.wg.Wait()
+	select {
+	case ws := <-a.reconnect:
+		ws.Close()
+	default:
+	}
 	a.ackWG.Wait()
 	a.e.mu.Lock()
 	a.rec.terminated = true
@@ -127,11 +189,17 @@ func (a *agent) shutdown() {
 // readLoop reads client frames: validate, inject faults, then hand them to
 // the channel.
 func (a *agent) readLoop() {
+	a.wmu.Lock()
+	ws := a.ws
+	a.wmu.Unlock()
 	for {
-		kind, b, err := a.ws.ReadMessage()
+		kind, b, err := ws.ReadMessage()
 		if err != nil {
-			a.end(endReason{silent: true})
-			return
+			if ws = a.awaitReconnect(); ws == nil {
+				a.end(endReason{silent: true})
+				return
+			}
+			continue
 		}
 		if kind != websocket.BinaryMessage {
 			a.e.violation(a.rec.id, "text frame after OpenDataChannel: %q", b)
@@ -240,8 +308,16 @@ func (a *agent) sendChannelClosed(output string) {
 func (a *agent) writeWS(frame []byte) error {
 	a.wmu.Lock()
 	defer a.wmu.Unlock()
+	if !a.connected && a.e.cfg.ResumeGrace > 0 {
+		return nil // client away: retransmission fills the gap
+	}
 	_ = a.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	return a.ws.WriteMessage(websocket.BinaryMessage, frame)
+	err := a.ws.WriteMessage(websocket.BinaryMessage, frame)
+	if err != nil && a.e.cfg.ResumeGrace > 0 {
+		a.ws.Close() // the read loop notices and waits for a resume
+		return nil
+	}
+	return err
 }
 
 // serve runs the handshake, then the port session.

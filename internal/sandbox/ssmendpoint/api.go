@@ -177,8 +177,10 @@ func (e *Endpoint) resumeSession(host string, body []byte) (any, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	rec := e.sessions[req.SessionID]
-	if rec == nil || rec.terminated {
-		return sessionResponse{SessionID: req.SessionID}, nil // no token: session over
+	if rec == nil || rec.terminated || e.cfg.ResumeGrace <= 0 {
+		// No token: the session is over (without ResumeGrace a session
+		// does not survive the loss of its websocket).
+		return sessionResponse{SessionID: req.SessionID}, nil
 	}
 	rec.token = randomHex(32)
 	return e.sessionResponse(host, rec), nil

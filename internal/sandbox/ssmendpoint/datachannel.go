@@ -34,9 +34,9 @@ func (e *Endpoint) serveDataChannel(w http.ResponseWriter, r *http.Request) {
 		e.mu.Unlock()
 		http.Error(w, "unknown session", http.StatusNotFound)
 		return
-	case rec.terminated || rec.agent != nil:
+	case rec.terminated:
 		e.mu.Unlock()
-		http.Error(w, "session already connected or terminated", http.StatusConflict)
+		http.Error(w, "session terminated", http.StatusGone)
 		return
 	}
 	e.wg.Add(1) // under mu, so Close cannot be waiting yet
@@ -46,17 +46,19 @@ func (e *Endpoint) serveDataChannel(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // Upgrade answered the client
 	}
-	a, ok := e.openChannel(ws, rec)
-	if !ok {
+	a, fresh := e.openChannel(ws, rec)
+	switch {
+	case a == nil:
 		ws.Close()
-		return
-	}
-	a.run()
+	case fresh:
+		a.run()
+	} // else a resumed websocket, now served by a's read loop
 }
 
 // openChannel reads and checks the OpenDataChannel text frame (§4) and
-// attaches a new agent to the session.
-func (e *Endpoint) openChannel(ws *websocket.Conn, rec *sessionRecord) (*agent, bool) {
+// attaches a new agent to the session (fresh), or hands the websocket to the
+// session's agent after a ResumeSession. nil: refused.
+func (e *Endpoint) openChannel(ws *websocket.Conn, rec *sessionRecord) (a *agent, fresh bool) {
 	fail := func(format string, args ...any) (*agent, bool) {
 		e.violation(rec.id, format, args...)
 		_ = ws.WriteControl(websocket.CloseMessage,
@@ -89,10 +91,16 @@ func (e *Endpoint) openChannel(ws *websocket.Conn, rec *sessionRecord) (*agent, 
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if rec.terminated || rec.agent != nil || e.closed {
+	if rec.terminated || e.closed {
 		return nil, false
 	}
-	a := newAgent(e, rec, ws, open.ClientVersion)
+	if rec.agent != nil {
+		if !rec.agent.attach(ws) {
+			return nil, false // connected or ending: refuse
+		}
+		return rec.agent, false
+	}
+	a = newAgent(e, rec, ws, open.ClientVersion)
 	rec.agent = a
 	e.versions = append(e.versions, open.ClientVersion)
 	e.stats.opened.Add(1)

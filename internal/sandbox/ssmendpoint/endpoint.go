@@ -62,6 +62,10 @@ type Config struct {
 	Pacing bool
 	// Faults injects loss, duplication, reordering and ack delay.
 	Faults Faults
+	// ResumeGrace, when positive, keeps a session whose websocket dropped
+	// alive this long for the client to ResumeSession and reconnect (the
+	// service's behaviour); zero ends the session when the websocket drops.
+	ResumeGrace time.Duration
 	// HandshakeTimeout is how long the agent waits for the
 	// HandshakeResponse. Default 15 s.
 	HandshakeTimeout time.Duration
@@ -90,6 +94,7 @@ type Stats struct {
 	DialFailures       int64
 	DisconnectToPort   int64
 	WebsocketsCut      int64
+	Reconnects         int64    // websockets resumed after a drop
 	ClientVersionsSeen []string // OpenDataChannel and "handshake:"-prefixed HandshakeResponse values
 	Documents          []string // DocumentName of every successful StartSession
 }
@@ -113,7 +118,7 @@ type Endpoint struct {
 	stop  context.CancelFunc
 	stats struct {
 		started, terminateCalls, byAPI, byFlag, resume, opened, frames, violations,
-		streams, dialFailures, disconnects, cuts atomic.Int64
+		streams, dialFailures, disconnects, cuts, reconnects atomic.Int64
 	}
 }
 
@@ -193,7 +198,7 @@ func (e *Endpoint) Stats() Stats {
 		TerminatedByAPI: s.byAPI.Load(), TerminatedByFlag: s.byFlag.Load(), ResumeCalls: s.resume.Load(),
 		ChannelsOpened: s.opened.Load(), FramesReceived: s.frames.Load(), Violations: s.violations.Load(),
 		StreamsAccepted: s.streams.Load(), DialFailures: s.dialFailures.Load(),
-		DisconnectToPort: s.disconnects.Load(), WebsocketsCut: s.cuts.Load(), ClientVersionsSeen: versions,
+		DisconnectToPort: s.disconnects.Load(), WebsocketsCut: s.cuts.Load(), Reconnects: s.reconnects.Load(), ClientVersionsSeen: versions,
 		Documents: docs}
 }
 
