@@ -16,8 +16,12 @@
 //
 // A session is StartSession (API) → websocket to StreamUrl → OpenDataChannel
 // text frame → HandshakeRequest/Response/Complete → smux client (or basic
-// mode, one connection at a time, for agents ≤ 3.0.196.0). A Tunnel spreads
-// Dials over Config.Sessions sessions and replaces a session that died.
+// mode, one connection at a time, for agents ≤ 3.0.196.0). A lost websocket
+// is resumed (ResumeSession, new websocket, same sequence numbers); when the
+// service says the session is over, its streams fail with a
+// SessionEndedError. A Tunnel spreads Dials over Config.Sessions sessions,
+// replaces a session that died, and Close terminates them (TerminateSession
+// flag and API). FindInstance finds the server's instance by its EC2 tag.
 //
 // The codec (Message, Decode) and the reliable stream (Channel) are exported
 // because the sandbox SSM endpoint plays the agent side with them.
