@@ -312,3 +312,35 @@ func (s *sha256Sink) wait(t *testing.T, n int) (sum [32]byte) {
 	copy(sum[:], s.h.Sum(nil))
 	return sum
 }
+
+// TestNoLoneNewlineRewrite: unlike the plugin (vector
+// plugin_quirk_lone_newline_rewritten), a payload of one LF byte is sent
+// as is, and larger writes are cut into 1024-byte Output messages.
+func TestNoLoneNewlineRewrite(t *testing.T) {
+	rec := &recorder{}
+	c := NewChannel(ChannelConfig{SendType: TypeInputStreamData, Write: rec.write})
+	p := newDataPipe(t.Context(), c, DefaultMaxPayload)
+	if _, err := p.Write([]byte("\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Write(bytes.Repeat([]byte("x"), 2500)); err != nil {
+		t.Fatal(err)
+	}
+	var sizes []int
+	for i, f := range rec.take() {
+		m, err := Decode(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 && string(m.Payload) != "\n" {
+			t.Errorf("lone LF sent as %q", m.Payload)
+		}
+		if m.PayloadType != PayloadOutput || m.SequenceNumber != int64(i) || m.Flags != 0 {
+			t.Errorf("message %d: type %d seq %d flags %d", i, m.PayloadType, m.SequenceNumber, m.Flags)
+		}
+		sizes = append(sizes, len(m.Payload))
+	}
+	if fmt.Sprint(sizes) != "[1 1024 1024 452]" {
+		t.Errorf("payload sizes %v", sizes)
+	}
+}
