@@ -221,3 +221,40 @@ func waitGoroutines(t *testing.T, base int) {
 		<-tick.C
 	}
 }
+
+// TestChannelClosedByService: the service ends the session (here: the
+// endpoint shuts down); streams fail with its reason, and neither side
+// leaves a goroutine behind.
+func TestChannelClosedByService(t *testing.T) {
+	echo := startEcho(t)
+	base := runtime.NumGoroutine()
+	e, err := ssmendpoint.Start(t.Context(), ssmendpoint.Config{Targets: []string{testTarget}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tun, err := ssm.New(t.Context(), ssm.Config{API: ssmClient(e), Target: testTarget, Port: echo.port()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := tun.Dial(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := echoRoundTrip(t.Context(), c, 1000, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.ReadAll(c)
+	var ended *ssm.SessionEndedError
+	if !errors.As(err, &ended) || !strings.Contains(err.Error(), "the service closed the channel: endpoint shutting down") {
+		t.Errorf("read after channel_closed: %v", err)
+	}
+	c.Close()
+	tun.Close()
+	if v := e.Violations(); len(v) > 0 {
+		t.Errorf("violations: %q", v)
+	}
+	waitGoroutines(t, base)
+}

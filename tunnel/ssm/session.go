@@ -335,7 +335,10 @@ func (s *session) terminate() {
 		}
 		cancel()
 	}
-	s.terminateAPI()
+	var cbs *closedByService
+	if !errors.As(s.ch.Err(), &cbs) { // else the service already ended it
+		s.terminateAPI()
+	}
 	s.fail(ErrTunnelClosed)
 	s.wg.Wait()
 }
