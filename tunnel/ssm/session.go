@@ -328,7 +328,8 @@ func (s *session) watch() {
 // (when the agent understands it), TerminateSession API, then close.
 func (s *session) terminate() {
 	s.closing.Store(true)
-	if s.ch.Err() == nil && (s.mode.mux || s.mode.terminateFlag) {
+	endedBefore := s.ch.Err()
+	if endedBefore == nil && (s.mode.mux || s.mode.terminateFlag) {
 		ctx, cancel := context.WithTimeout(s.ctx, time.Second)
 		if err := s.ch.SendFlag(ctx, FlagTerminateSession); err != nil {
 			s.log.Debug("send TerminateSession flag", "err", err)
@@ -336,7 +337,7 @@ func (s *session) terminate() {
 		cancel()
 	}
 	var cbs *closedByService
-	if !errors.As(s.ch.Err(), &cbs) { // else the service already ended it
+	if !errors.As(endedBefore, &cbs) { // else the service had already ended it
 		s.terminateAPI()
 	}
 	s.fail(ErrTunnelClosed)
