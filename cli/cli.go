@@ -53,6 +53,7 @@ type CLI struct {
 type Env struct {
 	Stdout, Stderr io.Writer
 	Version        string
+	args           []string // as given to Run, for configuration reloads
 }
 
 // Run parses args (without the program name), runs the command and
@@ -76,19 +77,25 @@ func Run(args []string, env Env) int {
 	}
 }
 
-func run(ctx context.Context, args []string, env Env) error {
-	var cli CLI
-	exitCode := -1
-	parser, err := kong.New(&cli,
+// newParser builds the kong parser for cli.
+func newParser(cli *CLI, env Env, exit func(int)) (*kong.Kong, error) {
+	return kong.New(cli,
 		kong.Name("rdsproxy"),
 		kong.Description("Reach IAM-authenticated PostgreSQL on AWS RDS and Aurora in private subnets, with no passwords."),
 		kong.UsageOnError(),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
 		kong.Configuration(loadConfigFile),
 		kong.Writers(env.Stdout, env.Stderr),
-		kong.Exit(func(code int) { exitCode = code }),
+		kong.Exit(exit),
 		kong.Vars{"version": env.Version},
 	)
+}
+
+func run(ctx context.Context, args []string, env Env) error {
+	env.args = args
+	var cli CLI
+	exitCode := -1
+	parser, err := newParser(&cli, env, func(code int) { exitCode = code })
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -91,6 +92,14 @@ func (r *fileResolver) Resolve(_ *kong.Context, _ *kong.Path, flag *kong.Flag) (
 	v, ok := r.values[flag.Name]
 	if !ok {
 		return nil, nil
+	}
+	// A map flag may be written as a list of KEY=VALUE strings.
+	if list, isList := v.([]any); isList && flag.Value.Target.Kind() == reflect.Map {
+		parts := make([]string, len(list))
+		for i, item := range list {
+			parts[i] = fmt.Sprint(item)
+		}
+		return strings.Join(parts, ","), nil
 	}
 	return v, nil
 }

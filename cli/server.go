@@ -6,11 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/config"
@@ -40,6 +43,7 @@ type ServerCmd struct {
 	StartupTimeout  time.Duration     `help:"Time a client has to complete its startup." default:"10s" env:"RDSPROXY_STARTUP_TIMEOUT"`
 	DialTimeout     time.Duration     `help:"Time to connect, negotiate TLS and authenticate to a database." default:"10s" env:"RDSPROXY_DIAL_TIMEOUT"`
 	MaxStartupSize  int               `help:"Largest startup packet accepted, in bytes." default:"10000" env:"RDSPROXY_MAX_STARTUP_SIZE"`
+	DrainTimeout    time.Duration     `help:"On SIGTERM, time running sessions have to finish before they get 57P01." default:"30s" env:"RDSPROXY_DRAIN_TIMEOUT"`
 	DryRun          bool              `help:"Check the flags and configuration file, print the effective configuration and exit."`
 }
 
@@ -95,7 +99,22 @@ func (c *ServerCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env E
 	if err != nil {
 		return &ExitError{Code: ExitUsage, Err: err}
 	}
-	return c.serve(ctx, srv, watcher, reg, log)
+	return c.serve(ctx, srv, watcher, reg, log, func() (discovery.Policy, error) { return reloadPolicy(env) })
+}
+
+// reloadPolicy parses the original command line again, so the reloaded
+// configuration file takes its usual place between flags, environment and
+// defaults, and returns the new tag rules and static targets.
+func reloadPolicy(env Env) (discovery.Policy, error) {
+	var cli CLI
+	parser, err := newParser(&cli, Env{Stdout: io.Discard, Stderr: io.Discard}, func(int) {})
+	if err != nil {
+		return discovery.Policy{}, err
+	}
+	if _, err := parser.Parse(env.args); err != nil {
+		return discovery.Policy{}, err
+	}
+	return cli.Server.policy(string(cli.Config))
 }
 
 // policy reads the tag rules and the configuration file's static targets.
@@ -137,7 +156,7 @@ func (c *ServerCmd) watcher(ctx context.Context, p discovery.Policy, log *slog.L
 	return discovery.NewWatcher(cfg)
 }
 
-func (c *ServerCmd) serve(ctx context.Context, srv *server.Server, w *discovery.Watcher, reg *prometheus.Registry, log *slog.Logger) error {
+func (c *ServerCmd) serve(ctx context.Context, srv *server.Server, w *discovery.Watcher, reg *prometheus.Registry, log *slog.Logger, reload func() (discovery.Policy, error)) error {
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -155,13 +174,43 @@ func (c *ServerCmd) serve(ctx context.Context, srv *server.Server, w *discovery.
 		targets = snap.Len()
 	}
 	log.Info("ready", "listen", ln.Addr().String(), "admin", admin.Addr().String(), "targets", targets, "regions", c.Region)
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return srv.Serve(ctx, ln) })
-	g.Go(func() error { return w.Run(ctx) })
-	g.Go(func() error { return serveAdmin(ctx, admin, w.Ready, reg) })
+	// The admin listener outlives the drain, so /readyz answers 503 while
+	// sessions finish.
+	adminCtx, stopAdmin := context.WithCancel(context.WithoutCancel(ctx))
+	ready := func() bool { return w.Ready() && !srv.Draining() }
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { defer stopAdmin(); return srv.Serve(gctx, ln) })
+	g.Go(func() error { return w.Run(gctx) })
+	g.Go(func() error { return serveAdmin(adminCtx, admin, ready, reg) })
+	g.Go(func() error { return reloadOnHUP(gctx, w, reload, log) })
 	err = g.Wait()
 	log.Info("stopped")
 	return err
+}
+
+// reloadOnHUP rereads the configuration (tag rules, static targets) on
+// SIGHUP and refreshes discovery; running sessions are not touched.
+func reloadOnHUP(ctx context.Context, w *discovery.Watcher, reload func() (discovery.Policy, error), log *slog.Logger) error {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-hup:
+		}
+		p, err := reload()
+		if err == nil {
+			err = w.SetConfig(p)
+		}
+		if err != nil {
+			log.Error("configuration reload failed; keeping the previous one", "err", err)
+			continue
+		}
+		log.Info("configuration reloaded", "static_targets", len(p.Static), "allow", ruleStrings(p.Rules.Allow), "deny", ruleStrings(p.Rules.Deny))
+		w.Refresh(ctx)
+	}
 }
 
 func (c *ServerCmd) serverConfig(log *slog.Logger, targets server.Targets) (server.Config, error) {
@@ -172,6 +221,7 @@ func (c *ServerCmd) serverConfig(log *slog.Logger, targets server.Targets) (serv
 		StartupTimeout: c.StartupTimeout,
 		DialTimeout:    c.DialTimeout,
 		MaxStartupSize: c.MaxStartupSize,
+		DrainTimeout:   c.DrainTimeout,
 		Logger:         log,
 	}
 	for endpoint, addr := range c.Map {
@@ -205,8 +255,8 @@ func (c *ServerCmd) serverConfig(log *slog.Logger, targets server.Targets) (serv
 		}
 		cfg.ClientTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	if c.MaxSessions < 1 || c.MaxStartupSize < 8 || c.StartupTimeout <= 0 || c.DialTimeout <= 0 {
-		return cfg, errors.New("--max-sessions, --max-startup-size, --startup-timeout and --dial-timeout must be positive")
+	if c.MaxSessions < 1 || c.MaxStartupSize < 8 || c.StartupTimeout <= 0 || c.DialTimeout <= 0 || c.DrainTimeout < 0 {
+		return cfg, errors.New("--max-sessions, --max-startup-size, --startup-timeout, --dial-timeout and --drain-timeout must be positive")
 	}
 	return cfg, nil
 }
@@ -216,7 +266,7 @@ func (c *ServerCmd) printEffective(env Env, p discovery.Policy) error {
 	out := map[string]any{
 		"listen": c.Listen, "admin-addr": c.AdminAddr, "map": c.Map, "ca-file": c.CAFile,
 		"tls-cert": c.TLSCert, "max-sessions": c.MaxSessions, "startup-timeout": c.StartupTimeout.String(),
-		"dial-timeout": c.DialTimeout.String(), "max-startup-size": c.MaxStartupSize,
+		"dial-timeout": c.DialTimeout.String(), "max-startup-size": c.MaxStartupSize, "drain-timeout": c.DrainTimeout.String(),
 		"region": c.Region, "allow-tag": ruleStrings(p.Rules.Allow), "deny-tag": ruleStrings(p.Rules.Deny),
 		"refresh-interval": c.RefreshInterval.String(), "targets": jsonValue(p.Static),
 	}

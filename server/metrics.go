@@ -25,7 +25,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		sessionsActive: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "rdsproxy_sessions_active", Help: "Sessions being relayed now."}),
 		sessions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "rdsproxy_sessions_total", Help: "Sessions by target and outcome (ok, refused, refused-upstream, failed)."},
+			Name: "rdsproxy_sessions_total", Help: "Sessions by target and outcome (ok, shutdown, refused, refused-upstream, failed)."},
 			[]string{"target", "outcome"}),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rdsproxy_relayed_bytes_total", Help: "Bytes relayed after startup, by target and direction (to_client, from_client)."},
@@ -60,7 +60,7 @@ func (m *Metrics) sessionEnded(target, outcome, reason string, toClient, fromCli
 		return
 	}
 	m.sessions.WithLabelValues(target, outcome).Inc()
-	if outcome == "ok" {
+	if outcome == "ok" || outcome == "shutdown" {
 		m.sessionsActive.Dec()
 		m.bytes.WithLabelValues(target, "to_client").Add(float64(toClient))
 		m.bytes.WithLabelValues(target, "from_client").Add(float64(fromClient))

@@ -18,10 +18,12 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rdsproxy/rdsproxy/discovery"
 	"github.com/rdsproxy/rdsproxy/internal/pgwire"
+	"github.com/rdsproxy/rdsproxy/internal/relay"
 )
 
 // Targets gives the current discovery snapshot; nil means none loaded yet.
@@ -56,6 +58,10 @@ type Config struct {
 	TokenSkew time.Duration
 	// KeepAlive is the TCP keepalive period on both sides (default 30s).
 	KeepAlive time.Duration
+	// DrainTimeout is how long Serve lets running sessions finish after
+	// its context ends (default 30s); sessions still running then get
+	// FATAL 57P01 and are closed.
+	DrainTimeout time.Duration
 	// Metrics, when set, receives session, auth, dial and cancel metrics.
 	Metrics *Metrics
 	Logger  *slog.Logger
@@ -70,6 +76,7 @@ func (c *Config) setDefaults() {
 	setDefault(&c.MaxStartupSize, pgwire.DefaultMaxStartupSize)
 	setDefault(&c.TokenSkew, 2*time.Minute)
 	setDefault(&c.KeepAlive, 30*time.Second)
+	setDefault(&c.DrainTimeout, 30*time.Second)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -110,9 +117,11 @@ type Server struct {
 	sessions chan struct{} // one token per live session
 	pending  chan struct{} // one token per connection in startup
 
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	mu       sync.Mutex
+	conns    map[net.Conn]struct{}       // connections still in startup
+	relays   map[*relay.Session]struct{} // sessions being relayed
+	wg       sync.WaitGroup
+	draining atomic.Bool
 }
 
 // New checks cfg and returns a Server.
@@ -130,11 +139,14 @@ func New(cfg Config) (*Server, error) {
 		sessions: make(chan struct{}, cfg.MaxSessions),
 		pending:  make(chan struct{}, cfg.MaxPending),
 		conns:    make(map[net.Conn]struct{}),
+		relays:   make(map[*relay.Session]struct{}),
 	}, nil
 }
 
-// Serve accepts connections on ln until ctx ends, then closes ln and every
-// open connection and returns once all of them are finished.
+// Serve accepts connections on ln until ctx ends. Then it drains: it
+// stops accepting, closes connections still in their startup, lets
+// running sessions finish for up to DrainTimeout, ends the rest with FATAL
+// 57P01, and returns once every connection is finished.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
@@ -155,9 +167,44 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		backoff.reset()
 		s.start(ctx, c)
 	}
-	s.closeAll()
-	s.wg.Wait()
+	s.drain()
 	return acceptErr
+}
+
+// Draining reports whether Serve has stopped accepting (readiness false).
+func (s *Server) Draining() bool { return s.draining.Load() }
+
+// drain ends everything Serve started; see Serve.
+func (s *Server) drain() {
+	s.draining.Store(true)
+	s.mu.Lock()
+	for c := range s.conns {
+		c.Close()
+	}
+	active := len(s.relays)
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	if active > 0 {
+		s.log.Info("draining", "sessions", active, "timeout", s.cfg.DrainTimeout)
+	}
+	t := time.NewTimer(s.cfg.DrainTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+		return
+	case <-t.C:
+	}
+	final := pgwire.Errorf(pgwire.CodeAdminShutdown, "shutdown",
+		"rdsproxy: terminating connection because the server is shutting down").
+		WithHint("Reconnect; another rdsproxy server will take the session.").AppendTo(nil)
+	s.mu.Lock()
+	s.log.Warn("drain timeout: ending sessions", "sessions", len(s.relays))
+	for r := range s.relays {
+		r.Stop(final)
+	}
+	s.mu.Unlock()
+	<-done
 }
 
 // start runs one connection in its own goroutine, or refuses it at once
@@ -190,12 +237,23 @@ func (s *Server) track(c net.Conn, add bool) {
 	}
 }
 
-func (s *Server) closeAll() {
+// promote moves a connection from startup to the relaying set. It fails
+// when the server is already draining.
+func (s *Server) promote(c net.Conn, r *relay.Session) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for c := range s.conns {
-		c.Close()
+	if s.draining.Load() {
+		return false
 	}
+	delete(s.conns, c)
+	s.relays[r] = struct{}{}
+	return true
+}
+
+func (s *Server) retire(r *relay.Session) {
+	s.mu.Lock()
+	delete(s.relays, r)
+	s.mu.Unlock()
 }
 
 // releasePending frees the startup slot of a connection; safe to call once.

@@ -40,15 +40,24 @@ func (s *Server) session(ctx context.Context, client net.Conn, remote string, st
 	}
 	client.SetDeadline(time.Time{})
 	up.conn.SetDeadline(time.Time{})
-	s.cfg.Metrics.sessionStarted()
-	key, hasKey := up.key, up.hasKey
-	if hasKey {
-		s.cancels.add(key, up.target)
-		defer s.cancels.remove(key)
+	r := relay.New(client, up.conn, relay.Options{FrameToA: true})
+	if !s.promote(client, r) {
+		up.conn.Close()
+		return
 	}
-	res := relay.Relay(client, up.conn, nil, pending)
-	s.cfg.Metrics.sessionEnded(info.target, "ok", "", res.ToA, res.ToB, false)
-	s.audit(info, "ok", "", res)
+	defer s.retire(r)
+	s.cfg.Metrics.sessionStarted()
+	if up.hasKey {
+		s.cancels.add(up.key, up.target)
+		defer s.cancels.remove(up.key)
+	}
+	res := r.Run(nil, pending)
+	outcome := "ok"
+	if res.Stopped {
+		outcome = "shutdown"
+	}
+	s.cfg.Metrics.sessionEnded(info.target, outcome, "", res.ToA, res.ToB, false)
+	s.audit(info, outcome, "", res)
 }
 
 // upstream is an authenticated connection to a target, ready to relay.

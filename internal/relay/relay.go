@@ -4,7 +4,10 @@
 // propagated so that a client that goes away ends its upstream promptly.
 //
 // When both ends are *net.TCPConn, io.Copy uses splice(2) and no user-space
-// buffer. Otherwise each direction borrows a pooled buffer.
+// buffer. Otherwise each direction borrows a pooled buffer. A Session can
+// also follow the PostgreSQL message framing of the stream towards a (the
+// client) so that its owner can end it with a final message written between
+// two backend messages, never inside one.
 package relay
 
 import (
@@ -12,6 +15,8 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // bufSize is one TLS record's worth of plaintext.
@@ -19,49 +24,143 @@ const bufSize = 16 << 10
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
 
+// stopWriteGrace bounds a write to a client that stops reading after Stop.
+const stopWriteGrace = 2 * time.Second
+
+// errStopped ends the copy loops after Stop.
+var errStopped = errors.New("relay stopped by its owner")
+
 // Result counts the bytes each way, including replayed bytes.
 type Result struct {
-	// ToB is bytes written to b (read from a plus aPending);
-	// ToA is bytes written to a (read from b plus bPending).
+	// ToB is bytes written to b (read from a plus pendingToB);
+	// ToA is bytes written to a (read from b plus pendingToA).
 	ToB, ToA int64
 	// Err is the first error that was not a clean end of stream.
 	Err error
+	// Stopped is true when the owner ended the session with Stop.
+	Stopped bool
 }
 
-// Relay writes pendingToB to b and pendingToA to a, then copies a→b and
-// b→a until both directions end. When one direction reaches EOF the other
-// side is half-closed (CloseWrite) so the peer sees the end too; on any
-// error both connections are closed. Relay closes a and b before it
-// returns, and does not return before both copy goroutines have ended.
+// Options change how a Session copies.
+type Options struct {
+	// FrameToA: the bytes towards a are PostgreSQL backend messages.
+	// Stop then writes its final message only at a message boundary.
+	FrameToA bool
+}
+
+// Session relays between a and b until both directions end or Stop.
+type Session struct {
+	a, b     net.Conn
+	opts     Options
+	stopping atomic.Bool
+	final    atomic.Pointer[[]byte]
+}
+
+// New prepares a session; Run starts it.
+func New(a, b net.Conn, opts Options) *Session {
+	return &Session{a: a, b: b, opts: opts}
+}
+
+// Relay runs a plain session: see Session.Run.
 func Relay(a, b net.Conn, pendingToB, pendingToA []byte) Result {
+	return New(a, b, Options{}).Run(pendingToB, pendingToA)
+}
+
+// Run writes pendingToB to b and pendingToA to a, then copies a→b and b→a
+// until both directions end. When one direction reaches EOF the other side
+// is half-closed (CloseWrite) so the peer sees the end too; on any error
+// both connections are closed. Run closes a and b before it returns, and
+// does not return before both copy goroutines have ended.
+func (s *Session) Run(pendingToB, pendingToA []byte) Result {
 	var res Result
 	var errOnce sync.Once
 	fail := func(err error) {
-		if !isClosed(err) {
+		if !isClosed(err) && !errors.Is(err, errStopped) && !s.stopping.Load() {
 			errOnce.Do(func() { res.Err = err })
 		}
-		a.Close()
-		b.Close()
+		if !s.stopping.Load() { // after Stop, the b→a loop closes both
+			s.a.Close()
+			s.b.Close()
+		}
 	}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		n, err := pipe(b, a, pendingToB)
+		n, err := pipe(s.b, s.a, pendingToB)
 		res.ToB = n
 		if err != nil {
 			fail(err)
 		}
 	}()
-	n, err := pipe(a, b, pendingToA)
+	n, err := s.toA(pendingToA)
 	res.ToA = n
 	if err != nil {
 		fail(err)
 	}
+	s.a.Close()
+	s.b.Close()
 	wg.Wait()
-	a.Close()
-	b.Close()
+	res.Stopped = s.stopping.Load()
 	return res
+}
+
+// Stop ends the session: final (e.g. a FATAL ErrorResponse) is written to
+// a at the next message boundary of the b→a stream, then both sides close.
+// Without FrameToA, or when the stream is not at a boundary by the time b
+// goes quiet, the session closes without final. Stop does not wait.
+func (s *Session) Stop(final []byte) {
+	s.final.Store(&final)
+	if s.stopping.Swap(true) {
+		return
+	}
+	now := time.Now()
+	s.a.SetReadDeadline(now)
+	s.b.SetReadDeadline(now)
+	s.a.SetWriteDeadline(now.Add(stopWriteGrace))
+}
+
+// toA copies b→a; with FrameToA it follows message boundaries for Stop.
+func (s *Session) toA(pending []byte) (int64, error) {
+	if !s.opts.FrameToA {
+		return pipe(s.a, s.b, pending)
+	}
+	var f framer
+	var n int64
+	if len(pending) > 0 {
+		w, err := s.a.Write(pending)
+		n += int64(w)
+		f.feed(pending[:w])
+		if err != nil {
+			return n, err
+		}
+	}
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	for {
+		r, rerr := s.b.Read(buf)
+		if r > 0 {
+			w, werr := s.a.Write(buf[:r])
+			n += int64(w)
+			f.feed(buf[:w])
+			if werr != nil {
+				return n, werr
+			}
+		}
+		if s.stopping.Load() {
+			if f.atBoundary() {
+				s.a.Write(*s.final.Load())
+			}
+			return n, errStopped
+		}
+		if rerr == io.EOF {
+			return n, closeWrite(s.a)
+		}
+		if rerr != nil {
+			return n, rerr
+		}
+	}
 }
 
 // pipe copies src to dst after writing pending, then half-closes dst.
@@ -106,8 +205,7 @@ func closeWrite(c net.Conn) error {
 	return c.Close()
 }
 
-// isClosed reports errors that only mean the other direction already
-// closed the connection.
+// isClosed reports errors that only mean a connection was already closed.
 func isClosed(err error) bool {
 	return errors.Is(err, net.ErrClosed)
 }

@@ -1,0 +1,164 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/rdsproxy/rdsproxy/internal/sandbox"
+)
+
+var buildOnce = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "rdsproxy-bin-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "rdsproxy")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/rdsproxy/rdsproxy").CombinedOutput()
+	if err != nil {
+		return "", errors.New(string(out))
+	}
+	return bin, nil
+})
+
+// binaryServer runs the real rdsproxy server on the world's moto.
+type binaryServer struct {
+	cmd               *exec.Cmd
+	addr, admin, conf string
+	log               *logBuffer
+	done              chan struct{} // closed when the process has exited
+	err               error         // its exit status, set before done closes
+}
+
+func startBinaryServer(t *testing.T, world *sandbox.World, extra ...string) *binaryServer {
+	t.Helper()
+	bin, err := buildOnce()
+	if err != nil {
+		t.Fatalf("build: %v", err)
+	}
+	s := &binaryServer{addr: closedAddr(), admin: closedAddr(), conf: filepath.Join(t.TempDir(), "server.yaml"), log: &logBuffer{}, done: make(chan struct{})}
+	if err := world.WriteServerConfig(s.conf, s.addr, s.admin); err != nil {
+		t.Fatal(err)
+	}
+	s.cmd = exec.Command(bin, append([]string{"server", "--config", s.conf, "--log-level", "debug"}, extra...)...)
+	s.cmd.Env = append(os.Environ(), world.ServerEnv()...)
+	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { s.err = s.cmd.Wait(); close(s.done) }()
+	t.Cleanup(func() {
+		s.cmd.Process.Kill()
+		<-s.done
+		sb.logs.Write([]byte(s.log.String())) // for the token scan
+	})
+	waitFor(t, 60*time.Second, "server ready", func() bool { return s.readyz() == http.StatusOK })
+	return s
+}
+
+func (s *binaryServer) readyz() int {
+	resp, err := http.Get("http://" + s.admin + "/readyz")
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// SIGTERM: readiness goes false at once; a session that ends within the
+// drain time ends normally; one that does not gets 57P01; exit status 0.
+func TestBinarySIGTERMDrain(t *testing.T) {
+	world := startTestWorld(t)
+	s := startBinaryServer(t, world, "--drain-timeout", "3s")
+	ctx := context.Background()
+	short := connectDiscovered(t, world, s.addr, "orders")
+	long := connectDiscovered(t, world, s.addr, "orders")
+	shortDone := make(chan error, 1)
+	go func() {
+		_, err := short.Exec(ctx, "SELECT pg_sleep(1)")
+		if err == nil {
+			err = short.Close(ctx)
+		}
+		shortDone <- err
+	}()
+	waitFor(t, 10*time.Second, "pg_sleep running", func() bool { return sleepingIn(t, world, "pg_sleep(1)") })
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	waitFor(t, 5*time.Second, "readiness false", func() bool { return s.readyz() == http.StatusServiceUnavailable })
+	if err := <-shortDone; err != nil {
+		t.Fatalf("a session finishing within the drain time failed: %v", err)
+	}
+	_, err := long.Exec(ctx, "SELECT pg_sleep(30)")
+	pgErr(t, err, "57P01", "server is shutting down")
+	select {
+	case <-s.done:
+		if s.err != nil {
+			t.Fatalf("server exit: %v\n%s", s.err, s.log.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("server did not exit after the drain")
+	}
+}
+
+// SIGHUP with a changed deny rule: new connections follow it, running
+// sessions continue.
+func TestBinarySIGHUPReload(t *testing.T) {
+	world := startTestWorld(t)
+	s := startBinaryServer(t, world)
+	ctx := context.Background()
+	running := connectDiscovered(t, world, s.addr, "reporting")
+	defer running.Close(ctx)
+	conf, err := os.ReadFile(s.conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf = bytes.Replace(conf, []byte("- "+sandbox.WorldDeny), []byte("- "+sandbox.WorldDeny+"\n    - rdsproxy:read-only=true"), 1)
+	if err := os.WriteFile(s.conf, conf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, 20*time.Second, "reload to deny reporting", func() bool {
+		c, err := dialDiscovered(world, s.addr, "reporting")
+		if err == nil {
+			c.Close(ctx)
+		}
+		return err != nil
+	})
+	_, err = dialDiscovered(world, s.addr, "reporting")
+	pgErr(t, err, "28000", `target "reporting" is not served`)
+	if err := running.Ping(ctx); err != nil {
+		t.Fatalf("running session cut by the reload: %v", err)
+	}
+	connectDiscovered(t, world, s.addr, "orders").Close(ctx)
+}
+
+func startTestWorld(t *testing.T) *sandbox.World {
+	t.Helper()
+	world, err := sandbox.StartWorld(context.Background(), t.TempDir(), nil, sb.logs.logger("world-emulator"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { world.Close() })
+	return world
+}
+
+func sleepingIn(t *testing.T, world *sandbox.World, query string) bool {
+	conn, err := pgx.Connect(context.Background(), world.Postgres.SuperuserDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var n int
+	err = conn.QueryRow(context.Background(),
+		"SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%'||$1||'%' AND pid <> pg_backend_pid()", query).Scan(&n)
+	return err == nil && n > 0
+}
