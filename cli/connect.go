@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/config"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/rdsproxy/rdsproxy/client"
@@ -25,7 +24,6 @@ type ConnectCmd struct {
 	Address string `help:"Local address to listen on." default:"127.0.0.1" env:"RDSPROXY_ADDRESS"`
 	Port    int    `help:"Local port (one target only; default: the target's rdsproxy:local-port tag, else a free port)." env:"RDSPROXY_PORT"`
 	User    string `help:"Database user shown in the printed connection strings." env:"RDSPROXY_USER"`
-	Profile string `help:"AWS profile for signing tokens (default: the SDK's chain)." env:"AWS_PROFILE"`
 }
 
 // Run opens the tunnel, learns the targets, listens and serves.
@@ -71,13 +69,9 @@ func (c *ConnectCmd) Run(ctx context.Context, log *slog.Logger, env Env) error {
 }
 
 func (c *ConnectCmd) tokenSource(ctx context.Context) (*iamtoken.Cache, error) {
-	var opts []func(*config.LoadOptions) error
-	if c.Profile != "" {
-		opts = append(opts, config.WithSharedConfigProfile(c.Profile))
-	}
-	awsCfg, err := config.LoadDefaultConfig(ctx, opts...)
+	awsCfg, err := c.awsConfig(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("load AWS configuration: %w", err)
+		return nil, err
 	}
 	creds := awsCfg.Credentials
 	if creds == nil {

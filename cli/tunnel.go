@@ -11,17 +11,67 @@ import (
 	"os"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
+
 	"github.com/rdsproxy/rdsproxy/tunnel"
 	"github.com/rdsproxy/rdsproxy/tunnel/kube"
+	ssmtun "github.com/rdsproxy/rdsproxy/tunnel/ssm"
 )
 
 // TunnelFlags say how the client reaches the server.
 type TunnelFlags struct {
-	Via        string `help:"How to reach the server: direct or kube." default:"direct" enum:"direct,kube" env:"RDSPROXY_VIA"`
+	Via        string `help:"How to reach the server: ssm, kube or direct." default:"ssm" enum:"ssm,kube,direct" env:"RDSPROXY_VIA"`
 	Server     string `help:"Server address HOST:PORT (--via direct)." env:"RDSPROXY_SERVER" placeholder:"HOST:PORT"`
 	ServerCA   string `help:"PEM CA that signed the server's certificate; makes the server hop use TLS (verify-full)." type:"existingfile" env:"RDSPROXY_SERVER_CA"`
 	ServerName string `help:"Host name to verify in the server's certificate (default: the host of --server)." env:"RDSPROXY_SERVER_NAME"`
+	SSMFlags
 	KubeFlags
+}
+
+// SSMFlags locate the server's instance for --via ssm.
+type SSMFlags struct {
+	SSMTarget   string `name:"ssm-target" help:"Managed node running the server: i-…, mi-… or ecs:CLUSTER_TASK_CONTAINER (default: found by --ssm-server)." env:"RDSPROXY_SSM_TARGET"`
+	SSMServer   string `name:"ssm-server" help:"Find the server as a running EC2 instance tagged rdsproxy:server=NAME." default:"rdsproxy" env:"RDSPROXY_SSM_SERVER"`
+	SSMHost     string `name:"ssm-host" help:"Reach the server at this host through the managed node (AWS-StartPortForwardingSessionToRemoteHost)." env:"RDSPROXY_SSM_HOST"`
+	SSMPort     int    `name:"ssm-port" help:"The server's port on the node (or on --ssm-host)." default:"5480" env:"RDSPROXY_SSM_PORT"`
+	SSMSessions int    `name:"ssm-sessions" help:"Spread connections over this many Session Manager sessions (the SSM agent caps each below ~1 MB/s)." default:"1" env:"RDSPROXY_SSM_SESSIONS"`
+	Profile     string `help:"AWS profile (default: the SDK's chain)." env:"AWS_PROFILE"`
+	Region      string `help:"AWS region of the server's instance (default: the SDK's)." env:"AWS_REGION"`
+}
+
+// awsConfig loads the SDK configuration with the profile and region flags.
+func (f *SSMFlags) awsConfig(ctx context.Context) (aws.Config, error) {
+	var opts []func(*config.LoadOptions) error
+	if f.Profile != "" {
+		opts = append(opts, config.WithSharedConfigProfile(f.Profile))
+	}
+	if f.Region != "" {
+		opts = append(opts, config.WithRegion(f.Region))
+	}
+	cfg, err := config.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return aws.Config{}, fmt.Errorf("load AWS configuration: %w", err)
+	}
+	return cfg, nil
+}
+
+// openSSM finds the server's node and starts the first session.
+func (f *SSMFlags) openSSM(ctx context.Context, log *slog.Logger) (tunnel.Tunnel, error) {
+	cfg, err := f.awsConfig(ctx)
+	if err != nil {
+		return nil, err
+	}
+	target := f.SSMTarget
+	if target == "" {
+		if target, err = ssmtun.FindInstance(ctx, ec2.NewFromConfig(cfg), f.SSMServer); err != nil {
+			return nil, err
+		}
+	}
+	return ssmtun.New(ctx, ssmtun.Config{API: ssm.NewFromConfig(cfg), Target: target, Host: f.SSMHost,
+		Port: f.SSMPort, Sessions: f.SSMSessions, Logger: log})
 }
 
 // KubeFlags locate the server's pods for --via kube.
@@ -42,6 +92,8 @@ func (f *TunnelFlags) open(ctx context.Context, log *slog.Logger) (tunnel.Tunnel
 	}
 	var tun tunnel.Tunnel
 	switch f.Via {
+	case "ssm":
+		tun, err = f.openSSM(ctx, log)
 	case "kube":
 		deployment := f.KubeDeployment
 		if f.KubeSelector != "" {

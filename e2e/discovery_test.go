@@ -36,7 +36,7 @@ func TestDiscoveredTargets(t *testing.T) {
 
 	// rdsproxy list --json through the server equals the server's snapshot.
 	var stdout bytes.Buffer
-	if code := cli.Run([]string{"list", "--server", serverAddr, "--json"}, cli.Env{Stdout: &stdout, Stderr: os.Stderr}); code != 0 {
+	if code := cli.Run([]string{"list", "--via", "direct", "--server", serverAddr, "--json"}, cli.Env{Stdout: &stdout, Stderr: os.Stderr}); code != 0 {
 		t.Fatalf("rdsproxy list exit %d", code)
 	}
 	var listed server.TargetList

@@ -10,12 +10,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	awsssm "github.com/aws/aws-sdk-go-v2/service/ssm"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/rdsproxy/rdsproxy/internal/sandbox"
 	"github.com/rdsproxy/rdsproxy/internal/sandbox/kubeapi"
+	"github.com/rdsproxy/rdsproxy/internal/sandbox/ssmendpoint"
 	"github.com/rdsproxy/rdsproxy/tunnel"
 	"github.com/rdsproxy/rdsproxy/tunnel/kube"
+	ssmtun "github.com/rdsproxy/rdsproxy/tunnel/ssm"
 )
 
 // tunnelSuite is what every transport must carry: psql, 16 concurrent pgx
@@ -104,5 +109,37 @@ func TestViaKube(t *testing.T) {
 				t.Fatalf("after rollout: %v", err)
 			}
 		})
+	}
+}
+
+// --via ssm through the project's SSM endpoint with 5% of frames dropped
+// and 5% reordered: psql, 16 concurrent sessions over one Session Manager
+// session each moving a checksummed COPY both ways (64 MB in all each way),
+// and a cancel. The endpoint checks every client frame against the protocol.
+func TestViaSSM(t *testing.T) {
+	var endpoint *ssmendpoint.Endpoint
+	st := startStackVia(t, func(t testing.TB, serverAddr string) tunnel.Tunnel {
+		var err error
+		endpoint, err = ssmendpoint.Start(context.Background(), ssmendpoint.Config{
+			Targets: []string{"i-0123456789abcdef0"}, Dest: serverAddr,
+			Faults: ssmendpoint.Faults{DropPercent: 5, ReorderPercent: 5, Seed: 1}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { endpoint.Close() })
+		api := awsssm.New(awsssm.Options{Region: sandbox.Region, BaseEndpoint: aws.String(endpoint.URL()),
+			Credentials: credentials.NewStaticCredentialsProvider(sandbox.AccessKeyID, sandbox.SecretAccessKey, "")})
+		tun, err := ssmtun.New(context.Background(), ssmtun.Config{API: api, Target: "i-0123456789abcdef0", Port: 5480})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tun
+	})
+	tunnelSuite(t, st)
+	if v := endpoint.Violations(); len(v) > 0 {
+		t.Fatalf("protocol violations seen by the SSM endpoint: %q", v)
+	}
+	if s := endpoint.Stats(); s.SessionsStarted != 1 {
+		t.Errorf("sessions started = %d, want every connection over one session", s.SessionsStarted)
 	}
 }

@@ -13,14 +13,20 @@ import (
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/rds"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/rdsproxy/rdsproxy/internal/sandbox/ssmendpoint"
 )
 
-// World regions and the deny rule the sandbox server runs with.
+// World regions, the deny rule the sandbox server runs with, and the
+// name its EC2 instance is tagged with (rdsproxy:server=sandbox).
 const (
 	WorldRegion2 = "eu-west-1"
 	WorldDeny    = "env=restricted"
+	WorldServer  = "sandbox"
 )
 
 // WorldDatabases are the RDS databases moto holds in the sandbox: some
@@ -55,8 +61,12 @@ type World struct {
 	// Endpoints of every database in moto, each mapped to the emulator.
 	DialMap map[string]string
 	// CAFile holds the sandbox CA (PEM) that signed the emulator's certificate.
-	CAFile  string
-	closers []func() error
+	CAFile string
+	// SSM is the Session Manager endpoint; its agent runs on Instance and
+	// forwards to 127.0.0.1:<the port a session asks for>.
+	SSM      *ssmendpoint.Endpoint
+	Instance string
+	closers  []func() error
 }
 
 // StartWorld starts PostgreSQL, moto (seeded with WorldDatabases) and the
@@ -96,7 +106,29 @@ func StartWorld(ctx context.Context, dir string, log io.Writer, logger *slog.Log
 	if err = w.Postgres.CA().WriteCAFile(w.CAFile); err != nil {
 		return nil, err
 	}
+	if w.Instance, err = w.Moto.RunServerInstance(ctx, Region, WorldServer); err != nil {
+		return nil, err
+	}
+	if w.SSM, err = ssmendpoint.Start(ctx, ssmendpoint.Config{Targets: []string{w.Instance}, Logger: logger}); err != nil {
+		return nil, err
+	}
+	w.closers = append(w.closers, w.SSM.Close)
 	return w, nil
+}
+
+// RunServerInstance starts a running EC2 instance in moto tagged
+// rdsproxy:server=name, as the Terraform module's instances are.
+func (m *Moto) RunServerInstance(ctx context.Context, region, name string) (string, error) {
+	out, err := ec2.NewFromConfig(m.AWSConfig(region)).RunInstances(ctx, &ec2.RunInstancesInput{
+		ImageId: aws.String("ami-12c6146b"), MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
+		InstanceType: ec2types.InstanceTypeT3Micro,
+		TagSpecifications: []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeInstance,
+			Tags: []ec2types.Tag{{Key: aws.String("rdsproxy:server"), Value: aws.String(name)}}}},
+	})
+	if err != nil {
+		return "", fmt.Errorf("run server instance: %w", err)
+	}
+	return aws.ToString(out.Instances[0].InstanceId), nil
 }
 
 // Regions are the regions the sandbox server discovers.
@@ -117,9 +149,11 @@ func (w *World) ServerEnv() []string {
 }
 
 // ClientEnv is the environment for rdsproxy connect: the sandbox identity
-// the emulator knows.
+// the emulator knows, and the SSM and EC2 endpoints for --via ssm.
 func (w *World) ClientEnv() []string {
 	return []string{
+		"AWS_ENDPOINT_URL_SSM=" + w.SSM.URL(),
+		"AWS_ENDPOINT_URL_EC2=" + w.Moto.Endpoint(),
 		"AWS_ACCESS_KEY_ID=" + AccessKeyID,
 		"AWS_SECRET_ACCESS_KEY=" + SecretAccessKey,
 		"AWS_REGION=" + Region,

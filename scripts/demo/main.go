@@ -52,7 +52,7 @@ func run() error {
 	}
 	defer logf.Close()
 
-	step("starting the sandbox: PostgreSQL 15, the RDS IAM emulator, moto with RDS databases in %s and %s", sandbox.Region, sandbox.WorldRegion2)
+	step("starting the sandbox: PostgreSQL 15, the RDS IAM emulator, moto with RDS databases in %s and %s, the SSM endpoint", sandbox.Region, sandbox.WorldRegion2)
 	world, err := sandbox.StartWorld(ctx, dir, logf, slog.New(slog.NewTextHandler(logf, nil)))
 	if err != nil {
 		return fmt.Errorf("start sandbox (logs in %s): %w", logf.Name(), err)
@@ -74,14 +74,16 @@ func run() error {
 		return fmt.Errorf("server not ready (log: %s): %w", srv.logPath, err)
 	}
 
-	step("rdsproxy list --server %s", serverAddr)
-	if err := runCmd(ctx, world.ClientEnv(), bin, "list", "--server", serverAddr); err != nil {
+	_, serverPort, _ := net.SplitHostPort(serverAddr)
+	step("rdsproxy list --via ssm --ssm-server %s --ssm-port %s   (the sandbox's SSM endpoint finds instance %s by its tag)", sandbox.WorldServer, serverPort, world.Instance)
+	if err := runCmd(ctx, world.ClientEnv(), bin, "list", "--via", "ssm", "--ssm-server", sandbox.WorldServer, "--ssm-port", serverPort); err != nil {
 		return err
 	}
 
 	_, port, _ := net.SplitHostPort(localAddr)
-	step("starting `rdsproxy connect --via direct --server %s orders --port %s`", serverAddr, port)
-	cli, err := start(ctx, dir, "connect", bin, world.ClientEnv(), "connect", "--via", "direct", "--server", serverAddr, "orders", "--port", port, "--user", sandbox.UserIAM)
+	step("starting `rdsproxy connect --via ssm --ssm-server %s --ssm-port %s orders --port %s`", sandbox.WorldServer, serverPort, port)
+	cli, err := start(ctx, dir, "connect", bin, world.ClientEnv(), "connect", "--via", "ssm", "--ssm-server", sandbox.WorldServer,
+		"--ssm-port", serverPort, "orders", "--port", port, "--user", sandbox.UserIAM)
 	if err != nil {
 		return err
 	}
@@ -91,7 +93,7 @@ func run() error {
 	}
 
 	psqlEnv := []string{"PGHOST=127.0.0.1", "PGPORT=" + port, "PGUSER=" + sandbox.UserIAM, "PGDATABASE=" + sandbox.DatabaseApp, "PGSSLMODE=disable"}
-	step("psql through client → server → emulator → PostgreSQL, with no password:")
+	step("psql through client → SSM session → server → emulator → PostgreSQL, with no password:")
 	if err := runCmd(ctx, psqlEnv, "psql", "-X", "-c", "SELECT current_user, current_database(), now() AS at"); err != nil {
 		return err
 	}
