@@ -1,0 +1,478 @@
+// Command bench measures rdsproxy against a direct connection and against
+// a bare two-hop TCP relay (the userspace floor on this machine), in one
+// run with alternating repetitions, and prints medians and ratios.
+// `make bench` runs it. Paths, all ending at the RDS IAM emulator (TLS):
+//
+//	direct:   pgbench ──TLS──▶ emulator
+//	bare:     pgbench ──TLS──▶ relay ──▶ relay ──▶ emulator   (two io.Copy processes)
+//	rdsproxy: pgbench ──▶ rdsproxy connect ──▶ rdsproxy server ──TLS──▶ emulator
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/rdsproxy/rdsproxy/internal/iamtoken"
+	"github.com/rdsproxy/rdsproxy/internal/sandbox"
+)
+
+func main() {
+	if len(os.Args) == 4 && os.Args[1] == "relay" {
+		bareRelay(os.Args[2], os.Args[3])
+		return
+	}
+	reps := flag.Int("reps", 3, "alternating repetitions per workload")
+	secs := flag.Int("t", 5, "seconds per pgbench run")
+	copyMB := flag.Int("copy-mb", 100, "MiB per COPY run")
+	idle := flag.Int("idle", 300, "idle sessions for the memory measurement")
+	flag.Parse()
+	if err := run(*reps, *secs, *copyMB, *idle); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// path is one way to reach the emulator.
+type path struct {
+	name    string
+	addr    string
+	sslmode string
+	procs   []*proc // proxy processes whose CPU and memory count
+}
+
+type bench struct {
+	world    *sandbox.World
+	endpoint string // the orders endpoint tokens are signed for
+	secs     int
+	copyMB   int
+}
+
+func run(reps, secs, copyMB, idle int) error {
+	ctx := context.Background()
+	bin, err := filepath.Abs("bin/rdsproxy")
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "rdsproxy-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	fmt.Println("starting the sandbox (PostgreSQL, RDS IAM emulator, moto)…")
+	world, err := sandbox.StartWorld(ctx, dir, io.Discard, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return err
+	}
+	defer world.Close()
+	b := &bench{world: world, secs: secs, copyMB: copyMB, endpoint: ordersEndpoint(world)}
+	paths, stop, err := b.startPaths(dir, bin)
+	defer stop()
+	if err != nil {
+		return err
+	}
+	if err := b.pgbench(paths[0], "-i", "-q", "-s", "10"); err != nil {
+		return fmt.Errorf("pgbench init: %w", err)
+	}
+	workloads := b.workloads()
+	results := map[string]map[string][]float64{}
+	for _, w := range workloads {
+		results[w.name] = map[string][]float64{}
+		for r := range reps {
+			for _, p := range paths {
+				v, err := w.run(p)
+				if err != nil {
+					return fmt.Errorf("%s via %s: %w", w.name, p.name, err)
+				}
+				results[w.name][p.name] = append(results[w.name][p.name], v)
+				fmt.Printf("  %-28s rep %d %-9s %10.1f %s\n", w.name, r+1, p.name, v, w.unit)
+			}
+		}
+	}
+	printTable(workloads, paths, results)
+	b.printResources(paths)
+	return b.idleMemory(paths[2], idle)
+}
+
+func ordersEndpoint(w *sandbox.World) string {
+	for e := range w.DialMap {
+		if strings.HasPrefix(e, "orders.") && strings.Contains(e, "."+sandbox.Region+".") {
+			return e
+		}
+	}
+	return ""
+}
+
+// startPaths starts the bare relays and rdsproxy server + client.
+func (b *bench) startPaths(dir, bin string) ([]path, func(), error) {
+	var procs []*proc
+	stop := func() {
+		for _, p := range procs {
+			p.stop()
+		}
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, stop, err
+	}
+	relay2, relay1 := freeAddr(), freeAddr()
+	for _, args := range [][]string{{relay2, b.world.Emulator.Addr()}, {relay1, relay2}} {
+		p, err := startProc(dir, "relay-"+args[0], self, nil, "relay", args[0], args[1])
+		if err != nil {
+			return nil, stop, err
+		}
+		procs = append(procs, p)
+	}
+	serverAddr, adminAddr, local := freeAddr(), freeAddr(), freeAddr()
+	cfg := filepath.Join(dir, "server.yaml")
+	if err := b.world.WriteServerConfig(cfg, serverAddr, adminAddr); err != nil {
+		return nil, stop, err
+	}
+	srv, err := startProc(dir, "server", bin, b.world.ServerEnv(), "server", "--config", cfg, "--log-level", "warn", "--max-sessions", "2000")
+	if err != nil {
+		return nil, stop, err
+	}
+	procs = append(procs, srv)
+	if err := waitDial(serverAddr); err != nil {
+		return nil, stop, err
+	}
+	_, port, _ := net.SplitHostPort(local)
+	cli, err := startProc(dir, "client", bin, b.world.ClientEnv(), "connect", "--via", "direct", "--server", serverAddr, "orders", "--port", port, "--log-level", "warn")
+	if err != nil {
+		return nil, stop, err
+	}
+	procs = append(procs, cli)
+	if err := waitDial(local); err != nil {
+		return nil, stop, err
+	}
+	return []path{
+		{name: "direct", addr: b.world.Emulator.Addr(), sslmode: "require"},
+		{name: "bare", addr: relay1, sslmode: "require", procs: procs[:2]},
+		{name: "rdsproxy", addr: local, sslmode: "disable", procs: []*proc{srv, cli}},
+	}, stop, nil
+}
+
+type workload struct {
+	name, unit string
+	run        func(path) (float64, error)
+}
+
+func (b *bench) workloads() []workload {
+	tps := func(args ...string) func(path) (float64, error) {
+		return func(p path) (float64, error) { return b.pgbenchMetric(p, reTPS, args...) }
+	}
+	lat := func(args ...string) func(path) (float64, error) {
+		return func(p path) (float64, error) { return b.pgbenchMetric(p, reLatency, args...) }
+	}
+	return []workload{
+		{"select-only 8 clients", "tps", tps("-S", "-M", "prepared", "-c", "8", "-j", "2")},
+		{"tpc-b 8 clients", "tps", tps("-M", "prepared", "-c", "8", "-j", "2")},
+		{"select-only 1 client", "ms/query", lat("-S", "-M", "prepared", "-c", "1")},
+		{"connect per query (-C)", "conn/s", tps("-S", "-C", "-c", "8", "-j", "2")},
+		{"COPY out", "MB/s", b.copyOut},
+		{"COPY in", "MB/s", b.copyIn},
+	}
+}
+
+var (
+	reTPS     = regexp.MustCompile(`tps = ([0-9.]+) \((?:without initial connection time|including reconnection times)\)`)
+	reLatency = regexp.MustCompile(`latency average = ([0-9.]+) ms`)
+)
+
+func (b *bench) pgbenchMetric(p path, re *regexp.Regexp, args ...string) (float64, error) {
+	out, err := b.pgbenchOut(p, append(args, "-T", strconv.Itoa(b.secs), "-n")...)
+	if err != nil {
+		return 0, err
+	}
+	m := re.FindStringSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("no %s in pgbench output:\n%s", re, out)
+	}
+	return strconv.ParseFloat(m[1], 64)
+}
+
+func (b *bench) pgbench(p path, args ...string) error {
+	_, err := b.pgbenchOut(p, args...)
+	return err
+}
+
+func (b *bench) pgbenchOut(p path, args ...string) (string, error) {
+	cmd := exec.Command("pgbench", args...)
+	cmd.Env = append(os.Environ(), b.pgEnv(p)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("%w: %s", err, out)
+	}
+	return string(out), nil
+}
+
+// pgEnv connects libpq to p; the direct and bare paths need a token.
+func (b *bench) pgEnv(p path) []string {
+	host, port, _ := net.SplitHostPort(p.addr)
+	env := []string{"PGHOST=" + host, "PGPORT=" + port, "PGUSER=" + sandbox.UserIAM, "PGDATABASE=" + sandbox.DatabaseApp, "PGSSLMODE=" + p.sslmode}
+	if p.sslmode != "disable" {
+		env = append(env, "PGPASSWORD="+b.token())
+	}
+	return env
+}
+
+func (b *bench) token() string {
+	tok, err := iamtoken.SignAt(context.Background(), b.endpoint, sandbox.Region, sandbox.UserIAM, sandbox.Credentials(), time.Now(), 15*time.Minute)
+	if err != nil {
+		panic(err)
+	}
+	return tok
+}
+
+func (b *bench) connect(p path) (*pgx.Conn, error) {
+	host, port, _ := net.SplitHostPort(p.addr)
+	dsn := fmt.Sprintf("host=%s port=%s user=%s dbname=%s sslmode=%s", host, port, sandbox.UserIAM, sandbox.DatabaseApp, p.sslmode)
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	if p.sslmode != "disable" {
+		cfg.Password = b.token()
+	}
+	return pgx.ConnectConfig(context.Background(), cfg)
+}
+
+func (b *bench) copyOut(p path) (float64, error) {
+	conn, err := b.connect(p)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(context.Background())
+	rows := b.copyMB << 20 / 100
+	start := time.Now()
+	tag, err := conn.PgConn().CopyTo(context.Background(), io.Discard,
+		fmt.Sprintf("COPY (SELECT i, repeat('x', 90) FROM generate_series(1, %d) i) TO STDOUT", rows))
+	if err != nil {
+		return 0, err
+	}
+	_ = tag
+	return float64(b.copyMB) / time.Since(start).Seconds(), nil
+}
+
+func (b *bench) copyIn(p path) (float64, error) {
+	conn, err := b.connect(p)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(context.Background())
+	ctx := context.Background()
+	if _, err := conn.Exec(ctx, "DROP TABLE IF EXISTS bench_copy; CREATE UNLOGGED TABLE bench_copy (id int, payload text)"); err != nil {
+		return 0, err
+	}
+	line := []byte("12345678\t" + strings.Repeat("y", 90) + "\n")
+	src := &repeatReader{line: line, left: int64(b.copyMB) << 20}
+	start := time.Now()
+	if _, err := conn.PgConn().CopyFrom(ctx, src, "COPY bench_copy FROM STDIN"); err != nil {
+		return 0, err
+	}
+	return float64(b.copyMB) / time.Since(start).Seconds(), nil
+}
+
+// repeatReader yields whole copies of line until about left bytes.
+type repeatReader struct {
+	line []byte
+	left int64
+}
+
+func (r *repeatReader) Read(p []byte) (int, error) {
+	if r.left <= 0 {
+		return 0, io.EOF
+	}
+	n := 0
+	for n+len(r.line) <= len(p) && r.left > 0 {
+		n += copy(p[n:], r.line)
+		r.left -= int64(len(r.line))
+	}
+	if n == 0 {
+		return 0, io.ErrShortBuffer
+	}
+	return n, nil
+}
+
+func printTable(ws []workload, paths []path, res map[string]map[string][]float64) {
+	fmt.Printf("\n%-26s %12s %12s %12s %10s %10s %12s\n", "median", "direct", "bare relay", "rdsproxy", "÷direct", "÷bare", "unit")
+	for _, w := range ws {
+		d, b, r := median(res[w.name]["direct"]), median(res[w.name]["bare"]), median(res[w.name]["rdsproxy"])
+		rd, rb := r/d, r/b
+		if w.unit == "ms/query" { // lower is better: report added latency too
+			fmt.Printf("%-26s %12.3f %12.3f %12.3f %10.2f %10.2f %12s  (+%.3f ms vs direct, +%.3f vs bare relay)\n", w.name, d, b, r, rd, rb, w.unit, r-d, r-b)
+			continue
+		}
+		fmt.Printf("%-26s %12.1f %12.1f %12.1f %10.2f %10.2f %12s\n", w.name, d, b, r, rd, rb, w.unit)
+	}
+}
+
+func (b *bench) printResources(paths []path) {
+	fmt.Println("\nproxy processes over the whole run:")
+	for _, p := range paths[1:] {
+		for _, pr := range p.procs {
+			cpu, rss := pr.usage()
+			fmt.Printf("  %-9s %-28s cpu %7.1f s   peak RSS %6.1f MiB\n", p.name, pr.name, cpu, float64(rss)/1024)
+		}
+	}
+}
+
+// idleMemory opens n idle sessions through rdsproxy and reports the RSS
+// each one adds to the server and the client process.
+func (b *bench) idleMemory(p path, n int) error {
+	before := make([]int64, len(p.procs))
+	for i, pr := range p.procs {
+		before[i] = pr.rss()
+	}
+	var conns []*pgx.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close(context.Background())
+		}
+	}()
+	for range n {
+		c, err := b.connect(p)
+		if err != nil {
+			return fmt.Errorf("idle session: %w", err)
+		}
+		conns = append(conns, c)
+	}
+	time.Sleep(time.Second) // let RSS settle after the last handshake
+	fmt.Printf("\nmemory per idle session (%d sessions, TLS upstream):\n", n)
+	for i, pr := range p.procs {
+		fmt.Printf("  %-28s %6.1f KiB\n", pr.name, float64(pr.rss()-before[i])/float64(n))
+	}
+	return nil
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
+}
+
+// proc is a child process measured through /proc.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+}
+
+func startProc(dir, name, bin string, env []string, args ...string) (*proc, error) {
+	f, err := os.Create(filepath.Join(dir, strings.ReplaceAll(name, ":", "_")+".log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	return &proc{name: name, cmd: cmd}, nil
+}
+
+func (p *proc) stop() {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		p.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// usage is CPU seconds and peak RSS (KiB) so far.
+func (p *proc) usage() (float64, int64) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return 0, 0
+	}
+	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+2:]))
+	utime, _ := strconv.ParseFloat(fields[11], 64)
+	stime, _ := strconv.ParseFloat(fields[12], 64)
+	return (utime + stime) / 100, p.status("VmHWM:")
+}
+
+func (p *proc) rss() int64 { return p.status("VmRSS:") }
+
+func (p *proc) status(key string) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, key) {
+			f := strings.Fields(line)
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+func freeAddr() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func waitDial(addr string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// bareRelay is the floor: accept, dial, io.Copy both ways.
+func bareRelay(listen, target string) {
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		panic(err)
+	}
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				return
+			}
+			defer u.Close()
+			go io.Copy(u, c)
+			io.Copy(c, u)
+		}()
+	}
+}
