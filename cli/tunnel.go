@@ -90,6 +90,7 @@ func (f *TunnelFlags) open(ctx context.Context, log *slog.Logger) (tunnel.Tunnel
 	if err != nil {
 		return nil, nil, err
 	}
+	log.Info("connecting to the rdsproxy server", "via", f.Via)
 	var tun tunnel.Tunnel
 	switch f.Via {
 	case "ssm":
@@ -110,7 +111,7 @@ func (f *TunnelFlags) open(ctx context.Context, log *slog.Logger) (tunnel.Tunnel
 		tun, err = tunnel.NewDirect(f.Server, 15*time.Second)
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("cannot open the --via %s tunnel: %w", f.Via, err)
 	}
 	return tun, cfg, nil
 }

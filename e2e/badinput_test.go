@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -87,7 +88,9 @@ func TestMalformedStartups(t *testing.T) {
 		{"truncated startup packet", startup[:len(startup)-4], ""},
 		{"direct TLS ClientHello", []byte{0x16, 0x03, 0x01, 0x00, 0x10}, ""},
 		{"no target named", pgwire.AppendStartup(nil, 3<<16, pgwire.Params{{Key: "user", Value: "u"}}), "28000"},
-		{"password is not a password message", append(startup, 'Q', 0, 0, 0, 5, 0), "08P01"},
+		{"password is not a password message", append(slices.Clone(startup), 'Q', 0, 0, 0, 5, 0), "08P01"},
+		// A 1 GiB password message: refused from its header, never buffered.
+		{"huge message before authentication", append(slices.Clone(startup), 'p', 0x40, 0, 0, 0), ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -130,4 +133,29 @@ func TestMaxSessions(t *testing.T) {
 		}
 		return err == nil
 	})
+}
+
+// 200 connections that send nothing do not stop a legitimate client, and
+// each is closed at the startup timeout.
+func TestSilentConnectionsDoNotBlock(t *testing.T) {
+	st := startStack(t, func(c *server.Config) { c.StartupTimeout = 2 * time.Second })
+	silent := make([]net.Conn, 200)
+	for i := range silent {
+		c, err := net.Dial("tcp", st.serverAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		silent[i] = c
+	}
+	conn := connectLocal(t, st.local["app"], sandbox.UserIAM)
+	if err := conn.Ping(context.Background()); err != nil {
+		t.Fatalf("legitimate client blocked: %v", err)
+	}
+	for i, c := range silent {
+		c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		if n, err := c.Read(make([]byte, 1)); n != 0 || !(errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
+			t.Fatalf("silent connection %d: read %d bytes, %v; want it closed at the startup timeout", i, n, err)
+		}
+	}
 }

@@ -15,7 +15,7 @@ func (s *Server) handle(ctx context.Context, raw net.Conn) {
 	pendingHeld := true
 	defer func() {
 		if pendingHeld {
-			s.releasePending()
+			s.releasePending(raw)
 		}
 	}()
 	setKeepAlive(raw, s.cfg.KeepAlive)
@@ -41,7 +41,7 @@ func (s *Server) handle(ctx context.Context, raw net.Conn) {
 		}
 		defer func() { <-s.sessions }()
 		pendingHeld = false
-		s.releasePending()
+		s.releasePending(raw)
 		s.session(ctx, conn, raw.RemoteAddr().String(), st)
 	}
 }

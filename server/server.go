@@ -47,6 +47,10 @@ type Config struct {
 	MaxSessions int
 	// MaxPending caps connections still in their startup phase (default 512).
 	MaxPending int
+	// MaxPendingPerSource caps them per client IP address (default 256),
+	// so one source cannot hold every startup slot. Behind SSM every
+	// client arrives from the instance's loopback: keep it generous.
+	MaxPendingPerSource int
 	// StartupTimeout bounds the client's startup phase (default 10s).
 	StartupTimeout time.Duration
 	// DialTimeout bounds the upstream dial, TLS handshake and
@@ -71,6 +75,7 @@ type Config struct {
 func (c *Config) setDefaults() {
 	setDefault(&c.MaxSessions, 1000)
 	setDefault(&c.MaxPending, 512)
+	setDefault(&c.MaxPendingPerSource, 256)
 	setDefault(&c.StartupTimeout, 10*time.Second)
 	setDefault(&c.DialTimeout, 10*time.Second)
 	setDefault(&c.MaxStartupSize, pgwire.DefaultMaxStartupSize)
@@ -100,7 +105,7 @@ func (c *Config) Validate() error {
 	if c.RootCAs == nil {
 		return errors.New("server: no root CAs for upstream TLS")
 	}
-	if c.MaxSessions < 0 || c.MaxPending < 0 || c.MaxStartupSize < 8 {
+	if c.MaxSessions < 0 || c.MaxPending < 0 || c.MaxPendingPerSource < 0 || c.MaxStartupSize < 8 {
 		return errors.New("server: limits must be positive")
 	}
 	return nil
@@ -115,9 +120,11 @@ type Server struct {
 	dialer  net.Dialer
 
 	sessions chan struct{} // one token per live session
-	pending  chan struct{} // one token per connection in startup
+	refusals rateLimit     // logs of refused connections, at most one a second
 
 	mu       sync.Mutex
+	pending  map[string]int              // connections in startup by source IP
+	npending int                         // their total
 	conns    map[net.Conn]struct{}       // connections still in startup
 	relays   map[*relay.Session]struct{} // sessions being relayed
 	wg       sync.WaitGroup
@@ -137,8 +144,8 @@ func New(cfg Config) (*Server, error) {
 		tlsSess:  tls.NewLRUClientSessionCache(1024),
 		dialer:   net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: cfg.KeepAlive},
 		sessions: make(chan struct{}, cfg.MaxSessions),
-		pending:  make(chan struct{}, cfg.MaxPending),
 		conns:    make(map[net.Conn]struct{}),
+		pending:  make(map[string]int),
 		relays:   make(map[*relay.Session]struct{}),
 	}, nil
 }
@@ -210,10 +217,11 @@ func (s *Server) drain() {
 // start runs one connection in its own goroutine, or refuses it at once
 // when too many connections are still in their startup phase.
 func (s *Server) start(ctx context.Context, c net.Conn) {
-	select {
-	case s.pending <- struct{}{}:
-	default:
-		s.log.Warn("connection refused: too many connections in startup", "remote", c.RemoteAddr().String(), "max_pending", s.cfg.MaxPending)
+	if !s.acquirePending(c) {
+		if s.refusals.allow() {
+			s.log.Warn("connections refused: too many in their startup phase", "remote", c.RemoteAddr().String(),
+				"max_pending", s.cfg.MaxPending, "max_pending_per_source", s.cfg.MaxPendingPerSource)
+		}
 		c.Close()
 		return
 	}
@@ -256,15 +264,53 @@ func (s *Server) retire(r *relay.Session) {
 	s.mu.Unlock()
 }
 
-// releasePending frees the startup slot of a connection; safe to call once.
-func (s *Server) releasePending() { <-s.pending }
+// acquirePending takes a startup slot for c, within the total and the
+// per-source caps.
+func (s *Server) acquirePending(c net.Conn) bool {
+	src := sourceIP(c)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.npending >= s.cfg.MaxPending || s.pending[src] >= s.cfg.MaxPendingPerSource {
+		return false
+	}
+	s.npending++
+	s.pending[src]++
+	return true
+}
+
+// releasePending frees the startup slot of c; call once per acquire.
+func (s *Server) releasePending(c net.Conn) {
+	src := sourceIP(c)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.npending--
+	if s.pending[src]--; s.pending[src] <= 0 {
+		delete(s.pending, src)
+	}
+}
+
+func sourceIP(c net.Conn) string {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return a.IP.String()
+	}
+	return c.RemoteAddr().String()
+}
+
+// rateLimit allows one event per second.
+type rateLimit struct{ last atomic.Int64 }
+
+func (r *rateLimit) allow() bool {
+	now := time.Now().UnixNano()
+	last := r.last.Load()
+	return now-last >= int64(time.Second) && r.last.CompareAndSwap(last, now)
+}
 
 // acceptBackoff waits after temporary accept errors (EMFILE, ENFILE…),
 // logging at most once per second.
 type acceptBackoff struct {
-	log     *slog.Logger
-	delay   time.Duration
-	lastLog time.Time
+	log   *slog.Logger
+	delay time.Duration
+	logs  rateLimit
 }
 
 func newAcceptBackoff(log *slog.Logger) *acceptBackoff { return &acceptBackoff{log: log} }
@@ -277,8 +323,7 @@ func (b *acceptBackoff) wait(ctx context.Context, err error) bool {
 		return false
 	}
 	b.delay = min(max(2*b.delay, 5*time.Millisecond), time.Second)
-	if now := time.Now(); now.Sub(b.lastLog) >= time.Second {
-		b.lastLog = now
+	if b.logs.allow() {
 		b.log.Error("accept failed; backing off", "err", err, "delay", b.delay)
 	}
 	t := time.NewTimer(b.delay)
