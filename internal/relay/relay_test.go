@@ -1,0 +1,155 @@
+package relay
+
+import (
+	"bytes"
+	"encoding/binary"
+	"io"
+	"net"
+	"testing"
+	"time"
+)
+
+// tcpPair returns both ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := <-accepted
+	t.Cleanup(func() { c.Close(); s.Close() })
+	return c, s
+}
+
+// proxied sets up client ⇄ [a relay b] ⇄ upstream and runs the session.
+func proxied(t *testing.T, opts Options, pendingToB, pendingToA []byte) (client, upstream net.Conn, sess *Session, done chan Result) {
+	client, a := tcpPair(t)
+	b, upstream := tcpPair(t)
+	sess = New(a, b, opts)
+	done = make(chan Result, 1)
+	go func() { done <- sess.Run(pendingToB, pendingToA) }()
+	return client, upstream, sess, done
+}
+
+// Bytes read while routing are delivered before anything else, and a
+// client's EOF reaches the upstream as EOF (half-close), after which the
+// upstream can still answer.
+func TestPendingFirstAndHalfClose(t *testing.T) {
+	for _, opts := range []Options{{}, {FrameToA: true}} {
+		client, upstream, _, done := proxied(t, opts, []byte("startup;"), msg('Z', "I"))
+		client.Write([]byte("query"))
+		client.(*net.TCPConn).CloseWrite()
+		got, _ := io.ReadAll(upstream)
+		if string(got) != "startup;query" {
+			t.Fatalf("upstream got %q", got)
+		}
+		upstream.Write(msg('T', "answer"))
+		upstream.Close()
+		back, _ := io.ReadAll(client)
+		if want := append(msg('Z', "I"), msg('T', "answer")...); !bytes.Equal(back, want) {
+			t.Fatalf("client got %q, want %q", back, want)
+		}
+		res := <-done
+		if res.ToB != int64(len("startup;query")) || res.ToA != int64(len(back)) || res.Err != nil {
+			t.Fatalf("result %+v", res)
+		}
+	}
+}
+
+// A reset on one side closes the other.
+func TestResetClosesBoth(t *testing.T) {
+	client, upstream, _, done := proxied(t, Options{}, nil, nil)
+	client.(*net.TCPConn).SetLinger(0)
+	client.Close()
+	upstream.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadAll(upstream); err != nil {
+		t.Fatalf("upstream not closed: %v", err)
+	}
+	<-done
+}
+
+// Stop writes the final message only between two backend messages.
+func TestStopAtBoundary(t *testing.T) {
+	final := msg('E', "bye")
+	t.Run("idle session at a boundary gets the final message", func(t *testing.T) {
+		client, upstream, sess, done := proxied(t, Options{FrameToA: true}, nil, nil)
+		upstream.Write(msg('Z', "I"))
+		readN(t, client, 6)
+		sess.Stop(final)
+		rest, _ := io.ReadAll(client)
+		if !bytes.Equal(rest, final) {
+			t.Fatalf("client got %q after Stop, want %q", rest, final)
+		}
+		if res := <-done; !res.Stopped {
+			t.Fatalf("result %+v", res)
+		}
+	})
+	t.Run("mid-message session closes without it", func(t *testing.T) {
+		client, upstream, sess, done := proxied(t, Options{FrameToA: true}, nil, nil)
+		whole := msg('D', "a long data row")
+		upstream.Write(whole[:8])
+		readN(t, client, 8)
+		sess.Stop(final)
+		rest, _ := io.ReadAll(client)
+		if len(rest) != 0 {
+			t.Fatalf("client got %q inside a message", rest)
+		}
+		<-done
+	})
+	t.Run("unframed session closes without it", func(t *testing.T) {
+		client, upstream, sess, done := proxied(t, Options{}, nil, nil)
+		upstream.Write(msg('Z', "I"))
+		readN(t, client, 6)
+		sess.Stop(final)
+		if rest, _ := io.ReadAll(client); len(rest) != 0 {
+			t.Fatalf("client got %q", rest)
+		}
+		<-done
+	})
+}
+
+func TestFramer(t *testing.T) {
+	stream := append(append(msg('Z', "I"), msg('D', "row")...), msg('C', "SELECT 1")...)
+	for split := range len(stream) + 1 { // every way to cut the stream in two
+		var f framer
+		f.feed(stream[:split])
+		f.feed(stream[split:])
+		if !f.atBoundary() {
+			t.Fatalf("split at %d: not at a boundary after whole messages", split)
+		}
+	}
+	var f framer
+	f.feed(stream[:len(stream)-1])
+	if f.atBoundary() {
+		t.Fatal("boundary claimed inside a message")
+	}
+	var bad framer
+	bad.feed([]byte{'X', 0, 0, 0, 1})
+	if bad.atBoundary() {
+		t.Fatal("boundary claimed in a stream that is not PostgreSQL framing")
+	}
+}
+
+func msg(typ byte, body string) []byte {
+	out := binary.BigEndian.AppendUint32([]byte{typ}, uint32(4+len(body)))
+	return append(out, body...)
+}
+
+func readN(t *testing.T, c net.Conn, n int) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(c, make([]byte, n)); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Time{})
+}
