@@ -46,6 +46,7 @@ type CLI struct {
 	Server  ServerCmd  `cmd:"" help:"Run the server inside the VPC: discover databases and relay sessions to them."`
 	Connect ConnectCmd `cmd:"" help:"Listen locally and relay to databases through an rdsproxy server, injecting IAM tokens."`
 	List    ListCmd    `cmd:"" help:"List the databases a server serves."`
+	Doctor  DoctorCmd  `cmd:"" help:"Check step by step what a connection needs, and say how to fix what fails."`
 	Version VersionCmd `cmd:"" help:"Print the version."`
 }
 
