@@ -60,6 +60,8 @@ func (e *Endpoint) serveAPI(w http.ResponseWriter, r *http.Request) {
 		resp, err = e.terminateSession(body)
 	case "AmazonSSM.ResumeSession":
 		resp, err = e.resumeSession(r.Host, body)
+	case "AmazonSSM.DescribeInstanceInformation":
+		resp, err = e.describeInstanceInformation(body)
 	default:
 		err = &apiError{http.StatusBadRequest, "UnknownOperationException", "unknown operation " + target}
 	}
@@ -104,7 +106,7 @@ func (e *Endpoint) checkStart(req *startSessionRequest) (*sessionRecord, error) 
 		return nil, &apiError{http.StatusBadRequest, "AccessDeniedException", fmt.Sprintf(
 			"User: arn:aws:iam::123456789012:user/sandbox is not authorized to perform: ssm:StartSession on resource: arn:aws:ec2:us-east-1:123456789012:instance/%s because no identity-based policy allows the ssm:StartSession action", req.Target)}
 	}
-	if !slices.Contains(e.cfg.Targets, req.Target) {
+	if !slices.Contains(e.cfg.Targets, req.Target) || slices.Contains(e.cfg.ConnectionLost, req.Target) {
 		return nil, &apiError{http.StatusBadRequest, "TargetNotConnected", req.Target + " is not connected."}
 	}
 	one := func(k string) (string, bool) {

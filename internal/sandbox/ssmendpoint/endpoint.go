@@ -1,6 +1,7 @@
 // Package ssmendpoint is the project's Session Manager double for tests,
 // the demo and benchmarks: one HTTP server on 127.0.0.1 that plays both the
-// SSM JSON 1.1 API (StartSession, TerminateSession, ResumeSession) and the
+// SSM JSON 1.1 API (StartSession, TerminateSession, ResumeSession,
+// DescribeInstanceInformation) and the
 // service + agent end of the data channel (ssm-protocol.md §11).
 //
 // Data flow:
@@ -42,6 +43,10 @@ type Config struct {
 	Targets []string
 	// DeniedTargets fail StartSession with AccessDeniedException.
 	DeniedTargets []string
+	// ConnectionLost are managed nodes whose agent stopped reporting:
+	// DescribeInstanceInformation lists them with PingStatus ConnectionLost
+	// and StartSession fails with TargetNotConnected.
+	ConnectionLost []string
 	// AgentVersion is reported in the HandshakeRequest and decides the
 	// agent's behaviour (≤ 3.0.196.0: basic mode only). Default 3.3.987.0.
 	AgentVersion string

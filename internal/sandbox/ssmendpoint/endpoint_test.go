@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	awsssm "github.com/aws/aws-sdk-go-v2/service/ssm"
+	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
 
@@ -249,3 +251,45 @@ func TestAPIShape(t *testing.T) {
 }
 
 func sprintf(format string, args ...any) string { return fmt.Sprintf(format, args...) }
+
+// TestDescribeInstanceInformation: connected targets are Online, the
+// ConnectionLost set is ConnectionLost (and refuses sessions), the
+// InstanceIds filter narrows the list, through the real SDK.
+func TestDescribeInstanceInformation(t *testing.T) {
+	const lost = "i-0aaaaaaaaaaaaaaaa"
+	e := startTestEndpoint(t, Config{ConnectionLost: []string{lost}, AgentVersion: "3.3.987.0"})
+	api := awsssm.New(awsssm.Options{Region: "us-east-1", BaseEndpoint: aws.String(e.URL()),
+		Credentials: credentials.NewStaticCredentialsProvider("AKID", "SECRET", "")})
+	status := func(ids ...string) map[string]string {
+		in := &awsssm.DescribeInstanceInformationInput{}
+		if len(ids) > 0 {
+			in.Filters = []ssmtypes.InstanceInformationStringFilter{{Key: aws.String("InstanceIds"), Values: ids}}
+		}
+		out, err := api.DescribeInstanceInformation(t.Context(), in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]string{}
+		for _, i := range out.InstanceInformationList {
+			got[aws.ToString(i.InstanceId)] = string(i.PingStatus) + " " + aws.ToString(i.AgentVersion)
+		}
+		return got
+	}
+	for _, tc := range []struct {
+		ids  []string
+		want map[string]string
+	}{
+		{nil, map[string]string{"i-0123456789abcdef0": "Online 3.3.987.0", lost: "ConnectionLost 3.3.987.0"}},
+		{[]string{lost}, map[string]string{lost: "ConnectionLost 3.3.987.0"}},
+		{[]string{"i-0ffffffffffffffff"}, map[string]string{}},
+	} {
+		if got := status(tc.ids...); !maps.Equal(got, tc.want) {
+			t.Errorf("filter %q: got %v, want %v", tc.ids, got, tc.want)
+		}
+	}
+	_, err := api.StartSession(t.Context(), &awsssm.StartSessionInput{Target: aws.String(lost),
+		DocumentName: aws.String(ssm.DocumentPortForwarding), Parameters: map[string][]string{"portNumber": {"5432"}}})
+	if err == nil || !strings.Contains(err.Error(), "TargetNotConnected") {
+		t.Errorf("StartSession on a lost node: %v", err)
+	}
+}
