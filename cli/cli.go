@@ -35,23 +35,29 @@ func (e *ExitError) Unwrap() error { return e.Err }
 
 // Globals are flags every command has.
 type Globals struct {
-	Config    kong.ConfigFlag `help:"YAML configuration file; its keys are the long flag names." env:"RDSPROXY_CONFIG" placeholder:"FILE"`
+	Config    kong.ConfigFlag `help:"YAML configuration file; its keys are the long flag names (also read: ~/.config/rdsproxy/config.yaml)." env:"RDSPROXY_CONFIG" placeholder:"FILE"`
 	LogLevel  string          `help:"Log level: debug, info, warn or error." default:"info" enum:"debug,info,warn,error" env:"RDSPROXY_LOG_LEVEL"`
 	LogFormat string          `help:"Log format: text or json." default:"text" enum:"text,json" env:"RDSPROXY_LOG_FORMAT"`
+	Quiet     bool            `short:"q" help:"Only errors and what was asked for: warn-level logs, no progress indicator." env:"RDSPROXY_QUIET"`
 }
 
 // CLI is the command tree.
 type CLI struct {
 	Globals
-	Server  ServerCmd  `cmd:"" help:"Run the server inside the VPC: discover databases and relay sessions to them."`
-	Connect ConnectCmd `cmd:"" help:"Listen locally and relay to databases through an rdsproxy server, injecting IAM tokens."`
-	List    ListCmd    `cmd:"" help:"List the databases a server serves."`
-	Doctor  DoctorCmd  `cmd:"" help:"Check step by step what a connection needs, and say how to fix what fails."`
-	Version VersionCmd `cmd:"" help:"Print the version."`
+	Server     ServerCmd     `cmd:"" help:"Run the server inside the VPC: discover databases and relay sessions to them."`
+	Connect    ConnectCmd    `cmd:"" help:"Listen locally and relay to databases through an rdsproxy server, injecting IAM tokens."`
+	List       ListCmd       `cmd:"" help:"List the databases a server serves."`
+	Psql       PsqlCmd       `cmd:"" help:"Run psql against a target through a tunnel that lasts as long as psql."`
+	Token      TokenCmd      `cmd:"" help:"Print an IAM auth token for a target."`
+	Doctor     DoctorCmd     `cmd:"" help:"Check step by step what a connection needs, and say how to fix what fails."`
+	Completion CompletionCmd `cmd:"" help:"Print a shell completion script (bash, zsh, fish)."`
+	Targets    TargetsCmd    `cmd:"" name:"__targets" hidden:"" help:"Print the target names of the last list."`
+	Version    VersionCmd    `cmd:"" help:"Print the version."`
 }
 
 // Env is the process environment the CLI may read.
 type Env struct {
+	Stdin          io.Reader
 	Stdout, Stderr io.Writer
 	Version        string
 	args           []string // as given to Run, for configuration reloads
@@ -85,7 +91,7 @@ func newParser(cli *CLI, env Env, exit func(int)) (*kong.Kong, error) {
 		kong.Description("Reach IAM-authenticated PostgreSQL on AWS RDS and Aurora in private subnets, with no passwords."),
 		kong.UsageOnError(),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
-		kong.Configuration(loadConfigFile),
+		kong.Configuration(loadConfigFile, defaultConfigPath),
 		kong.Writers(env.Stdout, env.Stderr),
 		kong.Exit(exit),
 		kong.Vars{"version": env.Version},
@@ -115,7 +121,11 @@ func run(ctx context.Context, args []string, env Env) error {
 		}
 		return &ExitError{Code: ExitUsage, Err: err}
 	}
-	log, err := newLogger(env.Stderr, cli.LogLevel, cli.LogFormat)
+	level := cli.LogLevel
+	if cli.Quiet && (level == "debug" || level == "info") {
+		level = "warn"
+	}
+	log, err := newLogger(env.Stderr, level, cli.LogFormat)
 	if err != nil {
 		return &ExitError{Code: ExitUsage, Err: err}
 	}

@@ -2,8 +2,10 @@ package cli
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"reflect"
 	"slices"
@@ -14,8 +16,12 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// fileKeys are configuration-file keys that are not flags.
-var fileKeys = []string{"targets"}
+// fileKeys are configuration-file keys that are not flags: the server's
+// static targets, and the client's named servers.
+var fileKeys = []string{"targets", "servers", "default-server"}
+
+// defaultConfigPath is the user's configuration file, read when present.
+const defaultConfigPath = "~/.config/rdsproxy/config.yaml"
 
 // fileResolver supplies flag values from the YAML configuration file,
 // except for flags whose environment variable is set: kong applies
@@ -71,10 +77,30 @@ func (r *fileResolver) Validate(app *kong.Application) error {
 		}
 	}
 	walk(app.Node)
+	if err := unknownKeys("", r.values, known); err != nil {
+		return err
+	}
+	servers, ok := r.values["servers"].(map[string]any)
+	if _, present := r.values["servers"]; present && !ok {
+		return errors.New("configuration file: servers must map server names to their settings")
+	}
+	for name, entry := range servers {
+		settings, ok := entry.(map[string]any)
+		if !ok {
+			return fmt.Errorf("configuration file: servers.%s must be a mapping of flag names", name)
+		}
+		if err := unknownKeys("servers."+name+".", settings, known); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func unknownKeys(prefix string, values map[string]any, known map[string]bool) error {
 	var unknown []string
-	for k := range r.values {
-		if !known[k] {
-			unknown = append(unknown, k)
+	for k := range values {
+		if !known[k] || (prefix != "" && slices.Contains(fileKeys, k)) {
+			unknown = append(unknown, prefix+k)
 		}
 	}
 	if len(unknown) > 0 {
@@ -84,12 +110,21 @@ func (r *fileResolver) Validate(app *kong.Application) error {
 	return nil
 }
 
-// Resolve returns the file's value for flag unless its env var is set.
-func (r *fileResolver) Resolve(_ *kong.Context, _ *kong.Path, flag *kong.Flag) (any, error) {
+// Resolve returns the file's value for flag unless its env var is set:
+// from the selected server's entry (--use, else default-server) first,
+// then from the top level.
+func (r *fileResolver) Resolve(kctx *kong.Context, _ *kong.Path, flag *kong.Flag) (any, error) {
 	if slices.ContainsFunc(flag.Envs, func(e string) bool { _, set := os.LookupEnv(e); return set }) {
 		return nil, nil
 	}
-	v, ok := r.values[flag.Name]
+	entry, err := r.server(kctx)
+	if err != nil {
+		return nil, err
+	}
+	v, ok := entry[flag.Name]
+	if !ok {
+		v, ok = r.values[flag.Name]
+	}
 	if !ok {
 		return nil, nil
 	}
@@ -102,6 +137,30 @@ func (r *fileResolver) Resolve(_ *kong.Context, _ *kong.Path, flag *kong.Flag) (
 		return strings.Join(parts, ","), nil
 	}
 	return v, nil
+}
+
+// server is the settings of the server selected by --use (or the file's
+// default-server), or nil.
+func (r *fileResolver) server(kctx *kong.Context) (map[string]any, error) {
+	name := ""
+	for _, f := range kctx.Flags() {
+		if f.Name == "use" {
+			name, _ = kctx.FlagValue(f).(string)
+		}
+	}
+	servers, _ := r.values["servers"].(map[string]any)
+	if name == "" {
+		name, _ = r.values["default-server"].(string)
+	}
+	if name == "" || servers == nil {
+		return nil, nil
+	}
+	entry, ok := servers[name].(map[string]any)
+	if !ok {
+		names := slices.Sorted(maps.Keys(servers))
+		return nil, fmt.Errorf("configuration file has no server %q (it has: %s)", name, strings.Join(names, ", "))
+	}
+	return entry, nil
 }
 
 // readFileSection decodes one non-flag key of the configuration file.

@@ -2,12 +2,19 @@ package cli
 
 import (
 	"bytes"
+	"context"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/rdsproxy/rdsproxy/discovery"
+	"github.com/rdsproxy/rdsproxy/server"
 )
 
 // dryRun runs `rdsproxy server --dry-run` and returns the effective
@@ -27,6 +34,7 @@ func dryRun(t *testing.T, args ...string) (map[string]any, string, int) {
 
 // Each layer beats the ones below it: flags > RDSPROXY_* > file > defaults.
 func TestConfigPrecedence(t *testing.T) {
+	t.Setenv("HOME", t.TempDir()) // no user configuration file
 	file := filepath.Join(t.TempDir(), "server.yaml")
 	if err := os.WriteFile(file, []byte("listen: 127.0.0.1:1001\nmax-sessions: 11\nstartup-timeout: 3s\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -64,6 +72,7 @@ func TestConfigPrecedence(t *testing.T) {
 
 // Mistakes in the configuration are errors with a sentence, not ignored.
 func TestConfigErrors(t *testing.T) {
+	t.Setenv("HOME", t.TempDir())
 	dir := t.TempDir()
 	write := func(name, body string) string {
 		p := filepath.Join(dir, name)
@@ -96,5 +105,79 @@ func TestConfigErrors(t *testing.T) {
 				t.Fatalf("exit %d, stderr %q; want a failure mentioning %q", code, stderr, tt.want)
 			}
 		})
+	}
+}
+
+// startListServer serves GET /v1/targets with one static target named name.
+func startListServer(t *testing.T, name string) string {
+	t.Helper()
+	snap, err := discovery.NewSnapshot([]discovery.Target{{Name: name, Endpoint: name + ".example:5432", Region: "us-east-1",
+		Auth: discovery.AuthIAM, TLS: discovery.TLSVerifyFull, Source: "static"}}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots, _ := server.RootCAs(nil)
+	srv, err := server.New(server.Config{Targets: fixedSnapshot{snap}, RootCAs: roots})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return ln.Addr().String()
+}
+
+type fixedSnapshot struct{ s *discovery.Snapshot }
+
+func (f fixedSnapshot) Current() *discovery.Snapshot { return f.s }
+
+// Named servers in the configuration file: the default-server's settings
+// apply, --use picks another, and the environment and flags still beat
+// the file.
+func TestNamedServers(t *testing.T) {
+	a, b := startListServer(t, "alpha"), startListServer(t, "beta")
+	file := filepath.Join(t.TempDir(), "config.yaml")
+	body := fmt.Sprintf("default-server: a\nservers:\n  a: {via: direct, server: %q}\n  b: {via: direct, server: %q}\n", a, b)
+	if err := os.WriteFile(file, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("HOME", t.TempDir())
+	t.Setenv("RDSPROXY_STATE_DIR", t.TempDir())
+	tests := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"default-server", nil, nil, "alpha"},
+		{"--use picks another", nil, []string{"--use", "b"}, "beta"},
+		{"RDSPROXY_USE picks another", map[string]string{"RDSPROXY_USE": "b"}, nil, "beta"},
+		{"environment beats the file", map[string]string{"RDSPROXY_SERVER": b}, nil, "beta"},
+		{"flag beats environment and file", map[string]string{"RDSPROXY_SERVER": b}, []string{"--use", "b", "--server", a}, "alpha"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			var out, errOut bytes.Buffer
+			code := Run(append([]string{"list", "--json", "--config", file}, tt.args...), Env{Stdout: &out, Stderr: &errOut})
+			if code != ExitOK {
+				t.Fatalf("exit %d: %s", code, errOut.String())
+			}
+			if !strings.Contains(out.String(), `"name": "`+tt.want+`"`) {
+				t.Fatalf("listed %s, want target %s", out.String(), tt.want)
+			}
+		})
+	}
+	var errOut bytes.Buffer
+	if code := Run([]string{"list", "--config", file, "--use", "nope"}, Env{Stdout: &errOut, Stderr: &errOut}); code == ExitOK ||
+		!strings.Contains(errOut.String(), `no server "nope" (it has: a, b)`) {
+		t.Fatalf("unknown --use: exit %d, %s", code, errOut.String())
 	}
 }

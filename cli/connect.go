@@ -1,12 +1,15 @@
 package cli
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -19,53 +22,108 @@ import (
 
 // ConnectCmd runs the client proxy.
 type ConnectCmd struct {
-	Targets []string `arg:"" name:"target" help:"Target names (rdsproxy list shows them)."`
+	Targets []string `arg:"" optional:"" name:"target" help:"Target names (rdsproxy list shows them); none on a terminal offers a picker."`
 	TunnelFlags
 	Address string `help:"Local address to listen on." default:"127.0.0.1" env:"RDSPROXY_ADDRESS"`
-	Port    int    `help:"Local port (one target only; default: the target's rdsproxy:local-port tag, else a free port)." env:"RDSPROXY_PORT"`
-	User    string `help:"Database user shown in the printed connection strings." env:"RDSPROXY_USER"`
+	Port    int    `help:"Local port (one target only). Default: the target's rdsproxy:local-port tag, else the port it had last time, else a free one." env:"RDSPROXY_PORT"`
+	User    string `help:"Database user for the printed connection strings (default: the target's first rdsproxy:users)." env:"RDSPROXY_USER"`
+	JSON    bool   `help:"Print the connection details of each target as a JSON line."`
 }
 
 // Run opens the tunnel, learns the targets, listens and serves.
-func (c *ConnectCmd) Run(ctx context.Context, log *slog.Logger, env Env) error {
+func (c *ConnectCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env Env) error {
 	if c.Port != 0 && len(c.Targets) > 1 {
 		return &ExitError{Code: ExitUsage, Err: errors.New("--port works with one target; the others need their own ports")}
 	}
-	tun, serverTLS, err := c.TunnelFlags.open(ctx, log)
-	if err != nil {
-		return &ExitError{Code: ExitFailure, Err: err}
-	}
-	defer tun.Close()
 	tokens, err := c.tokenSource(ctx)
 	if err != nil {
 		return err
 	}
-	fctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	all, err := client.FetchTargets(fctx, tun, serverTLS)
-	cancel()
+	r, err := c.dial(ctx, log, env, g.Quiet)
 	if err != nil {
 		return err
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	for _, name := range c.Targets {
-		t, err := client.FindTarget(all, name)
+	defer r.Close()
+	targets, err := c.chooseTargets(env, r.targets)
+	if err != nil {
+		return err
+	}
+	state := newStateStore()
+	grp, gctx := errgroup.WithContext(ctx)
+	for _, t := range targets {
+		ln, err := c.listen(t, state)
 		if err != nil {
 			return &ExitError{Code: ExitFailure, Err: err}
 		}
-		ln, err := c.listen(t)
-		if err != nil {
-			return err
-		}
-		p, err := client.New(client.Config{Tunnel: tun, Target: t, Tokens: tokens, ServerTLS: serverTLS, Logger: log})
+		p, err := client.New(client.Config{Tunnel: r.tun, Target: t, Tokens: tokens, ServerTLS: r.serverTLS, Logger: log})
 		if err != nil {
 			ln.Close()
 			return err
 		}
 		c.printTarget(env, t, ln.Addr().(*net.TCPAddr))
 		log.Info("ready", "target", t.Name, "listen", ln.Addr().String())
-		g.Go(func() error { return p.Serve(gctx, ln) })
+		grp.Go(func() error { return p.Serve(gctx, ln) })
 	}
-	return g.Wait()
+	return grp.Wait()
+}
+
+// chooseTargets resolves the names given, or offers a picker on a terminal.
+func (c *ConnectCmd) chooseTargets(env Env, all []discovery.Target) ([]discovery.Target, error) {
+	names := c.Targets
+	if len(names) == 0 {
+		if !isTerminal(env.Stdin) {
+			return nil, &ExitError{Code: ExitUsage, Err: fmt.Errorf("name a target; the server serves: %s", targetNames(all))}
+		}
+		picked, err := pick(env, all)
+		if err != nil {
+			return nil, &ExitError{Code: ExitUsage, Err: err}
+		}
+		names = picked
+	}
+	out := make([]discovery.Target, 0, len(names))
+	for _, name := range names {
+		t, err := client.FindTarget(all, name)
+		if err != nil {
+			return nil, &ExitError{Code: ExitFailure, Err: err}
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// pick asks for target numbers on the terminal.
+func pick(env Env, all []discovery.Target) ([]string, error) {
+	if len(all) == 0 {
+		return nil, errors.New("the server serves no targets")
+	}
+	for i, t := range all {
+		fmt.Fprintf(env.Stderr, "  %2d) %-24s %s %s\n", i+1, t.Name, t.Region, t.Role)
+	}
+	fmt.Fprint(env.Stderr, "Targets to serve (numbers, space-separated): ")
+	line, err := bufio.NewReader(env.Stdin).ReadString('\n')
+	if err != nil && line == "" {
+		return nil, fmt.Errorf("no target chosen: %w", err)
+	}
+	var names []string
+	for _, f := range strings.Fields(line) {
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 || n > len(all) {
+			return nil, fmt.Errorf("%q is not a number between 1 and %d", f, len(all))
+		}
+		names = append(names, all[n-1].Name)
+	}
+	if len(names) == 0 {
+		return nil, errors.New("no target chosen")
+	}
+	return names, nil
+}
+
+func targetNames(all []discovery.Target) string {
+	names := make([]string, len(all))
+	for i, t := range all {
+		names[i] = t.Name
+	}
+	return strings.Join(names, ", ")
 }
 
 func (c *ConnectCmd) tokenSource(ctx context.Context) (*iamtoken.Cache, error) {
@@ -83,24 +141,45 @@ func (c *ConnectCmd) tokenSource(ctx context.Context) (*iamtoken.Cache, error) {
 	return iamtoken.NewCache(build, time.Now), nil
 }
 
-// listen opens the local listener for t: --port, else the target's port
-// hint, else any free port.
-func (c *ConnectCmd) listen(t discovery.Target) (net.Listener, error) {
-	port := c.Port
+// listen opens the local listener for t on a stable port: --port, else
+// the target's rdsproxy:local-port tag, else the port it was served on
+// last time, else a free port, which is then remembered. A chosen port
+// that is busy is an error, never a silent change.
+func (c *ConnectCmd) listen(t discovery.Target, state *stateStore) (net.Listener, error) {
+	port, why := c.Port, "--port"
+	if port == 0 && t.LocalPort != 0 {
+		port, why = t.LocalPort, "its rdsproxy:local-port tag"
+	}
 	if port == 0 {
-		port = t.LocalPort
+		if port = state.port(t.Name); port != 0 {
+			why = "the port it had last time"
+		}
 	}
 	addr := net.JoinHostPort(c.Address, strconv.Itoa(port))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
+		if port != 0 {
+			return nil, fmt.Errorf("target %s listens on %s (%s), which is busy: free it or pass --port: %w", t.Name, addr, why, err)
+		}
 		return nil, fmt.Errorf("listen for target %s on %s: %w", t.Name, addr, err)
 	}
+	state.rememberPort(t.Name, ln.Addr().(*net.TCPAddr).Port)
 	return ln, nil
 }
 
-// printTarget prints ready-to-paste connection strings for t.
-func (c *ConnectCmd) printTarget(env Env, t discovery.Target, addr *net.TCPAddr) {
-	user := c.User
+// connInfo is what a user pastes into psql, an application or a GUI.
+type connInfo struct {
+	Target string `json:"target"`
+	Host   string `json:"host"`
+	Port   int    `json:"port"`
+	User   string `json:"user"`
+	DB     string `json:"database"`
+	Psql   string `json:"psql"`
+	DSN    string `json:"dsn"`
+	JDBC   string `json:"jdbc"`
+}
+
+func newConnInfo(t discovery.Target, addr *net.TCPAddr, user string) connInfo {
 	if user == "" && len(t.Users) > 0 {
 		user = t.Users[0]
 	}
@@ -112,8 +191,20 @@ func (c *ConnectCmd) printTarget(env Env, t discovery.Target, addr *net.TCPAddr)
 		db = "postgres"
 	}
 	host, port := addr.IP.String(), addr.Port
-	fmt.Fprintf(env.Stdout, "%s → %s:%d\n", t.Name, host, port)
-	fmt.Fprintf(env.Stdout, "  psql:  psql \"host=%s port=%d user=%s dbname=%s sslmode=disable\"\n", host, port, user, db)
-	fmt.Fprintf(env.Stdout, "  DSN:   postgresql://%s@%s:%d/%s?sslmode=disable\n", user, host, port, db)
-	fmt.Fprintf(env.Stdout, "  JDBC:  jdbc:postgresql://%s:%d/%s?sslmode=disable&user=%s\n", host, port, db, user)
+	return connInfo{
+		Target: t.Name, Host: host, Port: port, User: user, DB: db,
+		Psql: fmt.Sprintf(`psql "host=%s port=%d user=%s dbname=%s sslmode=disable"`, host, port, user, db),
+		DSN:  fmt.Sprintf("postgresql://%s@%s:%d/%s?sslmode=disable", user, host, port, db),
+		JDBC: fmt.Sprintf("jdbc:postgresql://%s:%d/%s?sslmode=disable&user=%s", host, port, db, user),
+	}
+}
+
+// printTarget prints ready-to-paste connection strings for t.
+func (c *ConnectCmd) printTarget(env Env, t discovery.Target, addr *net.TCPAddr) {
+	ci := newConnInfo(t, addr, c.User)
+	if c.JSON {
+		json.NewEncoder(env.Stdout).Encode(ci)
+		return
+	}
+	fmt.Fprintf(env.Stdout, "%s → %s:%d\n  psql:  %s\n  DSN:   %s\n  JDBC:  %s\n", t.Name, ci.Host, ci.Port, ci.Psql, ci.DSN, ci.JDBC)
 }

@@ -7,9 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"text/tabwriter"
-	"time"
 
-	"github.com/rdsproxy/rdsproxy/client"
 	"github.com/rdsproxy/rdsproxy/discovery"
 )
 
@@ -20,18 +18,13 @@ type ListCmd struct {
 }
 
 // Run fetches and prints the target list.
-func (c *ListCmd) Run(ctx context.Context, log *slog.Logger, env Env) error {
-	tun, serverTLS, err := c.TunnelFlags.open(ctx, log)
-	if err != nil {
-		return &ExitError{Code: ExitFailure, Err: err}
-	}
-	defer tun.Close()
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	targets, err := client.FetchTargets(ctx, tun, serverTLS)
+func (c *ListCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env Env) error {
+	r, err := c.dial(ctx, log, env, g.Quiet)
 	if err != nil {
 		return err
 	}
+	defer r.Close()
+	targets := r.targets
 	if c.JSON {
 		enc := json.NewEncoder(env.Stdout)
 		enc.SetIndent("", "  ")

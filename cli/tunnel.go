@@ -23,6 +23,7 @@ import (
 
 // TunnelFlags say how the client reaches the server.
 type TunnelFlags struct {
+	Use        string `help:"Use this server's settings from the configuration file's servers: section (default: its default-server)." env:"RDSPROXY_USE" placeholder:"NAME"`
 	Via        string `help:"How to reach the server: ssm, kube or direct." default:"ssm" enum:"ssm,kube,direct" env:"RDSPROXY_VIA"`
 	Server     string `help:"Server address HOST:PORT (--via direct)." env:"RDSPROXY_SERVER" placeholder:"HOST:PORT"`
 	ServerCA   string `help:"PEM CA that signed the server's certificate; makes the server hop use TLS (verify-full)." type:"existingfile" env:"RDSPROXY_SERVER_CA"`

@@ -1,0 +1,121 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+
+	"github.com/rdsproxy/rdsproxy/client"
+	"github.com/rdsproxy/rdsproxy/internal/iamtoken"
+)
+
+// PsqlCmd runs psql against a target through a tunnel that lives as long
+// as psql does.
+type PsqlCmd struct {
+	Target string   `arg:"" name:"target" help:"Target name."`
+	Args   []string `arg:"" optional:"" passthrough:"" name:"psql-args" help:"Arguments for psql, after --."`
+	TunnelFlags
+	User string `help:"Database user (default: the target's first rdsproxy:users, else $USER)." env:"RDSPROXY_USER"`
+}
+
+// Run opens the tunnel, serves the target on a free loopback port, runs
+// psql with PGHOST/PGPORT/PGUSER/PGDATABASE set, closes everything when
+// psql exits, and exits with psql's exit code.
+func (c *PsqlCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env Env) error {
+	tokens, err := (&ConnectCmd{TunnelFlags: c.TunnelFlags}).tokenSource(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := c.dial(ctx, log, env, g.Quiet)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	t, err := client.FindTarget(r.targets, c.Target)
+	if err != nil {
+		return &ExitError{Code: ExitFailure, Err: err}
+	}
+	p, err := client.New(client.Config{Tunnel: r.tun, Target: t, Tokens: tokens, ServerTLS: r.serverTLS, Logger: log})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	sctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); p.Serve(sctx, ln) }()
+	defer func() { stop(); wg.Wait() }()
+	info := newConnInfo(t, ln.Addr().(*net.TCPAddr), userFor(c.User, t.Users))
+	args := c.Args
+	if len(args) > 0 && args[0] == "--" { // kong keeps the separator
+		args = args[1:]
+	}
+	return runPsql(ctx, env, info, args)
+}
+
+func runPsql(ctx context.Context, env Env, info connInfo, args []string) error {
+	cmd := exec.CommandContext(ctx, "psql", args...)
+	cmd.Env = append(os.Environ(), "PGHOST="+info.Host, "PGPORT="+strconv.Itoa(info.Port),
+		"PGUSER="+info.User, "PGDATABASE="+info.DB, "PGSSLMODE=disable")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = env.Stdin, env.Stdout, env.Stderr
+	err := cmd.Run()
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &exit):
+		return &ExitError{Code: exit.ExitCode()}
+	default:
+		return &ExitError{Code: ExitFailure, Err: fmt.Errorf("run psql: %w", err)}
+	}
+}
+
+func userFor(flag string, users []string) string {
+	switch {
+	case flag != "":
+		return flag
+	case len(users) > 0:
+		return users[0]
+	}
+	return os.Getenv("USER")
+}
+
+// TokenCmd prints an IAM token for a target.
+type TokenCmd struct {
+	Target string `arg:"" name:"target" help:"Target name."`
+	TunnelFlags
+	User string `help:"Database user the token is for (default: the target's first rdsproxy:users, else $USER)." env:"RDSPROXY_USER"`
+}
+
+// Run learns the target's endpoint and region from the server and signs
+// a token with the local AWS identity.
+func (c *TokenCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env Env) error {
+	r, err := c.dial(ctx, log, env, g.Quiet)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	t, err := client.FindTarget(r.targets, c.Target)
+	if err != nil {
+		return &ExitError{Code: ExitFailure, Err: err}
+	}
+	cfg, err := c.awsConfig(ctx)
+	if err != nil {
+		return err
+	}
+	tok, err := iamtoken.Build(ctx, t.Endpoint, t.Region, userFor(c.User, t.Users), cfg.Credentials)
+	if err != nil {
+		return &ExitError{Code: ExitFailure, Err: fmt.Errorf("sign a token: %w", err)}
+	}
+	fmt.Fprintln(env.Stdout, tok)
+	return nil
+}

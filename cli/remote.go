@@ -1,0 +1,86 @@
+package cli
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/rdsproxy/rdsproxy/client"
+	"github.com/rdsproxy/rdsproxy/discovery"
+	"github.com/rdsproxy/rdsproxy/tunnel"
+)
+
+// remote is an open tunnel to a server and the targets it serves.
+type remote struct {
+	tun       tunnel.Tunnel
+	serverTLS *tls.Config
+	targets   []discovery.Target
+}
+
+// dial opens the tunnel and fetches the target list, with a spinner on
+// stderr while it waits (only on a terminal, never with --quiet). The
+// target names are remembered for shell completion.
+func (f *TunnelFlags) dial(ctx context.Context, log *slog.Logger, env Env, quiet bool) (*remote, error) {
+	stop := spinner(env.Stderr, "opening the --via "+f.Via+" tunnel", !quiet)
+	defer stop()
+	tun, serverTLS, err := f.open(ctx, log)
+	if err != nil {
+		return nil, &ExitError{Code: ExitFailure, Err: err}
+	}
+	fctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	targets, err := client.FetchTargets(fctx, tun, serverTLS)
+	if err != nil {
+		tun.Close()
+		return nil, &ExitError{Code: ExitFailure, Err: err}
+	}
+	names := make([]string, len(targets))
+	for i, t := range targets {
+		names[i] = t.Name
+	}
+	if err := newStateStore().rememberTargets(names); err != nil {
+		log.Debug("cannot remember target names for completion", "err", err)
+	}
+	return &remote{tun: tun, serverTLS: serverTLS, targets: targets}, nil
+}
+
+func (r *remote) Close() error { return r.tun.Close() }
+
+// spinner draws a progress indicator on w while the caller waits, if w is
+// a terminal and enabled; the returned func erases it.
+func spinner(w io.Writer, what string, enabled bool) func() {
+	f, ok := w.(*os.File)
+	if !enabled || !ok || !term.IsTerminal(int(f.Fd())) {
+		return func() {}
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		frames := `|/-\`
+		t := time.NewTicker(120 * time.Millisecond)
+		defer t.Stop()
+		for i := 0; ; i++ {
+			fmt.Fprintf(f, "\r%c %s…", frames[i%len(frames)], what)
+			select {
+			case <-done:
+				fmt.Fprintf(f, "\r\033[K")
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
+}
+
+// isTerminal reports whether r is an interactive terminal.
+func isTerminal(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}

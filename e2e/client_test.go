@@ -1,0 +1,175 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/rdsproxy/rdsproxy/internal/sandbox"
+)
+
+// printed is one target's line of `rdsproxy connect --json`.
+type printed struct {
+	Target, Host, User, Psql, DSN, JDBC string
+	Port                                int
+	Database                            string `json:"database"`
+}
+
+// clientCmd runs the real rdsproxy client against the world's server
+// through --via ssm, with its own state directory and no user config.
+func clientCmd(t *testing.T, world *sandbox.World, s *binaryServer, stateDir string, args ...string) *exec.Cmd {
+	bin, err := buildOnce()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(s.addr)
+	cmd := exec.Command(bin, append([]string{args[0], "--via", "ssm", "--ssm-server", sandbox.WorldServer, "--ssm-port", port}, args[1:]...)...)
+	cmd.Env = append(os.Environ(), world.ClientEnv()...)
+	cmd.Env = append(cmd.Env, "RDSPROXY_STATE_DIR="+stateDir, "HOME="+stateDir)
+	return cmd
+}
+
+// startConnect runs `rdsproxy connect --json` and returns what it printed
+// for each target.
+func startConnect(t *testing.T, cmd *exec.Cmd, n int) []printed {
+	t.Helper()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr logBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); sb.logs.Write([]byte(stderr.String())) })
+	lines := make(chan printed)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			var p printed
+			if json.Unmarshal(sc.Bytes(), &p) == nil {
+				lines <- p
+			}
+		}
+		close(lines)
+	}()
+	var out []printed
+	for len(out) < n {
+		select {
+		case p, ok := <-lines:
+			if !ok {
+				t.Fatalf("connect exited early:\n%s", stderr.String())
+			}
+			out = append(out, p)
+		case <-time.After(60 * time.Second):
+			t.Fatalf("connect printed %d of %d targets:\n%s", len(out), n, stderr.String())
+		}
+	}
+	return out
+}
+
+// Two targets served at once through one SSM tunnel, each answering on its
+// printed port; the printed psql command, DSN and JDBC URL are each parsed
+// back and used; ports are stable across restarts and never silently changed.
+func TestConnectTwoTargetsOverOneSSMTunnel(t *testing.T) {
+	world := startTestWorld(t)
+	s := startBinaryServer(t, world)
+	state := t.TempDir()
+	before := world.SSM.Stats().SessionsStarted
+	cmd := clientCmd(t, world, s, state, "connect", "--json", "--user", sandbox.UserIAM, "orders", "reporting")
+	got := startConnect(t, cmd, 2)
+	for _, p := range got {
+		usePrinted(t, p)
+	}
+	if started := world.SSM.Stats().SessionsStarted - before; started != 1 {
+		t.Errorf("%d SSM sessions for two targets, want one tunnel", started)
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("connect after Ctrl-C: %v", err)
+	}
+	waitFor(t, 10*time.Second, "TerminateSession", func() bool { return world.SSM.Stats().TerminateCalls > 0 })
+
+	// Restarted, both targets come back on the same ports.
+	again := startConnect(t, clientCmd(t, world, s, state, "connect", "--json", "orders", "reporting"), 2)
+	for i := range got {
+		if again[i].Port != got[i].Port {
+			t.Errorf("%s moved from port %d to %d", got[i].Target, got[i].Port, again[i].Port)
+		}
+	}
+}
+
+// usePrinted connects with each printed form.
+func usePrinted(t *testing.T, p printed) {
+	t.Helper()
+	ctx := context.Background()
+	conninfo := strings.TrimSuffix(strings.TrimPrefix(p.Psql, `psql "`), `"`)
+	out, err := exec.Command("psql", "-X", "-At", conninfo, "-c", "SELECT current_user").CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != sandbox.UserIAM {
+		t.Fatalf("%s: printed psql command: %v %s", p.Target, err, out)
+	}
+	conn, err := pgx.Connect(ctx, p.DSN)
+	if err != nil {
+		t.Fatalf("%s: printed DSN %s: %v", p.Target, p.DSN, err)
+	}
+	conn.Close(ctx)
+	u, err := url.Parse(strings.TrimPrefix(p.JDBC, "jdbc:"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Scheme != "postgresql" || u.Hostname() != p.Host || u.Port() != strconv.Itoa(p.Port) ||
+		u.Path != "/"+p.Database || u.Query().Get("user") != p.User || p.Database != sandbox.DatabaseApp {
+		t.Fatalf("%s: JDBC URL %s does not match host %s port %d database %s user %s", p.Target, p.JDBC, p.Host, p.Port, p.Database, p.User)
+	}
+}
+
+// A target's port that is busy is an error, never a silent change.
+func TestConnectBusyPortIsAnError(t *testing.T) {
+	world := startTestWorld(t)
+	s := startBinaryServer(t, world)
+	ln, err := net.Listen("tcp", "127.0.0.1:15432") // orders' rdsproxy:local-port tag
+	if err != nil {
+		t.Skipf("port 15432 is taken on this machine: %v", err)
+	}
+	defer ln.Close()
+	out, err := clientCmd(t, world, s, t.TempDir(), "connect", "orders").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "127.0.0.1:15432 (its rdsproxy:local-port tag), which is busy: free it or pass --port") {
+		t.Fatalf("busy port: %v\n%s", err, out)
+	}
+}
+
+// rdsproxy psql passes psql's exit code through and closes the tunnel.
+func TestPsqlCommand(t *testing.T) {
+	world := startTestWorld(t)
+	s := startBinaryServer(t, world)
+	state := t.TempDir()
+	cmd := clientCmd(t, world, s, state, "psql", "orders", "--", "-At", "-c", "SELECT current_user")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil || strings.TrimSpace(string(out)) != sandbox.UserIAM {
+		t.Fatalf("rdsproxy psql: %v %q\n%s", err, out, stderr.String())
+	}
+	err = clientCmd(t, world, s, state, "psql", "orders", "--", "-c", "SELECT 1/0").Run()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("psql's exit code not passed through: %v", err)
+	}
+	stats := world.SSM.Stats()
+	if stats.TerminateCalls < stats.SessionsStarted {
+		t.Errorf("sessions left open: %+v", stats)
+	}
+}
