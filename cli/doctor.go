@@ -1,14 +1,466 @@
 package cli
 
-import "errors"
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"time"
 
-// DoctorCmd checks, step by step, everything a connection needs.
-// (Placeholder: replaced by the full implementation.)
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
+	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+	"github.com/aws/smithy-go"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/rdsproxy/rdsproxy/client"
+	"github.com/rdsproxy/rdsproxy/discovery"
+	"github.com/rdsproxy/rdsproxy/internal/iamtoken"
+	"github.com/rdsproxy/rdsproxy/tunnel"
+	ssmtun "github.com/rdsproxy/rdsproxy/tunnel/ssm"
+)
+
+// DoctorCmd checks, step by step, everything a connection needs: AWS
+// identity, clock, the server, the tunnel, the target list, a token and a
+// test login. Each check prints one line (✓, ✗ with a fix, or - when a
+// check it needs failed); the exit code is 1 when any check failed.
 type DoctorCmd struct {
 	Target []string `arg:"" optional:"" name:"target" help:"Target to test a login to."`
 	TunnelFlags
-	User string `help:"Database user for the test login." env:"RDSPROXY_USER"`
+	User string `help:"Database user for the test login (default: the target's first rdsproxy:users, else $USER)." env:"RDSPROXY_USER"`
 }
 
-// Run runs the checks.
-func (c *DoctorCmd) Run() error { return errors.New("doctor: not implemented yet") }
+// maxClockSkew is how far the local clock may be from AWS's before the
+// IAM tokens it signs are rejected (SigV4 allows 5 minutes).
+const maxClockSkew = 5 * time.Minute
+
+// doctorStepTimeout bounds each check.
+const doctorStepTimeout = 60 * time.Second
+
+// Check indexes, in the order they run.
+const (
+	checkIdentity = iota
+	checkClock
+	checkServer
+	checkTunnel
+	checkAnswers
+	checkTarget
+	checkToken
+	checkLogin
+)
+
+// problem is a failed check: what is wrong and what to do about it.
+type problem struct{ what, fix string }
+
+func (p *problem) Error() string { return p.what }
+
+func fail(fix, format string, args ...any) *problem {
+	return &problem{what: fmt.Sprintf(format, args...), fix: fix}
+}
+
+// skipped marks a check that does not apply; the reason is printed.
+type skipped struct{ why string }
+
+func (s *skipped) Error() string { return s.why }
+
+type doctorCheck struct {
+	name  string
+	needs []int // checks that must have passed first
+	run   func(ctx context.Context) (string, error)
+}
+
+// doctor holds what the checks learn, for the checks after them.
+type doctor struct {
+	cmd       *DoctorCmd
+	log       *slog.Logger
+	aws       aws.Config
+	identity  *sts.GetCallerIdentityOutput
+	instance  string
+	tun       tunnel.Tunnel
+	serverTLS *tls.Config
+	targets   []discovery.Target
+	target    discovery.Target
+	user      string
+	token     string // never printed or logged
+}
+
+// Run runs the checks and prints one line per check on stdout.
+func (c *DoctorCmd) Run(ctx context.Context, log *slog.Logger, env Env) error {
+	d := &doctor{cmd: c, log: log}
+	defer d.close()
+	checks := d.checks()
+	failed := runChecks(ctx, env.Stdout, checks)
+	if failed > 0 {
+		return &ExitError{Code: ExitFailure, Err: fmt.Errorf("doctor: %s of %d failed", plural(failed, "check"), len(checks))}
+	}
+	return nil
+}
+
+func (d *doctor) checks() []doctorCheck {
+	serverNeeds := []int{}
+	if d.cmd.Via == "ssm" {
+		serverNeeds = []int{checkIdentity}
+	}
+	return []doctorCheck{
+		checkIdentity: {"AWS credentials", nil, d.checkIdentity},
+		checkClock:    {"clock skew", []int{checkIdentity}, d.checkClock},
+		checkServer:   {"server found", serverNeeds, d.checkServer},
+		checkTunnel:   {"tunnel opens", []int{checkServer}, d.checkTunnel},
+		checkAnswers:  {"server answers", []int{checkTunnel}, d.checkAnswers},
+		checkTarget:   {"target listed", []int{checkAnswers}, d.checkTarget},
+		checkToken:    {"token can be signed", []int{checkIdentity, checkTarget}, d.checkToken},
+		checkLogin:    {"test login", []int{checkTunnel, checkToken}, d.checkLogin},
+	}
+}
+
+// runChecks runs checks in order, skipping those whose needs did not pass,
+// prints their lines and returns how many failed.
+func runChecks(ctx context.Context, w io.Writer, checks []doctorCheck) int {
+	passed := make([]bool, len(checks))
+	failed := 0
+	for i, c := range checks {
+		ready := true
+		for _, n := range c.needs {
+			ready = ready && passed[n]
+		}
+		if !ready {
+			fmt.Fprintf(w, "- %s: skipped\n", c.name)
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, doctorStepTimeout)
+		detail, err := c.run(cctx)
+		cancel()
+		var p *problem
+		var s *skipped
+		switch {
+		case err == nil:
+			passed[i] = true
+			fmt.Fprintf(w, "✓ %s: %s\n", c.name, detail)
+		case errors.As(err, &s):
+			fmt.Fprintf(w, "- %s: skipped (%s)\n", c.name, s.why)
+		case errors.As(err, &p):
+			failed++
+			fmt.Fprintf(w, "✗ %s: %s\n  fix: %s\n", c.name, p.what, p.fix)
+		default:
+			failed++
+			fmt.Fprintf(w, "✗ %s: %v\n  fix: see the error above\n", c.name, err)
+		}
+	}
+	return failed
+}
+
+func (d *doctor) close() {
+	if d.tun != nil {
+		d.tun.Close()
+	}
+}
+
+// checkIdentity loads the SDK configuration and asks STS who we are.
+func (d *doctor) checkIdentity(ctx context.Context) (string, error) {
+	fix := d.credentialsFix()
+	cfg, err := d.cmd.awsConfig(ctx)
+	if err != nil {
+		return "", fail(fix, "%v", err)
+	}
+	d.aws = cfg
+	if cfg.Credentials == nil {
+		return "", fail(fix, "no AWS credentials found")
+	}
+	creds, err := cfg.Credentials.Retrieve(ctx)
+	if err != nil {
+		return "", fail(fix, "no usable AWS credentials: %v", err)
+	}
+	if cfg.Region == "" {
+		return "", fail("pass --region, set AWS_REGION, or set region in your AWS profile", "no AWS region is configured")
+	}
+	out, err := sts.NewFromConfig(cfg).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
+	if err != nil {
+		return "", stsProblem(err, fix)
+	}
+	d.identity = out
+	return fmt.Sprintf("%s (credentials from %s)", aws.ToString(out.Arn), creds.Source), nil
+}
+
+func (d *doctor) credentialsFix() string {
+	profile := d.cmd.Profile
+	if profile == "" {
+		return "set --profile or AWS_PROFILE to a profile with credentials (run `aws sso login --profile NAME` for an SSO profile), or export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+	}
+	return fmt.Sprintf("check the profile %q in ~/.aws/config and ~/.aws/credentials; for an SSO profile run `aws sso login --profile %s`", profile, profile)
+}
+
+// stsProblem explains a GetCallerIdentity failure.
+func stsProblem(err error, fix string) *problem {
+	var ae smithy.APIError
+	if !errors.As(err, &ae) {
+		return fail("check your network access to AWS STS (proxy, VPN, AWS_ENDPOINT_URL_STS)", "cannot reach AWS STS: %v", err)
+	}
+	switch code := ae.ErrorCode(); code {
+	case "ExpiredToken", "ExpiredTokenException", "RequestExpired":
+		return fail("refresh your credentials (`aws sso login` for SSO profiles) and try again", "your AWS session has expired (%s)", code)
+	case "SignatureDoesNotMatch":
+		return fail("check AWS_SECRET_ACCESS_KEY or the profile's secret key; if the keys are right, sync this machine's clock", "AWS rejected the request signature (%s: %s)", code, ae.ErrorMessage())
+	default:
+		return fail(fix, "AWS STS refused the credentials (%s: %s)", code, ae.ErrorMessage())
+	}
+}
+
+// checkClock compares the local clock with the Date of STS's answer.
+func (d *doctor) checkClock(context.Context) (string, error) {
+	server, ok := awsmiddleware.GetServerTime(d.identity.ResultMetadata)
+	local, ok2 := awsmiddleware.GetResponseAt(d.identity.ResultMetadata)
+	if !ok || !ok2 {
+		return "", fail("check the clock by hand (timedatectl status) against an NTP server",
+			"AWS STS's answer carried no Date header, so the clock skew cannot be measured")
+	}
+	return clockSkew(local, server)
+}
+
+// clockSkew judges the local clock at the moment AWS said server. Date
+// headers have a resolution of one second.
+func clockSkew(local, server time.Time) (string, error) {
+	skew := local.Sub(server)
+	size := skew.Abs().Round(time.Second)
+	if size <= time.Second {
+		return "this machine's clock agrees with AWS's (within 1s)", nil
+	}
+	dir := "ahead of"
+	if skew < 0 {
+		dir = "behind"
+	}
+	if skew.Abs() > maxClockSkew {
+		return "", fail("sync this machine's clock (e.g. timedatectl set-ntp true)",
+			"this machine's clock is %s %s AWS's; IAM tokens will be rejected", size, dir)
+	}
+	return fmt.Sprintf("this machine's clock is %s %s AWS's (tokens are rejected beyond %s)", size, dir, maxClockSkew), nil
+}
+
+// checkServer finds the server: its instance and SSM status, a ready pod,
+// or a TCP connection to --server.
+func (d *doctor) checkServer(ctx context.Context) (string, error) {
+	f := &d.cmd.TunnelFlags
+	switch f.Via {
+	case "ssm":
+		return d.findSSMServer(ctx)
+	case "kube":
+		tun, cfg, err := f.open(ctx, d.log)
+		if err != nil {
+			return "", fail("check --kube-context and --kube-namespace, that the server's pods are running and ready (kubectl get pods), and that you may list pods and create pods/portforward",
+				"%v", err)
+		}
+		d.tun, d.serverTLS = tun, cfg
+		return "a ready server pod", nil
+	default:
+		if f.Server == "" {
+			return "", fail("pass --server HOST:PORT (or RDSPROXY_SERVER)", "--via direct needs the server's address")
+		}
+		conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", f.Server)
+		var op *net.OpError
+		if errors.As(err, &op) {
+			err = op.Err // the message names the address already
+		}
+		if err != nil {
+			return "", fail("check the address, that the server is running, and that your network (VPN, peering, security group) reaches it",
+				"cannot connect to %s: %v", f.Server, err)
+		}
+		conn.Close()
+		return "TCP connection to " + f.Server, nil
+	}
+}
+
+func (d *doctor) findSSMServer(ctx context.Context) (string, error) {
+	f := &d.cmd.TunnelFlags
+	id, how := f.SSMTarget, "--ssm-target"
+	if id == "" {
+		var err error
+		id, err = ssmtun.FindInstance(ctx, ec2.NewFromConfig(d.aws), f.SSMServer)
+		tag := ssmtun.ServerTag + "=" + f.SSMServer
+		if errors.Is(err, ssmtun.ErrNoInstance) {
+			return "", fail(fmt.Sprintf("tag the server's instance %s (the Terraform module does), or name the right server with --ssm-server, or the instance with --ssm-target i-…; check that your profile and --region are the server's account and region", tag),
+				"no running EC2 instance is tagged %s in %s", tag, d.aws.Region)
+		}
+		if err != nil {
+			return "", fail("allow ec2:DescribeInstances, or pass the instance id with --ssm-target", "%v", err)
+		}
+		how = "tagged " + tag
+	}
+	d.instance = id
+	if strings.HasPrefix(id, "ecs:") {
+		return id + " (an ECS task; SSM reports no agent status for tasks)", nil
+	}
+	out, err := ssm.NewFromConfig(d.aws).DescribeInstanceInformation(ctx, &ssm.DescribeInstanceInformationInput{
+		Filters: []ssmtypes.InstanceInformationStringFilter{{Key: aws.String("InstanceIds"), Values: []string{id}}}})
+	var ae smithy.APIError
+	if errors.As(err, &ae) && strings.Contains(ae.ErrorCode(), "AccessDenied") {
+		return fmt.Sprintf("%s (%s); its SSM agent status is unknown (no ssm:DescribeInstanceInformation permission)", id, how), nil
+	}
+	if err != nil {
+		return "", fail("check your network access to AWS SSM", "ssm DescribeInstanceInformation for %s: %v", id, err)
+	}
+	const agentFix = "make sure the SSM agent runs on the instance (systemctl status amazon-ssm-agent), its instance profile has the AmazonSSMManagedInstanceCore policy, and it can reach the ssm, ssmmessages and ec2messages endpoints (VPC endpoints or NAT)"
+	if len(out.InstanceInformationList) == 0 {
+		return "", fail(agentFix, "%s (%s) is not registered with Systems Manager: no SSM agent has reported from it", id, how)
+	}
+	info := out.InstanceInformationList[0]
+	if info.PingStatus != ssmtypes.PingStatusOnline {
+		return "", fail(agentFix, "the SSM agent on %s (%s) is %s", id, how, info.PingStatus)
+	}
+	return fmt.Sprintf("%s (%s), SSM agent %s online", id, how, aws.ToString(info.AgentVersion)), nil
+}
+
+// checkTunnel opens the tunnel (unless finding the server did) and one
+// stream through it.
+func (d *doctor) checkTunnel(ctx context.Context) (string, error) {
+	f := d.cmd.TunnelFlags
+	fix := map[string]string{
+		"ssm":    fmt.Sprintf("check that you may ssm:StartSession on %s with the document AWS-StartPortForwardingSession, and that the server listens on port %d there (--ssm-port)", d.instance, f.SSMPort),
+		"kube":   fmt.Sprintf("check that the server listens on port %d in the pod (--kube-port) and that you may create pods/portforward", f.KubePort),
+		"direct": "check --server, and --server-ca/--server-name when the server uses TLS",
+	}[f.Via]
+	if d.tun == nil {
+		f.SSMTarget = d.instance // found already
+		tun, cfg, err := f.open(ctx, d.log)
+		if err != nil {
+			return "", fail(fix, "%v", err)
+		}
+		d.tun, d.serverTLS = tun, cfg
+	}
+	stream, err := client.DialServer(ctx, d.tun, d.serverTLS)
+	if err != nil {
+		return "", fail(fix, "cannot open a stream to the server: %v", err)
+	}
+	stream.Close()
+	tlsNote := ""
+	if d.serverTLS != nil {
+		tlsNote = " (TLS verified)"
+	}
+	return fmt.Sprintf("--via %s, a stream to the server%s", f.Via, tlsNote), nil
+}
+
+func (d *doctor) checkAnswers(ctx context.Context) (string, error) {
+	targets, err := client.FetchTargets(ctx, d.tun, d.serverTLS)
+	if err != nil {
+		return "", fail("check that the port is rdsproxy server's (--ssm-port, --kube-port or --server) and read the server's log",
+			"%v", err)
+	}
+	d.targets = targets
+	return plural(len(targets), "target"), nil
+}
+
+func (d *doctor) checkTarget(context.Context) (string, error) {
+	if len(d.cmd.Target) == 0 {
+		return "", &skipped{"no TARGET given"}
+	}
+	t, err := client.FindTarget(d.targets, d.cmd.Target[0])
+	if err != nil {
+		return "", fail("run `rdsproxy list` for the names; a database is served when its tags match the server's --allow-tag and --deny-tag rules and it has IAM authentication enabled",
+			"%v", err)
+	}
+	d.target = t
+	return fmt.Sprintf("%s → %s in %s", t.Name, t.Endpoint, t.Region), nil
+}
+
+func (d *doctor) checkToken(ctx context.Context) (string, error) {
+	t := d.target
+	if t.Auth != discovery.AuthIAM {
+		return "", &skipped{fmt.Sprintf("target %s uses %s authentication, not IAM", t.Name, t.Auth)}
+	}
+	d.user = loginUser(d.cmd.User, t)
+	if d.user == "" {
+		return "", fail("pass --user", "no database user: --user is not set, the target has no rdsproxy:users tag and $USER is empty")
+	}
+	tok, err := iamtoken.Build(ctx, t.Endpoint, t.Region, d.user, d.aws.Credentials)
+	if err != nil {
+		return "", fail(d.credentialsFix(), "%v", err)
+	}
+	d.token = tok
+	return fmt.Sprintf("for user %s at %s in %s", d.user, t.Endpoint, t.Region), nil
+}
+
+// loginUser is --user, else the target's first allowed user, else $USER.
+func loginUser(flag string, t discovery.Target) string {
+	switch {
+	case flag != "":
+		return flag
+	case len(t.Users) > 0:
+		return t.Users[0]
+	default:
+		return os.Getenv("USER")
+	}
+}
+
+// checkLogin logs in through the server with the token and asks the
+// database who we are.
+func (d *doctor) checkLogin(ctx context.Context) (string, error) {
+	t := d.target
+	cfg, err := pgx.ParseConfig("sslmode=disable")
+	if err != nil {
+		return "", fmt.Errorf("pgx configuration: %w", err)
+	}
+	cfg.Host, cfg.Port, cfg.User, cfg.Password, cfg.Database = "rdsproxy-server", 5432, d.user, d.token, t.Database
+	cfg.LookupFunc = func(_ context.Context, host string) ([]string, error) { return []string{host}, nil }
+	cfg.DialFunc = func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return client.DialServer(ctx, d.tun, d.serverTLS)
+	}
+	cfg.RuntimeParams["rdsproxy.target"] = t.Name
+	cfg.RuntimeParams["application_name"] = "rdsproxy doctor"
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return "", explainLogin(err, t, d.user)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var who string
+	if err := conn.QueryRow(ctx, "SELECT current_user").Scan(&who); err != nil {
+		return "", explainLogin(err, t, d.user)
+	}
+	return fmt.Sprintf("logged in to %s as %s (SELECT current_user)", t.Name, who), nil
+}
+
+// explainLogin says in plain words why the test login failed.
+func explainLogin(err error, t discovery.Target, user string) *problem {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return fail("check the server's log; the tunnel and the target list worked, so the session broke during the login",
+			"the login did not complete: %v", err)
+	}
+	msg := strings.TrimPrefix(pe.Message, "rdsproxy: ")
+	switch {
+	case pe.Code == "28P01" && strings.Contains(pe.Message, "PAM authentication failed"):
+		return fail(fmt.Sprintf("grant it rds_iam (GRANT rds_iam TO %s) and allow rds-db:connect for %s in your IAM policy", user, user),
+			"the database refused the IAM token for %s (%s)", user, pe.Message)
+	case pe.Code == "28000" && strings.Contains(pe.Message, "does not allow database user"):
+		return fail(fmt.Sprintf("log in as one of %s (--user), or add %s to the database's rdsproxy:users tag", strings.Join(t.Users, ", "), user),
+			"%s", msg)
+	case pe.Code == "28P01":
+		return fail(hintOr(pe, "sign a fresh token with synced clock and the right credentials"), "the server refused the token: %s", msg)
+	case pe.Code == "08001":
+		return fail(hintOr(pe, "check the database's status and that the server's security group may reach it"),
+			"the server cannot reach the database: %s", msg)
+	default:
+		return fail(hintOr(pe, "read the server's log"), "the login failed with %s: %s", pe.Code, msg)
+	}
+}
+
+func hintOr(pe *pgconn.PgError, fallback string) string {
+	if pe.Hint != "" {
+		return pe.Hint
+	}
+	return fallback
+}
+
+// plural is "1 check", "2 checks".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
