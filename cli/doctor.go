@@ -25,7 +25,9 @@ import (
 	"github.com/rdsproxy/rdsproxy/client"
 	"github.com/rdsproxy/rdsproxy/discovery"
 	"github.com/rdsproxy/rdsproxy/internal/iamtoken"
+	"github.com/rdsproxy/rdsproxy/internal/pgwire"
 	"github.com/rdsproxy/rdsproxy/tunnel"
+	"github.com/rdsproxy/rdsproxy/tunnel/kube"
 	ssmtun "github.com/rdsproxy/rdsproxy/tunnel/ssm"
 )
 
@@ -252,13 +254,7 @@ func (d *doctor) checkServer(ctx context.Context) (string, error) {
 	case "ssm":
 		return d.findSSMServer(ctx)
 	case "kube":
-		tun, cfg, err := f.open(ctx, d.log)
-		if err != nil {
-			return "", fail("check --kube-context and --kube-namespace, that the server's pods are running and ready (kubectl get pods), and that you may list pods and create pods/portforward",
-				"%v", err)
-		}
-		d.tun, d.serverTLS = tun, cfg
-		return "a ready server pod", nil
+		return d.findKubeServer(ctx)
 	default:
 		if f.Server == "" {
 			return "", fail("pass --server HOST:PORT (or RDSPROXY_SERVER)", "--via direct needs the server's address")
@@ -275,6 +271,32 @@ func (d *doctor) checkServer(ctx context.Context) (string, error) {
 		conn.Close()
 		return "TCP connection to " + f.Server, nil
 	}
+}
+
+// findKubeServer opens the kube tunnel and one port-forward stream, which
+// is when it picks a ready pod.
+func (d *doctor) findKubeServer(ctx context.Context) (string, error) {
+	f := &d.cmd.TunnelFlags
+	tun, cfg, err := f.open(ctx, d.log)
+	if err == nil {
+		d.tun, d.serverTLS = tun, cfg
+		var c net.Conn
+		if c, err = tun.Dial(ctx); err == nil {
+			c.Close()
+		}
+	}
+	if err != nil {
+		return "", fail("check --kube-context and --kube-namespace, that the server's pods are running and ready (kubectl get pods), and that you may list pods and create pods/portforward",
+			"%v", err)
+	}
+	of := "deployment " + f.KubeDeployment
+	if f.KubeSelector != "" {
+		of = "pods matching " + f.KubeSelector
+	}
+	if kt, ok := tun.(*kube.Tunnel); ok {
+		of += " in namespace " + kt.Namespace()
+	}
+	return "a ready pod of " + of, nil
 }
 
 func (d *doctor) findSSMServer(ctx context.Context) (string, error) {
@@ -338,12 +360,34 @@ func (d *doctor) checkTunnel(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", fail(fix, "cannot open a stream to the server: %v", err)
 	}
-	stream.Close()
-	tlsNote := ""
-	if d.serverTLS != nil {
-		tlsNote = " (TLS verified)"
+	defer stream.Close()
+	if d.serverTLS != nil { // DialServer's SSLRequest and handshake went through
+		return fmt.Sprintf("--via %s; the server answers, TLS verified", f.Via), nil
 	}
-	return fmt.Sprintf("--via %s, a stream to the server%s", f.Via, tlsNote), nil
+	if err := probeServer(ctx, stream); err != nil {
+		return "", fail(fix, "%v", err)
+	}
+	return fmt.Sprintf("--via %s; the server answers", f.Via), nil
+}
+
+// probeServer sends an SSLRequest and reads the one-byte answer, so a
+// stream that reaches nothing (multiplexed transports open streams before
+// the far end dials the port) fails here.
+func probeServer(ctx context.Context, stream net.Conn) error {
+	if deadline, ok := ctx.Deadline(); ok {
+		stream.SetDeadline(deadline)
+	}
+	if _, err := stream.Write(pgwire.AppendSSLRequest(nil)); err != nil {
+		return fmt.Errorf("send a probe to the server: %w", err)
+	}
+	var b [1]byte
+	if _, err := io.ReadFull(stream, b[:]); err != nil {
+		return fmt.Errorf("the server did not answer a probe: %w", err)
+	}
+	if b[0] != 'N' && b[0] != 'S' {
+		return fmt.Errorf("what answers on the server's port is not an rdsproxy server (it sent %q to an SSLRequest)", b[0])
+	}
+	return nil
 }
 
 func (d *doctor) checkAnswers(ctx context.Context) (string, error) {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/rdsproxy/rdsproxy/cli"
 	"github.com/rdsproxy/rdsproxy/internal/iamtoken"
 	"github.com/rdsproxy/rdsproxy/internal/sandbox"
+	"github.com/rdsproxy/rdsproxy/internal/sandbox/kubeapi"
 	"github.com/rdsproxy/rdsproxy/internal/sandbox/ssmendpoint"
 )
 
@@ -39,12 +41,26 @@ func TestDoctor(t *testing.T) {
 	}
 	t.Cleanup(func() { lost.Close() })
 	skewedSTS := fakeSTS(t, 10*time.Minute)
+	kubeconfig := func(ready bool) string {
+		api, err := kubeapi.Start(kubeapi.Config{Target: serverAddr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(api.Close)
+		api.SetReady(ready)
+		path := filepath.Join(t.TempDir(), "kubeconfig")
+		if err := api.WriteKubeconfig(path); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	kubeReady, kubeNotReady := kubeconfig(true), kubeconfig(false)
 
 	const (
 		identity = `^✓ AWS credentials: arn:aws:\S+ \(credentials from EnvConfigCredentials\)$`
 		clock    = `^✓ clock skew: this machine's clock agrees with AWS's \(within 1s\)$`
 		found    = `^✓ server found: i-\w+ \(tagged rdsproxy:server=sandbox\), SSM agent 3\.3\.987\.0 online$`
-		tunnel   = `^✓ tunnel opens: --via ssm, a stream to the server$`
+		tunnel   = `^✓ tunnel opens: --via ssm; the server answers$`
 		token    = `^✓ token can be signed: for user `
 		fix      = `^  fix: `
 	)
@@ -67,11 +83,19 @@ func TestDoctor(t *testing.T) {
 			`^✓ test login: logged in to orders as iam_user`}},
 		{"via direct", append([]string{"orders"}, direct...), nil, cli.ExitOK, []string{
 			identity, clock, `^✓ server found: TCP connection to ` + regexp.QuoteMeta(serverAddr) + `$`,
-			`^✓ tunnel opens: --via direct, a stream to the server$`, answers, listed("orders"), token + sandbox.UserIAM,
+			`^✓ tunnel opens: --via direct; the server answers$`, answers, listed("orders"), token + sandbox.UserIAM,
 			`^✓ test login: logged in to orders as iam_user`}},
 		{"via direct, nothing listening", append([]string{"orders"}, "--via", "direct", "--server", closedAddr()), nil, cli.ExitFailure, []string{
 			identity, clock, `^✗ server found: cannot connect to 127\.0\.0\.1:\d+: .*connection refused$`,
 			fix + `check the address, that the server is running`,
+			skip("tunnel opens"), skip("server answers"), skip("target listed"), skip("token can be signed"), skip("test login")}},
+		{"via kube", []string{"orders", "--via", "kube", "--kubeconfig", kubeReady}, nil, cli.ExitOK, []string{
+			identity, clock, `^✓ server found: a ready pod of deployment rdsproxy in namespace default$`,
+			`^✓ tunnel opens: --via kube; the server answers$`, answers, listed("orders"), token + sandbox.UserIAM,
+			`^✓ test login: logged in to orders as iam_user`}},
+		{"via kube, no ready pod", []string{"orders", "--via", "kube", "--kubeconfig", kubeNotReady}, nil, cli.ExitFailure, []string{
+			identity, clock, `^✗ server found: kube: no ready pod for deployment rdsproxy in namespace default \(1 pods match app=rdsproxy: rdsproxy-\d+ \(Running, not ready\)\)$`,
+			fix + `check --kube-context and --kube-namespace, that the server's pods are running and ready`,
 			skip("tunnel opens"), skip("server answers"), skip("target listed"), skip("token can be signed"), skip("test login")}},
 		{"no target", nil, nil, cli.ExitOK, []string{
 			identity, clock, found, tunnel, answers, `^- target listed: skipped \(no TARGET given\)$`,
@@ -98,6 +122,11 @@ func TestDoctor(t *testing.T) {
 			`^✗ clock skew: this machine's clock is (9m59s|10m0s|10m1s) behind AWS's; IAM tokens will be rejected$`,
 			`^  fix: sync this machine's clock \(e\.g\. timedatectl set-ntp true\)$`,
 			found, tunnel, answers, listed("orders"), token + sandbox.UserIAM, `^✓ test login: logged in to orders as iam_user`}},
+		{"nothing listens on --ssm-port", []string{"orders", "--ssm-port", portOf(t, closedAddr())}, nil, cli.ExitFailure, []string{
+			identity, clock, found,
+			`^✗ tunnel opens: the server did not answer a probe: the SSM agent could not connect to the destination port \d+ on the target \(is the rdsproxy server listening there\?\)$`,
+			fix + `check that you may ssm:StartSession on i-\w+ with the document AWS-StartPortForwardingSession, and that the server listens on port \d+ there \(--ssm-port\)$`,
+			skip("server answers"), skip("target listed"), skip("token can be signed"), skip("test login")}},
 		{"agent connection lost", []string{"orders"}, map[string]string{"AWS_ENDPOINT_URL_SSM": lost.URL()}, cli.ExitFailure, []string{
 			identity, clock,
 			`^✗ server found: the SSM agent on i-\w+ \(tagged rdsproxy:server=sandbox\) is ConnectionLost$`,
@@ -109,7 +138,7 @@ func TestDoctor(t *testing.T) {
 			for k, v := range tc.env {
 				t.Setenv(k, v)
 			}
-			args := append([]string{"doctor", "--log-level", "warn", "--ssm-server", sandbox.WorldServer, "--ssm-port", port}, tc.args...)
+			args := append([]string{"doctor", "--log-level", "error", "--ssm-server", sandbox.WorldServer, "--ssm-port", port}, tc.args...)
 			var out bytes.Buffer
 			start := time.Now()
 			code := cli.Run(args, cli.Env{Stdout: &out, Stderr: &out, Version: "test"})
@@ -131,6 +160,9 @@ func TestDoctor(t *testing.T) {
 				t.Errorf("last line %q, want the failure summary", lines[len(lines)-1])
 			}
 			assertNoDoctorToken(t, world, out.String(), tc.args, start, end)
+			if st := world.SSM.Stats(); st.TerminateCalls != st.SessionsStarted {
+				t.Errorf("SSM sessions started %d, TerminateSession calls %d: the doctor left a session open", st.SessionsStarted, st.TerminateCalls)
+			}
 		})
 	}
 }
@@ -186,4 +218,9 @@ func fakeSTS(t *testing.T, offset time.Duration) string {
 	}))
 	t.Cleanup(srv.Close)
 	return srv.URL
+}
+
+func portOf(t *testing.T, addr string) string {
+	_, port := splitAddr(t, addr)
+	return port
 }
