@@ -40,8 +40,9 @@ func main() {
 	secs := flag.Int("t", 5, "seconds per pgbench run")
 	copyMB := flag.Int("copy-mb", 100, "MiB per COPY run")
 	idle := flag.Int("idle", 300, "idle sessions for the memory measurement")
+	only := flag.String("only", "", "run only the workloads whose name contains this")
 	flag.Parse()
-	if err := run(*reps, *secs, *copyMB, *idle); err != nil {
+	if err := run(*reps, *secs, *copyMB, *idle, *only); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -62,7 +63,7 @@ type bench struct {
 	copyMB   int
 }
 
-func run(reps, secs, copyMB, idle int) error {
+func run(reps, secs, copyMB, idle int, only string) error {
 	ctx := context.Background()
 	bin, err := filepath.Abs("bin/rdsproxy")
 	if err != nil {
@@ -88,7 +89,7 @@ func run(reps, secs, copyMB, idle int) error {
 	if err := b.pgbench(paths[0], "-i", "-q", "-s", "10"); err != nil {
 		return fmt.Errorf("pgbench init: %w", err)
 	}
-	workloads := b.workloads()
+	workloads := slices.DeleteFunc(b.workloads(), func(w workload) bool { return !strings.Contains(w.name, only) })
 	results := map[string]map[string][]float64{}
 	for _, w := range workloads {
 		results[w.name] = map[string][]float64{}
