@@ -202,9 +202,7 @@ func (s *Server) drain() {
 		return
 	case <-t.C:
 	}
-	final := pgwire.Errorf(pgwire.CodeAdminShutdown, "shutdown",
-		"rdsproxy: terminating connection because the server is shutting down").
-		WithHint("Reconnect; another rdsproxy server will take the session.").AppendTo(nil)
+	final := shutdownError().AppendTo(nil)
 	s.mu.Lock()
 	s.log.Warn("drain timeout: ending sessions", "sessions", len(s.relays))
 	for r := range s.relays {
@@ -212,6 +210,12 @@ func (s *Server) drain() {
 	}
 	s.mu.Unlock()
 	<-done
+}
+
+func shutdownError() *pgwire.Error {
+	return pgwire.Errorf(pgwire.CodeAdminShutdown, "shutdown",
+		"rdsproxy: terminating connection because the server is shutting down").
+		WithHint("Reconnect; another rdsproxy server will take the session.")
 }
 
 // start runs one connection in its own goroutine, or refuses it at once

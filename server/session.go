@@ -41,8 +41,9 @@ func (s *Server) session(ctx context.Context, client net.Conn, remote string, st
 	client.SetDeadline(time.Time{})
 	up.conn.SetDeadline(time.Time{})
 	r := relay.New(client, up.conn, relay.Options{FrameToA: true})
-	if !s.promote(client, r) {
+	if !s.promote(client, r) { // the drain began while this session started
 		up.conn.Close()
+		s.refuse(client, info, shutdownError())
 		return
 	}
 	defer s.retire(r)
