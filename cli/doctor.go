@@ -36,7 +36,7 @@ import (
 // test login. Each check prints one line (✓, ✗ with a fix, or - when a
 // check it needs failed); the exit code is 1 when any check failed.
 type DoctorCmd struct {
-	Target []string `arg:"" optional:"" name:"target" help:"Target to test a login to."`
+	Target string `arg:"" optional:"" name:"target" help:"Target to test a login to (default: check up to the target list)."`
 	TunnelFlags
 	User string `help:"Database user for the test login (default: the target's first rdsproxy:users, else $USER)." env:"RDSPROXY_USER"`
 }
@@ -101,6 +101,9 @@ func (c *DoctorCmd) Run(ctx context.Context, log *slog.Logger, env Env) error {
 	defer d.close()
 	checks := d.checks()
 	failed := runChecks(ctx, env.Stdout, checks)
+	if ctx.Err() != nil {
+		return &ExitError{Code: ExitFailure, Err: errors.New("doctor: interrupted")}
+	}
 	if failed > 0 {
 		return &ExitError{Code: ExitFailure, Err: fmt.Errorf("doctor: %s of %d failed", plural(failed, "check"), len(checks))}
 	}
@@ -138,6 +141,10 @@ func runChecks(ctx context.Context, w io.Writer, checks []doctorCheck) int {
 			fmt.Fprintf(w, "- %s: skipped\n", c.name)
 			continue
 		}
+		if ctx.Err() != nil {
+			fmt.Fprintf(w, "- %s: skipped (interrupted)\n", c.name)
+			continue
+		}
 		cctx, cancel := context.WithTimeout(ctx, doctorStepTimeout)
 		detail, err := c.run(cctx)
 		cancel()
@@ -154,7 +161,7 @@ func runChecks(ctx context.Context, w io.Writer, checks []doctorCheck) int {
 			fmt.Fprintf(w, "✗ %s: %s\n  fix: %s\n", c.name, p.what, p.fix)
 		default:
 			failed++
-			fmt.Fprintf(w, "✗ %s: %v\n  fix: see the error above\n", c.name, err)
+			fmt.Fprintf(w, "✗ %s: %v\n  fix: unexpected; run again with --log-level debug and report it\n", c.name, err)
 		}
 	}
 	return failed
@@ -401,10 +408,10 @@ func (d *doctor) checkAnswers(ctx context.Context) (string, error) {
 }
 
 func (d *doctor) checkTarget(context.Context) (string, error) {
-	if len(d.cmd.Target) == 0 {
+	if d.cmd.Target == "" {
 		return "", &skipped{"no TARGET given"}
 	}
-	t, err := client.FindTarget(d.targets, d.cmd.Target[0])
+	t, err := client.FindTarget(d.targets, d.cmd.Target)
 	if err != nil {
 		return "", fail("run `rdsproxy list` for the names; a database is served when its tags match the server's --allow-tag and --deny-tag rules and it has IAM authentication enabled",
 			"%v", err)

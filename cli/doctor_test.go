@@ -89,8 +89,17 @@ func TestDoctorRunChecks(t *testing.T) {
 		{"a", nil, ok}, {"b", []int{0}, bad}, {"c", []int{0}, ok}, {"d", []int{1}, ok},
 		{"e", []int{2}, na}, {"f", []int{4}, ok}, {"g", nil, func(context.Context) (string, error) { return "", errors.New("raw") }},
 	})
-	want := "✓ a: fine\n✗ b: broken\n  fix: do this\n✓ c: fine\n- d: skipped\n- e: skipped (not asked)\n- f: skipped\n✗ g: raw\n  fix: see the error above\n"
+	want := "✓ a: fine\n✗ b: broken\n  fix: do this\n✓ c: fine\n- d: skipped\n- e: skipped (not asked)\n- f: skipped\n✗ g: raw\n  fix: unexpected; run again with --log-level debug and report it\n"
 	if n != 2 || out.String() != want {
 		t.Errorf("failed %d, output:\n%s\nwant 2, output:\n%s", n, out.String(), want)
+	}
+	// Interrupted (Ctrl-C): the checks left are not run.
+	ctx, cancel := context.WithCancel(t.Context())
+	out.Reset()
+	n = runChecks(ctx, &out, []doctorCheck{
+		{"a", nil, func(context.Context) (string, error) { cancel(); return "fine", nil }}, {"b", nil, bad},
+	})
+	if want := "✓ a: fine\n- b: skipped (interrupted)\n"; n != 0 || out.String() != want {
+		t.Errorf("interrupted: failed %d, output:\n%s\nwant 0, output:\n%s", n, out.String(), want)
 	}
 }

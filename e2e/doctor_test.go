@@ -127,6 +127,14 @@ func TestDoctor(t *testing.T) {
 			`^✗ tunnel opens: the server did not answer a probe: the SSM agent could not connect to the destination port \d+ on the target \(is the rdsproxy server listening there\?\)$`,
 			fix + `check that you may ssm:StartSession on i-\w+ with the document AWS-StartPortForwardingSession, and that the server listens on port \d+ there \(--ssm-port\)$`,
 			skip("server answers"), skip("target listed"), skip("token can be signed"), skip("test login")}},
+		{"credentials refused by STS", []string{"orders"}, map[string]string{"AWS_ENDPOINT_URL_STS": refusingSTS(t)}, cli.ExitFailure, []string{
+			`^✗ AWS credentials: AWS STS refused the credentials \(InvalidClientTokenId: The security token included in the request is invalid\.\)$`,
+			fix + "set --profile or AWS_PROFILE to a profile with credentials \\(run `aws sso login --profile NAME` for an SSO profile\\)",
+			skip("clock skew"), skip("server found"), skip("tunnel opens"), skip("server answers"), skip("target listed"), skip("token can be signed"), skip("test login")}},
+		{"no credentials", []string{"orders", "--via", "direct", "--server", serverAddr}, map[string]string{"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""}, cli.ExitFailure, []string{
+			`^✗ AWS credentials: no usable AWS credentials: `, fix + "set --profile or AWS_PROFILE",
+			skip("clock skew"), `^✓ server found: TCP connection to `, `^✓ tunnel opens: --via direct; the server answers$`, answers, listed("orders"),
+			skip("token can be signed"), skip("test login")}},
 		{"agent connection lost", []string{"orders"}, map[string]string{"AWS_ENDPOINT_URL_SSM": lost.URL()}, cli.ExitFailure, []string{
 			identity, clock,
 			`^✗ server found: the SSM agent on i-\w+ \(tagged rdsproxy:server=sandbox\) is ConnectionLost$`,
@@ -209,12 +217,31 @@ func assertNoDoctorToken(t *testing.T, world *sandbox.World, out string, args []
 // from this machine's clock.
 func fakeSTS(t *testing.T, offset time.Duration) string {
 	t.Helper()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return serveSTS(t, func(w http.ResponseWriter) {
 		w.Header().Set("Date", time.Now().Add(offset).UTC().Format(http.TimeFormat))
 		w.Header().Set("Content-Type", "text/xml")
 		io.WriteString(w, `<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><GetCallerIdentityResult>`+
 			`<Arn>arn:aws:iam::123456789012:user/skewed</Arn><UserId>AIDASKEWED</UserId><Account>123456789012</Account>`+
 			`</GetCallerIdentityResult><ResponseMetadata><RequestId>skewed-1</RequestId></ResponseMetadata></GetCallerIdentityResponse>`)
+	})
+}
+
+// refusingSTS answers GetCallerIdentity as STS does for an unknown key.
+func refusingSTS(t *testing.T) string {
+	t.Helper()
+	return serveSTS(t, func(w http.ResponseWriter) {
+		w.Header().Set("Content-Type", "text/xml")
+		w.WriteHeader(http.StatusForbidden)
+		io.WriteString(w, `<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>`+
+			`<Code>InvalidClientTokenId</Code><Message>The security token included in the request is invalid.</Message>`+
+			`</Error><RequestId>refused-1</RequestId></ErrorResponse>`)
+	})
+}
+
+func serveSTS(t *testing.T, answer func(http.ResponseWriter)) string {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		answer(w)
 	}))
 	t.Cleanup(srv.Close)
 	return srv.URL
