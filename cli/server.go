@@ -29,22 +29,25 @@ import (
 
 // ServerCmd runs the server.
 type ServerCmd struct {
-	Listen          string            `help:"Address for clients (PostgreSQL and GET /v1/targets)." default:"127.0.0.1:5480" env:"RDSPROXY_LISTEN"`
-	Region          []string          `help:"AWS regions to discover RDS and Aurora PostgreSQL databases in; none means static targets only." env:"RDSPROXY_REGION"`
-	AllowTag        []string          `help:"Tag rule every served database must match: KEY=VALUE, KEY=GLOB or KEY (default rdsproxy:enabled=true)." env:"RDSPROXY_ALLOW_TAG" placeholder:"RULE"`
-	DenyTag         []string          `help:"Tag rule that excludes a database: KEY=VALUE, KEY=GLOB or KEY." env:"RDSPROXY_DENY_TAG" placeholder:"RULE"`
-	RefreshInterval time.Duration     `help:"Time between discovery refreshes (with jitter; failures back off)." default:"60s" env:"RDSPROXY_REFRESH_INTERVAL"`
-	AdminAddr       string            `help:"Address for /healthz, /readyz and /metrics." default:"127.0.0.1:9480" env:"RDSPROXY_ADMIN_ADDR"`
-	Map             map[string]string `help:"Dial override ENDPOINT=ADDR (host:port=host:port); TLS still verifies the endpoint's host name." env:"RDSPROXY_MAP" mapsep:","`
-	CAFile          string            `help:"Extra PEM CA certificates for upstream TLS (the RDS global bundle is built in)." type:"existingfile" env:"RDSPROXY_CA_FILE"`
-	TLSCert         string            `help:"Certificate (PEM) that lets clients use TLS to this server." type:"existingfile" env:"RDSPROXY_TLS_CERT"`
-	TLSKey          string            `help:"Private key (PEM) for --tls-cert." type:"existingfile" env:"RDSPROXY_TLS_KEY"`
-	MaxSessions     int               `help:"Maximum concurrent sessions; more get SQLSTATE 53300." default:"1000" env:"RDSPROXY_MAX_SESSIONS"`
-	StartupTimeout  time.Duration     `help:"Time a client has to complete its startup." default:"10s" env:"RDSPROXY_STARTUP_TIMEOUT"`
-	DialTimeout     time.Duration     `help:"Time to connect, negotiate TLS and authenticate to a database." default:"10s" env:"RDSPROXY_DIAL_TIMEOUT"`
-	MaxStartupSize  int               `help:"Largest startup packet accepted, in bytes." default:"10000" env:"RDSPROXY_MAX_STARTUP_SIZE"`
-	DrainTimeout    time.Duration     `help:"On SIGTERM, time running sessions have to finish before they get 57P01." default:"30s" env:"RDSPROXY_DRAIN_TIMEOUT"`
-	DryRun          bool              `help:"Check the flags and configuration file, print the effective configuration and exit."`
+	Listen              string            `help:"Address for clients (PostgreSQL and GET /v1/targets)." default:"127.0.0.1:5480" env:"RDSPROXY_LISTEN"`
+	Region              []string          `help:"AWS regions to discover RDS and Aurora PostgreSQL databases in; none means static targets only." env:"RDSPROXY_REGION"`
+	AllowTag            []string          `help:"Tag rule every served database must match: KEY=VALUE, KEY=GLOB or KEY (default rdsproxy:enabled=true)." env:"RDSPROXY_ALLOW_TAG" placeholder:"RULE"`
+	DenyTag             []string          `help:"Tag rule that excludes a database: KEY=VALUE, KEY=GLOB or KEY." env:"RDSPROXY_DENY_TAG" placeholder:"RULE"`
+	RefreshInterval     time.Duration     `help:"Time between discovery refreshes (with jitter; failures back off)." default:"60s" env:"RDSPROXY_REFRESH_INTERVAL"`
+	AdminAddr           string            `help:"Address for /healthz, /readyz and /metrics." default:"127.0.0.1:9480" env:"RDSPROXY_ADMIN_ADDR"`
+	Map                 map[string]string `help:"Dial override ENDPOINT=ADDR (host:port=host:port); TLS still verifies the endpoint's host name." env:"RDSPROXY_MAP" mapsep:","`
+	CAFile              string            `help:"Extra PEM CA certificates for upstream TLS (the RDS global bundle is built in)." type:"existingfile" env:"RDSPROXY_CA_FILE"`
+	TLSCert             string            `help:"Certificate (PEM) that lets clients use TLS to this server." type:"existingfile" env:"RDSPROXY_TLS_CERT"`
+	TLSKey              string            `help:"Private key (PEM) for --tls-cert." type:"existingfile" env:"RDSPROXY_TLS_KEY"`
+	MaxSessions         int               `help:"Maximum concurrent sessions; more get SQLSTATE 53300." default:"1000" env:"RDSPROXY_MAX_SESSIONS"`
+	StartupTimeout      time.Duration     `help:"Time a client has to complete its startup." default:"10s" env:"RDSPROXY_STARTUP_TIMEOUT"`
+	DialTimeout         time.Duration     `help:"Time to connect, negotiate TLS and authenticate to a database." default:"10s" env:"RDSPROXY_DIAL_TIMEOUT"`
+	MaxPending          int               `help:"Maximum connections still in their startup phase." default:"512" env:"RDSPROXY_MAX_PENDING"`
+	MaxPendingPerSource int               `help:"Maximum connections in their startup phase from one client IP (behind SSM all arrive from loopback)." default:"256" env:"RDSPROXY_MAX_PENDING_PER_SOURCE"`
+	TCPKeepalive        time.Duration     `name:"tcp-keepalive" help:"TCP keepalive period on client and database connections." default:"30s" env:"RDSPROXY_TCP_KEEPALIVE"`
+	MaxStartupSize      int               `help:"Largest startup packet accepted, in bytes." default:"10000" env:"RDSPROXY_MAX_STARTUP_SIZE"`
+	DrainTimeout        time.Duration     `help:"On SIGTERM, time running sessions have to finish before they get 57P01." default:"30s" env:"RDSPROXY_DRAIN_TIMEOUT"`
+	DryRun              bool              `help:"Check the flags and configuration file, print the effective configuration and exit."`
 }
 
 // staticTarget is one entry of the configuration file's targets list.
@@ -215,14 +218,17 @@ func reloadOnHUP(ctx context.Context, w *discovery.Watcher, reload func() (disco
 
 func (c *ServerCmd) serverConfig(log *slog.Logger, targets server.Targets) (server.Config, error) {
 	cfg := server.Config{
-		Targets:        targets,
-		DialOverrides:  c.Map,
-		MaxSessions:    c.MaxSessions,
-		StartupTimeout: c.StartupTimeout,
-		DialTimeout:    c.DialTimeout,
-		MaxStartupSize: c.MaxStartupSize,
-		DrainTimeout:   c.DrainTimeout,
-		Logger:         log,
+		Targets:             targets,
+		DialOverrides:       c.Map,
+		MaxSessions:         c.MaxSessions,
+		StartupTimeout:      c.StartupTimeout,
+		DialTimeout:         c.DialTimeout,
+		MaxStartupSize:      c.MaxStartupSize,
+		DrainTimeout:        c.DrainTimeout,
+		MaxPending:          c.MaxPending,
+		KeepAlive:           c.TCPKeepalive,
+		MaxPendingPerSource: c.MaxPendingPerSource,
+		Logger:              log,
 	}
 	for endpoint, addr := range c.Map {
 		if _, _, err := discovery.SplitEndpoint(endpoint); err != nil {
@@ -255,8 +261,9 @@ func (c *ServerCmd) serverConfig(log *slog.Logger, targets server.Targets) (serv
 		}
 		cfg.ClientTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	if c.MaxSessions < 1 || c.MaxStartupSize < 8 || c.StartupTimeout <= 0 || c.DialTimeout <= 0 || c.DrainTimeout < 0 {
-		return cfg, errors.New("--max-sessions, --max-startup-size, --startup-timeout, --dial-timeout and --drain-timeout must be positive")
+	if c.MaxSessions < 1 || c.MaxStartupSize < 8 || c.StartupTimeout <= 0 || c.DialTimeout <= 0 || c.DrainTimeout < 0 ||
+		c.MaxPending < 1 || c.MaxPendingPerSource < 1 || c.TCPKeepalive <= 0 {
+		return cfg, errors.New("limits and timeouts must be positive")
 	}
 	return cfg, nil
 }
@@ -267,6 +274,7 @@ func (c *ServerCmd) printEffective(env Env, p discovery.Policy) error {
 		"listen": c.Listen, "admin-addr": c.AdminAddr, "map": c.Map, "ca-file": c.CAFile,
 		"tls-cert": c.TLSCert, "max-sessions": c.MaxSessions, "startup-timeout": c.StartupTimeout.String(),
 		"dial-timeout": c.DialTimeout.String(), "max-startup-size": c.MaxStartupSize, "drain-timeout": c.DrainTimeout.String(),
+		"max-pending": c.MaxPending, "max-pending-per-source": c.MaxPendingPerSource, "tcp-keepalive": c.TCPKeepalive.String(),
 		"region": c.Region, "allow-tag": ruleStrings(p.Rules.Allow), "deny-tag": ruleStrings(p.Rules.Deny),
 		"refresh-interval": c.RefreshInterval.String(), "targets": jsonValue(p.Static),
 	}
