@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"time"
 
@@ -23,7 +24,11 @@ func (p *Proxy) handle(ctx context.Context, local net.Conn) {
 	local.SetDeadline(time.Now().Add(p.cfg.StartupTimeout))
 	st, err := p.readStartup(local)
 	if err != nil {
-		p.log.Warn("local connection closed during startup", "remote", local.RemoteAddr().String(), "err", err)
+		level := slog.LevelWarn
+		if errors.Is(err, io.EOF) { // a port probe, or a client that gave up
+			level = slog.LevelDebug
+		}
+		p.log.Log(ctx, level, "local connection closed during startup", "remote", local.RemoteAddr().String(), "err", err)
 		return
 	}
 	if st.Kind == pgwire.KindCancel {
