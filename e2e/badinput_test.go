@@ -18,6 +18,7 @@ import (
 	"github.com/rdsproxy/rdsproxy/internal/pgwire"
 	"github.com/rdsproxy/rdsproxy/internal/sandbox"
 	"github.com/rdsproxy/rdsproxy/server"
+	"github.com/rdsproxy/rdsproxy/tunnel"
 )
 
 // Every bad input gets its SQLSTATE and a sentence naming the problem,
@@ -157,5 +158,23 @@ func TestSilentConnectionsDoNotBlock(t *testing.T) {
 		if n, err := c.Read(make([]byte, 1)); n != 0 || !(errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
 			t.Fatalf("silent connection %d: read %d bytes, %v; want it closed at the startup timeout", i, n, err)
 		}
+	}
+}
+
+// When the tunnel cannot reach the server, psql gets 08001 and a sentence
+// from the client proxy instead of a hang or a reset.
+func TestServerUnreachable(t *testing.T) {
+	st := startStackVia(t, func(t testing.TB, _ string) tunnel.Tunnel {
+		tun, err := tunnel.NewDirect(closedAddr(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tun
+	})
+	_, err := pgx.ConnectConfig(context.Background(), localConfig(t, st.local["app"], sandbox.UserIAM))
+	pgErr(t, err, "08001", "cannot reach the rdsproxy server")
+	out, _ := psql(t, context.Background(), st.local["app"], sandbox.UserIAM, "-c", "SELECT 1")
+	if !strings.Contains(out, "cannot reach the rdsproxy server") {
+		t.Fatalf("psql printed %q", out)
 	}
 }
