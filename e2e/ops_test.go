@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -12,7 +14,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/rdsproxy/rdsproxy/internal/sandbox"
 	"github.com/rdsproxy/rdsproxy/server"
@@ -62,7 +67,7 @@ func TestMetricsAndAuditLines(t *testing.T) {
 	if gotFrom != wantFrom || gotTo != wantTo {
 		t.Errorf("audit bytes from/to client = %d/%d, counted on the socket %d/%d", gotFrom, gotTo, wantFrom, wantTo)
 	}
-	m := gather(t, reg)
+	m := scrape(t, reg)
 	checks := []struct {
 		name   string
 		labels map[string]string
@@ -144,10 +149,24 @@ func waitAuditLines(t *testing.T, logs *logBuffer, n int) []map[string]any {
 	return lines
 }
 
-func gather(t *testing.T, reg *prometheus.Registry) []*dto.MetricFamily {
-	mfs, err := reg.Gather()
+// scrape fetches /metrics as Prometheus would and parses the text
+// exposition format.
+func scrape(t *testing.T, reg *prometheus.Registry) []*dto.MetricFamily {
+	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL)
 	if err != nil {
 		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	byName, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("parse /metrics: %v", err)
+	}
+	var mfs []*dto.MetricFamily
+	for _, mf := range byName {
+		mfs = append(mfs, mf)
 	}
 	return mfs
 }
