@@ -94,6 +94,9 @@ func Connectable(status string) bool {
 //  2. Databases are taken in order of region (the order of Regions; regions
 //     not listed come after, alphabetically), then instances before
 //     clusters, then identifier. The first to claim a name keeps it.
+//     Every PostgreSQL database claims its name, served or not, so a
+//     database that is denied, stopped or loses IAM authentication does
+//     not hand its name to another one; only deletion frees a name.
 //  3. A later database whose name (or, for a cluster, whose NAME-ro) is
 //     taken becomes NAME.REGION (reader NAME.REGION-ro); if that is taken
 //     too, NAME.REGION.IDENTIFIER; if even that is taken, it is left out
@@ -151,34 +154,46 @@ func (p Policy) Validate() error {
 // the admitted databases, named uniquely. It does not modify dbs.
 func (p Policy) Targets(dbs []Database) ([]Target, []Warning) {
 	var warns []Warning
-	admitted := make([]*Database, 0, len(dbs))
+	candidates := make([]*Database, 0, len(dbs))
 	for i := range dbs {
-		if p.admit(&dbs[i]) {
-			admitted = append(admitted, &dbs[i])
+		if named(&dbs[i]) {
+			candidates = append(candidates, &dbs[i])
 		}
 	}
-	slices.SortFunc(admitted, p.compare)
+	slices.SortFunc(candidates, p.compare)
 
 	out := slices.Clone(p.Static)
-	taken := make(map[string]bool, len(out)+2*len(admitted))
+	taken := make(map[string]bool, len(out)+2*len(candidates))
 	for _, t := range out {
 		taken[t.Name] = true
 	}
-	for _, db := range admitted {
+	for _, db := range candidates {
+		admitted := p.admit(db)
 		base, w := targetBase(db)
-		warns = append(warns, w...)
-		if err := validateBoth(db, base); err != nil {
-			warns = append(warns, Warning{db.Region, db.Identifier, err.Error() + "; not served"})
-			continue
+		if admitted {
+			warns = append(warns, w...)
+			if err := validateBoth(db, base); err != nil {
+				warns = append(warns, Warning{db.Region, db.Identifier, err.Error() + "; not served"})
+				admitted = false
+			}
 		}
 		name, ok := uniqueName(db, base.Name, taken)
 		if !ok {
-			warns = append(warns, Warning{db.Region, db.Identifier,
-				fmt.Sprintf("name %q is taken and so are its region-qualified forms; not served", base.Name)})
+			if admitted {
+				warns = append(warns, Warning{db.Region, db.Identifier,
+					fmt.Sprintf("name %q is taken and so are its region-qualified forms; not served", base.Name)})
+			}
+			continue
+		}
+		// Every candidate claims its name, served or not (see Policy).
+		taken[name] = true
+		if db.Kind == KindCluster {
+			taken[name+"-ro"] = true
+		}
+		if !admitted {
 			continue
 		}
 		base.Name = name
-		taken[name] = true
 		out = append(out, base)
 		if db.Kind == KindCluster {
 			reader := base
@@ -186,11 +201,22 @@ func (p Policy) Targets(dbs []Database) ([]Target, []Warning) {
 			reader.Endpoint = db.ReaderEndpoint
 			reader.Role = RoleReader
 			reader.Users = slices.Clone(base.Users)
-			taken[reader.Name] = true
 			out = append(out, reader)
 		}
 	}
 	return out, warns
+}
+
+// named reports whether db takes part in naming: every PostgreSQL
+// database that could be a target of its own, whether it is admitted now
+// or not. A database that stops being served (denied by a tag, stopped,
+// IAM turned off) keeps its name reserved, so the name never moves to a
+// different database; only a deleted database frees its name.
+func named(db *Database) bool {
+	if db.Engine != "postgres" && db.Engine != "aurora-postgresql" {
+		return false
+	}
+	return db.Kind != KindInstance || db.Cluster == "" || db.Tags[TagName] != ""
 }
 
 func (p Policy) admit(db *Database) bool {

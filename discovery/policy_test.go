@@ -183,6 +183,21 @@ func TestPolicyNames(t *testing.T) {
 			want:    map[string]string{"db": "us-east-1/db", "db.eu-west-1": "eu-west-1/db"},
 		},
 		{
+			name:    "a database that is not served keeps its name: the other region's database does not take it",
+			regions: []string{"us-east-1", "eu-west-1"},
+			dbs: []Database{func() Database { d := inst("us-east-1", "db", optIn); d.IAMAuth = false; return d }(),
+				inst("eu-west-1", "db", optIn)},
+			want: map[string]string{"db.eu-west-1": "eu-west-1/db"},
+		},
+		{
+			name:    "a denied or stopped database keeps its name too",
+			regions: []string{"us-east-1", "eu-west-1"},
+			dbs: []Database{inst("us-east-1", "db", nil),
+				func() Database { d := inst("us-east-1", "stopped", optIn); d.Status = "stopped"; return d }(),
+				inst("eu-west-1", "db", optIn), inst("eu-west-1", "stopped", optIn)},
+			want: map[string]string{"db.eu-west-1": "eu-west-1/db", "stopped.eu-west-1": "eu-west-1/stopped"},
+		},
+		{
 			name:    "region order is the configured one, not the alphabet",
 			regions: []string{"us-east-1", "eu-west-1"},
 			dbs:     []Database{inst("us-east-1", "db", optIn), inst("eu-west-1", "db", optIn)},

@@ -75,6 +75,20 @@ func TestDiscoveredTargets(t *testing.T) {
 	if err := reporting.Ping(ctx); err != nil {
 		t.Fatalf("running session cut by a refresh: %v", err)
 	}
+
+	// Denying us-east-1's orders must not hand its name to eu-west-1's.
+	if err := world.Moto.RetagDatabase(ctx, sandbox.Region, "orders", false, map[string]string{"env": "restricted"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := watcher.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if tgt, found := watcher.Current().Lookup("orders"); found {
+		t.Fatalf("the name orders moved to %s", tgt.Endpoint)
+	}
+	if _, found := watcher.Current().Lookup("orders." + sandbox.WorldRegion2); !found {
+		t.Fatal("orders.eu-west-1 lost its name")
+	}
 }
 
 func newWorldWatcher(t *testing.T, world *sandbox.World) *discovery.Watcher {
