@@ -42,7 +42,7 @@ func localConfig(t testing.TB, addr, user string) *pgx.ConnConfig {
 
 func newLocalConfig(addr, user string) (*pgx.ConnConfig, error) {
 	host, port, _ := net.SplitHostPort(addr)
-	cfg, err := pgx.ParseConfig("sslmode=disable connect_timeout=20")
+	cfg, err := pgx.ParseConfig("sslmode=disable connect_timeout=60")
 	if err != nil {
 		return nil, err
 	}

@@ -121,6 +121,7 @@ func TestViaSSM(t *testing.T) {
 	st := startStackVia(t, func(t testing.TB, serverAddr string) tunnel.Tunnel {
 		var err error
 		endpoint, err = ssmendpoint.Start(context.Background(), ssmendpoint.Config{
+			Logger:  sb.logs.logger("ssm-endpoint"),
 			Targets: []string{"i-0123456789abcdef0"}, Dest: serverAddr,
 			Faults: ssmendpoint.Faults{DropPercent: 5, ReorderPercent: 5, Seed: 1}})
 		if err != nil {
@@ -129,7 +130,8 @@ func TestViaSSM(t *testing.T) {
 		t.Cleanup(func() { endpoint.Close() })
 		api := awsssm.New(awsssm.Options{Region: sandbox.Region, BaseEndpoint: aws.String(endpoint.URL()),
 			Credentials: credentials.NewStaticCredentialsProvider(sandbox.AccessKeyID, sandbox.SecretAccessKey, "")})
-		tun, err := ssmtun.New(context.Background(), ssmtun.Config{API: api, Target: "i-0123456789abcdef0", Port: 5480})
+		tun, err := ssmtun.New(context.Background(), ssmtun.Config{API: api, Target: "i-0123456789abcdef0", Port: 5480,
+			Logger: sb.logs.logger("ssm-client")})
 		if err != nil {
 			t.Fatal(err)
 		}
