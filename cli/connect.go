@@ -10,14 +10,11 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/rdsproxy/rdsproxy/client"
 	"github.com/rdsproxy/rdsproxy/discovery"
-	"github.com/rdsproxy/rdsproxy/internal/iamtoken"
 )
 
 // ConnectCmd runs the client proxy.
@@ -124,21 +121,6 @@ func targetNames(all []discovery.Target) string {
 		names[i] = t.Name
 	}
 	return strings.Join(names, ", ")
-}
-
-func (c *ConnectCmd) tokenSource(ctx context.Context) (*iamtoken.Cache, error) {
-	awsCfg, err := c.awsConfig(ctx)
-	if err != nil {
-		return nil, err
-	}
-	creds := awsCfg.Credentials
-	if creds == nil {
-		creds = aws.AnonymousCredentials{}
-	}
-	build := func(ctx context.Context, endpoint, region, user string) (string, error) {
-		return iamtoken.Build(ctx, endpoint, region, user, creds)
-	}
-	return iamtoken.NewCache(build, time.Now), nil
 }
 
 // listen opens the local listener for t on a stable port: --port, else

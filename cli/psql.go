@@ -12,7 +12,6 @@ import (
 	"sync"
 
 	"github.com/rdsproxy/rdsproxy/client"
-	"github.com/rdsproxy/rdsproxy/internal/iamtoken"
 )
 
 // PsqlCmd runs psql against a target through a tunnel that lives as long
@@ -28,7 +27,7 @@ type PsqlCmd struct {
 // psql with PGHOST/PGPORT/PGUSER/PGDATABASE set, closes everything when
 // psql exits, and exits with psql's exit code.
 func (c *PsqlCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env Env) error {
-	tokens, err := (&ConnectCmd{TunnelFlags: c.TunnelFlags}).tokenSource(ctx)
+	tokens, err := c.tokenSource(ctx)
 	if err != nil {
 		return err
 	}
@@ -108,11 +107,11 @@ func (c *TokenCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env En
 	if err != nil {
 		return &ExitError{Code: ExitFailure, Err: err}
 	}
-	cfg, err := c.awsConfig(ctx)
+	tokens, err := c.tokenSource(ctx)
 	if err != nil {
 		return err
 	}
-	tok, err := iamtoken.Build(ctx, t.Endpoint, t.Region, userFor(c.User, t.Users), cfg.Credentials)
+	tok, err := tokens.Get(ctx, t.Endpoint, t.Region, userFor(c.User, t.Users))
 	if err != nil {
 		return &ExitError{Code: ExitFailure, Err: fmt.Errorf("sign a token: %w", err)}
 	}

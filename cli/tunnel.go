@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 
+	"github.com/rdsproxy/rdsproxy/internal/iamtoken"
 	"github.com/rdsproxy/rdsproxy/tunnel"
 	"github.com/rdsproxy/rdsproxy/tunnel/kube"
 	ssmtun "github.com/rdsproxy/rdsproxy/tunnel/ssm"
@@ -57,6 +58,22 @@ func (f *SSMFlags) awsConfig(ctx context.Context) (aws.Config, error) {
 		return aws.Config{}, fmt.Errorf("load AWS configuration: %w", err)
 	}
 	return cfg, nil
+}
+
+// tokenSource signs IAM tokens with the SDK's credentials (re-read by the
+// SDK when they expire) and caches them per endpoint, region and user.
+func (f *SSMFlags) tokenSource(ctx context.Context) (*iamtoken.Cache, error) {
+	cfg, err := f.awsConfig(ctx)
+	if err != nil {
+		return nil, err
+	}
+	creds := cfg.Credentials
+	if creds == nil {
+		return nil, errors.New("no AWS credentials: set AWS_PROFILE or --profile, or run `aws sso login`")
+	}
+	return iamtoken.NewCache(func(ctx context.Context, endpoint, region, user string) (string, error) {
+		return iamtoken.Build(ctx, endpoint, region, user, creds)
+	}, time.Now), nil
 }
 
 // openSSM finds the server's node and starts the first session.

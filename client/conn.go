@@ -13,6 +13,7 @@ import (
 	"github.com/rdsproxy/rdsproxy/discovery"
 	"github.com/rdsproxy/rdsproxy/internal/pgwire"
 	"github.com/rdsproxy/rdsproxy/internal/relay"
+	"github.com/rdsproxy/rdsproxy/tunnel"
 )
 
 // maxServerReply bounds the first message the server sends back (an
@@ -39,7 +40,7 @@ func (p *Proxy) handle(ctx context.Context, local net.Conn) {
 	if err != nil {
 		var pe *pgwire.Error
 		if errors.As(err, &pe) {
-			writeError(local, pe)
+			pe.Send(local)
 		}
 		p.log.Warn("connection failed", "user", userOf(st), "err", err)
 		return
@@ -149,15 +150,8 @@ func userOf(st *pgwire.Startup) string {
 	return u
 }
 
-func writeError(c net.Conn, e *pgwire.Error) {
-	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	e.WriteTo(c)
-}
-
 // DialServer opens a stream through tun and negotiates TLS when cfg is set.
-func DialServer(ctx context.Context, tun interface {
-	Dial(context.Context) (net.Conn, error)
-}, cfg *tls.Config) (net.Conn, error) {
+func DialServer(ctx context.Context, tun tunnel.Tunnel, cfg *tls.Config) (net.Conn, error) {
 	stream, err := tun.Dial(ctx)
 	if err != nil || cfg == nil {
 		return stream, err

@@ -14,14 +14,12 @@ import (
 // BackendKeyData the upstream sent, so CancelRequests can be routed.
 type cancelMap struct {
 	mu sync.Mutex
-	m  map[pgwire.CancelKey]cancelEntry
+	m  map[pgwire.CancelKey]*discovery.Target
 }
-
-type cancelEntry struct{ target *discovery.Target }
 
 func (c *cancelMap) add(k pgwire.CancelKey, t *discovery.Target) {
 	c.mu.Lock()
-	c.m[k] = cancelEntry{target: t}
+	c.m[k] = t
 	c.mu.Unlock()
 }
 
@@ -31,11 +29,11 @@ func (c *cancelMap) remove(k pgwire.CancelKey) {
 	c.mu.Unlock()
 }
 
-func (c *cancelMap) lookup(k pgwire.CancelKey) (cancelEntry, bool) {
+func (c *cancelMap) lookup(k pgwire.CancelKey) (*discovery.Target, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e, ok := c.m[k]
-	return e, ok
+	t, ok := c.m[k]
+	return t, ok
 }
 
 // forwardCancel sends a CancelRequest to the upstream of the session that
@@ -44,26 +42,26 @@ func (c *cancelMap) lookup(k pgwire.CancelKey) (cancelEntry, bool) {
 // processed when the client's connection closes. Unknown keys are dropped
 // silently, as PostgreSQL does.
 func (s *Server) forwardCancel(ctx context.Context, key pgwire.CancelKey) {
-	e, ok := s.cancels.lookup(key)
+	t, ok := s.cancels.lookup(key)
 	if !ok {
 		s.log.Debug("cancel request for an unknown session dropped")
 		s.cfg.Metrics.cancel("dropped")
 		return
 	}
-	conn, err := s.dialTarget(ctx, e.target)
+	conn, err := s.dialTarget(ctx, t)
 	if err != nil {
-		s.log.Warn("cancel request not forwarded", "target", e.target.Name, "err", err)
+		s.log.Warn("cancel request not forwarded", "target", t.Name, "err", err)
 		s.cfg.Metrics.cancel("failed")
 		return
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(s.cfg.DialTimeout))
 	if _, err := conn.Write(pgwire.AppendCancel(nil, key)); err != nil {
-		s.log.Warn("cancel request not forwarded", "target", e.target.Name, "err", err)
+		s.log.Warn("cancel request not forwarded", "target", t.Name, "err", err)
 		s.cfg.Metrics.cancel("failed")
 		return
 	}
 	s.cfg.Metrics.cancel("forwarded")
 	io.Copy(io.Discard, io.LimitReader(conn, 1<<10))
-	s.log.Debug("cancel request forwarded", "target", e.target.Name)
+	s.log.Debug("cancel request forwarded", "target", t.Name)
 }

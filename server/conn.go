@@ -33,9 +33,9 @@ func (s *Server) handle(ctx context.Context, raw net.Conn) {
 		select {
 		case s.sessions <- struct{}{}:
 		default:
-			writeError(conn, pgwire.Errorf(pgwire.CodeTooManyConnections, "too-many-sessions",
+			pgwire.Errorf(pgwire.CodeTooManyConnections, "too-many-sessions",
 				"rdsproxy: the server already relays its maximum of %d sessions", s.cfg.MaxSessions).
-				WithHint("Try again when a session ends, or ask the operator to raise --max-sessions."))
+				WithHint("Try again when a session ends, or ask the operator to raise --max-sessions.").Send(conn)
 			s.log.Warn("session refused: at max-sessions", "remote", raw.RemoteAddr().String())
 			return
 		}
@@ -108,12 +108,6 @@ func (s *Server) logStartupError(c net.Conn, err error) {
 		return
 	}
 	s.log.Debug("connection closed during startup", "remote", c.RemoteAddr().String(), "err", err)
-}
-
-// writeError sends a FATAL ErrorResponse, bounded by a short deadline.
-func writeError(c net.Conn, e *pgwire.Error) {
-	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	e.WriteTo(c)
 }
 
 func setKeepAlive(c net.Conn, period time.Duration) {

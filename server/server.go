@@ -140,7 +140,7 @@ func New(cfg Config) (*Server, error) {
 	return &Server{
 		cfg:      cfg,
 		log:      cfg.Logger,
-		cancels:  cancelMap{m: make(map[pgwire.CancelKey]cancelEntry)},
+		cancels:  cancelMap{m: make(map[pgwire.CancelKey]*discovery.Target)},
 		tlsSess:  tls.NewLRUClientSessionCache(1024),
 		dialer:   net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: cfg.KeepAlive},
 		sessions: make(chan struct{}, cfg.MaxSessions),

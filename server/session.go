@@ -267,7 +267,7 @@ func (s *Server) refuse(client net.Conn, info sessionInfo, err error) {
 		outcome, code = "refused-upstream", upstreamCode(ru.msg)
 		reason = "upstream-" + code
 	case errors.As(err, &pe):
-		writeError(client, pe)
+		pe.Send(client)
 		outcome, reason, code = "refused", pe.Reason, pe.Code
 	}
 	s.cfg.Metrics.sessionEnded(info.target, outcome, reason, 0, 0, strings.HasPrefix(code, "28"))

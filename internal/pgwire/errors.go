@@ -3,6 +3,8 @@ package pgwire
 import (
 	"fmt"
 	"io"
+	"net"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 )
@@ -59,6 +61,13 @@ func (e *Error) AppendTo(dst []byte) []byte {
 		return dst
 	}
 	return out
+}
+
+// Send writes the ErrorResponse to c, giving up after five seconds so a
+// client that does not read cannot hold the caller.
+func (e *Error) Send(c net.Conn) {
+	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	e.WriteTo(c)
 }
 
 // WriteTo writes the ErrorResponse to w.
