@@ -116,13 +116,16 @@ func TestViaKube(t *testing.T) {
 // and 5% reordered: psql, 16 concurrent sessions over one Session Manager
 // session each moving a checksummed COPY both ways (64 MB in all each way),
 // and a cancel. The endpoint checks every client frame against the protocol.
+// Like the real service, the endpoint keeps a session open for
+// ResumeSession when its websocket drops, so a dropped websocket under load
+// is healed by the client's resume instead of ending every stream.
 func TestViaSSM(t *testing.T) {
 	var endpoint *ssmendpoint.Endpoint
 	st := startStackVia(t, func(t testing.TB, serverAddr string) tunnel.Tunnel {
 		var err error
 		endpoint, err = ssmendpoint.Start(context.Background(), ssmendpoint.Config{
 			Logger:  sb.logs.logger("ssm-endpoint"),
-			Targets: []string{"i-0123456789abcdef0"}, Dest: serverAddr,
+			Targets: []string{"i-0123456789abcdef0"}, Dest: serverAddr, ResumeGrace: 30 * time.Second,
 			Faults: ssmendpoint.Faults{DropPercent: 5, ReorderPercent: 5, Seed: 1}})
 		if err != nil {
 			t.Fatal(err)
