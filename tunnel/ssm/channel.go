@@ -30,6 +30,10 @@ type ChannelConfig struct {
 	Window int
 	// ReorderLimit bounds early (out-of-order) messages kept. Default 8192.
 	ReorderLimit int
+	// ControlLimit bounds acknowledgements and fast retransmits waiting for
+	// Run's writer; more are dropped (the peer's retransmission recovers).
+	// Default 8192.
+	ControlLimit int
 	// MinRTO raises the retransmission timeout's floor above the
 	// reference's 10 ms granularity term; 0 keeps the reference behaviour.
 	MinRTO time.Duration
@@ -61,6 +65,9 @@ func (c *ChannelConfig) setDefaults() {
 	if c.ReorderLimit <= 0 {
 		c.ReorderLimit = 8192
 	}
+	if c.ControlLimit <= 0 {
+		c.ControlLimit = 8192
+	}
 	if c.GiveUp <= 0 {
 		c.GiveUp = 2 * time.Minute
 	}
@@ -80,6 +87,7 @@ type ChannelStats struct {
 	Sent, Resent, AcksReceived        int64
 	Received, Duplicates, Early, Acks int64
 	NotAccepted                       int64
+	ControlDropped                    int64 // acks and fast retransmits dropped: queue full
 }
 
 type outMsg struct {
@@ -92,7 +100,8 @@ type outMsg struct {
 
 // Channel is one end of the data channel's reliable stream: sequence
 // numbers, acknowledgements, reordering, duplicate re-acks and
-// retransmission. Run must be running for retransmissions to happen.
+// retransmission. Run must be running for acknowledgements and
+// retransmissions to be sent.
 type Channel struct {
 	cfg      ChannelConfig
 	recvType string
@@ -111,12 +120,13 @@ type Channel struct {
 	space   chan struct{} // a message was acknowledged
 	drained chan struct{} // every sent message is acknowledged
 	kick    chan struct{} // unacked went from empty to non-empty
+	ctrl    *controlQueue // acks and fast retransmits, written by Run
 	done    chan struct{}
 	once    sync.Once
 	err     error
 
 	stats struct {
-		sent, resent, acksReceived, received, dups, early, acks, notAccepted atomic.Int64
+		sent, resent, acksReceived, received, dups, early, acks, notAccepted, controlDropped atomic.Int64
 	}
 }
 
@@ -136,6 +146,7 @@ func NewChannel(cfg ChannelConfig) *Channel {
 		space:    make(chan struct{}, 1),
 		drained:  make(chan struct{}, 1),
 		kick:     make(chan struct{}, 1),
+		ctrl:     newControlQueue(cfg.ControlLimit),
 		done:     make(chan struct{}),
 	}
 }
@@ -170,7 +181,7 @@ func (c *Channel) Stats() ChannelStats {
 	s := &c.stats
 	return ChannelStats{Sent: s.sent.Load(), Resent: s.resent.Load(), AcksReceived: s.acksReceived.Load(),
 		Received: s.received.Load(), Duplicates: s.dups.Load(), Early: s.early.Load(), Acks: s.acks.Load(),
-		NotAccepted: s.notAccepted.Load()}
+		NotAccepted: s.notAccepted.Load(), ControlDropped: s.controlDropped.Load()}
 }
 
 // Unacked returns the number of sent messages not yet acknowledged.

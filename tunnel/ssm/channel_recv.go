@@ -49,10 +49,7 @@ func (c *Channel) handleAck(m *Message) error {
 	}
 	if fast != nil {
 		c.stats.resent.Add(1)
-		if err := c.cfg.Write(fast); err != nil {
-			c.Close(fmt.Errorf("resend: %w", err))
-			return err
-		}
+		c.queueControl(fast)
 	}
 	return nil
 }
@@ -128,7 +125,7 @@ func (c *Channel) drainLocked() {
 	}
 }
 
-// ack sends the acknowledge for m: seq 0, Flags 3, PayloadType 0 (§7.2).
+// ack queues the acknowledge for m: seq 0, Flags 3, PayloadType 0 (§7.2).
 func (c *Channel) ack(m *Message) error {
 	payload, err := json.Marshal(AckContent{
 		AcknowledgedMessageType:           m.MessageType,
@@ -146,10 +143,6 @@ func (c *Channel) ack(m *Message) error {
 		return err
 	}
 	c.stats.acks.Add(1)
-	if err := c.cfg.Write(frame); err != nil {
-		err = fmt.Errorf("send acknowledge for %d: %w", m.SequenceNumber, err)
-		c.Close(err)
-		return err
-	}
+	c.queueControl(frame)
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -13,11 +14,21 @@ var ErrNotAcknowledged = errors.New("peer stopped acknowledging messages")
 // maxResendsPerRound bounds the work of one retransmission round.
 const maxResendsPerRound = 256
 
-// Run retransmits unacknowledged messages until ctx ends or the channel is
-// closed. Unlike the reference plugin it resends every overdue message (not
-// only the oldest), doubles the timeout per resend of a message, updates the
-// last-sent time, and gives up after GiveUp.
+// Run sends acknowledgements and retransmits unacknowledged messages until
+// ctx ends or the channel is closed.
 func (c *Channel) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); c.writeControl(ctx) }()
+	c.retransmit(ctx)
+	wg.Wait()
+}
+
+// retransmit resends overdue messages. Unlike the reference plugin it
+// resends every overdue message (not only the oldest), doubles the timeout
+// per resend of a message, updates the last-sent time, and gives up after
+// GiveUp.
+func (c *Channel) retransmit(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {

@@ -32,12 +32,25 @@ func (r *recorder) write(f []byte) error {
 	return nil
 }
 
+func (r *recorder) len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.frames)
+}
+
 func (r *recorder) take() [][]byte {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	f := r.frames
 	r.frames = nil
 	return f
+}
+
+// flushControl writes the queued acks and fast retransmits, as Run would.
+func (c *Channel) flushControl() {
+	for _, f := range c.ctrl.take(nil) {
+		_ = c.cfg.Write(f)
+	}
 }
 
 func ackedSeqs(t *testing.T, frames [][]byte) []int64 {
@@ -85,12 +98,14 @@ func TestChannelTranscript(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	c.flushControl()
 	rec.take()
 	delivered = nil
 	for i, st := range tr.Steps {
 		if _, err := c.Handle(agentOutput(t, st.ReceivedSeq, st.Payload)); err != nil {
 			t.Fatal(err)
 		}
+		c.flushControl()
 		wantAcks := st.AcksSent
 		if i == len(tr.Steps)-1 {
 			wantAcks = []int64{st.ReceivedSeq} // plugin: none; we re-ack the duplicate
@@ -127,6 +142,7 @@ func TestChannelAckMatchesVector(t *testing.T) {
 	if _, err := c.Handle(m); err != nil {
 		t.Fatal(err)
 	}
+	c.flushControl()
 	got := rec.take()
 	if len(got) != 1 || !bytes.Equal(got[0], want) {
 		t.Fatalf("ack\n%x\nwant\n%x", got, want)
@@ -155,6 +171,53 @@ func TestChannelSendFlagMatchesVector(t *testing.T) {
 	}
 	if got := rec.take(); len(got) != 1 || !bytes.Equal(got[0], want) {
 		t.Fatalf("flag\n%x\nwant\n%x", got, want)
+	}
+}
+
+// TestReceiveNeverWaitsForWrites: while the websocket write is stuck (the
+// peer is not reading), Handle still takes every message, and the acks go
+// out once the write moves again. A read loop that waited for its own ack
+// writes would stall both peers when both TCP buffers are full.
+func TestReceiveNeverWaitsForWrites(t *testing.T) {
+	unblock := make(chan struct{})
+	rec := &recorder{}
+	write := func(f []byte) error { <-unblock; return rec.write(f) }
+	delivered := 0
+	c := NewChannel(ChannelConfig{SendType: TypeInputStreamData, Write: write, ControlLimit: 100,
+		Deliver: func(*Message) bool { delivered++; return true }})
+	ctx, cancel := context.WithCancel(t.Context())
+	runDone := make(chan struct{})
+	go func() { defer close(runDone); c.Run(ctx) }()
+	defer func() { cancel(); <-runDone }()
+
+	handled := make(chan error, 1)
+	go func() {
+		for seq := range int64(150) {
+			if _, err := c.Handle(agentOutput(t, seq, "x")); err != nil {
+				handled <- err
+				return
+			}
+		}
+		handled <- nil
+	}()
+	select {
+	case err := <-handled:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Handle blocked behind a stuck websocket write")
+	}
+	if delivered != 150 {
+		t.Errorf("delivered %d messages, want 150", delivered)
+	}
+	close(unblock)
+	for int64(rec.len())+c.Stats().ControlDropped < 150 { // the writer catches up
+		time.Sleep(time.Millisecond)
+	}
+	acked := ackedSeqs(t, rec.take())
+	if st := c.Stats(); len(acked) < 100 || st.ControlDropped == 0 || int64(len(acked))+st.ControlDropped != 150 {
+		t.Errorf("acked %d, dropped %d: want every ack sent or counted as dropped, some dropped past the limit", len(acked), st.ControlDropped)
 	}
 }
 

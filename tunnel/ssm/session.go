@@ -103,6 +103,7 @@ func (s *session) readLoop() {
 	for {
 		kind, b, err := s.ws.conn().ReadMessage()
 		if err != nil {
+			err = s.ws.readFailure(err)
 			if s.closing.Load() || s.ch.Err() != nil {
 				s.fail(fmt.Errorf("lost the websocket to Session Manager: %w", err))
 				return

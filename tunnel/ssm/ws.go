@@ -33,9 +33,10 @@ type OpenDataChannel struct {
 // writes are dropped until swap installs a resumed connection: the reliable
 // stream retransmits what was lost.
 type wsConn struct {
-	mu     sync.Mutex
-	c      *websocket.Conn
-	broken bool
+	mu       sync.Mutex
+	c        *websocket.Conn
+	broken   bool
+	writeErr error // why the current connection broke, if a write broke it
 }
 
 // dialDataChannel opens the websocket at streamURL (verbatim, §2.1) and
@@ -90,10 +91,22 @@ func (w *wsConn) writeBinary(b []byte) error {
 		err = w.c.WriteMessage(websocket.BinaryMessage, b)
 	}
 	if err != nil {
-		w.broken = true
+		w.broken, w.writeErr = true, fmt.Errorf("write: %w", err)
 		w.c.Close()
 	}
 	return nil
+}
+
+// readFailure explains a failed read: a read fails with "use of closed
+// network connection" after a failed write closed the connection, and the
+// write error is the one that says what happened.
+func (w *wsConn) readFailure(readErr error) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.writeErr != nil {
+		return w.writeErr
+	}
+	return readErr
 }
 
 func (w *wsConn) conn() *websocket.Conn {
@@ -115,7 +128,7 @@ func (w *wsConn) swap(n *wsConn) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.c.Close()
-	w.c, w.broken = n.c, false
+	w.c, w.broken, w.writeErr = n.c, false, nil
 }
 
 func (w *wsConn) ping() error {
