@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	_ "embed"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"time"
@@ -22,6 +23,10 @@ import (
 //
 //go:embed rds-global-bundle.pem
 var rdsBundle []byte
+
+// rdsBundleDate is when rdsBundle was taken from AWS; a region or CA added
+// since needs --ca-file.
+const rdsBundleDate = "October 2023"
 
 // RootCAs returns a pool with the embedded RDS bundle plus extraPEM
 // (PEM certificates an operator adds, e.g. for a newer region or a
@@ -100,9 +105,30 @@ func (s *Server) upgradeUpstream(ctx context.Context, conn net.Conn, t *discover
 	if err != nil {
 		return nil, pgwire.Errorf(pgwire.CodeCannotConnect, "upstream-tls",
 			"rdsproxy: TLS with target %q failed: %v", t.Name, unwrapOp(err)).
-			WithHint("The database's certificate must chain to the RDS CA bundle (or --ca-file) and name its endpoint.")
+			WithHint(tlsHint(err, t.Region, host))
 	}
 	return tc, nil
+}
+
+// tlsHint says what an operator can do about a failed upstream handshake.
+func tlsHint(err error, region, host string) string {
+	var unknown x509.UnknownAuthorityError
+	var mismatch x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	switch {
+	case errors.As(err, &unknown):
+		bundle := "global/global-bundle.pem"
+		if region != "" {
+			bundle = region + "/" + region + "-bundle.pem"
+		}
+		return fmt.Sprintf("The certificate is not signed by a CA this server trusts. The built-in RDS CA bundle dates from %s; "+
+			"for a newer region or CA, give the server https://truststore.pki.rds.amazonaws.com/%s with --ca-file.", rdsBundleDate, bundle)
+	case errors.As(err, &mismatch):
+		return fmt.Sprintf("The certificate does not name %s. If --map sends this endpoint to another address, that address must still present the endpoint's certificate.", host)
+	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
+		return "The certificate has expired or is not yet valid: check the database's certificate authority setting and this server's clock."
+	}
+	return "The database's certificate must chain to the RDS CA bundle (or --ca-file) and name its endpoint."
 }
 
 // unwrapOp drops net.OpError's addresses, which the message already names.
