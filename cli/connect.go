@@ -125,15 +125,15 @@ func targetNames(all []discovery.Target) string {
 
 // listen opens the local listener for t on a stable port: --port, else
 // the target's rdsproxy:local-port tag, else the port it was served on
-// last time, else a free port, which is then remembered. A chosen port
-// that is busy is an error, never a silent change.
+// last time from the same server, else a free port, which is then
+// remembered. A chosen port that is busy is an error, never a silent change.
 func (c *ConnectCmd) listen(t discovery.Target, state *stateStore) (net.Listener, error) {
 	port, why := c.Port, "--port"
 	if port == 0 && t.LocalPort != 0 {
 		port, why = t.LocalPort, "its rdsproxy:local-port tag"
 	}
 	if port == 0 {
-		if port = state.port(t.Name); port != 0 {
+		if port = state.port(c.serverKey(), t.Name); port != 0 {
 			why = "the port it had last time"
 		}
 	}
@@ -145,7 +145,7 @@ func (c *ConnectCmd) listen(t discovery.Target, state *stateStore) (net.Listener
 		}
 		return nil, fmt.Errorf("listen for target %s on %s: %w", t.Name, addr, err)
 	}
-	state.rememberPort(t.Name, ln.Addr().(*net.TCPAddr).Port)
+	state.rememberPort(c.serverKey(), t.Name, ln.Addr().(*net.TCPAddr).Port)
 	return ln, nil
 }
 

@@ -12,12 +12,14 @@ import (
 )
 
 // state is what the client remembers between runs, in the user's state
-// directory: the local port each target was served on (so GUI clients
-// keep working after a restart) and the names of the last target list
-// (for shell completion).
+// directory: the local port each target of each server was served on (so
+// GUI clients keep working after a restart) and the names of the last
+// target list (for shell completion). Ports are kept per server: prod and
+// staging may both have a target "app", and a GUI connection saved for
+// one must not silently reach the other.
 type state struct {
-	Ports   map[string]int `json:"ports"`
-	Targets []string       `json:"targets"`
+	Ports   map[string]map[string]int `json:"ports_by_server"` // server key → target → port
+	Targets []string                  `json:"targets"`
 }
 
 // stateStore reads and writes state.json; safe for concurrent use.
@@ -42,7 +44,7 @@ func newStateStore() *stateStore {
 }
 
 func (s *stateStore) load() (state, error) {
-	st := state{Ports: map[string]int{}}
+	st := state{Ports: map[string]map[string]int{}}
 	b, err := os.ReadFile(s.path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return st, nil
@@ -51,10 +53,10 @@ func (s *stateStore) load() (state, error) {
 		return st, err
 	}
 	if err := json.Unmarshal(b, &st); err != nil {
-		return state{Ports: map[string]int{}}, fmt.Errorf("state file %s: %w", s.path, err)
+		return state{Ports: map[string]map[string]int{}}, fmt.Errorf("state file %s: %w", s.path, err)
 	}
 	if st.Ports == nil {
-		st.Ports = map[string]int{}
+		st.Ports = map[string]map[string]int{}
 	}
 	return st, nil
 }
@@ -81,17 +83,22 @@ func (s *stateStore) update(change func(*state)) error {
 	return os.Rename(tmp, s.path)
 }
 
-// port is the remembered port of a target, or 0.
-func (s *stateStore) port(target string) int {
+// port is the remembered port of a server's target, or 0.
+func (s *stateStore) port(server, target string) int {
 	st, err := s.load()
 	if err != nil {
 		return 0
 	}
-	return st.Ports[target]
+	return st.Ports[server][target]
 }
 
-func (s *stateStore) rememberPort(target string, port int) error {
-	return s.update(func(st *state) { st.Ports[target] = port })
+func (s *stateStore) rememberPort(server, target string, port int) error {
+	return s.update(func(st *state) {
+		if st.Ports[server] == nil {
+			st.Ports[server] = map[string]int{}
+		}
+		st.Ports[server][target] = port
+	})
 }
 
 func (s *stateStore) rememberTargets(names []string) error {

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -31,6 +32,18 @@ type TunnelFlags struct {
 	ServerName string `help:"Host name to verify in the server's certificate (default: the host of --server)." env:"RDSPROXY_SERVER_NAME"`
 	SSMFlags
 	KubeFlags
+}
+
+// serverKey names the server these flags reach, for what the client
+// remembers per server.
+func (f *TunnelFlags) serverKey() string {
+	switch f.Via {
+	case "direct":
+		return "direct " + f.Server
+	case "kube":
+		return fmt.Sprintf("kube %s/%s/%s:%d", f.KubeContext, f.KubeNamespace, cmp.Or(f.KubeSelector, f.KubeDeployment), f.KubePort)
+	}
+	return fmt.Sprintf("ssm %s/%s/%s/%s:%d", f.Profile, f.Region, cmp.Or(f.SSMTarget, f.SSMServer), f.SSMHost, f.SSMPort)
 }
 
 // SSMFlags locate the server's instance for --via ssm.
