@@ -3,13 +3,16 @@ package cli
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -25,6 +28,9 @@ type ConnectCmd struct {
 	Port    int    `help:"Local port (one target only). Default: the target's rdsproxy:local-port tag, else the port it had last time, else a free one." env:"RDSPROXY_PORT"`
 	User    string `help:"Database user for the printed connection strings (default: the target's first rdsproxy:users)." env:"RDSPROXY_USER"`
 	JSON    bool   `help:"Print the connection details of each target as a JSON line."`
+	// LocalTLS serves applications that insist on TLS (sslmode=require,
+	// verify-full, JDBC ssl=true).
+	LocalTLS bool `name:"local-tls" help:"Accept TLS from local clients, for applications that require it; the certificate chains to a CA kept in the state directory (printed as sslrootcert, for verify-full)." env:"RDSPROXY_LOCAL_TLS"`
 }
 
 // Run opens the tunnel, learns the targets, listens and serves.
@@ -46,18 +52,26 @@ func (c *ConnectCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env 
 		return err
 	}
 	state := newStateStore()
+	var localTLSConfig *tls.Config
+	var rootCert string
+	if c.LocalTLS {
+		if localTLSConfig, rootCert, err = localTLS(state.dir(), c.Address, time.Now()); err != nil {
+			return err
+		}
+	}
 	grp, gctx := errgroup.WithContext(ctx)
 	for _, t := range targets {
 		ln, err := c.listen(t, state)
 		if err != nil {
 			return &ExitError{Code: ExitFailure, Err: err}
 		}
-		p, err := client.New(client.Config{Tunnel: r.tun, Target: t, Tokens: tokens, ServerTLS: r.serverTLS, Logger: log})
+		p, err := client.New(client.Config{Tunnel: r.tun, Target: t, Tokens: tokens, ServerTLS: r.serverTLS,
+			LocalTLS: localTLSConfig, Logger: log})
 		if err != nil {
 			ln.Close()
 			return err
 		}
-		c.printTarget(env, t, ln.Addr().(*net.TCPAddr))
+		c.printTarget(env, newConnInfo(t, ln.Addr().(*net.TCPAddr), c.User, rootCert))
 		log.Info("ready", "target", t.Name, "listen", ln.Addr().String())
 		grp.Go(func() error { return p.Serve(gctx, ln) })
 	}
@@ -161,7 +175,9 @@ type connInfo struct {
 	JDBC   string `json:"jdbc"`
 }
 
-func newConnInfo(t discovery.Target, addr *net.TCPAddr, user string) connInfo {
+// newConnInfo builds the connection strings; with rootCert (--local-tls)
+// they ask for TLS verified against it, else for a plaintext loopback hop.
+func newConnInfo(t discovery.Target, addr *net.TCPAddr, user, rootCert string) connInfo {
 	if user == "" && len(t.Users) > 0 {
 		user = t.Users[0]
 	}
@@ -173,20 +189,32 @@ func newConnInfo(t discovery.Target, addr *net.TCPAddr, user string) connInfo {
 		db = "postgres"
 	}
 	host, port := addr.IP.String(), addr.Port
+	ssl, sslQuery := "sslmode=disable", "sslmode=disable"
+	if rootCert != "" {
+		ssl = "sslmode=verify-full sslrootcert=" + conninfoQuote(rootCert)
+		sslQuery = "sslmode=verify-full&sslrootcert=" + url.QueryEscape(rootCert)
+	}
 	return connInfo{
 		Target: t.Name, Host: host, Port: port, User: user, DB: db,
-		Psql: fmt.Sprintf(`psql "host=%s port=%d user=%s dbname=%s sslmode=disable"`, host, port, user, db),
-		DSN:  fmt.Sprintf("postgresql://%s@%s:%d/%s?sslmode=disable", user, host, port, db),
-		JDBC: fmt.Sprintf("jdbc:postgresql://%s:%d/%s?sslmode=disable&user=%s", host, port, db, user),
+		Psql: fmt.Sprintf(`psql "host=%s port=%d user=%s dbname=%s %s"`, host, port, user, db, ssl),
+		DSN:  fmt.Sprintf("postgresql://%s@%s:%d/%s?%s", user, host, port, db, sslQuery),
+		JDBC: fmt.Sprintf("jdbc:postgresql://%s:%d/%s?%s&user=%s", host, port, db, sslQuery, user),
 	}
 }
 
-// printTarget prints ready-to-paste connection strings for t.
-func (c *ConnectCmd) printTarget(env Env, t discovery.Target, addr *net.TCPAddr) {
-	ci := newConnInfo(t, addr, c.User)
+// conninfoQuote quotes a libpq keyword value when it needs it.
+func conninfoQuote(v string) string {
+	if v != "" && !strings.ContainsAny(v, ` '\`) {
+		return v
+	}
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(v) + "'"
+}
+
+// printTarget prints ready-to-paste connection strings.
+func (c *ConnectCmd) printTarget(env Env, ci connInfo) {
 	if c.JSON {
 		json.NewEncoder(env.Stdout).Encode(ci)
 		return
 	}
-	fmt.Fprintf(env.Stdout, "%s → %s:%d\n  psql:  %s\n  DSN:   %s\n  JDBC:  %s\n", t.Name, ci.Host, ci.Port, ci.Psql, ci.DSN, ci.JDBC)
+	fmt.Fprintf(env.Stdout, "%s → %s:%d\n  psql:  %s\n  DSN:   %s\n  JDBC:  %s\n", ci.Target, ci.Host, ci.Port, ci.Psql, ci.DSN, ci.JDBC)
 }

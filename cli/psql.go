@@ -53,7 +53,7 @@ func (c *PsqlCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env Env
 	wg.Add(1)
 	go func() { defer wg.Done(); p.Serve(sctx, ln) }()
 	defer func() { stop(); wg.Wait() }()
-	info := newConnInfo(t, ln.Addr().(*net.TCPAddr), userFor(c.User, t.Users))
+	info := newConnInfo(t, ln.Addr().(*net.TCPAddr), userFor(c.User, t.Users), "")
 	args := c.Args
 	if len(args) > 0 && args[0] == "--" { // kong keeps the separator
 		args = args[1:]

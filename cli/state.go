@@ -43,6 +43,9 @@ func newStateStore() *stateStore {
 	return &stateStore{path: filepath.Join(dir, "state.json")}
 }
 
+// dir is the state directory.
+func (s *stateStore) dir() string { return filepath.Dir(s.path) }
+
 func (s *stateStore) load() (state, error) {
 	st := state{Ports: map[string]map[string]int{}}
 	b, err := os.ReadFile(s.path)

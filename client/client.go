@@ -1,6 +1,6 @@
 // Package client is the laptop side of rdsproxy. For each local
-// connection it reads the PostgreSQL startup (declining SSL and GSS
-// encryption on the loopback hop), opens a stream to the server through
+// connection it reads the PostgreSQL startup (declining GSS encryption,
+// and SSL unless Config.LocalTLS is set), opens a stream to the server through
 // the tunnel, sends the startup with rdsproxy.target and the user's IAM
 // token (pipelined, so authentication costs no extra round trip through
 // the tunnel), swallows the server's password request, and relays bytes.
@@ -35,6 +35,10 @@ type Config struct {
 	// ServerTLS, when set, upgrades every stream to the server with
 	// SSLRequest + TLS before anything else is sent.
 	ServerTLS *tls.Config
+	// LocalTLS, when set, accepts local clients' SSLRequests with this
+	// server configuration; otherwise the local hop is plaintext and
+	// SSLRequests are declined.
+	LocalTLS *tls.Config
 	// StartupTimeout bounds a local client's startup and the server's
 	// answer (default 30s).
 	StartupTimeout time.Duration

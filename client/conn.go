@@ -23,7 +23,7 @@ const maxServerReply = 64 << 10
 // handle owns one local connection.
 func (p *Proxy) handle(ctx context.Context, local net.Conn) {
 	local.SetDeadline(time.Now().Add(p.cfg.StartupTimeout))
-	st, err := p.readStartup(local)
+	local, st, err := p.readStartup(local)
 	if err != nil {
 		level := slog.LevelWarn
 		if errors.Is(err, io.EOF) { // a port probe, or a client that gave up
@@ -51,27 +51,39 @@ func (p *Proxy) handle(ctx context.Context, local net.Conn) {
 	p.log.Debug("connection closed", "user", userOf(st), "bytes_sent", res.ToB, "bytes_received", res.ToA)
 }
 
-// readStartup answers SSL and GSS encryption requests with 'N' (the
-// loopback hop is plaintext) and returns the StartupMessage or CancelRequest.
-func (p *Proxy) readStartup(local net.Conn) (*pgwire.Startup, error) {
+// readStartup answers encryption requests and returns the connection to
+// use from then on (TLS after an accepted SSLRequest) with the
+// StartupMessage or CancelRequest. GSS encryption is declined; an
+// SSLRequest is accepted with LocalTLS, else declined.
+func (p *Proxy) readStartup(local net.Conn) (net.Conn, *pgwire.Startup, error) {
 	for range 3 {
 		st, err := pgwire.ReadStartup(local, p.cfg.MaxStartupSize)
 		if err != nil {
 			if errors.Is(err, pgwire.ErrDirectTLS) {
-				return nil, fmt.Errorf("%w (the local listener speaks plaintext PostgreSQL)", err)
+				return nil, nil, fmt.Errorf("%w (the local listener accepts TLS only after an SSLRequest)", err)
 			}
-			return nil, err
+			return nil, nil, err
 		}
-		switch st.Kind {
-		case pgwire.KindSSLRequest, pgwire.KindGSSENCRequest:
+		_, isTLS := local.(*tls.Conn)
+		switch {
+		case st.Kind == pgwire.KindSSLRequest && p.cfg.LocalTLS != nil && !isTLS:
+			if _, err := local.Write([]byte{'S'}); err != nil {
+				return nil, nil, err
+			}
+			tc := tls.Server(local, p.cfg.LocalTLS)
+			if err := tc.Handshake(); err != nil {
+				return nil, nil, fmt.Errorf("local TLS handshake: %w", err)
+			}
+			local = tc
+		case st.Kind == pgwire.KindSSLRequest || st.Kind == pgwire.KindGSSENCRequest:
 			if _, err := local.Write([]byte{'N'}); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		default:
-			return st, nil
+			return local, st, nil
 		}
 	}
-	return nil, errors.New("too many encryption requests")
+	return nil, nil, errors.New("too many encryption requests")
 }
 
 // open dials the server, sends the startup (and the token, for IAM

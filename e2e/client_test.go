@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/url"
 	"os"
@@ -171,5 +172,27 @@ func TestPsqlCommand(t *testing.T) {
 	stats := world.SSM.Stats()
 	if stats.TerminateCalls < stats.SessionsStarted {
 		t.Errorf("sessions left open: %+v", stats)
+	}
+}
+
+// With --local-tls, applications that insist on TLS connect: psql with the
+// printed verify-full string, psql with sslmode=require, pgx with the
+// printed DSN; the loopback hop is then really encrypted.
+func TestConnectLocalTLS(t *testing.T) {
+	world := startTestWorld(t)
+	s := startBinaryServer(t, world)
+	state := t.TempDir()
+	p := startConnect(t, clientCmd(t, world, s, state, "connect", "--json", "--local-tls", "--user", sandbox.UserIAM, "reporting"), 1)[0]
+	if !strings.Contains(p.Psql, "sslmode=verify-full sslrootcert="+state) || !strings.Contains(p.DSN, "sslmode=verify-full") {
+		t.Fatalf("printed strings do not ask for verified TLS: %s / %s", p.Psql, p.DSN)
+	}
+	usePrinted(t, p)
+	verified := strings.TrimSuffix(strings.TrimPrefix(p.Psql, `psql "`), `"`)
+	required := fmt.Sprintf("host=127.0.0.1 port=%d user=%s dbname=%s sslmode=require", p.Port, p.User, p.Database)
+	for _, conninfo := range []string{verified, required} {
+		out, err := exec.Command("psql", "-X", conninfo, "-c", `\conninfo`).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "SSL connection") {
+			t.Errorf("psql %q: %v\n%s", conninfo, err, out)
+		}
 	}
 }
