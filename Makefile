@@ -3,7 +3,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: build test test-short demo bench fuzz lint check-tools clean
+.PHONY: build test test-short demo bench fuzz lint check-tools update-ca clean
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/rdsproxy .
@@ -33,6 +33,12 @@ fuzz:
 
 check-tools:
 	@scripts/check-tools.sh
+
+## update-ca: refresh the embedded RDS CA bundle from AWS (needs internet), then check it.
+update-ca:
+	curl -fsSL -o server/rds-global-bundle.pem.new https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem
+	mv server/rds-global-bundle.pem.new server/rds-global-bundle.pem
+	$(GO) test ./server -run 'TestEmbeddedBundle|TestUpstreamTLS'
 
 clean:
 	rm -rf bin

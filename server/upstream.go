@@ -5,10 +5,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	_ "embed"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -24,9 +26,20 @@ import (
 //go:embed rds-global-bundle.pem
 var rdsBundle []byte
 
-// rdsBundleDate is when rdsBundle was taken from AWS; a region or CA added
-// since needs --ca-file.
-const rdsBundleDate = "October 2023"
+// rdsBundleNewest is the issue date of the bundle's newest CA: a region or
+// CA added after it needs --ca-file (or `make update-ca` and a rebuild).
+var rdsBundleNewest = sync.OnceValue(func() time.Time {
+	var newest time.Time
+	for rest := rdsBundle; ; {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			return newest
+		}
+		if c, err := x509.ParseCertificate(block.Bytes); err == nil && c.NotBefore.After(newest) {
+			newest = c.NotBefore
+		}
+	}
+})
 
 // RootCAs returns a pool with the embedded RDS bundle plus extraPEM
 // (PEM certificates an operator adds, e.g. for a newer region or a
@@ -121,8 +134,9 @@ func tlsHint(err error, region, host string) string {
 		if region != "" {
 			bundle = region + "/" + region + "-bundle.pem"
 		}
-		return fmt.Sprintf("The certificate is not signed by a CA this server trusts. The built-in RDS CA bundle dates from %s; "+
-			"for a newer region or CA, give the server https://truststore.pki.rds.amazonaws.com/%s with --ca-file.", rdsBundleDate, bundle)
+		return fmt.Sprintf("The certificate is not signed by a CA this server trusts. The newest CA in the built-in RDS bundle was issued in %s; "+
+			"for a newer region or CA, give the server https://truststore.pki.rds.amazonaws.com/%s with --ca-file.",
+			rdsBundleNewest().Format("January 2006"), bundle)
 	case errors.As(err, &mismatch):
 		return fmt.Sprintf("The certificate does not name %s. If --map sends this endpoint to another address, that address must still present the endpoint's certificate.", host)
 	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:

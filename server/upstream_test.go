@@ -80,7 +80,7 @@ func TestUpstreamTLSFailuresSayWhatToDo(t *testing.T) {
 	}{
 		{"valid certificate", 'S', issue(trusted, upstreamHost), "", nil},
 		{"unknown CA, e.g. a region newer than the bundle", 'S', issue(other, upstreamHost), "upstream-tls",
-			[]string{"--ca-file", "https://truststore.pki.rds.amazonaws.com/eu-central-2/eu-central-2-bundle.pem"}},
+			[]string{"--ca-file", "https://truststore.pki.rds.amazonaws.com/eu-central-2/eu-central-2-bundle.pem", "issued in " + rdsBundleNewest().Format("January 2006")}},
 		{"certificate for another host", 'S', issue(trusted, "elsewhere.example.com"), "upstream-tls",
 			[]string{"does not name " + upstreamHost, "--map"}},
 		{"upstream refuses TLS", 'N', tls.Certificate{}, "upstream-no-tls",
@@ -140,6 +140,9 @@ func TestEmbeddedBundleHoldsCurrentRoots(t *testing.T) {
 		if c.IsCA && time.Now().Before(c.NotAfter) {
 			valid[c.Subject.CommonName] = true
 		}
+	}
+	if newest := rdsBundleNewest(); newest.Year() < 2022 {
+		t.Errorf("newest CA in the bundle issued %s, want the 2022 G1 generation or later", newest)
 	}
 	for _, cn := range []string{"Amazon RDS us-east-1 Root CA RSA2048 G1", "Amazon RDS eu-west-1 Root CA RSA4096 G1",
 		"Amazon RDS ap-southeast-2 Root CA ECC384 G1"} {
