@@ -21,15 +21,15 @@ import (
 const maxServerReply = 64 << 10
 
 // handle owns one local connection.
-func (p *Proxy) handle(ctx context.Context, local net.Conn) {
-	local.SetDeadline(time.Now().Add(p.cfg.StartupTimeout))
-	local, st, err := p.readStartup(local)
+func (p *Proxy) handle(ctx context.Context, raw net.Conn) {
+	raw.SetDeadline(time.Now().Add(p.cfg.StartupTimeout))
+	local, st, err := p.readStartup(raw)
 	if err != nil {
 		level := slog.LevelWarn
 		if errors.Is(err, io.EOF) { // a port probe, or a client that gave up
 			level = slog.LevelDebug
 		}
-		p.log.Log(ctx, level, "local connection closed during startup", "remote", local.RemoteAddr().String(), "err", err)
+		p.log.Log(ctx, level, "local connection closed during startup", "remote", raw.RemoteAddr().String(), "err", err)
 		return
 	}
 	if st.Kind == pgwire.KindCancel {

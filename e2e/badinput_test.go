@@ -119,6 +119,59 @@ func TestMalformedStartups(t *testing.T) {
 	}
 }
 
+// The client's local listener gets the same treatment: port probes,
+// garbage and unanswerable encryption requests close that one connection
+// (SSLRequest and GSSENCRequest are declined with 'N'); the client keeps
+// serving, and a session opened before keeps working.
+func TestClientLocalListenerBadInputs(t *testing.T) {
+	st := startStack(t)
+	bystander := connectLocal(t, st.local["app"], sandbox.UserIAM)
+	random := make([]byte, 512)
+	rand.Read(random)
+	tests := []struct {
+		name  string
+		send  []byte
+		reply string // what the client answers before closing
+	}{
+		{"port probe (connect and close)", nil, ""},
+		{"random bytes", random, ""},
+		{"oversized startup packet", binary.BigEndian.AppendUint32(nil, 1<<30), ""},
+		{"direct TLS ClientHello", []byte{0x16, 0x03, 0x01, 0x00, 0x10}, ""},
+		{"SSLRequest, then hang up", pgwire.AppendSSLRequest(nil), "N"},
+		{"GSSENCRequest, then hang up", binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 8), 80877104), "N"},
+		{"four SSLRequests", slices.Concat(pgwire.AppendSSLRequest(nil), pgwire.AppendSSLRequest(nil),
+			pgwire.AppendSSLRequest(nil), pgwire.AppendSSLRequest(nil)), "NNN"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", st.local["app"])
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.Write(tt.send)
+			if tt.send == nil || tt.reply != "" && len(tt.send) == 8 {
+				conn.(*net.TCPConn).CloseWrite()
+			}
+			conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+			reply, err := io.ReadAll(conn)
+			if err != nil && !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("client did not close the connection: %v", err)
+			}
+			if string(reply) != tt.reply {
+				t.Fatalf("reply %q, want %q", reply, tt.reply)
+			}
+		})
+	}
+	if err := bystander.Ping(context.Background()); err != nil {
+		t.Fatalf("the open session broke: %v", err)
+	}
+	conn := connectLocal(t, st.local["app"], sandbox.UserIAM)
+	if err := conn.Ping(context.Background()); err != nil {
+		t.Fatalf("client stopped serving: %v", err)
+	}
+}
+
 // max-sessions: the N+1th client gets 53300; when one ends, a new one is admitted.
 func TestMaxSessions(t *testing.T) {
 	st := startStack(t, func(c *server.Config) { c.MaxSessions = 2 })
