@@ -41,8 +41,9 @@ func main() {
 	copyMB := flag.Int("copy-mb", 100, "MiB per COPY run")
 	idle := flag.Int("idle", 300, "idle sessions for the memory measurement")
 	only := flag.String("only", "", "run only the workloads whose name contains this")
+	localTLS := flag.Bool("local-tls", false, "also measure rdsproxy with connect --local-tls (TLS on the loopback hop)")
 	flag.Parse()
-	if err := run(*reps, *secs, *copyMB, *idle, *only); err != nil {
+	if err := run(*reps, *secs, *copyMB, *idle, *only, *localTLS); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -53,6 +54,7 @@ type path struct {
 	name    string
 	addr    string
 	sslmode string
+	token   bool    // the client sends an IAM token itself (no rdsproxy client)
 	procs   []*proc // proxy processes whose CPU and memory count
 }
 
@@ -61,9 +63,10 @@ type bench struct {
 	endpoint string // the orders endpoint tokens are signed for
 	secs     int
 	copyMB   int
+	localTLS bool // add the path through connect --local-tls
 }
 
-func run(reps, secs, copyMB, idle int, only string) error {
+func run(reps, secs, copyMB, idle int, only string, localTLS bool) error {
 	ctx := context.Background()
 	bin, err := filepath.Abs("bin/rdsproxy")
 	if err != nil {
@@ -80,7 +83,7 @@ func run(reps, secs, copyMB, idle int, only string) error {
 		return err
 	}
 	defer world.Close()
-	b := &bench{world: world, secs: secs, copyMB: copyMB, endpoint: ordersEndpoint(world)}
+	b := &bench{world: world, secs: secs, copyMB: copyMB, endpoint: ordersEndpoint(world), localTLS: localTLS}
 	paths, stop, err := b.startPaths(dir, bin)
 	defer stop()
 	if err != nil {
@@ -151,20 +154,35 @@ func (b *bench) startPaths(dir, bin string) ([]path, func(), error) {
 	if err := waitDial(serverAddr); err != nil {
 		return nil, stop, err
 	}
-	_, port, _ := net.SplitHostPort(local)
-	cli, err := startProc(dir, "client", bin, b.world.ClientEnv(), "connect", "--via", "direct", "--server", serverAddr, "orders", "--port", port, "--log-level", "warn")
+	clientEnv := append(b.world.ClientEnv(), "RDSPROXY_STATE_DIR="+dir) // not the user's state
+	startClient := func(name, addr string, extra ...string) (*proc, error) {
+		_, port, _ := net.SplitHostPort(addr)
+		args := append([]string{"connect", "--via", "direct", "--server", serverAddr, "orders", "--port", port, "--log-level", "warn"}, extra...)
+		p, err := startProc(dir, name, bin, clientEnv, args...)
+		if err != nil {
+			return nil, err
+		}
+		procs = append(procs, p)
+		return p, waitDial(addr)
+	}
+	cli, err := startClient("client", local)
 	if err != nil {
 		return nil, stop, err
 	}
-	procs = append(procs, cli)
-	if err := waitDial(local); err != nil {
-		return nil, stop, err
-	}
-	return []path{
-		{name: "direct", addr: b.world.Emulator.Addr(), sslmode: "require"},
-		{name: "bare", addr: relay1, sslmode: "require", procs: procs[:2]},
+	paths := []path{
+		{name: "direct", addr: b.world.Emulator.Addr(), sslmode: "require", token: true},
+		{name: "bare", addr: relay1, sslmode: "require", token: true, procs: procs[:2]},
 		{name: "rdsproxy", addr: local, sslmode: "disable", procs: []*proc{srv, cli}},
-	}, stop, nil
+	}
+	if b.localTLS {
+		tlsLocal := freeAddr()
+		tlsCli, err := startClient("client-local-tls", tlsLocal, "--local-tls")
+		if err != nil {
+			return nil, stop, err
+		}
+		paths = append(paths, path{name: "local-tls", addr: tlsLocal, sslmode: "require", procs: []*proc{srv, tlsCli}})
+	}
+	return paths, stop, nil
 }
 
 type workload struct {
@@ -225,7 +243,7 @@ func (b *bench) pgbenchOut(p path, args ...string) (string, error) {
 func (b *bench) pgEnv(p path) []string {
 	host, port, _ := net.SplitHostPort(p.addr)
 	env := []string{"PGHOST=" + host, "PGPORT=" + port, "PGUSER=" + sandbox.UserIAM, "PGDATABASE=" + sandbox.DatabaseApp, "PGSSLMODE=" + p.sslmode}
-	if p.sslmode != "disable" {
+	if p.token {
 		env = append(env, "PGPASSWORD="+b.token())
 	}
 	return env
@@ -246,7 +264,7 @@ func (b *bench) connect(p path) (*pgx.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if p.sslmode != "disable" {
+	if p.token {
 		cfg.Password = b.token()
 	}
 	return pgx.ConnectConfig(context.Background(), cfg)
@@ -319,6 +337,14 @@ func printTable(ws []workload, paths []path, res map[string]map[string][]float64
 			continue
 		}
 		fmt.Printf("%-26s %12.1f %12.1f %12.1f %10.2f %10.2f %12s\n", w.name, d, b, r, rd, rb, w.unit)
+	}
+	if len(paths) < 4 {
+		return
+	}
+	fmt.Printf("\n%-26s %12s %12s %10s %12s\n", "median", "rdsproxy", "local TLS", "÷rdsproxy", "unit")
+	for _, w := range ws {
+		r, l := median(res[w.name]["rdsproxy"]), median(res[w.name]["local-tls"])
+		fmt.Printf("%-26s %12.3f %12.3f %10.2f %12s\n", w.name, r, l, l/r, w.unit)
 	}
 }
 
