@@ -119,3 +119,23 @@ func TestLocalTLSBadCA(t *testing.T) {
 		t.Errorf("damaged CA: %v", err)
 	}
 }
+
+// A listener on another specific address gets that IP in its certificate;
+// one on all addresses does not claim any of them.
+func TestLocalTLSAddress(t *testing.T) {
+	dir := t.TempDir()
+	cfg, caFile, err := localTLS(dir, "10.1.2.3", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := handshake(t, cfg, caFile, "10.1.2.3"); err != nil {
+		t.Errorf("--address 10.1.2.3: %v", err)
+	}
+	cfg, _, err = localTLS(dir, "0.0.0.0", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := handshake(t, cfg, caFile, "0.0.0.0"); err == nil {
+		t.Error("a certificate for 0.0.0.0")
+	}
+}
