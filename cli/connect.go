@@ -25,7 +25,7 @@ type ConnectCmd struct {
 	Targets []string `arg:"" optional:"" name:"target" help:"Target names (rdsproxy list shows them); none on a terminal offers a picker."`
 	TunnelFlags
 	Address string `help:"Local address to listen on." default:"127.0.0.1" env:"RDSPROXY_ADDRESS"`
-	Port    int    `help:"Local port (one target only). Default: the target's rdsproxy:local-port tag, else the port it had last time, else a free one." env:"RDSPROXY_PORT"`
+	Port    int    `help:"Local port (one target only). Default: the target's rdsproxy:local-port tag, else the port it had last time from this server, else a free one." env:"RDSPROXY_PORT"`
 	User    string `help:"Database user for the printed connection strings (default: the target's first rdsproxy:users)." env:"RDSPROXY_USER"`
 	JSON    bool   `help:"Print the connection details of each target as a JSON line."`
 	// LocalTLS serves applications that insist on TLS (sslmode=require,
