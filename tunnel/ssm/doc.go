@@ -9,10 +9,12 @@
 //	      ─► Channel.Send (sequence number, kept until acked, retransmitted)
 //	      ─► Message.Encode ─► websocket binary frame ─► service ─► agent ─► destination
 //
-//	websocket read loop ─► Decode ─► Channel.HandleFrame: acks release sent
-//	messages, stream messages are acked, reordered and handed in sequence
-//	order to the session (handshake payloads to the handshake, Output bytes to
-//	dataPipe.Read ─► smux ─► the stream's reader).
+//	websocket read loop ─► Decode ─► Channel.Handle: acks release sent
+//	messages, stream messages are reordered and handed in sequence order to
+//	the session (handshake payloads to the handshake, Output bytes to
+//	dataPipe.Read ─► smux ─► the stream's reader); their acks go to a bounded
+//	queue that Channel.Run's writer sends, so the read loop never waits on
+//	the websocket.
 //
 // A session is StartSession (API) → websocket to StreamUrl → OpenDataChannel
 // text frame → HandshakeRequest/Response/Complete → smux client (or basic
