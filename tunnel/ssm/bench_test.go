@@ -128,23 +128,7 @@ func BenchmarkThroughput(b *testing.B) {
 				b.ResetTimer()
 				cpu0, t0 := cpuTime(), time.Now()
 				for range b.N {
-					var wg sync.WaitGroup
-					for range streams {
-						wg.Add(1)
-						go func() {
-							defer wg.Done()
-							c, err := tun.Dial(b.Context())
-							if err != nil {
-								b.Error(err)
-								return
-							}
-							defer c.Close()
-							if err := benchStream(c, mode, per); err != nil {
-								b.Error(err)
-							}
-						}()
-					}
-					wg.Wait()
+					runStreams(b, tun, streams, mode, per)
 				}
 				mb := float64(per*int64(streams)*int64(b.N)) / 1e6
 				b.ReportMetric(float64((cpuTime()-cpu0).Milliseconds())/(mb*float64(dirs)), "cpu-ms/MB")
@@ -169,25 +153,30 @@ func BenchmarkPacedSessions(b *testing.B) {
 			b.ResetTimer()
 			t0 := time.Now()
 			for range b.N {
-				var wg sync.WaitGroup
-				for range streams {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						c, err := tun.Dial(b.Context())
-						if err != nil {
-							b.Error(err)
-							return
-						}
-						defer c.Close()
-						if err := benchStream(c, modeDownload, per); err != nil {
-							b.Error(err)
-						}
-					}()
-				}
-				wg.Wait()
+				runStreams(b, tun, streams, modeDownload, per)
 			}
 			b.ReportMetric(float64(total*b.N)/1e6/time.Since(t0).Seconds(), "MB/s/dir")
 		})
 	}
+}
+
+// runStreams runs n concurrent streams over tun, each moving per bytes.
+func runStreams(b *testing.B, tun *ssm.Tunnel, n int, mode byte, per int64) {
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := tun.Dial(b.Context())
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			defer c.Close()
+			if err := benchStream(c, mode, per); err != nil {
+				b.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
 }
