@@ -2,6 +2,8 @@ package cli
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -30,5 +32,43 @@ func TestTokenCommand(t *testing.T) {
 	err = tok.Check(iamtoken.Expect{Endpoint: "orders.example:5432", User: "alice", Region: "us-east-1", Now: time.Now(), Skew: time.Minute})
 	if err != nil || tok.AccessKeyID != "AKIATESTTOKEN0000001" {
 		t.Fatalf("token for %s by %s: %v", tok.Endpoint(), tok.AccessKeyID, err)
+	}
+}
+
+// A command resolves AWS credentials once: the token signer and the SSM
+// tunnel share one configuration, so a profile's credential_process (or
+// assume-role call, or MFA prompt) runs once, not once per user.
+func TestAWSCredentialsResolvedOnce(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	for _, k := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"} {
+		t.Setenv(k, "")
+	}
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(home, "config"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(home, "credentials"))
+	runs := filepath.Join(home, "runs")
+	script := filepath.Join(home, "creds.sh")
+	os.WriteFile(script, []byte("#!/bin/sh\necho run >> "+runs+"\n"+
+		`echo '{"Version":1,"AccessKeyId":"AKIAPROCESS000000001","SecretAccessKey":"s"}'`+"\n"), 0o700)
+	os.WriteFile(filepath.Join(home, "config"),
+		[]byte("[profile dev]\nregion = eu-central-1\ncredential_process = "+script+"\n"), 0o600)
+
+	f := &SSMFlags{Profile: "dev"}
+	if _, err := f.tokenSource(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // the token signer's and the tunnel's view of the same command
+		cfg, err := f.awsConfig(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if creds, err := cfg.Credentials.Retrieve(t.Context()); err != nil || creds.AccessKeyID != "AKIAPROCESS000000001" {
+			t.Fatalf("credentials %v, %v", creds.AccessKeyID, err)
+		}
+	}
+	b, _ := os.ReadFile(runs)
+	if n := strings.Count(string(b), "run"); n != 1 {
+		t.Errorf("credential_process ran %d times in one command, want 1", n)
 	}
 }

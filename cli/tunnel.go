@@ -55,10 +55,18 @@ type SSMFlags struct {
 	SSMSessions int    `name:"ssm-sessions" help:"Spread connections over this many Session Manager sessions (the SSM agent caps each below ~1 MB/s)." default:"1" env:"RDSPROXY_SSM_SESSIONS"`
 	Profile     string `help:"AWS profile (default: the SDK's chain)." env:"AWS_PROFILE"`
 	Region      string `help:"AWS region of the server's instance (default: the SDK's)." env:"AWS_REGION"`
+
+	loaded *aws.Config // awsConfig's result (unexported: not a flag)
 }
 
-// awsConfig loads the SDK configuration with the profile and region flags.
+// awsConfig loads the SDK configuration with the profile and region flags,
+// once per command: the token signer, the SSM tunnel and doctor share it,
+// so credentials (an assume-role call, an MFA prompt, an SSO refresh) are
+// resolved once, not once per user.
 func (f *SSMFlags) awsConfig(ctx context.Context) (aws.Config, error) {
+	if f.loaded != nil {
+		return *f.loaded, nil
+	}
 	var opts []func(*config.LoadOptions) error
 	if f.Profile != "" {
 		opts = append(opts, config.WithSharedConfigProfile(f.Profile))
@@ -70,6 +78,7 @@ func (f *SSMFlags) awsConfig(ctx context.Context) (aws.Config, error) {
 	if err != nil {
 		return aws.Config{}, fmt.Errorf("load AWS configuration: %w", err)
 	}
+	f.loaded = &cfg
 	return cfg, nil
 }
 
