@@ -142,12 +142,13 @@ func targetNames(all []discovery.Target) string {
 // last time from the same server, else a free port, which is then
 // remembered. A chosen port that is busy is an error, never a silent change.
 func (c *ConnectCmd) listen(t discovery.Target, state *stateStore) (net.Listener, error) {
+	server := c.serverKey()
 	port, why := c.Port, "--port"
 	if port == 0 && t.LocalPort != 0 {
 		port, why = t.LocalPort, "its rdsproxy:local-port tag"
 	}
 	if port == 0 {
-		if port = state.port(c.serverKey(), t.Name); port != 0 {
+		if port = state.port(server, t.Name); port != 0 {
 			why = "the port it had last time"
 		}
 	}
@@ -159,7 +160,7 @@ func (c *ConnectCmd) listen(t discovery.Target, state *stateStore) (net.Listener
 		}
 		return nil, fmt.Errorf("listen for target %s on %s: %w", t.Name, addr, err)
 	}
-	state.rememberPort(c.serverKey(), t.Name, ln.Addr().(*net.TCPAddr).Port)
+	state.rememberPort(server, t.Name, ln.Addr().(*net.TCPAddr).Port)
 	return ln, nil
 }
 

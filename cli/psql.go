@@ -31,15 +31,11 @@ func (c *PsqlCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env Env
 	if err != nil {
 		return err
 	}
-	r, err := c.dial(ctx, log, env, g.Quiet)
+	r, t, err := c.dialTarget(ctx, log, env, g.Quiet, c.Target)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	t, err := client.FindTarget(r.targets, c.Target)
-	if err != nil {
-		return &ExitError{Code: ExitFailure, Err: err}
-	}
 	p, err := client.New(client.Config{Tunnel: r.tun, Target: t, Tokens: tokens, ServerTLS: r.serverTLS, Logger: log})
 	if err != nil {
 		return err
@@ -98,15 +94,11 @@ type TokenCmd struct {
 // Run learns the target's endpoint and region from the server and signs
 // a token with the local AWS identity.
 func (c *TokenCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env Env) error {
-	r, err := c.dial(ctx, log, env, g.Quiet)
+	r, t, err := c.dialTarget(ctx, log, env, g.Quiet, c.Target)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	t, err := client.FindTarget(r.targets, c.Target)
-	if err != nil {
-		return &ExitError{Code: ExitFailure, Err: err}
-	}
 	tokens, err := c.tokenSource(ctx)
 	if err != nil {
 		return err

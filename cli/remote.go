@@ -52,6 +52,21 @@ func (f *TunnelFlags) dial(ctx context.Context, log *slog.Logger, env Env, quiet
 
 func (r *remote) Close() error { return r.tun.Close() }
 
+// dialTarget is dial for a command about one target: it also finds name
+// in the server's list.
+func (f *TunnelFlags) dialTarget(ctx context.Context, log *slog.Logger, env Env, quiet bool, name string) (*remote, discovery.Target, error) {
+	r, err := f.dial(ctx, log, env, quiet)
+	if err != nil {
+		return nil, discovery.Target{}, err
+	}
+	t, err := client.FindTarget(r.targets, name)
+	if err != nil {
+		r.Close()
+		return nil, discovery.Target{}, &ExitError{Code: ExitFailure, Err: err}
+	}
+	return r, t, nil
+}
+
 // spinner draws a progress indicator on w while the caller waits, if w is
 // a terminal and enabled; the returned func erases it.
 func spinner(w io.Writer, what string, enabled bool) func() {

@@ -79,11 +79,7 @@ func (s *stateStore) update(change func(*state)) error {
 	if err := os.MkdirAll(filepath.Dir(s.path), 0o700); err != nil {
 		return err
 	}
-	tmp := s.path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, s.path)
+	return writeFileAtomic(s.path, b, 0o600)
 }
 
 // port is the remembered port of a server's target, or 0.
@@ -106,4 +102,25 @@ func (s *stateStore) rememberPort(server, target string, port int) error {
 
 func (s *stateStore) rememberTargets(names []string) error {
 	return s.update(func(st *state) { st.Targets = slices.Clone(names) })
+}
+
+// writeFileAtomic writes b to path through a temporary file and a rename,
+// so readers (and concurrent writers) never see a partial file.
+func writeFileAtomic(path string, b []byte, perm fs.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.Write(b)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), perm)
+	}
+	if err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
 }
