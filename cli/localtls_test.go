@@ -104,7 +104,8 @@ func TestLocalTLSConcurrentFirstStarts(t *testing.T) {
 	}
 }
 
-// A damaged or expired CA file is an error that says how to recover.
+// A damaged or expired CA file is an error that says how to recover; an
+// unusable state directory is an error naming local TLS.
 func TestLocalTLSBadCA(t *testing.T) {
 	dir := t.TempDir()
 	if _, _, err := localTLS(dir, "127.0.0.1", time.Now()); err != nil {
@@ -113,6 +114,11 @@ func TestLocalTLSBadCA(t *testing.T) {
 	if _, _, err := localTLS(dir, "127.0.0.1", time.Now().Add(11*365*24*time.Hour)); err == nil ||
 		!strings.Contains(err.Error(), "expired") || !strings.Contains(err.Error(), "remove it") {
 		t.Errorf("expired CA: %v", err)
+	}
+	notADir := filepath.Join(dir, "file")
+	os.WriteFile(notADir, nil, 0o600)
+	if _, _, err := localTLS(filepath.Join(notADir, "state"), "127.0.0.1", time.Now()); err == nil || !strings.Contains(err.Error(), "local TLS") {
+		t.Errorf("unusable state directory: %v", err)
 	}
 	os.WriteFile(filepath.Join(dir, localCAKeyFile), []byte("not pem"), 0o600)
 	if _, _, err := localTLS(dir, "127.0.0.1", time.Now()); err == nil || !strings.Contains(err.Error(), "remove it") {

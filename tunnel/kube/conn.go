@@ -360,11 +360,7 @@ type deadline struct {
 func (d *deadline) set(at time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.gen++
-	if d.timer != nil {
-		d.timer.Stop()
-		d.timer = nil
-	}
+	d.stopLocked()
 	if d.ch == nil || isClosed(d.ch) {
 		d.ch = make(chan struct{}) // expired before: re-arm
 	}
@@ -398,6 +394,12 @@ func (d *deadline) wait() <-chan struct{} {
 func (d *deadline) stop() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.stopLocked()
+}
+
+// stopLocked cancels the pending timer; one already firing sees a newer
+// generation and does nothing.
+func (d *deadline) stopLocked() {
 	d.gen++
 	if d.timer != nil {
 		d.timer.Stop()
