@@ -23,7 +23,10 @@ locals {
   regions    = length(var.regions) > 0 ? var.regions : [local.region]
   ami_id     = var.ami_id != null ? var.ami_id : nonsensitive(data.aws_ssm_parameter.ami[0].value)
 
-  binary_from_s3 = var.binary.s3_bucket != null
+  # From the url, not the bucket: the bucket name may be known only after
+  # apply (examples/aws-complete), and count must be known at plan time. The
+  # variable's validation makes "no url" mean "S3".
+  binary_from_s3 = var.binary.url == null
   binary_s3_arn  = local.binary_from_s3 ? "arn:${local.partition}:s3:::${var.binary.s3_bucket}/${var.binary.s3_key}" : null
 
   https_egress_cidr_blocks = var.https_egress_cidr_blocks != null ? var.https_egress_cidr_blocks : (var.create_vpc_endpoints ? [] : ["0.0.0.0/0"])
