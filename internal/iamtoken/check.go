@@ -18,7 +18,13 @@ const (
 	ReasonRegion      = "region"
 	ReasonExpired     = "expired"
 	ReasonNotYetValid = "not-yet-valid"
+	ReasonLifetime    = "lifetime"
 )
+
+// MaxLifetime is the longest lifetime RDS gives a token. A presigned URL
+// may claim up to 7 days (SigV4's limit), but a token that claims more
+// than this is not one RDS would accept at its 16th minute.
+const MaxLifetime = 15 * time.Minute
 
 // Error is a token that cannot work for the intended connection.
 type Error struct {
@@ -92,6 +98,11 @@ func (t *Token) checkRegion(e Expect) *Error {
 }
 
 func (t *Token) checkTime(e Expect) *Error {
+	if t.Lifetime > MaxLifetime {
+		return &Error{Reason: ReasonLifetime, Msg: fmt.Sprintf(
+			"token claims a lifetime of %s (X-Amz-Expires); RDS tokens live at most %s, sign one with the default lifetime",
+			t.Lifetime, MaxLifetime)}
+	}
 	now := e.Now
 	if now.IsZero() {
 		now = time.Now()

@@ -54,6 +54,10 @@ func TestCheck(t *testing.T) {
 		{"expired beyond skew", good, with(func(e *iamtoken.Expect) {
 			e.Now, e.Skew = testTime.Add(18*time.Minute), time.Minute
 		}), iamtoken.ReasonExpired, "token expired 3m0s ago; sign a fresh one"},
+		{"signed 24h ago with a 7-day lifetime", mustSign(t, testEndpoint, testRegion, user, creds, testTime.Add(-24*time.Hour), 7*24*time.Hour),
+			base, iamtoken.ReasonLifetime, "token claims a lifetime of 168h0m0s (X-Amz-Expires); RDS tokens live at most 15m0s, sign one with the default lifetime"},
+		{"a 16-minute lifetime", mustSign(t, testEndpoint, testRegion, user, creds, testTime, 16*time.Minute),
+			base, iamtoken.ReasonLifetime, "token claims a lifetime of 16m0s (X-Amz-Expires); RDS tokens live at most 15m0s, sign one with the default lifetime"},
 		{"future", good, with(func(e *iamtoken.Expect) { e.Now = testTime.Add(-10 * time.Minute) }),
 			iamtoken.ReasonNotYetValid, "token is dated 10m0s in the future; check this machine's clock"},
 		{"action", host + "?" + strings.Replace(query, "Action=connect", "Action=x", 1), base,

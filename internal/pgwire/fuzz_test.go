@@ -25,6 +25,13 @@ func FuzzReadStartup(f *testing.F) {
 			if got := AppendStartup(nil, s.Protocol, s.Params); !bytes.Equal(got, in[:consumed]) {
 				t.Fatalf("re-encoded %x, read %x", got, in[:consumed])
 			}
+			seen := map[string]bool{}
+			for _, kv := range s.Params {
+				if seen[kv.Key] {
+					t.Fatalf("decoded a startup that repeats %q", kv.Key)
+				}
+				seen[kv.Key] = true
+			}
 			TakeTarget(s.Params)
 		}
 	})
@@ -55,9 +62,9 @@ func FuzzTakeTarget(f *testing.F) {
 	f.Add(`-c rdsproxy.target=a -c x=y\ z`)
 	f.Add(`--rdsproxy.target=b \\`)
 	f.Fuzz(func(t *testing.T, opts string) {
-		_, rest, _ := TakeTarget(Params{{"options", opts}})
+		rest, _ := StripReserved(Params{{"options", opts}})
 		if o, ok := rest.Get("options"); ok {
-			_, again, _ := TakeTarget(Params{{"options", o}})
+			again, _ := StripReserved(Params{{"options", o}})
 			if o2, _ := again.Get("options"); o2 != o {
 				t.Fatalf("options not stable: %q -> %q", o, o2)
 			}

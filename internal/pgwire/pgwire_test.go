@@ -139,31 +139,66 @@ func TestTakeTarget(t *testing.T) {
 		name       string
 		in         Params
 		wantTarget string
-		wantOK     bool
 		wantRest   Params
+		wantErr    string
 	}{
 		{"parameter", Params{{"user", "u"}, {TargetParam, "prod"}, {"rdsproxy.other", "x"}},
-			"prod", true, Params{{"user", "u"}}},
+			"prod", Params{{"user", "u"}}, ""},
 		{"options -c", Params{{"user", "u"}, {"options", "-c rdsproxy.target=prod -c search_path=a"}},
-			"prod", true, Params{{"user", "u"}, {"options", "-c search_path=a"}}},
-		{"options -c joined", Params{{"options", "-crdsproxy.target=prod"}}, "prod", true, Params{}},
+			"prod", Params{{"user", "u"}, {"options", "-c search_path=a"}}, ""},
+		{"options -c joined", Params{{"options", "-crdsproxy.target=prod"}}, "prod", Params{}, ""},
 		{"options --", Params{{"options", "--rdsproxy.target=prod --work_mem=64MB"}},
-			"prod", true, Params{{"options", "--work_mem=64MB"}}},
-		{"parameter wins over options", Params{{TargetParam, "a"}, {"options", "-c rdsproxy.target=b"}}, "a", true, Params{}},
+			"prod", Params{{"options", "--work_mem=64MB"}}, ""},
 		{"escaped space kept", Params{{"options", `-c application_name=a\ b -c rdsproxy.target=t`}},
-			"t", true, Params{{"options", `-c application_name=a\ b`}}},
-		{"none", Params{{"user", "u"}, {"options", "-c geqo=off"}}, "", false, Params{{"user", "u"}, {"options", "-c geqo=off"}}},
+			"t", Params{{"options", `-c application_name=a\ b`}}, ""},
+		{"vertical tab and form feed separate options, as in PostgreSQL", Params{{"options", "-c\vrdsproxy.target=t\f-c geqo=off"}},
+			"t", Params{{"options", "-c geqo=off"}}, ""},
+		{"none", Params{{"user", "u"}, {"options", "-c geqo=off"}}, "", Params{{"user", "u"}, {"options", "-c geqo=off"}}, ""},
+		{"parameter and options: refused, whichever would win", Params{{TargetParam, "a"}, {"options", "-c rdsproxy.target=b"}},
+			"", nil, "rdsproxy.target\" is given more than once"},
+		{"the same name twice is still refused", Params{{TargetParam, "a"}, {"options", "--rdsproxy.target=a"}},
+			"", nil, "more than once"},
+		{"twice inside options", Params{{"options", "-c rdsproxy.target=a -c rdsproxy.target=b"}},
+			"", nil, "more than once"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			target, rest, ok := TakeTarget(tt.in)
-			if target != tt.wantTarget || ok != tt.wantOK {
-				t.Errorf("target = %q, %v; want %q, %v", target, ok, tt.wantTarget, tt.wantOK)
+			target, rest, err := TakeTarget(tt.in)
+			if tt.wantErr != "" {
+				var pe *Error
+				if !errors.As(err, &pe) || pe.Code != CodeProtocolViolation || !strings.Contains(pe.Message, tt.wantErr) {
+					t.Fatalf("err = %v, want 08P01 containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || target != tt.wantTarget {
+				t.Errorf("target = %q, %v; want %q", target, err, tt.wantTarget)
 			}
 			if diff := cmp.Diff(tt.wantRest, rest); diff != "" {
 				t.Errorf("rest (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// A key given twice is refused with 08P01 naming it: PostgreSQL and RDS
+// use the last copy, so a proxy that read the first would check one user
+// and log in another.
+func TestRepeatedStartupKeyRefused(t *testing.T) {
+	for _, key := range []string{"user", "database", "application_name", TargetParam, "options"} {
+		in := AppendStartup(nil, protocolV3, Params{{key, "first"}, {"x", "y"}, {key, "second"}})
+		_, err := ReadStartup(bytes.NewReader(in), DefaultMaxStartupSize)
+		var pe *Error
+		if !errors.As(err, &pe) || pe.Code != CodeProtocolViolation || pe.Reason != "repeated-parameter" ||
+			!strings.Contains(pe.Message, `"`+key+`" is given more than once`) {
+			t.Errorf("%s twice: err = %v, want 08P01 naming it", key, err)
+		}
+	}
+	long := strings.Repeat("k", 5000)
+	in := AppendStartup(nil, protocolV3, Params{{long, "1"}, {long, "2"}})
+	_, err := ReadStartup(bytes.NewReader(in), DefaultMaxStartupSize)
+	if err == nil || len(err.Error()) > 200 {
+		t.Errorf("a 5,000-byte repeated key: error of %d bytes, want a short refusal", len(err.Error()))
 	}
 }
 

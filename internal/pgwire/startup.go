@@ -41,6 +41,13 @@ var (
 	ErrHTTP = errors.New("HTTP request")
 )
 
+// repeated is the refusal of a startup that sets key more than once.
+func repeated(key string) *Error {
+	return Errorf(CodeProtocolViolation, "repeated-parameter",
+		"rdsproxy: startup parameter %.64q is given more than once", key).
+		WithHint("Send each startup parameter once; rdsproxy refuses startups whose meaning depends on which copy is read.")
+}
+
 // Param is one startup parameter. Order is kept as the client sent it.
 type Param struct{ Key, Value string }
 
@@ -172,6 +179,9 @@ func ParseStartup(body []byte) (*Startup, error) {
 }
 
 // parseParams decodes NUL-terminated key/value pairs ending in one NUL.
+// A key given twice is refused: PostgreSQL uses the last value, and a
+// proxy that checked the first would be checking a different session from
+// the one the database opens.
 func parseParams(b []byte) (Params, error) {
 	var params Params
 	for {
@@ -190,7 +200,10 @@ func parseParams(b []byte) (Params, error) {
 		}
 		value, rest, ok := cutNUL(rest)
 		if !ok {
-			return nil, fmt.Errorf("startup parameter %q has no terminated value", key)
+			return nil, fmt.Errorf("startup parameter %.64q has no terminated value", key)
+		}
+		if _, dup := params.Get(key); dup {
+			return nil, repeated(key)
 		}
 		params = append(params, Param{key, value})
 		b = rest

@@ -16,26 +16,42 @@ func IsReserved(key string) bool { return strings.HasPrefix(key, reservedPrefix)
 // TakeTarget finds the target a client asked for, either as the
 // rdsproxy.target parameter or as `-c rdsproxy.target=NAME` (or
 // `--rdsproxy.target=NAME`) inside options, and returns the parameters
-// with every rdsproxy.* setting removed. ok is false when none is given.
-func TakeTarget(params Params) (target string, rest Params, ok bool) {
-	target, ok = params.Get(TargetParam)
+// with every rdsproxy.* setting removed. target is empty when none is
+// given. A target named more than once, in any mix of the two forms, is
+// refused with an *Error, as a repeated startup parameter is.
+func TakeTarget(params Params) (target string, rest Params, err error) {
+	var names []string
+	if name, ok := params.Get(TargetParam); ok {
+		names = append(names, name)
+	}
+	rest, fromOpts := StripReserved(params)
+	if names = append(names, fromOpts...); len(names) > 1 {
+		return "", nil, repeated(TargetParam)
+	}
+	if len(names) == 0 {
+		return "", rest, nil
+	}
+	return names[0], rest, nil
+}
+
+// StripReserved returns params without any rdsproxy.* setting, whether a
+// parameter or inside options, and the targets named inside options.
+func StripReserved(params Params) (rest Params, optTargets []string) {
 	rest = params.Without(IsReserved)
 	opts, has := rest.Get("options")
 	if !has {
-		return target, rest, ok
+		return rest, nil
 	}
-	kept, fromOpts := takeOption(splitOptions(opts))
-	if fromOpts != "" && !ok {
-		target, ok = fromOpts, true
-	}
+	kept, targets := takeOption(splitOptions(opts))
 	if len(kept) == 0 {
-		return target, rest.Without(func(k string) bool { return k == "options" }), ok
+		return rest.Without(func(k string) bool { return k == "options" }), targets
 	}
-	return target, rest.Set("options", joinOptions(kept)), ok
+	return rest.Set("options", joinOptions(kept)), targets
 }
 
-// takeOption removes rdsproxy.* settings from split options.
-func takeOption(args []string) (kept []string, target string) {
+// takeOption removes rdsproxy.* settings from split options and returns
+// the target names they held.
+func takeOption(args []string) (kept, targets []string) {
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		var setting string
@@ -61,10 +77,16 @@ func takeOption(args []string) (kept []string, target string) {
 			continue
 		}
 		if k, v, found := strings.Cut(setting, "="); found && k == TargetParam {
-			target = v
+			targets = append(targets, v)
 		}
 	}
-	return kept, target
+	return kept, targets
+}
+
+// isOptionSpace is C's isspace in the "C" locale, which PostgreSQL's
+// pg_split_opts uses: vertical tab and form feed separate options too.
+func isOptionSpace(r rune) bool {
+	return r == ' ' || r == '\t' || r == '\n' || r == '\r' || r == '\v' || r == '\f'
 }
 
 // splitOptions splits the options parameter the way PostgreSQL does:
@@ -80,7 +102,7 @@ func splitOptions(s string) []string {
 			escaped, inArg = false, true
 		case r == '\\':
 			escaped, inArg = true, true
-		case r == ' ' || r == '\t' || r == '\n' || r == '\r':
+		case isOptionSpace(r):
 			if inArg {
 				args = append(args, cur.String())
 				cur.Reset()
@@ -106,7 +128,7 @@ func joinOptions(args []string) string {
 	for i, a := range args {
 		var b strings.Builder
 		for _, r := range a {
-			if r == ' ' || r == '\\' || r == '\t' || r == '\n' || r == '\r' {
+			if r == '\\' || isOptionSpace(r) {
 				b.WriteByte('\\')
 			}
 			b.WriteRune(r)
