@@ -92,7 +92,8 @@ func (p *Proxy) readStartup(local net.Conn) (net.Conn, *pgwire.Startup, error) {
 func (p *Proxy) open(ctx context.Context, local net.Conn, st *pgwire.Startup) (net.Conn, error) {
 	t := p.cfg.Target
 	user := userOf(st)
-	params := st.Params.Without(pgwire.IsReserved).Set(pgwire.TargetParam, t.Name)
+	params, _ := pgwire.StripReserved(st.Params)
+	params = params.Set(pgwire.TargetParam, t.Name)
 	msg := pgwire.AppendStartup(nil, st.Protocol, params)
 	if t.Auth == discovery.AuthIAM {
 		token, err := p.cfg.Tokens.Get(ctx, t.Endpoint, t.Region, user)

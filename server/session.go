@@ -100,8 +100,11 @@ func (s *Server) open(ctx context.Context, client net.Conn, st *pgwire.Startup, 
 // route finds the target a StartupMessage names and checks that the
 // target serves this user. It never dials.
 func (s *Server) route(params pgwire.Params) (*discovery.Target, pgwire.Params, error) {
-	name, rest, ok := pgwire.TakeTarget(params)
-	if !ok || name == "" {
+	name, rest, err := pgwire.TakeTarget(params)
+	if err != nil {
+		return nil, nil, err
+	}
+	if name == "" {
 		return nil, nil, pgwire.Errorf(pgwire.CodeInvalidAuthSpec, "no-target",
 			"rdsproxy: the connection does not name a target").
 			WithHint("Connect through `rdsproxy connect`, or add the startup parameter rdsproxy.target=NAME (options=-c rdsproxy.target=NAME).")
