@@ -10,9 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/alecthomas/kong"
 )
@@ -61,13 +58,15 @@ type Env struct {
 	Stdout, Stderr io.Writer
 	Version        string
 	args           []string // as given to Run, for configuration reloads
+	signals        *signals // SIGINT/SIGTERM handling; nil outside Run
 }
 
 // Run parses args (without the program name), runs the command and
 // returns the process exit code.
 func Run(args []string, env Env) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, sigs, stop := watchSignals(context.Background())
 	defer stop()
+	env.signals = sigs
 	err := run(ctx, args, env)
 	var ee *ExitError
 	switch {

@@ -10,6 +10,8 @@ import (
 	"os/exec"
 	"strconv"
 	"sync"
+	"syscall"
+	"time"
 
 	"github.com/rdsproxy/rdsproxy/client"
 )
@@ -57,21 +59,37 @@ func (c *PsqlCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env Env
 	return runPsql(ctx, env, info, args)
 }
 
+// runPsql runs psql in the foreground until it exits. Ctrl-C belongs to
+// psql meanwhile (it cancels the running query); a SIGTERM to rdsproxy is
+// passed on. psql's exit status becomes rdsproxy's.
 func runPsql(ctx context.Context, env Env, info connInfo, args []string) error {
 	cmd := exec.CommandContext(ctx, "psql", args...)
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 10 * time.Second
 	cmd.Env = append(os.Environ(), "PGHOST="+info.Host, "PGPORT="+strconv.Itoa(info.Port),
 		"PGUSER="+info.User, "PGDATABASE="+info.DB, "PGSSLMODE=disable")
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = env.Stdin, env.Stdout, env.Stderr
+	restore := env.signals.leaveInterruptToChild()
 	err := cmd.Run()
+	restore()
 	var exit *exec.ExitError
 	switch {
 	case err == nil:
 		return nil
 	case errors.As(err, &exit):
-		return &ExitError{Code: exit.ExitCode()}
+		return &ExitError{Code: exitCode(exit)}
 	default:
 		return &ExitError{Code: ExitFailure, Err: fmt.Errorf("run psql: %w", err)}
 	}
+}
+
+// exitCode is a child's exit status as a shell reports it: 128+N for
+// death by signal N.
+func exitCode(exit *exec.ExitError) int {
+	if ws, ok := exit.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return exit.ExitCode()
 }
 
 func userFor(flag string, users []string) string {
