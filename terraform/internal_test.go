@@ -304,6 +304,7 @@ func functions() map[string]function.Function {
 		"jsonencode": stdlib.JSONEncodeFunc,
 		"length":     stdlib.LengthFunc,
 		"merge":      stdlib.MergeFunc,
+		"regex":      stdlib.RegexFunc,
 		"setproduct": stdlib.SetProductFunc,
 		"tostring":   stdlib.MakeToFunc(cty.String),
 	}

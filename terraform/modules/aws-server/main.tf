@@ -17,8 +17,12 @@ data "aws_ssm_parameter" "ami" {
 }
 
 locals {
+  # The region without an attribute that one provider major lacks or
+  # deprecates: `region` exists only in v6, `name` is deprecated in v6.0 and
+  # `id` in v6.47. `endpoint` (ec2.<region>.<dns suffix>) is in both.
+  region = regex("^ec2\\.([a-z0-9-]+)\\.", data.aws_region.current.endpoint)[0]
+
   partition  = data.aws_partition.current.partition
-  region     = data.aws_region.current.region
   account_id = data.aws_caller_identity.current.account_id
   regions    = length(var.regions) > 0 ? var.regions : [local.region]
   ami_id     = var.ami_id != null ? var.ami_id : nonsensitive(data.aws_ssm_parameter.ami[0].value)

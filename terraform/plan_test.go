@@ -1,0 +1,316 @@
+package terraform_test
+
+// The AWS modules and examples planned for real: terraform init (providers
+// from a local filesystem mirror only), validate and plan against moto, then
+// the saved plan (`terraform show -json`) is checked for what matters on
+// AWS: no public IP, IMDSv2 required, encrypted volumes, no ingress rule on
+// the server's security group, the instance role's exact permissions, the
+// developer policy, and the rendered user data. Every check is also run on
+// a mutated copy of the plan so that it is shown to fail.
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rdsproxy/rdsproxy/internal/sandbox"
+)
+
+// mirrorEnv names a filesystem mirror root to use instead of the usual places.
+const mirrorEnv = "RDSPROXY_TF_PROVIDER_MIRROR"
+
+// providerMirror finds a filesystem mirror root that holds hashicorp/<name>
+// for this platform and returns it with the versions it holds, newest last.
+// It looks at $RDSPROXY_TF_PROVIDER_MIRROR, /opt/tf-plugins and Terraform's
+// implied local mirror directories.
+func providerMirror(name string) (root string, versions []string) {
+	home, _ := os.UserHomeDir()
+	candidates := []string{os.Getenv(mirrorEnv), "/opt/tf-plugins",
+		filepath.Join(home, ".terraform.d", "plugins"), filepath.Join(home, ".local", "share", "terraform", "plugins"),
+		"/usr/local/share/terraform/plugins", "/usr/share/terraform/plugins"}
+	platform := runtime.GOOS + "_" + runtime.GOARCH
+	for _, c := range candidates {
+		if c == "" {
+			continue
+		}
+		bins, _ := filepath.Glob(filepath.Join(c, "registry.terraform.io", "hashicorp", name, "*", platform, "terraform-provider-"+name+"_*"))
+		for _, b := range bins {
+			versions = append(versions, filepath.Base(filepath.Dir(filepath.Dir(b))))
+		}
+		if len(versions) > 0 {
+			sort.Slice(versions, func(i, j int) bool { return versionLess(versions[i], versions[j]) })
+			return c, slices.Compact(versions)
+		}
+	}
+	return "", nil
+}
+
+func versionLess(a, b string) bool {
+	pa, pb := strings.Split(a, "."), strings.Split(b, ".")
+	for i := 0; i < len(pa) && i < len(pb); i++ {
+		var x, y int
+		fmt.Sscan(pa[i], &x)
+		fmt.Sscan(pb[i], &y)
+		if x != y {
+			return x < y
+		}
+	}
+	return len(pa) < len(pb)
+}
+
+// planEnv: terraform installs providers from the mirror only (no network),
+// and the AWS provider talks to moto with the sandbox credentials. Nothing
+// AWS-related is taken from the caller's environment.
+func planEnv(t *testing.T, mirror, motoURL string) []string {
+	t.Helper()
+	rc := filepath.Join(t.TempDir(), "terraformrc")
+	writeFile(t, rc, fmt.Sprintf("provider_installation {\n  filesystem_mirror {\n    path    = %q\n    include = [\"registry.terraform.io/hashicorp/*\"]\n  }\n}\n", mirror))
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "AWS_") && !strings.HasPrefix(kv, "TF_") {
+			env = append(env, kv)
+		}
+	}
+	return append(env,
+		"CHECKPOINT_DISABLE=1", "TF_IN_AUTOMATION=1", "TF_INPUT=0", "TF_CLI_CONFIG_FILE="+rc,
+		"AWS_ENDPOINT_URL="+motoURL, "AWS_ACCESS_KEY_ID="+sandbox.MotoAccessKeyID,
+		"AWS_SECRET_ACCESS_KEY="+sandbox.MotoSecretAccessKey, "AWS_EC2_METADATA_DISABLED=true",
+		"AWS_CONFIG_FILE="+os.DevNull, "AWS_SHARED_CREDENTIALS_FILE="+os.DevNull)
+}
+
+// copyTree copies modules/ and examples/ to a fresh directory, so that each
+// plan has its own .terraform and override files never touch the sources.
+func copyTree(t *testing.T) string {
+	t.Helper()
+	dst := t.TempDir()
+	for _, top := range []string{"modules", "examples"} {
+		err := filepath.WalkDir(top, func(p string, d os.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if d.IsDir() && strings.HasPrefix(d.Name(), ".") {
+				return filepath.SkipDir
+			}
+			target := filepath.Join(dst, p)
+			if d.IsDir() {
+				return os.MkdirAll(target, 0o755)
+			}
+			if strings.HasSuffix(p, ".tfstate") || strings.HasSuffix(p, ".lock.hcl") {
+				return nil
+			}
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(target, b, 0o644)
+		})
+		if err != nil {
+			t.Fatalf("copy %s: %v", top, err)
+		}
+	}
+	return dst
+}
+
+// pinOverride pins the provider version in a root module (an override file
+// merges into its terraform block) and lets the provider skip the calls that
+// moto cannot answer the way AWS does.
+func pinOverride(version string) string {
+	return fmt.Sprintf(`terraform {
+  required_providers {
+    aws = {
+      source  = "hashicorp/aws"
+      version = "= %s"
+    }
+  }
+}
+`, version)
+}
+
+// planCase is one root module to plan.
+type planCase struct {
+	name string
+	// example is a directory under examples/; else root is generated.
+	example string
+	root    map[string]any
+	vars    map[string]string
+	want    planWant
+}
+
+// planWant is what the checks expect of one plan.
+type planWant struct {
+	name          string // the server name
+	binaryObject  string // ARN the s3:GetObject grant must name; "" for URL delivery
+	unknownPolicy int    // role policies that may be unknown at plan time (bucket created in the same apply)
+	unknownUser   bool   // user data is unknown at plan time (for the same reason)
+	region        string
+	sha256        string
+	endpoints     []string // VPC endpoint services expected
+	developer     bool     // the root has output "developer" = the developer policy
+}
+
+const planSHA = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+// moduleRoot is a root module calling modules/aws-server with a provider
+// configured for the test (the module itself has no provider block).
+func moduleRoot(args map[string]any) map[string]any {
+	call := map[string]any{"source": "../../modules/aws-server"}
+	maps.Copy(call, args)
+	return map[string]any{
+		"provider": map[string]any{"aws": map[string]any{"region": "eu-west-1"}},
+		"module":   map[string]any{"rdsproxy": call},
+		"output": map[string]any{
+			"developer": map[string]any{"value": "${module.rdsproxy.developer_iam_policy_json}"},
+			"config":    map[string]any{"value": "${module.rdsproxy.server_config}"},
+		},
+	}
+}
+
+func planCases() []planCase {
+	return []planCase{
+		{
+			name: "aws-server url delivery",
+			root: moduleRoot(map[string]any{
+				"name": "orders", "vpc_id": "vpc-0123456789abcdef0", "subnet_ids": []string{"subnet-0123456789abcdef0"},
+				"rds_security_group_ids": []string{"sg-0123456789abcdef0"},
+				"binary":                 map[string]any{"sha256": planSHA, "url": "https://example.com/rdsproxy_linux_arm64.tar.gz"},
+			}),
+			want: planWant{name: "orders", region: "eu-west-1", sha256: planSHA, developer: true},
+		},
+		{
+			name: "aws-server s3 delivery with endpoints",
+			root: moduleRoot(map[string]any{
+				"name": "reports", "vpc_id": "vpc-0123456789abcdef0",
+				"subnet_ids":           []string{"subnet-0123456789abcdef0", "subnet-0123456789abcdef1"},
+				"create_vpc_endpoints": true, "ami_id": "ami-0123456789abcdef0", "architecture": "x86_64", "instance_type": "t3.micro",
+				"binary":                map[string]any{"sha256": planSHA, "s3_bucket": "rdsproxy-artifacts", "s3_key": "v1/rdsproxy"},
+				"developer_rds_connect": map[string]any{"resource_ids": []string{"db-ABCDEFGHIJKL"}, "db_users": []string{"app_reader"}},
+			}),
+			want: planWant{name: "reports", region: "eu-west-1", sha256: planSHA, developer: true,
+				binaryObject: "arn:aws:s3:::rdsproxy-artifacts/v1/rdsproxy",
+				endpoints:    []string{"com.amazonaws.eu-west-1.ec2messages", "com.amazonaws.eu-west-1.rds", "com.amazonaws.eu-west-1.ssm", "com.amazonaws.eu-west-1.ssmmessages"}},
+		},
+		{
+			name: "examples/aws-complete", example: "aws-complete",
+			vars: map[string]string{"region": "eu-central-1"},
+			want: planWant{name: "rdsproxy-example", region: "eu-central-1", unknownPolicy: 1, unknownUser: true,
+				endpoints: []string{"com.amazonaws.eu-central-1.ec2messages", "com.amazonaws.eu-central-1.rds", "com.amazonaws.eu-central-1.ssm", "com.amazonaws.eu-central-1.ssmmessages"}},
+		},
+	}
+}
+
+// TestTerraformPlan plans every AWS module and example with every
+// hashicorp/aws version in the local mirror, against moto.
+func TestTerraformPlan(t *testing.T) {
+	bin := terraformBin(t)
+	mirror, versions := providerMirror("aws")
+	if mirror == "" {
+		t.Skipf("NOTICE: no filesystem mirror of hashicorp/aws for %s_%s (looked in $%s, /opt/tf-plugins and Terraform's implied mirror directories); the modules were NOT planned",
+			runtime.GOOS, runtime.GOARCH, mirrorEnv)
+	}
+	moto, err := sandbox.StartMoto(t.Context(), t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { moto.Close() })
+	env := planEnv(t, mirror, moto.Endpoint())
+	artifact := filepath.Join(t.TempDir(), "rdsproxy-linux-arm64")
+	content := "not a real binary; only its checksum is used by the plan"
+	writeFile(t, artifact, content)
+	artifactSHA := fmt.Sprintf("%x", sha256.Sum256([]byte(content)))
+
+	for _, version := range versions {
+		t.Run("aws "+version, func(t *testing.T) {
+			t.Run("validate modules", func(t *testing.T) {
+				t.Parallel()
+				tree := copyTree(t)
+				writeFile(t, filepath.Join(tree, awsServerDir, "pin_override.tf"), pinOverride(version))
+				for _, dir := range []string{serverConfigDir, awsServerDir} {
+					terraformSteps(t, bin, filepath.Join(tree, dir), env, []string{"init", "-backend=false"}, []string{"validate"})
+				}
+			})
+			for _, tc := range planCases() {
+				if tc.example == "aws-complete" {
+					tc.want.sha256 = artifactSHA
+				}
+				t.Run(tc.name, func(t *testing.T) {
+					t.Parallel()
+					start := time.Now()
+					plan := planRoot(t, bin, env, version, tc, artifact)
+					t.Logf("init+validate+plan+show: %s", time.Since(start).Round(100*time.Millisecond))
+					for _, p := range checkPlan(plan, tc.want) {
+						t.Error(p)
+					}
+					if tc.example == "" && tc.want.binaryObject == "" {
+						checkMutationsCaught(t, plan, tc.want)
+					}
+				})
+			}
+		})
+	}
+}
+
+// planRoot prepares the root module of tc in a copy of the tree, runs init,
+// validate, plan and show, and returns the decoded plan.
+func planRoot(t *testing.T, bin string, env []string, version string, tc planCase, artifact string) map[string]any {
+	t.Helper()
+	tree := copyTree(t)
+	dir := filepath.Join(tree, "examples", tc.example)
+	if tc.example == "" {
+		dir = filepath.Join(tree, "roots", strings.ReplaceAll(tc.name, " ", "-"))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		b, err := json.MarshalIndent(tc.root, "", "  ")
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(dir, "main.tf.json"), string(b))
+		writeFile(t, filepath.Join(dir, "versions.tf"), "terraform {\n  required_providers {\n    aws = { source = \"hashicorp/aws\" }\n  }\n}\n")
+	}
+	writeFile(t, filepath.Join(dir, "pin_override.tf"), pinOverride(version))
+	args := []string{"plan", "-lock=false", "-out=plan.bin"}
+	if tc.example == "aws-complete" {
+		args = append(args, "-var", "binary_path="+artifact)
+	}
+	for k, v := range tc.vars {
+		args = append(args, "-var", k+"="+v)
+	}
+	terraformSteps(t, bin, dir, env, []string{"init", "-backend=false"}, []string{"validate"}, args)
+	out := terraformSteps(t, bin, dir, env, []string{"show", "-json", "plan.bin"})
+	var plan map[string]any
+	if err := json.Unmarshal([]byte(out), &plan); err != nil {
+		t.Fatalf("decode plan JSON: %v", err)
+	}
+	return plan
+}
+
+// terraformSteps runs terraform commands in dir, failing on the first error,
+// and returns the last command's stdout.
+func terraformSteps(t *testing.T, bin, dir string, env []string, steps ...[]string) string {
+	t.Helper()
+	var last string
+	for _, s := range steps {
+		args := append(slices.Clone(s), "-no-color")
+		if s[0] != "validate" && s[0] != "show" {
+			args = append(args, "-input=false")
+		}
+		r := run(t, dir, env, bin, args...)
+		if r.err != nil {
+			t.Fatalf("terraform %s in %s: %v\n%s%s", strings.Join(s, " "), dir, r.err, r.stdout, r.stderr)
+		}
+		if strings.Contains(r.stdout+r.stderr, "Warning:") && (s[0] == "validate" || s[0] == "plan") {
+			t.Errorf("terraform %s in %s warns:\n%s%s", s[0], dir, r.stdout, r.stderr)
+		}
+		last = r.stdout
+	}
+	return last
+}
