@@ -40,10 +40,14 @@ type ServerCmd struct {
 	TLSCert             string            `help:"Certificate (PEM) that lets clients use TLS to this server." type:"existingfile" env:"RDSPROXY_TLS_CERT"`
 	TLSKey              string            `help:"Private key (PEM) for --tls-cert." type:"existingfile" env:"RDSPROXY_TLS_KEY"`
 	MaxSessions         int               `help:"Maximum concurrent sessions; more get SQLSTATE 53300." default:"1000" env:"RDSPROXY_MAX_SESSIONS"`
-	StartupTimeout      time.Duration     `help:"Time a client has to complete its startup." default:"10s" env:"RDSPROXY_STARTUP_TIMEOUT"`
-	DialTimeout         time.Duration     `help:"Time to connect, negotiate TLS and authenticate to a database." default:"10s" env:"RDSPROXY_DIAL_TIMEOUT"`
-	MaxPending          int               `help:"Maximum connections still in their startup phase." default:"512" env:"RDSPROXY_MAX_PENDING"`
-	MaxPendingPerSource int               `help:"Maximum connections in their startup phase from one client IP (behind SSM all arrive from loopback)." default:"256" env:"RDSPROXY_MAX_PENDING_PER_SOURCE"`
+	AllowPlaintext      bool              `help:"With --tls-cert, also accept clients that do not use TLS (their tokens then cross the network in clear)." env:"RDSPROXY_ALLOW_PLAINTEXT"`
+	FirstByteTimeout    time.Duration     `help:"Time a new connection has to send its first packet." default:"5s" env:"RDSPROXY_FIRST_BYTE_TIMEOUT"`
+	PasswordTimeout     time.Duration     `help:"Time a client has to send its IAM token once asked for it." default:"5s" env:"RDSPROXY_PASSWORD_TIMEOUT"`
+	StartupTimeout      time.Duration     `help:"Time a client has to complete its whole startup, TLS included." default:"10s" env:"RDSPROXY_STARTUP_TIMEOUT"`
+	DialTimeout         time.Duration     `help:"Time to connect to a database and negotiate TLS." default:"10s" env:"RDSPROXY_DIAL_TIMEOUT"`
+	LoginTimeout        time.Duration     `help:"Time a database has to complete a login, dial included." default:"30s" env:"RDSPROXY_LOGIN_TIMEOUT"`
+	MaxPending          int               `help:"Maximum connections still in their startup phase; at the cap the oldest is evicted." default:"512" env:"RDSPROXY_MAX_PENDING"`
+	MaxPendingPerSource int               `help:"Maximum connections in their startup phase from one client IP; at the cap its oldest is evicted (behind SSM all arrive from loopback)." default:"256" env:"RDSPROXY_MAX_PENDING_PER_SOURCE"`
 	TCPKeepalive        time.Duration     `name:"tcp-keepalive" help:"TCP keepalive period on client and database connections." default:"30s" env:"RDSPROXY_TCP_KEEPALIVE"`
 	MaxStartupSize      int               `help:"Largest startup packet accepted, in bytes." default:"10000" env:"RDSPROXY_MAX_STARTUP_SIZE"`
 	DrainTimeout        time.Duration     `help:"On SIGTERM, time running sessions have to finish before they get 57P01." default:"30s" env:"RDSPROXY_DRAIN_TIMEOUT"`
@@ -221,8 +225,11 @@ func (c *ServerCmd) serverConfig(log *slog.Logger, targets server.Targets) (serv
 		Targets:             targets,
 		DialOverrides:       c.Map,
 		MaxSessions:         c.MaxSessions,
+		FirstByteTimeout:    c.FirstByteTimeout,
+		PasswordTimeout:     c.PasswordTimeout,
 		StartupTimeout:      c.StartupTimeout,
 		DialTimeout:         c.DialTimeout,
+		LoginTimeout:        c.LoginTimeout,
 		MaxStartupSize:      c.MaxStartupSize,
 		DrainTimeout:        c.DrainTimeout,
 		MaxPending:          c.MaxPending,
@@ -260,10 +267,15 @@ func (c *ServerCmd) serverConfig(log *slog.Logger, targets server.Targets) (serv
 			return cfg, fmt.Errorf("--tls-cert/--tls-key: %w", err)
 		}
 		cfg.ClientTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		cfg.RequireTLS = !c.AllowPlaintext
 	}
 	if c.MaxSessions < 1 || c.MaxStartupSize < 8 || c.StartupTimeout <= 0 || c.DialTimeout <= 0 || c.DrainTimeout < 0 ||
-		c.MaxPending < 1 || c.MaxPendingPerSource < 1 || c.TCPKeepalive <= 0 {
+		c.MaxPending < 1 || c.MaxPendingPerSource < 1 || c.TCPKeepalive <= 0 ||
+		c.FirstByteTimeout <= 0 || c.PasswordTimeout <= 0 || c.LoginTimeout <= 0 {
 		return cfg, errors.New("limits and timeouts must be positive")
+	}
+	if c.DialTimeout > c.LoginTimeout {
+		return cfg, fmt.Errorf("--dial-timeout (%s) must not exceed --login-timeout (%s)", c.DialTimeout, c.LoginTimeout)
 	}
 	return cfg, nil
 }
@@ -273,7 +285,9 @@ func (c *ServerCmd) printEffective(env Env, p discovery.Policy) error {
 	out := map[string]any{
 		"listen": c.Listen, "admin-addr": c.AdminAddr, "map": c.Map, "ca-file": c.CAFile,
 		"tls-cert": c.TLSCert, "max-sessions": c.MaxSessions, "startup-timeout": c.StartupTimeout.String(),
-		"dial-timeout": c.DialTimeout.String(), "max-startup-size": c.MaxStartupSize, "drain-timeout": c.DrainTimeout.String(),
+		"dial-timeout": c.DialTimeout.String(), "login-timeout": c.LoginTimeout.String(),
+		"first-byte-timeout": c.FirstByteTimeout.String(), "password-timeout": c.PasswordTimeout.String(),
+		"allow-plaintext": c.AllowPlaintext, "max-startup-size": c.MaxStartupSize, "drain-timeout": c.DrainTimeout.String(),
 		"max-pending": c.MaxPending, "max-pending-per-source": c.MaxPendingPerSource, "tcp-keepalive": c.TCPKeepalive.String(),
 		"region": c.Region, "allow-tag": ruleStrings(p.Rules.Allow), "deny-tag": ruleStrings(p.Rules.Deny),
 		"refresh-interval": c.RefreshInterval.String(), "targets": jsonValue(p.Static),

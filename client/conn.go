@@ -25,6 +25,10 @@ func (p *Proxy) handle(ctx context.Context, raw net.Conn) {
 	raw.SetDeadline(time.Now().Add(p.cfg.StartupTimeout))
 	local, st, err := p.readStartup(raw)
 	if err != nil {
+		var pe *pgwire.Error
+		if errors.As(err, &pe) { // a startup the server would refuse too: say why here
+			pe.Send(local)
+		}
 		level := slog.LevelWarn
 		if errors.Is(err, io.EOF) { // a port probe, or a client that gave up
 			level = slog.LevelDebug
@@ -53,16 +57,17 @@ func (p *Proxy) handle(ctx context.Context, raw net.Conn) {
 
 // readStartup answers encryption requests and returns the connection to
 // use from then on (TLS after an accepted SSLRequest) with the
-// StartupMessage or CancelRequest. GSS encryption is declined; an
-// SSLRequest is accepted with LocalTLS, else declined.
+// StartupMessage or CancelRequest, or on error the connection to answer
+// on. GSS encryption is declined; an SSLRequest is accepted with LocalTLS,
+// else declined.
 func (p *Proxy) readStartup(local net.Conn) (net.Conn, *pgwire.Startup, error) {
 	for range 3 {
 		st, err := pgwire.ReadStartup(local, p.cfg.MaxStartupSize)
 		if err != nil {
 			if errors.Is(err, pgwire.ErrDirectTLS) {
-				return nil, nil, fmt.Errorf("%w (the local listener accepts TLS only after an SSLRequest)", err)
+				return local, nil, fmt.Errorf("%w (the local listener accepts TLS only after an SSLRequest)", err)
 			}
-			return nil, nil, err
+			return local, nil, err
 		}
 		_, isTLS := local.(*tls.Conn)
 		switch {

@@ -4,66 +4,71 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"time"
 
 	"github.com/rdsproxy/rdsproxy/internal/pgwire"
 )
 
-// handle owns one client connection from accept to close.
-func (s *Server) handle(ctx context.Context, raw net.Conn) {
-	pendingHeld := true
-	defer func() {
-		if pendingHeld {
-			s.releasePending(raw)
-		}
-	}()
+// handle owns one client connection from accept to close: the startup
+// packets (and TLS), then a cancel or a session.
+func (s *Server) handle(ctx context.Context, raw net.Conn, pc *pendingConn) {
 	setKeepAlive(raw, s.cfg.KeepAlive)
-	raw.SetDeadline(s.cfg.Now().Add(s.cfg.StartupTimeout))
-	conn, st, err := s.negotiate(raw)
+	ph := &phase{pc: pc, end: s.cfg.Now().Add(s.cfg.StartupTimeout)}
+	conn, st, err := s.negotiate(raw, ph)
 	if err != nil {
-		s.logStartupError(raw, err)
+		s.startupFailed(raw, conn, ph, err)
 		return
 	}
 	switch st.Kind {
 	case pgwire.KindCancel:
+		s.pending.remove(pc)
 		s.forwardCancel(ctx, st.Cancel)
-		return
 	case pgwire.KindStartup:
-		select {
-		case s.sessions <- struct{}{}:
-		default:
-			pgwire.Errorf(pgwire.CodeTooManyConnections, "too-many-sessions",
-				"rdsproxy: the server already relays its maximum of %d sessions", s.cfg.MaxSessions).
-				WithHint("Try again when a session ends, or ask the operator to raise --max-sessions.").Send(conn)
-			s.log.Warn("session refused: at max-sessions", "remote", raw.RemoteAddr().String())
-			return
-		}
-		defer func() { <-s.sessions }()
-		pendingHeld = false
-		s.releasePending(raw)
-		s.session(ctx, conn, raw.RemoteAddr().String(), st)
+		s.session(ctx, conn, ph, st)
 	}
+}
+
+// phase is a connection's place in its startup: the deadline of the whole
+// phase and its pending entry, which an eviction marks.
+type phase struct {
+	pc    *pendingConn
+	end   time.Time
+	spoke bool // the client sent at least one byte
+}
+
+// wait sets c's deadline for the next step: at most d from now, never
+// past the end of the startup phase.
+func (p *phase) wait(c net.Conn, now time.Time, d time.Duration) {
+	t := now.Add(d)
+	if t.After(p.end) {
+		t = p.end
+	}
+	p.pc.setDeadline(c, t)
 }
 
 // negotiate reads startup packets until the client sends a StartupMessage
 // or a CancelRequest, answering SSLRequest (upgrading to TLS when the
 // server has a certificate) and GSSENCRequest on the way. HTTP requests
-// are served here and reported as errHandled.
-func (s *Server) negotiate(raw net.Conn) (net.Conn, *pgwire.Startup, error) {
+// are served here and reported as errHandled. The connection it returns
+// is the one to answer on, also with an error (nil while TLS is half set up).
+func (s *Server) negotiate(raw net.Conn, ph *phase) (net.Conn, *pgwire.Startup, error) {
 	conn := raw
+	ph.wait(conn, s.cfg.Now(), s.cfg.FirstByteTimeout)
 	for range 3 { // at most GSSENC, SSL, then the real packet
 		hdr, err := pgwire.Peek(conn)
 		if errors.Is(err, pgwire.ErrHTTP) {
-			s.serveHTTP(conn, hdr)
-			return nil, nil, errHandled
+			return nil, nil, s.serveHTTP(conn, hdr)
 		}
 		if err != nil {
-			return nil, nil, err
+			return conn, nil, err
 		}
+		ph.spoke = true
+		ph.wait(conn, s.cfg.Now(), s.cfg.StartupTimeout)
 		st, err := pgwire.ReadStartupAfter(conn, hdr, s.cfg.MaxStartupSize)
 		if err != nil {
-			return nil, nil, err
+			return conn, nil, err
 		}
 		switch st.Kind {
 		case pgwire.KindGSSENCRequest:
@@ -72,20 +77,28 @@ func (s *Server) negotiate(raw net.Conn) (net.Conn, *pgwire.Startup, error) {
 			}
 		case pgwire.KindSSLRequest:
 			if conn, err = s.upgradeClient(conn); err != nil {
-				return nil, nil, err
+				return conn, nil, err
 			}
+		case pgwire.KindStartup:
+			if _, isTLS := conn.(*tls.Conn); s.cfg.RequireTLS && !isTLS {
+				return conn, nil, tlsRequired()
+			}
+			return conn, st, nil
 		default:
 			return conn, st, nil
 		}
+		ph.wait(conn, s.cfg.Now(), s.cfg.FirstByteTimeout)
 	}
-	return nil, nil, errors.New("too many negotiation requests")
+	return conn, nil, pgwire.Errorf(pgwire.CodeProtocolViolation, "protocol",
+		"rdsproxy: too many SSLRequest and GSSENCRequest packets before the startup")
 }
 
 // upgradeClient answers an SSLRequest: 'S' and a TLS handshake when the
-// server has a certificate, else 'N'.
+// server has a certificate, else 'N'. A second SSLRequest inside TLS is a
+// protocol violation, answered inside TLS.
 func (s *Server) upgradeClient(conn net.Conn) (net.Conn, error) {
 	if _, ok := conn.(*tls.Conn); ok {
-		return nil, errors.New("SSLRequest inside TLS")
+		return conn, pgwire.Errorf(pgwire.CodeProtocolViolation, "protocol", "rdsproxy: SSLRequest inside TLS")
 	}
 	if s.cfg.ClientTLS == nil {
 		_, err := conn.Write([]byte{'N'})
@@ -96,18 +109,53 @@ func (s *Server) upgradeClient(conn net.Conn) (net.Conn, error) {
 	}
 	tc := tls.Server(conn, s.cfg.ClientTLS)
 	if err := tc.Handshake(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("client TLS handshake: %w", err)
 	}
 	return tc, nil
 }
 
+func tlsRequired() *pgwire.Error {
+	return pgwire.Errorf(pgwire.CodeInvalidAuthSpec, "tls-required",
+		"rdsproxy: this server accepts only TLS connections").
+		WithHint("Connect with sslmode=require or verify-full (JDBC: ssl=true), or through `rdsproxy connect`.")
+}
+
 var errHandled = errors.New("handled")
 
-func (s *Server) logStartupError(c net.Conn, err error) {
+// startupFailed ends a connection whose startup failed. conn is where a
+// reply may go (nil mid-TLS-handshake). An evicted connection gets 53300,
+// one that timed out after it began its startup 08006, a refusal its own
+// ErrorResponse.
+func (s *Server) startupFailed(raw, conn net.Conn, ph *phase, err error) {
 	if errors.Is(err, errHandled) {
 		return
 	}
-	s.log.Debug("connection closed during startup", "remote", c.RemoteAddr().String(), "err", err)
+	var reply *pgwire.Error
+	var ne net.Error
+	reason := "client-io"
+	switch {
+	case ph.pc.evicted.Load():
+		reply, reason = evictedError(), "evicted"
+	case errors.As(err, &reply):
+		reason = reply.Reason
+	case errors.As(err, &ne) && ne.Timeout() && !ph.spoke: // a silent socket: nothing to answer
+		reason = "startup-timeout"
+	case errors.As(err, &ne) && ne.Timeout():
+		reply, reason = pgwire.Errorf(pgwire.CodeConnectionFailure, "startup-timeout",
+			"rdsproxy: the client did not finish its startup in time").
+			WithHint("Send the startup and the password promptly; a silent connection is closed after a few seconds."), "startup-timeout"
+	}
+	if reply != nil && conn != nil {
+		reply.Send(conn)
+	}
+	s.cfg.Metrics.startupFailed(reason)
+	s.log.Debug("connection closed during startup", "remote", raw.RemoteAddr().String(), "reason", reason, "err", err)
+}
+
+func evictedError() *pgwire.Error {
+	return pgwire.Errorf(pgwire.CodeTooManyConnections, "evicted",
+		"rdsproxy: too many connections are in their startup phase, and this one had waited longest").
+		WithHint("Reconnect and send the startup and password promptly; a client flooding the server may be the cause.")
 }
 
 func setKeepAlive(c net.Conn, period time.Duration) {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/json"
 	"io"
 	"net"
@@ -19,15 +20,20 @@ type TargetList struct {
 }
 
 // serveHTTP answers one HTTP/1.x request on the PostgreSQL port. Only
-// GET /v1/targets exists; the connection closes after the response.
-func (s *Server) serveHTTP(conn net.Conn, hdr [4]byte) {
+// GET /v1/targets exists; the connection closes after the response. It
+// returns errHandled.
+func (s *Server) serveHTTP(conn net.Conn, hdr [4]byte) error {
 	r := io.MultiReader(strings.NewReader(string(hdr[:])), io.LimitReader(conn, maxHTTPRequest))
 	req, err := http.ReadRequest(bufio.NewReader(r))
 	if err != nil {
 		writeHTTP(conn, http.StatusBadRequest, "text/plain", []byte("bad request\n"))
-		return
+		return errHandled
 	}
+	_, isTLS := conn.(*tls.Conn)
 	switch {
+	case s.cfg.RequireTLS && !isTLS:
+		writeHTTP(conn, http.StatusForbidden, "text/plain",
+			[]byte("this server accepts only TLS: send an SSLRequest first, as `rdsproxy connect --server-ca` does\n"))
 	case req.URL.Path != "/v1/targets":
 		writeHTTP(conn, http.StatusNotFound, "text/plain", []byte("not found; try GET /v1/targets\n"))
 	case req.Method != http.MethodGet:
@@ -36,15 +42,16 @@ func (s *Server) serveHTTP(conn net.Conn, hdr [4]byte) {
 		snap := s.cfg.Targets.Current()
 		if snap == nil {
 			writeHTTP(conn, http.StatusServiceUnavailable, "text/plain", []byte("target list not loaded yet\n"))
-			return
+			return errHandled
 		}
 		body, err := json.Marshal(TargetList{Targets: snap.Targets()})
 		if err != nil {
 			writeHTTP(conn, http.StatusInternalServerError, "text/plain", []byte("encode targets\n"))
-			return
+			return errHandled
 		}
 		writeHTTP(conn, http.StatusOK, "application/json", append(body, '\n'))
 	}
+	return errHandled
 }
 
 func writeHTTP(conn net.Conn, status int, contentType string, body []byte) {

@@ -17,6 +17,8 @@ type Metrics struct {
 	dialSeconds    prometheus.Histogram
 	tlsSeconds     prometheus.Histogram
 	cancels        *prometheus.CounterVec // result
+	refusals       *prometheus.CounterVec // reason
+	suppressed     prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them with reg.
@@ -42,8 +44,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		cancels: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rdsproxy_cancel_requests_total", Help: "Cancel requests by result (forwarded, dropped, failed)."},
 			[]string{"result"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rdsproxy_connections_refused_total",
+			Help: "Connections ended before relaying, by reason (evicted, startup-timeout, too-many-sessions, auth-throttled, tls-required, unknown-target, token-*, upstream-<SQLSTATE>, …)."},
+			[]string{"reason"}),
+		suppressed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rdsproxy_log_lines_suppressed_total", Help: "Audit lines of refused connections held back by the log rate limit."}),
 	}
-	reg.MustRegister(m.sessionsActive, m.sessions, m.bytes, m.authFailures, m.dialSeconds, m.tlsSeconds, m.cancels)
+	reg.MustRegister(m.sessionsActive, m.sessions, m.bytes, m.authFailures, m.dialSeconds, m.tlsSeconds, m.cancels,
+		m.refusals, m.suppressed)
 	return m
 }
 
@@ -60,6 +69,9 @@ func (m *Metrics) sessionEnded(target, outcome, reason string, toClient, fromCli
 		return
 	}
 	m.sessions.WithLabelValues(target, outcome).Inc()
+	if reason != "" {
+		m.refusals.WithLabelValues(reason).Inc()
+	}
 	if outcome == "ok" || outcome == "shutdown" {
 		m.sessionsActive.Dec()
 		m.bytes.WithLabelValues(target, "to_client").Add(float64(toClient))
@@ -85,5 +97,18 @@ func (m *Metrics) observeTLS(d time.Duration) {
 func (m *Metrics) cancel(result string) {
 	if m != nil {
 		m.cancels.WithLabelValues(result).Inc()
+	}
+}
+
+// startupFailed counts a connection that ended before its StartupMessage.
+func (m *Metrics) startupFailed(reason string) {
+	if m != nil {
+		m.refusals.WithLabelValues(reason).Inc()
+	}
+}
+
+func (m *Metrics) logSuppressed() {
+	if m != nil {
+		m.suppressed.Inc()
 	}
 }

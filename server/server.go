@@ -42,22 +42,46 @@ type Config struct {
 	RootCAs *x509.CertPool
 	// ClientTLS, when set, lets clients upgrade with SSLRequest.
 	ClientTLS *tls.Config
+	// RequireTLS refuses clients that do not upgrade with SSLRequest, so
+	// tokens never cross the network in clear. It needs ClientTLS.
+	RequireTLS bool
 	// MaxSessions caps concurrent sessions (default 1000); clients over
-	// the cap get SQLSTATE 53300.
+	// the cap get SQLSTATE 53300. A connection takes a session slot only
+	// once its token has passed the pre-check (or, for passthrough
+	// targets, once it named a target and is about to authenticate).
 	MaxSessions int
-	// MaxPending caps connections still in their startup phase (default 512).
+	// MaxPending caps connections still in their startup phase (default
+	// 512). At the cap, the one that has waited longest is evicted with
+	// 53300 to make room: an honest client finishes its startup in a
+	// round trip or two, so idle connections cannot lock it out.
 	MaxPending int
 	// MaxPendingPerSource caps them per client IP address (default 256),
-	// so one source cannot hold every startup slot. Behind SSM every
-	// client arrives from the instance's loopback: keep it generous.
+	// evicting that source's oldest, so one source cannot push out the
+	// others. Behind SSM and Kubernetes every client shares one address.
 	MaxPendingPerSource int
-	// StartupTimeout bounds the client's startup phase (default 10s).
-	StartupTimeout time.Duration
-	// DialTimeout bounds the upstream dial, TLS handshake and
-	// authentication exchange (default 10s).
-	DialTimeout time.Duration
+	// FirstByteTimeout bounds the wait for a new connection's first
+	// packet, and PasswordTimeout the wait for the token once it was asked
+	// for (default 5s each). StartupTimeout bounds the client's whole
+	// startup phase, TLS handshake included (default 10s).
+	FirstByteTimeout time.Duration
+	PasswordTimeout  time.Duration
+	StartupTimeout   time.Duration
+	// DialTimeout bounds the upstream TCP dial and TLS handshake (default
+	// 10s); LoginTimeout bounds the whole upstream login, dial included,
+	// up to ReadyForQuery (default 30s: a busy database takes its time).
+	DialTimeout  time.Duration
+	LoginTimeout time.Duration
 	// MaxStartupSize bounds a startup packet (default 10000 bytes).
 	MaxStartupSize int
+	// AuthFailures bounds failed upstream logins per access key and source.
+	AuthFailures AuthFailureLimit
+	// RefusalLogRate and RefusalLogBurst bound the audit lines written for
+	// refused connections (default 20 a second, bursts of 50); the rest
+	// are counted in rdsproxy_log_lines_suppressed_total and in the next
+	// line's "suppressed" attribute. Lines for sessions that were relayed
+	// are never suppressed.
+	RefusalLogRate  float64
+	RefusalLogBurst int
 	// TokenSkew is the clock skew tolerated when checking tokens (default 2m).
 	TokenSkew time.Duration
 	// KeepAlive is the TCP keepalive period on both sides (default 30s).
@@ -76,8 +100,14 @@ func (c *Config) setDefaults() {
 	setDefault(&c.MaxSessions, 1000)
 	setDefault(&c.MaxPending, 512)
 	setDefault(&c.MaxPendingPerSource, 256)
+	setDefault(&c.FirstByteTimeout, 5*time.Second)
+	setDefault(&c.PasswordTimeout, 5*time.Second)
 	setDefault(&c.StartupTimeout, 10*time.Second)
 	setDefault(&c.DialTimeout, 10*time.Second)
+	setDefault(&c.LoginTimeout, 30*time.Second)
+	setDefault(&c.RefusalLogRate, 20)
+	setDefault(&c.RefusalLogBurst, 50)
+	c.AuthFailures.setDefaults()
 	setDefault(&c.MaxStartupSize, pgwire.DefaultMaxStartupSize)
 	setDefault(&c.TokenSkew, 2*time.Minute)
 	setDefault(&c.KeepAlive, 30*time.Second)
@@ -108,6 +138,12 @@ func (c *Config) Validate() error {
 	if c.MaxSessions < 0 || c.MaxPending < 0 || c.MaxPendingPerSource < 0 || c.MaxStartupSize < 8 {
 		return errors.New("server: limits must be positive")
 	}
+	if c.RequireTLS && c.ClientTLS == nil {
+		return errors.New("server: RequireTLS needs a certificate (ClientTLS)")
+	}
+	if c.DialTimeout > c.LoginTimeout {
+		return fmt.Errorf("server: the dial timeout (%s) must not exceed the login timeout (%s)", c.DialTimeout, c.LoginTimeout)
+	}
 	return nil
 }
 
@@ -119,13 +155,14 @@ type Server struct {
 	tlsSess tls.ClientSessionCache
 	dialer  net.Dialer
 
-	sessions chan struct{} // one token per live session
-	refusals rateLimit     // logs of refused connections, at most one a second
+	sessions chan struct{}   // one token per live session
+	pending  *pendingSet     // connections that have not proved themselves yet
+	failures *failureBudgets // failed upstream logins by access key and source
+	logs     *logBudget      // audit lines of refused connections
+	evicts   rateLimit       // logs of evictions, at most one a second
 
 	mu       sync.Mutex
-	pending  map[string]int              // connections in startup by source IP
-	npending int                         // their total
-	conns    map[net.Conn]struct{}       // connections still in startup
+	conns    map[net.Conn]struct{}       // connections not relaying yet
 	relays   map[*relay.Session]struct{} // sessions being relayed
 	wg       sync.WaitGroup
 	draining atomic.Bool
@@ -144,8 +181,10 @@ func New(cfg Config) (*Server, error) {
 		tlsSess:  tls.NewLRUClientSessionCache(1024),
 		dialer:   net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: cfg.KeepAlive},
 		sessions: make(chan struct{}, cfg.MaxSessions),
+		pending:  newPendingSet(cfg.MaxPending, cfg.MaxPendingPerSource),
+		failures: newFailureBudgets(cfg.AuthFailures),
+		logs:     newLogBudget(cfg.RefusalLogRate, cfg.RefusalLogBurst),
 		conns:    make(map[net.Conn]struct{}),
-		pending:  make(map[string]int),
 		relays:   make(map[*relay.Session]struct{}),
 	}, nil
 }
@@ -218,16 +257,15 @@ func shutdownError() *pgwire.Error {
 		WithHint("Reconnect; another rdsproxy server will take the session.")
 }
 
-// start runs one connection in its own goroutine, or refuses it at once
-// when too many connections are still in their startup phase.
+// start runs one connection in its own goroutine. It never refuses: at
+// the pending caps the longest-waiting startup is evicted instead.
 func (s *Server) start(ctx context.Context, c net.Conn) {
-	if !s.acquirePending(c) {
-		if s.refusals.allow() {
-			s.log.Warn("connections refused: too many in their startup phase", "remote", c.RemoteAddr().String(),
+	pc, evicted := s.pending.add(c)
+	if evicted != nil {
+		if s.evicts.allow() {
+			s.log.Warn("evicting the oldest connection still in its startup phase", "remote", evicted.conn.RemoteAddr().String(),
 				"max_pending", s.cfg.MaxPending, "max_pending_per_source", s.cfg.MaxPendingPerSource)
 		}
-		c.Close()
-		return
 	}
 	s.track(c, true)
 	s.wg.Add(1)
@@ -235,7 +273,8 @@ func (s *Server) start(ctx context.Context, c net.Conn) {
 		defer s.wg.Done()
 		defer s.track(c, false)
 		defer c.Close()
-		s.handle(ctx, c)
+		defer s.pending.remove(pc)
+		s.handle(ctx, c, pc)
 	}()
 }
 
@@ -266,38 +305,6 @@ func (s *Server) retire(r *relay.Session) {
 	s.mu.Lock()
 	delete(s.relays, r)
 	s.mu.Unlock()
-}
-
-// acquirePending takes a startup slot for c, within the total and the
-// per-source caps.
-func (s *Server) acquirePending(c net.Conn) bool {
-	src := sourceIP(c)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.npending >= s.cfg.MaxPending || s.pending[src] >= s.cfg.MaxPendingPerSource {
-		return false
-	}
-	s.npending++
-	s.pending[src]++
-	return true
-}
-
-// releasePending frees the startup slot of c; call once per acquire.
-func (s *Server) releasePending(c net.Conn) {
-	src := sourceIP(c)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.npending--
-	if s.pending[src]--; s.pending[src] <= 0 {
-		delete(s.pending, src)
-	}
-}
-
-func sourceIP(c net.Conn) string {
-	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		return a.IP.String()
-	}
-	return c.RemoteAddr().String()
 }
 
 // rateLimit allows one event per second.

@@ -23,27 +23,53 @@ const (
 
 // sessionInfo is what the audit line reports about one session.
 type sessionInfo struct {
-	remote, target, user, database, app, keyID string
-	start                                      time.Time
+	remote, src, target, user, database, app, keyID string
+	start                                           time.Time
 }
 
-// session runs one PostgreSQL session from the StartupMessage to its end.
-func (s *Server) session(ctx context.Context, client net.Conn, remote string, st *pgwire.Startup) {
-	info := sessionInfo{remote: remote, start: s.cfg.Now()}
+// session runs one PostgreSQL session from its StartupMessage to its end:
+// the client proves itself, takes a session slot, the server logs in to
+// the target on its behalf, and the bytes are relayed.
+func (s *Server) session(ctx context.Context, client net.Conn, ph *phase, st *pgwire.Startup) {
+	info := sessionInfo{remote: client.RemoteAddr().String(), src: ph.pc.src, start: s.cfg.Now()}
 	info.user, _ = st.Params.Get("user")
 	info.database, _ = st.Params.Get("database")
 	info.app, _ = st.Params.Get("application_name")
-	up, pending, err := s.open(ctx, client, st, &info)
+	protocol, err := s.negotiateProtocol(client, st)
 	if err != nil {
-		s.refuse(client, info, err)
+		s.refuse(client, ph, info, err)
 		return
 	}
+	t, params, token, err := s.authenticate(client, ph, st, &info)
+	if err != nil {
+		s.refuse(client, ph, info, err)
+		return
+	}
+	if !s.admit(ph.pc) {
+		s.refuse(client, ph, info, pgwire.Errorf(pgwire.CodeTooManyConnections, "too-many-sessions",
+			"rdsproxy: the server already relays its maximum of %d sessions", s.cfg.MaxSessions).
+			WithHint("Try again when a session ends, or ask the operator to raise --max-sessions."))
+		return
+	}
+	defer func() { <-s.sessions }()
+	login := s.cfg.Now().Add(s.cfg.LoginTimeout)
+	client.SetDeadline(login.Add(time.Second)) // outlives the upstream's, so its error still reaches the client
+	up, pending, err := s.login(ctx, client, t, protocol, params, token, login)
+	if err != nil {
+		s.refuse(client, ph, info, err)
+		return
+	}
+	s.relay(client, up, pending, info)
+}
+
+// relay runs an authenticated session until either side ends it.
+func (s *Server) relay(client net.Conn, up *upstream, pending []byte, info sessionInfo) {
 	client.SetDeadline(time.Time{})
 	up.conn.SetDeadline(time.Time{})
 	r := relay.New(client, up.conn, relay.Options{FrameToA: true})
 	if !s.promote(client, r) { // the drain began while this session started
 		up.conn.Close()
-		s.refuse(client, info, shutdownError())
+		s.refuse(client, nil, info, shutdownError())
 		return
 	}
 	defer s.retire(r)
@@ -58,7 +84,42 @@ func (s *Server) session(ctx context.Context, client net.Conn, remote string, st
 		outcome = "shutdown"
 	}
 	s.cfg.Metrics.sessionEnded(info.target, outcome, "", res.ToA, res.ToB, false)
-	s.audit(info, outcome, "", res)
+	s.audit(info, outcome, "", res, 0)
+}
+
+// negotiateProtocol picks the protocol version to ask the upstream for.
+// Up to the newest version rdsproxy knows, the client's own, for the
+// upstream to negotiate. Past it, rdsproxy answers for itself with
+// NegotiateProtocolVersion 3.0 (every PostgreSQL speaks it, so the
+// upstream never sends a second one) and drops the protocol options it
+// lists as unrecognised.
+func (s *Server) negotiateProtocol(client net.Conn, st *pgwire.Startup) (uint32, error) {
+	if st.Protocol <= pgwire.ProtocolLatest {
+		return st.Protocol, nil
+	}
+	var options []string
+	for _, kv := range st.Params {
+		if pgwire.IsProtocolOption(kv.Key) {
+			options = append(options, kv.Key)
+		}
+	}
+	st.Params = st.Params.Without(pgwire.IsProtocolOption)
+	if _, err := client.Write(pgwire.AppendNegotiateProtocolVersion(nil, pgwire.Protocol30, options)); err != nil {
+		return 0, fmt.Errorf("negotiate protocol version: %w", err)
+	}
+	return pgwire.Protocol30, nil
+}
+
+// admit moves a connection that has proved itself from the pending set
+// to a session slot; false when every slot is taken.
+func (s *Server) admit(pc *pendingConn) bool {
+	select {
+	case s.sessions <- struct{}{}:
+		s.pending.remove(pc)
+		return true
+	default:
+		return false
+	}
 }
 
 // upstream is an authenticated connection to a target, ready to relay.
@@ -69,27 +130,43 @@ type upstream struct {
 	hasKey bool
 }
 
-// open does everything between the client's StartupMessage and the
-// upstream's ReadyForQuery. It returns the upstream and any bytes it read
-// past ReadyForQuery, or a *pgwire.Error for the client.
-func (s *Server) open(ctx context.Context, client net.Conn, st *pgwire.Startup, info *sessionInfo) (*upstream, []byte, error) {
-	t, params, err := s.route(st.Params)
+// authenticate does the client's half of the startup: it resolves the
+// target, and for IAM targets reads and pre-validates the token. It
+// dials nothing, and refuses a caller whose failed logins used up its
+// budget.
+func (s *Server) authenticate(client net.Conn, ph *phase, st *pgwire.Startup, info *sessionInfo) (*discovery.Target, pgwire.Params, string, error) {
+	t, params, err := s.route(st.Params, info)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, "", err
 	}
-	info.target = t.Name
 	var token string
 	if t.Auth == discovery.AuthIAM {
+		ph.wait(client, s.cfg.Now(), s.cfg.PasswordTimeout)
 		if token, err = s.readToken(client, t, info); err != nil {
-			return nil, nil, err
+			return nil, nil, "", err
 		}
 	}
+	if budget, wait := s.failures.check(info.keyID, info.src, s.cfg.Now()); budget != "" {
+		return nil, nil, "", pgwire.Errorf(pgwire.CodeInvalidPassword, "auth-throttled",
+			"rdsproxy: too many failed logins from this %s; try again in %s", budget, wait.Round(time.Second)+time.Second).
+			WithHint("The database refused this caller's recent logins; check the IAM policy (rds-db:connect) and the token's credentials.")
+	}
+	return t, params, token, nil
+}
+
+// login does the upstream's half: dial, TLS, startup, authentication, up
+// to ReadyForQuery, all before deadline. It returns the upstream and any
+// bytes read past ReadyForQuery, or an error for the client.
+func (s *Server) login(ctx context.Context, client net.Conn, t *discovery.Target, protocol uint32, params pgwire.Params, token string, deadline time.Time) (*upstream, []byte, error) {
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
 	conn, err := s.dialTarget(ctx, t)
 	if err != nil {
 		return nil, nil, err
 	}
+	conn.SetDeadline(deadline)
 	up := &upstream{conn: conn, target: t}
-	pending, err := s.startup(client, up, st.Protocol, params, token)
+	pending, err := s.startup(client, up, protocol, params, token)
 	if err != nil {
 		conn.Close()
 		return nil, nil, err
@@ -99,7 +176,7 @@ func (s *Server) open(ctx context.Context, client net.Conn, st *pgwire.Startup, 
 
 // route finds the target a StartupMessage names and checks that the
 // target serves this user. It never dials.
-func (s *Server) route(params pgwire.Params) (*discovery.Target, pgwire.Params, error) {
+func (s *Server) route(params pgwire.Params, info *sessionInfo) (*discovery.Target, pgwire.Params, error) {
 	name, rest, err := pgwire.TakeTarget(params)
 	if err != nil {
 		return nil, nil, err
@@ -120,6 +197,7 @@ func (s *Server) route(params pgwire.Params) (*discovery.Target, pgwire.Params, 
 			"rdsproxy: target %q is not served by this proxy", name).
 			WithHint("Run `rdsproxy list` to see the targets this server serves.")
 	}
+	info.target = t.Name
 	user, _ := rest.Get("user")
 	if !t.AllowsUser(user) {
 		return nil, nil, pgwire.Errorf(pgwire.CodeInvalidAuthSpec, "user-not-allowed",
@@ -140,6 +218,12 @@ func (s *Server) readToken(client net.Conn, t *discovery.Target, info *sessionIn
 		return "", fmt.Errorf("ask client for its token: %w", err)
 	}
 	m, err := pgwire.ReadMessage(client, nil, maxPasswordSize)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return "", pgwire.Errorf(pgwire.CodeConnectionFailure, "startup-timeout",
+			"rdsproxy: the client did not send its password (the IAM token) in time").
+			WithHint("Send the token as the password right after the startup; `rdsproxy connect` does.")
+	}
 	if err != nil {
 		return "", fmt.Errorf("read client token: %w", err)
 	}
@@ -172,7 +256,6 @@ func badToken(reason, msg string) *pgwire.Error {
 // request with the token (IAM) or relays the authentication exchange
 // (passthrough), and forwards everything up to ReadyForQuery to the client.
 func (s *Server) startup(client net.Conn, up *upstream, protocol uint32, params pgwire.Params, token string) ([]byte, error) {
-	up.conn.SetDeadline(s.cfg.Now().Add(s.cfg.DialTimeout))
 	if _, err := up.conn.Write(pgwire.AppendStartup(nil, protocol, params)); err != nil {
 		return nil, upstreamErr(up.target, "send startup", err)
 	}
@@ -255,13 +338,23 @@ type refusedUpstream struct{ msg []byte }
 func (r *refusedUpstream) Error() string { return "upstream refused the session" }
 
 func upstreamErr(t *discovery.Target, what string, err error) *pgwire.Error {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return pgwire.Errorf(pgwire.CodeConnectionFailure, "upstream-timeout",
+			"rdsproxy: target %q did not finish the login in time (%s)", t.Name, what).
+			WithHint("The database may be busy: try again in a moment. If it keeps happening, check its load and connection count.")
+	}
 	return pgwire.Errorf(pgwire.CodeConnectionFailure, "upstream-io",
 		"rdsproxy: connection to target %q failed (%s): %v", t.Name, what, err)
 }
 
 // refuse tells the client why its session ends (unless the upstream
-// already did) and writes the audit line.
-func (s *Server) refuse(client net.Conn, info sessionInfo, err error) {
+// already did), charges a failed upstream login to the caller's budget,
+// and writes the audit line. ph is nil once the startup phase is over.
+func (s *Server) refuse(client net.Conn, ph *phase, info sessionInfo, err error) {
+	if ph != nil && ph.pc.evicted.Load() {
+		err = evictedError()
+	}
 	var pe *pgwire.Error
 	var ru *refusedUpstream
 	outcome, reason, code := "failed", "client-io", ""
@@ -269,22 +362,33 @@ func (s *Server) refuse(client net.Conn, info sessionInfo, err error) {
 	case errors.As(err, &ru):
 		outcome, code = "refused-upstream", upstreamCode(ru.msg)
 		reason = "upstream-" + code
+		if strings.HasPrefix(code, "28") {
+			s.failures.fail(info.keyID, info.src, s.cfg.Now())
+		}
 	case errors.As(err, &pe):
 		pe.Send(client)
 		outcome, reason, code = "refused", pe.Reason, pe.Code
 	}
 	s.cfg.Metrics.sessionEnded(info.target, outcome, reason, 0, 0, strings.HasPrefix(code, "28"))
+	ok, suppressed := s.logs.allow(s.cfg.Now())
+	if !ok {
+		s.cfg.Metrics.logSuppressed()
+		return
+	}
 	var res relay.Result
 	if outcome == "failed" {
 		res.Err = err
 	}
-	s.audit(info, outcome, reason, res)
+	s.audit(info, outcome, reason, res, suppressed)
 }
 
-func (s *Server) audit(info sessionInfo, outcome, reason string, res relay.Result) {
+// audit writes the session's audit line. Client-chosen values are
+// clipped; suppressed says how many refusal lines were held back before
+// this one.
+func (s *Server) audit(info sessionInfo, outcome, reason string, res relay.Result, suppressed int64) {
 	attrs := []any{
-		"target", info.target, "user", info.user, "database", info.database,
-		"application_name", info.app, "remote", info.remote, "access_key_id", info.keyID,
+		"target", info.target, "user", clip(info.user), "database", clip(info.database),
+		"application_name", clip(info.app), "remote", info.remote, "access_key_id", clip(info.keyID),
 		"start", info.start.UTC().Format(time.RFC3339Nano), "dur", s.cfg.Now().Sub(info.start).Round(time.Millisecond),
 		"bytes_from_client", res.ToB, "bytes_to_client", res.ToA, "outcome", outcome,
 	}
@@ -293,6 +397,9 @@ func (s *Server) audit(info sessionInfo, outcome, reason string, res relay.Resul
 	}
 	if res.Err != nil {
 		attrs = append(attrs, "err", res.Err.Error())
+	}
+	if suppressed > 0 {
+		attrs = append(attrs, "suppressed", suppressed)
 	}
 	s.log.Info("session end", attrs...)
 }

@@ -9,11 +9,12 @@ import (
 
 // Message type bytes used during startup.
 const (
-	MsgAuth            = 'R'
-	MsgBackendKeyData  = 'K'
-	MsgErrorResponse   = 'E'
-	MsgReadyForQuery   = 'Z'
-	MsgPasswordMessage = 'p'
+	MsgAuth              = 'R'
+	MsgBackendKeyData    = 'K'
+	MsgErrorResponse     = 'E'
+	MsgReadyForQuery     = 'Z'
+	MsgPasswordMessage   = 'p'
+	MsgNegotiateProtocol = 'v'
 )
 
 // Authentication request codes carried in an 'R' message.
@@ -69,6 +70,22 @@ func ReadMessage(r io.Reader, buf []byte, max int) (Message, error) {
 		return Message{}, err
 	}
 	return Message{Type: buf[0], Raw: buf}, nil
+}
+
+// AppendNegotiateProtocolVersion appends NegotiateProtocolVersion: the
+// newest minor version the server supports for the requested major, and
+// the protocol options (_pq_.*) it did not recognise.
+func AppendNegotiateProtocolVersion(dst []byte, version uint32, unrecognized []string) []byte {
+	start := len(dst)
+	dst = append(dst, MsgNegotiateProtocol, 0, 0, 0, 0)
+	dst = binary.BigEndian.AppendUint32(dst, version)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(unrecognized)))
+	for _, name := range unrecognized {
+		dst = append(dst, name...)
+		dst = append(dst, 0)
+	}
+	binary.BigEndian.PutUint32(dst[start+1:], uint32(len(dst)-start-1))
+	return dst
 }
 
 // AppendAuthCleartext appends AuthenticationCleartextPassword.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 )
 
 // Request codes that take the place of a protocol version in the first packet.
@@ -17,6 +18,21 @@ const (
 	minStartLen  = 8
 	maxSecretLen = 256 // protocol 3.2 allows cancel secrets up to 256 bytes
 )
+
+// Protocol versions rdsproxy knows: 3.0, and 3.2 (PostgreSQL 18) as the
+// newest. A newer minor version asks for startup messages rdsproxy cannot
+// vouch for.
+const (
+	Protocol30     uint32 = protocolV3
+	ProtocolLatest uint32 = protocolV3 | 2
+)
+
+// protocolOptionPrefix marks protocol options (_pq_.*) in a StartupMessage.
+const protocolOptionPrefix = "_pq_."
+
+// IsProtocolOption reports whether a startup parameter is a protocol
+// option rather than a setting.
+func IsProtocolOption(key string) bool { return strings.HasPrefix(key, protocolOptionPrefix) }
 
 // DefaultMaxStartupSize is PostgreSQL's own limit for a startup packet.
 const DefaultMaxStartupSize = 10000

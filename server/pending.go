@@ -1,0 +1,114 @@
+package server
+
+import (
+	"container/list"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// pendingSet holds the connections still in their startup phase: from
+// accept until the client has proved itself (its IAM token passed the
+// pre-check, or, for passthrough targets, its startup named a target).
+//
+// It never refuses a new connection. When the total or the source's cap
+// is reached, the connection that has waited longest (overall, or from
+// that source) is evicted instead. An honest client finishes its startup
+// in one or two round trips, so it is always among the newest; a flood of
+// idle or half-finished connections only ever evicts itself. Behind SSM
+// and Kubernetes every client shares one source address, and a refusal
+// policy would let such a flood lock everyone out.
+type pendingSet struct {
+	max, maxPerSource int
+
+	mu       sync.Mutex
+	all      *list.List            // of *pendingConn, oldest first
+	bySource map[string]*list.List // of *pendingConn, oldest first
+}
+
+// pendingConn is one connection in the set.
+type pendingConn struct {
+	conn    net.Conn
+	src     string
+	evicted atomic.Bool
+
+	inAll, inSource *list.Element // nil once removed
+}
+
+func newPendingSet(max, maxPerSource int) *pendingSet {
+	return &pendingSet{max: max, maxPerSource: maxPerSource, all: list.New(), bySource: make(map[string]*list.List)}
+}
+
+// add puts c in the set and returns its entry, plus the entry it evicted
+// to make room, if any. The evicted connection's I/O is interrupted; its
+// owner sees pc.evicted and answers it.
+func (p *pendingSet) add(c net.Conn) (pc, evicted *pendingConn) {
+	pc = &pendingConn{conn: c, src: sourceIP(c)}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	src := p.bySource[pc.src]
+	switch {
+	case src != nil && src.Len() >= p.maxPerSource:
+		evicted = src.Front().Value.(*pendingConn)
+	case p.all.Len() >= p.max:
+		evicted = p.all.Front().Value.(*pendingConn)
+	}
+	if evicted != nil {
+		p.removeLocked(evicted)
+		evicted.evicted.Store(true)
+		evicted.conn.SetDeadline(time.Unix(1, 0)) // wakes its owner's read or write at once
+	}
+	if src = p.bySource[pc.src]; src == nil {
+		src = list.New()
+		p.bySource[pc.src] = src
+	}
+	pc.inAll = p.all.PushBack(pc)
+	pc.inSource = src.PushBack(pc)
+	return pc, evicted
+}
+
+// remove takes pc out of the set; it is safe to call more than once and
+// after an eviction.
+func (p *pendingSet) remove(pc *pendingConn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.removeLocked(pc)
+}
+
+func (p *pendingSet) removeLocked(pc *pendingConn) {
+	if pc.inAll == nil {
+		return
+	}
+	p.all.Remove(pc.inAll)
+	src := p.bySource[pc.src]
+	src.Remove(pc.inSource)
+	if src.Len() == 0 {
+		delete(p.bySource, pc.src)
+	}
+	pc.inAll, pc.inSource = nil, nil
+}
+
+// len is the number of pending connections.
+func (p *pendingSet) len() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.all.Len()
+}
+
+// setDeadline sets c's deadline unless it was evicted, in which case the
+// eviction's past deadline stays: evict stores the flag before it sets
+// the deadline, so one of the two always sees the other.
+func (pc *pendingConn) setDeadline(c net.Conn, t time.Time) {
+	c.SetDeadline(t)
+	if pc.evicted.Load() {
+		c.SetDeadline(time.Unix(1, 0))
+	}
+}
+
+func sourceIP(c net.Conn) string {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return a.IP.String()
+	}
+	return c.RemoteAddr().String()
+}
