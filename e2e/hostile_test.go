@@ -244,11 +244,17 @@ func hostileFlood(ctx context.Context, addr string, wg *sync.WaitGroup, opened, 
 		pgwire.Params{{Key: "user", Value: sandbox.UserIAM}, {Key: "rdsproxy.target", Value: "app"}})
 	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
+	start := time.Now()
 	for i := 0; ; i++ {
-		select {
-		case <-ctx.Done():
+		if int64(i) >= time.Since(start).Milliseconds() { // ahead of 1,000 a second: wait
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+		if ctx.Err() != nil {
 			return
-		case <-tick.C:
 		}
 		conn, err := net.Dial("tcp", addr)
 		if err != nil {
