@@ -15,7 +15,7 @@ import (
 // packets (and TLS), then a cancel or a session.
 func (s *Server) handle(ctx context.Context, raw net.Conn, pc *pendingConn) {
 	setKeepAlive(raw, s.cfg.KeepAlive)
-	ph := &phase{pc: pc, end: s.cfg.Now().Add(s.cfg.StartupTimeout)}
+	ph := &phase{pc: pc, end: time.Now().Add(s.cfg.StartupTimeout)}
 	conn, st, err := s.negotiate(raw, ph)
 	if err != nil {
 		s.startupFailed(raw, conn, ph, err)
@@ -39,9 +39,10 @@ type phase struct {
 }
 
 // wait sets c's deadline for the next step: at most d from now, never
-// past the end of the startup phase.
-func (p *phase) wait(c net.Conn, now time.Time, d time.Duration) {
-	t := now.Add(d)
+// past the end of the startup phase. Socket deadlines use the real clock,
+// whatever Config.Now says.
+func (p *phase) wait(c net.Conn, d time.Duration) {
+	t := time.Now().Add(d)
 	if t.After(p.end) {
 		t = p.end
 	}
@@ -55,7 +56,7 @@ func (p *phase) wait(c net.Conn, now time.Time, d time.Duration) {
 // is the one to answer on, also with an error (nil while TLS is half set up).
 func (s *Server) negotiate(raw net.Conn, ph *phase) (net.Conn, *pgwire.Startup, error) {
 	conn := raw
-	ph.wait(conn, s.cfg.Now(), s.cfg.FirstByteTimeout)
+	ph.wait(conn, s.cfg.FirstByteTimeout)
 	for range 3 { // at most GSSENC, SSL, then the real packet
 		hdr, err := pgwire.Peek(conn)
 		if errors.Is(err, pgwire.ErrHTTP) {
@@ -65,7 +66,7 @@ func (s *Server) negotiate(raw net.Conn, ph *phase) (net.Conn, *pgwire.Startup, 
 			return conn, nil, err
 		}
 		ph.spoke = true
-		ph.wait(conn, s.cfg.Now(), s.cfg.StartupTimeout)
+		ph.wait(conn, s.cfg.StartupTimeout)
 		st, err := pgwire.ReadStartupAfter(conn, hdr, s.cfg.MaxStartupSize)
 		if err != nil {
 			return conn, nil, err
@@ -87,7 +88,7 @@ func (s *Server) negotiate(raw net.Conn, ph *phase) (net.Conn, *pgwire.Startup, 
 		default:
 			return conn, st, nil
 		}
-		ph.wait(conn, s.cfg.Now(), s.cfg.FirstByteTimeout)
+		ph.wait(conn, s.cfg.FirstByteTimeout)
 	}
 	return conn, nil, pgwire.Errorf(pgwire.CodeProtocolViolation, "protocol",
 		"rdsproxy: too many SSLRequest and GSSENCRequest packets before the startup")

@@ -93,7 +93,9 @@ type Config struct {
 	// Metrics, when set, receives session, auth, dial and cancel metrics.
 	Metrics *Metrics
 	Logger  *slog.Logger
-	Now     func() time.Time
+	// Now is the clock for token validity and audit times (tests move
+	// it); socket deadlines and rate limits always use the real clock.
+	Now func() time.Time
 }
 
 func (c *Config) setDefaults() {

@@ -52,7 +52,7 @@ func (s *Server) session(ctx context.Context, client net.Conn, ph *phase, st *pg
 		return
 	}
 	defer func() { <-s.sessions }()
-	login := s.cfg.Now().Add(s.cfg.LoginTimeout)
+	login := time.Now().Add(s.cfg.LoginTimeout)
 	client.SetDeadline(login.Add(time.Second)) // outlives the upstream's, so its error still reaches the client
 	up, pending, err := s.login(ctx, client, t, protocol, params, token, login)
 	if err != nil {
@@ -141,12 +141,12 @@ func (s *Server) authenticate(client net.Conn, ph *phase, st *pgwire.Startup, in
 	}
 	var token string
 	if t.Auth == discovery.AuthIAM {
-		ph.wait(client, s.cfg.Now(), s.cfg.PasswordTimeout)
+		ph.wait(client, s.cfg.PasswordTimeout)
 		if token, err = s.readToken(client, t, info); err != nil {
 			return nil, nil, "", err
 		}
 	}
-	if budget, wait := s.failures.check(info.keyID, info.src, s.cfg.Now()); budget != "" {
+	if budget, wait := s.failures.check(info.keyID, info.src, time.Now()); budget != "" {
 		return nil, nil, "", pgwire.Errorf(pgwire.CodeInvalidPassword, "auth-throttled",
 			"rdsproxy: too many failed logins from this %s; try again in %s", budget, wait.Round(time.Second)+time.Second).
 			WithHint("The database refused this caller's recent logins; check the IAM policy (rds-db:connect) and the token's credentials.")
@@ -363,14 +363,14 @@ func (s *Server) refuse(client net.Conn, ph *phase, info sessionInfo, err error)
 		outcome, code = "refused-upstream", upstreamCode(ru.msg)
 		reason = "upstream-" + code
 		if strings.HasPrefix(code, "28") {
-			s.failures.fail(info.keyID, info.src, s.cfg.Now())
+			s.failures.fail(info.keyID, info.src, time.Now())
 		}
 	case errors.As(err, &pe):
 		pe.Send(client)
 		outcome, reason, code = "refused", pe.Reason, pe.Code
 	}
 	s.cfg.Metrics.sessionEnded(info.target, outcome, reason, 0, 0, strings.HasPrefix(code, "28"))
-	ok, suppressed := s.logs.allow(s.cfg.Now())
+	ok, suppressed := s.logs.allow(time.Now())
 	if !ok {
 		s.cfg.Metrics.logSuppressed()
 		return
