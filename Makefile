@@ -19,8 +19,9 @@ test-short: check-tools
 	$(GO) test -race -short -timeout 20m ./...
 
 ## demo: sandbox (PostgreSQL + RDS IAM emulator), server and client; Ctrl-C ends it.
-demo: build
-	$(GO) run ./scripts/demo
+demo: check-tools build
+	$(GO) build -o bin/demo ./scripts/demo
+	@bin/demo
 
 ## bench: proxy vs direct and vs a bare two-hop relay, measured in one run.
 bench: build

@@ -71,8 +71,8 @@ type World struct {
 
 // StartWorld starts PostgreSQL, moto (seeded with WorldDatabases) and the
 // emulator in dir. On error everything already started is stopped.
-func StartWorld(ctx context.Context, dir string, log io.Writer, logger *slog.Logger) (w *World, err error) {
-	w = &World{Dir: dir}
+func StartWorld(ctx context.Context, dir string, log io.Writer, logger *slog.Logger) (_ *World, err error) {
+	w := &World{Dir: dir} // not the result, which is nil on error
 	defer func() {
 		if err != nil {
 			w.Close()

@@ -1,40 +1,48 @@
 // Command demo runs rdsproxy on the local sandbox: PostgreSQL behind the
 // RDS IAM emulator, moto holding RDS instances and an Aurora cluster with
 // tags, the real rdsproxy server discovering them, and rdsproxy connect in
-// front. It runs one query with psql, prints what to paste, and serves
+// front. It writes a client configuration and an env file for the
+// sandbox, runs one query with psql, prints what to paste, and serves
 // until Ctrl-C, then stops everything it started. `make demo` runs it.
 package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
-	"time"
 
 	"github.com/rdsproxy/rdsproxy/internal/sandbox"
 )
 
 func main() {
-	if err := run(); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, "bin/rdsproxy", os.Stdout)
+	switch {
+	case ctx.Err() != nil: // Ctrl-C: a normal way to end the demo
+		fmt.Println("\n==> stopped")
+	case err != nil:
 		fmt.Fprintln(os.Stderr, "demo:", err)
+		stop()
 		os.Exit(1)
 	}
 }
 
-func run() error {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	bin, err := filepath.Abs("bin/rdsproxy")
+// demo is one run: its directory, its output and what it started.
+type demo struct {
+	bin, dir string
+	out      io.Writer
+	world    *sandbox.World
+}
+
+func run(ctx context.Context, bin string, out io.Writer) error {
+	bin, err := filepath.Abs(bin)
 	if err != nil {
 		return err
 	}
@@ -46,164 +54,94 @@ func run() error {
 		return err
 	}
 	defer os.RemoveAll(dir)
+	d := &demo{bin: bin, dir: dir, out: out}
 	logf, err := os.Create(filepath.Join(dir, "sandbox.log"))
 	if err != nil {
 		return err
 	}
 	defer logf.Close()
-
-	step("starting the sandbox: PostgreSQL 15, the RDS IAM emulator, moto with RDS databases in %s and %s, the SSM endpoint", sandbox.Region, sandbox.WorldRegion2)
-	world, err := sandbox.StartWorld(ctx, dir, logf, slog.New(slog.NewTextHandler(logf, nil)))
-	if err != nil {
+	d.step("starting the sandbox: PostgreSQL 15, the RDS IAM emulator, moto with RDS databases in %s and %s, the SSM endpoint", sandbox.Region, sandbox.WorldRegion2)
+	if d.world, err = sandbox.StartWorld(ctx, dir, logf, slog.New(slog.NewTextHandler(logf, nil))); err != nil {
 		return fmt.Errorf("start sandbox (logs in %s): %w", logf.Name(), err)
 	}
-	defer world.Close()
+	defer d.world.Close()
+	return d.serve(ctx)
+}
 
-	serverAddr, adminAddr, localAddr := freeAddr(), freeAddr(), freeAddr()
-	cfgPath := filepath.Join(dir, "server.yaml")
-	if err := world.WriteServerConfig(cfgPath, serverAddr, adminAddr); err != nil {
-		return err
-	}
-	step("starting `rdsproxy server --config %s` (discovers by tags, denies %s)", cfgPath, sandbox.WorldDeny)
-	srv, err := start(ctx, dir, "server", bin, world.ServerEnv(), "server", "--config", cfgPath)
+// serve starts the server and the client, shows them working, and waits
+// for Ctrl-C.
+func (d *demo) serve(ctx context.Context) error {
+	serverAddr, adminAddr := freeAddr(), freeAddr()
+	srv, err := d.startServer(ctx, serverAddr, adminAddr)
 	if err != nil {
 		return err
 	}
 	defer srv.stop()
-	if err := waitReady(ctx, "http://"+adminAddr+"/readyz"); err != nil {
-		return fmt.Errorf("server not ready (log: %s): %w", srv.logPath, err)
-	}
-
 	_, serverPort, _ := net.SplitHostPort(serverAddr)
-	step("rdsproxy list --via ssm --ssm-server %s --ssm-port %s   (the sandbox's SSM endpoint finds instance %s by its tag)", sandbox.WorldServer, serverPort, world.Instance)
-	if err := runCmd(ctx, world.ClientEnv(), bin, "list", "--via", "ssm", "--ssm-server", sandbox.WorldServer, "--ssm-port", serverPort); err != nil {
+	envFile, env, err := d.writeClientFiles(serverPort)
+	if err != nil {
 		return err
 	}
-
-	_, port, _ := net.SplitHostPort(localAddr)
-	step("starting `rdsproxy connect --via ssm --ssm-server %s --ssm-port %s orders --port %s`", sandbox.WorldServer, serverPort, port)
-	cli, err := start(ctx, dir, "connect", bin, world.ClientEnv(), "connect", "--via", "ssm", "--ssm-server", sandbox.WorldServer,
-		"--ssm-port", serverPort, "orders", "--port", port, "--user", sandbox.UserIAM)
+	d.step("rdsproxy list   (with %s: the sandbox's SSM endpoint finds instance %s by its tag rdsproxy:server=%s)", envFile, d.world.Instance, sandbox.WorldServer)
+	if err := runCmd(ctx, d.out, env, d.bin, "list"); err != nil {
+		return err
+	}
+	_, port, _ := net.SplitHostPort(freeAddr())
+	d.step("rdsproxy connect orders --port %s", port)
+	cli, block, err := d.startConnect(ctx, env, "connect", "orders", "--port", port)
 	if err != nil {
 		return err
 	}
 	defer cli.stop()
-	if err := waitListening(ctx, localAddr); err != nil {
-		return fmt.Errorf("client not listening (log: %s): %w", cli.logPath, err)
-	}
-
-	psqlEnv := []string{"PGHOST=127.0.0.1", "PGPORT=" + port, "PGUSER=" + sandbox.UserIAM, "PGDATABASE=" + sandbox.DatabaseApp, "PGSSLMODE=disable"}
-	step("psql through client → SSM session → server → emulator → PostgreSQL, with no password:")
-	if err := runCmd(ctx, psqlEnv, "psql", "-X", "-c", "SELECT current_user, current_database(), now() AS at"); err != nil {
+	fmt.Fprint(d.out, block)
+	d.step("psql through client → SSM session → server → emulator → PostgreSQL, with no password:")
+	psqlEnv := append(env, "PGHOST=127.0.0.1", "PGPORT="+port, "PGUSER="+sandbox.UserIAM, "PGDATABASE="+sandbox.DatabaseApp, "PGSSLMODE=disable")
+	if err := runCmd(ctx, d.out, psqlEnv, "psql", "-X", "-c", "SELECT current_user, current_database(), now() AS at"); err != nil {
 		return err
 	}
-	fmt.Printf("\nrdsproxy is serving target \"orders\" on 127.0.0.1:%s. Connect with:\n\n    psql \"host=127.0.0.1 port=%s user=%s dbname=%s sslmode=disable\"\n\n", port, port, sandbox.UserIAM, sandbox.DatabaseApp)
-	fmt.Printf("Logs: %s (server), %s (client), %s (sandbox). Press Ctrl-C to stop.\n", srv.logPath, cli.logPath, logf.Name())
+	d.printNext(envFile, srv.logPath, cli.logPath)
 	<-ctx.Done()
-	step("stopping")
 	return nil
 }
 
-func step(format string, args ...any) {
-	fmt.Printf("\n==> "+format+"\n", args...)
-}
-
-// proc is a child process whose output goes to a log file.
-type proc struct {
-	cmd     *exec.Cmd
-	logPath string
-	done    chan struct{}
-}
-
-func start(ctx context.Context, dir, name, bin string, env []string, args ...string) (*proc, error) {
-	logPath := filepath.Join(dir, name+".log")
-	f, err := os.Create(logPath)
+func (d *demo) startServer(ctx context.Context, serverAddr, adminAddr string) (*proc, error) {
+	cfgPath := filepath.Join(d.dir, "server.yaml")
+	if err := d.world.WriteServerConfig(cfgPath, serverAddr, adminAddr); err != nil {
+		return nil, err
+	}
+	d.step("starting `rdsproxy server --config %s` (discovers by tags, denies %s)", cfgPath, sandbox.WorldDeny)
+	srv, err := start(d.dir, "server", d.bin, d.world.ServerEnv(), "server", "--config", cfgPath)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
+	if err := waitReady(ctx, "http://"+adminAddr+"/readyz"); err != nil {
+		srv.stop()
+		return nil, fmt.Errorf("server not ready (log: %s): %w", srv.logPath, err)
 	}
-	p := &proc{cmd: cmd, logPath: logPath, done: make(chan struct{})}
-	go func() {
-		cmd.Wait()
-		f.Close()
-		close(p.done)
-	}()
-	return p, nil
+	return srv, nil
 }
 
-// stop sends SIGTERM and waits up to 10 seconds before killing.
-func (p *proc) stop() {
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.done
-	}
+// printNext says how to use the CLI against the sandbox from another
+// terminal.
+func (d *demo) printNext(envFile, serverLog, clientLog string) {
+	fmt.Fprintf(d.out, `
+The sandbox is up. In another terminal, point the rdsproxy CLI at it with:
+
+    source %s
+
+then try, as against AWS:
+
+    rdsproxy list
+    rdsproxy doctor orders
+    rdsproxy psql orders
+    rdsproxy token orders
+    rdsproxy connect reporting
+
+Logs: %s (server), %s (client), %s (sandbox).
+Press Ctrl-C to stop; that removes %s.
+`, envFile, serverLog, clientLog, filepath.Join(d.dir, "sandbox.log"), d.dir)
 }
 
-func runCmd(ctx context.Context, env []string, name string, args ...string) error {
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%s %s: %w", name, strings.Join(args, " "), err)
-	}
-	return nil
-}
-
-func freeAddr() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// waitReady polls a readiness URL until it answers 200.
-func waitReady(ctx context.Context, url string) error {
-	return poll(ctx, func() error {
-		resp, err := http.Get(url)
-		if err != nil {
-			return err
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return errors.New(resp.Status)
-		}
-		return nil
-	})
-}
-
-func waitListening(ctx context.Context, addr string) error {
-	return poll(ctx, func() error {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err
-	})
-}
-
-func poll(ctx context.Context, try func() error) error {
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		err := try()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return err
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+func (d *demo) step(format string, args ...any) {
+	fmt.Fprintf(d.out, "\n==> "+format+"\n", args...)
 }
