@@ -8,9 +8,11 @@
 //
 //	client ──TLS (sandbox CA cert for the RDS endpoint names)──▶ Emulator
 //	    Emulator: SSLRequest → 'S' → TLS; StartupMessage → cleartext password
-//	    request; PasswordMessage = IAM token, verified as RDS does (SigV4
-//	    presigned signature with the sandbox credentials, connect action,
-//	    DBUser, expiry, endpoint host and SNI, membership in rds_iam)
+//	    request; PasswordMessage = IAM token, verified as RDS does by the
+//	    emulator's own code (SigV4 presigned signature with the sandbox
+//	    credentials, connect action, DBUser, rds-db scope and region,
+//	    X-Amz-Expires at most 900 s, expiry, endpoint host and SNI,
+//	    membership in rds_iam)
 //	Emulator ──unix socket, trust──▶ PostgreSQL (StartPostgres)
 //	    the client's StartupMessage is forwarded, then bytes are relayed raw
 //	    both ways, so BackendKeyData is PostgreSQL's own and CancelRequests

@@ -8,13 +8,10 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
-
-	"github.com/rdsproxy/rdsproxy/internal/iamtoken"
 )
 
 // Startup-phase request codes (PostgreSQL protocol, section "Message Formats").
@@ -154,8 +151,8 @@ func (s *emuSession) startup(msg []byte) {
 		s.fatal("28000", fmt.Sprintf(`no pg_hba.conf entry for host "%s", user "%s", database "%s", no encryption`, host, user, database))
 		return
 	}
-	if reason := s.authenticate(user); reason != "" {
-		s.e.log.Debug("emulator refused iam authentication", "user", user, "remote", s.remote, "reason", reason)
+	if err := s.authenticate(user); err != nil {
+		s.e.log.Debug("emulator refused iam authentication", "user", user, "remote", s.remote, "reason", err)
 		s.fatal("28P01", fmt.Sprintf(`PAM authentication failed for user "%s"`, user))
 		return
 	}
@@ -163,56 +160,33 @@ func (s *emuSession) startup(msg []byte) {
 }
 
 // authenticate asks for the password and verifies it as an IAM token. It
-// returns why it was refused, or "" when accepted; the reason never
+// returns why it was refused, or nil when accepted; the error never
 // contains the token.
-func (s *emuSession) authenticate(user string) string {
+func (s *emuSession) authenticate(user string) error {
 	auth, _ := (&pgproto3.AuthenticationCleartextPassword{}).Encode(nil)
 	if _, err := s.conn.Write(auth); err != nil {
-		return "write password request: " + err.Error()
+		return fmt.Errorf("write password request: %w", err)
 	}
 	var hdr [5]byte
 	if _, err := io.ReadFull(s.conn, hdr[:]); err != nil {
-		return "read password message: " + err.Error()
+		return fmt.Errorf("read password message: %w", err)
 	}
 	n := binary.BigEndian.Uint32(hdr[1:])
 	if hdr[0] != 'p' || n < 5 || n > emuMaxPassword+4 {
-		return fmt.Sprintf("expected a password message of at most %d bytes, got type %q length %d", emuMaxPassword, hdr[0], n)
+		return fmt.Errorf("expected a password message of at most %d bytes, got type %q length %d", emuMaxPassword, hdr[0], n)
 	}
 	body := make([]byte, n-4)
 	if _, err := io.ReadFull(s.conn, body); err != nil {
-		return "read password message: " + err.Error()
+		return fmt.Errorf("read password message: %w", err)
 	}
 	var pw pgproto3.PasswordMessage
 	if err := pw.Decode(body); err != nil {
-		return "decode password message: " + err.Error()
+		return fmt.Errorf("decode password message: %w", err)
 	}
-	if err := s.verifyToken(user, pw.Password); err != nil {
-		return err.Error()
-	}
-	return ""
-}
-
-// verifyToken checks a token as RDS does: shape, endpoint (and TLS server
-// name), action, user, region, validity window, SigV4 signature, and
-// membership of the user in rds_iam.
-func (s *emuSession) verifyToken(user, token string) error {
-	tok, err := iamtoken.Parse(token)
-	if err != nil {
+	req := tokenRequest{user: user, sni: s.sni, endpoints: s.e.endpoints, region: s.e.cfg.Region,
+		secrets: s.e.cfg.Credentials, now: s.e.cfg.Now()}
+	if err := checkToken(pw.Password, req); err != nil {
 		return err
-	}
-	endpoint, ok := s.e.endpoints[strings.ToLower(tok.Endpoint())]
-	if !ok {
-		return fmt.Errorf("token endpoint %s is not one this emulator serves", tok.Endpoint())
-	}
-	if s.sni != "" && !strings.EqualFold(s.sni, tok.Host) {
-		return fmt.Errorf("token host %s differs from the TLS server name %s", tok.Host, s.sni)
-	}
-	exp := iamtoken.Expect{Endpoint: endpoint, User: user, Region: s.e.cfg.Region, Now: s.e.cfg.Now()}
-	if err := tok.Check(exp); err != nil {
-		return err
-	}
-	if err := verifySigV4(token, s.e.cfg.Credentials); err != nil {
-		return fmt.Errorf("sigv4: %w", err)
 	}
 	return s.e.checkMember(user)
 }

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -109,6 +110,20 @@ func sign(t *testing.T, endpoint, user string, creds aws.Credentials, at time.Ti
 	return tok
 }
 
+// specToken signs spec with the SDK presigner directly (sandbox.SignTestToken),
+// for tokens whose signature is valid but which RDS refuses.
+func specToken(t *testing.T, spec sandbox.TokenSpec) string {
+	t.Helper()
+	if spec.Endpoint == "" {
+		spec.Endpoint = appEP
+	}
+	tok, err := sandbox.SignTestToken(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
 func freshToken(t *testing.T, user string) string {
 	return sign(t, appEP, user, sandbox.Credentials(), time.Now(), 15*time.Minute)
 }
@@ -182,7 +197,7 @@ func TestEmulatorRejects(t *testing.T) {
 	unknownKey := creds
 	unknownKey.AccessKeyID = "AKIAUNKNOWNEXAMPLE00"
 	good := freshToken(t, sandbox.UserIAM)
-	tampered := strings.Replace(good, "X-Amz-Expires=900", "X-Amz-Expires=901", 1)
+	tampered := strings.Replace(good, "X-Amz-Expires=900", "X-Amz-Expires=600", 1) // within the cap: only the signature can tell
 	flipped := good[:len(good)-1] + map[bool]string{true: "1", false: "0"}[good[len(good)-1] == '0']
 	eu := func() string {
 		tok, err := iamtoken.SignAt(context.Background(), appEP, "eu-west-1", sandbox.UserIAM, creds, now, 15*time.Minute)
@@ -197,6 +212,17 @@ func TestEmulatorRejects(t *testing.T) {
 		reason            string // logged at Debug; the client sees only RDS's text
 	}{
 		{"expired", sandbox.UserIAM, sign(t, appEP, sandbox.UserIAM, creds, now.Add(-20*time.Minute), 15*time.Minute), "token expired 5m"},
+		{"seven-day lifetime signed a day ago", sandbox.UserIAM,
+			specToken(t, sandbox.TokenSpec{User: sandbox.UserIAM, At: now.Add(-24 * time.Hour), Expires: "604800"}),
+			`X-Amz-Expires \"604800\" is not 1 to 900 seconds`},
+		{"lifetime 901 s", sandbox.UserIAM, specToken(t, sandbox.TokenSpec{User: sandbox.UserIAM, Expires: "901"}),
+			`X-Amz-Expires \"901\" is not 1 to 900 seconds`},
+		{"action not connect", sandbox.UserIAM, specToken(t, sandbox.TokenSpec{User: sandbox.UserIAM, Action: "Connect"}),
+			`token action is \"Connect\", not connect`},
+		{"service not rds-db", sandbox.UserIAM, specToken(t, sandbox.TokenSpec{User: sandbox.UserIAM, Service: "rds"}),
+			"token is for service rds, not rds-db"},
+		{"user twice", sandbox.UserIAM, specToken(t, sandbox.TokenSpec{User: sandbox.UserIAM, Extra: url.Values{"DBUser": {sandbox.UserIAMOther}}}),
+			"token repeats query parameter DBUser"},
 		{"future", sandbox.UserIAM, sign(t, appEP, sandbox.UserIAM, creds, now.Add(10*time.Minute), 15*time.Minute), "in the future"},
 		{"token for other endpoint than SNI", sandbox.UserIAM, sign(t, otherEP, sandbox.UserIAM, creds, now, 15*time.Minute),
 			"token host " + otherHost + " differs from the TLS server name " + appHost},

@@ -32,46 +32,74 @@ const (
 
 var errSignatureMismatch = errors.New("signature does not match")
 
+// presigned is a SigV4 presigned URL split into what the signature covers:
+// the host (with port) and the decoded query without X-Amz-Signature.
+type presigned struct {
+	hostPort  string              // as written, without "https://" and a trailing "/"
+	params    map[string][]string // every query parameter but the signature, repeats kept
+	signature string
+}
+
+// parsePresigned splits a presigned URL written as host:port/?query or
+// host:port?query, with or without "https://". It checks only that the
+// query decodes and carries exactly one signature; errors never contain
+// the token.
+func parsePresigned(token string) (*presigned, error) {
+	token = strings.TrimPrefix(token, "https://")
+	hostPort, rawQuery, ok := strings.Cut(token, "?")
+	if !ok {
+		return nil, errors.New("no \"?\" after host:port")
+	}
+	params, signature, err := splitQuery(rawQuery)
+	if err != nil {
+		return nil, err
+	}
+	// The canonical URI is "/" whether or not the token writes it.
+	return &presigned{hostPort: strings.TrimSuffix(hostPort, "/"), params: params, signature: signature}, nil
+}
+
+// get returns the value of parameter k when it appears exactly once, else "".
+func (p *presigned) get(k string) string {
+	if v := p.params[k]; len(v) == 1 {
+		return v[0]
+	}
+	return ""
+}
+
 // verifySigV4 checks the presigned-URL signature of token with the secret of
 // its access key id. It checks nothing else (action, user, expiry and host
 // are checked by the caller). Errors never contain the token.
 func verifySigV4(token string, secrets map[string]string) error {
-	token = strings.TrimPrefix(token, "https://")
-	hostPort, rawQuery, ok := strings.Cut(token, "?")
-	if !ok {
-		return errors.New("no query string")
-	}
-	hostPort = strings.TrimSuffix(hostPort, "/") // canonical URI is "/" either way
-	params, signature, err := splitQuery(rawQuery)
+	p, err := parsePresigned(token)
 	if err != nil {
 		return err
 	}
-	get := func(k string) string {
-		if v := params[k]; len(v) == 1 {
-			return v[0]
-		}
-		return ""
-	}
-	if get("X-Amz-Algorithm") != sigAlgorithm {
+	return p.verify(secrets)
+}
+
+// verify recomputes the signature from the parsed URL and the secret of its
+// access key id, and compares it in constant time.
+func (p *presigned) verify(secrets map[string]string) error {
+	if p.get("X-Amz-Algorithm") != sigAlgorithm {
 		return errors.New("algorithm is not " + sigAlgorithm)
 	}
-	if get("X-Amz-SignedHeaders") != "host" {
+	if p.get("X-Amz-SignedHeaders") != "host" {
 		return errors.New("signed headers are not exactly host")
 	}
-	scope := strings.Split(get("X-Amz-Credential"), "/")
+	scope := strings.Split(p.get("X-Amz-Credential"), "/")
 	if len(scope) != 5 || scope[4] != "aws4_request" {
 		return errors.New("credential scope is malformed")
 	}
 	secret, ok := secrets[scope[0]]
 	if !ok {
-		return fmt.Errorf("unknown access key id %s", scope[0])
+		return fmt.Errorf("unknown access key id %s", limitText(scope[0]))
 	}
-	amzDate := get("X-Amz-Date")
+	amzDate := p.get("X-Amz-Date")
 	if len(amzDate) < 8 || amzDate[:8] != scope[1] {
 		return errors.New("credential date does not match X-Amz-Date")
 	}
 	canonical := strings.Join([]string{
-		"GET", "/", canonicalQuery(params), "host:" + canonicalHost(hostPort) + "\n", "host", sigEmptyBodyHash,
+		"GET", "/", canonicalQuery(p.params), "host:" + canonicalHost(p.hostPort) + "\n", "host", sigEmptyBodyHash,
 	}, "\n")
 	stringToSign := strings.Join([]string{
 		sigAlgorithm, amzDate, strings.Join(scope[1:], "/"), hexSHA256(canonical),
@@ -81,7 +109,7 @@ func verifySigV4(token string, secrets map[string]string) error {
 		key = hmacSHA256(key, part)
 	}
 	want := hex.EncodeToString(hmacSHA256(key, stringToSign))
-	if !hmac.Equal([]byte(want), []byte(signature)) {
+	if !hmac.Equal([]byte(want), []byte(p.signature)) {
 		return errSignatureMismatch
 	}
 	return nil
