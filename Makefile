@@ -2,11 +2,25 @@
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
+BIN     ?= bin/rdsproxy
 
-.PHONY: build test test-short demo bench fuzz lint check-tools update-ca clean
+.PHONY: build image release-check snapshot test test-short demo bench fuzz lint check-tools update-ca clean
 
+## build: a static binary (CGO_ENABLED=0: runs on any Linux and in a distroless image), version stamped, in $(BIN).
 build:
-	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/rdsproxy .
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) .
+
+## image: the release image for this machine's architecture (needs docker buildx), staged as goreleaser stages it.
+IMAGE ?= rdsproxy:$(VERSION)
+image:
+	GOOS=linux $(MAKE) build BIN=bin/image/linux/$$($(GO) env GOARCH)/rdsproxy
+	docker buildx build --load -t $(IMAGE) -f Dockerfile bin/image
+
+## release-check: validate .goreleaser.yaml with goreleaser (if installed); snapshot: build every archive locally.
+release-check:
+	goreleaser check
+snapshot:
+	goreleaser release --snapshot --clean
 
 ## test: every test, with the race detector, against real PostgreSQL, psql and moto.
 test: check-tools

@@ -500,7 +500,9 @@ func outputStrings(t *testing.T, outs map[string]json.RawMessage, name string) [
 func buildRdsproxy(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "rdsproxy")
-	r := run(t, "..", os.Environ(), "go", "build", "-o", bin, "github.com/rdsproxy/rdsproxy")
+	// Built as `make build` and the release build it (static, -trimpath),
+	// which also shares their build cache.
+	r := run(t, "..", append(os.Environ(), "CGO_ENABLED=0"), "go", "build", "-trimpath", "-o", bin, "github.com/rdsproxy/rdsproxy")
 	if r.err != nil {
 		t.Fatalf("go build github.com/rdsproxy/rdsproxy (the server CLI with --dry-run is required): %v\n%s%s",
 			r.err, r.stdout, r.stderr)

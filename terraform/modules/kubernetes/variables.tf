@@ -31,8 +31,9 @@ variable "create_namespace" {
 }
 
 variable "image" {
-  description = "Container image whose entrypoint is the rdsproxy binary (pin a digest, e.g. registry/rdsproxy@sha256:...). If the entrypoint is something else, set command."
+  description = "Container image whose entrypoint is the rdsproxy binary. Default: the release image (Dockerfile, .goreleaser.yaml: distroless static, nonroot 65532). Pin a digest in production (ghcr.io/rdsproxy/rdsproxy@sha256:...). If the entrypoint is something else, set command."
   type        = string
+  default     = "ghcr.io/rdsproxy/rdsproxy:v1.0.0"
 
   validation {
     condition     = length(trimspace(var.image)) > 0 && !can(regex("\\s", var.image))
