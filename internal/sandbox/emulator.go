@@ -29,8 +29,10 @@ func Credentials() aws.Credentials {
 }
 
 // Emulator limits, as a real RDS instance bounds an unauthenticated client.
+// The startup timeout is PostgreSQL's default authentication_timeout, which
+// RDS keeps: a login in a burst of hundreds may wait its turn.
 const (
-	emuStartupTimeout = 10 * time.Second
+	emuStartupTimeout = time.Minute
 	emuMaxStartup     = 10000
 	emuMaxPassword    = 8 << 10
 	emuCheckTimeout   = 5 * time.Second
@@ -51,8 +53,8 @@ type EmulatorConfig struct {
 	Credentials map[string]string
 	Now         func() time.Time // default time.Now
 	Logger      *slog.Logger     // default: discard
-	// StartupTimeout bounds SSL negotiation, startup and authentication;
-	// default 10s.
+	// StartupTimeout bounds SSL negotiation, startup and authentication,
+	// the rds_iam membership check included; default 1m.
 	StartupTimeout time.Duration
 }
 
@@ -65,6 +67,7 @@ type Emulator struct {
 	log       *slog.Logger
 	ln        net.Listener
 	accepted  atomic.Int64
+	members   *memberChecker
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -82,13 +85,18 @@ func StartEmulator(ctx context.Context, cfg EmulatorConfig) (*Emulator, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, fmt.Errorf("start rds iam emulator: %w", err)
 	}
-	e := &Emulator{cfg: cfg, endpoints: make(map[string]string), log: cfg.Logger, conns: make(map[net.Conn]struct{})}
+	e := &Emulator{cfg: cfg, endpoints: make(map[string]string), log: cfg.Logger, conns: make(map[net.Conn]struct{}),
+		members: newMemberChecker(cfg.Postgres.SuperuserDSN())}
 	for _, ep := range cfg.Endpoints {
 		e.endpoints[strings.ToLower(ep)] = ep
 	}
 	e.tlsConfig = &tls.Config{Certificates: []tls.Certificate{*cfg.Cert}, MinVersion: tls.VersionTLS12}
+	if err := e.members.open(ctx); err != nil {
+		return nil, fmt.Errorf("start rds iam emulator: %w", err)
+	}
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", "127.0.0.1:0")
 	if err != nil {
+		e.members.close(ctx)
 		return nil, fmt.Errorf("start rds iam emulator: %w", err)
 	}
 	e.ln = ln
@@ -165,6 +173,7 @@ func (e *Emulator) Close() error {
 		}
 		e.mu.Unlock()
 		e.wg.Wait()
+		e.members.close(e.ctx)
 	})
 	return err
 }

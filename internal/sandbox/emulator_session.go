@@ -10,7 +10,6 @@ import (
 	"net"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
@@ -25,16 +24,18 @@ const (
 
 // emuSession is one client connection to the emulator.
 type emuSession struct {
-	e      *Emulator
-	raw    net.Conn // the accepted TCP connection
-	conn   net.Conn // raw, or the TLS connection over it
-	tls    bool
-	sni    string
-	remote string
+	e        *Emulator
+	raw      net.Conn // the accepted TCP connection
+	conn     net.Conn // raw, or the TLS connection over it
+	tls      bool
+	sni      string
+	remote   string
+	deadline time.Time // for negotiation, startup and authentication
 }
 
 func (s *emuSession) serve() {
-	_ = s.raw.SetDeadline(time.Now().Add(s.e.cfg.StartupTimeout))
+	s.deadline = time.Now().Add(s.e.cfg.StartupTimeout)
+	_ = s.raw.SetDeadline(s.deadline)
 	msg, err := s.negotiate()
 	if err != nil {
 		s.e.log.Debug("emulator startup failed", "remote", s.remote, "err", err)
@@ -152,6 +153,11 @@ func (s *emuSession) startup(msg []byte) {
 		return
 	}
 	if err := s.authenticate(user); err != nil {
+		if errors.Is(err, errCheckUnavailable) {
+			s.e.log.Warn("emulator could not authenticate", "user", user, "remote", s.remote, "err", err)
+			s.fatal("08006", "the RDS IAM emulator could not check rds_iam membership; see its log")
+			return
+		}
 		s.e.log.Debug("emulator refused iam authentication", "user", user, "remote", s.remote, "reason", err)
 		s.fatal("28P01", fmt.Sprintf(`PAM authentication failed for user "%s"`, user))
 		return
@@ -188,28 +194,10 @@ func (s *emuSession) authenticate(user string) error {
 	if err := checkToken(pw.Password, req); err != nil {
 		return err
 	}
-	return s.e.checkMember(user)
-}
-
-// checkMember asks PostgreSQL whether user is a member of rds_iam, over a
-// short-lived superuser connection on the unix socket.
-func (e *Emulator) checkMember(user string) error {
-	ctx, cancel := context.WithTimeout(e.ctx, emuCheckTimeout)
+	// Membership last, as it costs a query; it shares the login's deadline.
+	ctx, cancel := context.WithDeadline(s.e.ctx, s.deadline)
 	defer cancel()
-	conn, err := pgconn.Connect(ctx, e.cfg.Postgres.SuperuserDSN())
-	if err != nil {
-		return fmt.Errorf("check rds_iam membership: %w", err)
-	}
-	defer conn.Close(ctx)
-	const q = `SELECT pg_has_role(oid, $2, 'MEMBER') FROM pg_roles WHERE rolname = $1`
-	res := conn.ExecParams(ctx, q, [][]byte{[]byte(user), []byte(RoleRDSIAM)}, nil, nil, nil).Read()
-	if res.Err != nil {
-		return fmt.Errorf("check rds_iam membership: %w", res.Err)
-	}
-	if len(res.Rows) != 1 || string(res.Rows[0][0]) != "t" {
-		return fmt.Errorf("role %q is not a member of %s", user, RoleRDSIAM)
-	}
-	return nil
+	return s.e.members.check(ctx, user)
 }
 
 // relay opens the session in PostgreSQL with the client's own startup

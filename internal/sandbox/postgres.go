@@ -115,15 +115,17 @@ func (p *Postgres) SocketPath() string {
 }
 
 // ClientBackends counts client backends in pg_stat_activity, excluding the
-// one answering this question.
+// one answering this question and the IAM emulator's rds_iam membership
+// connections, so that the count is the clients' sessions.
 func (p *Postgres) ClientBackends(ctx context.Context) (int, error) {
-	const q = `SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()`
+	const q = `SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+		AND application_name IS DISTINCT FROM $1`
 	conn, err := pgconn.Connect(ctx, p.SuperuserDSN())
 	if err != nil {
 		return 0, fmt.Errorf("connect to count backends: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	res := conn.ExecParams(ctx, q, nil, nil, nil, nil).Read()
+	res := conn.ExecParams(ctx, q, [][]byte{[]byte(memberAppName)}, nil, nil, nil).Read()
 	if res.Err != nil {
 		return 0, fmt.Errorf("count backends: %w", res.Err)
 	}

@@ -28,6 +28,8 @@ unix_socket_permissions = 0777
 fsync = off
 synchronous_commit = off
 full_page_writes = off
+# a 200-login burst holds 200 backends (the IAM emulator's rds_iam checks
+# share 4 more); the rest is headroom for tests and a second burst
 max_connections = 800
 shared_buffers = 128MB
 ssl = on

@@ -1,0 +1,79 @@
+package sandbox_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/rdsproxy/rdsproxy/internal/sandbox"
+)
+
+// TestEmulatorMembershipFollowsGrants checks that membership is asked at
+// every login, not remembered: a user removed from rds_iam is refused at
+// the next login and accepted again once granted, as on RDS.
+func TestEmulatorMembershipFollowsGrants(t *testing.T) {
+	f := newFixture(t)
+	ctx := testCtx(t)
+	super, err := pgx.Connect(ctx, f.pg.SuperuserDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer super.Close(ctx)
+	const user = "iam_temp"
+	if _, err := super.Exec(ctx, `CREATE ROLE `+user+` LOGIN IN ROLE `+sandbox.RoleRDSIAM); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		name, sql string
+		ok        bool
+	}{
+		{"member", ``, true},
+		{"revoked", `REVOKE ` + sandbox.RoleRDSIAM + ` FROM ` + user, false},
+		{"still revoked", ``, false},
+		{"granted again", `GRANT ` + sandbox.RoleRDSIAM + ` TO ` + user, true},
+	}
+	for _, st := range steps { // in order: each step builds on the last
+		if st.sql != "" {
+			if _, err := super.Exec(ctx, st.sql); err != nil {
+				t.Fatalf("%s: %v", st.name, err)
+			}
+		}
+		f.log.take()
+		conn, err := f.connect(t, user, freshToken(t, user))
+		if !st.ok {
+			wantPgError(t, err, "28P01", fmt.Sprintf(`PAM authentication failed for user "%s"`, user))
+			if logged := f.log.take(); !strings.Contains(logged, "is not a member of rds_iam") {
+				t.Fatalf("%s: emulator log lacks the membership reason:\n%s", st.name, logged)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: connect: %v", st.name, err)
+		}
+		var who string
+		err = conn.QueryRow(ctx, `SELECT current_user`).Scan(&who)
+		conn.Close(ctx)
+		if err != nil || who != user {
+			t.Fatalf("%s: current_user = %q, %v; want %s", st.name, who, err, user)
+		}
+	}
+}
+
+// TestEmulatorPostgresDown checks that when the emulator cannot ask
+// PostgreSQL about membership it says so, rather than blaming the token
+// with RDS's 28P01.
+func TestEmulatorPostgresDown(t *testing.T) {
+	f := newFixture(t)
+	conn, err := f.connect(t, sandbox.UserIAM, freshToken(t, sandbox.UserIAM))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(testCtx(t)) // the membership connection stays open, idle
+	if err := f.pg.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.connect(t, sandbox.UserIAM, freshToken(t, sandbox.UserIAM))
+	wantPgError(t, err, "08006", "the RDS IAM emulator could not check rds_iam membership; see its log")
+}
