@@ -127,6 +127,7 @@ func (p Policy) clone() Policy {
 	p.Static = slices.Clone(p.Static)
 	for i := range p.Static {
 		p.Static[i].Users = slices.Clone(p.Static[i].Users)
+		p.Static[i].Principals = slices.Clone(p.Static[i].Principals)
 	}
 	return p
 }
@@ -201,6 +202,7 @@ func (p Policy) Targets(dbs []Database) ([]Target, []Warning) {
 			reader.Endpoint = db.ReaderEndpoint
 			reader.Role = RoleReader
 			reader.Users = slices.Clone(base.Users)
+			reader.Principals = slices.Clone(base.Principals)
 			out = append(out, reader)
 		}
 	}
@@ -319,6 +321,13 @@ func targetBase(db *Database) (Target, []Warning) {
 		t.Users = splitUsers(v)
 		if len(t.Users) == 0 {
 			warn("tag %s is empty; every user is allowed", TagUsers)
+		}
+	}
+	if v, ok := db.Tags[TagPrincipals]; ok {
+		if t.Principals = ParsePrincipals(v); len(t.Principals) == 0 {
+			// Fails closed: an empty rule admits nobody rather than everybody.
+			warn("tag %s is empty; no caller is allowed", TagPrincipals)
+			t.Principals = []string{noPrincipal}
 		}
 	}
 	if v, ok := db.Tags[TagReadOnly]; ok {

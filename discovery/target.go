@@ -65,6 +65,10 @@ type Target struct {
 	Users []string `json:"users,omitempty"`
 	// ReadOnly makes every session start with default_transaction_read_only=on.
 	ReadOnly bool `json:"read_only,omitempty"`
+	// Principals, when not empty, are ARN globs (tag rdsproxy:principals):
+	// only callers whose verified identity matches one reach the target.
+	// See AllowsPrincipal.
+	Principals []string `json:"principals,omitempty"`
 	// Source is static, rds-instance or rds-cluster.
 	Source string `json:"source"`
 }
