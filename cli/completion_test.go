@@ -44,6 +44,8 @@ func TestCompletion(t *testing.T) {
 func TestConnectWithoutTargetNeedsOne(t *testing.T) {
 	t.Setenv("HOME", t.TempDir())
 	t.Setenv("RDSPROXY_STATE_DIR", t.TempDir())
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKIATESTCONNECT00001") // connect checks credentials first
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "test-secret")
 	addr := startListServer(t, "orders")
 	var out bytes.Buffer
 	code := Run([]string{"connect", "--via", "direct", "--server", addr}, Env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &out})

@@ -60,6 +60,7 @@ func (c *ConnectCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env 
 		}
 	}
 	grp, gctx := errgroup.WithContext(ctx)
+	grp.Go(func() error { return c.watchCredentials(gctx, log) })
 	for _, t := range targets {
 		ln, err := c.listen(t, state)
 		if err != nil {

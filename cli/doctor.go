@@ -175,15 +175,12 @@ func (d *doctor) close() {
 
 // checkIdentity loads the SDK configuration and asks STS who we are.
 func (d *doctor) checkIdentity(ctx context.Context) (string, error) {
-	fix := d.credentialsFix()
+	fix := credentialsFix(d.cmd.Profile)
 	cfg, err := d.cmd.awsConfig(ctx)
 	if err != nil {
 		return "", fail(fix, "%v", err)
 	}
 	d.aws = cfg
-	if cfg.Credentials == nil {
-		return "", fail(fix, "no AWS credentials found")
-	}
 	creds, err := cfg.Credentials.Retrieve(ctx)
 	if err != nil {
 		return "", fail(fix, "no usable AWS credentials: %v", err)
@@ -197,14 +194,6 @@ func (d *doctor) checkIdentity(ctx context.Context) (string, error) {
 	}
 	d.identity = out
 	return fmt.Sprintf("%s (credentials from %s)", aws.ToString(out.Arn), creds.Source), nil
-}
-
-func (d *doctor) credentialsFix() string {
-	profile := d.cmd.Profile
-	if profile == "" {
-		return "set --profile or AWS_PROFILE to a profile with credentials (run `aws sso login --profile NAME` for an SSO profile), or export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
-	}
-	return fmt.Sprintf("check the profile %q in ~/.aws/config and ~/.aws/credentials; for an SSO profile run `aws sso login --profile %s`", profile, profile)
 }
 
 // stsProblem explains a GetCallerIdentity failure.
@@ -431,7 +420,7 @@ func (d *doctor) checkToken(ctx context.Context) (string, error) {
 	}
 	tok, err := iamtoken.Build(ctx, t.Endpoint, t.Region, d.user, d.aws.Credentials)
 	if err != nil {
-		return "", fail(d.credentialsFix(), "%v", err)
+		return "", fail(credentialsFix(d.cmd.Profile), "%v", err)
 	}
 	d.token = tok
 	return fmt.Sprintf("for user %s at %s in %s", d.user, t.Endpoint, t.Region), nil

@@ -112,15 +112,15 @@ type TokenCmd struct {
 // Run learns the target's endpoint and region from the server and signs
 // a token with the local AWS identity.
 func (c *TokenCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env Env) error {
+	tokens, err := c.tokenSource(ctx)
+	if err != nil {
+		return err
+	}
 	r, t, err := c.dialTarget(ctx, log, env, g.Quiet, c.Target)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	tokens, err := c.tokenSource(ctx)
-	if err != nil {
-		return err
-	}
 	tok, err := tokens.Get(ctx, t.Endpoint, t.Region, userFor(c.User, t.Users))
 	if err != nil {
 		return &ExitError{Code: ExitFailure, Err: fmt.Errorf("sign a token: %w", err)}

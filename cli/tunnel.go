@@ -85,21 +85,26 @@ func (f *SSMFlags) awsConfig(ctx context.Context) (aws.Config, error) {
 // tokenSource signs IAM tokens with the SDK's credentials (re-read by the
 // SDK when they expire) and caches them per endpoint, region and user.
 func (f *SSMFlags) tokenSource(ctx context.Context) (*iamtoken.Cache, error) {
+	if _, err := f.credentials(ctx); err != nil {
+		return nil, err
+	}
 	cfg, err := f.awsConfig(ctx)
 	if err != nil {
 		return nil, err
 	}
 	creds := cfg.Credentials
-	if creds == nil {
-		return nil, errors.New("no AWS credentials: set AWS_PROFILE or --profile, or run `aws sso login`")
-	}
 	return iamtoken.NewCache(func(ctx context.Context, endpoint, region, user string) (string, error) {
 		return iamtoken.Build(ctx, endpoint, region, user, creds)
 	}, time.Now), nil
 }
 
 // openSSM finds the server's node and starts the first session.
+// Credentials are checked first, and an AWS refusal for expired ones is
+// said as such, with the fix.
 func (f *SSMFlags) openSSM(ctx context.Context, log *slog.Logger) (tunnel.Tunnel, error) {
+	if _, err := f.credentials(ctx); err != nil {
+		return nil, err
+	}
 	cfg, err := f.awsConfig(ctx)
 	if err != nil {
 		return nil, err
@@ -107,11 +112,21 @@ func (f *SSMFlags) openSSM(ctx context.Context, log *slog.Logger) (tunnel.Tunnel
 	target := f.SSMTarget
 	if target == "" {
 		if target, err = ssmtun.FindInstance(ctx, ec2.NewFromConfig(cfg), f.SSMServer); err != nil {
-			return nil, err
+			return nil, f.awsCallProblem(err)
 		}
 	}
-	return ssmtun.New(ctx, ssmtun.Config{API: ssm.NewFromConfig(cfg), Target: target, Host: f.SSMHost,
+	tun, err := ssmtun.New(ctx, ssmtun.Config{API: ssm.NewFromConfig(cfg), Target: target, Host: f.SSMHost,
 		Port: f.SSMPort, Sessions: f.SSMSessions, Logger: log})
+	return tun, f.awsCallProblem(err)
+}
+
+// awsCallProblem is err, or the credentials problem when AWS refused the
+// call for expired credentials.
+func (f *SSMFlags) awsCallProblem(err error) error {
+	if err != nil && expiredToken(err) {
+		return f.credentialsProblem(err)
+	}
+	return err
 }
 
 // KubeFlags locate the server's pods for --via kube.
