@@ -21,9 +21,11 @@ import (
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/ext/typeexpr"
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/convert"
 	"github.com/zclconf/go-cty/cty/function"
 	"github.com/zclconf/go-cty/cty/function/stdlib"
 )
@@ -227,6 +229,27 @@ func newEvaluator(t *testing.T, m *module, overrides map[string]cty.Value, extra
 	for name, v := range overrides {
 		if _, ok := vars[name]; !ok {
 			t.Fatalf("%s: override for undeclared variable %q", m.dir, name)
+		}
+		vars[name] = v
+	}
+	// As Terraform does: convert each value to the variable's type, with
+	// optional attributes' defaults (so {} is a map, [] a list).
+	for name, b := range m.named("variable") {
+		a, ok := b.Body.Attributes["type"]
+		if !ok || vars[name].IsNull() {
+			continue
+		}
+		ty, defaults, diags := typeexpr.TypeConstraintWithDefaults(a.Expr)
+		if diags.HasErrors() {
+			t.Fatalf("%s: type of variable %s: %s", m.dir, name, diags.Error())
+		}
+		v := vars[name]
+		if defaults != nil {
+			v = defaults.Apply(v)
+		}
+		v, err := convert.Convert(v, ty)
+		if err != nil {
+			t.Fatalf("%s: variable %s: %v", m.dir, name, err)
 		}
 		vars[name] = v
 	}

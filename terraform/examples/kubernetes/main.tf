@@ -18,4 +18,8 @@ module "rdsproxy" {
   regions          = var.regions
 
   port_forward_groups = [var.developer_group]
+
+  # The default NetworkPolicy admits only these pods, only on the admin port.
+  admin_ingress_namespaces = var.prometheus_namespaces
+  admin_ingress_pod_labels = { "app.kubernetes.io/name" = "prometheus" }
 }

@@ -11,8 +11,15 @@ variable "kube_context" {
 }
 
 variable "image" {
-  description = "rdsproxy container image, pinned by digest (registry/rdsproxy@sha256:...); its entrypoint must be the rdsproxy binary."
+  description = "rdsproxy container image; pin the release image by digest (ghcr.io/rdsproxy/rdsproxy@sha256:...)."
   type        = string
+  default     = "ghcr.io/rdsproxy/rdsproxy:v1.0.0"
+}
+
+variable "prometheus_namespaces" {
+  description = "Namespaces whose Prometheus pods (app.kubernetes.io/name=prometheus) may scrape /metrics; the NetworkPolicy admits nothing else."
+  type        = list(string)
+  default     = ["monitoring"]
 }
 
 variable "iam_role_arn" {

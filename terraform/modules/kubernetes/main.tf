@@ -244,6 +244,18 @@ resource "kubernetes_pod_disruption_budget_v1" "this" {
   }
 }
 
+# Ingress: the admin port from the configured namespaces/pods only (or from
+# nowhere); the client port from nowhere (port-forward reaches 127.0.0.1
+# inside the pod without crossing the pod network). Egress is left to the
+# cluster: discovery needs the RDS and STS APIs, and Pod Identity a
+# link-local agent, which differ per cluster.
+locals {
+  admin_ingress = length(var.admin_ingress_namespaces) + length(var.admin_ingress_pod_labels) > 0 ? [{
+    namespaces = var.admin_ingress_namespaces
+    pod_labels = var.admin_ingress_pod_labels
+  }] : []
+}
+
 resource "kubernetes_network_policy_v1" "this" {
   count = var.create_network_policy ? 1 : 0
 
@@ -261,7 +273,7 @@ resource "kubernetes_network_policy_v1" "this" {
     }
 
     dynamic "ingress" {
-      for_each = length(var.admin_ingress_namespaces) > 0 ? [1] : []
+      for_each = local.admin_ingress
 
       content {
         ports {
@@ -270,11 +282,23 @@ resource "kubernetes_network_policy_v1" "this" {
         }
 
         from {
-          namespace_selector {
-            match_expressions {
-              key      = "kubernetes.io/metadata.name"
-              operator = "In"
-              values   = var.admin_ingress_namespaces
+          dynamic "namespace_selector" {
+            for_each = length(ingress.value.namespaces) > 0 ? [ingress.value.namespaces] : []
+
+            content {
+              match_expressions {
+                key      = "kubernetes.io/metadata.name"
+                operator = "In"
+                values   = namespace_selector.value
+              }
+            }
+          }
+
+          dynamic "pod_selector" {
+            for_each = length(ingress.value.pod_labels) > 0 ? [ingress.value.pod_labels] : []
+
+            content {
+              match_labels = pod_selector.value
             }
           }
         }

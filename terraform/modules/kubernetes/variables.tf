@@ -126,15 +126,26 @@ variable "port_forward_users" {
 }
 
 variable "create_network_policy" {
-  description = "Create a NetworkPolicy that admits only the admin port, from admin_ingress_namespaces. The client port listens on 127.0.0.1 and is unreachable from the network either way; kubelet probes are not subject to NetworkPolicy in common CNIs, but check yours."
+  description = "Create a NetworkPolicy for the server pods that admits only the admin port, and only from admin_ingress_namespaces / admin_ingress_pod_labels (e.g. Prometheus); with neither set, no network ingress at all. The client port listens on 127.0.0.1 and is reached through port-forward, which the pod network does not carry, so no rule admits it. Kubelet probes come from the node, which common CNIs (Calico, Cilium, VPC CNI) always admit; check yours."
   type        = bool
-  default     = false
+  default     = true
 }
 
 variable "admin_ingress_namespaces" {
-  description = "Namespaces (by name) whose pods may reach the admin port (e.g. Prometheus) when create_network_policy is true."
+  description = "Namespaces (by name) whose pods may reach the admin port (/metrics, /healthz, /readyz), e.g. [\"monitoring\"]. Combined with admin_ingress_pod_labels when both are set. Empty with no pod labels: the admin port is closed to the network."
   type        = list(string)
   default     = []
+
+  validation {
+    condition     = alltrue([for n in var.admin_ingress_namespaces : can(regex("^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", n))])
+    error_message = "Each namespace must be a Kubernetes namespace name."
+  }
+}
+
+variable "admin_ingress_pod_labels" {
+  description = "Labels of the pods that may reach the admin port, e.g. { \"app.kubernetes.io/name\" = \"prometheus\" }: in admin_ingress_namespaces when set, else in the server's own namespace (NetworkPolicy semantics)."
+  type        = map(string)
+  default     = {}
 }
 
 # ---------------------------------------------------------------------------
