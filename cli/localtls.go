@@ -10,11 +10,13 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 )
 
@@ -52,12 +54,12 @@ func localTLS(dir, address string, now time.Time) (*tls.Config, string, error) {
 // which fails when another process created it first.
 func loadOrCreateLocalCA(dir string, now time.Time) (*x509.Certificate, *ecdsa.PrivateKey, error) {
 	path := filepath.Join(dir, localCAKeyFile)
-	b, err := os.ReadFile(path)
+	b, err := readPrivateFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		if err := createLocalCA(dir, path, now); err != nil {
 			return nil, nil, err
 		}
-		b, err = os.ReadFile(path)
+		b, err = readPrivateFile(path)
 	}
 	if err != nil {
 		return nil, nil, err
@@ -70,6 +72,28 @@ func loadOrCreateLocalCA(dir string, now time.Time) (*x509.Certificate, *ecdsa.P
 		return nil, nil, fmt.Errorf("%s expired on %s; remove it to create a new local CA", path, ca.NotAfter.Format(time.DateOnly))
 	}
 	return ca, key, nil
+}
+
+// readPrivateFile reads a file that holds a private key, refusing one
+// that other users may read, as ssh does: its key may have been copied,
+// and whoever has it can impersonate the local listener to every client
+// that trusts the CA.
+func readPrivateFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if mode := info.Mode().Perm(); mode&0o077 != 0 && runtime.GOOS != "windows" {
+		return nil, fmt.Errorf("%s holds the local CA's private key but is readable by other users (mode %04o): "+
+			"remove it to create a new local CA (clients then need the new %s), or chmod 600 it if no one else could have read it",
+			path, mode, localCAFile)
+	}
+	return io.ReadAll(f)
 }
 
 func createLocalCA(dir, path string, now time.Time) error {

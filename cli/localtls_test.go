@@ -145,3 +145,29 @@ func TestLocalTLSAddress(t *testing.T) {
 		t.Error("a certificate for 0.0.0.0")
 	}
 }
+
+// A local CA key that other users may read is refused, not used: its key
+// may have been copied.
+func TestLocalTLSKeyReadableByOthers(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Now()
+	if _, _, err := localTLS(dir, "127.0.0.1", now); err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(dir, localCAKeyFile)
+	for _, mode := range []os.FileMode{0o644, 0o640, 0o604} {
+		if err := os.Chmod(key, mode); err != nil {
+			t.Fatal(err)
+		}
+		_, _, err := localTLS(dir, "127.0.0.1", now)
+		if err == nil || !strings.Contains(err.Error(), "readable by other users") || !strings.Contains(err.Error(), "remove it") {
+			t.Errorf("mode %04o: %v, want a refusal that says what to do", mode, err)
+		}
+	}
+	if err := os.Chmod(key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := localTLS(dir, "127.0.0.1", now); err != nil {
+		t.Fatalf("mode 0600: %v", err)
+	}
+}
