@@ -51,7 +51,7 @@ var (
 		"ca-file", "tls-cert", "tls-key", "max-sessions", "startup-timeout", "dial-timeout",
 		"max-startup-size", "drain-timeout", "log-format", "log-level", "targets",
 	}
-	contractTargetKeys = []string{"name", "endpoint", "region", "auth", "tls", "database", "users", "read-only"}
+	contractTargetKeys = []string{"name", "endpoint", "region", "auth", "tls", "database", "users", "read-only", "local-port"}
 	discoveryActions   = []string{"rds:DescribeDBClusters", "rds:DescribeDBInstances"}
 )
 
@@ -612,11 +612,12 @@ func staticTargets() cty.Value {
 			"name": cty.StringVal("reports"), "endpoint": cty.StringVal("reports.cluster-ro-abc.eu-west-1.rds.amazonaws.com:5432"),
 			"region": cty.StringVal("eu-west-1"), "auth": cty.StringVal("iam"), "tls": cty.StringVal("verify-full"),
 			"database": cty.StringVal("reports"), "users": cty.TupleVal([]cty.Value{cty.StringVal("analyst")}), "read_only": cty.True,
+			"local_port": cty.NumberIntVal(15433),
 		}),
 		cty.ObjectVal(map[string]cty.Value{
 			"name": cty.StringVal("legacy-admin"), "endpoint": cty.StringVal("10.0.3.7:5432"),
 			"region": null, "auth": cty.StringVal("passthrough"), "tls": cty.StringVal("disable"),
-			"database": null, "users": cty.EmptyTupleVal, "read_only": cty.False,
+			"database": null, "users": cty.EmptyTupleVal, "read_only": cty.False, "local_port": cty.NullVal(cty.Number),
 		}),
 	})
 }
@@ -699,7 +700,7 @@ func TestRenderedConfigAgainstBinary(t *testing.T) {
 			t.Fatalf("ExecStart %q does not run %s %q", argv, bin, r.args)
 		}
 		out := dryRun(t, argv)
-		for _, want := range []string{"team=data*", "us-east-1", "reports"} {
+		for _, want := range []string{"team=data*", "us-east-1", "reports", "local_port: 15433"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("dry-run output does not show %q:\n%s", want, out)
 			}
@@ -954,6 +955,7 @@ func TestValidationRejectsBadInput(t *testing.T) {
 		{"server-config ok", serverConfigDir, nil, ""},
 		{"tag rule with comma", serverConfigDir, map[string]any{"allow_tags": []any{"a=b,c"}}, "allow tag rule"},
 		{"bad duration", serverConfigDir, map[string]any{"refresh_interval": "1 minute"}, "refresh_interval"},
+		{"bad local port", serverConfigDir, map[string]any{"static_targets": []any{map[string]any{"name": "a", "endpoint": "h:5432", "auth": "passthrough", "local_port": 70000}}}, "local_port"},
 		{"iam target without region", serverConfigDir, map[string]any{"static_targets": []any{map[string]any{"name": "a", "endpoint": "h:5432"}}}, "needs a region"},
 		{"tls cert without key", serverConfigDir, map[string]any{"tls_cert": "/c.pem"}, "tls_cert and tls_key together"},
 		{"path with space", serverConfigDir, map[string]any{"config_path": "/etc/rds proxy.yaml"}, "config_path"},

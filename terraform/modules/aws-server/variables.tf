@@ -293,14 +293,15 @@ variable "refresh_interval" {
 variable "static_targets" {
   description = "Databases declared in the config file besides the discovered ones; same shape as modules/server-config's static_targets. Their security groups belong in rds_security_group_ids."
   type = list(object({
-    name      = string
-    endpoint  = string
-    region    = optional(string)
-    auth      = optional(string, "iam")
-    tls       = optional(string, "verify-full")
-    database  = optional(string)
-    users     = optional(list(string), [])
-    read_only = optional(bool, false)
+    name       = string
+    endpoint   = string
+    region     = optional(string)
+    auth       = optional(string, "iam")
+    tls        = optional(string, "verify-full")
+    database   = optional(string)
+    users      = optional(list(string), [])
+    read_only  = optional(bool, false)
+    local_port = optional(number)
   }))
   default = []
 }

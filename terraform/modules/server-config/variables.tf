@@ -174,16 +174,17 @@ variable "log_level" {
 }
 
 variable "static_targets" {
-  description = "Databases declared in the config file (YAML key `targets`) in addition to the discovered ones. IAM targets need a region and always use tls verify-full; tls disable is for passthrough targets only."
+  description = "Databases declared in the config file (YAML key `targets`) in addition to the discovered ones. IAM targets need a region and always use tls verify-full; tls disable is for passthrough targets only. local_port is the client's listen port hint (like the rdsproxy:local-port tag)."
   type = list(object({
-    name      = string
-    endpoint  = string
-    region    = optional(string)
-    auth      = optional(string, "iam")
-    tls       = optional(string, "verify-full")
-    database  = optional(string)
-    users     = optional(list(string), [])
-    read_only = optional(bool, false)
+    name       = string
+    endpoint   = string
+    region     = optional(string)
+    auth       = optional(string, "iam")
+    tls        = optional(string, "verify-full")
+    database   = optional(string)
+    users      = optional(list(string), [])
+    read_only  = optional(bool, false)
+    local_port = optional(number)
   }))
   default = []
 
@@ -204,6 +205,11 @@ variable "static_targets" {
   validation {
     condition     = alltrue([for t in var.static_targets : t.auth != "iam" || (t.tls == "verify-full" && t.region != null)])
     error_message = "An IAM static target needs a region and tls verify-full."
+  }
+
+  validation {
+    condition     = alltrue([for t in var.static_targets : t.local_port == null || (try(t.local_port >= 1 && t.local_port <= 65535 && floor(t.local_port) == t.local_port, false))])
+    error_message = "A static target's local_port (the client's listen port hint, YAML key local-port) must be an integer from 1 to 65535."
   }
 
   validation {
