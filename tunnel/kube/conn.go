@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,17 +35,22 @@ const (
 // stream's error stream, e.g. the pod port refusing the connection.
 type StreamError struct {
 	Pod     string
+	Port    int
 	Message string
 }
 
 func (e *StreamError) Error() string {
-	return fmt.Sprintf("kube: port-forward to pod %s failed: %s", e.Pod, e.Message)
+	msg := fmt.Sprintf("kube: port-forward to port %d of pod %s failed: %s", e.Port, e.Pod, strings.TrimSpace(e.Message))
+	if strings.Contains(e.Message, "connection refused") {
+		msg += fmt.Sprintf(" (nothing listens on port %d in the pod: is that the server's container port?)", e.Port)
+	}
+	return msg
 }
 
 // ErrStreamReset is the read error of a stream the server side reset
 // before finishing it: the pod went away or its connection is being torn
-// down. Best effort: spdystream wakes a reader before it marks the reset,
-// so a reset seen at that instant, or after CloseWrite, reads as EOF.
+// down. Best effort: spdystream wakes a reader just before it marks the
+// reset, so a reset seen at that instant, or after CloseWrite, reads as EOF.
 var ErrStreamReset = errors.New("kube: the port-forward stream was reset by the server")
 
 // ErrConnectionLost is the read error of streams whose port-forward
@@ -189,8 +195,12 @@ type streamConn struct {
 
 	rd, wd    deadline
 	wroteFIN  atomic.Bool
+	ended     atomic.Bool // the server ended the data stream; we reset it
 	closeOnce sync.Once
 }
+
+// errEnded is the write error once the server has ended the stream.
+var errEnded = errors.New("the server ended the stream")
 
 func newStreamConn(t *Tunnel, s *session, id string, data, errs *spdystream.Stream) *streamConn {
 	return &streamConn{
@@ -209,7 +219,7 @@ func (c *streamConn) readErrors() {
 	case len(msg) > 0:
 		c.s.suspect.Store(true)
 		c.t.log.Debug("kube stream error reported", "target", c.s.pod, "session", c.id, "error", string(msg))
-		c.remote <- &StreamError{Pod: c.s.pod, Message: string(msg)}
+		c.remote <- &StreamError{Pod: c.s.pod, Port: c.t.cfg.Port, Message: string(msg)}
 	case err != nil:
 		c.remote <- fmt.Errorf("kube: read error stream: %w", err)
 	default:
@@ -239,11 +249,24 @@ func (c *streamConn) pump() {
 }
 
 // endReason decides what a reader sees once the data stream has ended: the
-// error the server reported for this stream, a lost connection, or EOF.
+// error the server reported for this stream, a lost connection, a reset,
+// or EOF.
+//
+// As client-go does, a data stream the server has ended is reset at once,
+// before the error stream is awaited. The kubelet (and the container
+// runtime under it) closes the error stream only when it stops forwarding,
+// which it does when both directions have ended or after a grace period
+// (containerd 1 s, CRI-O 0.5 s, some never): a reader kept waiting for the
+// error stream with our direction still open is held that long, e.g. psql
+// in PQcancel until its own deadline.
 func (c *streamConn) endReason(err error) error {
 	if !errors.Is(err, io.EOF) {
 		return err
 	}
+	// Checked before our own reset marks the stream finished too.
+	reset := c.data.IsFinished() && !c.wroteFIN.Load()
+	c.ended.Store(true)
+	c.data.Reset() // no-op after our FIN: the server has both ends then
 	var remote error
 	select {
 	case remote = <-c.remote:
@@ -255,7 +278,7 @@ func (c *streamConn) endReason(err error) error {
 		return remote
 	case c.s.dead():
 		return ErrConnectionLost
-	case c.data.IsFinished() && !c.wroteFIN.Load():
+	case reset:
 		return ErrStreamReset
 	}
 	return io.EOF
@@ -297,6 +320,9 @@ func (c *streamConn) Write(p []byte) (int, error) {
 			return n, os.ErrDeadlineExceeded
 		default:
 		}
+		if c.ended.Load() {
+			return n, fmt.Errorf("kube: write to pod %s: %w", c.s.pod, errEnded)
+		}
 		k := min(len(p), chunkSize)
 		if _, err := c.data.Write(p[:k]); err != nil {
 			return n, fmt.Errorf("kube: write to pod %s: %w", c.s.pod, err)
@@ -308,12 +334,19 @@ func (c *streamConn) Write(p []byte) (int, error) {
 }
 
 // CloseWrite half-closes the stream: the server reads EOF, and can still
-// answer.
+// answer. Once the server has ended the stream there is nothing to close.
 func (c *streamConn) CloseWrite() error {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
+	if c.ended.Load() {
+		return nil
+	}
 	c.wroteFIN.Store(true)
-	return c.data.Close()
+	err := c.data.Close()
+	if errors.Is(err, spdystream.ErrWriteClosedStream) && c.ended.Load() {
+		return nil // the server ended the stream meanwhile
+	}
+	return err
 }
 
 // Close resets both streams of the pair; the other streams on the

@@ -17,8 +17,8 @@ import (
 	"github.com/rdsproxy/rdsproxy/tunnel/kube"
 )
 
-// serverPort is the container port the tests forward to; the fake cluster
-// forwards every port to the pod's target address.
+// serverPort is the container port the tests forward to; the fake
+// cluster's pods serve it and forward it to their target address.
 const serverPort = 5432
 
 // echoServer stands in for the rdsproxy server: it echoes every byte and
@@ -78,10 +78,15 @@ func (e *echoServer) close() {
 	e.wg.Wait()
 }
 
-// startCluster runs the fake API server with one pod forwarding to target.
-func startCluster(t *testing.T, target string) *kubeapi.Server {
+// startCluster runs the fake API server with one pod forwarding serverPort
+// to target; opts adjust its configuration.
+func startCluster(t *testing.T, target string, opts ...func(*kubeapi.Config)) *kubeapi.Server {
 	t.Helper()
-	s, err := kubeapi.Start(kubeapi.Config{Target: target, Namespace: "db", Deployment: "rdsproxy", Logger: testLogger(t)})
+	cfg := kubeapi.Config{Target: target, Port: serverPort, Namespace: "db", Deployment: "rdsproxy", Logger: testLogger(t)}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	s, err := kubeapi.Start(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,10 @@
 // and creates a stream pair on it: an error stream and a data stream that
 // share a fresh requestID. The data stream is returned as a net.Conn; the
 // error stream is read in the background and turns into that conn's read
-// error if the kubelet reports one. Later Dials add stream pairs to the same
+// error if the kubelet reports one. When the server ends the data stream the
+// conn resets it at once, as client-go does, so that the kubelet stops
+// forwarding and closes the error stream without waiting for our side (a
+// CancelRequest's sender waits for exactly that end). Later Dials add stream pairs to the same
 // connection. A failing stream ends only itself. When the connection drops,
 // or a stream error shows the pod is gone, the next Dial resolves a ready pod
 // again and opens a new connection; streams still open on an old connection

@@ -141,8 +141,9 @@ func (s *Server) podObject(p pod) *corev1.Pod {
 			CreationTimestamp: created, UID: types.UID("uid-" + p.name),
 		},
 		Spec: corev1.PodSpec{
-			NodeName:   "fake-node",
-			Containers: []corev1.Container{{Name: "server", Image: "rdsproxy"}},
+			NodeName: "fake-node",
+			Containers: []corev1.Container{{Name: "server", Image: "rdsproxy",
+				Ports: []corev1.ContainerPort{{Name: "postgres", ContainerPort: int32(s.cfg.Port), Protocol: corev1.ProtocolTCP}}}},
 		},
 		Status: corev1.PodStatus{
 			Phase:      corev1.PodRunning,

@@ -239,8 +239,11 @@ func (h *pairer) newStream(st apihttpstream.Stream, replySent <-chan struct{}) e
 	return nil
 }
 
-// forward dials the pod's target and copies both ways, half-closes
-// included; a failure goes to the error stream.
+// forward serves one stream pair as the kubelet and its container runtime
+// (containerd) do: check the port, dial it, copy both ways; once one
+// direction has ended, wait for the other at most ForwardGrace, then stop
+// forwarding and close the error stream. A failure goes to the error
+// stream. The data stream is half-closed as soon as the pod's side ends.
 func (h *pairer) forward(p *pair) {
 	defer h.s.removeActive(p)
 	defer h.fc.conn.RemoveStreams(p.errs, p.data)
@@ -251,36 +254,72 @@ func (h *pairer) forward(p *pair) {
 		p.fail(fmt.Sprintf("pod %s not found", h.fc.pod))
 		return
 	}
+	if p.port != h.s.cfg.Port {
+		p.refuse(refusedMessage(po.name, p.port))
+		h.s.wg.Go(func() { drain(p.data) })
+		return
+	}
 	target, err := net.DialTimeout("tcp", po.target, targetDialTimeout)
 	if err != nil {
-		p.fail(fmt.Sprintf("error forwarding port %d to pod %s: %v", p.port, po.name, err))
+		p.fail(fmt.Sprintf("error forwarding port %d to pod %s, uid : %v", p.port, po.name, err))
 		return
 	}
 	if !p.setTarget(target) {
 		target.Close()
 		return
 	}
-	done := make(chan struct{})
-	h.s.wg.Go(func() {
-		defer close(done)
+	in, out := make(chan struct{}), make(chan struct{})
+	h.s.wg.Go(func() { // client → pod
+		defer close(in)
 		io.Copy(target, p.data)
 		if tc, ok := target.(*net.TCPConn); ok {
 			tc.CloseWrite()
 		}
+		drain(p.data) // after a failed write to a closed pod side
 	})
-	copied := make(chan struct{})
-	h.s.wg.Go(func() { // a dropped connection ends the pair at once
-		select {
-		case <-h.fc.conn.CloseChan():
-			target.Close()
-		case <-copied:
-		}
+	h.s.wg.Go(func() { // pod → client
+		defer close(out)
+		io.Copy(p.data, target)
+		p.data.Close() // FIN: the client reads EOF
 	})
-	io.Copy(p.data, target)
-	p.data.Close() // FIN: the client reads EOF
-	<-done
-	close(copied)
+	select {
+	case <-in:
+		h.awaitSecond(out)
+	case <-out:
+		h.awaitSecond(in)
+	case <-h.fc.conn.CloseChan(): // a dropped connection ends the pair at once
+	}
 	p.finish()
+}
+
+// awaitSecond waits for the second direction of a pair to end, at most
+// ForwardGrace (for ever if negative), or until the connection drops.
+func (h *pairer) awaitSecond(second <-chan struct{}) {
+	var timeout <-chan time.Time
+	if g := h.s.cfg.ForwardGrace; g > 0 {
+		t := time.NewTimer(g)
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case <-second:
+	case <-timeout:
+	case <-h.fc.conn.CloseChan():
+	}
+}
+
+// drain reads a data stream nobody forwards any more until the client
+// ends it (FIN or reset) or the connection closes: a server stream left
+// unread stalls the connection's frame workers, and with them its close.
+func drain(st io.Reader) { io.Copy(io.Discard, st) }
+
+// refusedMessage is what the kubelet reports, from containerd, for a port
+// nothing listens on in the pod.
+func refusedMessage(pod string, port int) string {
+	return fmt.Sprintf("error forwarding port %d to pod %s, uid : failed to execute portforward in network namespace %q: "+
+		"failed to connect to localhost:%d inside namespace %q, IPv4: dial tcp4 127.0.0.1:%d: connect: connection refused "+
+		"IPv6 dial tcp6 [::1]:%d: connect: connection refused ",
+		port, pod, "/var/run/netns/cni-"+pod, port, pod, port, port)
 }
 
 func (p *pair) setTarget(c net.Conn) bool {
@@ -309,8 +348,23 @@ func (p *pair) fail(msg string) {
 	}
 }
 
-// finish ends a pair that completed normally: the error stream closes
-// empty (FIN, no reset: the client reads a clean end).
+// refuse reports msg and ends the pair as the kubelet ends a forward that
+// failed: both streams close (FIN, no reset).
+func (p *pair) refuse(msg string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.finished {
+		return
+	}
+	p.finished = true
+	p.errs.Write([]byte(msg))
+	p.errs.Close()
+	p.data.Close()
+}
+
+// finish ends a pair whose forwarding stopped: the error stream closes
+// empty (FIN, no reset: the client reads a clean end) and the pod side of
+// the connection closes, which ends a copy still running.
 func (p *pair) finish() {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -33,13 +34,13 @@ func TestKubectlPortForward(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			echo := startEcho(t)
-			s, err := kubeapi.Start(kubeapi.Config{Target: echo, Namespace: "db"})
+			s, err := kubeapi.Start(kubeapi.Config{Target: echo, Port: 5432, Namespace: "db"})
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(s.Close)
 			s.RefuseWebsocket(tt.refuseWS)
-			addr := runKubectlPortForward(t, kubectl, s)
+			addr, _ := runKubectlPortForward(t, kubectl, s, 5432)
 			c, err := net.Dial("tcp", addr)
 			if err != nil {
 				t.Fatal(err)
@@ -64,11 +65,11 @@ func TestKubectlPortForward(t *testing.T) {
 	}
 }
 
-// runKubectlPortForward starts `kubectl port-forward deploy/NAME :5432`
+// runKubectlPortForward starts `kubectl port-forward deploy/NAME :PORT`
 // with a kubeconfig for s in a temporary HOME, waits for its "Forwarding
-// from" line and returns the local address. The process is interrupted at
-// cleanup.
-func runKubectlPortForward(t *testing.T, kubectl string, s *kubeapi.Server) string {
+// from" line and returns the local address and kubectl's stderr. The
+// process is interrupted at cleanup.
+func runKubectlPortForward(t *testing.T, kubectl string, s *kubeapi.Server, port int) (string, *lineWatcher) {
 	t.Helper()
 	dir := t.TempDir()
 	kc := filepath.Join(dir, "kubeconfig")
@@ -77,13 +78,13 @@ func runKubectlPortForward(t *testing.T, kubectl string, s *kubeapi.Server) stri
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, kubectl, "--kubeconfig", kc, "--cache-dir", filepath.Join(dir, "cache"),
-		"port-forward", "--address", "127.0.0.1", "deploy/"+s.Deployment(), ":5432")
+		"port-forward", "--address", "127.0.0.1", "deploy/"+s.Deployment(), ":"+strconv.Itoa(port))
 	cmd.Env = append(os.Environ(), "HOME="+dir, "KUBECONFIG=")
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = 5 * time.Second
-	out := newLineWatcher(regexp.MustCompile(`Forwarding from (127\.0\.0\.1:\d+) -> 5432`))
-	var stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = out, &stderr
+	out := newLineWatcher(regexp.MustCompile(`Forwarding from (127\.0\.0\.1:\d+) -> ` + strconv.Itoa(port)))
+	stderr := newLineWatcher(regexp.MustCompile(`(error forwarding port.*)`))
+	cmd.Stdout, cmd.Stderr = out, stderr
 	if err := cmd.Start(); err != nil {
 		cancel()
 		t.Fatal(err)
@@ -93,20 +94,20 @@ func runKubectlPortForward(t *testing.T, kubectl string, s *kubeapi.Server) stri
 	t.Cleanup(func() {
 		cancel()
 		<-exited
-		t.Logf("kubectl stdout:\n%s\nstderr:\n%s", out.text(), stderr.String())
+		t.Logf("kubectl stdout:\n%s\nstderr:\n%s", out.text(), stderr.text())
 	})
 	timer := time.NewTimer(30 * time.Second)
 	defer timer.Stop()
 	select {
 	case <-out.found:
-		return out.match()
+		return out.match(), stderr
 	case err := <-exited:
 		exited <- err
 		t.Fatalf("kubectl exited before forwarding: %v", err)
 	case <-timer.C:
 		t.Fatal("kubectl did not start forwarding within 30s")
 	}
-	return ""
+	return "", nil
 }
 
 // lineWatcher collects output and signals the first match of re.

@@ -10,9 +10,13 @@
 // with gorilla and client-go's TunnelingConnection, then the same SPDY
 // server code). The client opens an error stream and a data stream per
 // forwarded connection, tied by the requestID header; once both are there
-// the server dials the pod's target address (an rdsproxy server, or an echo
-// server in tests) and copies bytes both ways, half-closes included. A
-// failure is written to the pair's error stream, as the kubelet does.
+// the "pod" checks the requested port (Config.Port is the one it serves),
+// dials its target address (an rdsproxy server, or an echo server in tests)
+// and copies bytes both ways, half-closes included. A failure, such as a
+// port nothing listens on, is written to the pair's error stream, as the
+// kubelet does. Like containerd under the kubelet, the pod side stops
+// forwarding once both directions have ended, or Config.ForwardGrace after
+// the first did: only then is the error stream closed.
 //
 // Switches for tests: refuse websocket (forces the SPDY fallback), fail
 // the latest stream, forbid a verb on a resource (403 with a Status body),
@@ -38,6 +42,12 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
+// Defaults for Config.
+const (
+	DefaultPort         = 5480
+	DefaultForwardGrace = time.Second
+)
+
 // Config describes the single Deployment the fake cluster runs.
 type Config struct {
 	// Token is the bearer token clients must send; random if empty.
@@ -49,8 +59,20 @@ type Config struct {
 	// Labels are the Deployment's selector and its pods' labels
 	// ({"app": Deployment} if empty).
 	Labels map[string]string
-	// Target is the address the first pod forwards its ports to.
+	// Target is the address the first pod forwards its port to.
 	Target string
+	// Port is the container port the pods serve (DefaultPort, the rdsproxy
+	// server's default, if zero). A stream for another port fails as the
+	// kubelet fails it: connection refused, on the error stream.
+	Port int
+	// ForwardGrace is how long a forwarded connection waits for its second
+	// direction to end once the first has, before the pod side stops
+	// forwarding and closes the error stream: containerd waits 1 s (the
+	// default), CRI-O 0.5 s, after socat. Negative waits for both
+	// directions however long, the strictest server a client may meet:
+	// kubectl still ends a connection at once there, as it resets the data
+	// stream when the pod's side ends.
+	ForwardGrace time.Duration
 	// Logger receives request and stream records (discarded if nil).
 	Logger *slog.Logger
 }
@@ -96,6 +118,15 @@ func Start(cfg Config) (*Server, error) {
 		b := make([]byte, 16)
 		rand.Read(b)
 		cfg.Token = hex.EncodeToString(b)
+	}
+	if cfg.Port == 0 {
+		cfg.Port = DefaultPort
+	}
+	if cfg.Port < 0 || cfg.Port > 65535 {
+		return nil, fmt.Errorf("kubeapi: port %d is out of range 1-65535", cfg.Port)
+	}
+	if cfg.ForwardGrace == 0 {
+		cfg.ForwardGrace = DefaultForwardGrace
 	}
 	if cfg.Namespace == "" {
 		cfg.Namespace = "default"
