@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/rdsproxy/rdsproxy/discovery"
+	"github.com/rdsproxy/rdsproxy/internal/callerid"
 	"github.com/rdsproxy/rdsproxy/internal/pgwire"
 	"github.com/rdsproxy/rdsproxy/tunnel"
 )
@@ -32,6 +33,11 @@ type Config struct {
 	Tunnel tunnel.Tunnel
 	Target discovery.Target
 	Tokens Tokens
+	// Identities and Server, when both set, add a caller identity signed
+	// for Server (as GET /v1/targets described it) to every startup, in
+	// the same write, so it costs no round trip.
+	Identities Identities
+	Server     *callerid.ServerInfo
 	// ServerTLS, when set, upgrades every stream to the server with
 	// SSLRequest + TLS before anything else is sent.
 	ServerTLS *tls.Config

@@ -99,14 +99,21 @@ func (p *Proxy) open(ctx context.Context, local net.Conn, st *pgwire.Startup) (n
 	user := userOf(st)
 	params, _ := pgwire.StripReserved(st.Params)
 	params = params.Set(pgwire.TargetParam, t.Name)
-	msg := pgwire.AppendStartup(nil, st.Protocol, params)
+	var token string
 	if t.Auth == discovery.AuthIAM {
-		token, err := p.cfg.Tokens.Get(ctx, t.Endpoint, t.Region, user)
-		if err != nil {
+		var err error
+		if token, err = p.cfg.Tokens.Get(ctx, t.Endpoint, t.Region, user); err != nil {
 			return nil, pgwire.Errorf(pgwire.CodeInvalidAuthSpec, "token",
 				"rdsproxy: cannot sign an IAM token for user %q: %v", user, err).
 				WithHint("Check your AWS credentials (AWS_PROFILE, `aws sso login`).")
 		}
+	}
+	params, err := p.addIdentity(ctx, params, token)
+	if err != nil {
+		return nil, err
+	}
+	msg := pgwire.AppendStartup(nil, st.Protocol, params)
+	if token != "" {
 		msg = pgwire.AppendPassword(msg, token)
 	}
 	stream, err := p.dialServer(ctx)

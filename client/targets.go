@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rdsproxy/rdsproxy/discovery"
+	"github.com/rdsproxy/rdsproxy/internal/callerid"
 	"github.com/rdsproxy/rdsproxy/tunnel"
 )
 
@@ -20,6 +21,25 @@ const maxTargetList = 16 << 20
 
 // FetchTargets asks the server for GET /v1/targets through the tunnel.
 func FetchTargets(ctx context.Context, tun tunnel.Tunnel, serverTLS *tls.Config) ([]discovery.Target, error) {
+	list, err := FetchTargetList(ctx, tun, serverTLS, nil)
+	return list.Targets, err
+}
+
+// TargetList is the server's answer to GET /v1/targets.
+type TargetList struct {
+	Targets []discovery.Target `json:"targets"`
+	// Identity says how to sign caller identities for this server; nil
+	// when it checks none (or predates them).
+	Identity *callerid.ServerInfo `json:"identity,omitempty"`
+	// Caller is who the server says the caller is, when an identity was sent.
+	Caller *discovery.Principal `json:"caller,omitempty"`
+}
+
+// FetchTargetList asks the server for GET /v1/targets. When the server
+// checks identity and ids is set, it asks again with the caller's
+// identity (also after a 401), so that the list holds only the targets
+// this caller may reach and Caller names the caller as the server sees it.
+func FetchTargetList(ctx context.Context, tun tunnel.Tunnel, serverTLS *tls.Config, ids Identities) (TargetList, error) {
 	hc := &http.Client{
 		Transport: &http.Transport{
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -29,29 +49,52 @@ func FetchTargets(ctx context.Context, tun tunnel.Tunnel, serverTLS *tls.Config)
 			ResponseHeaderTimeout: 30 * time.Second,
 		},
 	}
+	list, err := getTargets(ctx, hc, "")
+	if list.Identity == nil || ids == nil {
+		return list, err
+	}
+	identity, serr := ids.Identity(ctx, *list.Identity, "")
+	if serr != nil {
+		return list, fmt.Errorf("sign the caller identity the rdsproxy server asks for: %w", serr)
+	}
+	return getTargets(ctx, hc, identity)
+}
+
+// getTargets does one GET /v1/targets, with identity when not empty. A
+// refusal that says how to sign an identity returns it in the list.
+func getTargets(ctx context.Context, hc *http.Client, identity string) (TargetList, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://rdsproxy/v1/targets", nil)
 	if err != nil {
-		return nil, err
+		return TargetList{}, err
+	}
+	if identity != "" {
+		req.Header.Set(callerid.HTTPHeader, identity)
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("fetch target list from the rdsproxy server: %w", err)
+		return TargetList{}, fmt.Errorf("fetch target list from the rdsproxy server: %w", err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxTargetList))
 	if err != nil {
-		return nil, fmt.Errorf("read target list: %w", err)
+		return TargetList{}, fmt.Errorf("read target list: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("the rdsproxy server answered %s: %s", resp.Status, strings.TrimSpace(string(body)))
+		var refusal struct {
+			Error    string               `json:"error"`
+			Identity *callerid.ServerInfo `json:"identity"`
+		}
+		msg := strings.TrimSpace(string(body))
+		if json.Unmarshal(body, &refusal) == nil && refusal.Error != "" {
+			msg = refusal.Error
+		}
+		return TargetList{Identity: refusal.Identity}, fmt.Errorf("the rdsproxy server answered %s: %s", resp.Status, msg)
 	}
-	var list struct {
-		Targets []discovery.Target `json:"targets"`
-	}
+	var list TargetList
 	if err := json.Unmarshal(body, &list); err != nil {
-		return nil, fmt.Errorf("decode target list: %w", err)
+		return TargetList{}, fmt.Errorf("decode target list: %w", err)
 	}
-	return list.Targets, nil
+	return list, nil
 }
 
 // FindTarget picks name from targets, or says which names come close.

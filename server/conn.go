@@ -16,7 +16,7 @@ import (
 func (s *Server) handle(ctx context.Context, raw net.Conn, pc *pendingConn) {
 	setKeepAlive(raw, s.cfg.KeepAlive)
 	ph := &phase{pc: pc, end: time.Now().Add(s.cfg.StartupTimeout)}
-	conn, st, err := s.negotiate(raw, ph)
+	conn, st, err := s.negotiate(ctx, raw, ph)
 	if err != nil {
 		s.startupFailed(raw, conn, ph, err)
 		return
@@ -54,13 +54,13 @@ func (p *phase) wait(c net.Conn, d time.Duration) {
 // server has a certificate) and GSSENCRequest on the way. HTTP requests
 // are served here and reported as errHandled. The connection it returns
 // is the one to answer on, also with an error (nil while TLS is half set up).
-func (s *Server) negotiate(raw net.Conn, ph *phase) (net.Conn, *pgwire.Startup, error) {
+func (s *Server) negotiate(ctx context.Context, raw net.Conn, ph *phase) (net.Conn, *pgwire.Startup, error) {
 	conn := raw
 	ph.wait(conn, s.cfg.FirstByteTimeout)
 	for range 3 { // at most GSSENC, SSL, then the real packet
 		hdr, err := pgwire.Peek(conn)
 		if errors.Is(err, pgwire.ErrHTTP) {
-			return nil, nil, s.serveHTTP(conn, hdr)
+			return nil, nil, s.serveHTTP(ctx, conn, hdr)
 		}
 		if err != nil {
 			return conn, nil, err

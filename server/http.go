@@ -2,27 +2,33 @@ package server
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
-	"encoding/json"
 	"io"
 	"net"
 	"net/http"
 	"strings"
 
 	"github.com/rdsproxy/rdsproxy/discovery"
+	"github.com/rdsproxy/rdsproxy/internal/callerid"
 )
 
 const maxHTTPRequest = 8 << 10
 
-// TargetList is the JSON body of GET /v1/targets.
+// TargetList is the JSON body of GET /v1/targets. Identity tells clients
+// how to sign their caller identity (absent when the server checks none);
+// Caller is who the request's X-Rdsproxy-Identity proved, and then Targets
+// holds only the targets that caller may reach.
 type TargetList struct {
-	Targets []discovery.Target `json:"targets"`
+	Targets  []discovery.Target   `json:"targets"`
+	Identity *callerid.ServerInfo `json:"identity,omitempty"`
+	Caller   *discovery.Principal `json:"caller,omitempty"`
 }
 
 // serveHTTP answers one HTTP/1.x request on the PostgreSQL port. Only
 // GET /v1/targets exists; the connection closes after the response. It
 // returns errHandled.
-func (s *Server) serveHTTP(conn net.Conn, hdr [4]byte) error {
+func (s *Server) serveHTTP(ctx context.Context, conn net.Conn, hdr [4]byte) error {
 	r := io.MultiReader(strings.NewReader(string(hdr[:])), io.LimitReader(conn, maxHTTPRequest))
 	req, err := http.ReadRequest(bufio.NewReader(r))
 	if err != nil {
@@ -39,17 +45,7 @@ func (s *Server) serveHTTP(conn net.Conn, hdr [4]byte) error {
 	case req.Method != http.MethodGet:
 		writeHTTP(conn, http.StatusMethodNotAllowed, "text/plain", []byte("only GET\n"))
 	default:
-		snap := s.cfg.Targets.Current()
-		if snap == nil {
-			writeHTTP(conn, http.StatusServiceUnavailable, "text/plain", []byte("target list not loaded yet\n"))
-			return errHandled
-		}
-		body, err := json.Marshal(TargetList{Targets: snap.Targets()})
-		if err != nil {
-			writeHTTP(conn, http.StatusInternalServerError, "text/plain", []byte("encode targets\n"))
-			return errHandled
-		}
-		writeHTTP(conn, http.StatusOK, "application/json", append(body, '\n'))
+		s.serveTargets(ctx, conn, req)
 	}
 	return errHandled
 }

@@ -19,6 +19,8 @@ type Metrics struct {
 	cancels        *prometheus.CounterVec // result
 	refusals       *prometheus.CounterVec // reason
 	suppressed     prometheus.Counter
+	identityChecks *prometheus.CounterVec // result
+	stsSeconds     prometheus.Histogram
 }
 
 // NewMetrics creates the metrics and registers them with reg.
@@ -51,6 +53,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		suppressed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rdsproxy_log_lines_suppressed_total", Help: "Audit lines of refused connections held back by the log rate limit."}),
 	}
+	m.identityChecks, m.stsSeconds = newIdentityMetrics()
+	reg.MustRegister(m.identityChecks, m.stsSeconds)
 	reg.MustRegister(m.sessionsActive, m.sessions, m.bytes, m.authFailures, m.dialSeconds, m.tlsSeconds, m.cancels,
 		m.refusals, m.suppressed)
 	return m

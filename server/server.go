@@ -90,6 +90,12 @@ type Config struct {
 	// its context ends (default 30s); sessions still running then get
 	// FATAL 57P01 and are closed.
 	DrainTimeout time.Duration
+	// Identity, when set, verifies each caller's signed
+	// sts:GetCallerIdentity request before any dial, names the caller in
+	// the audit line, and applies targets' principal rules. Nil leaves it
+	// off: identities are ignored, and targets with a principal rule admit
+	// nobody.
+	Identity *IdentityConfig
 	// Metrics, when set, receives session, auth, dial and cancel metrics.
 	Metrics *Metrics
 	Logger  *slog.Logger
@@ -120,6 +126,11 @@ func (c *Config) setDefaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.Identity != nil {
+		id := *c.Identity
+		id.setDefaults()
+		c.Identity = &id
+	}
 }
 
 func setDefault[T comparable](v *T, def T) {
@@ -143,6 +154,11 @@ func (c *Config) Validate() error {
 	if c.RequireTLS && c.ClientTLS == nil {
 		return errors.New("server: RequireTLS needs a certificate (ClientTLS)")
 	}
+	if c.Identity != nil {
+		if err := c.Identity.Validate(); err != nil {
+			return err
+		}
+	}
 	if c.DialTimeout > c.LoginTimeout {
 		return fmt.Errorf("server: the dial timeout (%s) must not exceed the login timeout (%s)", c.DialTimeout, c.LoginTimeout)
 	}
@@ -157,11 +173,12 @@ type Server struct {
 	tlsSess tls.ClientSessionCache
 	dialer  net.Dialer
 
-	sessions chan struct{}   // one token per live session
-	pending  *pendingSet     // connections that have not proved themselves yet
-	failures *failureBudgets // failed upstream logins by access key and source
-	logs     *logBudget      // audit lines of refused connections
-	evicts   rateLimit       // logs of evictions, at most one a second
+	sessions chan struct{}     // one token per live session
+	pending  *pendingSet       // connections that have not proved themselves yet
+	failures *failureBudgets   // failed upstream logins by access key and source
+	logs     *logBudget        // audit lines of refused connections
+	evicts   rateLimit         // logs of evictions, at most one a second
+	identity *identityVerifier // nil when Config.Identity is
 
 	mu       sync.Mutex
 	conns    map[net.Conn]struct{}       // connections not relaying yet
@@ -176,7 +193,12 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	var identity *identityVerifier
+	if cfg.Identity != nil {
+		identity = newIdentityVerifier(*cfg.Identity, cfg.Now, cfg.Metrics)
+	}
 	return &Server{
+		identity: identity,
 		cfg:      cfg,
 		log:      cfg.Logger,
 		cancels:  cancelMap{m: make(map[pgwire.CancelKey]*discovery.Target)},

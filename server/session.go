@@ -25,6 +25,7 @@ const (
 type sessionInfo struct {
 	remote, src, target, user, database, app, keyID string
 	start                                           time.Time
+	principal                                       *discovery.Principal // the verified caller, if any
 }
 
 // session runs one PostgreSQL session from its StartupMessage to its end:
@@ -40,7 +41,7 @@ func (s *Server) session(ctx context.Context, client net.Conn, ph *phase, st *pg
 		s.refuse(client, ph, info, err)
 		return
 	}
-	t, params, token, err := s.authenticate(client, ph, st, &info)
+	t, params, token, err := s.authenticate(ctx, client, ph, st, &info)
 	if err != nil {
 		s.refuse(client, ph, info, err)
 		return
@@ -133,8 +134,8 @@ type upstream struct {
 // authenticate does the client's half of the startup: it resolves the
 // target, and for IAM targets reads and pre-validates the token. It
 // dials nothing, and refuses a caller whose failed logins used up its
-// budget.
-func (s *Server) authenticate(client net.Conn, ph *phase, st *pgwire.Startup, info *sessionInfo) (*discovery.Target, pgwire.Params, string, error) {
+// budget, and one whose identity or principal does not pass.
+func (s *Server) authenticate(ctx context.Context, client net.Conn, ph *phase, st *pgwire.Startup, info *sessionInfo) (*discovery.Target, pgwire.Params, string, error) {
 	t, params, err := s.route(st.Params, info)
 	if err != nil {
 		return nil, nil, "", err
@@ -150,6 +151,9 @@ func (s *Server) authenticate(client net.Conn, ph *phase, st *pgwire.Startup, in
 		return nil, nil, "", pgwire.Errorf(pgwire.CodeInvalidPassword, "auth-throttled",
 			"rdsproxy: too many failed logins from this %s; try again in %s", budget, wait.Round(time.Second)+time.Second).
 			WithHint("The database refused this caller's recent logins; check the IAM policy (rds-db:connect) and the token's credentials.")
+	}
+	if err := s.checkIdentity(ctx, st.Params, t, info); err != nil {
+		return nil, nil, "", err
 	}
 	return t, params, token, nil
 }
@@ -389,6 +393,7 @@ func (s *Server) audit(info sessionInfo, outcome, reason string, res relay.Resul
 	attrs := []any{
 		"target", info.target, "user", clip(info.user), "database", clip(info.database),
 		"application_name", clip(info.app), "remote", info.remote, "access_key_id", clip(info.keyID),
+		"arn", info.arn(), "account", info.account(), "role_session", info.roleSession(),
 		"start", info.start.UTC().Format(time.RFC3339Nano), "dur", s.cfg.Now().Sub(info.start).Round(time.Millisecond),
 		"bytes_from_client", res.ToB, "bytes_to_client", res.ToA, "outcome", outcome,
 	}

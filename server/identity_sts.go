@@ -1,0 +1,85 @@
+package server
+
+import (
+	"context"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/rdsproxy/rdsproxy/discovery"
+	"github.com/rdsproxy/rdsproxy/internal/callerid"
+	"github.com/rdsproxy/rdsproxy/internal/pgwire"
+)
+
+const maxSTSResponse = 64 << 10
+
+// callSTS rebuilds the client's request for the configured endpoint (the
+// fixed body, the signed headers, the Authorization) and asks STS who
+// signed it.
+func (v *identityVerifier) callSTS(ctx context.Context, r callerid.Request) (*discovery.Principal, error) {
+	ctx, cancel := context.WithTimeout(ctx, v.cfg.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(v.cfg.Endpoint, "/")+"/", strings.NewReader(callerid.Body))
+	if err != nil {
+		return nil, stsUnreachable(err)
+	}
+	req.Host = v.host
+	req.Header.Set("Content-Type", callerid.ContentType)
+	for k, val := range r.Headers {
+		if k != "host" && k != "content-type" && k != "content-length" {
+			req.Header.Set(k, val)
+		}
+	}
+	req.Header.Set("Authorization", r.Authorization)
+	start := time.Now()
+	resp, err := v.cfg.HTTP.Do(req)
+	v.m.observeSTS(time.Since(start))
+	if err != nil {
+		return nil, stsUnreachable(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxSTSResponse))
+	if err != nil {
+		return nil, stsUnreachable(fmt.Errorf("read answer: %w", err))
+	}
+	return parseSTSAnswer(resp.StatusCode, body)
+}
+
+// parseSTSAnswer turns STS's XML into a principal, or a refusal (4xx with
+// an ErrorResponse) or an outage (anything else).
+func parseSTSAnswer(status int, body []byte) (*discovery.Principal, error) {
+	if status == http.StatusOK {
+		var ok struct {
+			Arn     string `xml:"GetCallerIdentityResult>Arn"`
+			Account string `xml:"GetCallerIdentityResult>Account"`
+		}
+		if err := xml.Unmarshal(body, &ok); err != nil || ok.Arn == "" {
+			return nil, stsUnreachable(errors.New("STS answered 200 without a caller ARN"))
+		}
+		p, err := discovery.ParsePrincipal(ok.Arn)
+		if err != nil || p.Account != ok.Account {
+			return nil, stsUnreachable(fmt.Errorf("STS answered an unusable caller: %v", err))
+		}
+		return &p, nil
+	}
+	var e struct {
+		Code    string `xml:"Error>Code"`
+		Message string `xml:"Error>Message"`
+	}
+	if status >= 400 && status < 500 && xml.Unmarshal(body, &e) == nil && e.Code != "" && e.Code != "Throttling" {
+		return nil, pgwire.Errorf(pgwire.CodeInvalidPassword, "identity-refused",
+			"rdsproxy: AWS STS refused the caller identity: %s: %s", clip(e.Code), clipARN(e.Message)).
+			WithHint("The identity must be signed with valid AWS credentials, the same as the IAM token's; `rdsproxy connect` does that.")
+	}
+	return nil, stsUnreachable(fmt.Errorf("STS answered HTTP %d %s", status, clip(e.Code)))
+}
+
+func stsUnreachable(err error) *pgwire.Error {
+	return pgwire.Errorf(pgwire.CodeCannotConnect, "identity-sts-unreachable",
+		"rdsproxy: cannot verify the caller identity: AWS STS is unreachable or failing (%v)", err).
+		WithHint("Try again in a moment; if it lasts, the operator should check the server's route to STS (the sts VPC endpoint).")
+}
