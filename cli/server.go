@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -19,7 +18,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/rds"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/sync/errgroup"
 
@@ -188,7 +186,9 @@ func (c *ServerCmd) serve(ctx context.Context, srv *server.Server, w *discovery.
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { defer stopAdmin(); return srv.Serve(gctx, ln) })
 	g.Go(func() error { return w.Run(gctx) })
-	g.Go(func() error { return serveAdmin(adminCtx, admin, ready, reg) })
+	g.Go(func() error {
+		return server.ServeAdmin(adminCtx, admin, server.AdminConfig{Ready: ready, Metrics: reg, Logger: log})
+	})
 	g.Go(func() error { return reloadOnHUP(gctx, w, reload, log) })
 	err = g.Wait()
 	log.Info("stopped")
@@ -344,29 +344,4 @@ func jsonValue(v any) any {
 	var out any
 	json.Unmarshal(b, &out)
 	return out
-}
-
-// serveAdmin serves /healthz and /readyz until ctx ends.
-func serveAdmin(ctx context.Context, ln net.Listener, ready func() bool, reg *prometheus.Registry) error {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !ready() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ready")
-	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	stop := context.AfterFunc(ctx, func() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		hs.Shutdown(sctx)
-	})
-	defer stop()
-	if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("admin server: %w", err)
-	}
-	return nil
 }
