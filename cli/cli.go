@@ -32,10 +32,11 @@ func (e *ExitError) Unwrap() error { return e.Err }
 
 // Globals are flags every command has.
 type Globals struct {
-	Config    kong.ConfigFlag `help:"YAML configuration file; its keys are the long flag names (also read: ~/.config/rdsproxy/config.yaml)." env:"RDSPROXY_CONFIG" placeholder:"FILE"`
-	LogLevel  string          `help:"Log level: debug, info, warn or error." default:"info" enum:"debug,info,warn,error" env:"RDSPROXY_LOG_LEVEL"`
-	LogFormat string          `help:"Log format: text or json." default:"text" enum:"text,json" env:"RDSPROXY_LOG_FORMAT"`
-	Quiet     bool            `short:"q" help:"Only errors and what was asked for: warn-level logs, no progress indicator." env:"RDSPROXY_QUIET"`
+	Config    kong.ConfigFlag  `help:"YAML configuration file; its keys are the long flag names (also read: $$XDG_CONFIG_HOME/rdsproxy/config.yaml, by default ~/.config/rdsproxy/config.yaml)." env:"RDSPROXY_CONFIG" placeholder:"FILE"`
+	LogLevel  string           `help:"Log level: debug, info, warn or error." default:"info" enum:"debug,info,warn,error" env:"RDSPROXY_LOG_LEVEL"`
+	LogFormat string           `help:"Log format: text or json." default:"text" enum:"text,json" env:"RDSPROXY_LOG_FORMAT"`
+	Quiet     bool             `short:"q" help:"Only errors and what was asked for: warn-level logs, no progress indicator." env:"RDSPROXY_QUIET"`
+	Version   kong.VersionFlag `help:"Print the version and exit."`
 }
 
 // CLI is the command tree.
@@ -49,7 +50,8 @@ type CLI struct {
 	Doctor     DoctorCmd     `cmd:"" help:"Check step by step what a connection needs, and say how to fix what fails."`
 	Completion CompletionCmd `cmd:"" help:"Print a shell completion script (bash, zsh, fish)."`
 	Targets    TargetsCmd    `cmd:"" name:"__targets" hidden:"" help:"Print the target names of the last list."`
-	Version    VersionCmd    `cmd:"" help:"Print the version."`
+	Servers    ServersCmd    `cmd:"" name:"__servers" hidden:"" help:"Print the server names of the configuration file."`
+	VersionCmd VersionCmd    `cmd:"" name:"version" help:"Print the version."`
 }
 
 // Env is the process environment the CLI may read.
@@ -90,10 +92,10 @@ func newParser(cli *CLI, env Env, exit func(int)) (*kong.Kong, error) {
 		kong.Description("Reach IAM-authenticated PostgreSQL on AWS RDS and Aurora in private subnets, with no passwords."),
 		kong.UsageOnError(),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
-		kong.Configuration(loadConfigFile, defaultConfigPath),
+		kong.Configuration(loadConfigFile, defaultConfigPath()),
 		kong.Writers(env.Stdout, env.Stderr),
 		kong.Exit(exit),
-		kong.Vars{"version": env.Version},
+		kong.Vars{"version": versionLine(env.Version)},
 	)
 }
 
@@ -112,6 +114,12 @@ func run(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		var pe *kong.ParseError
 		if errors.As(err, &pe) {
+			// kong prefixes a resolver's error with the flag it was
+			// resolving, which for --use is an unrelated one (--help).
+			var us *unknownServerError
+			if errors.As(err, &us) {
+				err = us
+			}
 			parser.Errorf("%s", err)
 			if pe.Context != nil {
 				pe.Context.PrintUsage(true)
@@ -142,13 +150,4 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return slog.New(slog.NewTextHandler(w, opts)), nil
-}
-
-// VersionCmd prints the version.
-type VersionCmd struct{}
-
-// Run prints the version.
-func (VersionCmd) Run(env Env) error {
-	fmt.Fprintln(env.Stdout, "rdsproxy", env.Version)
-	return nil
 }

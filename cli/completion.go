@@ -1,7 +1,11 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 
@@ -28,8 +32,49 @@ func (TargetsCmd) Run(env Env) error {
 	return nil
 }
 
-// Run prints the script: commands, each command's flags, and target names
-// from the last target list this machine fetched.
+// ServersCmd prints the server names of the configuration file (for
+// completing --use).
+type ServersCmd struct{}
+
+// Run prints the names of the file's servers: section, one per line.
+func (ServersCmd) Run(g *Globals, env Env) error {
+	path := string(g.Config)
+	if path == "" {
+		path = kong.ExpandPath(defaultConfigPath())
+	}
+	var servers map[string]any
+	if err := readFileSection(path, "servers", &servers); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	for _, name := range slices.Sorted(maps.Keys(servers)) {
+		fmt.Fprintln(env.Stdout, name)
+	}
+	return nil
+}
+
+// valueWords are the shell words that complete a flag's value: an enum's
+// values, or a command that prints them.
+func valueWords(kctx *kong.Context) map[string]string {
+	words := map[string]string{"--use": "$(rdsproxy __servers 2>/dev/null)"}
+	var walk func(n *kong.Node)
+	walk = func(n *kong.Node) {
+		for _, f := range n.Flags {
+			if f.Enum != "" {
+				words["--"+f.Name] = strings.ReplaceAll(f.Enum, ",", " ")
+			}
+		}
+		for _, c := range n.Children {
+			walk(c)
+		}
+	}
+	walk(kctx.Model.Node)
+	return words
+}
+
+// Run prints the script: commands, each command's flags, the values of
+// flags that have a fixed set (--via, --log-level, …), the configuration
+// file's servers for --use, and target names from the last target list
+// this machine fetched.
 func (c *CompletionCmd) Run(kctx *kong.Context, env Env) error {
 	cmds := map[string][]string{}
 	var names []string
@@ -47,22 +92,28 @@ func (c *CompletionCmd) Run(kctx *kong.Context, env Env) error {
 		sort.Strings(flags)
 		cmds[n.Name] = flags
 	}
+	values := valueWords(kctx)
 	switch c.Shell {
 	case "bash":
-		fmt.Fprint(env.Stdout, bashScript(names, cmds))
+		fmt.Fprint(env.Stdout, bashScript(names, cmds, values))
 	case "zsh":
-		fmt.Fprint(env.Stdout, "autoload -U +X bashcompinit && bashcompinit\n"+bashScript(names, cmds))
+		fmt.Fprint(env.Stdout, "autoload -U +X bashcompinit && bashcompinit\n"+bashScript(names, cmds, values))
 	case "fish":
-		fmt.Fprint(env.Stdout, fishScript(names, cmds))
+		fmt.Fprint(env.Stdout, fishScript(names, cmds, values))
 	}
 	return nil
 }
 
-func bashScript(names []string, cmds map[string][]string) string {
+func bashScript(names []string, cmds map[string][]string, values map[string]string) string {
 	var b strings.Builder
 	b.WriteString("# rdsproxy completion for bash (and zsh via bashcompinit)\n_rdsproxy() {\n")
-	b.WriteString("  local cur=${COMP_WORDS[COMP_CWORD]} cmd=${COMP_WORDS[1]}\n")
+	b.WriteString("  local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]} cmd=${COMP_WORDS[1]}\n")
 	fmt.Fprintf(&b, "  if [ \"$COMP_CWORD\" -eq 1 ]; then COMPREPLY=($(compgen -W %q -- \"$cur\")); return; fi\n", strings.Join(names, " "))
+	b.WriteString("  case \"$prev\" in\n")
+	for _, flag := range slices.Sorted(maps.Keys(values)) {
+		fmt.Fprintf(&b, "    %s) COMPREPLY=($(compgen -W \"%s\" -- \"$cur\")); return;;\n", flag, values[flag])
+	}
+	b.WriteString("  esac\n")
 	b.WriteString("  case \"$cmd\" in\n")
 	for _, n := range names {
 		words := strings.Join(cmds[n], " ")
@@ -76,13 +127,17 @@ func bashScript(names []string, cmds map[string][]string) string {
 	return b.String()
 }
 
-func fishScript(names []string, cmds map[string][]string) string {
+func fishScript(names []string, cmds map[string][]string, values map[string]string) string {
 	var b strings.Builder
 	b.WriteString("# rdsproxy completion for fish\n")
 	fmt.Fprintf(&b, "complete -c rdsproxy -f -n '__fish_use_subcommand' -a %q\n", strings.Join(names, " "))
 	for _, n := range names {
 		for _, f := range cmds[n] {
-			fmt.Fprintf(&b, "complete -c rdsproxy -f -n '__fish_seen_subcommand_from %s' -l %s\n", n, strings.TrimPrefix(f, "--"))
+			arg := ""
+			if v, ok := values[f]; ok {
+				arg = fmt.Sprintf(" -x -a '%s'", strings.Replace(v, "$(", "(", 1)) // fish: (cmd)
+			}
+			fmt.Fprintf(&b, "complete -c rdsproxy -f -n '__fish_seen_subcommand_from %s' -l %s%s\n", n, strings.TrimPrefix(f, "--"), arg)
 		}
 		if n == "connect" || n == "psql" || n == "token" || n == "doctor" {
 			fmt.Fprintf(&b, "complete -c rdsproxy -f -n '__fish_seen_subcommand_from %s' -a '(rdsproxy __targets 2>/dev/null)'\n", n)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"maps"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"sort"
@@ -20,8 +21,15 @@ import (
 // static targets, and the client's named servers.
 var fileKeys = []string{"targets", "servers", "default-server"}
 
-// defaultConfigPath is the user's configuration file, read when present.
-const defaultConfigPath = "~/.config/rdsproxy/config.yaml"
+// defaultConfigPath is the user's configuration file, read when present:
+// $XDG_CONFIG_HOME/rdsproxy/config.yaml, else ~/.config/rdsproxy/config.yaml
+// (the XDG base directory specification ignores a relative XDG_CONFIG_HOME).
+func defaultConfigPath() string {
+	if dir := os.Getenv("XDG_CONFIG_HOME"); filepath.IsAbs(dir) {
+		return filepath.Join(dir, "rdsproxy", "config.yaml")
+	}
+	return "~/.config/rdsproxy/config.yaml"
+}
 
 // fileResolver supplies flag values from the YAML configuration file,
 // except for flags whose environment variable is set: kong applies
@@ -157,10 +165,20 @@ func (r *fileResolver) server(kctx *kong.Context) (map[string]any, error) {
 	}
 	entry, ok := servers[name].(map[string]any)
 	if !ok {
-		names := slices.Sorted(maps.Keys(servers))
-		return nil, fmt.Errorf("configuration file has no server %q (it has: %s)", name, strings.Join(names, ", "))
+		return nil, &unknownServerError{name: name, have: slices.Sorted(maps.Keys(servers))}
 	}
 	return entry, nil
+}
+
+// unknownServerError is --use (or default-server) naming no server of the
+// configuration file.
+type unknownServerError struct {
+	name string
+	have []string
+}
+
+func (e *unknownServerError) Error() string {
+	return fmt.Sprintf("configuration file has no server %q (it has: %s)", e.name, strings.Join(e.have, ", "))
 }
 
 // readFileSection decodes one non-flag key of the configuration file.

@@ -190,7 +190,8 @@ func newConnInfo(t discovery.Target, addr *net.TCPAddr, user, rootCert string) c
 	if db == "" {
 		db = "postgres"
 	}
-	host, port := addr.IP.String(), addr.Port
+	host, port := dialHost(addr.IP), addr.Port
+	hostPort := net.JoinHostPort(host, strconv.Itoa(port)) // [::1]:5432 in URLs
 	ssl, sslQuery := "sslmode=disable", "sslmode=disable"
 	if rootCert != "" {
 		ssl = "sslmode=verify-full sslrootcert=" + conninfoQuote(rootCert)
@@ -199,9 +200,21 @@ func newConnInfo(t discovery.Target, addr *net.TCPAddr, user, rootCert string) c
 	return connInfo{
 		Target: t.Name, Host: host, Port: port, User: user, DB: db,
 		Psql: fmt.Sprintf(`psql "host=%s port=%d user=%s dbname=%s %s"`, host, port, user, db, ssl),
-		DSN:  fmt.Sprintf("postgresql://%s@%s:%d/%s?%s", user, host, port, db, sslQuery),
-		JDBC: fmt.Sprintf("jdbc:postgresql://%s:%d/%s?%s&user=%s", host, port, db, sslQuery, user),
+		DSN:  fmt.Sprintf("postgresql://%s@%s/%s?%s", user, hostPort, db, sslQuery),
+		JDBC: fmt.Sprintf("jdbc:postgresql://%s/%s?%s&user=%s", hostPort, db, sslQuery, user),
 	}
+}
+
+// dialHost is the host a local client dials for a listener on ip: the
+// loopback address of its family when it listens on all addresses.
+func dialHost(ip net.IP) string {
+	switch {
+	case ip.Equal(net.IPv4zero):
+		return "127.0.0.1"
+	case ip.Equal(net.IPv6unspecified):
+		return "::1"
+	}
+	return ip.String()
 }
 
 // conninfoQuote quotes a libpq keyword value when it needs it.
@@ -218,5 +231,6 @@ func (c *ConnectCmd) printTarget(env Env, ci connInfo) {
 		json.NewEncoder(env.Stdout).Encode(ci)
 		return
 	}
-	fmt.Fprintf(env.Stdout, "%s → %s:%d\n  psql:  %s\n  DSN:   %s\n  JDBC:  %s\n", ci.Target, ci.Host, ci.Port, ci.Psql, ci.DSN, ci.JDBC)
+	fmt.Fprintf(env.Stdout, "%s → %s\n  psql:  %s\n  DSN:   %s\n  JDBC:  %s\n", ci.Target,
+		net.JoinHostPort(ci.Host, strconv.Itoa(ci.Port)), ci.Psql, ci.DSN, ci.JDBC)
 }

@@ -1,0 +1,114 @@
+package cli
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/rdsproxy/rdsproxy/discovery"
+)
+
+// --version and the version command print the version, the Go version
+// and the platform.
+func TestVersion(t *testing.T) {
+	want := regexp.MustCompile(`^rdsproxy v1\.2\.3 \(go[\d.]+\S*, ` + runtime.GOOS + "/" + runtime.GOARCH + `\)\n$`)
+	for _, args := range [][]string{{"--version"}, {"version"}} {
+		var out bytes.Buffer
+		code := Run(args, Env{Stdout: &out, Stderr: &out, Version: "v1.2.3"})
+		if code != ExitOK || !want.MatchString(out.String()) {
+			t.Errorf("%v: exit %d, %q", args, code, out.String())
+		}
+	}
+}
+
+// The configuration file is looked for in $XDG_CONFIG_HOME when it is set.
+func TestConfigFileInXDGConfigHome(t *testing.T) {
+	home, xdg := t.TempDir(), t.TempDir()
+	t.Setenv("HOME", home)
+	t.Setenv("XDG_CONFIG_HOME", xdg)
+	t.Setenv("RDSPROXY_CONFIG", "")
+	os.Unsetenv("RDSPROXY_CONFIG")
+	if err := os.MkdirAll(filepath.Join(xdg, "rdsproxy"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	conf := "default-server: lab\nservers:\n  lab:\n    via: direct\n  prod:\n    via: ssm\n"
+	if err := os.WriteFile(filepath.Join(xdg, "rdsproxy", "config.yaml"), []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	code := Run([]string{"list"}, Env{Stdout: &out, Stderr: &out})
+	if code != ExitFailure || !strings.Contains(out.String(), "--via direct needs --server") {
+		t.Errorf("list with $XDG_CONFIG_HOME/rdsproxy/config.yaml (via: direct): exit %d\n%s", code, out.String())
+	}
+	out.Reset()
+	if code := Run([]string{"__servers"}, Env{Stdout: &out, Stderr: &out}); code != ExitOK || out.String() != "lab\nprod\n" {
+		t.Errorf("__servers: exit %d, %q", code, out.String())
+	}
+}
+
+// --use with a name the file lacks says so, without kong's "--help:" prefix.
+func TestUseUnknownServer(t *testing.T) {
+	conf := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(conf, []byte("servers:\n  lab:\n    via: direct\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	code := Run([]string{"list", "--config", conf, "--use", "nope"}, Env{Stdout: &out, Stderr: &out})
+	want := "rdsproxy: error: configuration file has no server \"nope\" (it has: lab)\n"
+	if code != ExitUsage || !strings.HasPrefix(out.String(), want) {
+		t.Errorf("exit %d:\n%s\nwant it to start with %q", code, out.String(), want)
+	}
+}
+
+// Connection strings for an IPv6 or wildcard listener are valid: the
+// host in brackets in URLs, a loopback address instead of a wildcard.
+func TestConnInfoAddresses(t *testing.T) {
+	target := discovery.Target{Name: "app", Database: "db", Users: []string{"u"}}
+	tests := []struct {
+		ip              string
+		host, dsn, jdbc string
+	}{
+		{"127.0.0.1", "127.0.0.1", "postgresql://u@127.0.0.1:5433/db?sslmode=disable", "jdbc:postgresql://127.0.0.1:5433/db?sslmode=disable&user=u"},
+		{"::1", "::1", "postgresql://u@[::1]:5433/db?sslmode=disable", "jdbc:postgresql://[::1]:5433/db?sslmode=disable&user=u"},
+		{"0.0.0.0", "127.0.0.1", "postgresql://u@127.0.0.1:5433/db?sslmode=disable", "jdbc:postgresql://127.0.0.1:5433/db?sslmode=disable&user=u"},
+		{"::", "::1", "postgresql://u@[::1]:5433/db?sslmode=disable", "jdbc:postgresql://[::1]:5433/db?sslmode=disable&user=u"},
+	}
+	for _, tt := range tests {
+		ci := newConnInfo(target, &net.TCPAddr{IP: net.ParseIP(tt.ip), Port: 5433}, "", "")
+		if ci.Host != tt.host || ci.DSN != tt.dsn || ci.JDBC != tt.jdbc {
+			t.Errorf("%s: host %s, DSN %s, JDBC %s", tt.ip, ci.Host, ci.DSN, ci.JDBC)
+		}
+		if want := `psql "host=` + tt.host + ` port=5433 user=u dbname=db sslmode=disable"`; ci.Psql != want {
+			t.Errorf("%s: %s, want %s", tt.ip, ci.Psql, want)
+		}
+	}
+}
+
+// bash completes the values of --via, --log-level and --use.
+func TestCompletionFlagValues(t *testing.T) {
+	var script bytes.Buffer
+	if code := Run([]string{"completion", "bash"}, Env{Stdout: &script, Stderr: &script}); code != ExitOK {
+		t.Fatalf("exit %d: %s", code, script.String())
+	}
+	tests := []struct{ words, want string }{
+		{`rdsproxy connect --via ""`, "ssm kube direct"},
+		{`rdsproxy list --via d`, "direct"},
+		{`rdsproxy psql --log-level w`, "warn"},
+		{`rdsproxy connect --use ""`, "lab prod"},
+	}
+	for _, tt := range tests {
+		// rdsproxy is a stand-in here: the real __servers is tested above.
+		prog := script.String() + "\nrdsproxy() { [ \"$1\" = __servers ] && printf 'lab\\nprod\\n'; }\n" +
+			"COMP_WORDS=(" + tt.words + "); COMP_CWORD=$((${#COMP_WORDS[@]}-1)); _rdsproxy; echo \"${COMPREPLY[*]}\""
+		out, err := exec.Command("bash", "-c", prog).CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != tt.want {
+			t.Errorf("%s: %q (%v), want %q", tt.words, out, err, tt.want)
+		}
+	}
+}
