@@ -42,6 +42,7 @@ const (
 type world struct {
 	pg      *sandbox.Postgres
 	emu     *sandbox.Emulator
+	sts     *sandbox.STS // AWS STS for caller identity, with sandbox.STSPrincipals
 	ca      *sandbox.CA
 	logs    *logBuffer
 	tokens  *recordingTokens
@@ -108,7 +109,7 @@ func startWorld(ctx context.Context, dir string) (*world, func(), error) {
 		CA:          ca,
 		Endpoints:   []string{appEndpoint, roEndpoint, limitedEndpoint},
 		Region:      sandbox.Region,
-		Credentials: map[string]string{sandbox.AccessKeyID: sandbox.SecretAccessKey},
+		Credentials: sandbox.PrincipalSecrets(), // the sandbox key and every STS principal's
 		Logger:      w.logs.logger("emulator"),
 	})
 	if err != nil {
@@ -116,6 +117,12 @@ func startWorld(ctx context.Context, dir string) (*world, func(), error) {
 	}
 	closers = append(closers, func() { emu.Close() })
 	w.emu = emu
+	sts, err := sandbox.StartSTS(ctx, sandbox.STSConfig{Logger: w.logs.logger("sts")})
+	if err != nil {
+		return nil, cleanup, err
+	}
+	closers = append(closers, func() { sts.Close() })
+	w.sts = sts
 	w.tokens = newRecordingTokens()
 	w.targets, w.dials = sandboxTargets(emu.Addr(), pg)
 	return w, cleanup, nil
