@@ -23,8 +23,8 @@ func TestPgxCancelThroughBothHops(t *testing.T) {
 	took := time.Since(started)
 	pgErr(t, err, "57014", "canceling statement due to user request")
 	t.Logf("cancelled after %v (500ms of it before the cancel)", took)
-	if took > 30*time.Second {
-		t.Fatalf("the query ran %v: the cancel did not reach PostgreSQL", took)
+	if took > 500*time.Millisecond+cancelBound {
+		t.Fatalf("the cancel took %v, want within %v", took, cancelBound)
 	}
 	var one int
 	if err := conn.QueryRow(context.Background(), "SELECT 1").Scan(&one); err != nil || one != 1 {
@@ -53,10 +53,10 @@ func TestPsqlCtrlCThroughBothHops(t *testing.T) {
 	go func() { done <- cmd.Wait() }()
 	select {
 	case <-done:
-	case <-time.After(45 * time.Second):
+	case <-time.After(cancelBound):
 		cmd.Process.Kill()
 		<-done
-		t.Fatalf("psql still running 45s after Ctrl-C:\n%s", out.String())
+		t.Fatalf("psql still running %v after Ctrl-C:\n%s", cancelBound, out.String())
 	}
 	t.Logf("psql finished %v after Ctrl-C", time.Since(started))
 	if !strings.Contains(out.String(), "canceling statement due to user request") {

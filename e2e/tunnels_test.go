@@ -42,8 +42,12 @@ func tunnelSuite(t *testing.T, st *stack) {
 	conn := connectLocal(t, st.local["app"], sandbox.UserIAM)
 	cctx, cancel := context.WithCancel(ctx)
 	time.AfterFunc(300*time.Millisecond, cancel)
+	started := time.Now()
 	_, err = conn.Exec(cctx, "SELECT pg_sleep(60)")
 	pgErr(t, err, "57014", "canceling statement due to user request")
+	if took := time.Since(started); took > 300*time.Millisecond+cancelBound {
+		t.Fatalf("the cancel took %v, want within %v", took, cancelBound)
+	}
 	if err := conn.Ping(ctx); err != nil {
 		t.Fatalf("session unusable after cancel: %v", err)
 	}
