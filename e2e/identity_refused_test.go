@@ -1,0 +1,107 @@
+package e2e
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/rdsproxy/rdsproxy/internal/callerid"
+	"github.com/rdsproxy/rdsproxy/internal/sandbox"
+)
+
+// Forged, expired, replayed and mismatched identities are refused, each
+// with its own SQLSTATE and sentence, and none reaches the database.
+func TestIdentityRefusedBeforeAnyDial(t *testing.T) {
+	t.Cleanup(func() { checkNoIdentitySecrets(t) })
+	st := startStack(t, withIdentity(t, false, ""))
+	down := startStack(t, withIdentity(t, false, "http://"+closedAddr()))
+	ctx := context.Background()
+	now := time.Now()
+	forged := sandbox.PrincipalAdmin
+	forged.SecretAccessKey = "made-up-secret"
+	tests := []struct {
+		name, addr string
+		tokenAs    sandbox.STSPrincipal
+		identity   string
+		code, want string
+	}{
+		{"forged signature", st.serverAddr, sandbox.PrincipalAdmin, signIdentity(t, forged, testServerID, now),
+			"28P01", "AWS STS refused the caller identity: SignatureDoesNotMatch"},
+		{"expired", st.serverAddr, sandbox.PrincipalAdmin, signIdentity(t, sandbox.PrincipalAdmin, testServerID, now.Add(-20*time.Minute)),
+			"28000", "the caller identity expired: it was signed 20m"},
+		{"dated in the future", st.serverAddr, sandbox.PrincipalAdmin, signIdentity(t, sandbox.PrincipalAdmin, testServerID, now.Add(10*time.Minute)),
+			"28000", "in the future"},
+		{"replayed to another server", st.serverAddr, sandbox.PrincipalAdmin, signIdentity(t, sandbox.PrincipalAdmin, "another-server", now),
+			"28000", `signed for server "another-server", not for this server ("e2e-server")`},
+		{"token and identity from different keys", st.serverAddr, sandbox.PrincipalAdmin, signIdentity(t, sandbox.PrincipalReader, testServerID, now),
+			"28000", "signed with access key " + sandbox.PrincipalReader.AccessKeyID + " but the IAM token with " + sandbox.PrincipalAdmin.AccessKeyID},
+		{"malformed", st.serverAddr, sandbox.PrincipalAdmin, "not*base64",
+			"08P01", "the caller identity (rdsproxy.identity) is malformed: identity is not base64url"},
+		{"missing", st.serverAddr, sandbox.PrincipalAdmin, "",
+			"28000", "this server requires a verified caller identity, and the connection carries none"},
+		{"STS unreachable", down.serverAddr, sandbox.PrincipalAdmin, signIdentity(t, sandbox.PrincipalAdmin, testServerID, now),
+			"08001", "cannot verify the caller identity: AWS STS is unreachable"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tok, err := principalTokens{tt.tokenAs.Credentials()}.Get(ctx, appEndpoint, sandbox.Region, sandbox.UserIAM)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := serverConfig(t, tt.addr, "app", sandbox.UserIAM, tok)
+			if tt.identity != "" {
+				cfg.RuntimeParams[callerid.Param] = tt.identity
+			}
+			before := sb.emu.Accepted()
+			_, err = pgx.ConnectConfig(ctx, cfg)
+			pgErr(t, err, tt.code, tt.want)
+			if sb.emu.Accepted() != before {
+				t.Fatal("the refused identity was dialed upstream")
+			}
+		})
+	}
+}
+
+// Clients that predate identity keep working while the server does not
+// require it, and are told why otherwise. A target with a principal rule
+// admits only verified callers either way.
+func TestIdentityOldClients(t *testing.T) {
+	ctx := context.Background()
+	lenient := startStack(t, withIdentity(t, true, ""))
+	conn := connectLocal(t, lenient.local["app"], sandbox.UserIAM) // the stack's clients send no identity
+	var one int
+	if err := conn.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+		t.Fatal(err)
+	}
+	tok := sb.tokens.sign(t, appEndpoint, sandbox.UserIAM, nowUTC())
+	before := sb.emu.Accepted()
+	_, err := pgx.ConnectConfig(ctx, serverConfig(t, lenient.serverAddr, "admins", sandbox.UserIAM, tok))
+	pgErr(t, err, "28000", `target "admins" admits only verified AWS principals, and the connection carries no identity`)
+
+	strict := startStack(t, withIdentity(t, false, ""))
+	_, err = connectLocalErr(strict.local["app"], sandbox.UserIAM)
+	pgErr(t, err, "28000", "this server requires a verified caller identity")
+	if sb.emu.Accepted() != before {
+		t.Fatal("a connection without identity was dialed upstream")
+	}
+}
+
+// The server asks STS once per signed identity: a client reuses its
+// identity, so only its first connection waits for STS.
+func TestIdentityCacheSparesSTS(t *testing.T) {
+	sts, err := sandbox.StartSTS(t.Context(), sandbox.STSConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sts.Close() })
+	st := startStack(t, withIdentity(t, false, sts.URL()))
+	addr := identityClient(t, st, "app", sandbox.PrincipalSSO, testServerID)
+	for range 5 {
+		connectLocal(t, addr, sandbox.UserIAM).Close(context.Background())
+	}
+	if got := sts.Calls(); got != 1 {
+		t.Errorf("STS calls for 5 connections with one identity = %d, want 1", got)
+	}
+}
