@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
+	"strings"
 
 	"github.com/alecthomas/kong"
 )
@@ -33,9 +35,10 @@ func (e *ExitError) Unwrap() error { return e.Err }
 // Globals are flags every command has.
 type Globals struct {
 	Config    kong.ConfigFlag  `help:"YAML configuration file; its keys are the long flag names (also read: $$XDG_CONFIG_HOME/rdsproxy/config.yaml, by default ~/.config/rdsproxy/config.yaml)." env:"RDSPROXY_CONFIG" placeholder:"FILE"`
-	LogLevel  string           `help:"Log level: debug, info, warn or error." default:"info" enum:"debug,info,warn,error" env:"RDSPROXY_LOG_LEVEL"`
+	LogLevel  string           `help:"Log level: debug, info, warn or error (default: warn for a client on a terminal, else info)." placeholder:"LEVEL" env:"RDSPROXY_LOG_LEVEL"`
 	LogFormat string           `help:"Log format: text or json." default:"text" enum:"text,json" env:"RDSPROXY_LOG_FORMAT"`
 	Quiet     bool             `short:"q" help:"Only errors and what was asked for: warn-level logs, no progress indicator." env:"RDSPROXY_QUIET"`
+	Verbose   bool             `short:"v" help:"Info-level logs on a terminal too (what the client does, step by step), instead of a progress indicator." env:"RDSPROXY_VERBOSE"`
 	Version   kong.VersionFlag `help:"Print the version and exit."`
 }
 
@@ -61,6 +64,7 @@ type Env struct {
 	Version        string
 	args           []string // as given to Run, for configuration reloads
 	signals        *signals // SIGINT/SIGTERM handling; nil outside Run
+	stderr         *stderrLine
 }
 
 // Run parses args (without the program name), runs the command and
@@ -128,11 +132,12 @@ func run(ctx context.Context, args []string, env Env) error {
 		}
 		return &ExitError{Code: ExitUsage, Err: err}
 	}
-	level := cli.LogLevel
-	if cli.Quiet && (level == "debug" || level == "info") {
-		level = "warn"
+	if cli.LogLevel != "" && !slices.Contains(logLevels, cli.LogLevel) {
+		return &ExitError{Code: ExitUsage, Err: fmt.Errorf("--log-level must be one of %s, not %q", strings.Join(logLevels, ", "), cli.LogLevel)}
 	}
-	log, err := newLogger(env.Stderr, level, cli.LogFormat)
+	env.stderr = &stderrLine{w: env.Stderr}
+	level := cli.logLevel(kctx.Command(), isTerminal(env.Stderr))
+	log, err := newLogger(env.stderr, level, cli.LogFormat)
 	if err != nil {
 		return &ExitError{Code: ExitUsage, Err: err}
 	}

@@ -55,7 +55,7 @@ func (ServersCmd) Run(g *Globals, env Env) error {
 // valueWords are the shell words that complete a flag's value: an enum's
 // values, or a command that prints them.
 func valueWords(kctx *kong.Context) map[string]string {
-	words := map[string]string{"--use": "$(rdsproxy __servers 2>/dev/null)"}
+	words := map[string]string{"--use": "$(rdsproxy __servers 2>/dev/null)", "--log-level": strings.Join(logLevels, " ")}
 	var walk func(n *kong.Node)
 	walk = func(n *kong.Node) {
 		for _, f := range n.Flags {

@@ -3,13 +3,8 @@ package cli
 import (
 	"context"
 	"crypto/tls"
-	"fmt"
-	"io"
 	"log/slog"
-	"os"
 	"time"
-
-	"golang.org/x/term"
 
 	"github.com/rdsproxy/rdsproxy/client"
 	"github.com/rdsproxy/rdsproxy/discovery"
@@ -24,10 +19,12 @@ type remote struct {
 }
 
 // dial opens the tunnel and fetches the target list, with a spinner on
-// stderr while it waits (only on a terminal, never with --quiet). The
+// stderr while it waits (only on a terminal, never with --quiet or
+// --verbose). The
 // target names are remembered for shell completion.
 func (f *TunnelFlags) dial(ctx context.Context, log *slog.Logger, env Env, quiet bool) (*remote, error) {
-	stop := spinner(env.Stderr, "opening the --via "+f.Via+" tunnel", !quiet)
+	// The indicator only when info logs are off: they say the same.
+	stop := spinner(env, "opening the --via "+f.Via+" tunnel", !quiet && !log.Enabled(ctx, slog.LevelInfo))
 	defer stop()
 	tun, serverTLS, err := f.open(ctx, log)
 	if err != nil {
@@ -65,37 +62,4 @@ func (f *TunnelFlags) dialTarget(ctx context.Context, log *slog.Logger, env Env,
 		return nil, discovery.Target{}, &ExitError{Code: ExitFailure, Err: err}
 	}
 	return r, t, nil
-}
-
-// spinner draws a progress indicator on w while the caller waits, if w is
-// a terminal and enabled; the returned func erases it.
-func spinner(w io.Writer, what string, enabled bool) func() {
-	f, ok := w.(*os.File)
-	if !enabled || !ok || !term.IsTerminal(int(f.Fd())) {
-		return func() {}
-	}
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		frames := `|/-\`
-		t := time.NewTicker(120 * time.Millisecond)
-		defer t.Stop()
-		for i := 0; ; i++ {
-			fmt.Fprintf(f, "\r%c %s…", frames[i%len(frames)], what)
-			select {
-			case <-done:
-				fmt.Fprintf(f, "\r\033[K")
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return func() { close(done); <-finished }
-}
-
-// isTerminal reports whether r is an interactive terminal.
-func isTerminal(r io.Reader) bool {
-	f, ok := r.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
 }
