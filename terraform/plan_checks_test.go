@@ -116,7 +116,52 @@ func first(m map[string]any, key string) map[string]any {
 
 func checkPlan(plan map[string]any, w planWant) []string {
 	rcs := resourceChanges(plan)
-	return slices.Concat(checkLaunch(rcs, w), checkNoIngress(rcs), checkRole(rcs, w), checkEndpoints(rcs, w), checkDeveloperOutput(plan, w))
+	return slices.Concat(checkLaunch(rcs, w), checkNoIngress(rcs), checkRole(rcs, w), checkEndpoints(rcs, w),
+		checkDocument(rcs, w), checkDeveloperOutput(plan, w))
+}
+
+func (w planWant) developerRegions() []string {
+	if len(w.devRegions) > 0 {
+		return w.devRegions
+	}
+	return []string{w.region}
+}
+
+// checkDocument: the module's Session document forwards to the server port
+// and to nothing a session could choose.
+func checkDocument(rcs []rc, w planWant) []string {
+	var problems []string
+	n := 0
+	for _, r := range rcs {
+		if r.typ != "aws_ssm_document" {
+			continue
+		}
+		n++
+		var doc struct {
+			SessionType string `json:"sessionType"`
+			Parameters  map[string]any
+			Properties  map[string]string
+		}
+		if err := json.Unmarshal([]byte(str(r.after["content"])), &doc); err != nil {
+			problems = append(problems, r.addr+": content is not known JSON: "+err.Error())
+			continue
+		}
+		if str(r.after["document_type"]) != "Session" || doc.SessionType != "Port" || doc.Properties["type"] != "LocalPortForwarding" {
+			problems = append(problems, fmt.Sprintf("%s: not a local port-forwarding Session document: %+v", r.addr, doc))
+		}
+		if doc.Properties["portNumber"] != w.port {
+			problems = append(problems, fmt.Sprintf("%s: forwards to port %q, want only the server port %s", r.addr, doc.Properties["portNumber"], w.port))
+		}
+		for name := range doc.Parameters {
+			if name != "localPortNumber" {
+				problems = append(problems, fmt.Sprintf("%s: the session may set parameter %s", r.addr, name))
+			}
+		}
+	}
+	if n != 1 {
+		problems = append(problems, fmt.Sprintf("want one port-forwarding Session document, found %d", n))
+	}
+	return problems
 }
 
 // checkLaunch: IMDSv2 only, no public IP, encrypted volumes; the user data
@@ -382,8 +427,8 @@ func checkDeveloperOutput(plan map[string]any, w planWant) []string {
 				problems = append(problems, "StartSession on instances is not limited to the tag rdsproxy:server="+w.name)
 			case a == "ssm:StartSession" && strings.Contains(res, ":document/"):
 				for _, d := range strs(st.Resource) {
-					if !strings.HasSuffix(d, ":document/AWS-StartPortForwardingSession") {
-						problems = append(problems, "StartSession allows document "+d)
+					if !slices.Contains(w.documents, d) {
+						problems = append(problems, fmt.Sprintf("StartSession allows document %s; want only %q", d, w.documents))
 					}
 				}
 			case (a == "ssm:TerminateSession" || a == "ssm:ResumeSession" || a == "ssmmessages:OpenDataChannel") &&
@@ -392,8 +437,8 @@ func checkDeveloperOutput(plan map[string]any, w planWant) []string {
 				problems = append(problems, a+" is not limited to the caller's own sessions")
 			}
 			for _, r := range strs(st.Resource) {
-				if p := strings.Split(r, ":"); len(p) > 3 && p[3] != "" && p[3] != w.region {
-					problems = append(problems, fmt.Sprintf("developer policy names region %s, want %s", p[3], w.region))
+				if p := strings.Split(r, ":"); len(p) > 3 && p[3] != "" && !slices.Contains(w.developerRegions(), p[3]) {
+					problems = append(problems, fmt.Sprintf("developer policy names region %s, want only %q", p[3], w.developerRegions()))
 				}
 			}
 		}
@@ -478,10 +523,30 @@ func checkMutationsCaught(t *testing.T, plan map[string]any, w planWant) {
 			setDeveloper(p, func(s *[]statement) {
 				for i, st := range *s {
 					if strings.Contains(fmt.Sprint(st.Resource), ":document/") {
-						(*s)[i].Resource = strings.Replace(strs(st.Resource)[0], "AWS-StartPortForwardingSession", "SSM-SessionManagerRunShell", 1)
+						(*s)[i].Resource = "arn:aws:ssm:" + w.region + "::document/SSM-SessionManagerRunShell"
 					}
 				}
 			})
+		}},
+		{"developer generic port forwarding", "allows document", func(p map[string]any) {
+			setDeveloper(p, func(s *[]statement) {
+				for i, st := range *s {
+					if strings.Contains(fmt.Sprint(st.Resource), ":document/") {
+						(*s)[i].Resource = "arn:aws:ssm:" + w.region + "::document/AWS-StartPortForwardingSession"
+					}
+				}
+			})
+		}},
+		{"developer other region", "names region", func(p map[string]any) {
+			setDeveloper(p, func(s *[]statement) { (*s)[0].Resource = "arn:aws:ec2:ap-south-1:123456789012:instance/*" })
+		}},
+		{"document any port", "the session may set parameter portNumber", func(p map[string]any) {
+			a := after(find(p, "aws_ssm_document", "port_forward"))
+			a["content"] = strings.Replace(str(a["content"]), `"parameters":{`, `"parameters":{"portNumber":{"type":"String"},`, 1)
+		}},
+		{"document other port", "forwards to port", func(p map[string]any) {
+			a := after(find(p, "aws_ssm_document", "port_forward"))
+			a["content"] = strings.Replace(str(a["content"]), `"portNumber":"`+w.port+`"`, `"portNumber":"22"`, 1)
 		}},
 		{"developer any session", "own sessions", func(p map[string]any) {
 			setDeveloper(p, func(s *[]statement) {

@@ -155,6 +155,9 @@ type planWant struct {
 	sha256        string
 	endpoints     []string // VPC endpoint services expected
 	developer     bool     // the root has output "developer" = the developer policy
+	documents     []string // the documents the developer policy may allow
+	devRegions    []string // regions the developer policy may name; empty: region
+	port          string   // the server port the Session document pins
 }
 
 const planSHA = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -183,7 +186,8 @@ func planCases() []planCase {
 				"rds_security_group_ids": []string{"sg-0123456789abcdef0"},
 				"binary":                 map[string]any{"sha256": planSHA, "url": "https://example.com/rdsproxy_linux_arm64.tar.gz"},
 			}),
-			want: planWant{name: "orders", region: "eu-west-1", sha256: planSHA, developer: true},
+			want: planWant{name: "orders", region: "eu-west-1", sha256: planSHA, developer: true, port: "5480",
+				documents: []string{"arn:aws:ssm:eu-west-1:123456789012:document/orders-port-forward"}},
 		},
 		{
 			name: "aws-server s3 delivery with endpoints",
@@ -191,17 +195,20 @@ func planCases() []planCase {
 				"name": "reports", "vpc_id": "vpc-0123456789abcdef0",
 				"subnet_ids":           []string{"subnet-0123456789abcdef0", "subnet-0123456789abcdef1"},
 				"create_vpc_endpoints": true, "ami_id": "ami-0123456789abcdef0", "architecture": "x86_64", "instance_type": "t3.micro",
-				"binary":                map[string]any{"sha256": planSHA, "s3_bucket": "rdsproxy-artifacts", "s3_key": "v1/rdsproxy"},
-				"developer_rds_connect": map[string]any{"resource_ids": []string{"db-ABCDEFGHIJKL"}, "db_users": []string{"app_reader"}},
+				"binary":                     map[string]any{"sha256": planSHA, "s3_bucket": "rdsproxy-artifacts", "s3_key": "v1/rdsproxy"},
+				"developer_rds_connect":      map[string]any{"resource_ids": []string{"db-ABCDEFGHIJKL"}, "db_users": []string{"app_reader"}},
+				"developer_session_document": "aws", "developer_regions": []string{"eu-west-1", "us-east-1"}, "port": 6432,
 			}),
-			want: planWant{name: "reports", region: "eu-west-1", sha256: planSHA, developer: true,
+			want: planWant{name: "reports", region: "eu-west-1", sha256: planSHA, developer: true, port: "6432",
+				devRegions:   []string{"eu-west-1", "us-east-1"},
+				documents:    []string{"arn:aws:ssm:eu-west-1::document/AWS-StartPortForwardingSession", "arn:aws:ssm:us-east-1::document/AWS-StartPortForwardingSession"},
 				binaryObject: "arn:aws:s3:::rdsproxy-artifacts/v1/rdsproxy",
 				endpoints:    []string{"com.amazonaws.eu-west-1.ec2messages", "com.amazonaws.eu-west-1.rds", "com.amazonaws.eu-west-1.ssm", "com.amazonaws.eu-west-1.ssmmessages"}},
 		},
 		{
 			name: "examples/aws-complete", example: "aws-complete",
 			vars: map[string]string{"region": "eu-central-1"},
-			want: planWant{name: "rdsproxy-example", region: "eu-central-1", unknownPolicy: 1, unknownUser: true,
+			want: planWant{name: "rdsproxy-example", region: "eu-central-1", unknownPolicy: 1, unknownUser: true, port: "5480",
 				endpoints: []string{"com.amazonaws.eu-central-1.ec2messages", "com.amazonaws.eu-central-1.rds", "com.amazonaws.eu-central-1.ssm", "com.amazonaws.eu-central-1.ssmmessages"}},
 		},
 	}

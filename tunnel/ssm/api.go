@@ -2,6 +2,7 @@ package ssm
 
 import (
 	"context"
+	"regexp"
 	"strconv"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -32,10 +33,17 @@ const (
 	DocumentPortForwardingRemoteHost = "AWS-StartPortForwardingSessionToRemoteHost"
 )
 
-// startSessionInput chooses the document: the remote-host one when host is
-// set (the agent dials host:port), else the local one (the agent dials
-// localhost:port on the target).
-func startSessionInput(target, host string, port int) *ssm.StartSessionInput {
+// documentName is an SSM document name or ARN (the API's own pattern for names).
+var documentName = regexp.MustCompile(`^(arn:[a-z-]+:ssm:[a-z0-9-]+:[0-9]*:document/)?[a-zA-Z0-9_.-]{3,128}$`)
+
+// startSessionInput chooses the document: a custom one that pins the port
+// when given (no parameters: the document decides), else the remote-host
+// one when host is set (the agent dials host:port), else the local one (the
+// agent dials localhost:port on the target).
+func startSessionInput(target, host, document string, port int) *ssm.StartSessionInput {
+	if document != "" {
+		return &ssm.StartSessionInput{Target: aws.String(target), DocumentName: aws.String(document), Reason: aws.String("rdsproxy connect")}
+	}
 	in := &ssm.StartSessionInput{
 		Target:       aws.String(target),
 		DocumentName: aws.String(DocumentPortForwarding),

@@ -30,6 +30,7 @@ type sessionParams struct {
 	dialer        *websocket.Dialer
 	target, host  string
 	port          int
+	document      string
 	clientID      string
 	clientVersion string
 	window        int
@@ -66,7 +67,7 @@ type session struct {
 // startSession runs StartSession, opens the data channel and completes the
 // handshake. ctx bounds the start; life bounds the session.
 func startSession(ctx, life context.Context, p sessionParams) (*session, error) {
-	in := startSessionInput(p.target, p.host, p.port)
+	in := startSessionInput(p.target, p.host, p.document, p.port)
 	out, err := p.api.StartSession(ctx, in)
 	if err != nil {
 		return nil, startSessionError(p.target, *in.DocumentName, err)

@@ -27,6 +27,12 @@ type Config struct {
 	Host string
 	// Port is the destination port (the rdsproxy server's port).
 	Port int
+	// Document, when set, is a custom Session document (sessionType Port,
+	// LocalPortForwarding) that pins the destination port, like the one
+	// terraform/modules/aws-server creates so that developers cannot forward
+	// to other ports. StartSession then passes no portNumber: the document
+	// decides, and Port should name the same port. Not with Host.
+	Document string
 	// Sessions spreads streams over this many sessions (the agent caps each
 	// session below ~1 MB/s per direction). Default 1.
 	Sessions int
@@ -55,6 +61,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Port <= 0 || c.Port > 65535 {
 		errs = append(errs, fmt.Errorf("ssm: port %d out of range", c.Port))
+	}
+	if c.Document != "" && c.Host != "" {
+		errs = append(errs, errors.New("ssm: a custom document pins the destination on the target; it cannot be combined with a remote host"))
+	}
+	if c.Document != "" && !documentName.MatchString(c.Document) {
+		errs = append(errs, fmt.Errorf("ssm: %q is not an SSM document name or ARN", c.Document))
 	}
 	if c.Sessions < 0 || c.Sessions > 64 {
 		errs = append(errs, fmt.Errorf("ssm: sessions %d out of range 1..64", c.Sessions))
@@ -113,7 +125,7 @@ func New(ctx context.Context, cfg Config) (*Tunnel, error) {
 	}
 	t := &Tunnel{slots: make([]slot, cfg.Sessions)}
 	t.life, t.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	t.p = sessionParams{api: cfg.API, dialer: cfg.Dialer, target: cfg.Target, host: cfg.Host, port: cfg.Port,
+	t.p = sessionParams{api: cfg.API, dialer: cfg.Dialer, target: cfg.Target, host: cfg.Host, port: cfg.Port, document: cfg.Document,
 		clientID: uuid.NewString(), clientVersion: cfg.ClientVersion, window: cfg.Window,
 		maxPayload: cfg.MaxPayload, log: cfg.Logger}
 	if _, err := t.sessionAt(ctx, 0); err != nil {

@@ -8,6 +8,11 @@ output "autoscaling_group_name" {
   value       = module.rdsproxy.autoscaling_group_name
 }
 
+output "ssm_document_name" {
+  description = "Pass to `rdsproxy connect --via ssm --ssm-document`: the only session document the developer policy allows."
+  value       = module.rdsproxy.ssm_document_name
+}
+
 output "developer_iam_policy_json" {
   description = "Attach this policy to the developers' role or permission set."
   value       = module.rdsproxy.developer_iam_policy_json

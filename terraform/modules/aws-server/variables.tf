@@ -368,3 +368,25 @@ variable "developer_rds_connect" {
     error_message = "Resource ids look like db-ABCDEFGHIJKL or cluster-ABCDEFGHIJKL; user names are PostgreSQL role names."
   }
 }
+
+variable "developer_session_document" {
+  description = "Document the developer policy allows for ssm:StartSession: pinned (this module's Session document, which forwards only to port; clients pass `rdsproxy connect --ssm-document <ssm_document_name output>`) or aws (AWS-StartPortForwardingSession, which lets the developer forward to any port on the instance, e.g. 22 or the admin port; only for clients without --ssm-document)."
+  type        = string
+  default     = "pinned"
+
+  validation {
+    condition     = contains(["pinned", "aws"], var.developer_session_document)
+    error_message = "The developer_session_document must be pinned or aws."
+  }
+}
+
+variable "developer_regions" {
+  description = "Regions whose servers named var.name the developer policy covers (instances, sessions and the pinned document, which the module creates in each region it is deployed to). Empty: the current region."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for r in var.developer_regions : can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]$", r))])
+    error_message = "Each developer region must be a region name such as eu-west-1."
+  }
+}
