@@ -184,9 +184,10 @@ type streamConn struct {
 	data *spdystream.Stream
 	errs *spdystream.Stream
 
-	chunks  chan []byte // filled by pump, closed when the stream ends
-	readErr error       // set by pump before closing chunks
-	remote  chan error  // one value from readErrors: nil or the reported error
+	chunks  chan []byte   // filled by pump, closed when the stream ends
+	readErr error         // set by pump before closing chunks and over
+	over    chan struct{} // closed by pump once readErr is set
+	remote  chan error    // one value from readErrors: nil or the reported error
 	done    chan struct{}
 
 	readMu  sync.Mutex
@@ -206,6 +207,7 @@ func newStreamConn(t *Tunnel, s *session, id string, data, errs *spdystream.Stre
 	return &streamConn{
 		t: t, s: s, id: id, data: data, errs: errs,
 		chunks: make(chan []byte, readAhead),
+		over:   make(chan struct{}),
 		remote: make(chan error, 1),
 		done:   make(chan struct{}),
 	}
@@ -229,6 +231,7 @@ func (c *streamConn) readErrors() {
 
 // pump copies the data stream into chunks until it ends, then records why.
 func (c *streamConn) pump() {
+	defer close(c.over)
 	defer close(c.chunks)
 	buf := make([]byte, chunkSize)
 	for {
@@ -321,7 +324,7 @@ func (c *streamConn) Write(p []byte) (int, error) {
 		default:
 		}
 		if c.ended.Load() {
-			return n, fmt.Errorf("kube: write to pod %s: %w", c.s.pod, errEnded)
+			return n, c.endedWriteError()
 		}
 		k := min(len(p), chunkSize)
 		if _, err := c.data.Write(p[:k]); err != nil {
@@ -331,6 +334,23 @@ func (c *streamConn) Write(p []byte) (int, error) {
 		p = p[k:]
 	}
 	return n, nil
+}
+
+// endedWriteError is the error of a write after the server ended the
+// stream: why it ended (e.g. the kubelet's StreamError) once known, so a
+// writer that loses the race with the end learns the same as a reader.
+func (c *streamConn) endedWriteError() error {
+	select {
+	case <-c.over:
+	case <-c.done:
+		return net.ErrClosed
+	case <-c.wd.wait():
+		return os.ErrDeadlineExceeded
+	}
+	if c.readErr != nil && !errors.Is(c.readErr, io.EOF) {
+		return c.readErr
+	}
+	return fmt.Errorf("kube: write to pod %s: %w", c.s.pod, errEnded)
 }
 
 // CloseWrite half-closes the stream: the server reads EOF, and can still

@@ -63,7 +63,8 @@ func TestServerCloseEndsStream(t *testing.T) {
 }
 
 // A port the pod does not serve fails the stream with the kubelet's
-// "connection refused", naming the port, and the tunnel stays usable.
+// "connection refused", naming the port, for readers and for writers that
+// come after the end, and the tunnel stays usable.
 func TestWrongPort(t *testing.T) {
 	echo := startEcho(t)
 	cluster := startCluster(t, echo.Addr())
@@ -82,6 +83,9 @@ func TestWrongPort(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not say %q", err, want)
 		}
+	}
+	if _, err := c.Write([]byte("again")); !errors.As(err, &se) {
+		t.Errorf("write after the refusal = %v, want the same StreamError", err)
 	}
 	if got := echo.accepted.Load(); got != 0 {
 		t.Fatalf("the pod forwarded %d connections of a port it does not serve", got)
