@@ -50,6 +50,7 @@ type CLI struct {
 	List       ListCmd       `cmd:"" help:"List the databases a server serves."`
 	Psql       PsqlCmd       `cmd:"" help:"Run psql against a target through a tunnel that lasts as long as psql."`
 	Token      TokenCmd      `cmd:"" help:"Print an IAM auth token for a target."`
+	Env        EnvCmd        `cmd:"" help:"Print shell exports (PGHOST, PGPORT, …) for a target that rdsproxy connect serves."`
 	Doctor     DoctorCmd     `cmd:"" help:"Check step by step what a connection needs, and say how to fix what fails."`
 	Completion CompletionCmd `cmd:"" help:"Print a shell completion script (bash, zsh, fish)."`
 	Targets    TargetsCmd    `cmd:"" name:"__targets" hidden:"" help:"Print the target names of the last list."`

@@ -52,6 +52,9 @@ func (ServersCmd) Run(g *Globals, env Env) error {
 	return nil
 }
 
+// takesTarget are the commands whose argument is a target name.
+var takesTarget = map[string]bool{"connect": true, "psql": true, "token": true, "doctor": true, "env": true}
+
 // valueWords are the shell words that complete a flag's value: an enum's
 // values, or a command that prints them.
 func valueWords(kctx *kong.Context) map[string]string {
@@ -117,7 +120,7 @@ func bashScript(names []string, cmds map[string][]string, values map[string]stri
 	b.WriteString("  case \"$cmd\" in\n")
 	for _, n := range names {
 		words := strings.Join(cmds[n], " ")
-		if n == "connect" || n == "psql" || n == "token" || n == "doctor" {
+		if takesTarget[n] {
 			fmt.Fprintf(&b, "    %s) COMPREPLY=($(compgen -W \"%s $(rdsproxy __targets 2>/dev/null)\" -- \"$cur\"));;\n", n, words)
 			continue
 		}
@@ -139,7 +142,7 @@ func fishScript(names []string, cmds map[string][]string, values map[string]stri
 			}
 			fmt.Fprintf(&b, "complete -c rdsproxy -f -n '__fish_seen_subcommand_from %s' -l %s%s\n", n, strings.TrimPrefix(f, "--"), arg)
 		}
-		if n == "connect" || n == "psql" || n == "token" || n == "doctor" {
+		if takesTarget[n] {
 			fmt.Fprintf(&b, "complete -c rdsproxy -f -n '__fish_seen_subcommand_from %s' -a '(rdsproxy __targets 2>/dev/null)'\n", n)
 		}
 	}

@@ -26,7 +26,7 @@ func TestCompletion(t *testing.T) {
 		if code := Run([]string{"completion", shell}, Env{Stdout: &out, Stderr: &out}); code != ExitOK {
 			t.Fatalf("completion %s: exit %d", shell, code)
 		}
-		commands := "server connect list psql token doctor completion version"
+		commands := "server connect list psql token env doctor completion version"
 		for _, want := range []string{commands, "ssm-server", "rdsproxy __targets"} {
 			if !strings.Contains(out.String(), want) {
 				t.Errorf("%s script lacks %q", shell, want)

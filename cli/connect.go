@@ -72,7 +72,11 @@ func (c *ConnectCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env 
 			ln.Close()
 			return err
 		}
-		c.printTarget(env, newConnInfo(t, ln.Addr().(*net.TCPAddr), c.User, rootCert))
+		ci := newConnInfo(t, ln.Addr().(*net.TCPAddr), c.User, rootCert)
+		c.printTarget(env, ci)
+		if err := state.rememberServed(c.serverKey(), ci); err != nil {
+			log.Debug("cannot remember the connection details for rdsproxy env", "target", t.Name, "err", err)
+		}
 		log.Info("ready", "target", t.Name, "listen", ln.Addr().String())
 		grp.Go(func() error { return p.Serve(gctx, ln) })
 	}
@@ -172,9 +176,12 @@ type connInfo struct {
 	Port   int    `json:"port"`
 	User   string `json:"user"`
 	DB     string `json:"database"`
-	Psql   string `json:"psql"`
-	DSN    string `json:"dsn"`
-	JDBC   string `json:"jdbc"`
+	// SSLMode and SSLRootCert are libpq's sslmode and sslrootcert.
+	SSLMode     string `json:"sslmode"`
+	SSLRootCert string `json:"sslrootcert,omitempty"`
+	Psql        string `json:"psql"`
+	DSN         string `json:"dsn"`
+	JDBC        string `json:"jdbc"`
 }
 
 // newConnInfo builds the connection strings; with rootCert (--local-tls)
@@ -197,8 +204,12 @@ func newConnInfo(t discovery.Target, addr *net.TCPAddr, user, rootCert string) c
 		ssl = "sslmode=verify-full sslrootcert=" + conninfoQuote(rootCert)
 		sslQuery = "sslmode=verify-full&sslrootcert=" + url.QueryEscape(rootCert)
 	}
+	mode := "disable"
+	if rootCert != "" {
+		mode = "verify-full"
+	}
 	return connInfo{
-		Target: t.Name, Host: host, Port: port, User: user, DB: db,
+		Target: t.Name, Host: host, Port: port, User: user, DB: db, SSLMode: mode, SSLRootCert: rootCert,
 		Psql: fmt.Sprintf(`psql "host=%s port=%d user=%s dbname=%s %s"`, host, port, user, db, ssl),
 		DSN:  fmt.Sprintf("postgresql://%s@%s/%s?%s", user, hostPort, db, sslQuery),
 		JDBC: fmt.Sprintf("jdbc:postgresql://%s/%s?%s&user=%s", hostPort, db, sslQuery, user),

@@ -20,6 +20,9 @@ import (
 type state struct {
 	Ports   map[string]map[string]int `json:"ports_by_server"` // server key → target → port
 	Targets []string                  `json:"targets"`
+	// Served is what connect printed for each target it served, for
+	// rdsproxy env.
+	Served map[string]map[string]connInfo `json:"served_by_server,omitempty"` // server key → target → details
 }
 
 // stateStore reads and writes state.json; safe for concurrent use.
@@ -98,6 +101,29 @@ func (s *stateStore) rememberPort(server, target string, port int) error {
 		}
 		st.Ports[server][target] = port
 	})
+}
+
+// rememberServed keeps what connect printed for a target of server.
+func (s *stateStore) rememberServed(server string, ci connInfo) error {
+	return s.update(func(st *state) {
+		if st.Served == nil {
+			st.Served = map[string]map[string]connInfo{}
+		}
+		if st.Served[server] == nil {
+			st.Served[server] = map[string]connInfo{}
+		}
+		st.Served[server][ci.Target] = ci
+	})
+}
+
+// served is what connect last printed for a target of server.
+func (s *stateStore) served(server, target string) (connInfo, bool, error) {
+	st, err := s.load()
+	if err != nil {
+		return connInfo{}, false, err
+	}
+	ci, ok := st.Served[server][target]
+	return ci, ok, nil
 }
 
 func (s *stateStore) rememberTargets(names []string) error {

@@ -1,0 +1,70 @@
+package cli
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"strings"
+	"testing"
+)
+
+// rdsproxy env prints exports for the listener connect serves (and
+// remembers), warns when nothing listens there, and says what to do for
+// a target connect never served.
+func TestEnvCommand(t *testing.T) {
+	t.Setenv("HOME", t.TempDir())
+	t.Setenv("RDSPROXY_STATE_DIR", t.TempDir())
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKIATESTENV000000001")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "test-secret")
+	t.Setenv("AWS_REGION", "us-east-1")
+	addr := startListServer(t, "orders")
+	server := []string{"--via", "direct", "--server", addr}
+
+	ctx, cancel := context.WithCancel(t.Context())
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, append([]string{"connect", "orders", "--user", "alice"}, server...), Env{Stdout: pw, Stderr: io.Discard})
+		pw.Close()
+	}()
+	block := readBlock(t, pr)
+	go io.Copy(io.Discard, pr)
+	port := strings.TrimPrefix(strings.Fields(block)[2], "127.0.0.1:")
+
+	out, errOut, code := runEnv(append([]string{"env", "orders"}, server...))
+	want := "export PGHOST=127.0.0.1\nexport PGPORT=" + port + "\nexport PGUSER=alice\nexport PGDATABASE=postgres\nexport PGSSLMODE=disable\n"
+	if code != ExitOK || out != want || errOut != "" {
+		t.Errorf("env while connect serves: exit %d\n%s%s\nwant\n%s", code, out, errOut, want)
+	}
+	cancel()
+	<-done
+	out, errOut, code = runEnv(append([]string{"env", "orders", "--user", "bob"}, server...))
+	if code != ExitOK || !strings.Contains(out, "export PGUSER=bob\n") || !strings.Contains(errOut, "nothing listens on 127.0.0.1:"+port) {
+		t.Errorf("env after connect ended: exit %d\n%s%s", code, out, errOut)
+	}
+	_, errOut, code = runEnv([]string{"env", "orders", "--via", "direct", "--server", "127.0.0.1:1"})
+	if code != ExitFailure || !strings.Contains(errOut, "has not served orders from this server yet") {
+		t.Errorf("env for another server: exit %d\n%s", code, errOut)
+	}
+}
+
+func readBlock(t *testing.T, r io.Reader) string {
+	t.Helper()
+	var b strings.Builder
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		b.WriteString(sc.Text() + "\n")
+		if strings.HasPrefix(sc.Text(), "  JDBC:") {
+			return b.String()
+		}
+	}
+	t.Fatalf("connect printed no connection block: %q", b.String())
+	return ""
+}
+
+func runEnv(args []string) (string, string, int) {
+	var out, errOut bytes.Buffer
+	code := Run(args, Env{Stdout: &out, Stderr: &errOut})
+	return out.String(), errOut.String(), code
+}
