@@ -129,7 +129,7 @@ func TestViaSSM(t *testing.T) {
 		var err error
 		endpoint, err = ssmendpoint.Start(context.Background(), ssmendpoint.Config{
 			Logger:  sb.logs.logger("ssm-endpoint"),
-			Targets: []string{"i-0123456789abcdef0"}, Dest: serverAddr, ResumeGrace: 30 * time.Second,
+			Targets: []string{"i-0123456789abcdef0"}, Dest: serverAddr, ResumeGrace: 30 * time.Second, Unpaced: true,
 			Faults: ssmendpoint.Faults{DropPercent: 5, ReorderPercent: 5, Seed: 1}})
 		if err != nil {
 			t.Fatal(err)

@@ -117,7 +117,7 @@ func BenchmarkThroughput(b *testing.B) {
 		for _, mode := range []byte{modeUpload, modeDownload, modeBoth} {
 			b.Run(fmt.Sprintf("streams=%d/%c", streams, mode), func(b *testing.B) {
 				port := startSinkSource(b)
-				e := startEndpoint(b, ssmendpoint.Config{})
+				e := startEndpoint(b, ssmendpoint.Config{Unpaced: true})
 				tun := newTunnel(b, e, ssm.Config{Port: port})
 				per := int64(perStream / streams)
 				dirs := int64(1)
@@ -145,7 +145,7 @@ func BenchmarkPacedSessions(b *testing.B) {
 	for _, sessions := range []int{1, 4} {
 		b.Run(fmt.Sprintf("sessions=%d", sessions), func(b *testing.B) {
 			port := startSinkSource(b)
-			e := startEndpoint(b, ssmendpoint.Config{Pacing: true})
+			e := startEndpoint(b, ssmendpoint.Config{Unpaced: true})
 			tun := newTunnel(b, e, ssm.Config{Port: port, Sessions: sessions})
 			streams := 4 * sessions
 			per := int64(total / streams)

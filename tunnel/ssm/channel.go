@@ -23,10 +23,12 @@ type ChannelConfig struct {
 	SendType string
 	// SYNOnFirst sets header Flags 1 on sequence number 0 (agent behaviour).
 	SYNOnFirst bool
-	// Window bounds how far Send may run ahead of the oldest
-	// unacknowledged message (in sequence numbers, so the peer never needs
-	// more than Window early-message slots); Send blocks when it is
-	// reached. Default 1024.
+	// Window bounds the messages in flight: Send blocks while Window sent
+	// messages are unacknowledged and have been resent fewer than
+	// windowResends times. A message resent that often over a live path
+	// has most likely arrived and lost only its ack (agents before
+	// 3.2.1041.0 never re-ack), so it stops holding up the stream; it is
+	// still resent until acked or presumed delivered. Default 1024.
 	Window int
 	// ReorderLimit bounds early (out-of-order) messages kept. Default 8192.
 	ReorderLimit int
@@ -37,8 +39,8 @@ type ChannelConfig struct {
 	// MinRTO raises the retransmission timeout's floor above the
 	// reference's 10 ms granularity term; 0 keeps the reference behaviour.
 	MinRTO time.Duration
-	// GiveUp fails the channel when a message stays unacknowledged this
-	// long. Default 2 minutes.
+	// GiveUp fails the channel when messages wait and no acknowledgement
+	// at all arrived for this long (the peer is gone). Default 2 minutes.
 	GiveUp time.Duration
 	// Write sends one binary websocket message. It must be safe for
 	// concurrent use and must not retain frame.
@@ -88,14 +90,19 @@ type ChannelStats struct {
 	Received, Duplicates, Early, Acks int64
 	NotAccepted                       int64
 	ControlDropped                    int64 // acks and fast retransmits dropped: queue full
+	Presumed                          int64 // never acked, presumed delivered (see presumeProofs)
 }
 
 type outMsg struct {
+	seq        int64
 	frame      []byte
 	firstSent  time.Time
 	lastSent   time.Time
 	resends    int
 	laterAcked int // acks for messages sent after this one's last send
+	gen        int // path (websocket) generation of the last send
+	proofs     int // resends shown to have arrived (see proveLocked)
+	provenAt   int // resends when the last proof was counted
 }
 
 // Channel is one end of the data channel's reliable stream: sequence
@@ -110,8 +117,16 @@ type Channel struct {
 	mu      sync.Mutex // guards the fields below
 	nextSeq int64
 	unacked map[int64]*outMsg
-	oldest  int64 // lowest possibly unacked sequence number
+	resent  map[int64]*outMsg // the unacked messages that were resent
+	oldest  int64             // lowest possibly unacked sequence number
 	rtt     rttEstimator
+	// inWindow counts unacked messages resent fewer than windowResends
+	// times: the ones the window holds.
+	inWindow  int
+	gen       int       // path generation, raised by NewPath
+	progress  time.Time // last acknowledgement, or when messages began to wait
+	lastFresh time.Time // last first-time send
+	lastProbe time.Time
 
 	recvMu   sync.Mutex
 	expected int64
@@ -126,7 +141,7 @@ type Channel struct {
 	err     error
 
 	stats struct {
-		sent, resent, acksReceived, received, dups, early, acks, notAccepted, controlDropped atomic.Int64
+		sent, resent, acksReceived, received, dups, early, acks, notAccepted, controlDropped, presumed atomic.Int64
 	}
 }
 
@@ -141,6 +156,7 @@ func NewChannel(cfg ChannelConfig) *Channel {
 		cfg:      cfg,
 		recvType: recv,
 		unacked:  make(map[int64]*outMsg),
+		resent:   make(map[int64]*outMsg),
 		rtt:      newRTTEstimator(cfg.MinRTO),
 		early:    make(map[int64]*Message),
 		space:    make(chan struct{}, 1),
@@ -181,7 +197,7 @@ func (c *Channel) Stats() ChannelStats {
 	s := &c.stats
 	return ChannelStats{Sent: s.sent.Load(), Resent: s.resent.Load(), AcksReceived: s.acksReceived.Load(),
 		Received: s.received.Load(), Duplicates: s.dups.Load(), Early: s.early.Load(), Acks: s.acks.Load(),
-		NotAccepted: s.notAccepted.Load(), ControlDropped: s.controlDropped.Load()}
+		NotAccepted: s.notAccepted.Load(), ControlDropped: s.controlDropped.Load(), Presumed: s.presumed.Load()}
 }
 
 // Unacked returns the number of sent messages not yet acknowledged.
@@ -194,11 +210,11 @@ func (c *Channel) Unacked() int {
 // Send sends one sequenced stream message, blocking while the window is
 // full. The payload must not be empty.
 func (c *Channel) Send(ctx context.Context, payloadType uint32, payload []byte) error {
-	c.sendMu.Lock()
-	defer c.sendMu.Unlock()
 	if err := c.waitSpace(ctx); err != nil {
 		return err
 	}
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
 	now := c.cfg.Now()
 	c.mu.Lock()
 	seq := c.nextSeq
@@ -214,7 +230,12 @@ func (c *Channel) Send(ctx context.Context, payloadType uint32, payload []byte) 
 	}
 	c.nextSeq++
 	wasEmpty := len(c.unacked) == 0
-	c.unacked[seq] = &outMsg{frame: frame, firstSent: now, lastSent: now}
+	if wasEmpty {
+		c.progress = now
+	}
+	c.unacked[seq] = &outMsg{seq: seq, frame: frame, firstSent: now, lastSent: now, gen: c.gen}
+	c.inWindow++
+	c.lastFresh = now
 	c.mu.Unlock()
 	if wasEmpty {
 		signal(c.kick)
@@ -231,7 +252,7 @@ func (c *Channel) Send(ctx context.Context, payloadType uint32, payload []byte) 
 func (c *Channel) waitSpace(ctx context.Context) error {
 	for {
 		c.mu.Lock()
-		full := c.nextSeq-c.oldest >= int64(c.cfg.Window)
+		full := c.inWindow >= c.cfg.Window
 		c.mu.Unlock()
 		select {
 		case <-c.done:

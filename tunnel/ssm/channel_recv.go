@@ -6,9 +6,20 @@ import (
 	"time"
 )
 
-// fastRetransmitAcks is how many later messages must be acknowledged before
-// the oldest unacknowledged one is resent without waiting for its timeout.
-const fastRetransmitAcks = 3
+const (
+	// fastRetransmitAcks is how many later messages must be acknowledged
+	// before the oldest unacknowledged one is resent without waiting for
+	// its timeout.
+	fastRetransmitAcks = 3
+	// windowResends: a message resent this often no longer holds the
+	// window (see ChannelConfig.Window).
+	windowResends = 2
+	// presumeProofs and presumeAge: resends shown to have arrived, and the
+	// age, before a never-acked message is presumed delivered (see
+	// proveLocked).
+	presumeProofs = 3
+	presumeAge    = 10 * time.Second
+)
 
 // AckContent is the acknowledge payload (§7.2); field order is the wire order.
 type AckContent struct {
@@ -29,12 +40,11 @@ func (c *Channel) handleAck(m *Message) error {
 	c.mu.Lock()
 	om, ok := c.unacked[a.AcknowledgedMessageSequenceNumber]
 	if ok {
-		delete(c.unacked, a.AcknowledgedMessageSequenceNumber)
+		c.releaseLocked(om)
+		c.progress = now
 		if om.resends == 0 { // Karn: retransmitted samples are ambiguous
 			c.rtt.sample(now.Sub(om.lastSent))
-		}
-		for c.oldest < c.nextSeq && c.unacked[c.oldest] == nil {
-			c.oldest++
+			c.proveLocked(om)
 		}
 		fast = c.fastRetransmitLocked(om, now)
 	}
@@ -54,6 +64,54 @@ func (c *Channel) handleAck(m *Message) error {
 	return nil
 }
 
+// releaseLocked forgets an acknowledged (or presumed delivered) message.
+func (c *Channel) releaseLocked(om *outMsg) {
+	delete(c.unacked, om.seq)
+	delete(c.resent, om.seq)
+	if om.resends < windowResends {
+		c.inWindow--
+	}
+	for c.oldest < c.nextSeq && c.unacked[c.oldest] == nil {
+		c.oldest++
+	}
+}
+
+// markResentLocked records one more send of om on the current path.
+func (c *Channel) markResentLocked(om *outMsg, now time.Time) {
+	om.resends++
+	om.lastSent = now
+	om.gen = c.gen
+	c.resent[om.seq] = om
+	if om.resends == windowResends {
+		c.inWindow--
+		signal(c.space)
+	}
+}
+
+// proveLocked takes the acknowledgement of x, sent once, as proof for every
+// resent message whose last resend went out before x on the same path: the
+// path is ordered, so that resend reached the peer too. A message with
+// presumeProofs such proofs (for distinct resends), older than presumeAge,
+// and still no ack was delivered and lost only its acks: agents before
+// 3.2.1041.0 drop duplicates without re-acking them (ssm-protocol.md §7.3,
+// §7.4). It is released, so it is no longer resent nor counted as waiting.
+// The age bound covers the agent's not-ready start-up, when it leaves an
+// in-order message unacked while acking the early ones behind it.
+func (c *Channel) proveLocked(x *outMsg) {
+	for _, m := range c.resent {
+		if m.gen != x.gen || !m.lastSent.Before(x.lastSent) || m.provenAt == m.resends {
+			continue
+		}
+		m.provenAt = m.resends
+		if m.proofs++; m.proofs >= presumeProofs && x.lastSent.Sub(m.firstSent) >= presumeAge {
+			c.releaseLocked(m)
+			c.stats.presumed.Add(1)
+			c.cfg.Logger.Debug("message presumed delivered: resent and never acknowledged, while later messages were",
+				"seq", m.seq, "resends", m.resends)
+		}
+	}
+}
+
 // fastRetransmitLocked resends the oldest unacknowledged message at once
 // when three messages sent after it were acknowledged: it was most likely
 // lost, and everything behind it waits for it.
@@ -67,8 +125,7 @@ func (c *Channel) fastRetransmitLocked(acked *outMsg, now time.Time) []byte {
 		return nil
 	}
 	oldest.laterAcked = 0
-	oldest.resends++
-	oldest.lastSent = now
+	c.markResentLocked(oldest, now)
 	return oldest.frame
 }
 

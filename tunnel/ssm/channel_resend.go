@@ -11,8 +11,12 @@ import (
 // ErrNotAcknowledged means the peer stopped acknowledging messages.
 var ErrNotAcknowledged = errors.New("peer stopped acknowledging messages")
 
-// maxResendsPerRound bounds the work of one retransmission round.
-const maxResendsPerRound = 256
+const (
+	// maxResendsPerRound bounds the work of one retransmission round.
+	maxResendsPerRound = 256
+	// probeEvery spaces probes (NeedsProbe).
+	probeEvery = time.Second
+)
 
 // Run sends acknowledgements and retransmits unacknowledged messages until
 // ctx ends or the channel is closed.
@@ -26,8 +30,8 @@ func (c *Channel) Run(ctx context.Context) {
 
 // retransmit resends overdue messages. Unlike the reference plugin it
 // resends every overdue message (not only the oldest), doubles the timeout
-// per resend of a message, updates the last-sent time, and gives up after
-// GiveUp.
+// per resend of a message, updates the last-sent time, and gives up when no
+// acknowledgement at all arrived for GiveUp while messages wait.
 func (c *Channel) retransmit(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -60,6 +64,12 @@ func (c *Channel) resendDue() (wait time.Duration, pending bool) {
 	now := c.cfg.Now()
 	var frames [][]byte
 	c.mu.Lock()
+	if n := len(c.unacked); n > 0 && now.Sub(c.progress) > c.cfg.GiveUp {
+		oldest := c.oldest
+		c.mu.Unlock()
+		c.Close(fmt.Errorf("no acknowledgement for %s while %d messages wait (oldest %d): %w", c.cfg.GiveUp, n, oldest, ErrNotAcknowledged))
+		return 0, false
+	}
 	wait = maxRTO
 	for seq := c.oldest; seq < c.nextSeq && len(frames) < maxResendsPerRound; seq++ {
 		om := c.unacked[seq]
@@ -67,25 +77,18 @@ func (c *Channel) resendDue() (wait time.Duration, pending bool) {
 			continue
 		}
 		pending = true
-		if now.Sub(om.firstSent) > c.cfg.GiveUp {
-			c.mu.Unlock()
-			c.Close(fmt.Errorf("message %d unacknowledged for %s: %w", seq, c.cfg.GiveUp, ErrNotAcknowledged))
-			return 0, false
-		}
 		due := om.lastSent.Add(c.rtt.timeout(om.resends))
 		if d := due.Sub(now); d > 0 {
 			wait = min(wait, d)
 			continue
 		}
-		om.resends++
-		om.lastSent = now
+		c.markResentLocked(om, now)
 		frames = append(frames, om.frame)
 		wait = min(wait, c.rtt.timeout(om.resends))
 	}
 	if len(frames) == maxResendsPerRound {
 		wait = 0
 	}
-
 	c.mu.Unlock()
 	for _, f := range frames {
 		c.stats.resent.Add(1)
@@ -95,4 +98,35 @@ func (c *Channel) resendDue() (wait time.Duration, pending bool) {
 		}
 	}
 	return wait, pending
+}
+
+// NewPath tells the channel that frames now travel over a new websocket:
+// proofs of delivery (proveLocked) never span two paths, and the new path
+// gets a full GiveUp.
+func (c *Channel) NewPath() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	c.progress = c.cfg.Now()
+}
+
+// NeedsProbe reports, at most once per probeEvery, whether a resent message
+// waits with no newer message sent after its last resend to show whether
+// it arrived (an idle stream, or a lost ack from an agent that does not
+// re-ack duplicates). The session then sends a probe: any message the
+// peer acks.
+func (c *Channel) NeedsProbe() bool {
+	now := c.cfg.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if now.Sub(c.lastProbe) < probeEvery {
+		return false
+	}
+	for _, m := range c.resent {
+		if m.provenAt != m.resends && !c.lastFresh.After(m.lastSent) {
+			c.lastProbe = now
+			return true
+		}
+	}
+	return false
 }

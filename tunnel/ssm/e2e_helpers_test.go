@@ -94,7 +94,7 @@ func ssmClient(e *ssmendpoint.Endpoint) *awsssm.Client {
 	return awsssm.New(awsssm.Options{
 		Region:       "us-east-1",
 		BaseEndpoint: aws.String(e.URL()),
-		Credentials:  credentials.NewStaticCredentialsProvider("AKIDSANDBOX", "sandbox-secret", ""),
+		Credentials:  credentials.NewStaticCredentialsProvider(ssmendpoint.DefaultAccessKeyID, ssmendpoint.DefaultSecretAccessKey, ""),
 		HTTPClient:   hc,
 	})
 }

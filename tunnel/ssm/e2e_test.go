@@ -19,7 +19,7 @@ import (
 // handshake; 50 MB each way, checksummed.
 func TestConcurrentStreamsLossy(t *testing.T) {
 	echo := startEcho(t)
-	e := startEndpoint(t, ssmendpoint.Config{NotReady: 200 * time.Millisecond,
+	e := startEndpoint(t, ssmendpoint.Config{NotReady: 200 * time.Millisecond, Unpaced: true,
 		Faults: ssmendpoint.Faults{DropPercent: 5, ReorderPercent: 5, DuplicatePercent: 1, Seed: 42}})
 	tun := newTunnel(t, e, ssm.Config{Port: echo.port()})
 	const streams, total = 16, 50 << 20

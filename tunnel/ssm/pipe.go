@@ -24,6 +24,7 @@ type dataPipe struct {
 	ctx        context.Context // the session's lifetime
 	maxPayload int
 
+	wmu      sync.Mutex // one Write at a time: smux frames and probes stay whole
 	mu       sync.Mutex
 	bufs     [][]byte
 	n        int
@@ -118,6 +119,8 @@ func (p *dataPipe) wait(deadline time.Time) error {
 // Write sends b as Output messages of at most maxPayload bytes, blocking
 // while the channel's window is full.
 func (p *dataPipe) Write(b []byte) (int, error) {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
 	ctx := p.ctx
 	p.mu.Lock()
 	dl := p.wdl

@@ -76,5 +76,6 @@ func (s *session) reconnect(ctx context.Context) error {
 		return err
 	}
 	s.ws.swap(ws)
+	s.ch.NewPath()
 	return nil
 }

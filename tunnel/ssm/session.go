@@ -34,6 +34,7 @@ type sessionParams struct {
 	clientID      string
 	clientVersion string
 	window        int
+	giveUp        time.Duration
 	maxPayload    int
 	log           *slog.Logger
 }
@@ -57,6 +58,7 @@ type session struct {
 
 	connectErrors atomic.Int64 // ConnectToPortError flags received
 	closing       atomic.Bool  // terminate was called: streams see ErrTunnelClosed
+	probing       atomic.Bool  // a probe is being written
 	resumes       atomic.Int64 // successful ResumeSession reconnects
 	apiTerminated atomic.Bool
 	ctx           context.Context // session lifetime, for writes and the API
@@ -82,7 +84,7 @@ func startSession(ctx, life context.Context, p sessionParams) (*session, error) 
 		s.cancel()
 		return nil, fmt.Errorf("ssm session %s: %w", s.id, err)
 	}
-	s.ch = NewChannel(ChannelConfig{SendType: TypeInputStreamData, Window: p.window, MinRTO: clientMinRTO,
+	s.ch = NewChannel(ChannelConfig{SendType: TypeInputStreamData, Window: p.window, GiveUp: p.giveUp, MinRTO: clientMinRTO,
 		Write: s.ws.writeBinary, Deliver: s.deliver, Logger: s.log})
 	s.pipe = newDataPipe(s.ctx, s.ch, p.maxPayload)
 	s.wg.Add(3)
@@ -302,12 +304,16 @@ func (s *session) endedError() error {
 func (s *session) watch() {
 	ping := time.NewTicker(wsPingInterval)
 	defer ping.Stop()
+	probe := time.NewTicker(probeEvery)
+	defer probe.Stop()
 	for done := false; !done; {
 		select {
 		case <-ping.C:
 			if err := s.ws.ping(); err != nil {
 				s.log.Debug("websocket ping", "err", err) // the read loop handles a dead websocket
 			}
+		case <-probe.C:
+			s.probe()
 		case <-s.ch.Done():
 			done = true
 		}
@@ -324,6 +330,28 @@ func (s *session) watch() {
 		s.terminateAPI()
 	}
 	s.cancel()
+}
+
+// smuxNOP is an smux v1 NOP frame (version 1, cmd 3, length 0, stream 0):
+// every smux receiver ignores it, so it is a harmless message for the agent
+// to acknowledge.
+var smuxNOP = []byte{1, 3, 0, 0, 0, 0, 0, 0}
+
+// probe sends an smux NOP when the channel needs a newer message to learn
+// whether resent ones arrived (Channel.NeedsProbe). The pipe writes it
+// between two smux frames. Basic mode has no harmless bytes to send.
+func (s *session) probe() {
+	if !s.ready.Load() || s.mux == nil || !s.ch.NeedsProbe() || s.probing.Swap(true) {
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer s.probing.Store(false)
+		if _, err := s.pipe.Write(smuxNOP); err != nil {
+			s.log.Debug("probe", "err", err)
+		}
+	}()
 }
 
 // terminate ends the session on purpose: TerminateSession flag in-band

@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
@@ -45,6 +46,11 @@ type Config struct {
 	Dialer *websocket.Dialer
 	// Window bounds unacknowledged messages per session. Default 1024.
 	Window int
+	// GiveUp ends a session when messages wait and no acknowledgement at
+	// all arrived for this long. A lost ack alone never counts: an agent
+	// older than 3.2.1041.0 never repairs one, so such messages are
+	// presumed delivered once later messages were acked. Default 2 minutes.
+	GiveUp time.Duration
 	// MaxPayload is the Output payload size. Default 1024, like the plugin
 	// and the agent; raise it only after testing against the real service.
 	MaxPayload int
@@ -126,7 +132,7 @@ func New(ctx context.Context, cfg Config) (*Tunnel, error) {
 	t := &Tunnel{slots: make([]slot, cfg.Sessions)}
 	t.life, t.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	t.p = sessionParams{api: cfg.API, dialer: cfg.Dialer, target: cfg.Target, host: cfg.Host, port: cfg.Port, document: cfg.Document,
-		clientID: uuid.NewString(), clientVersion: cfg.ClientVersion, window: cfg.Window,
+		clientID: uuid.NewString(), clientVersion: cfg.ClientVersion, window: cfg.Window, giveUp: cfg.GiveUp,
 		maxPayload: cfg.MaxPayload, log: cfg.Logger}
 	if _, err := t.sessionAt(ctx, 0); err != nil {
 		t.cancel()
@@ -274,6 +280,7 @@ func (t *Tunnel) Stats() Stats {
 		st.Early += cs.Early
 		st.Acks += cs.Acks
 		st.NotAccepted += cs.NotAccepted
+		st.Presumed += cs.Presumed
 	}
 	return st
 }

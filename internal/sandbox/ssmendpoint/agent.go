@@ -16,8 +16,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
-
-	"github.com/rdsproxy/rdsproxy/tunnel/ssm"
 )
 
 // endReason says how an agent session ends.
@@ -32,15 +30,16 @@ type agent struct {
 	rec *sessionRecord
 	log *slog.Logger
 
-	wmu       sync.Mutex      // guards ws and connected; serializes writes
+	wmu       sync.Mutex      // guards ws, connected and online; serializes writes
 	ws        *websocket.Conn // current websocket
 	connected bool
+	online    chan struct{}        // closed while the client is connected
 	reconnect chan *websocket.Conn // a resumed websocket for the read loop
 
-	ch  *ssm.Channel
+	st  *agentStream
 	val *validator
 	in  *inbox
-	hs  chan *ssm.Message
+	hs  chan *frame
 
 	faultMu sync.Mutex
 	rng     *rand.Rand
@@ -49,7 +48,7 @@ type agent struct {
 	ackWG   sync.WaitGroup
 
 	handshakeDone atomic.Bool
-	readyAt       atomic.Int64 // unix nanos: client data is acked from then on
+	readyAt       atomic.Int64 // unix nanos: client data is taken from then on
 	mode          agentMode
 	openVersion   string   // ClientVersion from OpenDataChannel
 	addrs         []string // destination addresses, resolved at session start
@@ -63,14 +62,25 @@ type agent struct {
 }
 
 func newAgent(e *Endpoint, rec *sessionRecord, ws *websocket.Conn, openVersion string) *agent {
-	a := &agent{e: e, rec: rec, ws: ws, connected: true, reconnect: make(chan *websocket.Conn, 1), openVersion: openVersion, log: e.log.With("session", rec.id, "side", "agent"), hs: make(chan *ssm.Message, 4),
+	a := &agent{e: e, rec: rec, ws: ws, connected: true, online: make(chan struct{}), reconnect: make(chan *websocket.Conn, 1),
+		openVersion: openVersion, log: e.log.With("session", rec.id, "side", "agent"), hs: make(chan *frame, 4),
 		endCh: make(chan struct{}), rng: rand.New(rand.NewPCG(e.cfg.Faults.Seed, uint64(e.stats.started.Load())))}
+	close(a.online)
 	a.ctx, a.cancel = context.WithCancel(e.life)
-	a.val = newValidator(func(format string, args ...any) { e.violation(rec.id, format, args...) })
-	a.ch = ssm.NewChannel(ssm.ChannelConfig{SendType: ssm.TypeOutputStreamData, SYNOnFirst: true,
-		Window: 4096, Write: a.writeOut, Deliver: a.deliver, Logger: a.log})
-	a.in = newInbox(a.ch)
+	a.val = newValidator(a.violation)
+	a.st = newAgentStream(e.cfg.AgentVersion, a.writeOut, a.deliver)
+	a.in = newInbox(!e.cfg.Unpaced)
 	return a
+}
+
+// violation records a client protocol violation; in strict mode it also
+// ends the session, so a test cannot pass over it.
+func (a *agent) violation(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	a.e.violation(a.rec.id, "%s", msg)
+	if a.e.cfg.Strict {
+		a.end(endReason{output: "protocol violation: " + msg})
+	}
 }
 
 // end stops the session; the first reason wins. Safe from any goroutine.
@@ -119,22 +129,29 @@ func (a *agent) attach(ws *websocket.Conn) bool {
 	return true
 }
 
-// awaitReconnect waits up to ResumeGrace for a resumed websocket.
+// awaitReconnect waits up to ResumeGrace for a resumed websocket. Meanwhile
+// the agent is paused (§7.6): its pumps stop and nothing is resent.
 func (a *agent) awaitReconnect() *websocket.Conn {
 	if a.e.cfg.ResumeGrace <= 0 {
 		return nil
 	}
 	a.wmu.Lock()
+	if a.connected {
+		a.online = make(chan struct{})
+	}
 	a.connected = false
 	a.ws.Close()
 	a.wmu.Unlock()
+	a.st.setPaused(true)
 	timer := time.NewTimer(a.e.cfg.ResumeGrace)
 	defer timer.Stop()
 	select {
 	case ws := <-a.reconnect:
 		a.wmu.Lock()
 		a.ws, a.connected = ws, true
+		close(a.online)
 		a.wmu.Unlock()
+		a.st.setPaused(false)
 		a.e.stats.reconnects.Add(1)
 		return ws
 	case <-timer.C:
@@ -143,18 +160,27 @@ func (a *agent) awaitReconnect() *websocket.Conn {
 	return nil
 }
 
+// waitOnline blocks while the client is away (a paused agent reads nothing
+// from its sockets).
+func (a *agent) waitOnline() error {
+	a.wmu.Lock()
+	online := a.online
+	a.wmu.Unlock()
+	select {
+	case <-online:
+		return nil
+	case <-a.endCh:
+		return errors.New("session ended")
+	}
+}
+
 // run serves the session until it ends, then cleans up.
 func (a *agent) run() {
 	a.wg.Add(3)
 	go func() { defer a.wg.Done(); a.readLoop() }()
-	go func() { defer a.wg.Done(); a.ch.Run(a.ctx) }()
+	go func() { defer a.wg.Done(); a.st.runResends(a.endCh) }()
 	go func() { defer a.wg.Done(); a.serve() }()
-	select {
-	case <-a.endCh:
-	case <-a.ch.Done():
-		a.end(endReason{output: "data channel failed: " + a.ch.Err().Error()})
-		<-a.endCh
-	}
+	<-a.endCh
 	a.shutdown()
 }
 
@@ -166,7 +192,6 @@ func (a *agent) shutdown() {
 			websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
 		a.wmu.Unlock()
 	}
-	a.ch.Close(errors.New("session ended"))
 	a.cancel()
 	a.in.close()
 	a.wmu.Lock()
@@ -186,8 +211,7 @@ func (a *agent) shutdown() {
 	a.log.Debug("agent session ended", "output", a.reason.output, "silent", a.reason.silent)
 }
 
-// readLoop reads client frames: validate, inject faults, then hand them to
-// the channel.
+// readLoop reads client frames: validate, inject faults, then handle them.
 func (a *agent) readLoop() {
 	a.wmu.Lock()
 	ws := a.ws
@@ -202,7 +226,7 @@ func (a *agent) readLoop() {
 			continue
 		}
 		if kind != websocket.BinaryMessage {
-			a.e.violation(a.rec.id, "text frame after OpenDataChannel: %q", b)
+			a.violation("text frame after OpenDataChannel: %q", b)
 			continue
 		}
 		a.e.stats.frames.Add(1)
@@ -213,59 +237,65 @@ func (a *agent) readLoop() {
 	}
 }
 
-func (a *agent) handle(frame []byte) {
-	m, err := ssm.Decode(frame)
+func (a *agent) handle(b []byte) {
+	f, err := decodeFrame(b)
 	if err != nil {
-		a.e.violation(a.rec.id, "undecodable frame: %v", err)
+		a.violation("undecodable frame: %v", err)
 		return
 	}
-	handled, err := a.ch.Handle(m)
-	if err != nil && a.ch.Err() == nil { // else our own write failed
-		a.e.violation(a.rec.id, "%v", err)
+	switch f.typ {
+	case typeAck:
+		err = a.st.onAck(f)
+	case typeInput:
+		_ = a.st.onData(f) // a failed ack write is the read loop's to notice
+	default:
+		err = fmt.Errorf("unexpected message type %q from the client", f.typ)
 	}
-	if !handled {
-		a.e.violation(a.rec.id, "unexpected message type %q from the client", m.MessageType)
+	if err != nil {
+		a.violation("%v", err)
 	}
 }
 
-// deliver receives the client's stream messages in order (agent side).
-func (a *agent) deliver(m *ssm.Message) bool {
-	switch m.PayloadType {
-	case ssm.PayloadHandshakeResponse:
+// deliver receives the client's stream messages in order.
+func (a *agent) deliver(f *frame) bool {
+	switch f.ptype {
+	case ptHandshakeResponse:
 		if a.handshakeDone.Load() {
-			a.e.violation(a.rec.id, "HandshakeResponse after HandshakeComplete")
+			a.violation("HandshakeResponse after HandshakeComplete")
 			return true
 		}
 		select {
-		case a.hs <- m:
+		case a.hs <- f:
 			return true
 		default:
 			return false
 		}
-	case ssm.PayloadOutput, ssm.PayloadFlag:
+	case ptOutput, ptFlag:
 		if !a.handshakeDone.Load() {
 			// The real agent acks and discards it.
-			a.e.violation(a.rec.id, "payload type %d (seq %d) before HandshakeComplete", m.PayloadType, m.SequenceNumber)
+			a.violation("payload type %d (seq %d) before HandshakeComplete", f.ptype, f.seq)
 			return true
 		}
 		if time.Now().UnixNano() < a.readyAt.Load() {
 			return false // port session still starting: no ack
 		}
-		if m.PayloadType == ssm.PayloadFlag {
-			return a.flag(m)
+		if f.ptype == ptFlag {
+			a.flag(f)
+			return true
 		}
-		return a.in.push(item{data: m.Payload})
+		a.in.push(item{data: f.payload})
+		return true
 	}
-	a.e.violation(a.rec.id, "unexpected payload type %d", m.PayloadType)
+	a.violation("unexpected payload type %d", f.ptype)
 	return true
 }
 
-func (a *agent) flag(m *ssm.Message) bool {
-	if len(m.Payload) != 4 {
-		return true // the validator reported it
+func (a *agent) flag(f *frame) {
+	if len(f.payload) != 4 {
+		return // the validator reported it
 	}
-	switch f := binary.BigEndian.Uint32(m.Payload); f {
-	case ssm.FlagTerminateSession:
+	switch v := binary.BigEndian.Uint32(f.payload); v {
+	case flagTerminateSession:
 		a.e.mu.Lock()
 		first := !a.rec.terminated
 		a.rec.terminated = true
@@ -274,15 +304,14 @@ func (a *agent) flag(m *ssm.Message) bool {
 			a.e.stats.byFlag.Add(1)
 		}
 		a.end(endReason{output: "Session terminated by the client."})
-	case ssm.FlagDisconnectToPort:
+	case flagDisconnectToPort:
 		a.e.stats.disconnects.Add(1)
 		if a.mode.mux {
-			a.e.violation(a.rec.id, "DisconnectToPort flag in mux mode")
-			return true
+			a.violation("DisconnectToPort flag in mux mode")
+			return
 		}
-		return a.in.push(item{flag: f})
+		a.in.push(item{flag: v})
 	}
-	return true
 }
 
 // sendChannelClosed tells the client the session is over (§6.4).
@@ -297,22 +326,21 @@ func (a *agent) sendChannelClosed(output string) {
 		MessageType   string `json:"MessageType"`
 		SchemaVersion int    `json:"SchemaVersion"`
 		Output        string `json:"Output"`
-	}{id.String(), strconv.FormatInt(now.UnixMilli(), 10), a.rec.target, a.rec.id, ssm.TypeChannelClosed, 1, output})
-	m := &ssm.Message{MessageType: ssm.TypeChannelClosed, CreatedDate: uint64(now.UnixMilli()), MessageID: id, Payload: payload}
-	frame, err := m.Encode(nil)
+	}{id.String(), strconv.FormatInt(now.UnixMilli(), 10), a.rec.target, a.rec.id, typeClosed, 1, output})
+	b, err := (&frame{typ: typeClosed, created: uint64(now.UnixMilli()), id: id, payload: payload}).encode()
 	if err == nil {
-		_ = a.writeWS(frame)
+		_ = a.writeWS(b)
 	}
 }
 
-func (a *agent) writeWS(frame []byte) error {
+func (a *agent) writeWS(b []byte) error {
 	a.wmu.Lock()
 	defer a.wmu.Unlock()
 	if !a.connected && a.e.cfg.ResumeGrace > 0 {
 		return nil // client away: retransmission fills the gap
 	}
 	_ = a.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	err := a.ws.WriteMessage(websocket.BinaryMessage, frame)
+	err := a.ws.WriteMessage(websocket.BinaryMessage, b)
 	if err != nil && a.e.cfg.ResumeGrace > 0 {
 		a.ws.Close() // the read loop notices and waits for a resume
 		return nil

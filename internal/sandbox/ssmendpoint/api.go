@@ -6,7 +6,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
-	"strings"
+	"time"
 )
 
 const (
@@ -41,15 +41,20 @@ type apiError struct {
 func (e *apiError) Error() string { return e.code + ": " + e.msg }
 
 // serveAPI is the SSM JSON 1.1 API: X-Amz-Target picks the operation.
-// SigV4 is checked for presence only.
+// Every request must carry a valid SigV4 signature by known credentials.
 func (e *Endpoint) serveAPI(w http.ResponseWriter, r *http.Request) {
-	if !strings.HasPrefix(r.Header.Get("Authorization"), "AWS4-HMAC-SHA256 ") {
+	if r.Header.Get("Authorization") == "" {
 		writeAPIError(w, &apiError{http.StatusForbidden, "MissingAuthenticationTokenException", "Missing Authentication Token"})
 		return
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	if err != nil {
 		writeAPIError(w, &apiError{http.StatusBadRequest, "SerializationException", err.Error()})
+		return
+	}
+	if aerr := verifySigV4(r, body, e.cfg.Credentials, time.Now()); aerr != nil {
+		e.stats.badSignatures.Add(1)
+		writeAPIError(w, aerr)
 		return
 	}
 	var resp any
@@ -109,35 +114,23 @@ func (e *Endpoint) checkStart(req *startSessionRequest) (*sessionRecord, error) 
 	if !slices.Contains(e.cfg.Targets, req.Target) || slices.Contains(e.cfg.ConnectionLost, req.Target) {
 		return nil, &apiError{http.StatusBadRequest, "TargetNotConnected", req.Target + " is not connected."}
 	}
-	one := func(k string) (string, bool) {
-		v, ok := req.Parameters[k]
-		if !ok {
-			return "", false
-		}
-		return strings.Join(v, ","), len(v) == 1
+	if req.Reason != "" && len(req.Reason) > 256 {
+		return nil, &apiError{http.StatusBadRequest, "ValidationException", "1 validation error detected: Value at 'reason' failed to satisfy constraint: Member must have length less than or equal to 256"}
 	}
-	rec := &sessionRecord{id: "sandbox-" + randomHex(9), token: randomHex(32), target: req.Target, document: req.DocumentName}
-	port, okPort := one("portNumber")
-	rec.port = port
-	switch req.DocumentName {
-	case docPort:
-	case docRemoteHost:
-		h, ok := one("host")
-		if !ok || h == "" {
-			return nil, &apiError{http.StatusBadRequest, "InvalidParameters", "host is required for " + docRemoteHost}
-		}
-		rec.host = h
-	default:
+	doc, ok := documents[req.DocumentName]
+	if !ok {
 		return nil, &apiError{http.StatusBadRequest, "InvalidDocument", fmt.Sprintf("Document %s is not supported by this endpoint", req.DocumentName)}
 	}
-	if !okPort || port == "" {
-		return nil, &apiError{http.StatusBadRequest, "InvalidParameters", "portNumber must be exactly one value"}
+	props, err := doc.resolve(req.Parameters)
+	if err != nil {
+		return nil, err
 	}
 	if e.cfg.NoPortPlugin {
 		return nil, &apiError{http.StatusBadRequest, "InvalidDocument", fmt.Sprintf(
 			"document %s requires a newer SSM Agent on target %s (agent version %s)", req.DocumentName, req.Target, e.cfg.AgentVersion)}
 	}
-	return rec, nil
+	return &sessionRecord{id: "sandbox-" + randomHex(9), token: randomHex(32), target: req.Target, document: req.DocumentName,
+		host: props["host"], port: props["portNumber"], properties: props}, nil
 }
 
 func (e *Endpoint) sessionResponse(host string, rec *sessionRecord) sessionResponse {

@@ -8,9 +8,16 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
-
-	"github.com/rdsproxy/rdsproxy/tunnel/ssm"
 )
+
+// openDataChannel is the client's first, text, frame (§4).
+type openDataChannel struct {
+	MessageSchemaVersion string `json:"MessageSchemaVersion"`
+	RequestID            string `json:"RequestId"`
+	TokenValue           string `json:"TokenValue"`
+	ClientID             string `json:"ClientId"`
+	ClientVersion        string `json:"ClientVersion"`
+}
 
 var upgrader = websocket.Upgrader{
 	ReadBufferSize:  64 << 10,
@@ -65,6 +72,16 @@ func (e *Endpoint) openChannel(ws *websocket.Conn, rec *sessionRecord) (a *agent
 			websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "bad OpenDataChannel"), time.Now().Add(time.Second))
 		return nil, false
 	}
+	// lenient records a violation the service might let pass; strict mode
+	// refuses the websocket for it too.
+	lenient := func(format string, args ...any) bool {
+		if e.cfg.Strict {
+			fail(format, args...)
+			return true
+		}
+		e.violation(rec.id, format, args...)
+		return false
+	}
 	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
 	kind, b, err := ws.ReadMessage()
 	if err != nil {
@@ -74,7 +91,7 @@ func (e *Endpoint) openChannel(ws *websocket.Conn, rec *sessionRecord) (a *agent
 	if kind != websocket.TextMessage {
 		return fail("first frame is websocket type %d, want a text OpenDataChannel frame", kind)
 	}
-	var open ssm.OpenDataChannel
+	var open openDataChannel
 	if err := json.Unmarshal(b, &open); err != nil {
 		return fail("OpenDataChannel: %v", err)
 	}
@@ -82,11 +99,15 @@ func (e *Endpoint) openChannel(ws *websocket.Conn, rec *sessionRecord) (a *agent
 		return fail("OpenDataChannel: wrong TokenValue")
 	}
 	if open.MessageSchemaVersion != "1.0" {
-		e.violation(rec.id, "OpenDataChannel: MessageSchemaVersion %q", open.MessageSchemaVersion)
+		if lenient("OpenDataChannel: MessageSchemaVersion %q", open.MessageSchemaVersion) {
+			return nil, false
+		}
 	}
 	for name, v := range map[string]string{"RequestId": open.RequestID, "ClientId": open.ClientID} {
 		if u, err := uuid.Parse(v); err != nil || u.Version() != 4 || v != u.String() {
-			e.violation(rec.id, "OpenDataChannel: %s %q is not a lower-case v4 UUID", name, v)
+			if lenient("OpenDataChannel: %s %q is not a lower-case v4 UUID", name, v) {
+				return nil, false
+			}
 		}
 	}
 	e.mu.Lock()

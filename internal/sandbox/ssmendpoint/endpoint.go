@@ -7,16 +7,24 @@
 // Data flow:
 //
 //	SDK ──POST / (X-Amz-Target)──► api: session record, ws:// StreamUrl, token
+//	SDK ──(SigV4 verified with the sandbox credentials; StartSession
+//	  parameters checked against the port documents)
 //	client ──GET StreamUrl (websocket)──► agent: OpenDataChannel check,
 //	  read loop ─► validate (every client frame, §5) ─► fault injection ─►
-//	  tunnel/ssm.Channel (acks, reordering, retransmission) ─► handshake /
-//	  smux server (per stream: dial the destination, copy both ways) or basic
-//	  mode (one destination connection, DisconnectToPort/redial)
-//	agent output ─► Channel.Send ─► fault injection ─► websocket
+//	  agentStream (the agent's acks, reordering, duplicate rule) ─► handshake
+//	  (the document's properties) / smux server (per stream: dial the
+//	  destination, copy both ways) or basic mode (one destination
+//	  connection, DisconnectToPort/redial)
+//	agent output ─► 1 KiB pump, 1 ms sleep ─► agentStream.send (kept for the
+//	  oldest-only resend every 100 ms) ─► fault injection ─► websocket
 //
-// It behaves like the reference agent (version rules, not-ready window after
-// HandshakeComplete, pacing option, channel_closed on termination) and
-// records every protocol violation by the client so tests can assert none.
+// The agent side is its own implementation of the reference agent's
+// behaviour (agent/session/datachannel and the port plugin), sharing no
+// code with the client in tunnel/ssm: no send window, no give-up, oldest-
+// only retransmission, duplicate re-acks only from agents since 3.2.1041.0,
+// the not-ready window after HandshakeComplete, the agent's pacing, and
+// channel_closed on termination. It records every protocol violation by the
+// client; in strict mode a violation also ends the session.
 package ssmendpoint
 
 import (
@@ -48,8 +56,18 @@ type Config struct {
 	// and StartSession fails with TargetNotConnected.
 	ConnectionLost []string
 	// AgentVersion is reported in the HandshakeRequest and decides the
-	// agent's behaviour (≤ 3.0.196.0: basic mode only). Default 3.3.987.0.
+	// agent's behaviour: ≤ 3.0.196.0 basic mode only; below 3.2.1041.0
+	// duplicates are dropped without a re-ack (OldAgentVersion). Default
+	// CurrentAgentVersion.
 	AgentVersion string
+	// Credentials are the access key ids and secret keys whose SigV4
+	// signatures the API accepts. Default: the sandbox pair
+	// (DefaultAccessKeyID, DefaultSecretAccessKey).
+	Credentials map[string]string
+	// Strict ends a session at the client's first protocol violation
+	// (channel_closed says which) and refuses a doubtful OpenDataChannel;
+	// tests turn it on. Off, violations are only recorded.
+	Strict bool
 	// NoPortPlugin makes StartSession fail as for an agent too old for port
 	// forwarding (the service's exact error is an assumption).
 	NoPortPlugin bool
@@ -62,9 +80,10 @@ type Config struct {
 	// NotReady is how long after HandshakeComplete client data is left
 	// unacknowledged (the real agent's port session start-up).
 	NotReady time.Duration
-	// Pacing reproduces the agent's 1024-byte reads and 1 ms sleep per
-	// output message (throughput cap < ~1 MB/s per session).
-	Pacing bool
+	// Unpaced turns off the agent's pumps' pacing (1 KiB reads, 1 ms sleep
+	// per read, both directions: < ~1 MB/s per session each way), for fast
+	// unit tests. Throughput figures must never be taken unpaced.
+	Unpaced bool
 	// Faults injects loss, duplication, reordering and ack delay.
 	Faults Faults
 	// ResumeGrace, when positive, keeps a session whose websocket dropped
@@ -76,7 +95,11 @@ type Config struct {
 	HandshakeTimeout time.Duration
 }
 
-// Faults are applied to binary data-channel frames in both directions.
+// Faults are applied to binary data-channel frames. DropPercent drops the
+// client's frames and the agent's acks, never the agent's data: the agent
+// repairs loss at one message per 100 ms, and a real websocket does not
+// lose single messages (a cut, CutWebsockets, loses what is in flight).
+// Duplication and reordering apply both ways.
 type Faults struct {
 	DropPercent      float64
 	DuplicatePercent float64
@@ -100,6 +123,13 @@ type Stats struct {
 	DisconnectToPort   int64
 	WebsocketsCut      int64
 	Reconnects         int64    // websockets resumed after a drop
+	BadSignatures      int64    // API requests refused for their SigV4 signature
+	AgentSent          int64    // agent stream messages sent (first time)
+	AgentResent        int64    // agent retransmissions (oldest-only, per 100 ms tick)
+	AgentUnbuffered    int64    // sent past the 10,000-message buffer: never resent
+	AcksReceived       int64    // client acks that released an agent message
+	DuplicatesReacked  int64    // client duplicates re-acked (agents since 3.2.1041.0)
+	DuplicatesDropped  int64    // client duplicates dropped silently (older agents)
 	ClientVersionsSeen []string // OpenDataChannel and "handshake:"-prefixed HandshakeResponse values
 	Documents          []string // DocumentName of every successful StartSession
 }
@@ -123,14 +153,21 @@ type Endpoint struct {
 	stop  context.CancelFunc
 	stats struct {
 		started, terminateCalls, byAPI, byFlag, resume, opened, frames, violations,
-		streams, dialFailures, disconnects, cuts, reconnects atomic.Int64
+		streams, dialFailures, disconnects, cuts, reconnects, badSignatures atomic.Int64
 	}
 }
+
+// Agent versions for the two duplicate rules (§7.3).
+const (
+	CurrentAgentVersion = "3.3.987.0" // re-acks duplicates
+	OldAgentVersion     = "3.2.923.0" // below 3.2.1041.0: drops duplicates silently
+)
 
 // sessionRecord is one StartSession.
 type sessionRecord struct {
 	id, token, target, host, port, document string
-	agent                                   *agent // nil until the websocket opened
+	properties                              map[string]string // the document's, substituted
+	agent                                   *agent            // nil until the websocket opened
 	terminated                              bool
 }
 
@@ -140,7 +177,10 @@ func Start(ctx context.Context, cfg Config) (*Endpoint, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.AgentVersion == "" {
-		cfg.AgentVersion = "3.3.987.0"
+		cfg.AgentVersion = CurrentAgentVersion
+	}
+	if len(cfg.Credentials) == 0 {
+		cfg.Credentials = map[string]string{DefaultAccessKeyID: DefaultSecretAccessKey}
 	}
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = 15 * time.Second
@@ -198,8 +238,22 @@ func (e *Endpoint) Stats() Stats {
 	s := &e.stats
 	e.mu.Lock()
 	versions, docs := slices.Clone(e.versions), slices.Clone(e.documents)
+	var agg streamStats
+	for _, r := range e.sessions {
+		if r.agent != nil {
+			st := r.agent.st.stats()
+			agg.sent += st.sent
+			agg.resent += st.resent
+			agg.unbuffered += st.unbuffered
+			agg.acked += st.acked
+			agg.reacked += st.reacked
+			agg.dupsDropped += st.dupsDropped
+		}
+	}
 	e.mu.Unlock()
-	return Stats{SessionsStarted: s.started.Load(), TerminateCalls: s.terminateCalls.Load(),
+	return Stats{BadSignatures: s.badSignatures.Load(), AgentSent: agg.sent, AgentResent: agg.resent,
+		AgentUnbuffered: agg.unbuffered, AcksReceived: agg.acked, DuplicatesReacked: agg.reacked, DuplicatesDropped: agg.dupsDropped,
+		SessionsStarted: s.started.Load(), TerminateCalls: s.terminateCalls.Load(),
 		TerminatedByAPI: s.byAPI.Load(), TerminatedByFlag: s.byFlag.Load(), ResumeCalls: s.resume.Load(),
 		ChannelsOpened: s.opened.Load(), FramesReceived: s.frames.Load(), Violations: s.violations.Load(),
 		StreamsAccepted: s.streams.Load(), DialFailures: s.dialFailures.Load(),

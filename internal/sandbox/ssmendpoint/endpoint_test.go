@@ -2,13 +2,13 @@ package ssmendpoint
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"maps"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -19,14 +19,17 @@ import (
 	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
+)
 
-	"github.com/rdsproxy/rdsproxy/tunnel/ssm"
+const (
+	testClientVersion = "1.2.650.0"
+	testTarget        = "i-0123456789abcdef0"
 )
 
 // TestAgentVersionRules checks the agent's mux/keep-alive decisions against
 // the outputs of the real agent's comparison code.
 func TestAgentVersionRules(t *testing.T) {
-	raw, err := os.ReadFile("../../../tunnel/ssm/testdata/vectors.json")
+	raw, err := os.ReadFile(vectorsFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,34 +54,32 @@ func TestAgentVersionRules(t *testing.T) {
 			t.Errorf("client %q: mux=%v keepAliveOff=%v, agent decided %v %v", d.ClientVersion, m.mux, m.keepAliveDisabled, d.Mux, d.DisableKeepAlive)
 		}
 	}
-	if m := modeFor("3.0.196.0", ssm.DefaultClientVersion); m.mux {
+	if m := modeFor("3.0.196.0", testClientVersion); m.mux {
 		t.Error("agent 3.0.196.0 must use basic mode")
 	}
-	if m := modeFor("3.1.1000.0", ssm.DefaultClientVersion); !m.mux || m.keepAliveDisabled {
+	if m := modeFor("3.1.1000.0", testClientVersion); !m.mux || m.keepAliveDisabled {
 		t.Errorf("agent 3.1.1000.0: %+v, want mux with keep-alive on", m)
 	}
 }
 
-func clientFrame(t *testing.T, mutate func(m *ssm.Message)) []byte {
+func clientFrame(t *testing.T, mutate func(f *frame)) []byte {
 	t.Helper()
-	m := &ssm.Message{MessageType: ssm.TypeInputStreamData, CreatedDate: uint64(time.Now().UnixMilli()),
-		SequenceNumber: 1, MessageID: uuid.New(), PayloadType: ssm.PayloadOutput, Payload: []byte("data")}
+	f := &frame{typ: typeInput, created: uint64(time.Now().UnixMilli()), seq: 1, id: uuid.New(), ptype: ptOutput, payload: []byte("data")}
 	if mutate != nil {
-		mutate(m)
+		mutate(f)
 	}
-	f, err := m.Encode(nil)
+	b, err := f.encode()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return f
+	return b
 }
 
 func ackFrame(t *testing.T, seq int64, id uuid.UUID, flags uint64) []byte {
 	t.Helper()
-	p, _ := json.Marshal(ssm.AckContent{AcknowledgedMessageType: ssm.TypeOutputStreamData,
-		AcknowledgedMessageID: id.String(), AcknowledgedMessageSequenceNumber: seq, IsSequentialMessage: true})
-	return clientFrame(t, func(m *ssm.Message) {
-		m.MessageType, m.SequenceNumber, m.Flags, m.PayloadType, m.Payload = ssm.TypeAcknowledge, 0, flags, 0, p
+	p, _ := json.Marshal(ackPayload{Type: typeOutput, ID: id.String(), Seq: seq, Sequential: true})
+	return clientFrame(t, func(f *frame) {
+		f.typ, f.seq, f.flags, f.ptype, f.payload = typeAck, 0, flags, 0, p
 	})
 }
 
@@ -86,8 +87,7 @@ func ackFrame(t *testing.T, seq int64, id uuid.UUID, flags uint64) []byte {
 // and well-formed ones are not.
 func TestValidatorCatchesViolations(t *testing.T) {
 	agentID := uuid.New()
-	agentFrame, _ := (&ssm.Message{MessageType: ssm.TypeOutputStreamData, CreatedDate: 1, SequenceNumber: 7,
-		MessageID: agentID, PayloadType: 1, Payload: []byte("x")}).Encode(nil)
+	agentFrame, _ := (&frame{typ: typeOutput, created: 1, seq: 7, id: agentID, ptype: 1, payload: []byte("x")}).encode()
 	tests := []struct {
 		name  string
 		frame func(t *testing.T) []byte
@@ -98,7 +98,7 @@ func TestValidatorCatchesViolations(t *testing.T) {
 		{"short", func(t *testing.T) []byte { return make([]byte, 100) }, "shorter than the 120-byte header"},
 		{"NUL padding", func(t *testing.T) []byte {
 			f := clientFrame(t, nil)
-			for i := typeStart + len(ssm.TypeInputStreamData); i < typeEnd; i++ {
+			for i := typeStart + len(typeInput); i < typeEnd; i++ {
 				f[i] = 0
 			}
 			return f
@@ -119,15 +119,15 @@ func TestValidatorCatchesViolations(t *testing.T) {
 			f[digestAt] ^= 0xff
 			return f
 		}, "PayloadDigest"},
-		{"zero date", func(t *testing.T) []byte { return clientFrame(t, func(m *ssm.Message) { m.CreatedDate = 0 }) }, "CreatedDate"},
-		{"client SYN", func(t *testing.T) []byte { return clientFrame(t, func(m *ssm.Message) { m.Flags = 1 }) }, "Flags 1, want 0"},
+		{"zero date", func(t *testing.T) []byte { return clientFrame(t, func(f *frame) { f.created = 0 }) }, "CreatedDate"},
+		{"client SYN", func(t *testing.T) []byte { return clientFrame(t, func(f *frame) { f.flags = 1 }) }, "Flags 1, want 0"},
 		{"ack flags", func(t *testing.T) []byte { return ackFrame(t, 7, agentID, 0) }, "want 0, 3, 0"},
 		{"ack wrong id", func(t *testing.T) []byte { return ackFrame(t, 7, uuid.New(), 3) }, "the agent sent " + agentID.String()},
 		{"bad flag value", func(t *testing.T) []byte {
-			return clientFrame(t, func(m *ssm.Message) { m.PayloadType, m.Payload = ssm.PayloadFlag, []byte{0, 0, 0, 3} })
+			return clientFrame(t, func(f *frame) { f.ptype, f.payload = ptFlag, []byte{0, 0, 0, 3} })
 		}, "not a client flag"},
 		{"wrong type", func(t *testing.T) []byte {
-			return clientFrame(t, func(m *ssm.Message) { m.MessageType = ssm.TypeOutputStreamData })
+			return clientFrame(t, func(f *frame) { f.typ = typeOutput })
 		}, "client sent MessageType \"output_stream_data\""},
 	}
 	for _, tt := range tests {
@@ -151,7 +151,7 @@ func TestValidatorCatchesViolations(t *testing.T) {
 		var got []string
 		v := newValidator(func(format string, args ...any) { got = append(got, sprintf(format, args...)) })
 		v.check(clientFrame(t, nil))
-		v.check(clientFrame(t, func(m *ssm.Message) { m.Payload = []byte("other") }))
+		v.check(clientFrame(t, func(f *frame) { f.payload = []byte("other") }))
 		if len(got) != 1 || !strings.Contains(got[0], "resent with a different payload") {
 			t.Fatalf("violations %q", got)
 		}
@@ -160,7 +160,7 @@ func TestValidatorCatchesViolations(t *testing.T) {
 
 func startTestEndpoint(t *testing.T, cfg Config) *Endpoint {
 	t.Helper()
-	cfg.Targets = append(cfg.Targets, "i-0123456789abcdef0")
+	cfg.Targets = append(cfg.Targets, testTarget)
 	e, err := Start(t.Context(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -169,12 +169,15 @@ func startTestEndpoint(t *testing.T, cfg Config) *Endpoint {
 	return e
 }
 
-func startSession(t *testing.T, e *Endpoint) *awsssm.StartSessionOutput {
+func sdk(e *Endpoint, keyID, secret string) *awsssm.Client {
+	return awsssm.New(awsssm.Options{Region: "us-east-1", BaseEndpoint: aws.String(e.URL()),
+		Credentials: credentials.NewStaticCredentialsProvider(keyID, secret, "")})
+}
+
+func startSession(t *testing.T, e *Endpoint, params map[string][]string) *awsssm.StartSessionOutput {
 	t.Helper()
-	api := awsssm.New(awsssm.Options{Region: "us-east-1", BaseEndpoint: aws.String(e.URL()),
-		Credentials: credentials.NewStaticCredentialsProvider("AKID", "SECRET", "")})
-	out, err := api.StartSession(t.Context(), &awsssm.StartSessionInput{Target: aws.String("i-0123456789abcdef0"),
-		DocumentName: aws.String(ssm.DocumentPortForwarding), Parameters: map[string][]string{"portNumber": {"5432"}}})
+	out, err := sdk(e, DefaultAccessKeyID, DefaultSecretAccessKey).StartSession(t.Context(), &awsssm.StartSessionInput{Target: aws.String(testTarget),
+		DocumentName: aws.String(docPort), Parameters: params})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,14 +188,14 @@ func startSession(t *testing.T, e *Endpoint) *awsssm.StartSessionOutput {
 // gets the HandshakeRequest as agent message 0 with SYN.
 func TestOpenDataChannel(t *testing.T) {
 	e := startTestEndpoint(t, Config{AgentVersion: "3.3.987.0"})
-	out := startSession(t, e)
+	out := startSession(t, e, map[string][]string{"portNumber": {"5432"}, "localPortNumber": {"25433"}})
 	open := func(token string) *websocket.Conn {
 		c, _, err := websocket.DefaultDialer.DialContext(t.Context(), aws.ToString(out.StreamUrl), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, _ := json.Marshal(ssm.OpenDataChannel{MessageSchemaVersion: "1.0", RequestID: uuid.NewString(),
-			TokenValue: token, ClientID: uuid.NewString(), ClientVersion: ssm.DefaultClientVersion})
+		b, _ := json.Marshal(openDataChannel{MessageSchemaVersion: "1.0", RequestID: uuid.NewString(),
+			TokenValue: token, ClientID: uuid.NewString(), ClientVersion: testClientVersion})
 		if err := c.WriteMessage(websocket.TextMessage, b); err != nil {
 			t.Fatal(err)
 		}
@@ -212,41 +215,93 @@ func TestOpenDataChannel(t *testing.T) {
 	if err != nil || kind != websocket.BinaryMessage {
 		t.Fatalf("first agent frame: %d %v", kind, err)
 	}
-	m, err := ssm.Decode(b)
+	m, err := decodeFrame(b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var req ssm.HandshakeRequest
-	_ = json.Unmarshal(m.Payload, &req)
-	if m.SequenceNumber != 0 || m.Flags != 1 || m.PayloadType != ssm.PayloadHandshakeRequest || req.AgentVersion != "3.3.987.0" ||
-		!bytes.Contains(m.Payload, []byte(`"Properties":{"localPortNumber":"0","portNumber":"5432","type":"LocalPortForwarding"}`)) {
-		t.Errorf("HandshakeRequest seq %d flags %d type %d payload %s", m.SequenceNumber, m.Flags, m.PayloadType, m.Payload)
+	var req handshakeRequest
+	_ = json.Unmarshal(m.payload, &req)
+	if m.seq != 0 || m.flags != 1 || m.ptype != ptHandshakeRequest || req.AgentVersion != "3.3.987.0" ||
+		!bytes.Contains(m.payload, []byte(`"Properties":{"localPortNumber":"25433","portNumber":"5432","type":"LocalPortForwarding"}`)) {
+		t.Errorf("HandshakeRequest seq %d flags %d type %d payload %s", m.seq, m.flags, m.ptype, m.payload)
 	}
 }
 
-// TestAPIShape: SigV4 must be present; unknown operations are AWS errors.
+// TestAPIShape: requests must be signed by known credentials with a valid
+// SigV4 signature; unknown operations are AWS errors.
 func TestAPIShape(t *testing.T) {
 	e := startTestEndpoint(t, Config{})
-	post := func(target string, auth bool) (*http.Response, map[string]string) {
-		req, _ := http.NewRequestWithContext(context.WithoutCancel(t.Context()), http.MethodPost, e.URL()+"/", strings.NewReader("{}"))
-		req.Header.Set("X-Amz-Target", target)
-		if auth {
-			req.Header.Set("Authorization", "AWS4-HMAC-SHA256 Credential=x")
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var body map[string]string
-		_ = json.NewDecoder(resp.Body).Decode(&body)
-		return resp, body
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, e.URL()+"/", strings.NewReader("{}"))
+	req.Header.Set("X-Amz-Target", "AmazonSSM.StartSession")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if resp, body := post("AmazonSSM.StartSession", false); resp.StatusCode != http.StatusForbidden || body["__type"] != "MissingAuthenticationTokenException" {
+	var body map[string]string
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || body["__type"] != "MissingAuthenticationTokenException" {
 		t.Errorf("unsigned: %d %v", resp.StatusCode, body)
 	}
-	if resp, body := post("AmazonSSM.SendCommand", true); resp.StatusCode != http.StatusBadRequest || resp.Header.Get("X-Amzn-ErrorType") != "UnknownOperationException" {
-		t.Errorf("unknown op: %d %v", resp.StatusCode, body)
+	in := &awsssm.StartSessionInput{Target: aws.String(testTarget), DocumentName: aws.String(docPort)}
+	for _, tc := range []struct{ name, keyID, secret, want string }{
+		{"wrong secret", DefaultAccessKeyID, "not-the-secret", "InvalidSignatureException"},
+		{"unknown key", "AKIAUNKNOWNEXAMPLE00", DefaultSecretAccessKey, "UnrecognizedClientException"},
+	} {
+		if _, err := sdk(e, tc.keyID, tc.secret).StartSession(t.Context(), in); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %s", tc.name, err, tc.want)
+		}
+	}
+	if st := e.Stats(); st.BadSignatures != 2 || st.SessionsStarted != 0 {
+		t.Errorf("stats %+v: want 2 bad signatures and no session", st)
+	}
+	_, err = sdk(e, DefaultAccessKeyID, DefaultSecretAccessKey).SendCommand(t.Context(), &awsssm.SendCommandInput{DocumentName: aws.String("AWS-RunShellScript")})
+	if err == nil || !strings.Contains(err.Error(), "UnknownOperationException") {
+		t.Errorf("unknown operation: %v", err)
+	}
+}
+
+// TestStartSessionParameters: parameters are checked against the port
+// documents (names, one value each, allowed patterns, required host) and
+// defaults fill the rest, through the real SDK.
+func TestStartSessionParameters(t *testing.T) {
+	e := startTestEndpoint(t, Config{})
+	api := sdk(e, DefaultAccessKeyID, DefaultSecretAccessKey)
+	for _, tc := range []struct {
+		doc    string
+		params map[string][]string
+		want   string // "" = accepted
+	}{
+		{docPort, nil, ""},
+		{docPort, map[string][]string{"portNumber": {"5432"}, "localPortNumber": {"0"}}, ""},
+		{docRemoteHost, map[string][]string{"host": {"db.example.internal"}, "portNumber": {"5432"}}, ""},
+		{docPort, map[string][]string{"portNumber": {"0"}}, `"portNumber" value "0" does not match`},
+		{docPort, map[string][]string{"portNumber": {"65536"}}, "does not match"},
+		{docPort, map[string][]string{"portNumber": {"5432", "5433"}}, "exactly one value"},
+		{docPort, map[string][]string{"localPortNumber": {"-1"}}, "does not match"},
+		{docPort, map[string][]string{"host": {"db"}}, `"host" is not defined`},
+		{docRemoteHost, map[string][]string{"portNumber": {"5432"}}, `"host" is required`},
+		{docRemoteHost, map[string][]string{"host": {"db example"}}, "does not match"},
+		{"AWS-StartSSHSession", nil, "InvalidDocument"},
+	} {
+		_, err := api.StartSession(t.Context(), &awsssm.StartSessionInput{Target: aws.String(testTarget),
+			DocumentName: aws.String(tc.doc), Parameters: tc.params})
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s %v: %v", tc.doc, tc.params, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s %v: %v, want %q", tc.doc, tc.params, err, tc.want)
+		}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var props []map[string]string
+	for _, r := range e.sessions {
+		props = append(props, r.properties)
+	}
+	want := map[string]string{"portNumber": "80", "localPortNumber": "0", "type": "LocalPortForwarding"}
+	if !slices.ContainsFunc(props, func(p map[string]string) bool { return maps.Equal(p, want) }) {
+		t.Errorf("no session with the document defaults %v in %v", want, props)
 	}
 }
 
@@ -258,8 +313,7 @@ func sprintf(format string, args ...any) string { return fmt.Sprintf(format, arg
 func TestDescribeInstanceInformation(t *testing.T) {
 	const lost = "i-0aaaaaaaaaaaaaaaa"
 	e := startTestEndpoint(t, Config{ConnectionLost: []string{lost}, AgentVersion: "3.3.987.0"})
-	api := awsssm.New(awsssm.Options{Region: "us-east-1", BaseEndpoint: aws.String(e.URL()),
-		Credentials: credentials.NewStaticCredentialsProvider("AKID", "SECRET", "")})
+	api := sdk(e, DefaultAccessKeyID, DefaultSecretAccessKey)
 	status := func(ids ...string) map[string]string {
 		in := &awsssm.DescribeInstanceInformationInput{}
 		if len(ids) > 0 {
@@ -288,7 +342,7 @@ func TestDescribeInstanceInformation(t *testing.T) {
 		}
 	}
 	_, err := api.StartSession(t.Context(), &awsssm.StartSessionInput{Target: aws.String(lost),
-		DocumentName: aws.String(ssm.DocumentPortForwarding), Parameters: map[string][]string{"portNumber": {"5432"}}})
+		DocumentName: aws.String(docPort), Parameters: map[string][]string{"portNumber": {"5432"}}})
 	if err == nil || !strings.Contains(err.Error(), "TargetNotConnected") {
 		t.Errorf("StartSession on a lost node: %v", err)
 	}

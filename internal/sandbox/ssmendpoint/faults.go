@@ -51,7 +51,7 @@ func (a *agent) faultIn(f []byte) [][]byte {
 	return out
 }
 
-// writeOut is the agent channel's writer: faults, optional ack delay, then
+// writeOut is the agent stream's writer: faults, optional ack delay, then
 // the websocket. The validator learns the ids of agent messages.
 func (a *agent) writeOut(f []byte) error {
 	a.val.sentByAgent(f)
@@ -66,6 +66,7 @@ func (a *agent) writeOut(f []byte) error {
 	}
 	a.faultMu.Lock()
 	drop, dup, hold := a.roll()
+	drop = drop && isAck(f) // the agent's data is never dropped (see Faults)
 	var out [][]byte
 	justHeld := false
 	switch {

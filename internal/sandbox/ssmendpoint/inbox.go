@@ -3,11 +3,13 @@ package ssmendpoint
 import (
 	"io"
 	"sync"
-
-	"github.com/rdsproxy/rdsproxy/tunnel/ssm"
+	"time"
 )
 
-const inboxSoftLimit = 1 << 20
+// inboxLimit bounds client bytes waiting for smux or the destination; a
+// full inbox blocks the read loop, as the agent's blocking socket write
+// does.
+const inboxLimit = 1 << 20
 
 // item is one client Output payload or a basic-mode flag, in order.
 type item struct {
@@ -16,47 +18,54 @@ type item struct {
 }
 
 // inbox buffers what the client sent until smux or the basic-mode writer
-// takes it. Above the soft limit it refuses new messages (they stay
-// unacknowledged and the client retransmits them).
+// takes it. Reads are paced like the agent's pumps when pace is set.
 type inbox struct {
-	ch       *ssm.Channel
+	pace     bool
 	mu       sync.Mutex
 	items    []item
 	n        int
 	readable chan struct{}
+	space    chan struct{}
 	closed   bool
 }
 
-func newInbox(ch *ssm.Channel) *inbox {
-	return &inbox{ch: ch, readable: make(chan struct{}, 1)}
+func newInbox(pace bool) *inbox {
+	return &inbox{pace: pace, readable: make(chan struct{}, 1), space: make(chan struct{}, 1)}
 }
 
-func (b *inbox) push(it item) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		return true
-	}
-	if b.n >= inboxSoftLimit {
-		return false
-	}
-	b.items = append(b.items, it)
-	b.n += len(it.data)
+func wake(ch chan struct{}) {
 	select {
-	case b.readable <- struct{}{}:
+	case ch <- struct{}{}:
 	default:
 	}
-	return true
+}
+
+// push adds it, blocking while the inbox is full.
+func (b *inbox) push(it item) {
+	for {
+		b.mu.Lock()
+		if b.closed {
+			b.mu.Unlock()
+			return
+		}
+		if b.n < inboxLimit {
+			b.items = append(b.items, it)
+			b.n += len(it.data)
+			b.mu.Unlock()
+			wake(b.readable)
+			return
+		}
+		b.mu.Unlock()
+		<-b.space
+	}
 }
 
 func (b *inbox) close() {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	b.closed = true
-	select {
-	case b.readable <- struct{}{}:
-	default:
-	}
+	b.mu.Unlock()
+	wake(b.readable)
+	wake(b.space)
 }
 
 // next returns the next item, blocking; ok is false once closed.
@@ -67,12 +76,10 @@ func (b *inbox) next() (item, bool) {
 			it := b.items[0]
 			b.items[0] = item{}
 			b.items = b.items[1:]
-			wasFull := b.n >= inboxSoftLimit
 			b.n -= len(it.data)
 			b.mu.Unlock()
-			if wasFull {
-				b.ch.Redeliver()
-			}
+			wake(b.space)
+			b.sleep()
 			return it, true
 		}
 		closed := b.closed
@@ -84,8 +91,18 @@ func (b *inbox) next() (item, bool) {
 	}
 }
 
-// Read returns buffered bytes (mux mode: there are no flag items).
+func (b *inbox) sleep() {
+	if b.pace {
+		time.Sleep(time.Millisecond) // the agent's pump: 1 ms per read
+	}
+}
+
+// Read returns buffered bytes (mux mode: there are no flag items), at most
+// one agent read (1 KiB) at a time when paced.
 func (b *inbox) Read(p []byte) (int, error) {
+	if b.pace && len(p) > agentReadSize {
+		p = p[:agentReadSize]
+	}
 	for {
 		b.mu.Lock()
 		if len(b.items) > 0 {
@@ -100,13 +117,10 @@ func (b *inbox) Read(p []byte) (int, error) {
 					b.items[0].data = b.items[0].data[c:]
 				}
 			}
-			wasFull := b.n >= inboxSoftLimit
 			b.n -= n
-			nowFull := b.n >= inboxSoftLimit
 			b.mu.Unlock()
-			if wasFull && !nowFull {
-				b.ch.Redeliver()
-			}
+			wake(b.space)
+			b.sleep()
 			return n, nil
 		}
 		closed := b.closed

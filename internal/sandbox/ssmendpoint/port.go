@@ -6,23 +6,25 @@ import (
 	"time"
 
 	"github.com/xtaci/smux"
-
-	"github.com/rdsproxy/rdsproxy/tunnel/ssm"
 )
 
 const agentReadSize = 1024 // the agent reads (and sends) at most 1 KiB at a time
 
 // send sends data as Output messages of ≤ 1 KiB, sleeping 1 ms after each
-// when pacing is on (the real agent's pump, §9.6).
+// unless unpaced (the real agent's pump, §9.6). A paused agent (client
+// away) waits.
 func (a *agent) send(b []byte) (int, error) {
 	n := 0
 	for n < len(b) {
+		if err := a.waitOnline(); err != nil {
+			return n, err
+		}
 		end := min(len(b), n+agentReadSize)
-		if err := a.ch.Send(a.ctx, ssm.PayloadOutput, b[n:end]); err != nil {
+		if err := a.st.send(ptOutput, b[n:end]); err != nil {
 			return n, err
 		}
 		n = end
-		if a.e.cfg.Pacing {
+		if !a.e.cfg.Unpaced {
 			time.Sleep(time.Millisecond)
 		}
 	}
@@ -69,7 +71,7 @@ func (a *agent) serveStream(st *smux.Stream) {
 	dest, err := a.dial()
 	if err != nil {
 		a.log.Info("agent: dial destination failed", "err", err)
-		_ = a.ch.SendFlag(a.ctx, ssm.FlagConnectToPortError)
+		_ = a.st.send(ptFlag, flagPayload(flagConnectToPortError))
 		return
 	}
 	defer dest.Close()
@@ -125,7 +127,7 @@ func (a *agent) serveBasic() {
 		if !ok {
 			return
 		}
-		if it.flag == ssm.FlagDisconnectToPort {
+		if it.flag == flagDisconnectToPort {
 			disconnect()
 			continue
 		}
