@@ -330,7 +330,36 @@ func functions() map[string]function.Function {
 		"regex":      stdlib.RegexFunc,
 		"setproduct": stdlib.SetProductFunc,
 		"tostring":   stdlib.MakeToFunc(cty.String),
+		"templatefile": function.New(&function.Spec{
+			Params: []function.Parameter{{Name: "path", Type: cty.String}, {Name: "vars", Type: cty.DynamicPseudoType}},
+			Type:   function.StaticReturnType(cty.String),
+			Impl:   templateFile,
+		}),
 	}
+}
+
+// templateFile is Terraform's templatefile for templates that use only
+// interpolation, directives and the functions above.
+func templateFile(args []cty.Value, _ cty.Type) (cty.Value, error) {
+	p := args[0].AsString()
+	src, err := os.ReadFile(p)
+	if err != nil {
+		return cty.NilVal, err
+	}
+	expr, diags := hclsyntax.ParseTemplate(src, p, hcl.InitialPos)
+	if diags.HasErrors() {
+		return cty.NilVal, diags
+	}
+	vars := map[string]cty.Value{}
+	for it := args[1].ElementIterator(); it.Next(); {
+		k, v := it.Element()
+		vars[k.AsString()] = v
+	}
+	v, diags := expr.Value(&hcl.EvalContext{Variables: vars, Functions: functions()})
+	if diags.HasErrors() {
+		return cty.NilVal, diags
+	}
+	return convert.Convert(v, cty.String)
 }
 
 // moduleRefs builds module.<name>.<output> = ref("module.cfg.<output>") for a

@@ -319,7 +319,7 @@ func checkRole(rcs []rc, w planWant) []string {
 				unknown++
 				continue
 			}
-			acts, p := policyActions(r.addr, str(r.after["policy"]), w.binaryObject)
+			acts, p := policyActions(r.addr, str(r.after["policy"]), w)
 			actions = append(actions, acts...)
 			problems = append(problems, p...)
 		}
@@ -330,6 +330,9 @@ func checkRole(rcs []rc, w planWant) []string {
 	want := slices.Clone(discoveryWant)
 	if w.binaryObject != "" {
 		want = append(want, "s3:GetObject")
+	}
+	if !w.noHealth {
+		want = append(want, "autoscaling:SetInstanceHealth")
 	}
 	sort.Strings(want)
 	sort.Strings(actions)
@@ -359,11 +362,12 @@ func parsePolicy(doc string) ([]statement, error) {
 	return p.Statement, nil
 }
 
-func policyActions(where, doc, binaryObject string) ([]string, []string) {
+func policyActions(where, doc string, w planWant) ([]string, []string) {
 	sts, err := parsePolicy(doc)
 	if err != nil {
 		return nil, []string{where + ": policy is not JSON: " + err.Error()}
 	}
+	group := fmt.Sprintf("arn:aws:autoscaling:%s:123456789012:autoScalingGroup:*:autoScalingGroupName/%s-*", w.region, w.name)
 	var actions, problems []string
 	for _, st := range sts {
 		if st.Effect != "Allow" || st.NotAction != nil {
@@ -371,8 +375,16 @@ func policyActions(where, doc, binaryObject string) ([]string, []string) {
 		}
 		for _, a := range strs(st.Action) {
 			actions = append(actions, a)
-			if a == "s3:GetObject" && !slices.Equal(strs(st.Resource), []string{binaryObject}) {
-				problems = append(problems, fmt.Sprintf("%s: s3:GetObject on %q, want only %q", where, strs(st.Resource), binaryObject))
+			switch a {
+			case "s3:GetObject":
+				if !slices.Equal(strs(st.Resource), []string{w.binaryObject}) {
+					problems = append(problems, fmt.Sprintf("%s: s3:GetObject on %q, want only %q", where, strs(st.Resource), w.binaryObject))
+				}
+			case "autoscaling:SetInstanceHealth":
+				if !slices.Equal(strs(st.Resource), []string{group}) ||
+					!slices.Equal(strs(st.Condition["StringEquals"]["autoscaling:ResourceTag/rdsproxy:server"]), []string{w.name}) {
+					problems = append(problems, fmt.Sprintf("%s: SetInstanceHealth on %q %v, want only this server's group %s tagged rdsproxy:server=%s", where, strs(st.Resource), st.Condition, group, w.name))
+				}
 			}
 		}
 	}
@@ -505,6 +517,10 @@ func checkMutationsCaught(t *testing.T, plan map[string]any, w planWant) {
 		{"extra action", "the role grants", func(p map[string]any) {
 			a := after(find(p, "aws_iam_role_policy", "discovery"))
 			a["policy"] = strings.Replace(str(a["policy"]), `"rds:DescribeDBClusters"`, `"rds:DescribeDBClusters","rds:ModifyDBInstance"`, 1)
+		}},
+		{"health on any group", "SetInstanceHealth on", func(p map[string]any) {
+			a := after(find(p, "aws_iam_role_policy", "health"))
+			a["policy"] = regexp.MustCompile(`arn:aws:autoscaling:[^"]+`).ReplaceAllString(str(a["policy"]), "*")
 		}},
 		{"admin attachment", "AmazonSSMManagedInstanceCore", func(p map[string]any) {
 			after(find(p, "aws_iam_role_policy_attachment", ""))["policy_arn"] = "arn:aws:iam::aws:policy/AdministratorAccess"

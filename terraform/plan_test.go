@@ -158,6 +158,7 @@ type planWant struct {
 	documents     []string // the documents the developer policy may allow
 	devRegions    []string // regions the developer policy may name; empty: region
 	port          string   // the server port the Session document pins
+	noHealth      bool     // readiness_replacement is off: no SetInstanceHealth
 }
 
 const planSHA = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -198,8 +199,9 @@ func planCases() []planCase {
 				"binary":                     map[string]any{"sha256": planSHA, "s3_bucket": "rdsproxy-artifacts", "s3_key": "v1/rdsproxy"},
 				"developer_rds_connect":      map[string]any{"resource_ids": []string{"db-ABCDEFGHIJKL"}, "db_users": []string{"app_reader"}},
 				"developer_session_document": "aws", "developer_regions": []string{"eu-west-1", "us-east-1"}, "port": 6432,
+				"readiness_replacement": map[string]any{"enabled": false},
 			}),
-			want: planWant{name: "reports", region: "eu-west-1", sha256: planSHA, developer: true, port: "6432",
+			want: planWant{name: "reports", region: "eu-west-1", sha256: planSHA, developer: true, port: "6432", noHealth: true,
 				devRegions:   []string{"eu-west-1", "us-east-1"},
 				documents:    []string{"arn:aws:ssm:eu-west-1::document/AWS-StartPortForwardingSession", "arn:aws:ssm:us-east-1::document/AWS-StartPortForwardingSession"},
 				binaryObject: "arn:aws:s3:::rdsproxy-artifacts/v1/rdsproxy",

@@ -508,6 +508,12 @@ type rendered struct {
 // at the test's files so that the rendered command lines run verbatim.
 func renderAWS(t *testing.T, binary, configPath string) rendered {
 	t.Helper()
+	return renderAWSWith(t, binary, configPath, nil)
+}
+
+// renderAWSWith is renderAWS with more (or other) module inputs.
+func renderAWSWith(t *testing.T, binary, configPath string, extra map[string]cty.Value) rendered {
+	t.Helper()
 	m := loadModule(t, awsServerDir)
 	cfg := loadModule(t, serverConfigDir)
 	data := cty.ObjectVal(map[string]cty.Value{
@@ -530,6 +536,17 @@ func renderAWS(t *testing.T, binary, configPath string) rendered {
 		}),
 		"static_targets": staticTargets(),
 	}, map[string]cty.Value{"data": data, "module": moduleRefs(t, "config", cfg)})
+	if extra != nil {
+		ev = newEvaluator(t, m, mergeValues(map[string]cty.Value{
+			"name":       cty.StringVal("orders"),
+			"vpc_id":     cty.StringVal("vpc-0123456789abcdef0"),
+			"subnet_ids": cty.TupleVal([]cty.Value{cty.StringVal("subnet-0123456789abcdef0")}),
+			"binary": cty.ObjectVal(map[string]cty.Value{
+				"sha256": cty.StringVal(strings.Repeat("ab", 32)), "url": cty.StringVal("https://example.com/rdsproxy.tar.gz"),
+				"s3_bucket": cty.NullVal(cty.String), "s3_key": cty.NullVal(cty.String), "s3_region": cty.NullVal(cty.String),
+			}),
+		}, extra), map[string]cty.Value{"data": data, "module": moduleRefs(t, "config", cfg)})
+	}
 
 	args := ev.callArgs(t, m.one(t, "module", "config"))
 	args["binary_path"], args["config_path"] = cty.StringVal(binary), cty.StringVal(configPath)
@@ -631,6 +648,13 @@ func configOutputs(extra map[string]any) map[string]any {
 		out[k] = v
 	}
 	return out
+}
+
+func mergeValues(a, b map[string]cty.Value) map[string]cty.Value {
+	for k, v := range b {
+		a[k] = v
+	}
+	return a
 }
 
 func mergeMaps(a, b map[string]any) map[string]any {

@@ -71,7 +71,7 @@ resource "aws_autoscaling_group" "this" {
   max_size                  = var.max_size
   desired_capacity          = var.desired_capacity
   health_check_type         = "EC2"
-  health_check_grace_period = 120
+  health_check_grace_period = local.health_check_grace_period
   default_instance_warmup   = 120
 
   launch_template {

@@ -1,6 +1,7 @@
 # The instance role: Session Manager's managed core policy, plus exactly the
 # two read-only RDS calls discovery makes, plus (only for S3 delivery) read
-# access to the one binary object. Nothing else.
+# access to the one binary object, plus (readiness_replacement) marking an
+# instance of this server's own group Unhealthy. Nothing else.
 
 data "aws_iam_policy_document" "assume_role" {
   statement {
@@ -62,6 +63,33 @@ resource "aws_iam_role_policy" "binary" {
   name_prefix = "binary-"
   role        = aws_iam_role.this.id
   policy      = data.aws_iam_policy_document.binary[0].json
+}
+
+# SetInstanceHealth on this server's group only: the group's name starts with
+# "<name>-" (name_prefix) and it carries the tag rdsproxy:server=<name>.
+data "aws_iam_policy_document" "health" {
+  count = var.readiness_replacement.enabled ? 1 : 0
+
+  statement {
+    sid       = "ReplaceOwnUnreadyInstance"
+    effect    = "Allow"
+    actions   = ["autoscaling:SetInstanceHealth"]
+    resources = ["arn:${local.partition}:autoscaling:${local.region}:${local.account_id}:autoScalingGroup:*:autoScalingGroupName/${var.name}-*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "autoscaling:ResourceTag/rdsproxy:server"
+      values   = [var.name]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "health" {
+  count = var.readiness_replacement.enabled ? 1 : 0
+
+  name_prefix = "readiness-replacement-"
+  role        = aws_iam_role.this.id
+  policy      = data.aws_iam_policy_document.health[0].json
 }
 
 resource "aws_iam_instance_profile" "this" {

@@ -61,16 +61,35 @@ module "config" {
 }
 
 locals {
+  # The readiness check (templates/health-check.*): script, oneshot unit, timer.
+  health_script_path = "/usr/local/libexec/rdsproxy-health"
+  health_vars = {
+    admin_port          = var.admin_port
+    failures            = var.readiness_replacement.failures
+    interval_seconds    = var.readiness_replacement.interval_seconds
+    first_check_seconds = local.health_check_grace_period + 60
+    region              = local.region
+    script_path         = local.health_script_path
+  }
+  health_check_grace_period = 120
+  health = var.readiness_replacement.enabled ? {
+    script  = templatefile("${path.module}/templates/health-check.sh.tftpl", local.health_vars)
+    service = templatefile("${path.module}/templates/health-check.service.tftpl", local.health_vars)
+    timer   = templatefile("${path.module}/templates/health-check.timer.tftpl", local.health_vars)
+  } : null
+
   user_data = templatefile("${path.module}/templates/user-data.sh.tftpl", {
-    binary_sha256    = var.binary.sha256
-    binary_url       = var.binary.url
-    binary_s3_bucket = var.binary.s3_bucket
-    binary_s3_key    = var.binary.s3_key
-    binary_s3_region = coalesce(var.binary.s3_region, local.region)
-    binary_path      = local.binary_path
-    args             = module.config.args
-    config_path      = module.config.config_path
-    server_yaml      = module.config.server_yaml
-    systemd_unit     = module.config.systemd_unit
+    health_script_path = local.health_script_path
+    health             = local.health
+    binary_sha256      = var.binary.sha256
+    binary_url         = var.binary.url
+    binary_s3_bucket   = var.binary.s3_bucket
+    binary_s3_key      = var.binary.s3_key
+    binary_s3_region   = coalesce(var.binary.s3_region, local.region)
+    binary_path        = local.binary_path
+    args               = module.config.args
+    config_path        = module.config.config_path
+    server_yaml        = module.config.server_yaml
+    systemd_unit       = module.config.systemd_unit
   })
 }

@@ -228,6 +228,23 @@ variable "binary" {
   }
 }
 
+variable "readiness_replacement" {
+  description = "Replace an instance whose server stays unready: a systemd timer checks GET /readyz every interval_seconds and, after failures consecutive failures, calls autoscaling:SetInstanceHealth Unhealthy on its own instance (the role may do so only for this server's group). The Auto Scaling group itself sees only EC2 status checks. Needs the AWS CLI on the AMI."
+  type = object({
+    enabled          = optional(bool, true)
+    interval_seconds = optional(number, 30)
+    failures         = optional(number, 10)
+  })
+  default = {}
+
+  validation {
+    condition = (var.readiness_replacement.interval_seconds >= 10 && var.readiness_replacement.interval_seconds <= 3600 &&
+      var.readiness_replacement.failures >= 2 && var.readiness_replacement.failures <= 1000 &&
+    floor(var.readiness_replacement.interval_seconds) == var.readiness_replacement.interval_seconds && floor(var.readiness_replacement.failures) == var.readiness_replacement.failures)
+    error_message = "readiness_replacement needs an integer interval_seconds from 10 to 3600 and an integer failures from 2 to 1000."
+  }
+}
+
 variable "iam_role_permissions_boundary" {
   description = "ARN of a permissions boundary for the instance role, or null."
   type        = string
