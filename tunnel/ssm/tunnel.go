@@ -257,6 +257,7 @@ func (t *Tunnel) Close() error {
 type Stats struct {
 	Sessions int   // live sessions
 	Resumes  int64 // websockets resumed (ResumeSession) on live sessions
+	Unacked  int   // messages sent and neither acknowledged nor presumed delivered
 	ChannelStats
 }
 
@@ -271,6 +272,7 @@ func (t *Tunnel) Stats() Stats {
 		}
 		st.Sessions++
 		st.Resumes += sl.s.resumes.Load()
+		st.Unacked += sl.s.ch.Unacked()
 		cs := sl.s.ch.Stats()
 		st.Sent += cs.Sent
 		st.Resent += cs.Resent
