@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"flag"
+	"io"
 	"os"
 	"strings"
 	"testing"
@@ -15,10 +16,26 @@ const (
 	usageEnd   = "<!-- usage:end -->"
 )
 
+// helpCommands are the top level and every command that is not hidden,
+// so the README's usage section covers every command.
+func helpCommands(t *testing.T) [][]string {
+	parser, err := newParser(&CLI{}, Env{Stdout: io.Discard, Stderr: io.Discard}, func(int) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmds := [][]string{{}}
+	for _, n := range parser.Model.Children {
+		if !n.Hidden {
+			cmds = append(cmds, []string{n.Name})
+		}
+	}
+	return cmds
+}
+
 // The README's usage section is the binary's help, verbatim.
 func TestHelpMatchesREADME(t *testing.T) {
 	var want strings.Builder
-	for _, cmd := range [][]string{{}, {"server"}, {"connect"}, {"list"}, {"version"}} {
+	for _, cmd := range helpCommands(t) {
 		var out bytes.Buffer
 		code := Run(append(cmd, "--help"), Env{Stdout: &out, Stderr: &out, Version: "test"})
 		if code != ExitOK {

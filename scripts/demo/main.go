@@ -135,6 +135,7 @@ then try, as against AWS:
     rdsproxy doctor orders
     rdsproxy psql orders
     rdsproxy token orders
+    eval "$(rdsproxy env orders)"; psql    # through the demo's connect
     rdsproxy connect reporting
 
 Logs: %s (server), %s (client), %s (sandbox).
