@@ -117,7 +117,33 @@ func first(m map[string]any, key string) map[string]any {
 func checkPlan(plan map[string]any, w planWant) []string {
 	rcs := resourceChanges(plan)
 	return slices.Concat(checkLaunch(rcs, w), checkNoIngress(rcs), checkRole(rcs, w), checkEndpoints(rcs, w),
-		checkDocument(rcs, w), checkDeveloperOutput(plan, w))
+		checkDocument(rcs, w), checkLogs(rcs, w), checkDeveloperOutput(plan, w))
+}
+
+// checkLogs: with cloudwatch_logs, one log group with the retention and key
+// asked for; without, none.
+func checkLogs(rcs []rc, w planWant) []string {
+	var groups []rc
+	for _, r := range rcs {
+		if r.typ == "aws_cloudwatch_log_group" {
+			groups = append(groups, r)
+		}
+	}
+	if w.logs == nil {
+		if len(groups) > 0 {
+			return []string{"a log group is planned without cloudwatch_logs"}
+		}
+		return nil
+	}
+	if len(groups) != 1 {
+		return []string{fmt.Sprintf("want one log group, found %d", len(groups))}
+	}
+	g := groups[0].after
+	var problems []string
+	if str(g["name"]) != w.logs.group || fmt.Sprint(g["retention_in_days"]) != fmt.Sprint(w.logs.retention) || str(g["kms_key_id"]) != w.logs.kms {
+		problems = append(problems, fmt.Sprintf("log group %v retention %v kms %v; want %s, %d days, key %q", g["name"], g["retention_in_days"], g["kms_key_id"], w.logs.group, w.logs.retention, w.logs.kms))
+	}
+	return problems
 }
 
 func (w planWant) developerRegions() []string {
@@ -334,6 +360,9 @@ func checkRole(rcs []rc, w planWant) []string {
 	if !w.noHealth {
 		want = append(want, "autoscaling:SetInstanceHealth")
 	}
+	if w.logs != nil {
+		want = append(want, "logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents")
+	}
 	sort.Strings(want)
 	sort.Strings(actions)
 	if !slices.Equal(actions, want) {
@@ -379,6 +408,14 @@ func policyActions(where, doc string, w planWant) ([]string, []string) {
 			case "s3:GetObject":
 				if !slices.Equal(strs(st.Resource), []string{w.binaryObject}) {
 					problems = append(problems, fmt.Sprintf("%s: s3:GetObject on %q, want only %q", where, strs(st.Resource), w.binaryObject))
+				}
+			case "logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents":
+				group := ""
+				if w.logs != nil {
+					group = fmt.Sprintf("arn:aws:logs:%s:123456789012:log-group:%s:*", w.region, w.logs.group)
+				}
+				if !slices.Equal(strs(st.Resource), []string{group}) {
+					problems = append(problems, fmt.Sprintf("%s: %s on %q, want only the server's log group %s", where, a, strs(st.Resource), group))
 				}
 			case "autoscaling:SetInstanceHealth":
 				if !slices.Equal(strs(st.Resource), []string{group}) ||
@@ -517,6 +554,10 @@ func checkMutationsCaught(t *testing.T, plan map[string]any, w planWant) {
 		{"extra action", "the role grants", func(p map[string]any) {
 			a := after(find(p, "aws_iam_role_policy", "discovery"))
 			a["policy"] = strings.Replace(str(a["policy"]), `"rds:DescribeDBClusters"`, `"rds:DescribeDBClusters","rds:ModifyDBInstance"`, 1)
+		}},
+		{"log group without cloudwatch_logs", "a log group is planned", func(p map[string]any) {
+			p["resource_changes"] = append(list(p["resource_changes"]), map[string]any{"address": "aws_cloudwatch_log_group.other",
+				"mode": "managed", "type": "aws_cloudwatch_log_group", "name": "other", "change": map[string]any{"after": map[string]any{"name": "x"}}})
 		}},
 		{"health on any group", "SetInstanceHealth on", func(p map[string]any) {
 			a := after(find(p, "aws_iam_role_policy", "health"))

@@ -159,6 +159,14 @@ type planWant struct {
 	devRegions    []string // regions the developer policy may name; empty: region
 	port          string   // the server port the Session document pins
 	noHealth      bool     // readiness_replacement is off: no SetInstanceHealth
+	logs          *wantLogs
+}
+
+// wantLogs is the log group cloudwatch_logs should plan.
+type wantLogs struct {
+	group     string
+	retention int
+	kms       string
 }
 
 const planSHA = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -200,18 +208,21 @@ func planCases() []planCase {
 				"developer_rds_connect":      map[string]any{"resource_ids": []string{"db-ABCDEFGHIJKL"}, "db_users": []string{"app_reader"}},
 				"developer_session_document": "aws", "developer_regions": []string{"eu-west-1", "us-east-1"}, "port": 6432,
 				"readiness_replacement": map[string]any{"enabled": false},
+				"cloudwatch_logs":       map[string]any{"enabled": true, "retention_in_days": 365, "kms_key_arn": "arn:aws:kms:eu-west-1:123456789012:key/0b6f1a3e-1111-2222-3333-444455556666"},
 			}),
 			want: planWant{name: "reports", region: "eu-west-1", sha256: planSHA, developer: true, port: "6432", noHealth: true,
 				devRegions:   []string{"eu-west-1", "us-east-1"},
 				documents:    []string{"arn:aws:ssm:eu-west-1::document/AWS-StartPortForwardingSession", "arn:aws:ssm:us-east-1::document/AWS-StartPortForwardingSession"},
 				binaryObject: "arn:aws:s3:::rdsproxy-artifacts/v1/rdsproxy",
-				endpoints:    []string{"com.amazonaws.eu-west-1.ec2messages", "com.amazonaws.eu-west-1.rds", "com.amazonaws.eu-west-1.ssm", "com.amazonaws.eu-west-1.ssmmessages"}},
+				logs:         &wantLogs{group: "/rdsproxy/reports", retention: 365, kms: "arn:aws:kms:eu-west-1:123456789012:key/0b6f1a3e-1111-2222-3333-444455556666"},
+				endpoints:    []string{"com.amazonaws.eu-west-1.ec2messages", "com.amazonaws.eu-west-1.logs", "com.amazonaws.eu-west-1.rds", "com.amazonaws.eu-west-1.ssm", "com.amazonaws.eu-west-1.ssmmessages"}},
 		},
 		{
 			name: "examples/aws-complete", example: "aws-complete",
 			vars: map[string]string{"region": "eu-central-1"},
 			want: planWant{name: "rdsproxy-example", region: "eu-central-1", unknownPolicy: 1, unknownUser: true, port: "5480",
-				endpoints: []string{"com.amazonaws.eu-central-1.ec2messages", "com.amazonaws.eu-central-1.rds", "com.amazonaws.eu-central-1.ssm", "com.amazonaws.eu-central-1.ssmmessages"}},
+				logs:      &wantLogs{group: "/rdsproxy/rdsproxy-example", retention: 90},
+				endpoints: []string{"com.amazonaws.eu-central-1.ec2messages", "com.amazonaws.eu-central-1.logs", "com.amazonaws.eu-central-1.rds", "com.amazonaws.eu-central-1.ssm", "com.amazonaws.eu-central-1.ssmmessages"}},
 		},
 	}
 }

@@ -149,6 +149,11 @@ module "rdsproxy" {
     users    = ["postgres_admin"]
   }]
 
+  # The session audit lines outlive the instances: CloudWatch Logs, through
+  # the logs interface endpoint; the agent comes from the Amazon Linux
+  # repositories through the S3 gateway endpoint.
+  cloudwatch_logs = { enabled = true }
+
   developer_rds_connect = {
     resource_ids = [aws_db_instance.this.resource_id]
     db_users     = [var.developer_db_user]

@@ -79,6 +79,13 @@ locals {
   } : null
 
   user_data = templatefile("${path.module}/templates/user-data.sh.tftpl", {
+    logs = local.logs_enabled ? {
+      agent_config   = local.cloudwatch_agent_config
+      export_unit    = local.journal_export_unit
+      logrotate      = local.logrotate_config
+      log_file       = local.log_file
+      log_group_name = local.log_group_name
+    } : null
     health_script_path = local.health_script_path
     health             = local.health
     binary_sha256      = var.binary.sha256

@@ -103,7 +103,7 @@ resource "aws_vpc_security_group_egress_rule" "https_endpoints" {
 }
 
 resource "aws_vpc_endpoint" "this" {
-  for_each = var.create_vpc_endpoints ? toset(var.vpc_endpoint_services) : toset([])
+  for_each = var.create_vpc_endpoints ? toset(concat(var.vpc_endpoint_services, local.logs_enabled ? ["logs"] : [])) : toset([])
 
   vpc_id              = var.vpc_id
   service_name        = "com.amazonaws.${local.region}.${each.value}"

@@ -68,7 +68,7 @@ variable "create_vpc_endpoints" {
 }
 
 variable "vpc_endpoint_services" {
-  description = "Interface endpoint services created when create_vpc_endpoints is true: SSM needs ssm, ssmmessages and ec2messages; discovery needs rds (home region only)."
+  description = "Interface endpoint services created when create_vpc_endpoints is true: SSM needs ssm, ssmmessages and ec2messages; discovery needs rds (home region only). logs is added when cloudwatch_logs is enabled."
   type        = list(string)
   default     = ["ssm", "ssmmessages", "ec2messages", "rds"]
 
@@ -242,6 +242,32 @@ variable "readiness_replacement" {
       var.readiness_replacement.failures >= 2 && var.readiness_replacement.failures <= 1000 &&
     floor(var.readiness_replacement.interval_seconds) == var.readiness_replacement.interval_seconds && floor(var.readiness_replacement.failures) == var.readiness_replacement.failures)
     error_message = "readiness_replacement needs an integer interval_seconds from 10 to 3600 and an integer failures from 2 to 1000."
+  }
+}
+
+variable "cloudwatch_logs" {
+  description = "Ship the server's journal (the session audit lines) to CloudWatch Logs, so it outlives the instance: a log group (default /rdsproxy/<name>) with retention_in_days and an optional KMS key (its key policy must allow the logs service), the CloudWatch agent (installed with dnf from the Amazon Linux repositories, which the S3 gateway endpoint serves), and a logs interface endpoint with create_vpc_endpoints."
+  type = object({
+    enabled           = optional(bool, false)
+    retention_in_days = optional(number, 90)
+    kms_key_arn       = optional(string)
+    log_group_name    = optional(string)
+  })
+  default = {}
+
+  validation {
+    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.cloudwatch_logs.retention_in_days)
+    error_message = "The cloudwatch_logs.retention_in_days must be a value CloudWatch Logs accepts (1, 3, 5, 7, 14, 30, 60, 90, ... 3653)."
+  }
+
+  validation {
+    condition     = var.cloudwatch_logs.kms_key_arn == null || can(regex("^arn:aws[a-z-]*:kms:", coalesce(var.cloudwatch_logs.kms_key_arn, "x")))
+    error_message = "The cloudwatch_logs.kms_key_arn must be a KMS key ARN."
+  }
+
+  validation {
+    condition     = var.cloudwatch_logs.log_group_name == null || can(regex("^[A-Za-z0-9_./#-]{1,512}$", coalesce(var.cloudwatch_logs.log_group_name, "x")))
+    error_message = "The cloudwatch_logs.log_group_name must be a CloudWatch Logs group name."
   }
 }
 
