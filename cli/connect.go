@@ -30,7 +30,11 @@ type ConnectCmd struct {
 	JSON    bool   `help:"Print the connection details of each target as a JSON line."`
 	// LocalTLS serves applications that insist on TLS (sslmode=require,
 	// verify-full, JDBC ssl=true).
-	LocalTLS bool `name:"local-tls" help:"Accept TLS from local clients, for applications that require it; the certificate chains to a CA kept in the state directory (printed as sslrootcert, for verify-full)." env:"RDSPROXY_LOCAL_TLS"`
+	// UnixSocket serves libpq clients on a Unix socket as well, which
+	// only this user can reach (the directory is 0700); loopback TCP is
+	// open to every local user.
+	UnixSocket string `name:"unix-socket" help:"Also listen on a Unix socket in this directory (created 0700, so only you can connect): .s.PGSQL.PORT, PORT being the target's TCP port; libpq clients use host=DIR." env:"RDSPROXY_UNIX_SOCKET" placeholder:"DIR"`
+	LocalTLS   bool   `name:"local-tls" help:"Accept TLS from local clients, for applications that require it; the certificate chains to a CA kept in the state directory (printed as sslrootcert, for verify-full)." env:"RDSPROXY_LOCAL_TLS"`
 }
 
 // Run opens the tunnel, learns the targets, listens and serves.
@@ -73,6 +77,15 @@ func (c *ConnectCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env 
 			return err
 		}
 		ci := newConnInfo(t, ln.Addr().(*net.TCPAddr), c.User, rootCert)
+		if c.UnixSocket != "" {
+			uln, err := listenUnix(c.UnixSocket, ci.Port)
+			if err != nil {
+				ln.Close()
+				return &ExitError{Code: ExitFailure, Err: fmt.Errorf("target %s: %w", t.Name, err)}
+			}
+			ci.Unix = fmt.Sprintf(`psql "host=%s port=%d user=%s dbname=%s"`, conninfoQuote(c.UnixSocket), ci.Port, ci.User, ci.DB)
+			grp.Go(func() error { return p.Serve(gctx, uln) })
+		}
 		c.printTarget(env, ci)
 		if err := state.rememberServed(c.serverKey(), ci); err != nil {
 			log.Debug("cannot remember the connection details for rdsproxy env", "target", t.Name, "err", err)
@@ -182,6 +195,7 @@ type connInfo struct {
 	Psql        string `json:"psql"`
 	DSN         string `json:"dsn"`
 	JDBC        string `json:"jdbc"`
+	Unix        string `json:"unix,omitempty"` // psql over --unix-socket
 }
 
 // newConnInfo builds the connection strings; with rootCert (--local-tls)
@@ -242,6 +256,9 @@ func (c *ConnectCmd) printTarget(env Env, ci connInfo) {
 		json.NewEncoder(env.Stdout).Encode(ci)
 		return
 	}
-	fmt.Fprintf(env.Stdout, "%s → %s\n  psql:  %s\n  DSN:   %s\n  JDBC:  %s\n", ci.Target,
-		net.JoinHostPort(ci.Host, strconv.Itoa(ci.Port)), ci.Psql, ci.DSN, ci.JDBC)
+	fmt.Fprintf(env.Stdout, "%s → %s\n  psql:  %s\n", ci.Target, net.JoinHostPort(ci.Host, strconv.Itoa(ci.Port)), ci.Psql)
+	if ci.Unix != "" {
+		fmt.Fprintf(env.Stdout, "  unix:  %s\n", ci.Unix)
+	}
+	fmt.Fprintf(env.Stdout, "  DSN:   %s\n  JDBC:  %s\n", ci.DSN, ci.JDBC)
 }
