@@ -106,7 +106,7 @@ func (s *Server) upgradeUpstream(ctx context.Context, conn net.Conn, t *discover
 			"rdsproxy: target %q refused TLS; rdsproxy never connects to a database in plaintext", t.Name)
 	}
 	host, _, _ := discovery.SplitEndpoint(t.Endpoint)
-	tc := tls.Client(conn, &tls.Config{
+	tc := newBufferedTLS(conn, &tls.Config{
 		ServerName:         host,
 		RootCAs:            s.cfg.RootCAs,
 		MinVersion:         tls.VersionTLS12,

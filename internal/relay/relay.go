@@ -120,6 +120,25 @@ func (s *Session) Stop(final []byte) {
 	s.a.SetWriteDeadline(now.Add(stopWriteGrace))
 }
 
+// BufferedReader is a connection that can also hand over, without
+// blocking, what it has already received (a TLS connection's records read
+// from the socket but not yet returned). The b→a copy of a framed session
+// then coalesces them into one write: fewer writes and wake-ups downstream
+// on the bulk path, and nothing added on the request/response path, where
+// nothing is buffered.
+type BufferedReader interface {
+	ReadBuffered(p []byte) (int, error)
+}
+
+// Buffer sizes of the coalescing copy: an idle session waits with a small
+// buffer of its own and borrows a large one only while bytes flow.
+const (
+	firstReadSize = 2 << 10
+	coalesceSize  = 64 << 10
+)
+
+var coalescePool = sync.Pool{New: func() any { b := make([]byte, coalesceSize); return &b }}
+
 // toA copies b→a; with FrameToA it follows message boundaries for Stop.
 func (s *Session) toA(pending []byte) (int64, error) {
 	if !s.opts.FrameToA {
@@ -127,24 +146,23 @@ func (s *Session) toA(pending []byte) (int64, error) {
 	}
 	var f framer
 	var n int64
-	if len(pending) > 0 {
-		w, err := s.a.Write(pending)
+	write := func(p []byte) error {
+		w, err := s.a.Write(p)
 		n += int64(w)
-		f.feed(pending[:w])
-		if err != nil {
+		f.feed(p[:w])
+		return err
+	}
+	if len(pending) > 0 {
+		if err := write(pending); err != nil {
 			return n, err
 		}
 	}
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
+	read, done := s.readerFromB()
+	defer done()
 	for {
-		r, rerr := s.b.Read(buf)
-		if r > 0 {
-			w, werr := s.a.Write(buf[:r])
-			n += int64(w)
-			f.feed(buf[:w])
-			if werr != nil {
+		chunk, rerr := read()
+		if len(chunk) > 0 {
+			if werr := write(chunk); werr != nil {
 				return n, werr
 			}
 		}
@@ -161,6 +179,49 @@ func (s *Session) toA(pending []byte) (int64, error) {
 			return n, rerr
 		}
 	}
+}
+
+// readerFromB returns the read step of the b→a copy and what releases its
+// buffers. When b is a BufferedReader, each step blocks for the first
+// bytes, then takes everything b already holds, up to coalesceSize.
+func (s *Session) readerFromB() (read func() ([]byte, error), done func()) {
+	br, ok := s.b.(BufferedReader)
+	if !ok {
+		bp := bufPool.Get().(*[]byte)
+		return func() ([]byte, error) {
+			r, err := s.b.Read(*bp)
+			return (*bp)[:r], err
+		}, func() { bufPool.Put(bp) }
+	}
+	first := make([]byte, firstReadSize)
+	var big *[]byte
+	release := func() {
+		if big != nil {
+			coalescePool.Put(big)
+			big = nil
+		}
+	}
+	return func() ([]byte, error) {
+		release() // the previous chunk has been written
+		r, err := s.b.Read(first)
+		if r == 0 || err != nil {
+			return first[:r], err
+		}
+		big = coalescePool.Get().(*[]byte)
+		buf := *big
+		n := copy(buf, first[:r])
+		for n < len(buf) {
+			m, err := br.ReadBuffered(buf[n:])
+			n += m
+			if err != nil {
+				return buf[:n], err
+			}
+			if m == 0 {
+				break
+			}
+		}
+		return buf[:n], nil
+	}, release
 }
 
 // pipe copies src to dst after writing pending, then half-closes dst.

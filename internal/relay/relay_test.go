@@ -153,3 +153,49 @@ func readN(t *testing.T, c net.Conn, n int) {
 	}
 	c.SetReadDeadline(time.Time{})
 }
+
+// bufferedConn is an upstream whose whole stream has already arrived:
+// Read and ReadBuffered both take from it without blocking, then EOF.
+type bufferedConn struct {
+	net.Conn
+	data *bytes.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error)         { return c.data.Read(p) }
+func (c *bufferedConn) ReadBuffered(p []byte) (int, error) { return c.data.Read(p) }
+
+// writeCounter counts the writes that reach a connection.
+type writeCounter struct {
+	net.Conn
+	writes int
+}
+
+func (c *writeCounter) Write(p []byte) (int, error) { c.writes++; return c.Conn.Write(p) }
+
+// From a BufferedReader, what has already arrived goes to the client in
+// as few writes as the coalescing buffer allows, whole and in order, and
+// the end of the stream still half-closes the client.
+func TestCoalescesWhatIsBuffered(t *testing.T) {
+	var stream []byte
+	for i := range 100 { // 100 DataRows of 1 KiB: 100 KiB, two coalesced writes
+		stream = append(stream, msg('D', string(bytes.Repeat([]byte{byte('a' + i%26)}, 1<<10-5)))...)
+	}
+	client, a := tcpPair(t)
+	_, idle := tcpPair(t)
+	counted := &writeCounter{Conn: a}
+	b := &bufferedConn{Conn: idle, data: bytes.NewReader(stream)}
+	done := make(chan Result, 1)
+	go func() { done <- New(counted, b, Options{FrameToA: true}).Run(nil, nil) }()
+	got, err := io.ReadAll(client)
+	if err != nil || !bytes.Equal(got, stream) {
+		t.Fatalf("client got %d bytes (%v), want the %d-byte stream intact", len(got), err, len(stream))
+	}
+	client.Close()
+	res := <-done
+	if want := (len(stream) + coalesceSize - 1) / coalesceSize; counted.writes != want {
+		t.Fatalf("%d writes for %d buffered bytes, want %d", counted.writes, len(stream), want)
+	}
+	if res.ToA != int64(len(stream)) {
+		t.Fatalf("result counts %d bytes to the client, want %d", res.ToA, len(stream))
+	}
+}
