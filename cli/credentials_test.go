@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/smithy-go"
 )
 
 // noCredentials empties the environment of AWS credentials: no keys, no
@@ -171,4 +173,24 @@ func equalTimes(a, b []time.Time) bool {
 		}
 	}
 	return true
+}
+
+// AWS refusing a call for expired session credentials (list --via ssm,
+// connect --via ssm) is said as such, with the fix; other errors pass.
+func TestAWSCallProblem(t *testing.T) {
+	f := &SSMFlags{Profile: "dev"}
+	expired := fmt.Errorf("find the server: operation error EC2: DescribeInstances: %w",
+		&smithy.GenericAPIError{Code: "ExpiredToken", Message: "The security token included in the request is expired"})
+	err := f.awsCallProblem(expired)
+	if err == nil || !strings.Contains(err.Error(), "the AWS session credentials have expired") ||
+		!strings.Contains(err.Error(), "aws sso login --profile dev") || strings.Contains(err.Error(), "operation error") {
+		t.Errorf("expired: %v", err)
+	}
+	other := errors.New("no running instance is tagged rdsproxy:server=x")
+	if err := f.awsCallProblem(other); err != other {
+		t.Errorf("other error changed: %v", err)
+	}
+	if err := f.awsCallProblem(nil); err != nil {
+		t.Errorf("nil: %v", err)
+	}
 }
