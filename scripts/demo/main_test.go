@@ -1,10 +1,16 @@
 package main
 
 import (
+	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
+
+	"github.com/rdsproxy/rdsproxy/internal/sandbox"
 )
 
 // Without moto_server the demo reports why (it used to panic on a nil
@@ -20,4 +26,72 @@ func TestDemoWithoutMoto(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "moto_server") {
 		t.Fatalf("demo without moto_server: %v, want an error naming moto_server; output:\n%s", err, out.String())
 	}
+}
+
+// The demo's walk-through works verbatim: the line it prints to source,
+// then list, token, env and psql against the sandbox from another shell;
+// a cancel (Ctrl-C) ends it cleanly and removes its directory.
+func TestDemoWalkThrough(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "rdsproxy")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/rdsproxy/rdsproxy").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	out := &watchWriter{want: "Press Ctrl-C", seen: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, bin, out) }()
+	select {
+	case <-out.seen:
+	case err := <-done:
+		t.Fatalf("demo ended: %v\n%s", err, out.String())
+	}
+	source := regexp.MustCompile(`(?m)^    (source \S+/env\.sh)$`).FindStringSubmatch(out.String())
+	if source == nil {
+		t.Fatalf("no line to source:\n%s", out.String())
+	}
+	script := source[1] + `
+set -e
+rdsproxy list | grep -q '^orders '
+rdsproxy token orders | grep -q 'X-Amz-Signature='
+eval "$(rdsproxy env orders)"
+psql -X -At -c 'SELECT current_user'`
+	shell := exec.Command("bash", "-c", script)
+	shell.Env = append(os.Environ(), "AWS_PROFILE=someone-elses", "RDSPROXY_VIA=kube") // env.sh must clear these
+	got, err := shell.CombinedOutput()
+	if err != nil || !strings.HasSuffix(strings.TrimSpace(string(got)), sandbox.UserIAM) {
+		t.Errorf("walk-through: %v\n%s", err, got)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("demo after cancel: %v", err)
+	}
+	dir := filepath.Dir(strings.TrimPrefix(source[1], "source "))
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("demo directory %s left behind: %v", dir, err)
+	}
+}
+
+// watchWriter collects output and closes seen once it contains want.
+type watchWriter struct {
+	mu   sync.Mutex
+	buf  strings.Builder
+	want string
+	seen chan struct{}
+	once sync.Once
+}
+
+func (w *watchWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if strings.Contains(w.buf.String(), w.want) {
+		w.once.Do(func() { close(w.seen) })
+	}
+	return len(p), nil
+}
+
+func (w *watchWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
 }
