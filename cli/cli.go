@@ -21,6 +21,10 @@ const (
 	ExitOK      = 0
 	ExitFailure = 1
 	ExitUsage   = 2
+	// ExitInterrupted is a command stopped by Ctrl-C or SIGTERM before it
+	// finished (128+SIGINT). Commands that serve until stopped (connect,
+	// server) exit 0 then.
+	ExitInterrupted = 130
 )
 
 // ExitError carries an exit code out of a command.
@@ -74,11 +78,19 @@ func Run(args []string, env Env) int {
 	ctx, sigs, stop := watchSignals(context.Background())
 	defer stop()
 	env.signals = sigs
-	err := run(ctx, args, env)
+	return exitStatus(ctx, run(ctx, args, env), env)
+}
+
+// exitStatus reports err on stderr and returns the exit status. A command
+// a signal interrupted before it finished exits 130, as shells expect,
+// without the error chain the cancellation produced.
+func exitStatus(ctx context.Context, err error, env Env) int {
 	var ee *ExitError
 	switch {
 	case err == nil:
 		return ExitOK
+	case ctx.Err() != nil && errors.Is(err, context.Canceled):
+		return ExitInterrupted
 	case errors.As(err, &ee):
 		if ee.Err != nil {
 			fmt.Fprintf(env.Stderr, "rdsproxy: %v\n", ee.Err)

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -109,6 +111,31 @@ func TestCompletionFlagValues(t *testing.T) {
 		out, err := exec.Command("bash", "-c", prog).CombinedOutput()
 		if err != nil || strings.TrimSpace(string(out)) != tt.want {
 			t.Errorf("%s: %q (%v), want %q", tt.words, out, err, tt.want)
+		}
+	}
+}
+
+// A command interrupted before it finished exits 130 without the error
+// chain its cancellation produced; other errors keep their status.
+func TestExitStatusInterrupted(t *testing.T) {
+	cancelled, cancel := context.WithCancel(t.Context())
+	cancel()
+	interrupted := &ExitError{Code: ExitFailure, Err: fmt.Errorf("fetch target list: %w", context.Canceled)}
+	tests := []struct {
+		ctx    context.Context
+		err    error
+		code   int
+		stderr string
+	}{
+		{cancelled, interrupted, ExitInterrupted, ""},
+		{t.Context(), interrupted, ExitFailure, "rdsproxy: fetch target list: context canceled\n"},
+		{cancelled, &ExitError{Code: 143}, 143, ""},
+		{cancelled, nil, ExitOK, ""},
+	}
+	for _, tt := range tests {
+		var stderr bytes.Buffer
+		if code := exitStatus(tt.ctx, tt.err, Env{Stderr: &stderr}); code != tt.code || stderr.String() != tt.stderr {
+			t.Errorf("%v: exit %d, stderr %q; want %d, %q", tt.err, code, stderr.String(), tt.code, tt.stderr)
 		}
 	}
 }
