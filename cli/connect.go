@@ -71,7 +71,7 @@ func (c *ConnectCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env 
 			return &ExitError{Code: ExitFailure, Err: err}
 		}
 		p, err := client.New(client.Config{Tunnel: r.tun, Target: t, Tokens: tokens, ServerTLS: r.serverTLS,
-			LocalTLS: localTLSConfig, Logger: log})
+			LocalTLS: localTLSConfig, Identities: r.ids, Server: r.identity, Logger: log})
 		if err != nil {
 			ln.Close()
 			return err

@@ -24,6 +24,7 @@ import (
 
 	"github.com/rdsproxy/rdsproxy/client"
 	"github.com/rdsproxy/rdsproxy/discovery"
+	"github.com/rdsproxy/rdsproxy/internal/callerid"
 	"github.com/rdsproxy/rdsproxy/internal/iamtoken"
 	"github.com/rdsproxy/rdsproxy/internal/pgwire"
 	"github.com/rdsproxy/rdsproxy/tunnel"
@@ -92,7 +93,9 @@ type doctor struct {
 	targets   []discovery.Target
 	target    discovery.Target
 	user      string
-	token     string // never printed or logged
+	token     string               // never printed or logged
+	server    *callerid.ServerInfo // the server's identity check, nil when it has none
+	ids       client.Identities
 }
 
 // Run runs the checks and prints one line per check on stdout.
@@ -387,13 +390,19 @@ func probeServer(ctx context.Context, stream net.Conn) error {
 }
 
 func (d *doctor) checkAnswers(ctx context.Context) (string, error) {
-	targets, err := client.FetchTargets(ctx, d.tun, d.serverTLS)
+	if d.aws.Credentials != nil {
+		d.ids = client.NewIdentitySigner(d.aws.Credentials, nil)
+	}
+	list, err := client.FetchTargetList(ctx, d.tun, d.serverTLS, d.ids)
 	if err != nil {
 		return "", fail("check that the port is rdsproxy server's (--ssm-port, --kube-port or --server) and read the server's log",
 			"%v", err)
 	}
-	d.targets = targets
-	return plural(len(targets), "target"), nil
+	d.targets, d.server = list.Targets, list.Identity
+	if list.Caller != nil {
+		return fmt.Sprintf("%s; you are %s (as the server sees it)", plural(len(list.Targets), "target"), list.Caller.ARN), nil
+	}
+	return plural(len(list.Targets), "target"), nil
 }
 
 func (d *doctor) checkTarget(context.Context) (string, error) {
@@ -453,6 +462,11 @@ func (d *doctor) checkLogin(ctx context.Context) (string, error) {
 	}
 	cfg.RuntimeParams["rdsproxy.target"] = t.Name
 	cfg.RuntimeParams["application_name"] = "rdsproxy doctor"
+	if id, err := identityParam(ctx, d.ids, d.server, d.token); err != nil {
+		return "", fail("check your AWS credentials", "cannot sign the caller identity: %v", err)
+	} else if id != "" {
+		cfg.RuntimeParams[callerid.Param] = id
+	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return "", explainLogin(err, t, d.user)

@@ -38,7 +38,8 @@ func (c *PsqlCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env Env
 		return err
 	}
 	defer r.Close()
-	p, err := client.New(client.Config{Tunnel: r.tun, Target: t, Tokens: tokens, ServerTLS: r.serverTLS, Logger: log})
+	p, err := client.New(client.Config{Tunnel: r.tun, Target: t, Tokens: tokens, ServerTLS: r.serverTLS,
+		Identities: r.ids, Server: r.identity, Logger: log})
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/rdsproxy/rdsproxy/client"
 	"github.com/rdsproxy/rdsproxy/discovery"
+	"github.com/rdsproxy/rdsproxy/internal/callerid"
 	"github.com/rdsproxy/rdsproxy/tunnel"
 )
 
@@ -16,6 +17,11 @@ type remote struct {
 	tun       tunnel.Tunnel
 	serverTLS *tls.Config
 	targets   []discovery.Target
+	// identity is how the server checks caller identity (nil: it does
+	// not); ids signs them; caller is who the server says we are.
+	identity *callerid.ServerInfo
+	ids      client.Identities
+	caller   *discovery.Principal
 }
 
 // dial opens the tunnel and fetches the target list, with a spinner on
@@ -32,11 +38,13 @@ func (f *TunnelFlags) dial(ctx context.Context, log *slog.Logger, env Env, quiet
 	}
 	fctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	targets, err := client.FetchTargets(fctx, tun, serverTLS)
+	ids := f.identities(ctx, log)
+	list, err := client.FetchTargetList(fctx, tun, serverTLS, ids)
 	if err != nil {
 		tun.Close()
 		return nil, &ExitError{Code: ExitFailure, Err: err}
 	}
+	targets := list.Targets
 	names := make([]string, len(targets))
 	for i, t := range targets {
 		names[i] = t.Name
@@ -44,7 +52,7 @@ func (f *TunnelFlags) dial(ctx context.Context, log *slog.Logger, env Env, quiet
 	if err := newStateStore().rememberTargets(names); err != nil {
 		log.Debug("cannot remember target names for completion", "err", err)
 	}
-	return &remote{tun: tun, serverTLS: serverTLS, targets: targets}, nil
+	return &remote{tun: tun, serverTLS: serverTLS, targets: targets, identity: list.Identity, ids: ids, caller: list.Caller}, nil
 }
 
 func (r *remote) Close() error { return r.tun.Close() }

@@ -50,6 +50,7 @@ type ServerCmd struct {
 	MaxStartupSize      int               `help:"Largest startup packet accepted, in bytes." default:"10000" env:"RDSPROXY_MAX_STARTUP_SIZE"`
 	DrainTimeout        time.Duration     `help:"On SIGTERM, time running sessions have to finish before they get 57P01." default:"30s" env:"RDSPROXY_DRAIN_TIMEOUT"`
 	DryRun              bool              `help:"Check the flags and configuration file, print the effective configuration and exit."`
+	IdentityFlags
 }
 
 // staticTarget is one entry of the configuration file's targets list.
@@ -63,6 +64,8 @@ type staticTarget struct {
 	Users     []string `yaml:"users"`
 	ReadOnly  bool     `yaml:"read-only"`
 	LocalPort int      `yaml:"local-port"`
+	// Principals are ARN globs, as in the rdsproxy:principals tag.
+	Principals []string `yaml:"principals"`
 }
 
 func (s staticTarget) target() discovery.Target {
@@ -70,7 +73,7 @@ func (s staticTarget) target() discovery.Target {
 		Name: s.Name, Endpoint: s.Endpoint, Region: s.Region,
 		Auth: discovery.Auth(s.Auth), TLS: discovery.TLSMode(s.TLS),
 		Database: s.Database, Users: s.Users, ReadOnly: s.ReadOnly, LocalPort: s.LocalPort,
-		Source: "static",
+		Principals: s.Principals, Source: "static",
 	}
 	if t.Auth == "" {
 		t.Auth = discovery.AuthIAM
@@ -93,6 +96,9 @@ func (c *ServerCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env E
 	}
 	cfg, err := c.serverConfig(log, watcher)
 	if err != nil {
+		return &ExitError{Code: ExitUsage, Err: err}
+	}
+	if cfg.Identity, err = c.identityConfig(ctx, log); err != nil {
 		return &ExitError{Code: ExitUsage, Err: err}
 	}
 	reg, metrics := newRegistry(watcher)
@@ -291,6 +297,7 @@ func (c *ServerCmd) printEffective(env Env, p discovery.Policy) error {
 		"max-pending": c.MaxPending, "max-pending-per-source": c.MaxPendingPerSource, "tcp-keepalive": c.TCPKeepalive.String(),
 		"region": c.Region, "allow-tag": ruleStrings(p.Rules.Allow), "deny-tag": ruleStrings(p.Rules.Deny),
 		"refresh-interval": c.RefreshInterval.String(), "targets": jsonValue(p.Static),
+		"require-identity": c.RequireIdentity, "server-id": c.ServerID, "sts-region": c.STSRegion, "sts-endpoint": c.STSEndpoint,
 	}
 	b, err := yaml.Marshal(out)
 	if err != nil {

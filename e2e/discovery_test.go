@@ -16,6 +16,7 @@ import (
 
 	"github.com/rdsproxy/rdsproxy/cli"
 	"github.com/rdsproxy/rdsproxy/discovery"
+	"github.com/rdsproxy/rdsproxy/internal/callerid"
 	"github.com/rdsproxy/rdsproxy/internal/sandbox"
 	"github.com/rdsproxy/rdsproxy/server"
 )
@@ -142,6 +143,7 @@ func dialDiscovered(world *sandbox.World, serverAddr, name string) (*pgx.Conn, e
 		return nil, err
 	}
 	cfg.RuntimeParams["rdsproxy.target"] = name
+	cfg.RuntimeParams[callerid.Param] = worldIdentity() // the binary server requires identity by default
 	cfg.Password = "not-a-token"
 	if endpoint := worldEndpoint(world, name); endpoint != "" {
 		if cfg.Password, err = signWorldToken(endpoint); err != nil {

@@ -66,7 +66,10 @@ type World struct {
 	// forwards to 127.0.0.1:<the port a session asks for>.
 	SSM      *ssmendpoint.Endpoint
 	Instance string
-	closers  []func() error
+	// STS verifies the callers' identities for the server (ServerEnv
+	// points it there); it knows every STSPrincipals key.
+	STS     *STS
+	closers []func() error
 }
 
 // StartWorld starts PostgreSQL, moto (seeded with WorldDatabases) and the
@@ -113,6 +116,10 @@ func StartWorld(ctx context.Context, dir string, log io.Writer, logger *slog.Log
 		return nil, err
 	}
 	w.closers = append(w.closers, w.SSM.Close)
+	if w.STS, err = StartSTS(ctx, STSConfig{Logger: logger}); err != nil {
+		return nil, err
+	}
+	w.closers = append(w.closers, w.STS.Close)
 	return w, nil
 }
 
@@ -139,6 +146,7 @@ func (w *World) Regions() []string { return []string{Region, WorldRegion2} }
 func (w *World) ServerEnv() []string {
 	return []string{
 		"AWS_ENDPOINT_URL_RDS=" + w.Moto.Endpoint(),
+		"RDSPROXY_STS_ENDPOINT=" + w.STS.URL(),
 		"AWS_ACCESS_KEY_ID=" + MotoAccessKeyID,
 		"AWS_SECRET_ACCESS_KEY=" + MotoSecretAccessKey,
 		"AWS_REGION=" + Region,

@@ -1,0 +1,75 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/aws/aws-sdk-go-v2/config"
+
+	"github.com/rdsproxy/rdsproxy/client"
+	"github.com/rdsproxy/rdsproxy/internal/callerid"
+	"github.com/rdsproxy/rdsproxy/internal/iamtoken"
+	"github.com/rdsproxy/rdsproxy/server"
+)
+
+// IdentityFlags configure the server's check of callers' identities.
+type IdentityFlags struct {
+	RequireIdentity bool   `help:"Refuse connections that carry no verified caller identity (clients older than identity send none: set false until every client is upgraded)." default:"true" negatable:"" env:"RDSPROXY_REQUIRE_IDENTITY"`
+	ServerID        string `name:"server-id" help:"This server's id, which clients sign into their identity so it cannot be replayed to another server (default: the host name). Replicas behind one address share one." env:"RDSPROXY_SERVER_ID"`
+	STSRegion       string `name:"sts-region" help:"Region of the STS endpoint that verifies identities (default: the first --region, else the AWS configuration's region, else us-east-1)." env:"RDSPROXY_STS_REGION"`
+	STSEndpoint     string `name:"sts-endpoint" help:"STS endpoint URL (default: https://sts.REGION.amazonaws.com)." env:"RDSPROXY_STS_ENDPOINT,AWS_ENDPOINT_URL_STS"`
+}
+
+// identityConfig builds the server's identity settings. Identity is
+// always verified when a client sends one; --require-identity=false only
+// admits clients that send none.
+func (c *ServerCmd) identityConfig(ctx context.Context, log *slog.Logger) (*server.IdentityConfig, error) {
+	region := c.STSRegion
+	if region == "" && len(c.Region) > 0 {
+		region = c.Region[0]
+	}
+	if region == "" {
+		if cfg, err := config.LoadDefaultConfig(ctx); err == nil {
+			region = cfg.Region
+		}
+	}
+	if region == "" {
+		region = "us-east-1" // where the global STS endpoint lives
+	}
+	id := c.ServerID
+	if id == "" {
+		host, err := os.Hostname()
+		if err != nil || host == "" {
+			return nil, fmt.Errorf("no --server-id and no host name to default to: %v", err)
+		}
+		id = host
+	}
+	log.Debug("caller identity", "server_id", id, "sts_region", region, "required", c.RequireIdentity)
+	return &server.IdentityConfig{ServerID: id, Region: region, Endpoint: c.STSEndpoint, Optional: !c.RequireIdentity}, nil
+}
+
+// identities signs caller identities with the same credentials as the
+// IAM tokens; nil (no identity sent) when there are none.
+func (f *SSMFlags) identities(ctx context.Context, log *slog.Logger) client.Identities {
+	cfg, err := f.awsConfig(ctx)
+	if err != nil || cfg.Credentials == nil {
+		log.Debug("no AWS credentials for a caller identity", "err", err)
+		return nil
+	}
+	return client.NewIdentitySigner(cfg.Credentials, nil)
+}
+
+// identityParam signs the identity for one login with the token's access
+// key; "" when the server checks none.
+func identityParam(ctx context.Context, ids client.Identities, info *callerid.ServerInfo, token string) (string, error) {
+	if ids == nil || info == nil {
+		return "", nil
+	}
+	var keyID string
+	if tok, err := iamtoken.Parse(token); err == nil {
+		keyID = tok.AccessKeyID
+	}
+	return ids.Identity(ctx, *info, keyID)
+}
