@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
+	"github.com/aws/smithy-go/logging"
 
 	"github.com/rdsproxy/rdsproxy/internal/iamtoken"
 	"github.com/rdsproxy/rdsproxy/tunnel"
@@ -75,6 +76,10 @@ func (f *SSMFlags) awsConfig(ctx context.Context) (aws.Config, error) {
 	if f.Region != "" {
 		opts = append(opts, config.WithRegion(f.Region))
 	}
+	// The SDK's own log lines (e.g. "falling back to IMDSv1" while it
+	// looks for credentials) would interleave with ours; its failures
+	// reach us as errors, which say what to do.
+	opts = append(opts, config.WithLogger(logging.Nop{}))
 	cfg, err := config.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
 		return aws.Config{}, fmt.Errorf("load AWS configuration: %w", err)
