@@ -113,7 +113,7 @@ func (v *identityVerifier) verify(ctx context.Context, encoded, keyID string) (p
 		return nil, auth.AccessKeyID, err
 	}
 	key := identityKey{accessKey: auth.AccessKeyID, serverID: v.cfg.ServerID, signature: auth.Signature}
-	p, hit, err := v.cache.get(ctx, key, v.now(), func() (*discovery.Principal, error) { return v.callSTS(ctx, req) })
+	p, hit, err := v.cache.get(ctx, key, v.now(), func() (*discovery.Principal, error) { return v.callSTS(ctx, req, auth) })
 	switch {
 	case err != nil:
 		v.m.identity(reasonOf(err))

@@ -18,9 +18,9 @@ import (
 const maxSTSResponse = 64 << 10
 
 // callSTS rebuilds the client's request for the configured endpoint (the
-// fixed body, the signed headers, the Authorization) and asks STS who
-// signed it.
-func (v *identityVerifier) callSTS(ctx context.Context, r callerid.Request) (*discovery.Principal, error) {
+// fixed body, the signed headers and nothing else, the Authorization) and
+// asks STS who signed it.
+func (v *identityVerifier) callSTS(ctx context.Context, r callerid.Request, auth callerid.Authorization) (*discovery.Principal, error) {
 	ctx, cancel := context.WithTimeout(ctx, v.cfg.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(v.cfg.Endpoint, "/")+"/", strings.NewReader(callerid.Body))
@@ -29,9 +29,9 @@ func (v *identityVerifier) callSTS(ctx context.Context, r callerid.Request) (*di
 	}
 	req.Host = v.host
 	req.Header.Set("Content-Type", callerid.ContentType)
-	for k, val := range r.Headers {
+	for _, k := range auth.SignedHeaders {
 		if k != "host" && k != "content-type" && k != "content-length" {
-			req.Header.Set(k, val)
+			req.Header.Set(k, r.Headers[k])
 		}
 	}
 	req.Header.Set("Authorization", r.Authorization)
