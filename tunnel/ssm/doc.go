@@ -25,6 +25,13 @@
 // replaces a session that died, and Close terminates them (TerminateSession
 // flag and API). FindInstance finds the server's instance by its EC2 tag.
 //
-// The codec (Message, Decode) and the reliable stream (Channel) are exported
-// because the sandbox SSM endpoint plays the agent side with them.
+// Against an agent older than 3.2.1041.0, which never re-acks a duplicate,
+// a lost ack is never repaired: a message resent while later ones are
+// acked on the same websocket is presumed delivered (Channel.proveLocked),
+// an idle session sends an smux NOP to learn it, and the session gives up
+// only when no ack at all arrives (ChannelConfig.GiveUp).
+//
+// The codec (Message, Decode) and the reliable stream (Channel) are
+// exported for tests and tools; the sandbox SSM endpoint implements the
+// agent side independently and shares none of this code.
 package ssm
