@@ -216,14 +216,14 @@ func planCases() []planCase {
 				documents:    []string{"arn:aws:ssm:eu-west-1::document/AWS-StartPortForwardingSession", "arn:aws:ssm:us-east-1::document/AWS-StartPortForwardingSession"},
 				binaryObject: "arn:aws:s3:::rdsproxy-artifacts/v1/rdsproxy",
 				logs:         &wantLogs{group: "/rdsproxy/reports", retention: 365, kms: "arn:aws:kms:eu-west-1:123456789012:key/0b6f1a3e-1111-2222-3333-444455556666"},
-				endpoints:    []string{"com.amazonaws.eu-west-1.ec2messages", "com.amazonaws.eu-west-1.logs", "com.amazonaws.eu-west-1.rds", "com.amazonaws.eu-west-1.ssm", "com.amazonaws.eu-west-1.ssmmessages"}},
+				endpoints:    []string{"com.amazonaws.eu-west-1.ec2messages", "com.amazonaws.eu-west-1.logs", "com.amazonaws.eu-west-1.rds", "com.amazonaws.eu-west-1.ssm", "com.amazonaws.eu-west-1.ssmmessages", "com.amazonaws.eu-west-1.sts"}},
 		},
 		{
 			name: "examples/aws-complete", example: "aws-complete",
 			vars: map[string]string{"region": "eu-central-1"},
 			want: planWant{name: "rdsproxy-example", region: "eu-central-1", unknownPolicy: 1, unknownUser: true, port: "5480",
 				logs:      &wantLogs{group: "/rdsproxy/rdsproxy-example", retention: 90},
-				endpoints: []string{"com.amazonaws.eu-central-1.ec2messages", "com.amazonaws.eu-central-1.logs", "com.amazonaws.eu-central-1.rds", "com.amazonaws.eu-central-1.ssm", "com.amazonaws.eu-central-1.ssmmessages"}},
+				endpoints: []string{"com.amazonaws.eu-central-1.ec2messages", "com.amazonaws.eu-central-1.logs", "com.amazonaws.eu-central-1.rds", "com.amazonaws.eu-central-1.ssm", "com.amazonaws.eu-central-1.ssmmessages", "com.amazonaws.eu-central-1.sts"}},
 		},
 	}
 }

@@ -68,9 +68,9 @@ variable "create_vpc_endpoints" {
 }
 
 variable "vpc_endpoint_services" {
-  description = "Interface endpoint services created when create_vpc_endpoints is true: SSM needs ssm, ssmmessages and ec2messages; discovery needs rds (home region only). logs is added when cloudwatch_logs is enabled."
+  description = "Interface endpoint services created when create_vpc_endpoints is true: SSM needs ssm, ssmmessages and ec2messages; discovery needs rds (home region only); caller identity needs sts (the server forwards clients' signed GetCallerIdentity requests). logs is added when cloudwatch_logs is enabled."
   type        = list(string)
-  default     = ["ssm", "ssmmessages", "ec2messages", "rds"]
+  default     = ["ssm", "ssmmessages", "ec2messages", "rds", "sts"]
 
   validation {
     condition     = alltrue([for s in var.vpc_endpoint_services : can(regex("^[a-z0-9.-]+$", s))])
