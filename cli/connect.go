@@ -63,37 +63,67 @@ func (c *ConnectCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env 
 			return err
 		}
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	grp, gctx := errgroup.WithContext(ctx)
 	grp.Go(func() error { return c.watchCredentials(gctx, log) })
 	for _, t := range targets {
-		ln, err := c.listen(t, state)
-		if err != nil {
-			return &ExitError{Code: ExitFailure, Err: err}
+		lns, ci, err := c.listenTarget(t, state, rootCert)
+		var p *client.Proxy
+		if err == nil {
+			p, err = client.New(client.Config{Tunnel: r.tun, Target: t, Tokens: tokens, ServerTLS: r.serverTLS,
+				LocalTLS: localTLSConfig, Identities: r.ids, Server: r.identity, Logger: log})
+			if err != nil {
+				closeAll(lns)
+			}
 		}
-		p, err := client.New(client.Config{Tunnel: r.tun, Target: t, Tokens: tokens, ServerTLS: r.serverTLS,
-			LocalTLS: localTLSConfig, Identities: r.ids, Server: r.identity, Logger: log})
-		if err != nil {
-			ln.Close()
+		if err != nil { // stop the targets already served
+			cancel()
+			grp.Wait()
 			return err
 		}
-		ci := newConnInfo(t, ln.Addr().(*net.TCPAddr), c.User, rootCert)
-		if c.UnixSocket != "" {
-			uln, err := listenUnix(c.UnixSocket, ci.Port)
-			if err != nil {
-				ln.Close()
-				return &ExitError{Code: ExitFailure, Err: fmt.Errorf("target %s: %w", t.Name, err)}
-			}
-			ci.Unix = fmt.Sprintf(`psql "host=%s port=%d user=%s dbname=%s"`, conninfoQuote(c.UnixSocket), ci.Port, ci.User, ci.DB)
-			grp.Go(func() error { return p.Serve(gctx, uln) })
+		for _, ln := range lns {
+			grp.Go(func() error { return p.Serve(gctx, ln) })
 		}
-		c.printTarget(env, ci)
-		if err := state.rememberServed(c.serverKey(), ci); err != nil {
-			log.Debug("cannot remember the connection details for rdsproxy env", "target", t.Name, "err", err)
-		}
-		log.Info("ready", "target", t.Name, "listen", ln.Addr().String())
-		grp.Go(func() error { return p.Serve(gctx, ln) })
+		c.announce(env, log, state, ci, lns[0].Addr().String())
 	}
 	return grp.Wait()
+}
+
+// listenTarget opens t's listeners: TCP (see listen) and, with
+// --unix-socket, a Unix socket on the same port number.
+func (c *ConnectCmd) listenTarget(t discovery.Target, state *stateStore, rootCert string) ([]net.Listener, connInfo, error) {
+	ln, err := c.listen(t, state)
+	if err != nil {
+		return nil, connInfo{}, &ExitError{Code: ExitFailure, Err: err}
+	}
+	ci := newConnInfo(t, ln.Addr().(*net.TCPAddr), c.User, rootCert)
+	if c.UnixSocket == "" {
+		return []net.Listener{ln}, ci, nil
+	}
+	uln, err := listenUnix(c.UnixSocket, ci.Port)
+	if err != nil {
+		ln.Close()
+		return nil, connInfo{}, &ExitError{Code: ExitFailure, Err: fmt.Errorf("target %s: %w", t.Name, err)}
+	}
+	ci.Unix = fmt.Sprintf(`psql "host=%s port=%d user=%s dbname=%s"`, conninfoQuote(c.UnixSocket), ci.Port, ci.User, ci.DB)
+	return []net.Listener{ln, uln}, ci, nil
+}
+
+// announce prints a served target's connection details, remembers them
+// for rdsproxy env, and logs the ready line.
+func (c *ConnectCmd) announce(env Env, log *slog.Logger, state *stateStore, ci connInfo, listen string) {
+	c.printTarget(env, ci)
+	if err := state.rememberServed(c.serverKey(), ci); err != nil {
+		log.Debug("cannot remember the connection details for rdsproxy env", "target", ci.Target, "err", err)
+	}
+	log.Info("ready", "target", ci.Target, "listen", listen)
+}
+
+func closeAll(lns []net.Listener) {
+	for _, ln := range lns {
+		ln.Close()
+	}
 }
 
 // chooseTargets resolves the names given, or offers a picker on a terminal.
