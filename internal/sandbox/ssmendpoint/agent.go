@@ -18,6 +18,10 @@ import (
 	"github.com/gorilla/websocket"
 )
 
+// wsStallLimit is how long a write may wait for a client that does not
+// read before its websocket counts as dead.
+const wsStallLimit = 2 * time.Minute
+
 // endReason says how an agent session ends.
 type endReason struct {
 	output string // channel_closed Output; ignored when silent
@@ -69,6 +73,12 @@ func newAgent(e *Endpoint, rec *sessionRecord, ws *websocket.Conn, openVersion s
 	a.ctx, a.cancel = context.WithCancel(e.life)
 	a.val = newValidator(a.violation)
 	a.st = newAgentStream(e.cfg.AgentVersion, a.writeOut, a.deliver)
+	if e.cfg.Unpaced {
+		// Unpaced, the agent can run 10,000 messages ahead of a slow
+		// client's acks, which the real one cannot; keeping everything
+		// spares fast tests a loss the real agent would not suffer.
+		a.st.keepAll = true
+	}
 	a.in = newInbox(!e.cfg.Unpaced)
 	return a
 }
@@ -329,17 +339,22 @@ func (a *agent) sendChannelClosed(output string) {
 	}{id.String(), strconv.FormatInt(now.UnixMilli(), 10), a.rec.target, a.rec.id, typeClosed, 1, output})
 	b, err := (&frame{typ: typeClosed, created: uint64(now.UnixMilli()), id: id, payload: payload}).encode()
 	if err == nil {
-		_ = a.writeWS(b)
+		_ = a.writeWSWithin(b, time.Second)
 	}
 }
 
-func (a *agent) writeWS(b []byte) error {
+// writeWS writes one frame. A slow client holds the agent back (TCP
+// backpressure) for as long as wsStallLimit before the websocket is
+// dropped as dead.
+func (a *agent) writeWS(b []byte) error { return a.writeWSWithin(b, wsStallLimit) }
+
+func (a *agent) writeWSWithin(b []byte, limit time.Duration) error {
 	a.wmu.Lock()
 	defer a.wmu.Unlock()
 	if !a.connected && a.e.cfg.ResumeGrace > 0 {
 		return nil // client away: retransmission fills the gap
 	}
-	_ = a.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	_ = a.ws.SetWriteDeadline(time.Now().Add(limit))
 	err := a.ws.WriteMessage(websocket.BinaryMessage, b)
 	if err != nil && a.e.cfg.ResumeGrace > 0 {
 		a.ws.Close() // the read loop notices and waits for a resume

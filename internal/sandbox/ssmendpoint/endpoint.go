@@ -82,7 +82,10 @@ type Config struct {
 	NotReady time.Duration
 	// Unpaced turns off the agent's pumps' pacing (1 KiB reads, 1 ms sleep
 	// per read, both directions: < ~1 MB/s per session each way), for fast
-	// unit tests. Throughput figures must never be taken unpaced.
+	// unit tests; the agent then also keeps every unacknowledged message
+	// (an unpaced agent outruns a slow client's acks by far more than its
+	// 10,000-message buffer). Throughput figures must never be taken
+	// unpaced.
 	Unpaced bool
 	// Faults injects loss, duplication, reordering and ack delay.
 	Faults Faults
@@ -259,6 +262,20 @@ func (e *Endpoint) Stats() Stats {
 		StreamsAccepted: s.streams.Load(), DialFailures: s.dialFailures.Load(),
 		DisconnectToPort: s.disconnects.Load(), WebsocketsCut: s.cuts.Load(), Reconnects: s.reconnects.Load(), ClientVersionsSeen: versions,
 		Documents: docs}
+}
+
+// LiveSessions returns the ids of the sessions not terminated.
+func (e *Endpoint) LiveSessions() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var ids []string
+	for id, r := range e.sessions {
+		if !r.terminated {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	return ids
 }
 
 // Violations returns every protocol violation seen in client frames.

@@ -43,6 +43,7 @@ type agentStream struct {
 	write   func(frame []byte) error // faults, then the websocket
 	deliver func(f *frame) bool      // in-order client message; false: not taken now
 	reack   bool
+	keepAll bool             // no buffer limit (unpaced tests only)
 	now     func() time.Time // time.Now; a test clock in unit tests
 
 	sendMu  sync.Mutex // sequence order = write order
@@ -85,7 +86,7 @@ func (s *agentStream) send(ptype uint32, payload []byte) error {
 		return err
 	}
 	s.nextSeq++
-	if len(s.out) < agentBufferCap {
+	if len(s.out) < agentBufferCap || s.keepAll {
 		s.out[seq] = &sentMsg{frame: b, lastSent: now}
 	} else {
 		s.unbuffered.Add(1)

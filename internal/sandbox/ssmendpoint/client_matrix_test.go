@@ -1,0 +1,147 @@
+package ssmendpoint_test
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsssm "github.com/aws/aws-sdk-go-v2/service/ssm"
+
+	"github.com/rdsproxy/rdsproxy/internal/sandbox/ssmendpoint"
+	"github.com/rdsproxy/rdsproxy/tunnel/ssm"
+)
+
+// forward serves a local port whose connections are tunnel streams, as the
+// plugin's local port is for its session.
+func forward(t *testing.T, tun *ssm.Tunnel) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				s, err := tun.Dial(t.Context())
+				if err != nil {
+					t.Errorf("tunnel dial: %v", err)
+					return
+				}
+				defer s.Close()
+				done := make(chan struct{})
+				go func() {
+					_, _ = io.Copy(s, c)
+					s.Close()
+					close(done)
+				}()
+				_, _ = io.Copy(c, s)
+				c.Close()
+				<-done
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func newMatrixTunnel(t *testing.T, e *ssmendpoint.Endpoint, giveUp time.Duration) *ssm.Tunnel {
+	t.Helper()
+	tun, err := ssm.New(t.Context(), ssm.Config{API: apiClient(e), Target: matrixTarget, Port: pg.Port,
+		GiveUp: giveUp, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tun.Close() })
+	return tun
+}
+
+// TestClientMatrix: the project's client passes the plugin's matrix
+// against the paced endpoint as a current agent and as an agent older than
+// 3.2.1041.0, with 1% of its frames and of the agent's acks lost, and a
+// give-up time far shorter than the run: a lost ack never ends the
+// session. COPYs are 16 MB each way (the paced agent moves < 1 MB/s; the
+// unpaced 50 MB run is TestConcurrentStreamsLossy in tunnel/ssm). Close ends it with the
+// TerminateSession flag (and API); a TerminateSession by API ends a
+// session's streams with the service's reason.
+func TestClientMatrix(t *testing.T) {
+	postgres(t)
+	for _, tc := range []struct{ name, version string }{
+		{"current agent", ssmendpoint.CurrentAgentVersion},
+		{"old agent", ssmendpoint.OldAgentVersion},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := matrixEndpoint(t, ssmendpoint.Config{AgentVersion: tc.version,
+				Faults: ssmendpoint.Faults{DropPercent: 1, Seed: 3}})
+			tun := newMatrixTunnel(t, e, 5*time.Second)
+			runMatrix(t, e, matrixOptions{addr: forward(t, tun), copyMB: 16, cut: func() { e.CutWebsockets() }})
+			st := e.Stats()
+			t.Logf("endpoint: %+v", st)
+			t.Logf("client: %+v", tun.Stats())
+			if st.SessionsStarted != 1 || st.StreamsAccepted == 0 {
+				t.Errorf("sessions %d streams %d: want every stream over one smux session", st.SessionsStarted, st.StreamsAccepted)
+			}
+			if err := tun.Close(); err != nil {
+				t.Fatal(err)
+			}
+			waitStats(t, e, "the TerminateSession flag", func(s ssmendpoint.Stats) bool { return s.TerminatedByFlag == 1 })
+		})
+	}
+	t.Run("terminated by API", func(t *testing.T) {
+		e := matrixEndpoint(t, ssmendpoint.Config{})
+		tun := newMatrixTunnel(t, e, 0)
+		c, err := tun.Dial(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		ids := e.LiveSessions()
+		if len(ids) != 1 {
+			t.Fatalf("live sessions %q, want one", ids)
+		}
+		if _, err := apiClient(e).TerminateSession(t.Context(), &awsssm.TerminateSessionInput{SessionId: aws.String(ids[0])}); err != nil {
+			t.Fatal(err)
+		}
+		_, err = io.ReadAll(c)
+		var ended *ssm.SessionEndedError
+		if !errors.As(err, &ended) || !strings.Contains(err.Error(), "Session terminated by TerminateSession.") {
+			t.Fatalf("read after TerminateSession: %v, want a SessionEndedError with the service's reason", err)
+		}
+		if st := e.Stats(); st.TerminatedByAPI != 1 {
+			t.Errorf("stats %+v: want the session ended by the API", st)
+		}
+	})
+}
+
+// waitStats polls the endpoint's counters (a hang guard, not a timing
+// assertion).
+func waitStats(t *testing.T, e *ssmendpoint.Endpoint, what string, cond func(ssmendpoint.Stats) bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond(e.Stats()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s: %+v", what, e.Stats())
+		}
+		<-tick.C
+	}
+}
