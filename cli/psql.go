@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
@@ -25,8 +26,8 @@ type PsqlCmd struct {
 	User string `help:"Database user (default: the target's first rdsproxy:users, else $USER)." env:"RDSPROXY_USER"`
 }
 
-// Run opens the tunnel, serves the target on a free loopback port, runs
-// psql with PGHOST/PGPORT/PGUSER/PGDATABASE set, closes everything when
+// Run opens the tunnel, serves the target on a private Unix socket (see
+// psqlListener), runs psql with PGHOST/PGPORT/PGUSER/PGDATABASE set, closes everything when
 // psql exits, and exits with psql's exit code.
 func (c *PsqlCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env Env) error {
 	tokens, err := c.tokenSource(ctx)
@@ -43,21 +44,46 @@ func (c *PsqlCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env Env
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, host, port, cleanup, err := psqlListener()
 	if err != nil {
-		return err
+		return &ExitError{Code: ExitFailure, Err: err}
 	}
+	defer cleanup()
 	sctx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); p.Serve(sctx, ln) }()
 	defer func() { stop(); wg.Wait() }()
-	info := newConnInfo(t, ln.Addr().(*net.TCPAddr), userFor(c.User, t.Users), "")
+	info := newConnInfo(t, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}, userFor(c.User, t.Users), "")
+	info.Host = host
 	args := c.Args
 	if len(args) > 0 && args[0] == "--" { // kong keeps the separator
 		args = args[1:]
 	}
 	return runPsql(ctx, env, info, args)
+}
+
+// psqlListener is where rdsproxy psql serves its psql: a Unix socket in
+// a new directory only this user can enter, so no other local user can log
+// in as you through it while psql runs, as they could through a loopback
+// TCP port; loopback TCP on Windows. cleanup removes the directory.
+func psqlListener() (ln net.Listener, host string, port int, cleanup func(), err error) {
+	if runtime.GOOS == "windows" {
+		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			return nil, "", 0, nil, fmt.Errorf("listen for psql: %w", err)
+		}
+		return ln, "127.0.0.1", ln.Addr().(*net.TCPAddr).Port, func() {}, nil
+	}
+	dir, err := os.MkdirTemp("", "rdsproxy-psql-")
+	if err != nil {
+		return nil, "", 0, nil, fmt.Errorf("listen for psql: %w", err)
+	}
+	const port5432 = 5432 // only names the socket file
+	if ln, err = listenUnix(dir, port5432); err != nil {
+		os.RemoveAll(dir)
+		return nil, "", 0, nil, fmt.Errorf("listen for psql: %w", err)
+	}
+	return ln, dir, port5432, func() { os.RemoveAll(dir) }, nil
 }
 
 // runPsql runs psql in the foreground until it exits. Ctrl-C belongs to

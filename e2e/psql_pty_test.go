@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -201,4 +202,24 @@ func (term *terminal) wait(t *testing.T) int {
 		t.Fatal(term.err)
 	}
 	return 0
+}
+
+// rdsproxy psql serves its psql on a Unix socket in a directory only the
+// user can enter (no loopback TCP port another local user could borrow
+// the session through), and removes it when psql exits.
+func TestBinaryPsqlPrivateSocket(t *testing.T) {
+	st := startStack(t)
+	script := `\echo :HOST` + "\n" + `\! find "$PGHOST" -maxdepth 0 -perm 700` + "\n" + "SELECT current_user;\n"
+	cmd := binaryPsql(t, st.serverAddr, "app", "-X", "-At")
+	cmd.Stdin = strings.NewReader(script)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if err != nil || len(lines) != 3 || !filepath.IsAbs(lines[0]) || lines[1] != lines[0] || lines[2] != sandbox.UserIAM {
+		t.Fatalf("rdsproxy psql: %v\n%s%s\nwant the socket directory twice (its mode is 700) and the user", err, out, stderr.String())
+	}
+	if _, err := os.Stat(lines[0]); !os.IsNotExist(err) {
+		t.Errorf("socket directory %s left behind: %v", lines[0], err)
+	}
 }
