@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rdsproxy/rdsproxy/discovery"
@@ -54,8 +55,9 @@ type Config struct {
 
 // Proxy serves one target on local listeners.
 type Proxy struct {
-	cfg Config
-	log *slog.Logger
+	cfg    Config
+	log    *slog.Logger
+	server atomic.Pointer[callerid.ServerInfo] // starts as cfg.Server; relearnServer updates it
 }
 
 // New checks cfg and returns a Proxy.
@@ -75,7 +77,9 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Proxy{cfg: cfg, log: cfg.Logger.With("target", cfg.Target.Name)}, nil
+	p := &Proxy{cfg: cfg, log: cfg.Logger.With("target", cfg.Target.Name)}
+	p.server.Store(cfg.Server)
+	return p, nil
 }
 
 // Serve accepts local connections on ln until ctx ends, then closes ln and

@@ -93,8 +93,21 @@ func (p *Proxy) readStartup(local net.Conn) (net.Conn, *pgwire.Startup, error) {
 
 // open dials the server, sends the startup (and the token, for IAM
 // targets) in one write, and consumes the server's password request.
-// Any other first reply is forwarded to the local client.
+// Any other first reply is forwarded to the local client. When the server
+// refuses the identity as signed for another server (the tunnel moved to
+// another replica), open learns the server's id and tries once more.
 func (p *Proxy) open(ctx context.Context, local net.Conn, st *pgwire.Startup) (net.Conn, error) {
+	stream, err := p.openOnce(ctx, local, st)
+	if errors.Is(err, errOtherServer) && p.relearnServer(ctx) {
+		stream, err = p.openOnce(ctx, local, st)
+	}
+	if errors.Is(err, errOtherServer) {
+		err = p.forwardRefusal(local, err)
+	}
+	return stream, err
+}
+
+func (p *Proxy) openOnce(ctx context.Context, local net.Conn, st *pgwire.Startup) (net.Conn, error) {
 	t := p.cfg.Target
 	user := userOf(st)
 	params, _ := pgwire.StripReserved(st.Params)
@@ -139,7 +152,18 @@ func (p *Proxy) exchange(local, stream net.Conn, msg []byte) error {
 		return pgwire.Errorf(pgwire.CodeConnectionFailure, "tunnel", "rdsproxy: the server closed the connection during startup: %v", err)
 	}
 	if p.cfg.Target.Auth == discovery.AuthIAM && m.AuthCode() == pgwire.AuthCleartextPassword {
-		return nil // the token already follows the startup
+		if p.server.Load() == nil {
+			return nil // the token already follows the startup
+		}
+		// The server checks the identity once it has the token: its next
+		// message says whether it took it, after the database's login.
+		stream.SetDeadline(time.Now().Add(p.cfg.StartupTimeout + identityLoginWait))
+		if m, err = pgwire.ReadMessage(stream, nil, maxServerReply); err != nil {
+			return pgwire.Errorf(pgwire.CodeConnectionFailure, "tunnel", "rdsproxy: the server closed the connection during startup: %v", err)
+		}
+	}
+	if signedForOtherServer(m) {
+		return &otherServer{msg: m.Raw}
 	}
 	if _, err := local.Write(m.Raw); err != nil {
 		return fmt.Errorf("forward server reply: %w", err)

@@ -126,14 +126,15 @@ func (s *IdentitySigner) remember(c aws.Credentials) {
 // addIdentity adds the rdsproxy.identity parameter, signed with the
 // token's access key, when the server checks identity.
 func (p *Proxy) addIdentity(ctx context.Context, params pgwire.Params, token string) (pgwire.Params, error) {
-	if p.cfg.Identities == nil || p.cfg.Server == nil {
+	server := p.server.Load()
+	if p.cfg.Identities == nil || server == nil {
 		return params, nil
 	}
 	var keyID string
 	if tok, err := iamtoken.Parse(token); err == nil && token != "" {
 		keyID = tok.AccessKeyID
 	}
-	id, err := p.cfg.Identities.Identity(ctx, *p.cfg.Server, keyID)
+	id, err := p.cfg.Identities.Identity(ctx, *server, keyID)
 	if err != nil {
 		return nil, pgwire.Errorf(pgwire.CodeInvalidAuthSpec, "identity",
 			"rdsproxy: cannot sign the caller identity: %v", err).

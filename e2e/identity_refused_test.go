@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -103,5 +104,23 @@ func TestIdentityCacheSparesSTS(t *testing.T) {
 	}
 	if got := sts.Calls(); got != 1 {
 		t.Errorf("STS calls for 5 connections with one identity = %d, want 1", got)
+	}
+}
+
+// A client whose server id is stale (its Kubernetes port-forward moved to
+// a replica with another id) learns the new id and connects, and the
+// stale identity was refused before any dial.
+func TestIdentityClientRelearnsTheServerID(t *testing.T) {
+	t.Cleanup(func() { checkNoIdentitySecrets(t) })
+	audit := &logBuffer{}
+	st := startStack(t, withIdentity(t, false, ""), withAudit(audit))
+	addr := identityClient(t, st, "app", sandbox.PrincipalReader, "the-replica-that-went-away")
+	conn := connectLocal(t, addr, sandbox.UserIAM)
+	var one int
+	if err := conn.QueryRow(context.Background(), "SELECT 1").Scan(&one); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(audit.String(), `"reason":"identity-wrong-server"`) {
+		t.Errorf("the stale identity was not refused first:\n%s", audit.String())
 	}
 }
