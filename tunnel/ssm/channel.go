@@ -15,6 +15,13 @@ import (
 // ErrChannelClosed is returned by Send after the channel was closed.
 var ErrChannelClosed = errors.New("data channel closed")
 
+// DefaultWindow is 256 messages (256 KiB of Output): far more than one
+// session's bandwidth-delay product (the agent moves < 1 MB/s), and small
+// enough that a window queued in front of an agent taking in about 1 KiB
+// per millisecond is acknowledged well within the 1 s maximum RTO; with
+// 1024, messages timed out while merely queued and were sent again.
+const DefaultWindow = 256
+
 // ChannelConfig configures one end of the reliable stream layer
 // (ssm-protocol.md §7). The client sends input_stream_data and receives
 // output_stream_data; the agent the reverse.
@@ -24,11 +31,12 @@ type ChannelConfig struct {
 	// SYNOnFirst sets header Flags 1 on sequence number 0 (agent behaviour).
 	SYNOnFirst bool
 	// Window bounds the messages in flight: Send blocks while Window sent
-	// messages are unacknowledged and have been resent fewer than
-	// windowResends times. A message resent that often over a live path
-	// has most likely arrived and lost only its ack (agents before
-	// 3.2.1041.0 never re-ack), so it stops holding up the stream; it is
-	// still resent until acked or presumed delivered. Default 1024.
+	// messages are unacknowledged and not yet shown to have arrived. A
+	// resent message whose resend reached the peer (a message sent after
+	// it on the same websocket was acked) lost only its ack, as agents
+	// before 3.2.1041.0 never re-ack duplicates: it stops holding up the
+	// stream, and is resent until acked or presumed delivered. Default
+	// DefaultWindow.
 	Window int
 	// ReorderLimit bounds early (out-of-order) messages kept. Default 8192.
 	ReorderLimit int
@@ -62,7 +70,7 @@ type ChannelConfig struct {
 
 func (c *ChannelConfig) setDefaults() {
 	if c.Window <= 0 {
-		c.Window = 1024
+		c.Window = DefaultWindow
 	}
 	if c.ReorderLimit <= 0 {
 		c.ReorderLimit = 8192
@@ -120,8 +128,8 @@ type Channel struct {
 	resent  map[int64]*outMsg // the unacked messages that were resent
 	oldest  int64             // lowest possibly unacked sequence number
 	rtt     rttEstimator
-	// inWindow counts unacked messages resent fewer than windowResends
-	// times: the ones the window holds.
+	// inWindow counts unacked messages with no proof of arrival: the ones
+	// the window holds.
 	inWindow  int
 	gen       int       // path generation, raised by NewPath
 	progress  time.Time // last acknowledgement, or when messages began to wait

@@ -11,9 +11,6 @@ const (
 	// before the oldest unacknowledged one is resent without waiting for
 	// its timeout.
 	fastRetransmitAcks = 3
-	// windowResends: a message resent this often no longer holds the
-	// window (see ChannelConfig.Window).
-	windowResends = 2
 	// presumeProofs and presumeAge: resends shown to have arrived, and the
 	// age, before a never-acked message is presumed delivered (see
 	// proveLocked).
@@ -68,7 +65,7 @@ func (c *Channel) handleAck(m *Message) error {
 func (c *Channel) releaseLocked(om *outMsg) {
 	delete(c.unacked, om.seq)
 	delete(c.resent, om.seq)
-	if om.resends < windowResends {
+	if om.proofs == 0 {
 		c.inWindow--
 	}
 	for c.oldest < c.nextSeq && c.unacked[c.oldest] == nil {
@@ -82,10 +79,6 @@ func (c *Channel) markResentLocked(om *outMsg, now time.Time) {
 	om.lastSent = now
 	om.gen = c.gen
 	c.resent[om.seq] = om
-	if om.resends == windowResends {
-		c.inWindow--
-		signal(c.space)
-	}
 }
 
 // proveLocked takes the acknowledgement of x, sent once, as proof for every
@@ -103,7 +96,11 @@ func (c *Channel) proveLocked(x *outMsg) {
 			continue
 		}
 		m.provenAt = m.resends
-		if m.proofs++; m.proofs >= presumeProofs && x.lastSent.Sub(m.firstSent) >= presumeAge {
+		if m.proofs++; m.proofs == 1 {
+			c.inWindow-- // it arrived: it no longer holds the window
+			signal(c.space)
+		}
+		if m.proofs >= presumeProofs && x.lastSent.Sub(m.firstSent) >= presumeAge {
 			c.releaseLocked(m)
 			c.stats.presumed.Add(1)
 			c.cfg.Logger.Debug("message presumed delivered: resent and never acknowledged, while later messages were",

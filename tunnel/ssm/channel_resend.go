@@ -86,6 +86,9 @@ func (c *Channel) resendDue() (wait time.Duration, pending bool) {
 		frames = append(frames, om.frame)
 		wait = min(wait, c.rtt.timeout(om.resends))
 	}
+	if len(frames) > 0 {
+		c.rtt.backoff()
+	}
 	if len(frames) == maxResendsPerRound {
 		wait = 0
 	}

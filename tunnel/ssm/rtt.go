@@ -37,6 +37,15 @@ func (e *rttEstimator) sample(r time.Duration) {
 	e.rto = min(max(e.rto, e.minRTO), maxRTO)
 }
 
+// backoff doubles the RTO after a retransmission timeout (Karn's rule: it
+// stays doubled until a message that was not retransmitted is
+// acknowledged and gives a valid sample). Without it, when the queue in
+// front of the agent grows past the RTO, every message times out, no
+// sample is valid, and the RTO never learns the new delay.
+func (e *rttEstimator) backoff() {
+	e.rto = min(max(e.rto*2, e.minRTO), maxRTO)
+}
+
 // timeout is the retransmission timeout for a message already resent n
 // times: the RTO doubled per resend, capped at maxRTO.
 func (e *rttEstimator) timeout(n int) time.Duration {

@@ -44,7 +44,8 @@ type Config struct {
 	// Dialer dials the websocket. Default: gorilla's DefaultDialer
 	// (proxy from the environment, 45 s handshake timeout).
 	Dialer *websocket.Dialer
-	// Window bounds unacknowledged messages per session. Default 1024.
+	// Window bounds unacknowledged messages per session. Default
+	// DefaultWindow.
 	Window int
 	// GiveUp ends a session when messages wait and no acknowledgement at
 	// all arrived for this long. A lost ack alone never counts: an agent
@@ -96,7 +97,7 @@ func (c *Config) Validate() error {
 		c.MaxPayload = DefaultMaxPayload
 	}
 	if c.Window <= 0 {
-		c.Window = 1024
+		c.Window = DefaultWindow
 	}
 	return errors.Join(errs...)
 }
