@@ -1,9 +1,11 @@
 // Package client is the laptop side of rdsproxy. For each local
 // connection it reads the PostgreSQL startup (declining GSS encryption,
 // and SSL unless Config.LocalTLS is set), opens a stream to the server through
-// the tunnel, sends the startup with rdsproxy.target and the user's IAM
-// token (pipelined, so authentication costs no extra round trip through
-// the tunnel), swallows the server's password request, and relays bytes.
+// the tunnel, sends the startup with rdsproxy.target, the caller identity
+// (rdsproxy.identity, a signed sts:GetCallerIdentity, when the server
+// checks identity) and the user's IAM token (pipelined, so authentication
+// costs no extra round trip through the tunnel), swallows the server's
+// password request, and relays bytes.
 // CancelRequests are sent to the server over a new stream.
 package client
 

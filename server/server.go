@@ -3,7 +3,8 @@
 // PostgreSQL startup), negotiates TLS with the client when it has a
 // certificate, resolves the requested target in the current discovery
 // snapshot (never dialing anything else), pre-validates the client's IAM
-// token, dials the target over verify-full TLS, completes the startup
+// token, has STS verify the caller's signed identity (identity*.go) and
+// applies the target's principal rule, dials the target over verify-full TLS, completes the startup
 // exchange on the client's behalf, and hands both connections to the byte
 // relay. It remembers each session's BackendKeyData so that a
 // CancelRequest arriving on a new connection reaches the right upstream.
