@@ -13,6 +13,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 
+	"github.com/rdsproxy/rdsproxy/discovery"
 	"github.com/rdsproxy/rdsproxy/internal/callerid"
 	"github.com/rdsproxy/rdsproxy/internal/pgwire"
 )
@@ -208,5 +209,23 @@ func TestIdentityCache(t *testing.T) {
 	v.verify(t.Context(), enc, "")
 	if n := sts.calls.Load(); n != 3 {
 		t.Errorf("after the TTL: %d calls in all, want 3", n)
+	}
+}
+
+// The cache holds at most its size, dropping expired answers first.
+func TestIdentityCacheIsBounded(t *testing.T) {
+	c := newIdentityCache(3, time.Minute)
+	fetch := func() (*discovery.Principal, error) { return &discovery.Principal{ARN: "arn:aws:iam::1:user/u"}, nil }
+	for i, sig := range []string{"a", "b", "c", "d", "e"} {
+		c.get(t.Context(), identityKey{"K", "S", sig}, testNow.Add(time.Duration(i)*40*time.Second), fetch)
+		if len(c.entries) > 3 {
+			t.Fatalf("after %d answers the cache holds %d, want at most 3", i+1, len(c.entries))
+		}
+	}
+	if _, ok := c.entries[identityKey{"K", "S", "e"}]; !ok {
+		t.Error("the newest answer was not kept")
+	}
+	if _, ok := c.entries[identityKey{"K", "S", "a"}]; ok {
+		t.Error("an expired answer outlived a full cache")
 	}
 }
