@@ -59,10 +59,9 @@ func (s *Server) verifyHTTPCaller(ctx context.Context, conn net.Conn, encoded st
 		return nil, pgwire.Errorf(pgwire.CodeInvalidPassword, "auth-throttled",
 			"rdsproxy: too many failed identity checks from this %s; try again later", budget)
 	}
-	p, key, err := s.identity.verify(ctx, encoded, "")
+	p, _, err := s.identity.verify(ctx, encoded, "")
 	if reasonOf(err) == "identity-refused" {
-		s.failures.fail(key, src, s.cfg.Now())
-		s.failures.fail("", src, s.cfg.Now())
+		s.failures.fail("", src, s.cfg.Now()) // the budget checked above
 	}
 	return p, err
 }
