@@ -10,6 +10,7 @@ import (
 
 	"github.com/rdsproxy/rdsproxy/internal/callerid"
 	"github.com/rdsproxy/rdsproxy/internal/sandbox"
+	"github.com/rdsproxy/rdsproxy/server"
 )
 
 // Forged, expired, replayed and mismatched identities are refused, each
@@ -122,5 +123,46 @@ func TestIdentityClientRelearnsTheServerID(t *testing.T) {
 	}
 	if !strings.Contains(audit.String(), `"reason":"identity-wrong-server"`) {
 		t.Errorf("the stale identity was not refused first:\n%s", audit.String())
+	}
+}
+
+// Identities STS refuses spend the caller's failed-login budget, which is
+// checked before STS is asked: a forger cannot make the server call STS
+// (or dial the database) at will.
+func TestForgedIdentitiesAreThrottled(t *testing.T) {
+	sts, err := sandbox.StartSTS(t.Context(), sandbox.STSConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sts.Close() })
+	st := startStack(t, withIdentity(t, false, sts.URL()), func(c *server.Config) {
+		c.AuthFailures = server.AuthFailureLimit{PerKey: 2, PerKeyRate: 0.001, PerSource: 1000, PerSourceRate: 1000}
+	})
+	ctx := context.Background()
+	forged := sandbox.PrincipalAdmin
+	forged.SecretAccessKey = "guessed"
+	try := func() error {
+		tok, err := principalTokens{sandbox.PrincipalAdmin.Credentials()}.Get(ctx, appEndpoint, sandbox.Region, sandbox.UserIAM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := serverConfig(t, st.serverAddr, "app", sandbox.UserIAM, tok)
+		cfg.RuntimeParams[callerid.Param] = signIdentity(t, forged, testServerID, time.Now())
+		_, err = pgx.ConnectConfig(ctx, cfg)
+		return err
+	}
+	before := sb.emu.Accepted()
+	for range 2 {
+		pgErr(t, try(), "28P01", "AWS STS refused the caller identity: SignatureDoesNotMatch")
+	}
+	calls := sts.Calls()
+	for range 3 {
+		pgErr(t, try(), "28P01", "too many failed logins from this access key")
+	}
+	if sts.Calls() != calls || calls != 2 {
+		t.Errorf("STS calls: %d for the budget, %d more after it was spent; want 2 and 0", calls, sts.Calls()-calls)
+	}
+	if sb.emu.Accepted() != before {
+		t.Error("a forged identity was dialed upstream")
 	}
 }
