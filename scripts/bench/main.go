@@ -6,6 +6,9 @@
 //	direct:   pgbench ──TLS──▶ emulator
 //	bare:     pgbench ──TLS──▶ relay ──▶ relay ──▶ emulator   (two io.Copy processes)
 //	rdsproxy: pgbench ──▶ rdsproxy connect ──▶ rdsproxy server ──TLS──▶ emulator
+//
+// Then it compares the real session-manager-plugin with rdsproxy connect
+// --via ssm through the paced SSM endpoint (ssm.go; -only ssm runs just that).
 package main
 
 import (
@@ -42,8 +45,9 @@ func main() {
 	idle := flag.Int("idle", 300, "idle sessions for the memory measurement")
 	only := flag.String("only", "", "run only the workloads whose name contains this")
 	localTLS := flag.Bool("local-tls", false, "also measure rdsproxy with connect --local-tls (TLS on the loopback hop)")
+	ssmMB := flag.Int("ssm-mb", 16, "MiB per COPY through SSM (paced: < 1 MB/s); 0 skips the SSM comparison")
 	flag.Parse()
-	if err := run(*reps, *secs, *copyMB, *idle, *only, *localTLS); err != nil {
+	if err := run(*reps, *secs, *copyMB, *idle, *only, *localTLS, *ssmMB); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -59,14 +63,15 @@ type path struct {
 }
 
 type bench struct {
-	world    *sandbox.World
-	endpoint string // the orders endpoint tokens are signed for
-	secs     int
-	copyMB   int
-	localTLS bool // add the path through connect --local-tls
+	world      *sandbox.World
+	endpoint   string // the orders endpoint tokens are signed for
+	secs       int
+	copyMB     int
+	localTLS   bool   // add the path through connect --local-tls
+	serverAddr string // the rdsproxy server's listen address
 }
 
-func run(reps, secs, copyMB, idle int, only string, localTLS bool) error {
+func run(reps, secs, copyMB, idle int, only string, localTLS bool, ssmMB int) error {
 	ctx := context.Background()
 	bin, err := filepath.Abs("bin/rdsproxy")
 	if err != nil {
@@ -107,9 +112,17 @@ func run(reps, secs, copyMB, idle int, only string, localTLS bool) error {
 			}
 		}
 	}
-	printTable(workloads, paths, results)
-	b.printResources(paths)
-	return b.idleMemory(paths[2], idle)
+	if len(workloads) > 0 {
+		printTable(workloads, paths, results)
+		b.printResources(paths)
+		if err := b.idleMemory(paths[2], idle); err != nil {
+			return err
+		}
+	}
+	if ssmMB > 0 && (only == "" || strings.Contains("ssm", only)) {
+		return b.ssm(dir, bin, ssmMB)
+	}
+	return nil
 }
 
 func ordersEndpoint(w *sandbox.World) string {
@@ -142,11 +155,13 @@ func (b *bench) startPaths(dir, bin string) ([]path, func(), error) {
 		procs = append(procs, p)
 	}
 	serverAddr, adminAddr, local := freeAddr(), freeAddr(), freeAddr()
+	b.serverAddr = serverAddr
 	cfg := filepath.Join(dir, "server.yaml")
 	if err := b.world.WriteServerConfig(cfg, serverAddr, adminAddr); err != nil {
 		return nil, stop, err
 	}
-	srv, err := startProc(dir, "server", bin, b.world.ServerEnv(), "server", "--config", cfg, "--log-level", "warn", "--max-sessions", "2000")
+	srv, err := startProc(dir, "server", bin, b.world.ServerEnv(), "server", "--config", cfg, "--log-level", "warn", "--max-sessions", "2000",
+		"--require-identity=false") // the SSM comparison's plugin path sends no caller identity; rdsproxy's is verified anyway
 	if err != nil {
 		return nil, stop, err
 	}
