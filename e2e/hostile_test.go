@@ -283,10 +283,11 @@ func hostileFlood(ctx context.Context, addr string, wg *sync.WaitGroup, opened, 
 
 // Well-formed tokens with forged signatures cost an upstream login each
 // until the caller's failure budget is spent; then they are refused
-// before any dial, and the budget refills.
+// before any dial. (The budget refills slowly enough here that a loaded
+// machine cannot refill it mid-test; TestFailureBudgets covers refills.)
 func TestForgedTokensAreThrottled(t *testing.T) {
 	st := startStack(t, func(c *server.Config) {
-		c.AuthFailures = server.AuthFailureLimit{PerKey: 3, PerKeyRate: 0.5, PerSource: 1000, PerSourceRate: 1000}
+		c.AuthFailures = server.AuthFailureLimit{PerKey: 3, PerKeyRate: 0.001, PerSource: 1000, PerSourceRate: 1000}
 	})
 	ctx := context.Background()
 	forge := func() string {
@@ -312,14 +313,6 @@ func TestForgedTokensAreThrottled(t *testing.T) {
 	if sb.emu.Accepted() != before {
 		t.Fatalf("%d forged tokens were dialed upstream after the budget was spent", sb.emu.Accepted()-before)
 	}
-	waitFor(t, 30*time.Second, "the budget to refill for an honest login", func() bool {
-		c, err := pgx.ConnectConfig(ctx, serverConfig(t, st.serverAddr, "app", sandbox.UserIAM,
-			sb.tokens.sign(t, appEndpoint, sandbox.UserIAM, nowUTC())))
-		if err == nil {
-			c.Close(ctx)
-		}
-		return err == nil
-	})
 }
 
 // Refusals cannot flood the log: client-chosen fields are clipped, lines
@@ -336,13 +329,22 @@ func TestRefusalLogsAreBounded(t *testing.T) {
 	ctx := context.Background()
 	huge := strings.Repeat("u", 9000)
 	const refusals = 200
+	start := time.Now()
 	for range refusals {
 		_, err := pgx.ConnectConfig(ctx, serverConfig(t, st.serverAddr, "ghost", huge, "x"))
 		pgErr(t, err, "28000", "not served")
 	}
-	logged := strings.Count(audit.String(), `"msg":"session end"`)
-	if logged > 20 || logged < 10 {
-		t.Fatalf("%d audit lines for %d refusals in a burst, want the burst of 10 (a few more at 0.5/s)", logged, refusals)
+	// The client has its ErrorResponse before the server writes (or holds
+	// back) the line: wait until every refusal is accounted for.
+	var logged int
+	var suppressed float64
+	waitFor(t, 30*time.Second, "every refusal to be logged or counted", func() bool {
+		logged = strings.Count(audit.String(), `"msg":"session end"`)
+		suppressed = counterValue(t, reg, "rdsproxy_log_lines_suppressed_total")
+		return logged+int(suppressed) >= refusals
+	})
+	if most := 10 + int(time.Since(start).Seconds()/2) + 1; logged > most || logged < 10 {
+		t.Fatalf("%d audit lines for %d refusals in %s, want the burst of 10 and at most %d", logged, refusals, time.Since(start), most)
 	}
 	if n := len(audit.String()); n > 20*1024 {
 		t.Fatalf("the refusals wrote %d bytes of log; a 9,000-byte user must be clipped", n)
@@ -350,7 +352,6 @@ func TestRefusalLogsAreBounded(t *testing.T) {
 	if !strings.Contains(audit.String(), `uuuu…(9000 bytes)`) {
 		t.Fatal("the clipped user does not say how long it was")
 	}
-	suppressed := counterValue(t, reg, "rdsproxy_log_lines_suppressed_total")
 	if int(suppressed)+logged != refusals {
 		t.Fatalf("%d lines logged + %v suppressed != %d refusals", logged, suppressed, refusals)
 	}

@@ -58,7 +58,7 @@ func (s *Server) negotiate(ctx context.Context, raw net.Conn, ph *phase) (net.Co
 	conn := raw
 	ph.wait(conn, s.cfg.FirstByteTimeout)
 	for range 3 { // at most GSSENC, SSL, then the real packet
-		hdr, err := pgwire.Peek(conn)
+		hdr, err := awaitClient(ph.pc, func() ([4]byte, error) { return pgwire.Peek(conn) })
 		if errors.Is(err, pgwire.ErrHTTP) {
 			return nil, nil, s.serveHTTP(ctx, conn, hdr)
 		}
@@ -67,7 +67,9 @@ func (s *Server) negotiate(ctx context.Context, raw net.Conn, ph *phase) (net.Co
 		}
 		ph.spoke = true
 		ph.wait(conn, s.cfg.StartupTimeout)
-		st, err := pgwire.ReadStartupAfter(conn, hdr, s.cfg.MaxStartupSize)
+		st, err := awaitClient(ph.pc, func() (*pgwire.Startup, error) {
+			return pgwire.ReadStartupAfter(conn, hdr, s.cfg.MaxStartupSize)
+		})
 		if err != nil {
 			return conn, nil, err
 		}
@@ -77,7 +79,7 @@ func (s *Server) negotiate(ctx context.Context, raw net.Conn, ph *phase) (net.Co
 				return nil, nil, err
 			}
 		case pgwire.KindSSLRequest:
-			if conn, err = s.upgradeClient(conn); err != nil {
+			if conn, err = awaitClient(ph.pc, func() (net.Conn, error) { return s.upgradeClient(conn) }); err != nil {
 				return conn, nil, err
 			}
 		case pgwire.KindStartup:

@@ -98,3 +98,20 @@ func TestClip(t *testing.T) {
 		t.Errorf("clip of 200 bytes = %q", got)
 	}
 }
+
+// Eviction prefers a connection blocked on its client over one the
+// server has not got to yet: an honest client's whole startup is already
+// in the socket, so it never waits for its client.
+func TestPendingEvictsWaitingForTheClientFirst(t *testing.T) {
+	p := newPendingSet(3, 3)
+	honest, _ := p.add(connFrom("127.0.0.1")) // oldest, but the server has not read it yet
+	idle, _ := p.add(connFrom("127.0.0.1"))
+	idle.waiting.Store(true)
+	p.add(connFrom("127.0.0.1"))
+	if _, ev := p.add(connFrom("127.0.0.1")); ev != idle {
+		t.Fatalf("evicted %v, want the connection waiting for its client", ev)
+	}
+	if _, ev := p.add(connFrom("127.0.0.1")); ev != honest {
+		t.Fatalf("with none waiting for its client, evicted %v; want the oldest", ev)
+	}
+}

@@ -14,11 +14,14 @@ import (
 //
 // It never refuses a new connection. When the total or the source's cap
 // is reached, the connection that has waited longest (overall, or from
-// that source) is evicted instead. An honest client finishes its startup
-// in one or two round trips, so it is always among the newest; a flood of
-// idle or half-finished connections only ever evicts itself. Behind SSM
-// and Kubernetes every client shares one source address, and a refusal
-// policy would let such a flood lock everyone out.
+// that source) for its client is evicted instead; only when none is
+// waiting for its client does the oldest go whatever it waits for. An
+// honest client sends its whole startup at once, so it waits for the
+// server, not the other way round, and is evicted last, even when a busy
+// server is slow to get to it; a flood of idle or half-finished
+// connections only ever evicts itself. Behind SSM and Kubernetes every
+// client shares one source address, and a refusal policy would let such a
+// flood lock everyone out.
 type pendingSet struct {
 	max, maxPerSource int
 
@@ -32,6 +35,7 @@ type pendingConn struct {
 	conn    net.Conn
 	src     string
 	evicted atomic.Bool
+	waiting atomic.Bool // its owner is blocked reading from the client
 
 	inAll, inSource *list.Element // nil once removed
 }
@@ -50,9 +54,9 @@ func (p *pendingSet) add(c net.Conn) (pc, evicted *pendingConn) {
 	src := p.bySource[pc.src]
 	switch {
 	case src != nil && src.Len() >= p.maxPerSource:
-		evicted = src.Front().Value.(*pendingConn)
+		evicted = victim(src)
 	case p.all.Len() >= p.max:
-		evicted = p.all.Front().Value.(*pendingConn)
+		evicted = victim(p.all)
 	}
 	if evicted != nil {
 		p.removeLocked(evicted)
@@ -66,6 +70,25 @@ func (p *pendingSet) add(c net.Conn) (pc, evicted *pendingConn) {
 	pc.inAll = p.all.PushBack(pc)
 	pc.inSource = src.PushBack(pc)
 	return pc, evicted
+}
+
+// victim is the connection of l to evict: the oldest one waiting for its
+// client, else the oldest.
+func victim(l *list.List) *pendingConn {
+	for e := l.Front(); e != nil; e = e.Next() {
+		if pc := e.Value.(*pendingConn); pc.waiting.Load() {
+			return pc
+		}
+	}
+	return l.Front().Value.(*pendingConn)
+}
+
+// awaitClient runs read, a read from pc's client, marked as waiting for
+// the client, which makes pc the first to be evicted.
+func awaitClient[T any](pc *pendingConn, read func() (T, error)) (T, error) {
+	pc.waiting.Store(true)
+	defer pc.waiting.Store(false)
+	return read()
 }
 
 // remove takes pc out of the set; it is safe to call more than once and

@@ -143,7 +143,7 @@ func (s *Server) authenticate(ctx context.Context, client net.Conn, ph *phase, s
 	var token string
 	if t.Auth == discovery.AuthIAM {
 		ph.wait(client, s.cfg.PasswordTimeout)
-		if token, err = s.readToken(client, t, info); err != nil {
+		if token, err = s.readToken(client, ph.pc, t, info); err != nil {
 			return nil, nil, "", err
 		}
 	}
@@ -217,11 +217,11 @@ func (s *Server) route(params pgwire.Params, info *sessionInfo) (*discovery.Targ
 
 // readToken asks the client for its password, which must be an RDS IAM
 // token for this target and user, and pre-validates it without AWS calls.
-func (s *Server) readToken(client net.Conn, t *discovery.Target, info *sessionInfo) (string, error) {
+func (s *Server) readToken(client net.Conn, pc *pendingConn, t *discovery.Target, info *sessionInfo) (string, error) {
 	if _, err := client.Write(pgwire.AppendAuthCleartext(nil)); err != nil {
 		return "", fmt.Errorf("ask client for its token: %w", err)
 	}
-	m, err := pgwire.ReadMessage(client, nil, maxPasswordSize)
+	m, err := awaitClient(pc, func() (pgwire.Message, error) { return pgwire.ReadMessage(client, nil, maxPasswordSize) })
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		return "", pgwire.Errorf(pgwire.CodeConnectionFailure, "startup-timeout",
