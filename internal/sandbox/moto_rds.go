@@ -75,7 +75,7 @@ func seedOne(ctx context.Context, c *rds.Client, db MotoDatabase) error {
 		EnableIAMDatabaseAuthentication: aws.Bool(db.IAM),
 		Tags:                            motoTags(db.Tags),
 	})
-	if err != nil {
+	if err != nil && !instanceExists(ctx, c, db.Identifier) {
 		return fmt.Errorf("create moto instance %s/%s: %w", db.Region, db.Identifier, err)
 	}
 	if db.Stopped {
@@ -96,7 +96,7 @@ func seedCluster(ctx context.Context, c *rds.Client, db MotoDatabase) error {
 		EnableIAMDatabaseAuthentication: aws.Bool(db.IAM),
 		Tags:                            motoTags(db.Tags),
 	})
-	if err != nil {
+	if err != nil && !clusterExists(ctx, c, db.Identifier) {
 		return fmt.Errorf("create moto cluster %s/%s: %w", db.Region, db.Identifier, err)
 	}
 	for i := range db.Members {
@@ -118,6 +118,19 @@ func seedCluster(ctx context.Context, c *rds.Client, db MotoDatabase) error {
 		}
 	}
 	return nil
+}
+
+// A slow moto (a loaded machine) can make the SDK retry a create that
+// had succeeded; the retry then fails as a duplicate (for clusters, of the
+// automatic snapshot). These say whether the first attempt took.
+func instanceExists(ctx context.Context, c *rds.Client, id string) bool {
+	out, err := c.DescribeDBInstances(ctx, &rds.DescribeDBInstancesInput{DBInstanceIdentifier: aws.String(id)})
+	return err == nil && len(out.DBInstances) == 1
+}
+
+func clusterExists(ctx context.Context, c *rds.Client, id string) bool {
+	out, err := c.DescribeDBClusters(ctx, &rds.DescribeDBClustersInput{DBClusterIdentifier: aws.String(id)})
+	return err == nil && len(out.DBClusters) == 1
 }
 
 // MotoARN is the ARN moto gives a DB instance or (cluster) DB cluster.
