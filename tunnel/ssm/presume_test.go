@@ -1,0 +1,98 @@
+package ssm
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+)
+
+// ackFor is the agent's acknowledge of the client's message seq.
+func ackFor(t *testing.T, seq int64) *Message {
+	t.Helper()
+	p, _ := json.Marshal(AckContent{AcknowledgedMessageType: TypeInputStreamData, AcknowledgedMessageID: fixedID.String(),
+		AcknowledgedMessageSequenceNumber: seq, IsSequentialMessage: true})
+	return &Message{MessageType: TypeAcknowledge, CreatedDate: 1, Flags: HeaderFlagAck, MessageID: fixedID, Payload: p}
+}
+
+// TestChannelPresumesLostAck: against an agent that never re-acks a
+// duplicate, a message whose ack was lost is resent forever. Once messages
+// sent after its resends are acked on the same path, it is presumed
+// delivered: it stops holding the window at the first proof, and is
+// released after presumeProofs proofs and presumeAge, so the give-up
+// (no ack at all for GiveUp) never ends the live channel. A message
+// acked before the resend, or on another path, proves nothing.
+func TestChannelPresumesLostAck(t *testing.T) {
+	clock := fixedTime
+	rec := &recorder{}
+	c := NewChannel(ChannelConfig{SendType: TypeInputStreamData, Write: rec.write, Window: 2, GiveUp: time.Minute,
+		Deliver: func(*Message) bool { return true }, Now: func() time.Time { return clock }})
+	ctx := context.Background()
+	send := func() int64 {
+		t.Helper()
+		if err := c.Send(ctx, PayloadOutput, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		return c.nextSeq - 1
+	}
+	ack := func(seq int64) {
+		t.Helper()
+		if _, err := c.Handle(ackFor(t, seq)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lost := send() // its ack never comes
+	early := send()
+	clock = clock.Add(time.Millisecond)
+	ack(early) // sent before any resend of lost: no proof
+	if c.resent[lost] != nil || c.unacked[lost].proofs != 0 {
+		t.Fatal("a message acked before the resend counted as proof")
+	}
+	resend := func() {
+		t.Helper()
+		clock = clock.Add(c.rtt.timeout(c.unacked[lost].resends) + time.Millisecond)
+		if _, pending := c.resendDue(); !pending || c.unacked[lost].resends == 0 {
+			t.Fatal("no resend")
+		}
+		clock = clock.Add(time.Millisecond)
+	}
+	proofs := func() int { return c.unacked[lost].proofs }
+	resend()
+	ack(send()) // sent after the resend on the same path: proof 1
+	if proofs() != 1 || c.inWindow != 0 {
+		t.Fatalf("%d proofs, %d in the window: want 1 and a proven message out of the window", proofs(), c.inWindow)
+	}
+	resend()
+	c.NewPath() // the websocket was resumed: the resend may have died with the old one
+	ack(send())
+	if proofs() != 1 {
+		t.Fatalf("an ack on a new path proved a resend on the old one (%d proofs)", proofs())
+	}
+	for want := 2; want <= presumeProofs; want++ {
+		resend()
+		ack(send())
+		if c.unacked[lost] == nil {
+			t.Fatalf("presumed delivered after %d proofs and %s", want, clock.Sub(fixedTime))
+		}
+		if proofs() != want {
+			t.Fatalf("%d proofs, want %d", proofs(), want)
+		}
+	}
+	clock = clock.Add(presumeAge)
+	resend()
+	ack(send())
+	if c.Unacked() != 0 || c.Stats().Presumed != 1 || c.Err() != nil {
+		t.Fatalf("unacked %d, presumed %d, err %v: want the lost-ack message presumed delivered", c.Unacked(), c.Stats().Presumed, c.Err())
+	}
+	clock = clock.Add(2 * time.Minute) // idle past GiveUp: nothing waits, nothing ends
+	if _, pending := c.resendDue(); pending || c.Err() != nil {
+		t.Fatalf("idle channel: pending %v, err %v", pending, c.Err())
+	}
+	// A peer that stops acknowledging altogether still ends the channel.
+	send()
+	clock = clock.Add(2 * time.Minute)
+	c.resendDue()
+	if c.Err() == nil {
+		t.Fatal("no ack for two minutes did not end the channel")
+	}
+}
