@@ -23,7 +23,7 @@ type goldenVectors struct {
 	} `json:"vectors"`
 }
 
-func loadVectorsFile(t *testing.T) *goldenVectors {
+func loadVectorsFile(t testing.TB) *goldenVectors {
 	t.Helper()
 	raw, err := os.ReadFile(vectorsFile)
 	if err != nil {
@@ -36,9 +36,11 @@ func loadVectorsFile(t *testing.T) *goldenVectors {
 	return &v
 }
 
+func hexBytes(s string) ([]byte, error) { return hex.DecodeString(s) }
+
 func mustHex(t *testing.T, s string) []byte {
 	t.Helper()
-	b, err := hex.DecodeString(s)
+	b, err := hexBytes(s)
 	if err != nil {
 		t.Fatal(err)
 	}
