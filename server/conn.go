@@ -157,7 +157,7 @@ func (s *Server) startupFailed(raw, conn net.Conn, ph *phase, err error) {
 
 func evictedError() *pgwire.Error {
 	return pgwire.Errorf(pgwire.CodeTooManyConnections, "evicted",
-		"rdsproxy: too many connections are in their startup phase, and this one had waited longest").
+		"rdsproxy: too many connections are in their startup phase; this one was closed to make room").
 		WithHint("Reconnect and send the startup and password promptly; a client flooding the server may be the cause.")
 }
 

@@ -23,22 +23,28 @@ func connFrom(ip string) *addrConn {
 	return &addrConn{remote: &net.TCPAddr{IP: net.ParseIP(ip), Port: 1}}
 }
 
-// At the per-source cap the source's own oldest goes; at the total cap the
-// oldest of all. A newcomer is never refused, and an evicted connection's
+// At the per-source cap that source's oldest connection waiting for its
+// client goes; at the total cap the oldest of all such. With none waiting
+// for its client the newcomer is turned away. An evicted connection's
 // deadline is in the past, so its owner wakes at once.
 func TestPendingEvictsTheLongestWaiting(t *testing.T) {
 	p := newPendingSet(4, 2)
-	a1, _ := p.add(connFrom("10.0.0.1"))
-	b1, _ := p.add(connFrom("10.0.0.2"))
-	a2, _ := p.add(connFrom("10.0.0.1"))
-	if _, ev := p.add(connFrom("10.0.0.1")); ev != a1 {
+	add := func(ip string) (*pendingConn, *pendingConn) {
+		pc, ev := p.add(connFrom(ip))
+		pc.waiting.Store(true) // its owner reads from the client
+		return pc, ev
+	}
+	a1, _ := add("10.0.0.1")
+	b1, _ := add("10.0.0.2")
+	a2, _ := add("10.0.0.1")
+	if _, ev := add("10.0.0.1"); ev != a1 {
 		t.Fatalf("third from 10.0.0.1 evicted %v, want that source's oldest", ev)
 	}
 	if !a1.evicted.Load() || !a1.conn.(*addrConn).deadline.Before(time.Now()) {
 		t.Fatal("the evicted connection was not marked and woken")
 	}
-	p.add(connFrom("10.0.0.3"))
-	if _, ev := p.add(connFrom("10.0.0.4")); ev != b1 {
+	add("10.0.0.3")
+	if _, ev := add("10.0.0.4"); ev != b1 {
 		t.Fatalf("at the total cap evicted %v, want the oldest of all (10.0.0.2)", ev)
 	}
 	p.remove(a2)
@@ -101,7 +107,8 @@ func TestClip(t *testing.T) {
 
 // Eviction prefers a connection blocked on its client over one the
 // server has not got to yet: an honest client's whole startup is already
-// in the socket, so it never waits for its client.
+// in the socket, so it never waits for its client. When every one waits
+// for the server, the newcomer is turned away and the rest kept.
 func TestPendingEvictsWaitingForTheClientFirst(t *testing.T) {
 	p := newPendingSet(3, 3)
 	honest, _ := p.add(connFrom("127.0.0.1")) // oldest, but the server has not read it yet
@@ -111,7 +118,11 @@ func TestPendingEvictsWaitingForTheClientFirst(t *testing.T) {
 	if _, ev := p.add(connFrom("127.0.0.1")); ev != idle {
 		t.Fatalf("evicted %v, want the connection waiting for its client", ev)
 	}
-	if _, ev := p.add(connFrom("127.0.0.1")); ev != honest {
-		t.Fatalf("with none waiting for its client, evicted %v; want the oldest", ev)
+	newcomer, ev := p.add(connFrom("127.0.0.1"))
+	if ev != newcomer || !newcomer.evicted.Load() || honest.evicted.Load() {
+		t.Fatalf("with none waiting for its client, evicted %v; want the newcomer, and the oldest kept", ev)
+	}
+	if got := p.len(); got != 3 {
+		t.Fatalf("len = %d, want the 3 kept", got)
 	}
 }

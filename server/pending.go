@@ -12,15 +12,16 @@ import (
 // accept until the client has proved itself (its IAM token passed the
 // pre-check, or, for passthrough targets, its startup named a target).
 //
-// It never refuses a new connection. When the total or the source's cap
-// is reached, the connection that has waited longest (overall, or from
-// that source) for its client is evicted instead; only when none is
-// waiting for its client does the oldest go whatever it waits for. An
-// honest client sends its whole startup at once, so it waits for the
-// server, not the other way round, and is evicted last, even when a busy
-// server is slow to get to it; a flood of idle or half-finished
-// connections only ever evicts itself. Behind SSM and Kubernetes every
-// client shares one source address, and a refusal policy would let such a
+// At the total or the source's cap, a connection that is waiting for its
+// client (blocked reading its first packet, its startup, its TLS
+// handshake or its token) is evicted to make room, the one that has
+// waited longest first. An honest client sends its whole startup at once,
+// so it waits for the server, not the other way round: a flood of idle or
+// half-finished connections only ever evicts itself. When none is waiting
+// for its client, the server is behind on all of them and the newcomer is
+// the one turned away. Either way the connection closed gets 53300.
+// Behind SSM and Kubernetes every client shares one source address, and
+// refusing newcomers while idle connections hold the cap would let such a
 // flood lock everyone out.
 type pendingSet struct {
 	max, maxPerSource int
@@ -44,24 +45,29 @@ func newPendingSet(max, maxPerSource int) *pendingSet {
 	return &pendingSet{max: max, maxPerSource: maxPerSource, all: list.New(), bySource: make(map[string]*list.List)}
 }
 
-// add puts c in the set and returns its entry, plus the entry it evicted
-// to make room, if any. The evicted connection's I/O is interrupted; its
-// owner sees pc.evicted and answers it.
+// add puts c in the set and returns its entry, plus the entry evicted to
+// make room, if any: another connection, or c's own when every connection
+// at the cap is waiting for the server. An evicted connection's I/O is
+// interrupted; its owner sees pc.evicted and answers it.
 func (p *pendingSet) add(c net.Conn) (pc, evicted *pendingConn) {
 	pc = &pendingConn{conn: c, src: sourceIP(c)}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	src := p.bySource[pc.src]
+	var full *list.List
 	switch {
 	case src != nil && src.Len() >= p.maxPerSource:
-		evicted = victim(src)
+		full = src
 	case p.all.Len() >= p.max:
-		evicted = victim(p.all)
+		full = p.all
 	}
-	if evicted != nil {
+	if full != nil {
+		if evicted = waitingForClient(full); evicted == nil {
+			evict(pc)
+			return pc, pc
+		}
 		p.removeLocked(evicted)
-		evicted.evicted.Store(true)
-		evicted.conn.SetDeadline(time.Unix(1, 0)) // wakes its owner's read or write at once
+		evict(evicted)
 	}
 	if src = p.bySource[pc.src]; src == nil {
 		src = list.New()
@@ -72,15 +78,21 @@ func (p *pendingSet) add(c net.Conn) (pc, evicted *pendingConn) {
 	return pc, evicted
 }
 
-// victim is the connection of l to evict: the oldest one waiting for its
-// client, else the oldest.
-func victim(l *list.List) *pendingConn {
+// waitingForClient is the oldest connection of l waiting for its client,
+// or nil.
+func waitingForClient(l *list.List) *pendingConn {
 	for e := l.Front(); e != nil; e = e.Next() {
 		if pc := e.Value.(*pendingConn); pc.waiting.Load() {
 			return pc
 		}
 	}
-	return l.Front().Value.(*pendingConn)
+	return nil
+}
+
+// evict marks pc evicted and wakes its owner's read or write at once.
+func evict(pc *pendingConn) {
+	pc.evicted.Store(true)
+	pc.conn.SetDeadline(time.Unix(1, 0))
 }
 
 // awaitClient runs read, a read from pc's client, marked as waiting for
@@ -91,8 +103,8 @@ func awaitClient[T any](pc *pendingConn, read func() (T, error)) (T, error) {
 	return read()
 }
 
-// remove takes pc out of the set; it is safe to call more than once and
-// after an eviction.
+// remove takes pc out of the set; it is safe to call more than once, after
+// an eviction, and for a newcomer that was never added.
 func (p *pendingSet) remove(pc *pendingConn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,9 +53,10 @@ type Config struct {
 	// targets, once it named a target and is about to authenticate).
 	MaxSessions int
 	// MaxPending caps connections still in their startup phase (default
-	// 512). At the cap, the one that has waited longest is evicted with
-	// 53300 to make room: an honest client finishes its startup in a
-	// round trip or two, so idle connections cannot lock it out.
+	// 512). At the cap, the one that has waited longest for its client is
+	// evicted with 53300 to make room (the newcomer, when none waits for
+	// its client): an honest client sends its startup at once, so idle
+	// connections cannot lock it out.
 	MaxPending int
 	// MaxPendingPerSource caps them per client IP address (default 256),
 	// evicting that source's oldest, so one source cannot push out the
@@ -237,6 +239,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		backoff.reset()
 		s.start(ctx, c)
+		// Let the new connection's goroutine read what its client sent
+		// before accepting more: under a flood, connections the server has
+		// not got to yet cannot be told from idle ones, and a busy accept
+		// loop would fill the pending caps with them.
+		runtime.Gosched()
 	}
 	s.drain()
 	return acceptErr
@@ -288,7 +295,7 @@ func (s *Server) start(ctx context.Context, c net.Conn) {
 	pc, evicted := s.pending.add(c)
 	if evicted != nil {
 		if s.evicts.allow() {
-			s.log.Warn("evicting the oldest connection still in its startup phase", "remote", evicted.conn.RemoteAddr().String(),
+			s.log.Warn("pending caps reached: closing a connection still in its startup phase", "remote", evicted.conn.RemoteAddr().String(),
 				"max_pending", s.cfg.MaxPending, "max_pending_per_source", s.cfg.MaxPendingPerSource)
 		}
 	}

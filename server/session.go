@@ -282,8 +282,7 @@ func (s *Server) startup(client net.Conn, up *upstream, protocol uint32, params 
 				up.key, up.hasKey = key, true
 			}
 		case pgwire.MsgErrorResponse:
-			client.Write(append(out, m.Raw...))
-			return nil, &refusedUpstream{msg: m.Raw}
+			return nil, &refusedUpstream{reply: append(out, m.Raw...), msg: m.Raw}
 		}
 		out = append(out, m.Raw...)
 		if m.Type == pgwire.MsgReadyForQuery {
@@ -335,9 +334,11 @@ func (s *Server) authStep(client net.Conn, up *upstream, m pgwire.Message, token
 		"rdsproxy: target %q asked for authentication method %d, which rdsproxy cannot relay", up.target.Name, code)
 }
 
-// refusedUpstream: the upstream sent an ErrorResponse during startup; the
-// client already has it.
-type refusedUpstream struct{ msg []byte }
+// refusedUpstream: the upstream sent an ErrorResponse during startup.
+// refuse forwards reply (what the upstream sent, ending with msg, the
+// ErrorResponse) once the failure is charged, so a client that retries at
+// once already meets the spent budget.
+type refusedUpstream struct{ reply, msg []byte }
 
 func (r *refusedUpstream) Error() string { return "upstream refused the session" }
 
@@ -369,6 +370,8 @@ func (s *Server) refuse(client net.Conn, ph *phase, info sessionInfo, err error)
 		if strings.HasPrefix(code, "28") {
 			s.failures.fail(info.keyID, info.src, time.Now())
 		}
+		client.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		client.Write(ru.reply)
 	case errors.As(err, &pe):
 		pe.Send(client)
 		outcome, reason, code = "refused", pe.Reason, pe.Code
