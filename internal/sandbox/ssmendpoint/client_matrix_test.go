@@ -83,12 +83,14 @@ func newMatrixTunnel(t *testing.T, e *ssmendpoint.Endpoint, giveUp time.Duration
 // terminates the session (flag and API); a TerminateSession by API ends a
 // session's streams with the service's reason.
 func TestClientMatrix(t *testing.T) {
+	t.Parallel()
 	postgres(t)
 	for _, tc := range []struct{ name, version string }{
 		{"current agent", ssmendpoint.CurrentAgentVersion},
 		{"old agent", ssmendpoint.OldAgentVersion},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := matrixEndpoint(t, ssmendpoint.Config{AgentVersion: tc.version,
 				Faults: ssmendpoint.Faults{DropPercent: 1, Seed: 3}})
 			tun := newMatrixTunnel(t, e, 5*time.Second)

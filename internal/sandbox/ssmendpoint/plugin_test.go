@@ -161,6 +161,7 @@ func freePort(t *testing.T) string {
 // with 50 MB COPYs each way, then Ctrl-C ends the session with the
 // TerminateSession flag; strict mode saw no violation.
 func TestPluginMatrix(t *testing.T) {
+	t.Parallel() // the paced matrices wait on the agent's pace, not on the CPU
 	postgres(t)
 	e := matrixEndpoint(t, ssmendpoint.Config{})
 	local := freePort(t)
@@ -187,6 +188,7 @@ func TestPluginMatrix(t *testing.T) {
 // (channel_closed), with the document's default localPortNumber "0": the
 // plugin picks a port.
 func TestPluginTerminatedByAPI(t *testing.T) {
+	t.Parallel()
 	postgres(t)
 	e := matrixEndpoint(t, ssmendpoint.Config{})
 	p := startPlugin(t, e, "")
