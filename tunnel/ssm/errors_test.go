@@ -110,3 +110,25 @@ func TestDelayedAcksAndNotReady(t *testing.T) {
 		t.Errorf("no retransmission despite the not-ready window: %+v", st)
 	}
 }
+
+// TestPinnedDocument: with a custom document that pins the port (the
+// Terraform module's), StartSession carries no portNumber (the endpoint
+// refuses parameters the document does not define) and the agent dials the
+// document's port.
+func TestPinnedDocument(t *testing.T) {
+	echo := startEcho(t)
+	const doc = "rdsproxy-port-forward"
+	e := startEndpoint(t, ssmendpoint.Config{Strict: true, PinnedDocuments: map[string]int{doc: echo.port()}})
+	tun := newTunnel(t, e, ssm.Config{Document: doc, Port: echo.port()})
+	c, err := tun.Dial(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := echoRoundTrip(t.Context(), c, 10000, 4); err != nil {
+		t.Fatal(err)
+	}
+	if docs := e.Stats().Documents; !slices.Equal(docs, []string{doc}) {
+		t.Errorf("documents %v", docs)
+	}
+}

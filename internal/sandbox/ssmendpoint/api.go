@@ -118,6 +118,9 @@ func (e *Endpoint) checkStart(req *startSessionRequest) (*sessionRecord, error) 
 		return nil, &apiError{http.StatusBadRequest, "ValidationException", "1 validation error detected: Value at 'reason' failed to satisfy constraint: Member must have length less than or equal to 256"}
 	}
 	doc, ok := documents[req.DocumentName]
+	if port, pinned := e.cfg.PinnedDocuments[req.DocumentName]; pinned {
+		doc, ok = pinnedDocument(port), true
+	}
 	if !ok {
 		return nil, &apiError{http.StatusBadRequest, "InvalidDocument", fmt.Sprintf("Document %s is not supported by this endpoint", req.DocumentName)}
 	}

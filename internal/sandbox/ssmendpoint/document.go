@@ -49,6 +49,16 @@ var (
 	}
 )
 
+// pinnedDocument is a custom Session document like the Terraform module's:
+// sessionType Port, the destination port fixed in its properties, only
+// localPortNumber as a parameter.
+func pinnedDocument(port int) document {
+	return document{
+		params:     map[string]docParam{"localPortNumber": {def: "0", pattern: localPortPattern}},
+		properties: map[string]string{"portNumber": fmt.Sprint(port), "type": "LocalPortForwarding", "localPortNumber": "{{ localPortNumber }}"},
+	}
+}
+
 // resolve validates StartSession parameters against the document, as the
 // service does, and returns the substituted properties.
 func (d document) resolve(given map[string][]string) (map[string]string, error) {

@@ -74,6 +74,10 @@ type Config struct {
 	// RequestKMS adds a KMSEncryption action to the HandshakeRequest (real
 	// agents never do for Port sessions).
 	RequestKMS bool
+	// PinnedDocuments are custom Session documents (name → the port they
+	// pin), shaped like the Terraform module's: only localPortNumber may be
+	// passed.
+	PinnedDocuments map[string]int
 	// Dest overrides the address the agent dials; empty: host:portNumber
 	// from the StartSession parameters, host defaulting to localhost.
 	Dest string

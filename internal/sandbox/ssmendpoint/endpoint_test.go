@@ -262,10 +262,11 @@ func TestAPIShape(t *testing.T) {
 }
 
 // TestStartSessionParameters: parameters are checked against the port
-// documents (names, one value each, allowed patterns, required host) and
-// defaults fill the rest, through the real SDK.
+// documents and a pinned custom one (names, one value each, allowed
+// patterns, required host) and defaults fill the rest, through the real
+// SDK.
 func TestStartSessionParameters(t *testing.T) {
-	e := startTestEndpoint(t, Config{})
+	e := startTestEndpoint(t, Config{PinnedDocuments: map[string]int{"pinned-5480": 5480}})
 	api := sdk(e, DefaultAccessKeyID, DefaultSecretAccessKey)
 	for _, tc := range []struct {
 		doc    string
@@ -283,6 +284,9 @@ func TestStartSessionParameters(t *testing.T) {
 		{docRemoteHost, map[string][]string{"portNumber": {"5432"}}, `"host" is required`},
 		{docRemoteHost, map[string][]string{"host": {"db example"}}, "does not match"},
 		{"AWS-StartSSHSession", nil, "InvalidDocument"},
+		{"pinned-5480", nil, ""},
+		{"pinned-5480", map[string][]string{"localPortNumber": {"25433"}}, ""},
+		{"pinned-5480", map[string][]string{"portNumber": {"22"}}, `"portNumber" is not defined`},
 	} {
 		_, err := api.StartSession(t.Context(), &awsssm.StartSessionInput{Target: aws.String(testTarget),
 			DocumentName: aws.String(tc.doc), Parameters: tc.params})
@@ -299,9 +303,13 @@ func TestStartSessionParameters(t *testing.T) {
 	for _, r := range e.sessions {
 		props = append(props, r.properties)
 	}
-	want := map[string]string{"portNumber": "80", "localPortNumber": "0", "type": "LocalPortForwarding"}
-	if !slices.ContainsFunc(props, func(p map[string]string) bool { return maps.Equal(p, want) }) {
-		t.Errorf("no session with the document defaults %v in %v", want, props)
+	for _, want := range []map[string]string{
+		{"portNumber": "80", "localPortNumber": "0", "type": "LocalPortForwarding"},
+		{"portNumber": "5480", "localPortNumber": "25433", "type": "LocalPortForwarding"},
+	} {
+		if !slices.ContainsFunc(props, func(p map[string]string) bool { return maps.Equal(p, want) }) {
+			t.Errorf("no session with the properties %v in %v", want, props)
+		}
 	}
 }
 
