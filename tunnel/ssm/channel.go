@@ -151,7 +151,17 @@ type Channel struct {
 	stats struct {
 		sent, resent, acksReceived, received, dups, early, acks, notAccepted, controlDropped, presumed atomic.Int64
 	}
+	// reacks: the peer re-acks duplicates, so a resend that arrives is
+	// acked and no message is ever presumed delivered.
+	reacks atomic.Bool
 }
+
+// PeerReacksDuplicates tells the channel that its peer acknowledges a
+// duplicate it already processed (agents from 3.2.1041.0, ssm-protocol.md
+// §7.3). Proofs then only free the send window: a message still waits for
+// its own ack, since a resend shown "arrived" by later acks may in fact
+// have been lost (an ack is the only proof a current agent owes).
+func (c *Channel) PeerReacksDuplicates() { c.reacks.Store(true) }
 
 // NewChannel returns a channel; call Run to start retransmission.
 func NewChannel(cfg ChannelConfig) *Channel {

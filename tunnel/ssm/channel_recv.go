@@ -100,7 +100,7 @@ func (c *Channel) proveLocked(x *outMsg) {
 			c.inWindow-- // it arrived: it no longer holds the window
 			signal(c.space)
 		}
-		if m.proofs >= presumeProofs && x.lastSent.Sub(m.firstSent) >= presumeAge {
+		if !c.reacks.Load() && m.proofs >= presumeProofs && x.lastSent.Sub(m.firstSent) >= presumeAge {
 			c.releaseLocked(m)
 			c.stats.presumed.Add(1)
 			c.cfg.Logger.Debug("message presumed delivered: resent and never acknowledged, while later messages were",

@@ -96,3 +96,39 @@ func TestChannelPresumesLostAck(t *testing.T) {
 		t.Fatal("no ack for two minutes did not end the channel")
 	}
 }
+
+// Against a current agent, which re-acks duplicates, a message is never
+// presumed delivered however many later acks seem to prove it: only its
+// own ack releases it. (Later acks can "prove" a resend that was in fact
+// lost; trusting them lost a message and hung TestViaSSM, whose endpoint
+// drops 5% of the client's frames.)
+func TestChannelNeverPresumesWithReackingAgent(t *testing.T) {
+	clock := fixedTime
+	rec := &recorder{}
+	c := NewChannel(ChannelConfig{SendType: TypeInputStreamData, Write: rec.write, Window: 2, GiveUp: time.Hour,
+		Deliver: func(*Message) bool { return true }, Now: func() time.Time { return clock }})
+	c.PeerReacksDuplicates()
+	ctx := context.Background()
+	send := func() int64 {
+		t.Helper()
+		if err := c.Send(ctx, PayloadOutput, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		return c.nextSeq - 1
+	}
+	lost := send()
+	for range presumeProofs + 2 {
+		clock = clock.Add(c.rtt.timeout(c.unacked[lost].resends) + presumeAge)
+		c.resendDue()
+		clock = clock.Add(time.Millisecond)
+		if _, err := c.Handle(ackFor(t, send())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c.unacked[lost] == nil || c.Stats().Presumed != 0 {
+		t.Fatalf("presumed %d: a message was released without its ack", c.Stats().Presumed)
+	}
+	if _, err := c.Handle(ackFor(t, lost)); err != nil || c.Unacked() != 0 {
+		t.Fatalf("its own ack: unacked %d, %v", c.Unacked(), err)
+	}
+}

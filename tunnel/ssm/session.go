@@ -259,6 +259,9 @@ func (s *session) complete(m *Message, res handshakeResult) error {
 		s.log.Info("message from Session Manager", "text", hc.CustomerMessage)
 	}
 	s.mode = res.mode
+	if s.mode.reacks {
+		s.ch.PeerReacksDuplicates()
+	}
 	if !s.mode.mux {
 		s.log.Warn("old SSM agent: basic port forwarding, one connection at a time", "agent_version", res.agentVersion)
 		s.basic = make(chan struct{}, 1)

@@ -10,6 +10,7 @@ const (
 	muxMinAgentVersion        = "3.0.196.0"  // strictly greater: smux mode
 	keepAliveOffAgentVersion  = "3.1.1511.0" // strictly greater: smux keep-alive off
 	terminateFlagAgentVersion = "2.3.722.0"  // strictly greater: TerminateSession flag in basic mode
+	reackAgentVersion         = "3.2.1040.0" // strictly greater (3.2.1041.0 on): duplicates re-acked
 
 	// DefaultClientVersion is sent in OpenDataChannel and the
 	// HandshakeResponse. It is a released plugin version greater than
@@ -44,6 +45,7 @@ type agentMode struct {
 	mux               bool // smux; otherwise basic mode
 	keepAliveDisabled bool // smux keep-alive off
 	terminateFlag     bool // basic mode: TerminateSession flag understood
+	reacks            bool // duplicates re-acked (§7.3)
 }
 
 func modeForAgent(agentVersion string, portForwarding bool) agentMode {
@@ -51,5 +53,6 @@ func modeForAgent(agentVersion string, portForwarding bool) agentMode {
 		mux:               portForwarding && versionGreater(agentVersion, muxMinAgentVersion),
 		keepAliveDisabled: versionGreater(agentVersion, keepAliveOffAgentVersion),
 		terminateFlag:     versionGreater(agentVersion, terminateFlagAgentVersion),
+		reacks:            versionGreater(agentVersion, reackAgentVersion),
 	}
 }
