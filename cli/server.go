@@ -44,8 +44,8 @@ type ServerCmd struct {
 	StartupTimeout      time.Duration     `help:"Time a client has to complete its whole startup, TLS included." default:"10s" env:"RDSPROXY_STARTUP_TIMEOUT"`
 	DialTimeout         time.Duration     `help:"Time to connect to a database and negotiate TLS." default:"10s" env:"RDSPROXY_DIAL_TIMEOUT"`
 	LoginTimeout        time.Duration     `help:"Time a database has to complete a login, dial included." default:"30s" env:"RDSPROXY_LOGIN_TIMEOUT"`
-	MaxPending          int               `help:"Maximum connections still in their startup phase; at the cap the oldest is evicted." default:"512" env:"RDSPROXY_MAX_PENDING"`
-	MaxPendingPerSource int               `help:"Maximum connections in their startup phase from one client IP; at the cap its oldest is evicted (behind SSM all arrive from loopback)." default:"256" env:"RDSPROXY_MAX_PENDING_PER_SOURCE"`
+	MaxPending          int               `help:"Maximum connections still in their startup phase; at the cap the one waiting longest for its client is evicted." default:"512" env:"RDSPROXY_MAX_PENDING"`
+	MaxPendingPerSource int               `help:"Maximum connections in their startup phase from one client IP, evicted the same way (behind SSM all arrive from loopback)." default:"256" env:"RDSPROXY_MAX_PENDING_PER_SOURCE"`
 	TCPKeepalive        time.Duration     `name:"tcp-keepalive" help:"TCP keepalive period on client and database connections." default:"30s" env:"RDSPROXY_TCP_KEEPALIVE"`
 	MaxStartupSize      int               `help:"Largest startup packet accepted, in bytes." default:"10000" env:"RDSPROXY_MAX_STARTUP_SIZE"`
 	DrainTimeout        time.Duration     `help:"On SIGTERM, time running sessions have to finish before they get 57P01." default:"30s" env:"RDSPROXY_DRAIN_TIMEOUT"`

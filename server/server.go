@@ -59,8 +59,8 @@ type Config struct {
 	// connections cannot lock it out.
 	MaxPending int
 	// MaxPendingPerSource caps them per client IP address (default 256),
-	// evicting that source's oldest, so one source cannot push out the
-	// others. Behind SSM and Kubernetes every client shares one address.
+	// evicting among that source's connections the same way, so one source
+	// cannot push out the others. Behind SSM and Kubernetes every client shares one address.
 	MaxPendingPerSource int
 	// FirstByteTimeout bounds the wait for a new connection's first
 	// packet, and PasswordTimeout the wait for the token once it was asked
