@@ -134,25 +134,35 @@ func (s *Server) startupFailed(raw, conn net.Conn, ph *phase, err error) {
 		return
 	}
 	var reply *pgwire.Error
-	var ne net.Error
 	reason := "client-io"
 	switch {
 	case ph.pc.evicted.Load():
 		reply, reason = evictedError(), "evicted"
 	case errors.As(err, &reply):
 		reason = reply.Reason
-	case errors.As(err, &ne) && ne.Timeout() && !ph.spoke: // a silent socket: nothing to answer
+	case isTimeout(err) && !ph.spoke: // a silent socket: nothing to answer
 		reason = "startup-timeout"
-	case errors.As(err, &ne) && ne.Timeout():
-		reply, reason = pgwire.Errorf(pgwire.CodeConnectionFailure, "startup-timeout",
-			"rdsproxy: the client did not finish its startup in time").
-			WithHint("Send the startup and the password promptly; a silent connection is closed after a few seconds."), "startup-timeout"
+	case isTimeout(err):
+		reply = startupTimeout("finish its startup", "Send the startup and the password promptly; a silent connection is closed after a few seconds.")
+		reason = reply.Reason
 	}
 	if reply != nil && conn != nil {
 		reply.Send(conn)
 	}
 	s.cfg.Metrics.startupFailed(reason)
 	s.log.Debug("connection closed during startup", "remote", raw.RemoteAddr().String(), "reason", reason, "err", err)
+}
+
+// startupTimeout is the 08006 a client gets when it did not do what in time.
+func startupTimeout(what, hint string) *pgwire.Error {
+	return pgwire.Errorf(pgwire.CodeConnectionFailure, "startup-timeout", "rdsproxy: the client did not %s in time", what).
+		WithHint(hint)
+}
+
+// isTimeout reports a deadline that passed (a net.Error that timed out).
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 func evictedError() *pgwire.Error {

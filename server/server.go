@@ -23,6 +23,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/rdsproxy/rdsproxy/discovery"
 	"github.com/rdsproxy/rdsproxy/internal/pgwire"
 	"github.com/rdsproxy/rdsproxy/internal/relay"
@@ -180,7 +182,7 @@ type Server struct {
 	pending  *pendingSet       // connections that have not proved themselves yet
 	failures *failureBudgets   // failed upstream logins by access key and source
 	logs     *logBudget        // audit lines of refused connections
-	evicts   rateLimit         // logs of evictions, at most one a second
+	evicts   *rate.Sometimes   // logs of evictions, at most one a second
 	identity *identityVerifier // nil when Config.Identity is
 
 	mu       sync.Mutex
@@ -211,6 +213,7 @@ func New(cfg Config) (*Server, error) {
 		pending:  newPendingSet(cfg.MaxPending, cfg.MaxPendingPerSource),
 		failures: newFailureBudgets(cfg.AuthFailures),
 		logs:     newLogBudget(cfg.RefusalLogRate, cfg.RefusalLogBurst),
+		evicts:   &rate.Sometimes{Interval: time.Second},
 		conns:    make(map[net.Conn]struct{}),
 		relays:   make(map[*relay.Session]struct{}),
 	}, nil
@@ -294,10 +297,10 @@ func shutdownError() *pgwire.Error {
 func (s *Server) start(ctx context.Context, c net.Conn) {
 	pc, evicted := s.pending.add(c)
 	if evicted != nil {
-		if s.evicts.allow() {
+		s.evicts.Do(func() {
 			s.log.Warn("pending caps reached: closing a connection still in its startup phase", "remote", evicted.conn.RemoteAddr().String(),
 				"max_pending", s.cfg.MaxPending, "max_pending_per_source", s.cfg.MaxPendingPerSource)
-		}
+		})
 	}
 	s.track(c, true)
 	s.wg.Add(1)
@@ -339,24 +342,17 @@ func (s *Server) retire(r *relay.Session) {
 	s.mu.Unlock()
 }
 
-// rateLimit allows one event per second.
-type rateLimit struct{ last atomic.Int64 }
-
-func (r *rateLimit) allow() bool {
-	now := time.Now().UnixNano()
-	last := r.last.Load()
-	return now-last >= int64(time.Second) && r.last.CompareAndSwap(last, now)
-}
-
 // acceptBackoff waits after temporary accept errors (EMFILE, ENFILE…),
 // logging at most once per second.
 type acceptBackoff struct {
 	log   *slog.Logger
 	delay time.Duration
-	logs  rateLimit
+	logs  rate.Sometimes
 }
 
-func newAcceptBackoff(log *slog.Logger) *acceptBackoff { return &acceptBackoff{log: log} }
+func newAcceptBackoff(log *slog.Logger) *acceptBackoff {
+	return &acceptBackoff{log: log, logs: rate.Sometimes{Interval: time.Second}}
+}
 
 func (b *acceptBackoff) reset() { b.delay = 0 }
 
@@ -366,9 +362,7 @@ func (b *acceptBackoff) wait(ctx context.Context, err error) bool {
 		return false
 	}
 	b.delay = min(max(2*b.delay, 5*time.Millisecond), time.Second)
-	if b.logs.allow() {
-		b.log.Error("accept failed; backing off", "err", err, "delay", b.delay)
-	}
+	b.logs.Do(func() { b.log.Error("accept failed; backing off", "err", err, "delay", b.delay) })
 	t := time.NewTimer(b.delay)
 	defer t.Stop()
 	select {

@@ -222,11 +222,8 @@ func (s *Server) readToken(client net.Conn, pc *pendingConn, t *discovery.Target
 		return "", fmt.Errorf("ask client for its token: %w", err)
 	}
 	m, err := awaitClient(pc, func() (pgwire.Message, error) { return pgwire.ReadMessage(client, nil, maxPasswordSize) })
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return "", pgwire.Errorf(pgwire.CodeConnectionFailure, "startup-timeout",
-			"rdsproxy: the client did not send its password (the IAM token) in time").
-			WithHint("Send the token as the password right after the startup; `rdsproxy connect` does.")
+	if isTimeout(err) {
+		return "", startupTimeout("send its password (the IAM token)", "Send the token as the password right after the startup; `rdsproxy connect` does.")
 	}
 	if err != nil {
 		return "", fmt.Errorf("read client token: %w", err)
@@ -282,7 +279,7 @@ func (s *Server) startup(client net.Conn, up *upstream, protocol uint32, params 
 				up.key, up.hasKey = key, true
 			}
 		case pgwire.MsgErrorResponse:
-			return nil, &refusedUpstream{reply: append(out, m.Raw...), msg: m.Raw}
+			return nil, &refusedUpstream{reply: append(out, m.Raw...), code: upstreamCode(m.Raw)}
 		}
 		out = append(out, m.Raw...)
 		if m.Type == pgwire.MsgReadyForQuery {
@@ -334,17 +331,19 @@ func (s *Server) authStep(client net.Conn, up *upstream, m pgwire.Message, token
 		"rdsproxy: target %q asked for authentication method %d, which rdsproxy cannot relay", up.target.Name, code)
 }
 
-// refusedUpstream: the upstream sent an ErrorResponse during startup.
-// refuse forwards reply (what the upstream sent, ending with msg, the
-// ErrorResponse) once the failure is charged, so a client that retries at
-// once already meets the spent budget.
-type refusedUpstream struct{ reply, msg []byte }
+// refusedUpstream: the upstream sent an ErrorResponse (SQLSTATE code)
+// during startup. refuse forwards reply, everything the upstream sent up
+// to and including it, once the failure is charged, so a client that
+// retries at once already meets the spent budget.
+type refusedUpstream struct {
+	reply []byte
+	code  string
+}
 
 func (r *refusedUpstream) Error() string { return "upstream refused the session" }
 
 func upstreamErr(t *discovery.Target, what string, err error) *pgwire.Error {
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
+	if isTimeout(err) {
 		return pgwire.Errorf(pgwire.CodeConnectionFailure, "upstream-timeout",
 			"rdsproxy: target %q did not finish the login in time (%s)", t.Name, what).
 			WithHint("The database may be busy: try again in a moment. If it keeps happening, check its load and connection count.")
@@ -365,7 +364,7 @@ func (s *Server) refuse(client net.Conn, ph *phase, info sessionInfo, err error)
 	outcome, reason, code := "failed", "client-io", ""
 	switch {
 	case errors.As(err, &ru):
-		outcome, code = "refused-upstream", upstreamCode(ru.msg)
+		outcome, code = "refused-upstream", ru.code
 		reason = "upstream-" + code
 		if strings.HasPrefix(code, "28") {
 			s.failures.fail(info.keyID, info.src, time.Now())
