@@ -19,3 +19,15 @@ type Tunnel interface {
 	// Close ends the tunnel and every stream it opened.
 	Close() error
 }
+
+// Fanout is implemented by tunnels that spread streams over several server
+// replicas (instances or pods). A CancelRequest must reach the replica that
+// carries its session, and only that replica knows the session's key, so
+// the client opens one stream to every healthy replica with DialEach and
+// sends the CancelRequest on each; the others drop an unknown key, as
+// PostgreSQL does. On a tunnel without Fanout the client uses Dial.
+type Fanout interface {
+	// DialEach opens one stream to each healthy replica. It returns the
+	// streams it could open and an error only when it opened none.
+	DialEach(ctx context.Context) ([]net.Conn, error)
+}
