@@ -2,6 +2,8 @@
 // configuration layers (flags > RDSPROXY_* environment > YAML file >
 // defaults), logging setup and exit codes. It is the only package that
 // reads argv, the environment and files, and the only one that exits.
+//
+// docs/architecture.md §8 describes the layering it wires together.
 package cli
 
 import (

@@ -7,6 +7,8 @@
 // costs no extra round trip through the tunnel), swallows the server's
 // password request, and relays bytes.
 // CancelRequests are sent to the server over a new stream.
+//
+// docs/architecture.md §4 follows one connection through it.
 package client
 
 import (

@@ -5,6 +5,8 @@
 // turns them into an immutable Snapshot, and the server reads the current
 // Snapshot for every connection. A Snapshot is never modified after it is
 // built; a refresh builds a new one and swaps it in atomically.
+//
+// docs/architecture.md §3 describes the rules and names.
 package discovery
 
 import (

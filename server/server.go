@@ -8,6 +8,9 @@
 // exchange on the client's behalf, and hands both connections to the byte
 // relay. It remembers each session's BackendKeyData so that a
 // CancelRequest arriving on a new connection reaches the right upstream.
+//
+// docs/architecture.md §5 follows one connection through it, and §6
+// covers operating it.
 package server
 
 import (

@@ -2,6 +2,9 @@
 // byte streams to the server's port. Transports (direct TCP/TLS here, SSM
 // Session Manager in tunnel/ssm, Kubernetes port-forward in tunnel/kube)
 // know nothing about PostgreSQL.
+//
+// docs/architecture.md §4 shows where a tunnel sits in a connection's
+// path; docs/ssm-protocol.md describes the SSM data channel.
 package tunnel
 
 import (

@@ -6,4 +6,6 @@
 // Everything here reads exactly the bytes it declares and never buffers
 // ahead, so that a caller handing a connection to the byte relay loses
 // nothing. After startup no message is decoded: the relay moves raw bytes.
+//
+// docs/architecture.md §2 is the wire contract these helpers implement.
 package pgwire

@@ -4,7 +4,7 @@ import (
 	"strings"
 )
 
-// TargetParam is the startup parameter that names the target (design §2).
+// TargetParam is the startup parameter that names the target (docs/architecture.md §2).
 const TargetParam = "rdsproxy.target"
 
 // reservedPrefix marks parameters for rdsproxy that never reach a database.

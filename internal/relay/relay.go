@@ -8,6 +8,8 @@
 // also follow the PostgreSQL message framing of the stream towards a (the
 // client) so that its owner can end it with a final message written between
 // two backend messages, never inside one.
+//
+// docs/architecture.md §5 shows where a session reaches it.
 package relay
 
 import (

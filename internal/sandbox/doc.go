@@ -25,4 +25,6 @@
 //
 // Everything is configured by arguments; the exported constants are the
 // fixed sandbox credentials and role names, not mutable state.
+//
+// docs/architecture.md §7 describes the sandbox as a whole.
 package sandbox

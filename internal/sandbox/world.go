@@ -30,7 +30,7 @@ const (
 )
 
 // WorldDatabases are the RDS databases moto holds in the sandbox: some
-// served, some not, for every reason design §3 names.
+// served, some not, for every reason docs/architecture.md §3 names.
 func WorldDatabases() []MotoDatabase {
 	enabled := func(extra ...string) map[string]string {
 		tags := map[string]string{"rdsproxy:enabled": "true", "rdsproxy:db-name": DatabaseApp}
@@ -50,7 +50,7 @@ func WorldDatabases() []MotoDatabase {
 	}
 }
 
-// World is the whole sandbox of design §7 on one machine: PostgreSQL,
+// World is the whole sandbox of docs/architecture.md §7 on one machine: PostgreSQL,
 // the RDS IAM emulator impersonating every database moto holds, and moto
 // itself. Demo, benchmarks and end-to-end tests share it.
 type World struct {

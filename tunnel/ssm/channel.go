@@ -23,7 +23,7 @@ var ErrChannelClosed = errors.New("data channel closed")
 const DefaultWindow = 256
 
 // ChannelConfig configures one end of the reliable stream layer
-// (ssm-protocol.md §7). The client sends input_stream_data and receives
+// (docs/ssm-protocol.md §7). The client sends input_stream_data and receives
 // output_stream_data; the agent the reverse.
 type ChannelConfig struct {
 	// SendType is TypeInputStreamData (client) or TypeOutputStreamData (agent).
@@ -157,7 +157,7 @@ type Channel struct {
 }
 
 // PeerReacksDuplicates tells the channel that its peer acknowledges a
-// duplicate it already processed (agents from 3.2.1041.0, ssm-protocol.md
+// duplicate it already processed (agents from 3.2.1041.0, docs/ssm-protocol.md
 // §7.3). Proofs then only free the send window: a message still waits for
 // its own ack, since a resend shown "arrived" by later acks may in fact
 // have been lost (an ack is the only proof a current agent owes).

@@ -86,7 +86,7 @@ func (c *Channel) markResentLocked(om *outMsg, now time.Time) {
 // path is ordered, so that resend reached the peer too. A message with
 // presumeProofs such proofs (for distinct resends), older than presumeAge,
 // and still no ack was delivered and lost only its acks: agents before
-// 3.2.1041.0 drop duplicates without re-acking them (ssm-protocol.md §7.3,
+// 3.2.1041.0 drop duplicates without re-acking them (docs/ssm-protocol.md §7.3,
 // §7.4). It is released, so it is no longer resent nor counted as waiting.
 // The age bound covers the agent's not-ready start-up, when it leaves an
 // in-order message unacked while acking the early ones behind it.

@@ -3,7 +3,8 @@
 // AWS-StartPortForwardingSession and AWS-StartPortForwardingSessionToRemoteHost.
 // It knows nothing about what flows through the tunnel.
 //
-// Data flow, per session (see /work/shared/ssm-protocol.md for the protocol):
+// Data flow, per session (see docs/ssm-protocol.md for the protocol; a bare §x.y in this
+// package's comments is a section of that file):
 //
 //	Dial ─► smux stream ─► smux client session ─► dataPipe.Write (≤1024-byte chunks)
 //	      ─► Channel.Send (sequence number, kept until acked, retransmitted)

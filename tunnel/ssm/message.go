@@ -10,7 +10,7 @@ import (
 	"github.com/google/uuid"
 )
 
-// Wire layout of a data-channel message (ssm-protocol.md §5). All integers
+// Wire layout of a data-channel message (docs/ssm-protocol.md §5). All integers
 // are big-endian. The header is HeaderLength bytes, followed by a 4-byte
 // payload length and the payload.
 const (
@@ -36,7 +36,7 @@ const (
 	schemaVersion   = 1
 )
 
-// Message types (ssm-protocol.md §6.1).
+// Message types (docs/ssm-protocol.md §6.1).
 const (
 	TypeInputStreamData  = "input_stream_data"
 	TypeOutputStreamData = "output_stream_data"
@@ -46,7 +46,7 @@ const (
 	TypePausePublication = "pause_publication"
 )
 
-// Payload types (ssm-protocol.md §6.1).
+// Payload types (docs/ssm-protocol.md §6.1).
 const (
 	PayloadOutput               uint32 = 1
 	PayloadError                uint32 = 2
@@ -60,14 +60,14 @@ const (
 	PayloadFlag                 uint32 = 10
 )
 
-// Flag payload values (ssm-protocol.md §6.3).
+// Flag payload values (docs/ssm-protocol.md §6.3).
 const (
 	FlagDisconnectToPort   uint32 = 1
 	FlagTerminateSession   uint32 = 2
 	FlagConnectToPortError uint32 = 3
 )
 
-// Header flag values (ssm-protocol.md §6.2).
+// Header flag values (docs/ssm-protocol.md §6.2).
 const (
 	HeaderFlagSYN uint64 = 1
 	HeaderFlagAck uint64 = 3

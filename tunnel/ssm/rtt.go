@@ -3,7 +3,7 @@ package ssm
 import "time"
 
 // Retransmission constants shared by the reference plugin and agent
-// (ssm-protocol.md §7.4).
+// (docs/ssm-protocol.md §7.4).
 const (
 	initialRTT     = 100 * time.Millisecond
 	initialRTO     = 200 * time.Millisecond

@@ -8,7 +8,7 @@ import (
 )
 
 // goldenVectors is the subset of testdata/vectors.json (made with the
-// reference plugin and agent code, see ssm-protocol.md §13) the tests use.
+// reference plugin and agent code, see docs/ssm-protocol.md §13) the tests use.
 type goldenVectors struct {
 	Vectors []struct {
 		Name   string `json:"name"`

@@ -5,7 +5,7 @@ import (
 	"strings"
 )
 
-// Agent-version thresholds the plugin applies (ssm-protocol.md §9.1).
+// Agent-version thresholds the plugin applies (docs/ssm-protocol.md §9.1).
 const (
 	muxMinAgentVersion        = "3.0.196.0"  // strictly greater: smux mode
 	keepAliveOffAgentVersion  = "3.1.1511.0" // strictly greater: smux keep-alive off

@@ -8,7 +8,7 @@ import (
 	"strings"
 )
 
-// The two AWS-owned port-forwarding documents (ssm-protocol.md §2.1): their
+// The two AWS-owned port-forwarding documents (docs/ssm-protocol.md §2.1): their
 // parameters with defaults and allowed patterns, and the properties the
 // agent receives after substitution. The port pattern is the documents'
 // 1–65535 (0 allowed for localPortNumber); the host pattern is an

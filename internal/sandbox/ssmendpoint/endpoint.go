@@ -2,7 +2,7 @@
 // the demo and benchmarks: one HTTP server on 127.0.0.1 that plays both the
 // SSM JSON 1.1 API (StartSession, TerminateSession, ResumeSession,
 // DescribeInstanceInformation) and the
-// service + agent end of the data channel (ssm-protocol.md §11).
+// service + agent end of the data channel (docs/ssm-protocol.md §11).
 //
 // Data flow:
 //

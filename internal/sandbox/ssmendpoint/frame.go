@@ -10,7 +10,7 @@ import (
 	"github.com/google/uuid"
 )
 
-// The agent's own codec for data-channel messages (ssm-protocol.md §5),
+// The agent's own codec for data-channel messages (docs/ssm-protocol.md §5),
 // written independently of the client's: big-endian integers, a 116-byte
 // header, a 4-byte payload length, then the payload. The offsets are the
 // validator's (validate.go); the golden vectors pin both (frame_test.go).

@@ -10,7 +10,7 @@ import (
 	"github.com/google/uuid"
 )
 
-// The agent's reliable stream (ssm-protocol.md §7), as the reference agent
+// The agent's reliable stream (docs/ssm-protocol.md §7), as the reference agent
 // behaves, not as a good client would:
 //   - sending never blocks: there is no window; every message is kept for
 //     retransmission until acknowledged, but past agentBufferCap

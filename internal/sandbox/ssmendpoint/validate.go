@@ -11,7 +11,7 @@ import (
 	"github.com/google/uuid"
 )
 
-// Layout of a data-channel message (ssm-protocol.md §5), written out again
+// Layout of a data-channel message (docs/ssm-protocol.md §5), written out again
 // here so the double checks the client independently of its codec.
 const (
 	hdrLen        = 116
