@@ -1,0 +1,359 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/rdsproxy/rdsproxy/client"
+	"github.com/rdsproxy/rdsproxy/discovery"
+	"github.com/rdsproxy/rdsproxy/internal/pgwire"
+)
+
+// pipeListener hands the proxy the far ends of net.Pipes the test dials.
+type pipeListener struct {
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+}
+
+func newPipeListener() *pipeListener {
+	return &pipeListener{conns: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *pipeListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *pipeListener) Close() error   { l.once.Do(func() { close(l.done) }); return nil }
+func (l *pipeListener) Addr() net.Addr { return pipeAddr{} }
+
+func (l *pipeListener) dial(t *testing.T) net.Conn {
+	t.Helper()
+	c, s := net.Pipe()
+	select {
+	case l.conns <- s:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the proxy does not accept")
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(20 * time.Second)) // a hang guard
+	return c
+}
+
+type pipeAddr struct{}
+
+func (pipeAddr) Network() string { return "pipe" }
+func (pipeAddr) String() string  { return "pipe" }
+
+// pipeTunnel is a tunnel whose streams are net.Pipes; the test plays the
+// rdsproxy server on the far ends, which arrive on streams.
+type pipeTunnel struct {
+	streams chan net.Conn
+	dialErr error
+}
+
+func (p *pipeTunnel) Dial(ctx context.Context) (net.Conn, error) {
+	if p.dialErr != nil {
+		return nil, p.dialErr
+	}
+	c, s := net.Pipe()
+	select {
+	case p.streams <- s:
+		return c, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (p *pipeTunnel) Close() error { return nil }
+
+// next is the server's end of the next stream the proxy opens.
+func (p *pipeTunnel) next(t *testing.T) net.Conn {
+	t.Helper()
+	select {
+	case s := <-p.streams:
+		t.Cleanup(func() { s.Close() })
+		s.SetDeadline(time.Now().Add(20 * time.Second))
+		return s
+	case <-time.After(20 * time.Second):
+		t.Fatal("the proxy opened no stream to the server")
+		return nil
+	}
+}
+
+type fixedTokens struct {
+	token string
+	err   error
+	asked chan string
+}
+
+func (f *fixedTokens) Get(_ context.Context, endpoint, region, user string) (string, error) {
+	if f.asked != nil {
+		f.asked <- endpoint + " " + region + " " + user
+	}
+	return f.token, f.err
+}
+
+var (
+	iamTarget  = discovery.Target{Name: "orders", Endpoint: "orders.example:5432", Region: "eu-west-1", Auth: discovery.AuthIAM, TLS: discovery.TLSVerifyFull}
+	passTarget = discovery.Target{Name: "plain", Endpoint: "plain.example:5432", Auth: discovery.AuthPassthrough, TLS: discovery.TLSDisable}
+)
+
+// startProxy serves cfg on a pipe listener until the test ends.
+func startProxy(t *testing.T, cfg client.Config) (*pipeListener, *pipeTunnel) {
+	t.Helper()
+	tun, _ := cfg.Tunnel.(*pipeTunnel)
+	if tun == nil {
+		tun = &pipeTunnel{streams: make(chan net.Conn)}
+		cfg.Tunnel = tun
+	}
+	if cfg.Tokens == nil {
+		cfg.Tokens = &fixedTokens{token: "the-token"}
+	}
+	p, err := client.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := newPipeListener()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return ln, tun
+}
+
+func write(t *testing.T, c net.Conn, b []byte) {
+	t.Helper()
+	if _, err := c.Write(b); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+}
+
+func readMsg(t *testing.T, c net.Conn) pgwire.Message {
+	t.Helper()
+	m, err := pgwire.ReadMessage(c, nil, 1<<16)
+	if err != nil {
+		t.Fatalf("read message: %v", err)
+	}
+	return m
+}
+
+func readStartup(t *testing.T, c net.Conn) *pgwire.Startup {
+	t.Helper()
+	st, err := pgwire.ReadStartup(c, pgwire.DefaultMaxStartupSize)
+	if err != nil {
+		t.Fatalf("read startup: %v", err)
+	}
+	return st
+}
+
+func readByte(t *testing.T, c net.Conn) byte {
+	t.Helper()
+	var b [1]byte
+	if _, err := c.Read(b[:]); err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	return b[0]
+}
+
+func decodeError(t *testing.T, m pgwire.Message) *pgproto3.ErrorResponse {
+	t.Helper()
+	if m.Type != pgwire.MsgErrorResponse {
+		t.Fatalf("message %q, want an ErrorResponse", m.Type)
+	}
+	var e pgproto3.ErrorResponse
+	if err := e.Decode(m.Body()); err != nil {
+		t.Fatal(err)
+	}
+	return &e
+}
+
+func startupMsg(params ...string) []byte {
+	var ps pgwire.Params
+	for i := 0; i+1 < len(params); i += 2 {
+		ps = append(ps, pgwire.Param{Key: params[i], Value: params[i+1]})
+	}
+	return pgwire.AppendStartup(nil, pgwire.Protocol30, ps)
+}
+
+func appendReady(dst []byte) []byte {
+	return append(dst, pgwire.MsgReadyForQuery, 0, 0, 0, 5, 'I')
+}
+
+func appendAuthOK(dst []byte) []byte {
+	return append(dst, pgwire.MsgAuth, 0, 0, 0, 8, 0, 0, 0, 0)
+}
+
+// An IAM target: the client sends the startup with rdsproxy.target and
+// the token in one write, swallows the server's password request, and
+// relays what follows both ways. rdsproxy.* settings the local client
+// sent are dropped.
+func TestExchangeIAM(t *testing.T) {
+	tokens := &fixedTokens{token: "signed-token", asked: make(chan string, 1)}
+	ln, tun := startProxy(t, client.Config{Target: iamTarget, Tokens: tokens})
+	local := ln.dial(t)
+	write(t, local, startupMsg("user", "alice", "database", "app", "options", "-c rdsproxy.target=elsewhere -c geqo=off", "rdsproxy.other", "x"))
+	server := tun.next(t)
+	st := readStartup(t, server)
+	want := pgwire.Params{{Key: "user", Value: "alice"}, {Key: "database", Value: "app"}, {Key: "options", Value: "-c geqo=off"}, {Key: pgwire.TargetParam, Value: "orders"}}
+	if st.Kind != pgwire.KindStartup || len(st.Params) != len(want) {
+		t.Fatalf("server got %+v, want params %v", st, want)
+	}
+	for i := range want {
+		if st.Params[i] != want[i] {
+			t.Errorf("param %d = %v, want %v", i, st.Params[i], want[i])
+		}
+	}
+	if got := <-tokens.asked; got != "orders.example:5432 eu-west-1 alice" {
+		t.Errorf("token asked for %q", got)
+	}
+	if tok, err := pgwire.PasswordText(readMsg(t, server)); err != nil || tok != "signed-token" {
+		t.Fatalf("password = %q, %v", tok, err)
+	}
+	write(t, server, pgwire.AppendAuthCleartext(nil))
+	write(t, server, appendReady(appendAuthOK(nil)))
+	if m := readMsg(t, local); m.AuthCode() != pgwire.AuthOK {
+		t.Fatalf("local got %q (auth code %d), want AuthenticationOk: the password request is the proxy's to answer", m.Type, m.AuthCode())
+	}
+	if m := readMsg(t, local); m.Type != pgwire.MsgReadyForQuery {
+		t.Fatalf("local got %q, want ReadyForQuery", m.Type)
+	}
+	write(t, local, []byte("Q\x00\x00\x00\x0dselect 1\x00"))
+	if m := readMsg(t, server); m.Type != 'Q' {
+		t.Fatalf("server got %q, want the query relayed", m.Type)
+	}
+}
+
+// A passthrough target: no token; the server's first reply (here an md5
+// request) reaches the local client.
+func TestExchangePassthrough(t *testing.T) {
+	tokens := &fixedTokens{err: errors.New("no token for passthrough")}
+	ln, tun := startProxy(t, client.Config{Target: passTarget, Tokens: tokens})
+	local := ln.dial(t)
+	write(t, local, startupMsg("user", "bob"))
+	server := tun.next(t)
+	if st := readStartup(t, server); st.Kind != pgwire.KindStartup {
+		t.Fatalf("server got %+v", st)
+	}
+	md5 := []byte{pgwire.MsgAuth, 0, 0, 0, 12, 0, 0, 0, 5, 1, 2, 3, 4}
+	write(t, server, md5)
+	if m := readMsg(t, local); m.AuthCode() != pgwire.AuthMD5Password {
+		t.Fatalf("local got %q %d, want the md5 request", m.Type, m.AuthCode())
+	}
+}
+
+// The server's refusal reaches the local client as it was sent.
+func TestExchangeForwardsRefusal(t *testing.T) {
+	ln, tun := startProxy(t, client.Config{Target: iamTarget})
+	local := ln.dial(t)
+	write(t, local, startupMsg("user", "alice"))
+	server := tun.next(t)
+	readStartup(t, server)
+	readMsg(t, server)
+	refusal := (&pgwire.Error{Code: pgwire.CodeInvalidAuthSpec, Message: "rdsproxy: not you", Hint: "ask"}).AppendTo(nil)
+	write(t, server, refusal)
+	e := decodeError(t, readMsg(t, local))
+	if e.Code != "28000" || e.Message != "rdsproxy: not you" || e.Hint != "ask" {
+		t.Fatalf("local got %+v", e)
+	}
+}
+
+// Failures on the client's side are ErrorResponses with a SQLSTATE and a
+// sentence: no token (28000), no stream to the server (08001), a server
+// that hangs up during the startup (08006).
+func TestExchangeFailures(t *testing.T) {
+	t.Run("token", func(t *testing.T) {
+		ln, _ := startProxy(t, client.Config{Target: iamTarget, Tokens: &fixedTokens{err: errors.New("expired SSO session")}})
+		local := ln.dial(t)
+		write(t, local, startupMsg("user", "alice"))
+		e := decodeError(t, readMsg(t, local))
+		if e.Code != "28000" || e.Hint == "" {
+			t.Fatalf("got %+v, want 28000 with a hint", e)
+		}
+	})
+	t.Run("tunnel", func(t *testing.T) {
+		ln, _ := startProxy(t, client.Config{Target: iamTarget, Tunnel: &pipeTunnel{dialErr: errors.New("ssm session ended")}})
+		local := ln.dial(t)
+		write(t, local, startupMsg("user", "alice"))
+		if e := decodeError(t, readMsg(t, local)); e.Code != "08001" {
+			t.Fatalf("got %+v, want 08001", e)
+		}
+	})
+	t.Run("server hangs up", func(t *testing.T) {
+		ln, tun := startProxy(t, client.Config{Target: iamTarget})
+		local := ln.dial(t)
+		write(t, local, startupMsg("user", "alice"))
+		server := tun.next(t)
+		readStartup(t, server)
+		readMsg(t, server)
+		server.Close()
+		if e := decodeError(t, readMsg(t, local)); e.Code != "08006" {
+			t.Fatalf("got %+v, want 08006", e)
+		}
+	})
+}
+
+// Without LocalTLS the local listener declines SSL and GSS encryption
+// and goes on with the startup.
+func TestLocalEncryptionDeclined(t *testing.T) {
+	ln, tun := startProxy(t, client.Config{Target: passTarget})
+	local := ln.dial(t)
+	write(t, local, []byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30}) // GSSENCRequest
+	if b := readByte(t, local); b != 'N' {
+		t.Fatalf("GSSENCRequest answered %q", b)
+	}
+	write(t, local, pgwire.AppendSSLRequest(nil))
+	if b := readByte(t, local); b != 'N' {
+		t.Fatalf("SSLRequest answered %q", b)
+	}
+	write(t, local, startupMsg("user", "bob"))
+	if st := readStartup(t, tun.next(t)); st.Kind != pgwire.KindStartup {
+		t.Fatalf("server got %+v", st)
+	}
+}
+
+// A CancelRequest goes to the server on a stream of its own; the local
+// connection closes once the server has closed that stream.
+func TestCancelForwarded(t *testing.T) {
+	ln, tun := startProxy(t, client.Config{Target: iamTarget})
+	local := ln.dial(t)
+	key := pgwire.CancelKey{PID: 42, Secret: "\x01\x02\x03\x04"}
+	write(t, local, pgwire.AppendCancel(nil, key))
+	server := tun.next(t)
+	st := readStartup(t, server)
+	if st.Kind != pgwire.KindCancel || st.Cancel != key {
+		t.Fatalf("server got %+v, want the cancel for %+v", st, key)
+	}
+	closed := make(chan error, 1)
+	go func() {
+		var b [1]byte
+		_, err := local.Read(b[:])
+		closed <- err
+	}()
+	write(t, server, []byte{0}) // taken: the proxy still waits for the server
+	select {
+	case err := <-closed:
+		t.Fatalf("the local connection ended (%v) before the server closed the cancel's stream", err)
+	default:
+	}
+	server.Close()
+	if err := <-closed; err == nil {
+		t.Fatal("the local connection stayed open after the cancel")
+	}
+}
