@@ -1,0 +1,503 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"sync"
+	"time"
+)
+
+// ErrReplicaGone is wrapped by a per-replica tunnel's Dial error when the
+// replica will not serve again under that tunnel (the instance was
+// terminated, the pod deleted). The pool then closes that tunnel once its
+// last stream ends, and opens a fresh one if the replica is listed healthy
+// again. Any other Dial error only leaves the replica out until the next
+// resolve lists it.
+var ErrReplicaGone = errors.New("server replica gone")
+
+// ErrPoolClosed is returned by Dial and DialEach after Close.
+var ErrPoolClosed = errors.New("tunnel pool closed")
+
+// PoolConfig configures a Pool.
+type PoolConfig struct {
+	// Resolve lists the ids of the server's healthy replicas (instance
+	// ids, pod names). It is called at start, after failures and every
+	// Interval; ctx bounds one call.
+	Resolve func(ctx context.Context) ([]string, error)
+	// Open opens a tunnel to one replica; ctx bounds the opening only.
+	Open func(ctx context.Context, id string) (Tunnel, error)
+	// Key is the log attribute that names a replica: "instance" or "pod".
+	// Default "replica".
+	Key string
+	// Interval between periodic resolves. Default 30 s.
+	Interval time.Duration
+	// Backoff is the least time between resolves asked for by failures;
+	// it doubles while failures go on, up to Interval. Default 1 s.
+	Backoff time.Duration
+	Logger  *slog.Logger
+}
+
+// Validate checks the configuration and fills defaults.
+func (c *PoolConfig) Validate() error {
+	var errs []error
+	if c.Resolve == nil {
+		errs = append(errs, errors.New("tunnel pool: Resolve is required"))
+	}
+	if c.Open == nil {
+		errs = append(errs, errors.New("tunnel pool: Open is required"))
+	}
+	if c.Key == "" {
+		c.Key = "replica"
+	}
+	if c.Interval <= 0 {
+		c.Interval = 30 * time.Second
+	}
+	if c.Backoff <= 0 {
+		c.Backoff = time.Second
+	}
+	c.Backoff = min(c.Backoff, c.Interval)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return errors.Join(errs...)
+}
+
+// callTimeout bounds one Resolve or Open run by the pool's own loop.
+const callTimeout = time.Minute
+
+// Pool is a Tunnel that spreads streams over several server replicas, one
+// per-replica Tunnel each. A new stream goes to the replica with the fewest
+// live streams (ties: the least recently used). A replica whose Dial fails
+// is left out until a resolve lists it again; one that is no longer listed
+// takes no new streams and its tunnel is closed when its last stream ends
+// (a draining server ends them with 57P01). One goroutine resolves: at
+// start, every Interval, and after failures with backoff.
+type Pool struct {
+	cfg  PoolConfig
+	log  *slog.Logger
+	life context.Context
+	stop context.CancelFunc
+	kick chan struct{} // a failure asks for a resolve
+	wg   sync.WaitGroup
+
+	mu       sync.Mutex
+	replicas map[string]*replica
+	picks    uint64
+	resolved chan struct{} // closed after each resolve, then replaced
+	lastErr  error         // the latest failure, for "no healthy replica"
+	closed   bool
+}
+
+var (
+	_ Tunnel = (*Pool)(nil)
+	_ Fanout = (*Pool)(nil)
+)
+
+// replica is one server replica and its tunnel.
+type replica struct {
+	id     string
+	tun    Tunnel
+	live   int    // streams open through tun
+	used   uint64 // the pick that last chose it
+	out    error  // non-nil: left out after this Dial failure
+	listed bool   // the latest resolve listed it
+	gone   bool   // its tunnel said ErrReplicaGone
+}
+
+func (r *replica) usable() bool { return r.listed && !r.gone && r.out == nil }
+
+// NewPool resolves the replicas and opens a tunnel to each, so that
+// configuration and permission problems surface at once: it fails when no
+// replica could be opened. Tunnels outlive ctx; Close ends them.
+func NewPool(ctx context.Context, cfg PoolConfig) (*Pool, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	p := &Pool{cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1),
+		replicas: make(map[string]*replica), resolved: make(chan struct{})}
+	p.life, p.stop = context.WithCancel(context.WithoutCancel(ctx))
+	if err := p.resolve(ctx); err != nil {
+		p.Close()
+		return nil, err
+	}
+	p.wg.Add(1)
+	go p.loop()
+	return p, nil
+}
+
+// loop resolves every Interval, and after a failure's kick once the
+// backoff since the previous resolve has passed.
+func (p *Pool) loop() {
+	defer p.wg.Done()
+	gap := p.cfg.Backoff
+	last := time.Now()
+	timer := time.NewTimer(p.cfg.Interval)
+	defer timer.Stop()
+	for {
+		select {
+		case <-p.life.Done():
+			return
+		case <-timer.C:
+			gap = p.cfg.Backoff // a quiet interval ends the failure streak
+		case <-p.kick:
+			if !sleep(p.life, time.Until(last.Add(gap))) {
+				return
+			}
+			gap = min(2*gap, p.cfg.Interval)
+		}
+		ctx, cancel := context.WithTimeout(p.life, callTimeout)
+		_ = p.resolve(ctx) // logged; Dial reports it when nothing is usable
+		cancel()
+		last = time.Now()
+		timer.Reset(p.cfg.Interval)
+	}
+}
+
+// sleep waits d or until ctx ends; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// resolve lists the replicas, takes back those listed again, retires those
+// no longer listed and opens tunnels to new ones. It returns an error when
+// no replica is usable afterwards.
+func (p *Pool) resolve(ctx context.Context) error {
+	ids, err := p.cfg.Resolve(ctx)
+	if err != nil {
+		err = fmt.Errorf("list the server's replicas: %w", err)
+		p.log.Warn("cannot list the server's replicas; keeping the ones in use", "err", err)
+		return p.resolvedWith(err)
+	}
+	opened := p.open(ctx, p.update(ids))
+	p.mu.Lock()
+	for _, o := range opened {
+		switch {
+		case p.closed:
+			p.closeLater(o.tun)
+		case o.err != nil:
+			p.log.Warn("cannot open a tunnel to this "+p.cfg.Key+" of the server; leaving it out", p.cfg.Key, o.id, "err", o.err)
+			p.lastErr = o.err
+		default:
+			p.replicas[o.id] = &replica{id: o.id, tun: o.tun, listed: true}
+			p.log.Info("using this "+p.cfg.Key+" of the server", p.cfg.Key, o.id, "why", "listed healthy")
+		}
+	}
+	p.mu.Unlock()
+	if len(ids) == 0 {
+		err = fmt.Errorf("no %s of the server is listed healthy", p.cfg.Key)
+	}
+	return p.resolvedWith(err)
+}
+
+// update applies a resolve's list to the known replicas and returns the
+// ids that need a tunnel.
+func (p *Pool) update(ids []string) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for id, r := range p.replicas {
+		was := r.listed
+		r.listed = slices.Contains(ids, id)
+		switch {
+		case r.listed && r.out != nil && !r.gone:
+			p.log.Info("using this "+p.cfg.Key+" of the server again", p.cfg.Key, id, "why", "listed healthy again")
+			r.out = nil
+		case !r.listed && was && !r.gone:
+			p.log.Info("this "+p.cfg.Key+" of the server is no longer listed healthy; new connections go elsewhere, open ones end with its drain",
+				p.cfg.Key, id, "streams", r.live)
+			p.retire(r)
+		}
+	}
+	var need []string
+	for _, id := range ids {
+		if _, ok := p.replicas[id]; !ok && !slices.Contains(need, id) {
+			need = append(need, id)
+		}
+	}
+	return need
+}
+
+type opened struct {
+	id  string
+	tun Tunnel
+	err error
+}
+
+// open opens tunnels to ids concurrently.
+func (p *Pool) open(ctx context.Context, ids []string) []opened {
+	out := make([]opened, len(ids))
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		wg.Go(func() {
+			tun, err := p.cfg.Open(ctx, id)
+			if err != nil {
+				err = fmt.Errorf("open tunnel to %s %s: %w", p.cfg.Key, id, err)
+			}
+			out[i] = opened{id: id, tun: tun, err: err}
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// resolvedWith ends a resolve: waiters wake up. The error stands when no
+// replica is usable.
+func (p *Pool) resolvedWith(err error) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	close(p.resolved)
+	p.resolved = make(chan struct{})
+	for _, r := range p.replicas {
+		if r.usable() {
+			return nil
+		}
+	}
+	if err == nil {
+		err = p.lastErr
+	}
+	if err == nil {
+		err = fmt.Errorf("no %s of the server could be opened", p.cfg.Key)
+	}
+	p.lastErr = err
+	return err
+}
+
+// retire closes r's tunnel once no stream uses it. Called with mu held.
+func (p *Pool) retire(r *replica) {
+	if r.live > 0 || p.replicas[r.id] != r {
+		return
+	}
+	delete(p.replicas, r.id)
+	if !p.closed {
+		p.log.Info("closed the tunnel to this "+p.cfg.Key+" of the server", p.cfg.Key, r.id, "why", "its last stream ended")
+		p.closeLater(r.tun)
+	}
+}
+
+// closeLater closes tun in a goroutine Close waits for. Called with mu
+// held (Close sets closed under it before waiting).
+func (p *Pool) closeLater(tun Tunnel) {
+	if tun == nil {
+		return
+	}
+	p.wg.Add(1)
+	go func() { defer p.wg.Done(); _ = tun.Close() }()
+}
+
+// pick chooses the usable replica with the fewest live streams, skipping
+// tried, and counts the stream that is about to open.
+func (p *Pool) pick(tried []string) (*replica, <-chan struct{}, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, nil, ErrPoolClosed
+	}
+	var best *replica
+	for _, r := range p.replicas {
+		if !r.usable() || slices.Contains(tried, r.id) {
+			continue
+		}
+		if best == nil || r.live < best.live || r.live == best.live && r.used < best.used {
+			best = r
+		}
+	}
+	if best == nil {
+		return nil, p.resolved, nil
+	}
+	p.picks++
+	best.used = p.picks
+	best.live++
+	return best, nil, nil
+}
+
+// Dial opens a stream on the least loaded usable replica. When that fails
+// it tries the others; when none is usable it asks for a resolve, waits for
+// it and tries once more.
+func (p *Pool) Dial(ctx context.Context) (net.Conn, error) {
+	var tried []string
+	waited := false
+	for {
+		r, resolved, err := p.pick(tried)
+		if err != nil {
+			return nil, err
+		}
+		if r == nil {
+			if waited {
+				return nil, p.noneUsable()
+			}
+			p.askResolve()
+			select {
+			case <-resolved:
+			case <-ctx.Done():
+				return nil, fmt.Errorf("wait for a healthy %s of the server: %w", p.cfg.Key, ctx.Err())
+			}
+			waited, tried = true, nil
+			continue
+		}
+		c, err := p.dialOn(ctx, r)
+		if err == nil || ctx.Err() != nil {
+			return c, err
+		}
+		tried = append(tried, r.id)
+	}
+}
+
+// DialEach opens one stream to each usable replica (tunnel.Fanout).
+func (p *Pool) DialEach(ctx context.Context) ([]net.Conn, error) {
+	rs, resolved, err := p.pickEach()
+	if err != nil {
+		return nil, err
+	}
+	if len(rs) == 0 {
+		p.askResolve()
+		select {
+		case <-resolved:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("wait for a healthy %s of the server: %w", p.cfg.Key, ctx.Err())
+		}
+		if rs, _, err = p.pickEach(); err != nil {
+			return nil, err
+		}
+	}
+	conns := make([]net.Conn, len(rs))
+	errs := make([]error, len(rs))
+	var wg sync.WaitGroup
+	for i, r := range rs {
+		wg.Go(func() { conns[i], errs[i] = p.dialOn(ctx, r) })
+	}
+	wg.Wait()
+	conns = slices.DeleteFunc(conns, func(c net.Conn) bool { return c == nil })
+	if len(conns) == 0 {
+		if err := errors.Join(errs...); err != nil {
+			return nil, err
+		}
+		return nil, p.noneUsable()
+	}
+	return conns, nil
+}
+
+// pickEach counts a stream on every usable replica.
+func (p *Pool) pickEach() ([]*replica, <-chan struct{}, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, nil, ErrPoolClosed
+	}
+	var rs []*replica
+	for _, r := range p.replicas {
+		if r.usable() {
+			r.live++
+			rs = append(rs, r)
+		}
+	}
+	return rs, p.resolved, nil
+}
+
+// dialOn opens a stream on r, whose live count pick already raised. On
+// failure the count drops and r is left out.
+func (p *Pool) dialOn(ctx context.Context, r *replica) (net.Conn, error) {
+	c, err := r.tun.Dial(ctx)
+	if err != nil {
+		err = fmt.Errorf("%s %s: %w", p.cfg.Key, r.id, err)
+		p.release(r, err, ctx.Err() == nil)
+		return nil, err
+	}
+	p.log.Debug("stream opened", p.cfg.Key, r.id)
+	pc := &poolConn{Conn: c, p: p, r: r}
+	if _, ok := c.(interface{ CloseWrite() error }); ok {
+		return &halfCloser{pc}, nil
+	}
+	return pc, nil
+}
+
+// release ends one of r's streams; failed says its Dial failed through
+// the replica's fault (not the caller's context).
+func (p *Pool) release(r *replica, err error, failed bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	r.live--
+	if failed {
+		p.lastErr = err
+		switch {
+		case errors.Is(err, ErrReplicaGone) && !r.gone:
+			r.gone = true
+			p.log.Warn("this "+p.cfg.Key+" of the server is gone; leaving it out", p.cfg.Key, r.id, "err", err)
+			p.askResolve()
+		case !r.gone && r.out == nil:
+			r.out = err
+			p.log.Warn("leaving this "+p.cfg.Key+" of the server out until it is listed healthy again", p.cfg.Key, r.id, "err", err)
+			p.askResolve()
+		}
+	}
+	if r.gone || !r.listed {
+		p.retire(r)
+	}
+}
+
+func (p *Pool) askResolve() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (p *Pool) noneUsable() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.lastErr != nil {
+		return fmt.Errorf("no healthy %s of the server: %w", p.cfg.Key, p.lastErr)
+	}
+	return fmt.Errorf("no healthy %s of the server", p.cfg.Key)
+}
+
+// Close ends the resolve loop and every replica's tunnel with its streams.
+func (p *Pool) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	for id, r := range p.replicas {
+		p.closeLater(r.tun)
+		delete(p.replicas, id)
+	}
+	p.mu.Unlock()
+	p.stop()
+	p.wg.Wait()
+	return nil
+}
+
+// poolConn is a stream that gives its replica's count back on Close.
+type poolConn struct {
+	net.Conn
+	p    *Pool
+	r    *replica
+	once sync.Once
+}
+
+func (c *poolConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.p.release(c.r, nil, false) })
+	return err
+}
+
+// halfCloser is a poolConn whose stream can half-close.
+type halfCloser struct{ *poolConn }
+
+func (c *halfCloser) CloseWrite() error {
+	return c.Conn.(interface{ CloseWrite() error }).CloseWrite()
+}
