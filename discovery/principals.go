@@ -4,26 +4,16 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/rdsproxy/rdsproxy/contract"
 )
 
 // TagPrincipals limits who may reach a target: ARN globs separated by
 // commas or spaces, matched against the caller's verified identity.
 const TagPrincipals = "rdsproxy:principals"
 
-// Principal is a caller as STS names it, with the form the rules match.
-type Principal struct {
-	// ARN is the caller's ARN as GetCallerIdentity returns it.
-	ARN string `json:"arn"`
-	// Account is the 12-digit AWS account.
-	Account string `json:"account"`
-	// Normalized is ARN with an assumed role replaced by its role:
-	// arn:aws:sts::ACCT:assumed-role/ROLE/SESSION becomes
-	// arn:aws:iam::ACCT:role/ROLE. Other ARNs are unchanged.
-	Normalized string `json:"principal"`
-	// Session is an assumed role's session name (for SSO users, the
-	// person), else empty.
-	Session string `json:"session,omitempty"`
-}
+// Principal is a caller as STS names it; see contract.Principal.
+type Principal = contract.Principal
 
 // ParsePrincipal reads an ARN from GetCallerIdentity and normalises it.
 func ParsePrincipal(arn string) (Principal, error) {
@@ -57,13 +47,13 @@ func ParsePrincipals(v string) []string {
 	return out
 }
 
-// AllowsPrincipal reports whether the target's principal rule admits p:
+// AllowsPrincipal reports whether t's principal rule admits p:
 // true when the target has no rule, else when a glob matches p's
 // normalised ARN or its ARN as STS wrote it (which, for an assumed role,
 // names the session). '*' matches any run of characters, '/' and ':'
 // included; '?' one character. A nil p (no verified identity) is admitted
 // only by targets without a rule.
-func (t *Target) AllowsPrincipal(p *Principal) bool {
+func AllowsPrincipal(t *Target, p *Principal) bool {
 	if len(t.Principals) == 0 {
 		return true
 	}

@@ -89,7 +89,7 @@ func TestAllowsPrincipal(t *testing.T) {
 	}
 	for _, tt := range tests {
 		target := Target{Principals: tt.rule}
-		if got := target.AllowsPrincipal(tt.p); got != tt.allow {
+		if got := AllowsPrincipal(&target, tt.p); got != tt.allow {
 			t.Errorf("%s: AllowsPrincipal = %v, want %v", tt.name, got, tt.allow)
 		}
 	}

@@ -70,7 +70,7 @@ func (s *Server) verifyHTTPCaller(ctx context.Context, conn net.Conn, encoded st
 func reachable(all []discovery.Target, p *discovery.Principal) []discovery.Target {
 	out := make([]discovery.Target, 0, len(all))
 	for i := range all {
-		if all[i].AllowsPrincipal(p) {
+		if discovery.AllowsPrincipal(&all[i], p) {
 			out = append(out, all[i])
 		}
 	}

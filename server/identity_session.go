@@ -32,7 +32,7 @@ func (s *Server) checkIdentity(ctx context.Context, params pgwire.Params, t *dis
 			return identityMissing()
 		}
 	}
-	if !t.AllowsPrincipal(info.principal) {
+	if !discovery.AllowsPrincipal(t, info.principal) {
 		return principalRefused(t, info.principal)
 	}
 	return nil
