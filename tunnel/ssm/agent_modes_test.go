@@ -28,7 +28,9 @@ func TestAgentModesLostAcks(t *testing.T) {
 			echo := startEcho(t)
 			e := startEndpoint(t, ssmendpoint.Config{AgentVersion: tc.version, Strict: true, Unpaced: true,
 				ResumeGrace: time.Minute, Faults: ssmendpoint.Faults{DropPercent: 1, Seed: 11}})
-			const giveUp = 3 * time.Second
+			// Shorter than presumeAge, how long a message whose ack an old
+			// agent lost waits before it is presumed delivered.
+			const giveUp = 6 * time.Second
 			tun := newTunnel(t, e, ssm.Config{Port: echo.port(), GiveUp: giveUp})
 			const streams, size = 2, 4 << 20
 			var wg sync.WaitGroup

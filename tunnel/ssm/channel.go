@@ -132,6 +132,7 @@ type Channel struct {
 	// the window holds.
 	inWindow  int
 	gen       int       // path generation, raised by NewPath
+	pathDown  bool      // between PathDown and NewPath: no resends, no give-up
 	progress  time.Time // last acknowledgement, or when messages began to wait
 	lastFresh time.Time // last first-time send
 	lastProbe time.Time

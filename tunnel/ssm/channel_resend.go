@@ -64,6 +64,10 @@ func (c *Channel) resendDue() (wait time.Duration, pending bool) {
 	now := c.cfg.Now()
 	var frames [][]byte
 	c.mu.Lock()
+	if c.pathDown { // NewPath kicks the loop when the path is back
+		c.mu.Unlock()
+		return 0, false
+	}
 	if n := len(c.unacked); n > 0 && now.Sub(c.progress) > c.cfg.GiveUp {
 		oldest := c.oldest
 		c.mu.Unlock()
@@ -103,27 +107,47 @@ func (c *Channel) resendDue() (wait time.Duration, pending bool) {
 	return wait, pending
 }
 
-// NewPath tells the channel that frames now travel over a new websocket:
-// proofs of delivery (proveLocked) never span two paths, and the new path
-// gets a full GiveUp.
-func (c *Channel) NewPath() {
+// PathDown tells the channel that its websocket is lost and being resumed:
+// until NewPath it neither resends (the frames would be dropped) nor gives
+// up, since the time a resume takes (its own attempts and budget) says
+// nothing about whether the peer still acknowledges. Without this, a
+// resume slower than GiveUp (a loaded machine, a slow ResumeSession) ended
+// a session whose websocket had just come back.
+func (c *Channel) PathDown() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.gen++
-	c.progress = c.cfg.Now()
+	c.pathDown = true
 }
 
-// NeedsProbe reports, at most once per probeEvery, whether a resent message
-// waits with no newer message sent after its last resend to show whether
-// it arrived (an idle stream, or a lost ack from an agent that does not
-// re-ack duplicates). The session then sends a probe: any message the
-// peer acks.
+// NewPath tells the channel that frames now travel over a new websocket:
+// proofs of delivery (proveLocked) never span two paths, and the new path
+// gets a full GiveUp. Overdue messages are resent at once.
+func (c *Channel) NewPath() {
+	c.mu.Lock()
+	c.gen++
+	c.pathDown = false
+	c.progress = c.cfg.Now()
+	c.mu.Unlock()
+	signal(c.kick)
+}
+
+// NeedsProbe reports, at most once per probeEvery, whether the session
+// should send a probe (any message the peer acks): when messages wait and
+// nothing was acknowledged for probeEvery, so the give-up only ever ends a
+// channel whose peer left several probes unanswered; or when a resent
+// message waits with no newer message sent after its last resend to show
+// whether it arrived (an idle stream, or a lost ack from an agent that
+// does not re-ack duplicates).
 func (c *Channel) NeedsProbe() bool {
 	now := c.cfg.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if now.Sub(c.lastProbe) < probeEvery {
+	if now.Sub(c.lastProbe) < probeEvery || c.pathDown {
 		return false
+	}
+	if len(c.unacked) > 0 && now.Sub(c.progress) >= probeEvery {
+		c.lastProbe = now
+		return true
 	}
 	for _, m := range c.resent {
 		if m.provenAt != m.resends && !c.lastFresh.After(m.lastSent) {

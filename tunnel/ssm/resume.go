@@ -27,6 +27,7 @@ var errSessionOver = errors.New("Session Manager says the session is over (termi
 // Sequence numbers and buffers carry on; retransmission fills the gap.
 func (s *session) resume(cause error) error {
 	s.ws.markBroken()
+	s.ch.PathDown()
 	s.log.Info("websocket to Session Manager lost; resuming the session", "err", cause)
 	first := 100*time.Millisecond + rand.N(100*time.Millisecond)
 	delay := first

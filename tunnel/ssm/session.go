@@ -307,7 +307,7 @@ func (s *session) endedError() error {
 func (s *session) watch() {
 	ping := time.NewTicker(wsPingInterval)
 	defer ping.Stop()
-	probe := time.NewTicker(probeEvery)
+	probe := time.NewTicker(probeEvery / 2) // NeedsProbe spaces the probes
 	defer probe.Stop()
 	for done := false; !done; {
 		select {
