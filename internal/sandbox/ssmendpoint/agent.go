@@ -384,6 +384,10 @@ func (a *agent) serve() {
 // resolve fixes the destination addresses for the whole session, as the
 // agent does (DNS once, at session start).
 func (a *agent) resolve() error {
+	if dest := a.e.nodeDest(a.rec.target); dest != "" {
+		a.addrs = []string{dest}
+		return nil
+	}
 	if a.e.cfg.Dest != "" {
 		a.addrs = []string{a.e.cfg.Dest}
 		return nil

@@ -31,8 +31,8 @@ type instanceInformation struct {
 }
 
 // describeInstanceInformation lists every node the endpoint knows:
-// Targets as Online, ConnectionLost as ConnectionLost, optionally
-// filtered by instance id. One page, no NextToken.
+// connected ones Online, the others ConnectionLost, optionally filtered by
+// instance id. One page, no NextToken.
 func (e *Endpoint) describeInstanceInformation(body []byte) (any, error) {
 	var req describeRequest
 	if err := json.Unmarshal(body, &req); err != nil {
@@ -50,15 +50,17 @@ func (e *Endpoint) describeInstanceInformation(body []byte) (any, error) {
 		}
 	}
 	list := []instanceInformation{}
-	for _, id := range slices.Concat(e.cfg.Targets, e.cfg.ConnectionLost) {
-		if len(ids) > 0 && !slices.Contains(ids, id) || slices.ContainsFunc(list, func(i instanceInformation) bool { return i.InstanceID == id }) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, n := range e.nodes {
+		if len(ids) > 0 && !slices.Contains(ids, n.id) {
 			continue
 		}
 		status := "Online"
-		if slices.Contains(e.cfg.ConnectionLost, id) {
+		if n.lost {
 			status = "ConnectionLost"
 		}
-		list = append(list, instanceInformation{InstanceID: id, PingStatus: status, AgentVersion: e.cfg.AgentVersion,
+		list = append(list, instanceInformation{InstanceID: n.id, PingStatus: status, AgentVersion: e.cfg.AgentVersion,
 			IsLatestVersion: true, LastPingDateTime: float64(time.Now().Unix()), PlatformType: "Linux", ResourceType: "EC2Instance"})
 	}
 	return map[string]any{"InstanceInformationList": list}, nil

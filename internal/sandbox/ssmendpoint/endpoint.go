@@ -47,7 +47,8 @@ import (
 type Config struct {
 	Logger *slog.Logger
 	// Targets are the connected managed nodes; StartSession on any other
-	// target fails with TargetNotConnected.
+	// target fails with TargetNotConnected. AddTarget and DisconnectTarget
+	// change them while the endpoint runs.
 	Targets []string
 	// DeniedTargets fail StartSession with AccessDeniedException.
 	DeniedTargets []string
@@ -149,6 +150,7 @@ type Endpoint struct {
 	srv *http.Server
 
 	mu         sync.Mutex
+	nodes      []*node // managed nodes, in the order DescribeInstanceInformation lists them
 	sessions   map[string]*sessionRecord
 	violations []string
 	versions   []string
@@ -197,6 +199,7 @@ func Start(ctx context.Context, cfg Config) (*Endpoint, error) {
 		return nil, fmt.Errorf("ssm endpoint listen: %w", err)
 	}
 	e := &Endpoint{cfg: cfg, log: cfg.Logger, ln: ln, sessions: make(map[string]*sessionRecord)}
+	e.initNodes()
 	e.life, e.stop = context.WithCancel(context.WithoutCancel(ctx))
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /{$}", e.serveAPI)

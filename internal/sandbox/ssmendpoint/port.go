@@ -61,6 +61,7 @@ func (a *agent) serveMux() {
 			return
 		}
 		a.e.stats.streams.Add(1)
+		a.e.countStream(a.rec.target)
 		a.wg.Add(1)
 		go func() { defer a.wg.Done(); a.serveStream(st) }()
 	}
