@@ -22,7 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/rdsproxy/rdsproxy/discovery"
+	"github.com/rdsproxy/rdsproxy/contract"
 	"github.com/rdsproxy/rdsproxy/internal/callerid"
 	"github.com/rdsproxy/rdsproxy/internal/pgwire"
 	"github.com/rdsproxy/rdsproxy/tunnel"
@@ -36,7 +36,7 @@ type Tokens interface {
 // Config is one local listener's settings.
 type Config struct {
 	Tunnel tunnel.Tunnel
-	Target discovery.Target
+	Target contract.Target
 	Tokens Tokens
 	// Identities and Server, when both set, add a caller identity signed
 	// for Server (as GET /v1/targets described it) to every startup, in

@@ -10,7 +10,7 @@ import (
 	"net"
 	"time"
 
-	"github.com/rdsproxy/rdsproxy/discovery"
+	"github.com/rdsproxy/rdsproxy/contract"
 	"github.com/rdsproxy/rdsproxy/internal/pgwire"
 	"github.com/rdsproxy/rdsproxy/internal/relay"
 	"github.com/rdsproxy/rdsproxy/tunnel"
@@ -113,7 +113,7 @@ func (p *Proxy) openOnce(ctx context.Context, local net.Conn, st *pgwire.Startup
 	params, _ := pgwire.StripReserved(st.Params)
 	params = params.Set(pgwire.TargetParam, t.Name)
 	var token string
-	if t.Auth == discovery.AuthIAM {
+	if t.Auth == contract.AuthIAM {
 		var err error
 		if token, err = p.cfg.Tokens.Get(ctx, t.Endpoint, t.Region, user); err != nil {
 			return nil, pgwire.Errorf(pgwire.CodeInvalidAuthSpec, "token",
@@ -151,7 +151,7 @@ func (p *Proxy) exchange(local, stream net.Conn, msg []byte) error {
 	if err != nil {
 		return pgwire.Errorf(pgwire.CodeConnectionFailure, "tunnel", "rdsproxy: the server closed the connection during startup: %v", err)
 	}
-	if p.cfg.Target.Auth == discovery.AuthIAM && m.AuthCode() == pgwire.AuthCleartextPassword {
+	if p.cfg.Target.Auth == contract.AuthIAM && m.AuthCode() == pgwire.AuthCleartextPassword {
 		if p.server.Load() == nil {
 			return nil // the token already follows the startup
 		}

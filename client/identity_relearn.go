@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgproto3"
-
+	"github.com/rdsproxy/rdsproxy/contract"
 	"github.com/rdsproxy/rdsproxy/internal/pgwire"
 )
 
@@ -22,16 +20,10 @@ func (o *otherServer) Error() string { return errOtherServer.Error() }
 func (o *otherServer) Unwrap() error { return errOtherServer }
 
 // signedForOtherServer reports whether m is the server's refusal of an
-// identity signed for another server id (reason identity-wrong-server).
+// identity signed for another server id.
 func signedForOtherServer(m pgwire.Message) bool {
-	if m.Type != pgwire.MsgErrorResponse {
-		return false
-	}
-	var e pgproto3.ErrorResponse
-	if e.Decode(m.Body()) != nil {
-		return false
-	}
-	return e.Code == pgwire.CodeInvalidAuthSpec && strings.HasPrefix(e.Message, "rdsproxy: the caller identity was signed for server ")
+	code, reason := pgwire.Refusal(m)
+	return code == pgwire.CodeInvalidAuthSpec && reason == contract.ReasonIdentityWrongServer
 }
 
 // relearnServer asks the server for its identity settings again, through

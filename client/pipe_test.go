@@ -11,7 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/rdsproxy/rdsproxy/client"
-	"github.com/rdsproxy/rdsproxy/discovery"
+	"github.com/rdsproxy/rdsproxy/contract"
 	"github.com/rdsproxy/rdsproxy/internal/pgwire"
 )
 
@@ -106,8 +106,8 @@ func (f *fixedTokens) Get(_ context.Context, endpoint, region, user string) (str
 }
 
 var (
-	iamTarget  = discovery.Target{Name: "orders", Endpoint: "orders.example:5432", Region: "eu-west-1", Auth: discovery.AuthIAM, TLS: discovery.TLSVerifyFull}
-	passTarget = discovery.Target{Name: "plain", Endpoint: "plain.example:5432", Auth: discovery.AuthPassthrough, TLS: discovery.TLSDisable}
+	iamTarget  = contract.Target{Name: "orders", Endpoint: "orders.example:5432", Region: "eu-west-1", Auth: contract.AuthIAM, TLS: contract.TLSVerifyFull}
+	passTarget = contract.Target{Name: "plain", Endpoint: "plain.example:5432", Auth: contract.AuthPassthrough, TLS: contract.TLSDisable}
 )
 
 // startProxy serves cfg on a pipe listener until the test ends.

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/rdsproxy/rdsproxy/discovery"
+	"github.com/rdsproxy/rdsproxy/contract"
 	"github.com/rdsproxy/rdsproxy/internal/callerid"
 	"github.com/rdsproxy/rdsproxy/tunnel"
 )
@@ -20,26 +20,16 @@ import (
 const maxTargetList = 16 << 20
 
 // FetchTargets asks the server for GET /v1/targets through the tunnel.
-func FetchTargets(ctx context.Context, tun tunnel.Tunnel, serverTLS *tls.Config) ([]discovery.Target, error) {
+func FetchTargets(ctx context.Context, tun tunnel.Tunnel, serverTLS *tls.Config) ([]contract.Target, error) {
 	list, err := FetchTargetList(ctx, tun, serverTLS, nil)
 	return list.Targets, err
-}
-
-// TargetList is the server's answer to GET /v1/targets.
-type TargetList struct {
-	Targets []discovery.Target `json:"targets"`
-	// Identity says how to sign caller identities for this server; nil
-	// when it checks none (or predates them).
-	Identity *callerid.ServerInfo `json:"identity,omitempty"`
-	// Caller is who the server says the caller is, when an identity was sent.
-	Caller *discovery.Principal `json:"caller,omitempty"`
 }
 
 // FetchTargetList asks the server for GET /v1/targets. When the server
 // checks identity and ids is set, it asks again with the caller's
 // identity (also after a 401), so that the list holds only the targets
 // this caller may reach and Caller names the caller as the server sees it.
-func FetchTargetList(ctx context.Context, tun tunnel.Tunnel, serverTLS *tls.Config, ids Identities) (TargetList, error) {
+func FetchTargetList(ctx context.Context, tun tunnel.Tunnel, serverTLS *tls.Config, ids Identities) (contract.TargetList, error) {
 	hc := &http.Client{
 		Transport: &http.Transport{
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -62,61 +52,58 @@ func FetchTargetList(ctx context.Context, tun tunnel.Tunnel, serverTLS *tls.Conf
 
 // getTargets does one GET /v1/targets, with identity when not empty. A
 // refusal that says how to sign an identity returns it in the list.
-func getTargets(ctx context.Context, hc *http.Client, identity string) (TargetList, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://rdsproxy/v1/targets", nil)
+func getTargets(ctx context.Context, hc *http.Client, identity string) (contract.TargetList, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://rdsproxy"+contract.TargetsPath, nil)
 	if err != nil {
-		return TargetList{}, err
+		return contract.TargetList{}, err
 	}
 	if identity != "" {
 		req.Header.Set(callerid.HTTPHeader, identity)
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return TargetList{}, fmt.Errorf("fetch target list from the rdsproxy server: %w", err)
+		return contract.TargetList{}, fmt.Errorf("fetch target list from the rdsproxy server: %w", err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxTargetList))
 	if err != nil {
-		return TargetList{}, fmt.Errorf("read target list: %w", err)
+		return contract.TargetList{}, fmt.Errorf("read target list: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		var refusal struct {
-			Error    string               `json:"error"`
-			Identity *callerid.ServerInfo `json:"identity"`
-		}
+		var refusal contract.Refusal
 		msg := strings.TrimSpace(string(body))
 		if json.Unmarshal(body, &refusal) == nil && refusal.Error != "" {
 			msg = refusal.Error
 		}
-		return TargetList{Identity: refusal.Identity}, fmt.Errorf("the rdsproxy server answered %s: %s", resp.Status, msg)
+		return contract.TargetList{Identity: refusal.Identity}, fmt.Errorf("the rdsproxy server answered %s: %s", resp.Status, msg)
 	}
-	var list TargetList
+	var list contract.TargetList
 	if err := json.Unmarshal(body, &list); err != nil {
-		return TargetList{}, fmt.Errorf("decode target list: %w", err)
+		return contract.TargetList{}, fmt.Errorf("decode target list: %w", err)
 	}
 	return list, nil
 }
 
 // FindTarget picks name from targets, or says which names come close.
-func FindTarget(targets []discovery.Target, name string) (discovery.Target, error) {
+func FindTarget(targets []contract.Target, name string) (contract.Target, error) {
 	for _, t := range targets {
 		if t.Name == name {
 			return t, nil
 		}
 	}
 	if close := closeMatches(targets, name); len(close) > 0 {
-		return discovery.Target{}, fmt.Errorf("the server has no target %q; did you mean %s?", name, strings.Join(close, ", "))
+		return contract.Target{}, fmt.Errorf("the server has no target %q; did you mean %s?", name, strings.Join(close, ", "))
 	}
 	names := make([]string, len(targets))
 	for i, t := range targets {
 		names[i] = t.Name
 	}
-	return discovery.Target{}, fmt.Errorf("the server has no target %q; it serves: %s", name, strings.Join(names, ", "))
+	return contract.Target{}, fmt.Errorf("the server has no target %q; it serves: %s", name, strings.Join(names, ", "))
 }
 
 // closeMatches returns names within edit distance 3 or sharing a prefix or
 // substring with name, closest first.
-func closeMatches(targets []discovery.Target, name string) []string {
+func closeMatches(targets []contract.Target, name string) []string {
 	type cand struct {
 		name string
 		d    int

@@ -4,12 +4,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/rdsproxy/rdsproxy/discovery"
+	"github.com/rdsproxy/rdsproxy/contract"
 )
 
 // An unknown target names the close matches, or lists what the server serves.
 func TestFindTarget(t *testing.T) {
-	targets := []discovery.Target{{Name: "orders"}, {Name: "orders.eu-west-1"}, {Name: "analytics"}, {Name: "analytics-ro"}}
+	targets := []contract.Target{{Name: "orders"}, {Name: "orders.eu-west-1"}, {Name: "analytics"}, {Name: "analytics-ro"}}
 	tests := []struct{ name, want string }{
 		{"orders", ""},
 		{"order", `did you mean orders, orders.eu-west-1?`},

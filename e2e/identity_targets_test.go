@@ -9,6 +9,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 
 	"github.com/rdsproxy/rdsproxy/client"
+	"github.com/rdsproxy/rdsproxy/contract"
 	"github.com/rdsproxy/rdsproxy/internal/sandbox"
 	"github.com/rdsproxy/rdsproxy/tunnel"
 )
@@ -20,7 +21,7 @@ func TestIdentityFiltersTargetList(t *testing.T) {
 	t.Cleanup(func() { checkNoIdentitySecrets(t) })
 	strict := startStack(t, withIdentity(t, false, ""))
 	lenient := startStack(t, withIdentity(t, true, ""))
-	fetch := func(st *stack, p *sandbox.STSPrincipal) (client.TargetList, error) {
+	fetch := func(st *stack, p *sandbox.STSPrincipal) (contract.TargetList, error) {
 		tun, err := tunnel.NewDirect(st.serverAddr, 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
@@ -32,7 +33,7 @@ func TestIdentityFiltersTargetList(t *testing.T) {
 		}
 		return client.FetchTargetList(t.Context(), tun, nil, ids)
 	}
-	names := func(l client.TargetList) []string {
+	names := func(l contract.TargetList) []string {
 		var out []string
 		for _, tg := range l.Targets {
 			out = append(out, tg.Name)

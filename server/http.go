@@ -9,21 +9,13 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/rdsproxy/rdsproxy/discovery"
-	"github.com/rdsproxy/rdsproxy/internal/callerid"
+	"github.com/rdsproxy/rdsproxy/contract"
 )
 
 const maxHTTPRequest = 8 << 10
 
-// TargetList is the JSON body of GET /v1/targets. Identity tells clients
-// how to sign their caller identity (absent when the server checks none);
-// Caller is who the request's X-Rdsproxy-Identity proved, and then Targets
-// holds only the targets that caller may reach.
-type TargetList struct {
-	Targets  []discovery.Target   `json:"targets"`
-	Identity *callerid.ServerInfo `json:"identity,omitempty"`
-	Caller   *discovery.Principal `json:"caller,omitempty"`
-}
+// TargetList is the JSON body of GET /v1/targets (see contract).
+type TargetList = contract.TargetList
 
 // serveHTTP answers one HTTP/1.x request on the PostgreSQL port. Only
 // GET /v1/targets exists; the connection closes after the response. It
@@ -40,7 +32,7 @@ func (s *Server) serveHTTP(ctx context.Context, conn net.Conn, hdr [4]byte) erro
 	case s.cfg.RequireTLS && !isTLS:
 		writeHTTP(conn, http.StatusForbidden, "text/plain",
 			[]byte("this server accepts only TLS: send an SSLRequest first, as `rdsproxy connect --server-ca` does\n"))
-	case req.URL.Path != "/v1/targets":
+	case req.URL.Path != contract.TargetsPath:
 		writeHTTP(conn, http.StatusNotFound, "text/plain", []byte("not found; try GET /v1/targets\n"))
 	case req.Method != http.MethodGet:
 		writeHTTP(conn, http.StatusMethodNotAllowed, "text/plain", []byte("only GET\n"))

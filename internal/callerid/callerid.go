@@ -19,6 +19,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/rdsproxy/rdsproxy/contract"
 )
 
 const (
@@ -42,11 +44,7 @@ const (
 // ServerInfo is what a server tells clients about its identity check, in
 // GET /v1/targets: the id to sign into ServerIDHeader, the STS region to
 // sign for, and whether connections without identity are refused.
-type ServerInfo struct {
-	ServerID string `json:"server_id"`
-	Region   string `json:"region"`
-	Required bool   `json:"required"`
-}
+type ServerInfo = contract.ServerInfo
 
 // Request is a signed GetCallerIdentity request as it travels: the value
 // of every header the signature covers except content-type and

@@ -28,8 +28,9 @@ type Error struct {
 	Message string
 	Detail  string
 	Hint    string
-	// Reason is a short fixed label for logs and metrics, never shown to
-	// the client and never holding user input.
+	// Reason is a short fixed label (contract.Reason*), never holding
+	// user input: it travels in the Routine field for programs to branch
+	// on, and labels logs and metrics.
 	Reason string
 }
 
@@ -55,6 +56,7 @@ func (e *Error) AppendTo(dst []byte) []byte {
 		Message:             e.Message,
 		Detail:              e.Detail,
 		Hint:                e.Hint,
+		Routine:             e.Reason,
 	}
 	out, err := msg.Encode(dst)
 	if err != nil { // only on messages over 1 GiB
@@ -74,4 +76,17 @@ func (e *Error) Send(c net.Conn) {
 func (e *Error) WriteTo(w io.Writer) (int64, error) {
 	n, err := w.Write(e.AppendTo(nil))
 	return int64(n), err
+}
+
+// Refusal returns the SQLSTATE and the reason (the Routine field) of an
+// ErrorResponse, or empty strings for any other message.
+func Refusal(m Message) (code, reason string) {
+	if m.Type != MsgErrorResponse {
+		return "", ""
+	}
+	var e pgproto3.ErrorResponse
+	if e.Decode(m.Body()) != nil {
+		return "", ""
+	}
+	return e.Code, e.Routine
 }

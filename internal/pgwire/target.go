@@ -2,10 +2,12 @@ package pgwire
 
 import (
 	"strings"
+
+	"github.com/rdsproxy/rdsproxy/contract"
 )
 
 // TargetParam is the startup parameter that names the target (docs/architecture.md §2).
-const TargetParam = "rdsproxy.target"
+const TargetParam = contract.TargetParam
 
 // reservedPrefix marks parameters for rdsproxy that never reach a database.
 const reservedPrefix = "rdsproxy."
