@@ -321,6 +321,7 @@ func (e *evaluator) callArgs(t *testing.T, call *hclsyntax.Block) map[string]cty
 // taken from cty's stdlib (Terraform's own implementations are the same).
 func functions() map[string]function.Function {
 	return map[string]function.Function{
+		"ceil":       stdlib.CeilFunc,
 		"coalesce":   stdlib.CoalesceFunc,
 		"concat":     stdlib.ConcatFunc,
 		"join":       stdlib.JoinFunc,
@@ -329,6 +330,7 @@ func functions() map[string]function.Function {
 		"merge":      stdlib.MergeFunc,
 		"regex":      stdlib.RegexFunc,
 		"setproduct": stdlib.SetProductFunc,
+		"tonumber":   stdlib.MakeToFunc(cty.Number),
 		"tostring":   stdlib.MakeToFunc(cty.String),
 		"templatefile": function.New(&function.Spec{
 			Params: []function.Parameter{{Name: "path", Type: cty.String}, {Name: "vars", Type: cty.DynamicPseudoType}},

@@ -200,3 +200,110 @@ func TestNetworkPolicyCheckCatchesProblems(t *testing.T) {
 		}
 	}
 }
+
+// deployment evaluates, for the given inputs, what a rollout depends on:
+// replicas, the update strategy, the termination grace period, the probes
+// and the PodDisruptionBudget. The server-config module's outputs are its
+// own locals, evaluated statically as well.
+type rollout struct {
+	replicas, grace, drain  int
+	maxUnavailable, surge   string
+	readinessPath           string
+	pdb                     bool
+	pdbMinAvailable         string
+	pdbSelectsServer        bool
+	readinessFailureSeconds int
+}
+
+func kubernetesRollout(t *testing.T, vars map[string]cty.Value) rollout {
+	t.Helper()
+	cfg := loadModule(t, serverConfigDir)
+	cfgVars := map[string]cty.Value{}
+	if d, ok := vars["drain_timeout"]; ok {
+		cfgVars["drain_timeout"] = d
+	}
+	cev := newEvaluator(t, cfg, cfgVars, nil)
+	locals := cev.ctx.Variables["local"]
+	if !locals.Type().HasAttribute("drain_seconds") {
+		t.Fatal("server-config's local.drain_seconds does not evaluate statically")
+	}
+	drain := locals.GetAttr("drain_seconds")
+	outs := map[string]cty.Value{}
+	for name := range cfg.named("output") {
+		outs[name] = ref("module.cfg." + name)
+	}
+	outs["drain_timeout_seconds"] = drain
+	m := loadModule(t, kubernetesDir)
+	ev := newEvaluator(t, m, vars, map[string]cty.Value{"module": cty.ObjectVal(map[string]cty.Value{"config": cty.ObjectVal(outs)})})
+	num := func(expr hclsyntax.Expression) int {
+		v := ev.eval(t, expr)
+		n, _ := v.AsBigFloat().Int64()
+		return int(n)
+	}
+	dep := m.one(t, "resource", "kubernetes_deployment_v1", "this")
+	spec := path(t, dep, "spec")
+	ru := path(t, spec, "strategy", "rolling_update")
+	pod := path(t, spec, "template", "spec")
+	probe := path(t, pod, "container", "readiness_probe")
+	r := rollout{
+		replicas:       num(spec.Body.Attributes["replicas"].Expr),
+		grace:          num(pod.Body.Attributes["termination_grace_period_seconds"].Expr),
+		drain:          num(&hclsyntax.LiteralValueExpr{Val: drain}),
+		maxUnavailable: ev.eval(t, ru.Body.Attributes["max_unavailable"].Expr).AsString(),
+		surge:          ev.eval(t, ru.Body.Attributes["max_surge"].Expr).AsString(),
+		readinessPath:  ev.eval(t, path(t, probe, "http_get").Body.Attributes["path"].Expr).AsString(),
+		readinessFailureSeconds: num(probe.Body.Attributes["period_seconds"].Expr) *
+			num(probe.Body.Attributes["failure_threshold"].Expr),
+	}
+	pdb := m.one(t, "resource", "kubernetes_pod_disruption_budget_v1", "this")
+	if r.pdb = num(pdb.Body.Attributes["count"].Expr) == 1; r.pdb {
+		ps := path(t, pdb, "spec")
+		r.pdbMinAvailable = ev.eval(t, ps.Body.Attributes["min_available"].Expr).AsString()
+		sel := ev.eval(t, path(t, ps, "selector").Body.Attributes["match_labels"].Expr)
+		podSel := ev.eval(t, path(t, spec, "selector").Body.Attributes["match_labels"].Expr)
+		r.pdbSelectsServer = sel.Equals(podSel).True()
+	}
+	return r
+}
+
+// TestKubernetesRollout: two replicas by default, a rollout that starts a
+// new pod before it stops an old one, a PodDisruptionBudget that keeps one
+// pod through voluntary disruptions (none for a single replica, where it
+// would block node drains), and a termination grace period that covers the
+// server's drain (SIGTERM, drain_timeout for running sessions, then 57P01)
+// with room to exit.
+func TestKubernetesRollout(t *testing.T) {
+	regions := cty.TupleVal([]cty.Value{cty.StringVal("eu-west-1")})
+	for _, tc := range []struct {
+		name     string
+		vars     map[string]cty.Value
+		replicas int
+		drain    int
+	}{
+		{"default", map[string]cty.Value{"regions": regions}, 2, 30},
+		{"three replicas, long drain", map[string]cty.Value{"regions": regions, "replicas": cty.NumberIntVal(3), "drain_timeout": cty.StringVal("2m")}, 3, 120},
+		{"one replica", map[string]cty.Value{"regions": regions, "replicas": cty.NumberIntVal(1), "drain_timeout": cty.StringVal("1500ms")}, 1, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := kubernetesRollout(t, tc.vars)
+			if r.replicas != tc.replicas || r.drain != tc.drain {
+				t.Fatalf("replicas %d, drain %d s; want %d, %d", r.replicas, r.drain, tc.replicas, tc.drain)
+			}
+			if r.maxUnavailable != "0" || r.surge != "1" {
+				t.Errorf("rolling update max_unavailable %s, max_surge %s; want 0 and 1 (a new pod is ready before an old one stops)", r.maxUnavailable, r.surge)
+			}
+			if r.grace < r.drain+5 {
+				t.Errorf("termination grace %d s for a %d s drain: the kubelet would SIGKILL the server before it sends 57P01 and exits", r.grace, r.drain)
+			}
+			if r.readinessPath != "/readyz" || r.readinessFailureSeconds > r.grace {
+				t.Errorf("readiness probe %s fails after %d s; want /readyz (503 while draining), well within the %d s grace", r.readinessPath, r.readinessFailureSeconds, r.grace)
+			}
+			switch {
+			case tc.replicas > 1 && (!r.pdb || r.pdbMinAvailable != "1" || !r.pdbSelectsServer):
+				t.Errorf("with %d replicas the PodDisruptionBudget is %+v; want min_available 1 over the server's pods", tc.replicas, r)
+			case tc.replicas == 1 && r.pdb:
+				t.Error("a PodDisruptionBudget with min_available 1 over a single replica blocks every node drain")
+			}
+		})
+	}
+}

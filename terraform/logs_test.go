@@ -5,7 +5,6 @@ package terraform_test
 // verified by systemd-analyze.
 
 import (
-	"encoding/base64"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -62,8 +61,8 @@ func TestCloudWatchLogs(t *testing.T) {
 			t.Errorf("user data does not run %q", want)
 		}
 	}
-	if n := len(base64.StdEncoding.EncodeToString([]byte(r.userData))); n > 16384 {
-		t.Errorf("user data with logs and the readiness check is %d bytes base64-encoded; EC2 accepts at most 16384", n)
+	if n := len(encodeUserData(r.userData)); n > 16384 {
+		t.Errorf("user data with logs, the readiness check and the lifecycle hooks is %d bytes gzipped and base64-encoded; EC2 accepts at most 16384", n)
 	}
 	script := filepath.Join(t.TempDir(), "user-data.sh")
 	writeFile(t, script, r.userData)

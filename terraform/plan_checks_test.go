@@ -4,9 +4,12 @@ package terraform_test
 // controls: each mutation of a real plan must be reported.
 
 import (
+	"bytes"
+	"compress/gzip"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"regexp"
 	"slices"
 	"sort"
@@ -116,7 +119,7 @@ func first(m map[string]any, key string) map[string]any {
 
 func checkPlan(plan map[string]any, w planWant) []string {
 	rcs := resourceChanges(plan)
-	return slices.Concat(checkLaunch(rcs, w), checkNoIngress(rcs), checkRole(rcs, w), checkEndpoints(rcs, w),
+	return slices.Concat(checkLaunch(rcs, w), checkGroup(plan, rcs, w), checkNoIngress(rcs), checkRole(rcs, w), checkEndpoints(rcs, w),
 		checkDocument(rcs, w), checkLogs(rcs, w), checkDeveloperOutput(plan, w))
 }
 
@@ -245,11 +248,10 @@ func checkUserData(r rc, w planWant) []string {
 	if w.unknownUser && r.unknown["user_data"] == true {
 		return nil
 	}
-	raw, err := base64.StdEncoding.DecodeString(str(r.after["user_data"]))
-	if err != nil || len(raw) == 0 {
-		return []string{r.addr + ": user_data is not known base64 at plan time"}
+	script, err := decodeUserData(str(r.after["user_data"]))
+	if err != nil || script == "" {
+		return []string{fmt.Sprintf("%s: user_data is not known gzip+base64 at plan time: %v", r.addr, err)}
 	}
-	script := string(raw)
 	var problems []string
 	if w.sha256 != "" && !strings.Contains(script, "'"+w.sha256+"  '") {
 		problems = append(problems, r.addr+": user data does not check the binary's sha256 "+w.sha256)
@@ -264,6 +266,107 @@ func checkUserData(r rc, w planWant) []string {
 		problems = append(problems, fmt.Sprintf("%s: server config discovers in regions %q, want [%s] (%v)", r.addr, cfg.Region, w.region, err))
 	}
 	return problems
+}
+
+// checkGroup: the Auto Scaling group runs w.desired instances in subnets of
+// at least two availability zones, refreshes launch before terminate with
+// a warm-up, and (unless w.noHooks) has the launch hook that waits for
+// /readyz (ABANDON when it never answers) and a termination hook that
+// outlasts the drain and the unit's stop timeout (drain + 15 s).
+func checkGroup(plan map[string]any, rcs []rc, w planWant) []string {
+	var problems []string
+	var groups []rc
+	subnetAZ := map[string]string{} // subnet id -> zone, from data sources
+	var plannedAZs []string         // zones of subnets created in this plan
+	for _, r := range rcs {
+		switch r.typ {
+		case "aws_autoscaling_group":
+			groups = append(groups, r)
+		case "aws_subnet":
+			plannedAZs = append(plannedAZs, str(r.after["availability_zone"]))
+		}
+	}
+	var walk func(m map[string]any)
+	walk = func(m map[string]any) {
+		for _, e := range list(m["resources"]) {
+			if r := obj(e); str(r["mode"]) == "data" && str(r["type"]) == "aws_subnet" {
+				v := obj(r["values"])
+				subnetAZ[str(v["id"])] = str(v["availability_zone"])
+			}
+		}
+		for _, c := range list(m["child_modules"]) {
+			walk(obj(c))
+		}
+	}
+	walk(obj(obj(obj(plan["prior_state"])["values"])["root_module"]))
+	if len(groups) != 1 {
+		return []string{fmt.Sprintf("want one Auto Scaling group, found %d", len(groups))}
+	}
+	g := groups[0]
+	desired, _ := g.after["desired_capacity"].(float64)
+	if int(desired) != w.desired || desired < 2 {
+		problems = append(problems, fmt.Sprintf("%s: desired_capacity %v, want %d (two or more)", g.addr, g.after["desired_capacity"], w.desired))
+	}
+	azs := plannedAZs
+	if g.unknown["vpc_zone_identifier"] != true {
+		azs = nil
+		for _, id := range strs(g.after["vpc_zone_identifier"]) {
+			azs = append(azs, subnetAZ[id])
+		}
+	}
+	slices.Sort(azs)
+	if azs = slices.Compact(azs); len(azs) < 2 || slices.Contains(azs, "") {
+		problems = append(problems, fmt.Sprintf("%s: the group's subnets are in zones %q, want two or more known zones", g.addr, azs))
+	}
+	refresh := first(g.after, "instance_refresh")
+	prefs := first(refresh, "preferences")
+	if str(refresh["strategy"]) != "Rolling" || fmt.Sprint(prefs["min_healthy_percentage"]) != "100" || fmt.Sprint(prefs["max_healthy_percentage"]) != "200" {
+		problems = append(problems, fmt.Sprintf("%s: instance_refresh %v, want Rolling with min 100%% / max 200%% healthy (launch before terminate)", g.addr, refresh))
+	}
+	if wu := fmt.Sprint(prefs["instance_warmup"]); wu == "" || wu == "<nil>" || wu == "0" {
+		problems = append(problems, fmt.Sprintf("%s: instance_refresh has no instance_warmup", g.addr))
+	}
+	hooks := map[string]map[string]any{}
+	for _, h := range list(g.after["initial_lifecycle_hook"]) {
+		hooks[str(obj(h)["lifecycle_transition"])] = obj(h)
+	}
+	if w.noHooks {
+		if len(hooks) > 0 {
+			problems = append(problems, fmt.Sprintf("%s: lifecycle hooks %v with lifecycle_hooks off", g.addr, hooks))
+		}
+		return problems
+	}
+	launch, term := hooks["autoscaling:EC2_INSTANCE_LAUNCHING"], hooks["autoscaling:EC2_INSTANCE_TERMINATING"]
+	if launch == nil || str(launch["name"]) != "rdsproxy-ready" || str(launch["default_result"]) != "ABANDON" {
+		problems = append(problems, fmt.Sprintf("%s: launch hook %v, want rdsproxy-ready with default_result ABANDON (an instance whose /readyz never answers never enters service)", g.addr, launch))
+	}
+	if hb, _ := term["heartbeat_timeout"].(float64); term == nil || str(term["name"]) != "rdsproxy-drain" || str(term["default_result"]) != "CONTINUE" || int(hb) < w.drainSeconds+15 {
+		problems = append(problems, fmt.Sprintf("%s: termination hook %v, want rdsproxy-drain, CONTINUE, a heartbeat of at least drain_timeout + the unit's 15 s stop margin (%d s)", g.addr, term, w.drainSeconds+15))
+	}
+	return problems
+}
+
+// decodeUserData reverses the module's base64gzip.
+func decodeUserData(s string) (string, error) {
+	raw, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return "", err
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(raw))
+	if err != nil {
+		return "", err
+	}
+	b, err := io.ReadAll(zr)
+	return string(b), err
+}
+
+// encodeUserData is the module's base64gzip: what EC2 receives.
+func encodeUserData(s string) string {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	zw.Write([]byte(s))
+	zw.Close()
+	return base64.StdEncoding.EncodeToString(buf.Bytes())
 }
 
 // checkNoIngress: the security groups of the server's network interfaces
@@ -360,6 +463,9 @@ func checkRole(rcs []rc, w planWant) []string {
 	if !w.noHealth {
 		want = append(want, "autoscaling:SetInstanceHealth")
 	}
+	if !w.noHooks {
+		want = append(want, "autoscaling:CompleteLifecycleAction", "autoscaling:DescribeAutoScalingInstances")
+	}
 	if w.logs != nil {
 		want = append(want, "logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents")
 	}
@@ -417,10 +523,14 @@ func policyActions(where, doc string, w planWant) ([]string, []string) {
 				if !slices.Equal(strs(st.Resource), []string{group}) {
 					problems = append(problems, fmt.Sprintf("%s: %s on %q, want only the server's log group %s", where, a, strs(st.Resource), group))
 				}
-			case "autoscaling:SetInstanceHealth":
+			case "autoscaling:SetInstanceHealth", "autoscaling:CompleteLifecycleAction":
 				if !slices.Equal(strs(st.Resource), []string{group}) ||
 					!slices.Equal(strs(st.Condition["StringEquals"]["autoscaling:ResourceTag/rdsproxy:server"]), []string{w.name}) {
-					problems = append(problems, fmt.Sprintf("%s: SetInstanceHealth on %q %v, want only this server's group %s tagged rdsproxy:server=%s", where, strs(st.Resource), st.Condition, group, w.name))
+					problems = append(problems, fmt.Sprintf("%s: %s on %q %v, want only this server's group %s tagged rdsproxy:server=%s", where, a, strs(st.Resource), st.Condition, group, w.name))
+				}
+			case "autoscaling:DescribeAutoScalingInstances": // no resource-level permissions
+				if len(strs(st.Action)) != 1 {
+					problems = append(problems, fmt.Sprintf("%s: %q share the statement that DescribeAutoScalingInstances needs on *", where, strs(st.Action)))
 				}
 			}
 		}
@@ -534,14 +644,14 @@ func checkMutationsCaught(t *testing.T, plan map[string]any, w planWant) {
 		}},
 		{"wrong region", "region", func(p map[string]any) {
 			lt := after(find(p, "aws_launch_template", ""))
-			ud, _ := base64.StdEncoding.DecodeString(str(lt["user_data"]))
-			s := userDataFile.ReplaceAllStringFunc(string(ud), func(m string) string {
+			ud, _ := decodeUserData(str(lt["user_data"]))
+			s := userDataFile.ReplaceAllStringFunc(ud, func(m string) string {
 				sub := userDataFile.FindStringSubmatch(m)
 				y, _ := base64.StdEncoding.DecodeString(sub[1])
 				y = []byte(strings.ReplaceAll(string(y), w.region, "us-east-2"))
 				return strings.Replace(m, sub[1], base64.StdEncoding.EncodeToString(y), 1)
 			})
-			lt["user_data"] = base64.StdEncoding.EncodeToString([]byte(s))
+			lt["user_data"] = encodeUserData(s)
 		}},
 		{"ingress rule", "ingress rule on the server", func(p map[string]any) {
 			m := module(p)
@@ -604,6 +714,34 @@ func checkMutationsCaught(t *testing.T, plan map[string]any, w planWant) {
 		{"document other port", "forwards to port", func(p map[string]any) {
 			a := after(find(p, "aws_ssm_document", "port_forward"))
 			a["content"] = strings.Replace(str(a["content"]), `"portNumber":"`+w.port+`"`, `"portNumber":"22"`, 1)
+		}},
+		{"one instance", "desired_capacity", func(p map[string]any) {
+			after(find(p, "aws_autoscaling_group", ""))["desired_capacity"] = 1.0
+		}},
+		{"one zone", "two or more known zones", func(p map[string]any) {
+			g := after(find(p, "aws_autoscaling_group", ""))
+			g["vpc_zone_identifier"] = strs(g["vpc_zone_identifier"])[:1]
+		}},
+		{"terminate before launch", "launch before terminate", func(p map[string]any) {
+			first(first(after(find(p, "aws_autoscaling_group", "")), "instance_refresh"), "preferences")["min_healthy_percentage"] = 90.0
+		}},
+		{"short drain hook", "termination hook", func(p map[string]any) {
+			for _, h := range list(after(find(p, "aws_autoscaling_group", ""))["initial_lifecycle_hook"]) {
+				if str(obj(h)["name"]) == "rdsproxy-drain" {
+					obj(h)["heartbeat_timeout"] = 30.0
+				}
+			}
+		}},
+		{"launch hook continues", "launch hook", func(p map[string]any) {
+			for _, h := range list(after(find(p, "aws_autoscaling_group", ""))["initial_lifecycle_hook"]) {
+				if str(obj(h)["name"]) == "rdsproxy-ready" {
+					obj(h)["default_result"] = "CONTINUE"
+				}
+			}
+		}},
+		{"lifecycle on any group", "CompleteLifecycleAction on", func(p map[string]any) {
+			a := after(find(p, "aws_iam_role_policy", "lifecycle"))
+			a["policy"] = regexp.MustCompile(`arn:aws:autoscaling:[^"]+`).ReplaceAllString(str(a["policy"]), "*")
 		}},
 		{"developer any session", "own sessions", func(p map[string]any) {
 			setDeveloper(p, func(s *[]statement) {

@@ -23,6 +23,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+
 	"github.com/rdsproxy/rdsproxy/internal/sandbox"
 )
 
@@ -160,6 +163,9 @@ type planWant struct {
 	devRegions    []string // regions the developer policy may name; empty: region
 	port          string   // the server port the Session document pins
 	noHealth      bool     // readiness_replacement is off: no SetInstanceHealth
+	noHooks       bool     // lifecycle_hooks is off: no hooks, no CompleteLifecycleAction
+	desired       int      // the group's desired_capacity
+	drainSeconds  int      // the server's drain_timeout
 	logs          *wantLogs
 }
 
@@ -187,23 +193,53 @@ func moduleRoot(args map[string]any) map[string]any {
 	}
 }
 
-func planCases() []planCase {
+// testNet is a VPC with subnets that moto holds, so that the module's
+// subnet lookups (availability zones) read real answers.
+type testNet struct {
+	vpc         string
+	a, b, alsoA string // subnets in eu-west-1a, eu-west-1b and again eu-west-1a
+}
+
+// createNet creates testNet in moto's eu-west-1.
+func createNet(t *testing.T, moto *sandbox.Moto) testNet {
+	t.Helper()
+	api := ec2.NewFromConfig(moto.AWSConfig("eu-west-1"))
+	vpc, err := api.CreateVpc(t.Context(), &ec2.CreateVpcInput{CidrBlock: aws.String("10.0.0.0/16")})
+	if err != nil {
+		t.Fatalf("moto: create vpc: %v", err)
+	}
+	n := testNet{vpc: aws.ToString(vpc.Vpc.VpcId)}
+	for i, s := range []struct {
+		id *string
+		az string
+	}{{&n.a, "eu-west-1a"}, {&n.b, "eu-west-1b"}, {&n.alsoA, "eu-west-1a"}} {
+		out, err := api.CreateSubnet(t.Context(), &ec2.CreateSubnetInput{VpcId: vpc.Vpc.VpcId,
+			CidrBlock: aws.String(fmt.Sprintf("10.0.%d.0/24", i+1)), AvailabilityZone: aws.String(s.az)})
+		if err != nil {
+			t.Fatalf("moto: create subnet in %s: %v", s.az, err)
+		}
+		*s.id = aws.ToString(out.Subnet.SubnetId)
+	}
+	return n
+}
+
+func planCases(n testNet) []planCase {
 	return []planCase{
 		{
 			name: "aws-server url delivery",
 			root: moduleRoot(map[string]any{
-				"name": "orders", "vpc_id": "vpc-0123456789abcdef0", "subnet_ids": []string{"subnet-0123456789abcdef0"},
+				"name": "orders", "vpc_id": n.vpc, "subnet_ids": []string{n.a, n.b}, "drain_timeout": "90s",
 				"rds_security_group_ids": []string{"sg-0123456789abcdef0"},
 				"binary":                 map[string]any{"sha256": planSHA, "url": "https://example.com/rdsproxy_linux_arm64.tar.gz"},
 			}),
-			want: planWant{name: "orders", region: "eu-west-1", sha256: planSHA, developer: true, port: "5480",
+			want: planWant{name: "orders", region: "eu-west-1", sha256: planSHA, developer: true, port: "5480", desired: 2, drainSeconds: 90,
 				documents: []string{"arn:aws:ssm:eu-west-1:123456789012:document/orders-port-forward"}},
 		},
 		{
 			name: "aws-server s3 delivery with endpoints",
 			root: moduleRoot(map[string]any{
-				"name": "reports", "vpc_id": "vpc-0123456789abcdef0",
-				"subnet_ids":           []string{"subnet-0123456789abcdef0", "subnet-0123456789abcdef1"},
+				"name": "reports", "vpc_id": n.vpc, "subnet_ids": []string{n.a, n.alsoA, n.b},
+				"desired_capacity": 3, "max_size": 4, "lifecycle_hooks": map[string]any{"enabled": false},
 				"create_vpc_endpoints": true, "ami_id": "ami-0123456789abcdef0", "architecture": "x86_64", "instance_type": "t3.micro",
 				"binary":                     map[string]any{"sha256": planSHA, "s3_bucket": "rdsproxy-artifacts", "s3_key": "v1/rdsproxy"},
 				"developer_rds_connect":      map[string]any{"resource_ids": []string{"db-ABCDEFGHIJKL"}, "db_users": []string{"app_reader"}},
@@ -211,7 +247,7 @@ func planCases() []planCase {
 				"readiness_replacement": map[string]any{"enabled": false},
 				"cloudwatch_logs":       map[string]any{"enabled": true, "retention_in_days": 365, "kms_key_arn": "arn:aws:kms:eu-west-1:123456789012:key/0b6f1a3e-1111-2222-3333-444455556666"},
 			}),
-			want: planWant{name: "reports", region: "eu-west-1", sha256: planSHA, developer: true, port: "6432", noHealth: true,
+			want: planWant{name: "reports", region: "eu-west-1", sha256: planSHA, developer: true, port: "6432", noHealth: true, noHooks: true, desired: 3,
 				devRegions:   []string{"eu-west-1", "us-east-1"},
 				documents:    []string{"arn:aws:ssm:eu-west-1::document/AWS-StartPortForwardingSession", "arn:aws:ssm:us-east-1::document/AWS-StartPortForwardingSession"},
 				binaryObject: "arn:aws:s3:::rdsproxy-artifacts/v1/rdsproxy",
@@ -221,7 +257,7 @@ func planCases() []planCase {
 		{
 			name: "examples/aws-complete", example: "aws-complete",
 			vars: map[string]string{"region": "eu-central-1"},
-			want: planWant{name: "rdsproxy-example", region: "eu-central-1", unknownPolicy: 1, unknownUser: true, port: "5480",
+			want: planWant{name: "rdsproxy-example", region: "eu-central-1", unknownPolicy: 1, unknownUser: true, port: "5480", desired: 2, drainSeconds: 30,
 				logs:      &wantLogs{group: "/rdsproxy/rdsproxy-example", retention: 90},
 				endpoints: []string{"com.amazonaws.eu-central-1.ec2messages", "com.amazonaws.eu-central-1.logs", "com.amazonaws.eu-central-1.rds", "com.amazonaws.eu-central-1.ssm", "com.amazonaws.eu-central-1.ssmmessages", "com.amazonaws.eu-central-1.sts"}},
 		},
@@ -246,6 +282,7 @@ func TestTerraformPlan(t *testing.T) {
 	}
 	t.Cleanup(func() { moto.Close() })
 	env := planEnv(t, mirror, moto.Endpoint())
+	net := createNet(t, moto)
 	artifact := filepath.Join(t.TempDir(), "rdsproxy-linux-arm64")
 	content := "not a real binary; only its checksum is used by the plan"
 	writeFile(t, artifact, content)
@@ -261,7 +298,14 @@ func TestTerraformPlan(t *testing.T) {
 					terraformSteps(t, bin, filepath.Join(tree, dir), env, []string{"init", "-backend=false"}, []string{"validate"})
 				}
 			})
-			for _, tc := range planCases() {
+			t.Run("one zone refused", func(t *testing.T) {
+				t.Parallel()
+				planRefused(t, bin, env, version, moduleRoot(map[string]any{
+					"name": "orders", "vpc_id": net.vpc, "subnet_ids": []string{net.a, net.alsoA},
+					"binary": map[string]any{"sha256": planSHA, "url": "https://example.com/rdsproxy_linux_arm64.tar.gz"},
+				}), "every subnet in subnet_ids is in one availability zone")
+			})
+			for _, tc := range planCases(net) {
 				if tc.example == "aws-complete" {
 					tc.want.sha256 = artifactSHA
 				}
@@ -315,6 +359,31 @@ func planRoot(t *testing.T, bin string, env []string, version string, tc planCas
 		t.Fatalf("decode plan JSON: %v", err)
 	}
 	return plan
+}
+
+// planRefused plans root and wants the plan to fail with a message that
+// contains want.
+func planRefused(t *testing.T, bin string, env []string, version string, root map[string]any, want string) {
+	t.Helper()
+	tree := copyTree(t)
+	dir := filepath.Join(tree, "roots", "refused")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.MarshalIndent(root, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "main.tf.json"), string(b))
+	writeFile(t, filepath.Join(dir, "versions.tf"), "terraform {\n  required_providers {\n    aws = { source = \"hashicorp/aws\" }\n  }\n}\n")
+	writeFile(t, filepath.Join(dir, "pin_override.tf"), pinOverride(version))
+	terraformSteps(t, bin, dir, env, []string{"init", "-backend=false"})
+	r := run(t, dir, env, bin, "plan", "-lock=false", "-no-color", "-input=false")
+	// Terraform wraps long messages: compare with whitespace collapsed.
+	out := strings.Join(strings.Fields(r.stdout+r.stderr), " ")
+	if r.err == nil || !strings.Contains(out, want) {
+		t.Fatalf("plan: err %v, want a failure saying %q:\n%s%s", r.err, want, r.stdout, r.stderr)
+	}
 }
 
 // terraformSteps runs terraform commands in dir, failing on the first error,

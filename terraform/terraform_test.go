@@ -908,8 +908,8 @@ func TestUserDataScript(t *testing.T) {
 	if !strings.Contains(r.userData, "'"+strings.Repeat("ab", 32)+"  '") {
 		t.Errorf("user data does not check the configured sha256")
 	}
-	if n := len(base64.StdEncoding.EncodeToString([]byte(r.userData))); n > 16384 {
-		t.Errorf("user data is %d bytes base64-encoded; EC2 accepts at most 16384", n)
+	if n := len(encodeUserData(r.userData)); n > 16384 {
+		t.Errorf("user data is %d bytes gzipped and base64-encoded; EC2 accepts at most 16384", n)
 	}
 	if !strings.Contains(r.userData, "--proto '=https'") {
 		t.Errorf("user data may download over plain http")

@@ -1,7 +1,8 @@
 # The instance role: Session Manager's managed core policy, plus exactly the
 # two read-only RDS calls discovery makes, plus (only for S3 delivery) read
 # access to the one binary object, plus (readiness_replacement) marking an
-# instance of this server's own group Unhealthy. Nothing else.
+# instance of this server's own group Unhealthy, plus (lifecycle_hooks)
+# completing its own group's lifecycle actions. Nothing else.
 
 data "aws_iam_policy_document" "assume_role" {
   statement {
@@ -90,6 +91,42 @@ resource "aws_iam_role_policy" "health" {
   name_prefix = "readiness-replacement-"
   role        = aws_iam_role.this.id
   policy      = data.aws_iam_policy_document.health[0].json
+}
+
+# Completing the launch and termination hooks of this server's group only.
+# The instance learns its group's name (generated from name_prefix, so not
+# known when the launch template is written) with
+# DescribeAutoScalingInstances, which has no resource-level permissions.
+data "aws_iam_policy_document" "lifecycle" {
+  count = var.lifecycle_hooks.enabled ? 1 : 0
+
+  statement {
+    sid       = "CompleteOwnLifecycleActions"
+    effect    = "Allow"
+    actions   = ["autoscaling:CompleteLifecycleAction"]
+    resources = ["arn:${local.partition}:autoscaling:${local.region}:${local.account_id}:autoScalingGroup:*:autoScalingGroupName/${var.name}-*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "autoscaling:ResourceTag/rdsproxy:server"
+      values   = [var.name]
+    }
+  }
+
+  statement {
+    sid       = "FindOwnGroup"
+    effect    = "Allow"
+    actions   = ["autoscaling:DescribeAutoScalingInstances"]
+    resources = ["*"]
+  }
+}
+
+resource "aws_iam_role_policy" "lifecycle" {
+  count = var.lifecycle_hooks.enabled ? 1 : 0
+
+  name_prefix = "lifecycle-hooks-"
+  role        = aws_iam_role.this.id
+  policy      = data.aws_iam_policy_document.lifecycle[0].json
 }
 
 resource "aws_iam_instance_profile" "this" {

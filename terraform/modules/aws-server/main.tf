@@ -78,7 +78,25 @@ locals {
     timer   = templatefile("${path.module}/templates/health-check.timer.tftpl", local.health_vars)
   } : null
 
+  # The lifecycle hooks' script (templates/lifecycle.sh.tftpl) and the
+  # drain watcher's unit.
+  lifecycle_script_path = "/usr/local/libexec/rdsproxy-lifecycle"
+  lifecycle_vars = {
+    admin_port    = var.admin_port
+    ready_timeout = var.lifecycle_hooks.ready_timeout_seconds
+    ready_hook    = local.ready_hook
+    drain_hook    = local.drain_hook
+    region        = local.region
+    script_path   = local.lifecycle_script_path
+  }
+  lifecycle = var.lifecycle_hooks.enabled ? {
+    script  = templatefile("${path.module}/templates/lifecycle.sh.tftpl", local.lifecycle_vars)
+    service = templatefile("${path.module}/templates/drain.service.tftpl", local.lifecycle_vars)
+  } : null
+
   user_data = templatefile("${path.module}/templates/user-data.sh.tftpl", {
+    lifecycle_script_path = local.lifecycle_script_path
+    lifecycle             = local.lifecycle
     logs = local.logs_enabled ? {
       agent_config   = local.cloudwatch_agent_config
       export_unit    = local.journal_export_unit

@@ -164,7 +164,7 @@ variable "kms_key_id" {
 variable "min_size" {
   description = "Minimum number of instances in the Auto Scaling group."
   type        = number
-  default     = 1
+  default     = 2
 
   validation {
     condition     = var.min_size >= 0 && floor(var.min_size) == var.min_size
@@ -175,7 +175,7 @@ variable "min_size" {
 variable "max_size" {
   description = "Maximum number of instances (at least min_size; one more than desired lets a rolling refresh launch before it terminates)."
   type        = number
-  default     = 2
+  default     = 3
 
   validation {
     condition     = var.max_size >= 1 && floor(var.max_size) == var.max_size
@@ -184,13 +184,27 @@ variable "max_size" {
 }
 
 variable "desired_capacity" {
-  description = "Desired number of instances; clients pick any running instance with the server tag."
+  description = "Desired number of instances, spread over the subnets' availability zones (2 or more needs subnets in at least two zones). Clients spread new connections over every running instance with the server tag and move off an instance that is replaced."
   type        = number
-  default     = 1
+  default     = 2
 
   validation {
-    condition     = var.desired_capacity >= 0 && floor(var.desired_capacity) == var.desired_capacity
-    error_message = "The desired_capacity must be a non-negative integer."
+    condition     = var.desired_capacity >= 1 && var.desired_capacity <= 100 && floor(var.desired_capacity) == var.desired_capacity
+    error_message = "The desired_capacity must be an integer from 1 to 100 (2 or more to survive an instance replacement or a zone outage without a gap)."
+  }
+}
+
+variable "lifecycle_hooks" {
+  description = "Auto Scaling lifecycle hooks that make replacements seamless. Launch: the instance enters service (and an instance refresh moves on) only once GET /readyz answers, within ready_timeout_seconds, else it is abandoned. Termination: the instance stops rdsproxy (SIGTERM: running sessions get drain_timeout, then 57P01) before it is terminated. The role may complete lifecycle actions on this server's group only. Needs the AWS CLI on the AMI."
+  type = object({
+    enabled               = optional(bool, true)
+    ready_timeout_seconds = optional(number, 600)
+  })
+  default = {}
+
+  validation {
+    condition     = var.lifecycle_hooks.ready_timeout_seconds >= 60 && var.lifecycle_hooks.ready_timeout_seconds <= 7000 && floor(var.lifecycle_hooks.ready_timeout_seconds) == var.lifecycle_hooks.ready_timeout_seconds
+    error_message = "lifecycle_hooks.ready_timeout_seconds must be an integer from 60 to 7000 (the hook's heartbeat, 60 s more, is at most 7200)."
   }
 }
 
@@ -374,7 +388,7 @@ variable "max_startup_size" {
 }
 
 variable "drain_timeout" {
-  description = "How long SIGTERM (instance refresh, scale-in, reboot) waits for sessions to end."
+  description = "How long SIGTERM (instance refresh, scale-in, reboot) waits for sessions to end. Also sizes the systemd stop timeout (+15 s) and the termination hook's heartbeat (+55 s); at most 7100 s."
   type        = string
   default     = "30s"
 }
