@@ -447,6 +447,10 @@ func (p *Pool) release(r *replica, err error, failed bool) {
 	}
 }
 
+// Refresh asks for a resolve soon (after the failure backoff): for
+// per-replica tunnels that learn on their own that a replica may be gone.
+func (p *Pool) Refresh() { p.askResolve() }
+
 func (p *Pool) askResolve() {
 	select {
 	case p.kick <- struct{}{}:

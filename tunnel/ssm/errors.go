@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/aws/smithy-go"
+
+	"github.com/rdsproxy/rdsproxy/tunnel"
 )
 
 // SessionEndedError says why a session ended; streams on it fail with it.
@@ -46,9 +48,9 @@ func startSessionError(target, document string, err error) error {
 	msg := ae.ErrorMessage()
 	switch ae.ErrorCode() {
 	case "TargetNotConnected":
-		return fmt.Errorf("instance %s is not connected to Systems Manager (agent stopped or no route to the SSM endpoints): %w", target, err)
+		return goneError{fmt.Errorf("instance %s is not connected to Systems Manager (agent stopped or no route to the SSM endpoints): %w", target, err)}
 	case "InvalidTarget":
-		return fmt.Errorf("%s is not a valid Systems Manager target (wrong id, another account or region, or not a managed node): %w", target, err)
+		return goneError{fmt.Errorf("%s is not a valid Systems Manager target (wrong id, another account or region, or not a managed node): %w", target, err)}
 	case "AccessDeniedException":
 		if m := deniedAction.FindStringSubmatch(msg); m != nil {
 			return fmt.Errorf("access denied: your AWS identity is not allowed %s on %s; it needs ssm:StartSession on %s and on the document %s (and ssm:TerminateSession on its own sessions): %w",
@@ -71,6 +73,14 @@ func startSessionError(target, document string, err error) error {
 	}
 	return fmt.Errorf("ssm StartSession on %s: %w", target, err)
 }
+
+// goneError is a StartSession refusal that says the target cannot serve
+// (not connected, not a managed node any more): it also matches
+// tunnel.ErrReplicaGone, so a tunnel.Pool opens no more streams through
+// this instance's tunnel and finds the server's instances again.
+type goneError struct{ error }
+
+func (e goneError) Unwrap() []error { return []error{e.error, tunnel.ErrReplicaGone} }
 
 // deniedAction finds the action and resource in an IAM denial message.
 var deniedAction = regexp.MustCompile(`perform: (\S+) on resource: (\S+)`)

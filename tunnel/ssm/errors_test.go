@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/rdsproxy/rdsproxy/internal/sandbox/ssmendpoint"
+	"github.com/rdsproxy/rdsproxy/tunnel"
 	"github.com/rdsproxy/rdsproxy/tunnel/ssm"
 )
 
@@ -24,7 +25,7 @@ func TestStartErrors(t *testing.T) {
 		is     error
 	}{
 		{"not connected", ssmendpoint.Config{}, "i-0fffffffffffffff0",
-			"instance i-0fffffffffffffff0 is not connected to Systems Manager (agent stopped or no route to the SSM endpoints)", nil},
+			"instance i-0fffffffffffffff0 is not connected to Systems Manager (agent stopped or no route to the SSM endpoints)", tunnel.ErrReplicaGone},
 		{"access denied", ssmendpoint.Config{DeniedTargets: []string{testTarget}}, testTarget,
 			"access denied: your AWS identity is not allowed ssm:StartSession on arn:aws:ec2:us-east-1:123456789012:instance/" + testTarget +
 				"; it needs ssm:StartSession on " + testTarget + " and on the document arn:aws:ssm:<region>::document/AWS-StartPortForwardingSession", nil},

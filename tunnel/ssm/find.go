@@ -16,14 +16,34 @@ import (
 // ServerTag is the EC2 tag key that names an rdsproxy server instance.
 const ServerTag = "rdsproxy:server"
 
-// ErrNoInstance means no running instance carries the server tag.
-var ErrNoInstance = errors.New("no running EC2 instance found")
+// Errors of finding the server by its tag; the caller may name another way
+// to reach the instance (its id).
+var (
+	// ErrNoInstance means no running instance carries the server tag.
+	ErrNoInstance = errors.New("no running EC2 instance found")
+	// ErrNotConnected means tagged instances run, but none has its SSM
+	// agent Online.
+	ErrNotConnected = errors.New("no server instance is connected to Systems Manager")
+	// ErrFindDenied means AWS refused to list the instances.
+	ErrFindDenied = errors.New("access denied")
+)
 
 // FindInstance returns the id of the running EC2 instance tagged
 // rdsproxy:server=<serverName>. When several match (e.g. during a rolling
 // replacement) it picks the most recently launched one, then the lowest
 // instance id, so every client picks the same instance.
 func FindInstance(ctx context.Context, api EC2API, serverName string) (string, error) {
+	ids, err := runningInstances(ctx, api, serverName)
+	if err != nil {
+		return "", err
+	}
+	return ids[0], nil
+}
+
+// runningInstances lists the running instances tagged
+// rdsproxy:server=<serverName>, newest first, then by id; ErrNoInstance
+// when there are none.
+func runningInstances(ctx context.Context, api EC2API, serverName string) ([]string, error) {
 	in := &ec2.DescribeInstancesInput{Filters: []ec2types.Filter{
 		{Name: aws.String("tag:" + ServerTag), Values: []string{serverName}},
 		{Name: aws.String("instance-state-name"), Values: []string{"running"}},
@@ -33,7 +53,7 @@ func FindInstance(ctx context.Context, api EC2API, serverName string) (string, e
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {
-			return "", describeError(serverName, err)
+			return nil, describeError(serverName, err)
 		}
 		for _, r := range page.Reservations {
 			for _, i := range r.Instances {
@@ -44,7 +64,7 @@ func FindInstance(ctx context.Context, api EC2API, serverName string) (string, e
 		}
 	}
 	if len(found) == 0 {
-		return "", fmt.Errorf("%w: no running EC2 instance has the tag %s=%s; check the server name, the AWS region and account of your profile, and that the instance is running (or pass the instance id with --ssm-target)",
+		return nil, fmt.Errorf("%w: no running EC2 instance has the tag %s=%s; check the server name, the AWS region and account of your profile, and that the instance is running",
 			ErrNoInstance, ServerTag, serverName)
 	}
 	slices.SortFunc(found, func(a, b ec2types.Instance) int {
@@ -53,7 +73,13 @@ func FindInstance(ctx context.Context, api EC2API, serverName string) (string, e
 		}
 		return cmp.Compare(aws.ToString(a.InstanceId), aws.ToString(b.InstanceId))
 	})
-	return aws.ToString(found[0].InstanceId), nil
+	ids := make([]string, 0, len(found))
+	for _, i := range found {
+		if id := aws.ToString(i.InstanceId); !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
 }
 
 func describeError(serverName string, err error) error {
@@ -61,7 +87,7 @@ func describeError(serverName string, err error) error {
 	if errors.As(err, &ae) {
 		switch ae.ErrorCode() {
 		case "UnauthorizedOperation", "AccessDenied", "AccessDeniedException":
-			return fmt.Errorf("access denied: finding the server %q by tag needs ec2:DescribeInstances (or pass the instance id with --ssm-target): %w", serverName, err)
+			return fmt.Errorf("%w: finding the server %q by tag needs ec2:DescribeInstances: %w", ErrFindDenied, serverName, err)
 		}
 	}
 	return fmt.Errorf("ec2 DescribeInstances for %s=%s: %w", ServerTag, serverName, err)

@@ -55,6 +55,10 @@ type Config struct {
 	// MaxPayload is the Output payload size. Default 1024, like the plugin
 	// and the agent; raise it only after testing against the real service.
 	MaxPayload int
+	// SessionEnded, when set, is called from the tunnel's own goroutine
+	// when a session ends on its own (not by Close): the instance may be
+	// gone, so a tunnel.Pool looks for the server's instances again.
+	SessionEnded func(err error)
 }
 
 // Validate checks the configuration and fills defaults.
@@ -107,6 +111,8 @@ type Tunnel struct {
 	p      sessionParams
 	life   context.Context
 	cancel context.CancelFunc
+	ended  func(error)
+	wg     sync.WaitGroup // SessionEnded watchers
 
 	mu     sync.Mutex
 	slots  []slot
@@ -130,7 +136,7 @@ func New(ctx context.Context, cfg Config) (*Tunnel, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	t := &Tunnel{slots: make([]slot, cfg.Sessions)}
+	t := &Tunnel{slots: make([]slot, cfg.Sessions), ended: cfg.SessionEnded}
 	t.life, t.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	t.p = sessionParams{api: cfg.API, dialer: cfg.Dialer, target: cfg.Target, host: cfg.Host, port: cfg.Port, document: cfg.Document,
 		clientID: uuid.NewString(), clientVersion: cfg.ClientVersion, window: cfg.Window, giveUp: cfg.GiveUp,
@@ -217,8 +223,28 @@ func (t *Tunnel) sessionAt(ctx context.Context, i int) (*session, error) {
 	}
 	close(sl.starting)
 	sl.starting, sl.s, sl.startErr = nil, s, err
+	if s != nil && t.ended != nil {
+		t.wg.Add(1) // under mu: Close has not begun to wait
+		go t.watchEnd(s)
+	}
 	t.mu.Unlock()
 	return s, err
+}
+
+// watchEnd reports a session that ends before the tunnel closes.
+func (t *Tunnel) watchEnd(s *session) {
+	defer t.wg.Done()
+	select {
+	case <-s.ch.Done():
+	case <-t.life.Done():
+		return
+	}
+	t.mu.Lock()
+	closed := t.closed
+	t.mu.Unlock()
+	if !closed {
+		t.ended(s.endedError())
+	}
 }
 
 // Close terminates every session (TerminateSession flag and API) and waits
@@ -251,6 +277,7 @@ func (t *Tunnel) Close() error {
 	for _, ch := range starting {
 		<-ch
 	}
+	t.wg.Wait()
 	return nil
 }
 

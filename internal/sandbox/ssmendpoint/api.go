@@ -111,7 +111,7 @@ func (e *Endpoint) checkStart(req *startSessionRequest) (*sessionRecord, error) 
 		return nil, &apiError{http.StatusBadRequest, "AccessDeniedException", fmt.Sprintf(
 			"User: arn:aws:iam::123456789012:user/sandbox is not authorized to perform: ssm:StartSession on resource: arn:aws:ec2:us-east-1:123456789012:instance/%s because no identity-based policy allows the ssm:StartSession action", req.Target)}
 	}
-	if !e.connected(req.Target) {
+	if !e.TargetConnected(req.Target) {
 		return nil, &apiError{http.StatusBadRequest, "TargetNotConnected", req.Target + " is not connected."}
 	}
 	if req.Reason != "" && len(req.Reason) > 256 {

@@ -37,8 +37,9 @@ func (e *Endpoint) nodeLocked(id string) *node {
 	return nil
 }
 
-// connected reports whether id is a node whose agent is connected.
-func (e *Endpoint) connected(id string) bool {
+// TargetConnected reports whether id is a node whose agent is connected
+// (Online).
+func (e *Endpoint) TargetConnected(id string) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	n := e.nodeLocked(id)
