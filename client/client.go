@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/rdsproxy/rdsproxy/contract"
+	"github.com/rdsproxy/rdsproxy/internal/accept"
 	"github.com/rdsproxy/rdsproxy/internal/callerid"
 	"github.com/rdsproxy/rdsproxy/internal/pgwire"
 	"github.com/rdsproxy/rdsproxy/tunnel"
@@ -87,27 +88,21 @@ func New(cfg Config) (*Proxy, error) {
 }
 
 // Serve accepts local connections on ln until ctx ends, then closes ln and
-// every open connection and returns when all have finished.
+// every open connection and returns when all have finished. Running out
+// of file descriptors pauses accepting; it does not end Serve.
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
-	defer stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			return fmt.Errorf("accept local connection: %w", err)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	err := accept.Serve(ctx, ln, p.log, func(c net.Conn) {
+		wg.Go(func() {
 			defer c.Close()
 			unwatch := context.AfterFunc(ctx, func() { c.Close() })
 			defer unwatch()
 			p.handle(ctx, c)
-		}()
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("local listener: %w", err)
 	}
+	return nil
 }

@@ -23,15 +23,19 @@ const maxServerReply = 64 << 10
 // handle owns one local connection.
 func (p *Proxy) handle(ctx context.Context, raw net.Conn) {
 	raw.SetDeadline(time.Now().Add(p.cfg.StartupTimeout))
-	local, st, err := p.readStartup(raw)
+	n := pgwire.Negotiation{TLS: p.cfg.LocalTLS, MaxStartupSize: p.cfg.MaxStartupSize}
+	local, st, err := n.Negotiate(raw)
 	if err != nil {
 		var pe *pgwire.Error
-		if errors.As(err, &pe) { // a startup the server would refuse too: say why here
+		if errors.As(err, &pe) && local != nil { // a startup the server would refuse too: say why here
 			pe.Send(local)
 		}
 		level := slog.LevelWarn
 		if errors.Is(err, io.EOF) { // a port probe, or a client that gave up
 			level = slog.LevelDebug
+		}
+		if errors.Is(err, pgwire.ErrDirectTLS) {
+			err = fmt.Errorf("%w (the local listener accepts TLS only after an SSLRequest)", err)
 		}
 		p.log.Log(ctx, level, "local connection closed during startup", "remote", raw.RemoteAddr().String(), "err", err)
 		return
@@ -53,42 +57,6 @@ func (p *Proxy) handle(ctx context.Context, raw net.Conn) {
 	stream.SetDeadline(time.Time{})
 	res := relay.Relay(local, stream, nil, nil)
 	p.log.Debug("connection closed", "user", userOf(st), "bytes_sent", res.ToB, "bytes_received", res.ToA)
-}
-
-// readStartup answers encryption requests and returns the connection to
-// use from then on (TLS after an accepted SSLRequest) with the
-// StartupMessage or CancelRequest, or on error the connection to answer
-// on. GSS encryption is declined; an SSLRequest is accepted with LocalTLS,
-// else declined.
-func (p *Proxy) readStartup(local net.Conn) (net.Conn, *pgwire.Startup, error) {
-	for range 3 {
-		st, err := pgwire.ReadStartup(local, p.cfg.MaxStartupSize)
-		if err != nil {
-			if errors.Is(err, pgwire.ErrDirectTLS) {
-				return local, nil, fmt.Errorf("%w (the local listener accepts TLS only after an SSLRequest)", err)
-			}
-			return local, nil, err
-		}
-		_, isTLS := local.(*tls.Conn)
-		switch {
-		case st.Kind == pgwire.KindSSLRequest && p.cfg.LocalTLS != nil && !isTLS:
-			if _, err := local.Write([]byte{'S'}); err != nil {
-				return nil, nil, err
-			}
-			tc := tls.Server(local, p.cfg.LocalTLS)
-			if err := tc.Handshake(); err != nil {
-				return nil, nil, fmt.Errorf("local TLS handshake: %w", err)
-			}
-			local = tc
-		case st.Kind == pgwire.KindSSLRequest || st.Kind == pgwire.KindGSSENCRequest:
-			if _, err := local.Write([]byte{'N'}); err != nil {
-				return nil, nil, err
-			}
-		default:
-			return local, st, nil
-		}
-	}
-	return nil, nil, errors.New("too many encryption requests")
 }
 
 // open dials the server, sends the startup (and the token, for IAM
@@ -177,60 +145,34 @@ func (p *Proxy) dialServer(ctx context.Context) (net.Conn, error) {
 	return DialServer(ctx, p.cfg.Tunnel, p.cfg.ServerTLS)
 }
 
-// forwardCancel relays a local CancelRequest to the server on a new
-// stream and waits until the server has handled it.
-func (p *Proxy) forwardCancel(ctx context.Context, key pgwire.CancelKey) {
-	stream, err := p.dialServer(ctx)
-	if err != nil {
-		p.log.Warn("cancel request not forwarded", "err", err)
-		return
-	}
-	defer stream.Close()
-	stream.SetDeadline(time.Now().Add(p.cfg.StartupTimeout))
-	if _, err := stream.Write(pgwire.AppendCancel(nil, key)); err != nil {
-		p.log.Warn("cancel request not forwarded", "err", err)
-		return
-	}
-	io.Copy(io.Discard, io.LimitReader(stream, 1<<10))
-}
-
 func userOf(st *pgwire.Startup) string {
 	u, _ := st.Params.Get("user")
 	return u
 }
 
-// DialServer opens a stream through tun and negotiates TLS when cfg is set.
+// ErrServerWithoutTLS: TLS to the rdsproxy server was required, and the
+// server answered that it has no certificate.
+var ErrServerWithoutTLS = errors.New("the rdsproxy server has no TLS certificate; TLS to it was required")
+
+// DialServer opens a stream through tun and, when cfg is set, upgrades it
+// to TLS the PostgreSQL way (pgwire.RequestTLS).
 func DialServer(ctx context.Context, tun tunnel.Tunnel, cfg *tls.Config) (net.Conn, error) {
 	stream, err := tun.Dial(ctx)
 	if err != nil || cfg == nil {
 		return stream, err
 	}
-	if err := sslRequest(ctx, stream); err != nil {
+	return upgradeServer(ctx, stream, cfg)
+}
+
+// upgradeServer upgrades a stream to the server to TLS, or closes it.
+func upgradeServer(ctx context.Context, stream net.Conn, cfg *tls.Config) (net.Conn, error) {
+	tc, err := pgwire.RequestTLS(ctx, stream, func(c net.Conn) *tls.Conn { return tls.Client(c, cfg) })
+	if err != nil {
 		stream.Close()
-		return nil, err
-	}
-	tc := tls.Client(stream, cfg)
-	if err := tc.HandshakeContext(ctx); err != nil {
-		stream.Close()
+		if errors.Is(err, pgwire.ErrTLSRefused) {
+			return nil, ErrServerWithoutTLS
+		}
 		return nil, fmt.Errorf("TLS with the rdsproxy server: %w", err)
 	}
 	return tc, nil
-}
-
-func sslRequest(ctx context.Context, stream net.Conn) error {
-	if d, ok := ctx.Deadline(); ok {
-		stream.SetDeadline(d)
-		defer stream.SetDeadline(time.Time{})
-	}
-	if _, err := stream.Write(pgwire.AppendSSLRequest(nil)); err != nil {
-		return fmt.Errorf("send SSLRequest to the rdsproxy server: %w", err)
-	}
-	var b [1]byte
-	if _, err := io.ReadFull(stream, b[:]); err != nil {
-		return fmt.Errorf("read SSL answer from the rdsproxy server: %w", err)
-	}
-	if b[0] != 'S' {
-		return errors.New("the rdsproxy server has no TLS certificate (--tls-cert); TLS to it was required")
-	}
-	return nil
 }

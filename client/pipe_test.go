@@ -2,9 +2,11 @@ package client_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	"github.com/rdsproxy/rdsproxy/client"
 	"github.com/rdsproxy/rdsproxy/contract"
 	"github.com/rdsproxy/rdsproxy/internal/pgwire"
+	"github.com/rdsproxy/rdsproxy/tunnel"
 )
 
 // pipeListener hands the proxy the far ends of net.Pipes the test dials.
@@ -113,11 +116,10 @@ var (
 // startProxy serves cfg on a pipe listener until the test ends.
 func startProxy(t *testing.T, cfg client.Config) (*pipeListener, *pipeTunnel) {
 	t.Helper()
-	tun, _ := cfg.Tunnel.(*pipeTunnel)
-	if tun == nil {
-		tun = &pipeTunnel{streams: make(chan net.Conn)}
-		cfg.Tunnel = tun
+	if cfg.Tunnel == nil {
+		cfg.Tunnel = &pipeTunnel{streams: make(chan net.Conn)}
 	}
+	tun, _ := cfg.Tunnel.(*pipeTunnel)
 	if cfg.Tokens == nil {
 		cfg.Tokens = &fixedTokens{token: "the-token"}
 	}
@@ -355,5 +357,145 @@ func TestCancelForwarded(t *testing.T) {
 	server.Close()
 	if err := <-closed; err == nil {
 		t.Fatal("the local connection stayed open after the cancel")
+	}
+}
+
+// A second SSLRequest is refused with 08P01, as PostgreSQL and the
+// server refuse it, instead of being declined again.
+func TestLocalRepeatedSSLRequestRefused(t *testing.T) {
+	ln, _ := startProxy(t, client.Config{Target: passTarget})
+	local := ln.dial(t)
+	write(t, local, pgwire.AppendSSLRequest(nil))
+	if b := readByte(t, local); b != 'N' {
+		t.Fatalf("SSLRequest answered %q", b)
+	}
+	write(t, local, pgwire.AppendSSLRequest(nil))
+	if e := decodeError(t, readMsg(t, local)); e.Code != "08P01" || e.Routine != contract.ReasonProtocol {
+		t.Fatalf("second SSLRequest: got %s %q (routine %q), want 08P01", e.Code, e.Message, e.Routine)
+	}
+}
+
+// fanoutTunnel is a tunnel over two replicas: Dial reaches the first,
+// DialEach both. Each replica's end of a stream arrives on its channel.
+type fanoutTunnel struct {
+	pipeTunnel
+	replicas [2]chan net.Conn
+}
+
+func (f *fanoutTunnel) DialEach(context.Context) ([]net.Conn, error) {
+	var out []net.Conn
+	for _, r := range f.replicas {
+		c, s := net.Pipe()
+		r <- s
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+var _ tunnel.Fanout = (*fanoutTunnel)(nil)
+
+// Through a tunnel that spreads over replicas, a CancelRequest reaches
+// every replica (only one knows the key; the other drops it), and the
+// local connection closes once both have closed their streams.
+func TestCancelFansOut(t *testing.T) {
+	tun := &fanoutTunnel{pipeTunnel: pipeTunnel{streams: make(chan net.Conn)}}
+	for i := range tun.replicas {
+		tun.replicas[i] = make(chan net.Conn, 1)
+	}
+	ln, _ := startProxy(t, client.Config{Target: iamTarget, Tunnel: tun})
+	local := ln.dial(t)
+	key := pgwire.CancelKey{PID: 9, Secret: "\x05\x06\x07\x08"}
+	write(t, local, pgwire.AppendCancel(nil, key))
+	var replicas []net.Conn
+	for i, r := range tun.replicas {
+		var s net.Conn
+		select {
+		case s = <-r:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("replica %d got no stream", i)
+		}
+		s.SetDeadline(time.Now().Add(20 * time.Second))
+		st := readStartup(t, s)
+		if st.Kind != pgwire.KindCancel || st.Cancel != key {
+			t.Fatalf("replica %d got %+v", i, st)
+		}
+		replicas = append(replicas, s)
+	}
+	closed := make(chan error, 1)
+	go func() {
+		var b [1]byte
+		_, err := local.Read(b[:])
+		closed <- err
+	}()
+	replicas[0].Close()              // replica 0 has no session with the key: it drops the cancel
+	write(t, replicas[1], []byte{0}) // replica 1 cancels its query; the proxy still waits for it
+	select {
+	case err := <-closed:
+		t.Fatalf("the local connection ended (%v) before every replica closed its stream", err)
+	default:
+	}
+	replicas[1].Close()
+	if err := <-closed; err == nil {
+		t.Fatal("the local connection stayed open after the cancel")
+	}
+}
+
+// A TLS-only connection to a server without a certificate fails with
+// ErrServerWithoutTLS, which the CLI explains.
+func TestDialServerWithoutTLS(t *testing.T) {
+	tun := &pipeTunnel{streams: make(chan net.Conn, 1)}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := client.DialServer(t.Context(), tun, &tls.Config{ServerName: "rdsproxy"})
+		errc <- err
+	}()
+	s := tun.next(t)
+	if st := readStartup(t, s); st.Kind != pgwire.KindSSLRequest {
+		t.Fatalf("server got %+v, want an SSLRequest", st)
+	}
+	write(t, s, []byte{'N'})
+	if err := <-errc; !errors.Is(err, client.ErrServerWithoutTLS) {
+		t.Fatalf("err = %v, want ErrServerWithoutTLS", err)
+	}
+}
+
+// flakyListener fails Accept with EMFILE a number of times, as a process
+// out of file descriptors does.
+type flakyListener struct {
+	*pipeListener
+	mu    sync.Mutex
+	fails int
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	l.mu.Lock()
+	if l.fails > 0 {
+		l.fails--
+		l.mu.Unlock()
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: syscall.EMFILE}
+	}
+	l.mu.Unlock()
+	return l.pipeListener.Accept()
+}
+
+// Out of file descriptors, the local listener pauses and serves again,
+// as the server's does, instead of ending `rdsproxy connect`.
+func TestLocalListenerSurvivesEMFILE(t *testing.T) {
+	p, err := client.New(client.Config{Target: passTarget, Tunnel: &pipeTunnel{streams: make(chan net.Conn)}, Tokens: &fixedTokens{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &flakyListener{pipeListener: newPipeListener(), fails: 3}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(ctx, ln) }()
+	local := ln.dial(t)
+	write(t, local, pgwire.AppendSSLRequest(nil))
+	if b := readByte(t, local); b != 'N' {
+		t.Fatalf("SSLRequest answered %q after EMFILE", b)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Serve: %v", err)
 	}
 }

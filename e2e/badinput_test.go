@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/rdsproxy/rdsproxy/internal/pgwire"
 	"github.com/rdsproxy/rdsproxy/internal/sandbox"
@@ -121,8 +122,9 @@ func TestMalformedStartups(t *testing.T) {
 
 // The client's local listener gets the same treatment: port probes,
 // garbage and unanswerable encryption requests close that one connection
-// (SSLRequest and GSSENCRequest are declined with 'N'); the client keeps
-// serving, and a session opened before keeps working.
+// (SSLRequest and GSSENCRequest are declined with 'N', a second one is
+// refused with 08P01 as PostgreSQL refuses it); the client keeps serving,
+// and a session opened before keeps working.
 func TestClientLocalListenerBadInputs(t *testing.T) {
 	st := startStack(t)
 	bystander := connectLocal(t, st.local["app"], sandbox.UserIAM)
@@ -132,15 +134,16 @@ func TestClientLocalListenerBadInputs(t *testing.T) {
 		name  string
 		send  []byte
 		reply string // what the client answers before closing
+		code  string // the SQLSTATE of an ErrorResponse after reply, if any
 	}{
-		{"port probe (connect and close)", nil, ""},
-		{"random bytes", random, ""},
-		{"oversized startup packet", binary.BigEndian.AppendUint32(nil, 1<<30), ""},
-		{"direct TLS ClientHello", []byte{0x16, 0x03, 0x01, 0x00, 0x10}, ""},
-		{"SSLRequest, then hang up", pgwire.AppendSSLRequest(nil), "N"},
-		{"GSSENCRequest, then hang up", binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 8), 80877104), "N"},
+		{"port probe (connect and close)", nil, "", ""},
+		{"random bytes", random, "", ""},
+		{"oversized startup packet", binary.BigEndian.AppendUint32(nil, 1<<30), "", ""},
+		{"direct TLS ClientHello", []byte{0x16, 0x03, 0x01, 0x00, 0x10}, "", ""},
+		{"SSLRequest, then hang up", pgwire.AppendSSLRequest(nil), "N", ""},
+		{"GSSENCRequest, then hang up", binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 8), 80877104), "N", ""},
 		{"four SSLRequests", slices.Concat(pgwire.AppendSSLRequest(nil), pgwire.AppendSSLRequest(nil),
-			pgwire.AppendSSLRequest(nil), pgwire.AppendSSLRequest(nil)), "NNN"},
+			pgwire.AppendSSLRequest(nil), pgwire.AppendSSLRequest(nil)), "N", "08P01"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -157,6 +160,13 @@ func TestClientLocalListenerBadInputs(t *testing.T) {
 			reply, err := io.ReadAll(conn)
 			if err != nil && !errors.Is(err, syscall.ECONNRESET) {
 				t.Fatalf("client did not close the connection: %v", err)
+			}
+			if tt.code != "" {
+				var e pgproto3.ErrorResponse
+				if len(reply) < len(tt.reply)+5 || e.Decode(reply[len(tt.reply)+5:]) != nil || e.Code != tt.code {
+					t.Fatalf("reply after %q is %q, want an ErrorResponse %s", tt.reply, reply[len(tt.reply):], tt.code)
+				}
+				reply = reply[:len(tt.reply)]
 			}
 			if string(reply) != tt.reply {
 				t.Fatalf("reply %q, want %q", reply, tt.reply)

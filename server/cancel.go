@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"io"
 	"sync"
 	"time"
 
@@ -55,13 +54,11 @@ func (s *Server) forwardCancel(ctx context.Context, key pgwire.CancelKey) {
 		return
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(s.cfg.DialTimeout))
-	if _, err := conn.Write(pgwire.AppendCancel(nil, key)); err != nil {
+	if err := pgwire.SendCancel(conn, key, time.Now().Add(s.cfg.DialTimeout)); err != nil {
 		s.log.Warn("cancel request not forwarded", "target", t.Name, "err", err)
 		s.cfg.Metrics.cancel("failed")
 		return
 	}
 	s.cfg.Metrics.cancel("forwarded")
-	io.Copy(io.Discard, io.LimitReader(conn, 1<<10))
 	s.log.Debug("cancel request forwarded", "target", t.Name)
 }

@@ -4,10 +4,10 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"net"
 	"time"
 
+	"github.com/rdsproxy/rdsproxy/contract"
 	"github.com/rdsproxy/rdsproxy/internal/pgwire"
 )
 
@@ -49,76 +49,40 @@ func (p *phase) wait(c net.Conn, d time.Duration) {
 	p.pc.setDeadline(c, t)
 }
 
-// negotiate reads startup packets until the client sends a StartupMessage
-// or a CancelRequest, answering SSLRequest (upgrading to TLS when the
-// server has a certificate) and GSSENCRequest on the way. HTTP requests
-// are served here and reported as errHandled. The connection it returns
-// is the one to answer on, also with an error (nil while TLS is half set up).
+// negotiate runs the startup phase's encryption requests (see
+// pgwire.Negotiation) with the phase's deadlines: FirstByteTimeout for
+// each packet's first bytes, the end of the phase for the rest. An HTTP
+// request is served here and reported as errHandled. The connection it
+// returns is the one to answer on, also with an error (nil while TLS is
+// half set up).
 func (s *Server) negotiate(ctx context.Context, raw net.Conn, ph *phase) (net.Conn, *pgwire.Startup, error) {
-	conn := raw
-	ph.wait(conn, s.cfg.FirstByteTimeout)
-	for range 3 { // at most GSSENC, SSL, then the real packet
-		hdr, err := awaitClient(ph.pc, func() ([4]byte, error) { return pgwire.Peek(conn) })
-		if errors.Is(err, pgwire.ErrHTTP) {
-			return nil, nil, s.serveHTTP(ctx, conn, hdr)
-		}
-		if err != nil {
-			return conn, nil, err
-		}
-		ph.spoke = true
-		ph.wait(conn, s.cfg.StartupTimeout)
-		st, err := awaitClient(ph.pc, func() (*pgwire.Startup, error) {
-			return pgwire.ReadStartupAfter(conn, hdr, s.cfg.MaxStartupSize)
-		})
-		if err != nil {
-			return conn, nil, err
-		}
-		switch st.Kind {
-		case pgwire.KindGSSENCRequest:
-			if _, err := conn.Write([]byte{'N'}); err != nil {
-				return nil, nil, err
+	n := pgwire.Negotiation{TLS: s.cfg.ClientTLS, MaxStartupSize: s.cfg.MaxStartupSize,
+		Await: func(c net.Conn, first bool, read func() error) error {
+			if first {
+				ph.wait(c, s.cfg.FirstByteTimeout)
+			} else {
+				ph.spoke = true
+				ph.wait(c, s.cfg.StartupTimeout)
 			}
-		case pgwire.KindSSLRequest:
-			if conn, err = awaitClient(ph.pc, func() (net.Conn, error) { return s.upgradeClient(conn) }); err != nil {
-				return conn, nil, err
-			}
-		case pgwire.KindStartup:
-			if _, isTLS := conn.(*tls.Conn); s.cfg.RequireTLS && !isTLS {
-				return conn, nil, tlsRequired()
-			}
-			return conn, st, nil
-		default:
-			return conn, st, nil
-		}
-		ph.wait(conn, s.cfg.FirstByteTimeout)
+			_, err := awaitClient(ph.pc, func() (struct{}, error) { return struct{}{}, read() })
+			return err
+		}}
+	conn, st, err := n.Negotiate(raw)
+	var hr *pgwire.HTTPRequest
+	if errors.As(err, &hr) {
+		return nil, nil, s.serveHTTP(ctx, conn, hr.Head)
 	}
-	return conn, nil, pgwire.Errorf(pgwire.CodeProtocolViolation, "protocol",
-		"rdsproxy: too many SSLRequest and GSSENCRequest packets before the startup")
-}
-
-// upgradeClient answers an SSLRequest: 'S' and a TLS handshake when the
-// server has a certificate, else 'N'. A second SSLRequest inside TLS is a
-// protocol violation, answered inside TLS.
-func (s *Server) upgradeClient(conn net.Conn) (net.Conn, error) {
-	if _, ok := conn.(*tls.Conn); ok {
-		return conn, pgwire.Errorf(pgwire.CodeProtocolViolation, "protocol", "rdsproxy: SSLRequest inside TLS")
+	if err != nil {
+		return conn, nil, err
 	}
-	if s.cfg.ClientTLS == nil {
-		_, err := conn.Write([]byte{'N'})
-		return conn, err
+	if _, isTLS := conn.(*tls.Conn); st.Kind == pgwire.KindStartup && s.cfg.RequireTLS && !isTLS {
+		return conn, nil, tlsRequired()
 	}
-	if _, err := conn.Write([]byte{'S'}); err != nil {
-		return nil, err
-	}
-	tc := tls.Server(conn, s.cfg.ClientTLS)
-	if err := tc.Handshake(); err != nil {
-		return nil, fmt.Errorf("client TLS handshake: %w", err)
-	}
-	return tc, nil
+	return conn, st, nil
 }
 
 func tlsRequired() *pgwire.Error {
-	return pgwire.Errorf(pgwire.CodeInvalidAuthSpec, "tls-required",
+	return pgwire.Errorf(pgwire.CodeInvalidAuthSpec, contract.ReasonTLSRequired,
 		"rdsproxy: this server accepts only TLS connections").
 		WithHint("Connect with sslmode=require or verify-full (JDBC: ssl=true), or through `rdsproxy connect`.")
 }
@@ -137,11 +101,11 @@ func (s *Server) startupFailed(raw, conn net.Conn, ph *phase, err error) {
 	reason := "client-io"
 	switch {
 	case ph.pc.evicted.Load():
-		reply, reason = evictedError(), "evicted"
+		reply, reason = evictedError(), contract.ReasonEvicted
 	case errors.As(err, &reply):
 		reason = reply.Reason
 	case isTimeout(err) && !ph.spoke: // a silent socket: nothing to answer
-		reason = "startup-timeout"
+		reason = contract.ReasonStartupTimeout
 	case isTimeout(err):
 		reply = startupTimeout("finish its startup", "Send the startup and the password promptly; a silent connection is closed after a few seconds.")
 		reason = reply.Reason
@@ -155,7 +119,7 @@ func (s *Server) startupFailed(raw, conn net.Conn, ph *phase, err error) {
 
 // startupTimeout is the 08006 a client gets when it did not do what in time.
 func startupTimeout(what, hint string) *pgwire.Error {
-	return pgwire.Errorf(pgwire.CodeConnectionFailure, "startup-timeout", "rdsproxy: the client did not %s in time", what).
+	return pgwire.Errorf(pgwire.CodeConnectionFailure, contract.ReasonStartupTimeout, "rdsproxy: the client did not %s in time", what).
 		WithHint(hint)
 }
 
@@ -166,7 +130,7 @@ func isTimeout(err error) bool {
 }
 
 func evictedError() *pgwire.Error {
-	return pgwire.Errorf(pgwire.CodeTooManyConnections, "evicted",
+	return pgwire.Errorf(pgwire.CodeTooManyConnections, contract.ReasonEvicted,
 		"rdsproxy: too many connections are in their startup phase; this one was closed to make room").
 		WithHint("Reconnect and send the startup and password promptly; a client flooding the server may be the cause.")
 }

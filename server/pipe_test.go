@@ -3,6 +3,7 @@ package server_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"io"
 	"net"
@@ -14,8 +15,10 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/rdsproxy/rdsproxy/contract"
 	"github.com/rdsproxy/rdsproxy/discovery"
 	"github.com/rdsproxy/rdsproxy/internal/pgwire"
+	"github.com/rdsproxy/rdsproxy/internal/sandbox"
 	"github.com/rdsproxy/rdsproxy/server"
 )
 
@@ -316,5 +319,70 @@ func TestPassthroughSessionAndCancel(t *testing.T) {
 	}
 	if _, err := cancel.Read(make([]byte, 1)); err == nil {
 		t.Fatal("the cancel connection stayed open")
+	}
+}
+
+// A second SSLRequest, or a GSSENCRequest once TLS is set up, is refused
+// with 08P01 as PostgreSQL refuses it (FATAL, not 'N'), inside TLS when
+// TLS was set up. The refusal names its reason in the Routine field.
+func TestRepeatedEncryptionRequestRefused(t *testing.T) {
+	ca, err := sandbox.NewCA("test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.Issue("rdsproxy.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	withTLS := func(c *server.Config) { c.ClientTLS = &tls.Config{Certificates: []tls.Certificate{cert}} }
+	gssenc := []byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30}
+	tests := []struct {
+		name   string
+		tls    bool
+		first  []byte
+		answer byte
+		second []byte
+	}{
+		{"SSLRequest twice, without a certificate", false, pgwire.AppendSSLRequest(nil), 'N', pgwire.AppendSSLRequest(nil)},
+		{"GSSENCRequest twice", false, gssenc, 'N', gssenc},
+		{"SSLRequest inside TLS", true, pgwire.AppendSSLRequest(nil), 'S', pgwire.AppendSSLRequest(nil)},
+		{"GSSENCRequest inside TLS", true, pgwire.AppendSSLRequest(nil), 'S', gssenc},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var edit func(*server.Config)
+			if tt.tls {
+				edit = withTLS
+			}
+			ln := startServer(t, []discovery.Target{ordersIAM}, edit)
+			c := ln.dial(t)
+			write(t, c, tt.first)
+			if b := readByte(t, c); b != tt.answer {
+				t.Fatalf("first request answered %q, want %q", b, tt.answer)
+			}
+			if tt.answer == 'S' {
+				tc := tls.Client(c, &tls.Config{ServerName: "rdsproxy.test", RootCAs: ca.Pool()})
+				if err := tc.Handshake(); err != nil {
+					t.Fatal(err)
+				}
+				c = tc
+			}
+			write(t, c, tt.second)
+			e := decodeError(t, readMsg(t, c))
+			if e.Code != "08P01" || e.Routine != contract.ReasonProtocol || !strings.Contains(e.Message, "already negotiated") {
+				t.Fatalf("got %s %q (routine %q), want 08P01 protocol", e.Code, e.Message, e.Routine)
+			}
+		})
+	}
+}
+
+// Refusals carry their reason in the Routine field, for programs to
+// branch on.
+func TestRefusalCarriesReason(t *testing.T) {
+	ln := startServer(t, []discovery.Target{ordersIAM}, nil)
+	c := ln.dial(t)
+	write(t, c, startupMsg("user", "alice", pgwire.TargetParam, "billing"))
+	if e := decodeError(t, readMsg(t, c)); e.Routine != contract.ReasonUnknownTarget {
+		t.Fatalf("routine %q, want %q", e.Routine, contract.ReasonUnknownTarget)
 	}
 }

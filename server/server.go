@@ -28,7 +28,9 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/rdsproxy/rdsproxy/contract"
 	"github.com/rdsproxy/rdsproxy/discovery"
+	"github.com/rdsproxy/rdsproxy/internal/accept"
 	"github.com/rdsproxy/rdsproxy/internal/pgwire"
 	"github.com/rdsproxy/rdsproxy/internal/relay"
 )
@@ -227,32 +229,16 @@ func New(cfg Config) (*Server, error) {
 // running sessions finish for up to DrainTimeout, ends the rest with FATAL
 // 57P01, and returns once every connection is finished.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
-	defer stop()
-	var acceptErr error
-	backoff := newAcceptBackoff(s.log)
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				break
-			}
-			if backoff.wait(ctx, err) {
-				continue
-			}
-			acceptErr = fmt.Errorf("accept: %w", err)
-			break
-		}
-		backoff.reset()
+	err := accept.Serve(ctx, ln, s.log, func(c net.Conn) {
 		s.start(ctx, c)
 		// Let the new connection's goroutine read what its client sent
 		// before accepting more: under a flood, connections the server has
 		// not got to yet cannot be told from idle ones, and a busy accept
 		// loop would fill the pending caps with them.
 		runtime.Gosched()
-	}
+	})
 	s.drain()
-	return acceptErr
+	return err
 }
 
 // Draining reports whether Serve has stopped accepting (readiness false).
@@ -290,7 +276,7 @@ func (s *Server) drain() {
 }
 
 func shutdownError() *pgwire.Error {
-	return pgwire.Errorf(pgwire.CodeAdminShutdown, "shutdown",
+	return pgwire.Errorf(pgwire.CodeAdminShutdown, contract.ReasonShutdown,
 		"rdsproxy: terminating connection because the server is shutting down").
 		WithHint("Reconnect; another rdsproxy server will take the session.")
 }
@@ -343,35 +329,4 @@ func (s *Server) retire(r *relay.Session) {
 	s.mu.Lock()
 	delete(s.relays, r)
 	s.mu.Unlock()
-}
-
-// acceptBackoff waits after temporary accept errors (EMFILE, ENFILE…),
-// logging at most once per second.
-type acceptBackoff struct {
-	log   *slog.Logger
-	delay time.Duration
-	logs  rate.Sometimes
-}
-
-func newAcceptBackoff(log *slog.Logger) *acceptBackoff {
-	return &acceptBackoff{log: log, logs: rate.Sometimes{Interval: time.Second}}
-}
-
-func (b *acceptBackoff) reset() { b.delay = 0 }
-
-func (b *acceptBackoff) wait(ctx context.Context, err error) bool {
-	var ne net.Error
-	if !errors.As(err, &ne) && !isResourceError(err) {
-		return false
-	}
-	b.delay = min(max(2*b.delay, 5*time.Millisecond), time.Second)
-	b.logs.Do(func() { b.log.Error("accept failed; backing off", "err", err, "delay", b.delay) })
-	t := time.NewTimer(b.delay)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rdsproxy/rdsproxy/contract"
 	"github.com/rdsproxy/rdsproxy/discovery"
 	"github.com/rdsproxy/rdsproxy/internal/iamtoken"
 	"github.com/rdsproxy/rdsproxy/internal/pgwire"
@@ -47,7 +48,7 @@ func (s *Server) session(ctx context.Context, client net.Conn, ph *phase, st *pg
 		return
 	}
 	if !s.admit(ph.pc) {
-		s.refuse(client, ph, info, pgwire.Errorf(pgwire.CodeTooManyConnections, "too-many-sessions",
+		s.refuse(client, ph, info, pgwire.Errorf(pgwire.CodeTooManyConnections, contract.ReasonTooManySessions,
 			"rdsproxy: the server already relays its maximum of %d sessions", s.cfg.MaxSessions).
 			WithHint("Try again when a session ends, or ask the operator to raise --max-sessions."))
 		return
@@ -148,7 +149,7 @@ func (s *Server) authenticate(ctx context.Context, client net.Conn, ph *phase, s
 		}
 	}
 	if budget, wait := s.failures.check(info.keyID, info.src, time.Now()); budget != "" {
-		return nil, nil, "", pgwire.Errorf(pgwire.CodeInvalidPassword, "auth-throttled",
+		return nil, nil, "", pgwire.Errorf(pgwire.CodeInvalidPassword, contract.ReasonAuthThrottled,
 			"rdsproxy: too many failed logins from this %s; try again in %s", budget, wait.Round(time.Second)+time.Second).
 			WithHint("The database refused this caller's recent logins; check the IAM policy (rds-db:connect) and the token's credentials.")
 	}
@@ -186,25 +187,25 @@ func (s *Server) route(params pgwire.Params, info *sessionInfo) (*discovery.Targ
 		return nil, nil, err
 	}
 	if name == "" {
-		return nil, nil, pgwire.Errorf(pgwire.CodeInvalidAuthSpec, "no-target",
+		return nil, nil, pgwire.Errorf(pgwire.CodeInvalidAuthSpec, contract.ReasonNoTarget,
 			"rdsproxy: the connection does not name a target").
 			WithHint("Connect through `rdsproxy connect`, or add the startup parameter rdsproxy.target=NAME (options=-c rdsproxy.target=NAME).")
 	}
 	snap := s.cfg.Targets.Current()
 	if snap == nil {
-		return nil, nil, pgwire.Errorf(pgwire.CodeCannotConnect, "not-ready",
+		return nil, nil, pgwire.Errorf(pgwire.CodeCannotConnect, contract.ReasonNotReady,
 			"rdsproxy: the server has not loaded its target list yet").WithHint("Try again in a few seconds.")
 	}
 	t, found := snap.Lookup(name)
 	if !found {
-		return nil, nil, pgwire.Errorf(pgwire.CodeInvalidAuthSpec, "unknown-target",
+		return nil, nil, pgwire.Errorf(pgwire.CodeInvalidAuthSpec, contract.ReasonUnknownTarget,
 			"rdsproxy: target %q is not served by this proxy", name).
 			WithHint("Run `rdsproxy list` to see the targets this server serves.")
 	}
 	info.target = t.Name
 	user, _ := rest.Get("user")
 	if !t.AllowsUser(user) {
-		return nil, nil, pgwire.Errorf(pgwire.CodeInvalidAuthSpec, "user-not-allowed",
+		return nil, nil, pgwire.Errorf(pgwire.CodeInvalidAuthSpec, contract.ReasonUserNotAllowed,
 			"rdsproxy: target %q does not allow database user %q; allowed users: %s", t.Name, user, strings.Join(t.Users, ", ")).
 			WithHint("The target's rdsproxy:users tag lists the users it serves.")
 	}
@@ -230,7 +231,7 @@ func (s *Server) readToken(client net.Conn, pc *pendingConn, t *discovery.Target
 	}
 	token, err := pgwire.PasswordText(m)
 	if err != nil {
-		return "", pgwire.Errorf(pgwire.CodeProtocolViolation, "protocol", "rdsproxy: %v", err)
+		return "", pgwire.Errorf(pgwire.CodeProtocolViolation, contract.ReasonProtocol, "rdsproxy: %v", err)
 	}
 	tok, err := iamtoken.Parse(token)
 	if err != nil {
@@ -249,7 +250,7 @@ func (s *Server) readToken(client net.Conn, pc *pendingConn, t *discovery.Target
 }
 
 func badToken(reason, msg string) *pgwire.Error {
-	return pgwire.Errorf(pgwire.CodeInvalidPassword, "token-"+reason, "rdsproxy: IAM token rejected: %s", msg).
+	return pgwire.Errorf(pgwire.CodeInvalidPassword, contract.ReasonTokenPrefix+reason, "rdsproxy: IAM token rejected: %s", msg).
 		WithHint("The password must be a fresh RDS IAM token for this target's endpoint and user; `rdsproxy connect` and `rdsproxy token` make one.")
 }
 
@@ -279,7 +280,7 @@ func (s *Server) startup(client net.Conn, up *upstream, protocol uint32, params 
 				up.key, up.hasKey = key, true
 			}
 		case pgwire.MsgErrorResponse:
-			return nil, &refusedUpstream{reply: append(out, m.Raw...), code: upstreamCode(m.Raw)}
+			return nil, &refusedUpstream{reply: append(out, m.Raw...), code: upstreamCode(m)}
 		}
 		out = append(out, m.Raw...)
 		if m.Type == pgwire.MsgReadyForQuery {
@@ -306,7 +307,7 @@ func (s *Server) authStep(client net.Conn, up *upstream, m pgwire.Message, token
 			}
 			return out, nil
 		}
-		return nil, pgwire.Errorf(pgwire.CodeCannotConnect, "upstream-auth-method",
+		return nil, pgwire.Errorf(pgwire.CodeCannotConnect, contract.ReasonUpstreamAuthMethod,
 			"rdsproxy: target %q asked for authentication method %d instead of an IAM token", up.target.Name, code).
 			WithHint("Check that IAM database authentication is enabled and the user is granted rds_iam.")
 	}
@@ -327,7 +328,7 @@ func (s *Server) authStep(client net.Conn, up *upstream, m pgwire.Message, token
 		}
 		return out[:0], nil
 	}
-	return nil, pgwire.Errorf(pgwire.CodeFeatureNotSupported, "upstream-auth-method",
+	return nil, pgwire.Errorf(pgwire.CodeFeatureNotSupported, contract.ReasonUpstreamAuthMethod,
 		"rdsproxy: target %q asked for authentication method %d, which rdsproxy cannot relay", up.target.Name, code)
 }
 
@@ -344,11 +345,11 @@ func (r *refusedUpstream) Error() string { return "upstream refused the session"
 
 func upstreamErr(t *discovery.Target, what string, err error) *pgwire.Error {
 	if isTimeout(err) {
-		return pgwire.Errorf(pgwire.CodeConnectionFailure, "upstream-timeout",
+		return pgwire.Errorf(pgwire.CodeConnectionFailure, contract.ReasonUpstreamTimeout,
 			"rdsproxy: target %q did not finish the login in time (%s)", t.Name, what).
 			WithHint("The database may be busy: try again in a moment. If it keeps happening, check its load and connection count.")
 	}
-	return pgwire.Errorf(pgwire.CodeConnectionFailure, "upstream-io",
+	return pgwire.Errorf(pgwire.CodeConnectionFailure, contract.ReasonUpstreamIO,
 		"rdsproxy: connection to target %q failed (%s): %v", t.Name, what, err)
 }
 

@@ -8,13 +8,11 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgproto3"
-
+	"github.com/rdsproxy/rdsproxy/contract"
 	"github.com/rdsproxy/rdsproxy/discovery"
 	"github.com/rdsproxy/rdsproxy/internal/pgwire"
 )
@@ -75,7 +73,7 @@ func (s *Server) dialTarget(ctx context.Context, t *discovery.Target) (net.Conn,
 	conn, err := s.dialer.DialContext(ctx, "tcp", addr)
 	s.cfg.Metrics.observeDial(time.Since(start))
 	if err != nil {
-		return nil, pgwire.Errorf(pgwire.CodeCannotConnect, "upstream-dial",
+		return nil, pgwire.Errorf(pgwire.CodeCannotConnect, contract.ReasonUpstreamDial,
 			"rdsproxy: cannot reach target %q at %s: %v", t.Name, addr, unwrapOp(err)).
 			WithHint("Check that the database is available and that the server's security group may reach it.")
 	}
@@ -90,35 +88,36 @@ func (s *Server) dialTarget(ctx context.Context, t *discovery.Target) (net.Conn,
 	return tc, nil
 }
 
+// upgradeUpstream asks t for TLS (pgwire.RequestTLS) and verifies its
+// certificate against the endpoint's host name.
 func (s *Server) upgradeUpstream(ctx context.Context, conn net.Conn, t *discovery.Target) (net.Conn, error) {
-	if deadline, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(deadline)
-	}
-	if _, err := conn.Write(pgwire.AppendSSLRequest(nil)); err != nil {
-		return nil, upstreamErr(t, "send SSLRequest", err)
-	}
-	var answer [1]byte
-	if _, err := io.ReadFull(conn, answer[:]); err != nil {
-		return nil, upstreamErr(t, "read SSL answer", err)
-	}
-	if answer[0] != 'S' {
-		return nil, pgwire.Errorf(pgwire.CodeCannotConnect, "upstream-no-tls",
-			"rdsproxy: target %q refused TLS; rdsproxy never connects to a database in plaintext", t.Name)
-	}
 	host, _, _ := discovery.SplitEndpoint(t.Endpoint)
-	tc := newBufferedTLS(conn, &tls.Config{
-		ServerName:         host,
-		RootCAs:            s.cfg.RootCAs,
-		MinVersion:         tls.VersionTLS12,
-		ClientSessionCache: s.tlsSess,
+	var start time.Time
+	tc, err := pgwire.RequestTLS(ctx, conn, func(c net.Conn) *bufferedTLS {
+		start = time.Now()
+		return newBufferedTLS(c, &tls.Config{
+			ServerName:         host,
+			RootCAs:            s.cfg.RootCAs,
+			MinVersion:         tls.VersionTLS12,
+			ClientSessionCache: s.tlsSess,
+		})
 	})
-	start := time.Now()
-	err := tc.HandshakeContext(ctx)
-	s.cfg.Metrics.observeTLS(time.Since(start))
-	if err != nil {
-		return nil, pgwire.Errorf(pgwire.CodeCannotConnect, "upstream-tls",
-			"rdsproxy: TLS with target %q failed: %v", t.Name, unwrapOp(err)).
-			WithHint(tlsHint(err, t.Region, host))
+	if !start.IsZero() {
+		s.cfg.Metrics.observeTLS(time.Since(start))
+	}
+	var step *pgwire.StepError
+	switch {
+	case errors.Is(err, pgwire.ErrTLSRefused):
+		return nil, pgwire.Errorf(pgwire.CodeCannotConnect, contract.ReasonUpstreamNoTLS,
+			"rdsproxy: target %q refused TLS; rdsproxy never connects to a database in plaintext", t.Name)
+	case errors.As(err, &step) && step.Step == pgwire.StepTLSHandshake:
+		return nil, pgwire.Errorf(pgwire.CodeCannotConnect, contract.ReasonUpstreamTLS,
+			"rdsproxy: TLS with target %q failed: %v", t.Name, unwrapOp(step.Err)).
+			WithHint(tlsHint(step.Err, t.Region, host))
+	case errors.As(err, &step):
+		return nil, upstreamErr(t, step.Step, step.Err)
+	case err != nil:
+		return nil, upstreamErr(t, "TLS", err)
 	}
 	return tc, nil
 }
@@ -155,10 +154,9 @@ func unwrapOp(err error) error {
 }
 
 // upstreamCode is the SQLSTATE of an upstream ErrorResponse.
-func upstreamCode(raw []byte) string {
-	var e pgproto3.ErrorResponse
-	if len(raw) < 5 || e.Decode(raw[5:]) != nil || len(e.Code) != 5 {
-		return "XX000"
+func upstreamCode(m pgwire.Message) string {
+	if code, _ := pgwire.Refusal(m); len(code) == 5 {
+		return code
 	}
-	return e.Code
+	return "XX000"
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/rdsproxy/rdsproxy/contract"
 )
 
 // Request codes that take the place of a protocol version in the first packet.
@@ -59,7 +61,7 @@ var (
 
 // repeated is the refusal of a startup that sets key more than once.
 func repeated(key string) *Error {
-	return Errorf(CodeProtocolViolation, "repeated-parameter",
+	return Errorf(CodeProtocolViolation, contract.ReasonRepeatedParameter,
 		"rdsproxy: startup parameter %.64q is given more than once", key).
 		WithHint("Send each startup parameter once; rdsproxy refuses startups whose meaning depends on which copy is read.")
 }
