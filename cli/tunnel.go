@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -104,9 +105,11 @@ func (f *SSMFlags) tokenSource(ctx context.Context) (*iamtoken.Cache, error) {
 	}, time.Now), nil
 }
 
-// openSSM finds the server's node and starts the first session.
-// Credentials are checked first, and an AWS refusal for expired ones is
-// said as such, with the fix.
+// openSSM reaches the server through Session Manager: to --ssm-target
+// alone, or else over every healthy instance tagged --ssm-server, followed
+// through replacements (a tunnel.Pool with one SSM tunnel, of --ssm-sessions
+// sessions, per instance). Credentials are checked first, and an AWS
+// refusal for expired ones is said as such, with the fix.
 func (f *SSMFlags) openSSM(ctx context.Context, log *slog.Logger) (tunnel.Tunnel, error) {
 	if _, err := f.credentials(ctx); err != nil {
 		return nil, err
@@ -115,15 +118,41 @@ func (f *SSMFlags) openSSM(ctx context.Context, log *slog.Logger) (tunnel.Tunnel
 	if err != nil {
 		return nil, err
 	}
-	target := f.SSMTarget
-	if target == "" {
-		if target, err = ssmtun.FindInstance(ctx, ec2.NewFromConfig(cfg), f.SSMServer); err != nil {
-			return nil, f.awsCallProblem(err)
+	api := ssm.NewFromConfig(cfg)
+	open := func(ctx context.Context, target string, ended func(error)) (tunnel.Tunnel, error) {
+		return ssmtun.New(ctx, ssmtun.Config{API: api, Target: target, Host: f.SSMHost, Port: f.SSMPort,
+			Document: f.SSMDocument, Sessions: f.SSMSessions, Logger: log.With("instance", target), SessionEnded: ended})
+	}
+	if f.SSMTarget != "" {
+		tun, err := open(ctx, f.SSMTarget, nil)
+		return tun, f.awsCallProblem(err)
+	}
+	instances := &ssmtun.Instances{EC2: ec2.NewFromConfig(cfg), SSM: api, Server: f.SSMServer, Logger: log}
+	var pool atomic.Pointer[tunnel.Pool]
+	refresh := func(error) {
+		if p := pool.Load(); p != nil {
+			p.Refresh() // a session ended: the instance may be gone
 		}
 	}
-	tun, err := ssmtun.New(ctx, ssmtun.Config{API: ssm.NewFromConfig(cfg), Target: target, Host: f.SSMHost,
-		Port: f.SSMPort, Document: f.SSMDocument, Sessions: f.SSMSessions, Logger: log})
-	return tun, f.awsCallProblem(err)
+	p, err := tunnel.NewPool(ctx, tunnel.PoolConfig{
+		Resolve: instances.Healthy,
+		Open:    func(ctx context.Context, id string) (tunnel.Tunnel, error) { return open(ctx, id, refresh) },
+		Key:     "instance", Logger: log,
+	})
+	if err != nil {
+		return nil, f.findProblem(f.awsCallProblem(err))
+	}
+	pool.Store(p)
+	return p, nil
+}
+
+// findProblem adds the other way to name the server's instance when
+// finding it by tag failed.
+func (f *SSMFlags) findProblem(err error) error {
+	if errors.Is(err, ssmtun.ErrNoInstance) || errors.Is(err, ssmtun.ErrFindDenied) || errors.Is(err, ssmtun.ErrNotConnected) {
+		return fmt.Errorf("%w (or pass the instance id with --ssm-target)", err)
+	}
+	return err
 }
 
 // awsCallProblem is err, or the credentials problem when AWS refused the

@@ -83,6 +83,9 @@ type Pool struct {
 	stop context.CancelFunc
 	kick chan struct{} // a failure asks for a resolve
 	wg   sync.WaitGroup
+	// listed is the latest resolve's list, sorted; only the resolving
+	// goroutine touches it.
+	listed []string
 
 	mu       sync.Mutex
 	replicas map[string]*replica
@@ -120,7 +123,7 @@ func NewPool(ctx context.Context, cfg PoolConfig) (*Pool, error) {
 	p := &Pool{cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1),
 		replicas: make(map[string]*replica), resolved: make(chan struct{})}
 	p.life, p.stop = context.WithCancel(context.WithoutCancel(ctx))
-	if err := p.resolve(ctx); err != nil {
+	if _, err := p.resolve(ctx); err != nil {
 		p.Close()
 		return nil, err
 	}
@@ -130,7 +133,10 @@ func NewPool(ctx context.Context, cfg PoolConfig) (*Pool, error) {
 }
 
 // loop resolves every Interval, and after a failure's kick once the
-// backoff since the previous resolve has passed.
+// backoff since the previous resolve has passed. After a kick or a change
+// in the list it settles: it looks again after the backoff, doubling,
+// until a resolve finds nothing new (a replaced replica's successor often
+// appears soon after it went).
 func (p *Pool) loop() {
 	defer p.wg.Done()
 	gap := p.cfg.Backoff
@@ -138,22 +144,28 @@ func (p *Pool) loop() {
 	timer := time.NewTimer(p.cfg.Interval)
 	defer timer.Stop()
 	for {
+		kicked := false
 		select {
 		case <-p.life.Done():
 			return
 		case <-timer.C:
-			gap = p.cfg.Backoff // a quiet interval ends the failure streak
 		case <-p.kick:
 			if !sleep(p.life, time.Until(last.Add(gap))) {
 				return
 			}
-			gap = min(2*gap, p.cfg.Interval)
+			kicked = true
 		}
 		ctx, cancel := context.WithTimeout(p.life, callTimeout)
-		_ = p.resolve(ctx) // logged; Dial reports it when nothing is usable
+		changed, _ := p.resolve(ctx) // logged; Dial reports it when nothing is usable
 		cancel()
 		last = time.Now()
-		timer.Reset(p.cfg.Interval)
+		if kicked || changed {
+			timer.Reset(gap)
+			gap = min(2*gap, p.cfg.Interval)
+		} else {
+			timer.Reset(p.cfg.Interval)
+			gap = p.cfg.Backoff // a quiet resolve ends the streak
+		}
 	}
 }
 
@@ -173,15 +185,19 @@ func sleep(ctx context.Context, d time.Duration) bool {
 }
 
 // resolve lists the replicas, takes back those listed again, retires those
-// no longer listed and opens tunnels to new ones. It returns an error when
-// no replica is usable afterwards.
-func (p *Pool) resolve(ctx context.Context) error {
+// no longer listed and opens tunnels to new ones. It reports whether the
+// list changed since the previous resolve, and returns an error when no
+// replica is usable afterwards.
+func (p *Pool) resolve(ctx context.Context) (changed bool, _ error) {
 	ids, err := p.cfg.Resolve(ctx)
 	if err != nil {
-		err = fmt.Errorf("list the server's replicas: %w", err)
-		p.log.Warn("cannot list the server's replicas; keeping the ones in use", "err", err)
-		return p.resolvedWith(err)
+		err = fmt.Errorf("list the server's %ss: %w", p.cfg.Key, err)
+		p.log.Warn("cannot list the server's "+p.cfg.Key+"s; keeping the ones in use", "err", err)
+		return false, p.resolvedWith(err)
 	}
+	sorted := slices.Sorted(slices.Values(ids))
+	changed = !slices.Equal(sorted, p.listed)
+	p.listed = sorted // only the loop (and NewPool before it) resolves
 	opened := p.open(ctx, p.update(ids))
 	p.mu.Lock()
 	for _, o := range opened {
@@ -200,7 +216,7 @@ func (p *Pool) resolve(ctx context.Context) error {
 	if len(ids) == 0 {
 		err = fmt.Errorf("no %s of the server is listed healthy", p.cfg.Key)
 	}
-	return p.resolvedWith(err)
+	return changed, p.resolvedWith(err)
 }
 
 // update applies a resolve's list to the known replicas and returns the

@@ -533,3 +533,30 @@ func TestPoolConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// TestPoolSettlesAfterChange: after a resolve that changed the list, the
+// pool looks again by itself (after the backoff, not the hour-long
+// interval), so a replacement that appears just after is found soon.
+func TestPoolSettlesAfterChange(t *testing.T) {
+	s := newFakeServer("i-a", "i-b")
+	p := startPool(t, s)
+	s.list("i-b")
+	resolveNow(t, p, s)
+	if _, id := dialOn(t, p, s); id != "i-b" {
+		t.Fatalf("stream on %s, want i-b", id)
+	}
+	s.list("i-b", "i-c")
+	select {
+	case <-s.started: // a resolve nobody asked for
+	case <-time.After(hangGuard):
+		t.Fatal("no resolve followed a change")
+	}
+	p.mu.Lock()
+	done := p.resolved
+	p.mu.Unlock()
+	s.gate <- struct{}{}
+	<-done
+	if _, id := dialOn(t, p, s); id != "i-c" {
+		t.Fatalf("stream on %s, want the new i-c", id)
+	}
+}
