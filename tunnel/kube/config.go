@@ -32,6 +32,9 @@ type Config struct {
 	Port int
 	// DialTimeout bounds each Dial (DefaultDialTimeout if zero).
 	DialTimeout time.Duration
+	// ResolveInterval is how often the ready pods are listed when nothing
+	// fails (DefaultResolveInterval if zero).
+	ResolveInterval time.Duration
 	// Logger receives lifecycle (Info) and per-stream (Debug) records.
 	Logger *slog.Logger
 	// RESTConfig, when set, is used instead of loading a kubeconfig (tests,
@@ -50,6 +53,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("kube: port %d is out of range 1-65535", c.Port)
 	case c.DialTimeout < 0:
 		return fmt.Errorf("kube: dial timeout %s is negative", c.DialTimeout)
+	case c.ResolveInterval < 0:
+		return fmt.Errorf("kube: resolve interval %s is negative", c.ResolveInterval)
 	}
 	return nil
 }
@@ -57,6 +62,9 @@ func (c Config) Validate() error {
 func (c Config) withDefaults() Config {
 	if c.DialTimeout == 0 {
 		c.DialTimeout = DefaultDialTimeout
+	}
+	if c.ResolveInterval == 0 {
+		c.ResolveInterval = DefaultResolveInterval
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

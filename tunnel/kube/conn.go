@@ -61,7 +61,7 @@ var ErrConnectionLost error = &kubeError{kind: ErrStreamReset, msg: "kube: lost 
 // openStream creates the error stream, then the data stream, for one new
 // requestID on s, as the port-forward protocol defines. The reference on
 // s taken by Tunnel.session passes to the returned conn, or is released.
-func (t *Tunnel) openStream(ctx context.Context, s *session) (net.Conn, error) {
+func (t *podTunnel) openStream(ctx context.Context, s *session) (net.Conn, error) {
 	id := strconv.FormatInt(s.nextID.Add(1)-1, 10)
 	h := http.Header{}
 	h.Set(corev1.PortHeader, strconv.Itoa(t.cfg.Port))
@@ -98,7 +98,7 @@ func (t *Tunnel) openStream(ctx context.Context, s *session) (net.Conn, error) {
 
 // createStream opens a stream and waits for the server's reply, bounded by
 // ctx and by the connection's life (spdystream's own wait is neither).
-func (t *Tunnel) createStream(ctx context.Context, s *session, h http.Header) (*spdystream.Stream, error) {
+func (t *podTunnel) createStream(ctx context.Context, s *session, h http.Header) (*spdystream.Stream, error) {
 	if s.dead() {
 		return nil, ErrConnectionLost
 	}
@@ -156,7 +156,7 @@ func resetStreams(streams ...*spdystream.Stream) {
 
 // track registers c and starts its two goroutines, unless the tunnel is
 // closed.
-func (t *Tunnel) track(c *streamConn) error {
+func (t *podTunnel) track(c *streamConn) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
@@ -168,7 +168,7 @@ func (t *Tunnel) track(c *streamConn) error {
 	return nil
 }
 
-func (t *Tunnel) untrack(c *streamConn) {
+func (t *podTunnel) untrack(c *streamConn) {
 	t.mu.Lock()
 	delete(t.conns, c)
 	t.mu.Unlock()
@@ -178,7 +178,7 @@ func (t *Tunnel) untrack(c *streamConn) {
 // stream into a small bounded queue so that Read can honour deadlines;
 // Write goes to the stream in chunks. CloseWrite half-closes (SPDY FIN).
 type streamConn struct {
-	t    *Tunnel
+	t    *podTunnel
 	s    *session
 	id   string
 	data *spdystream.Stream
@@ -203,7 +203,7 @@ type streamConn struct {
 // errEnded is the write error once the server has ended the stream.
 var errEnded = errors.New("the server ended the stream")
 
-func newStreamConn(t *Tunnel, s *session, id string, data, errs *spdystream.Stream) *streamConn {
+func newStreamConn(t *podTunnel, s *session, id string, data, errs *spdystream.Stream) *streamConn {
 	return &streamConn{
 		t: t, s: s, id: id, data: data, errs: errs,
 		chunks: make(chan []byte, readAhead),

@@ -38,7 +38,7 @@ const (
 // websocket first, plain SPDY when the websocket upgrade is refused. The
 // whole attempt, upgrade response included, is bounded by ctx. It returns
 // the upgraded byte stream that SPDY frames travel on.
-func (t *Tunnel) connect(ctx context.Context, pod string) (net.Conn, string, error) {
+func (t *podTunnel) connect(ctx context.Context, pod string) (net.Conn, string, error) {
 	u := t.core.RESTClient().Post().Namespace(t.namespace).
 		Resource("pods").Name(pod).SubResource("portforward").URL()
 	conn, err := t.dialWebsocket(ctx, u)
@@ -64,7 +64,7 @@ func (t *Tunnel) connect(ctx context.Context, pod string) (net.Conn, string, err
 // (GET, RBAC verb "get") and returns client-go's TunnelingConnection, a
 // net.Conn over the websocket's binary messages. gorilla bounds the dial,
 // TLS and upgrade by ctx's deadline, and honours proxy settings.
-func (t *Tunnel) dialWebsocket(ctx context.Context, u *url.URL) (net.Conn, error) {
+func (t *podTunnel) dialWebsocket(ctx context.Context, u *url.URL) (net.Conn, error) {
 	rt, holder, err := websocket.RoundTripperFor(t.rest)
 	if err != nil {
 		return nil, fmt.Errorf("websocket transport: %w", err)
@@ -86,7 +86,7 @@ func (t *Tunnel) dialWebsocket(ctx context.Context, u *url.URL) (net.Conn, error
 // client-go still adds the credentials (token, exec plugin, impersonation).
 // It dials the API server directly: proxies are honoured on the websocket
 // path only.
-func (t *Tunnel) dialSPDY(ctx context.Context, u *url.URL) (net.Conn, error) {
+func (t *podTunnel) dialSPDY(ctx context.Context, u *url.URL) (net.Conn, error) {
 	tlsCfg, err := rest.TLSConfigFor(t.rest)
 	if err != nil {
 		return nil, fmt.Errorf("spdy tls config: %w", err)

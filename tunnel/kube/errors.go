@@ -52,7 +52,7 @@ func (a access) String() string {
 // explain turns a failed API call into a sentence: forbidden (with the RBAC
 // rule to grant), unauthorized, unreachable within the deadline, or the
 // call and its cause.
-func (t *Tunnel) explain(err error, a access) error {
+func (t *podTunnel) explain(err error, a access) error {
 	if se, ok := apiStatus(err); ok {
 		switch {
 		case apierrors.IsForbidden(se):
@@ -136,7 +136,7 @@ func rootCause(err error) error {
 }
 
 // noReadyPod describes why no pod qualified.
-func (t *Tunnel) noReadyPod(what, selector string, seen []string) error {
+func (t *podTunnel) noReadyPod(what, selector string, seen []string) error {
 	detail := "no pod matches " + selector
 	if len(seen) > 0 {
 		detail = fmt.Sprintf("%d pods match %s: %s", len(seen), selector, strings.Join(seen, ", "))

@@ -9,6 +9,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/rdsproxy/rdsproxy/tunnel"
 )
 
 // maxPodsInError caps the pod list quoted in a "no ready pod" error.
@@ -17,31 +19,66 @@ const maxPodsInError = 5
 // resolvePod finds the pod to forward to, as kubectl does for deploy/NAME:
 // the Deployment's selector (or Config.Selector), the matching pods, the
 // best ready one.
-func (t *Tunnel) resolvePod(ctx context.Context) (string, error) {
+func (t *podTunnel) resolvePod(ctx context.Context) (string, error) {
+	if t.pin != "" {
+		return t.pin, t.pinnedUsable(ctx)
+	}
+	pods, err := t.servingPods(ctx)
+	if err != nil {
+		return "", err
+	}
+	return pods[0], nil
+}
+
+// servingPods lists the Deployment's (or selector's) pods that can take a
+// port-forward, best first (kubectl's order, see pickPod), or fails with
+// ErrNoReadyPod and what the pods are doing instead.
+func (t *podTunnel) servingPods(ctx context.Context) ([]string, error) {
 	selector, what := t.cfg.Selector, "selector "+t.cfg.Selector
 	if t.cfg.Deployment != "" {
 		what = "deployment " + t.cfg.Deployment
 		var err error
 		if selector, err = t.deploymentSelector(ctx); err != nil {
-			return "", err
+			return nil, err
 		}
 	}
 	list, err := t.core.Pods(t.namespace).List(ctx, metav1.ListOptions{LabelSelector: selector})
 	if err != nil {
-		return "", t.explain(err, access{verb: "list", resource: "pods"})
+		return nil, t.explain(err, access{verb: "list", resource: "pods"})
 	}
 	pods := make([]*corev1.Pod, 0, len(list.Items))
 	for i := range list.Items {
 		pods = append(pods, &list.Items[i])
 	}
-	best := pickPod(pods)
-	if best == nil {
-		return "", t.noReadyPod(what, selector, describePods(pods))
+	var names []string
+	for _, p := range rankPods(pods) {
+		names = append(names, p.Name)
 	}
-	return best.Name, nil
+	if len(names) == 0 {
+		return nil, t.noReadyPod(what, selector, describePods(pods))
+	}
+	return names, nil
 }
 
-func (t *Tunnel) deploymentSelector(ctx context.Context) (string, error) {
+// pinnedUsable checks that the pinned pod still serves: a pod deleted or
+// terminating never will again (tunnel.ErrReplicaGone); one that is only
+// not ready may be listed again later.
+func (t *podTunnel) pinnedUsable(ctx context.Context) error {
+	p, err := t.core.Pods(t.namespace).Get(ctx, t.pin, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return &kubeError{kind: tunnel.ErrReplicaGone, msg: fmt.Sprintf("kube: pod %s is gone", t.pin)}
+	case err != nil:
+		return t.explain(err, access{verb: "get", resource: "pods", name: t.pin})
+	case p.DeletionTimestamp != nil:
+		return &kubeError{kind: tunnel.ErrReplicaGone, msg: fmt.Sprintf("kube: pod %s is terminating", t.pin)}
+	case !serving(p):
+		return &kubeError{kind: ErrNoReadyPod, msg: fmt.Sprintf("kube: pod %s is not ready", t.pin)}
+	}
+	return nil
+}
+
+func (t *podTunnel) deploymentSelector(ctx context.Context) (string, error) {
 	d, err := t.apps.Deployments(t.namespace).Get(ctx, t.cfg.Deployment, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return "", fmt.Errorf("kube: deployment %s not found in namespace %s", t.cfg.Deployment, t.namespace)
@@ -61,7 +98,7 @@ func (t *Tunnel) deploymentSelector(ctx context.Context) (string, error) {
 
 // podUsable re-checks a pod the tunnel is connected to after one of its
 // streams reported an error: still there, running, ready, not terminating.
-func (t *Tunnel) podUsable(ctx context.Context, name string) (bool, error) {
+func (t *podTunnel) podUsable(ctx context.Context, name string) (bool, error) {
 	p, err := t.core.Pods(t.namespace).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return false, nil
@@ -84,17 +121,22 @@ func serving(p *corev1.Pod) bool {
 // restarts, then older before newer; the name breaks ties so the choice is
 // stable.
 func pickPod(pods []*corev1.Pod) *corev1.Pod {
+	if cands := rankPods(pods); len(cands) > 0 {
+		return cands[0]
+	}
+	return nil
+}
+
+// rankPods returns the serving pods, best first (see pickPod).
+func rankPods(pods []*corev1.Pod) []*corev1.Pod {
 	var cands []*corev1.Pod
 	for _, p := range pods {
 		if serving(p) {
 			cands = append(cands, p)
 		}
 	}
-	if len(cands) == 0 {
-		return nil
-	}
 	slices.SortStableFunc(cands, comparePods)
-	return cands[0]
+	return cands
 }
 
 // comparePods orders serving pods best first (negative: a before b).

@@ -1,22 +1,28 @@
 // Package kube reaches the rdsproxy server through the Kubernetes API
 // server's pods/portforward subresource, the way `kubectl port-forward
-// deploy/NAME` does, without kubectl and with more resilience.
+// deploy/NAME` does, without kubectl and with more resilience, spread over
+// every ready pod of the Deployment.
 //
 // Data flow: New loads the kubeconfig (or takes a rest.Config). The first
-// Dial resolves a ready pod (Deployment selector or label selector, kubectl's
-// ordering), opens one multiplexed port-forward connection to it (SPDY
-// tunnelled in a websocket; plain SPDY if the websocket upgrade is refused)
-// and creates a stream pair on it: an error stream and a data stream that
-// share a fresh requestID. The data stream is returned as a net.Conn; the
-// error stream is read in the background and turns into that conn's read
-// error if the kubelet reports one. When the server ends the data stream the
-// conn resets it at once, as client-go does, so that the kubelet stops
+// Dial lists the ready pods (Deployment selector or label selector,
+// kubectl's ordering) and builds a tunnel.Pool with one tunnel per pod
+// (replicas.go); the pool lists them again every ResolveInterval and after
+// failures, sends each new stream to the pod with the fewest, leaves out a
+// pod that fails and retires one that is no longer ready. A pod's tunnel
+// opens one multiplexed port-forward connection to it (SPDY tunnelled in a
+// websocket; plain SPDY if the websocket upgrade is refused) and creates a
+// stream pair on it per Dial: an error stream and a data stream that share
+// a fresh requestID. The data stream is returned as a net.Conn; the error
+// stream is read in the background and turns into that conn's read error
+// if the kubelet reports one. When the server ends the data stream the conn
+// resets it at once, as client-go does, so that the kubelet stops
 // forwarding and closes the error stream without waiting for our side (a
-// CancelRequest's sender waits for exactly that end). Later Dials add stream pairs to the same
-// connection. A failing stream ends only itself. When the connection drops,
-// or a stream error shows the pod is gone, the next Dial resolves a ready pod
-// again and opens a new connection; streams still open on an old connection
-// keep it until they end. The transport knows nothing about PostgreSQL.
+// CancelRequest's sender waits for exactly that end). A failing stream ends
+// only itself. When the connection drops, or a stream error makes the pod
+// suspect, the pod's next Dial checks the pod: deleted or terminating, it
+// fails with tunnel.ErrReplicaGone and the pool moves on; streams still
+// open on an old connection keep it until they end. The transport knows
+// nothing about PostgreSQL.
 package kube
 
 import (
@@ -39,7 +45,7 @@ import (
 	"github.com/rdsproxy/rdsproxy/tunnel"
 )
 
-var _ tunnel.Tunnel = (*Tunnel)(nil)
+var _ tunnel.Tunnel = (*podTunnel)(nil)
 
 const (
 	// closeWait bounds how long a closing SPDY connection waits for its
@@ -49,9 +55,10 @@ const (
 	pingTimeout = 30 * time.Second
 )
 
-// Tunnel opens streams to the server's port in a pod of the Deployment.
+// podTunnel opens streams to the server's port in one pod (pin), or, with
+// no pin, in the best ready pod of the Deployment, re-resolved after a drop.
 // It is safe for concurrent use.
-type Tunnel struct {
+type podTunnel struct {
 	cfg       Config
 	log       *slog.Logger
 	rest      *rest.Config
@@ -59,6 +66,9 @@ type Tunnel struct {
 	namespace string
 	core      corev1client.CoreV1Interface
 	apps      appsv1client.AppsV1Interface
+	// pin is the one pod a replica's tunnel forwards to; when it is
+	// deleted or terminating, Dial fails with tunnel.ErrReplicaGone.
+	pin string
 
 	connecting chan struct{} // one slot: one Dial (re)connects at a time
 
@@ -70,9 +80,9 @@ type Tunnel struct {
 	wg       sync.WaitGroup           // stream goroutines
 }
 
-// New validates cfg and loads the API server settings. It does not contact
-// the API server: the first Dial does.
-func New(ctx context.Context, cfg Config) (*Tunnel, error) {
+// newPodTunnel validates cfg and loads the API server settings. It does
+// not contact the API server: the first Dial does.
+func newPodTunnel(ctx context.Context, cfg Config) (*podTunnel, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -99,7 +109,7 @@ func New(ctx context.Context, cfg Config) (*Tunnel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kube: apps client: %w", err)
 	}
-	return &Tunnel{
+	return &podTunnel{
 		cfg:        cfg,
 		log:        cfg.Logger,
 		rest:       rc,
@@ -113,13 +123,28 @@ func New(ctx context.Context, cfg Config) (*Tunnel, error) {
 	}, nil
 }
 
-// Namespace is the namespace the tunnel works in (flag, kubeconfig, default).
-func (t *Tunnel) Namespace() string { return t.namespace }
+// pinned returns a tunnel to pod alone that shares t's API settings and
+// clients. It does not contact the API server.
+func (t *podTunnel) pinned(pod string) *podTunnel {
+	return &podTunnel{
+		cfg:        t.cfg,
+		log:        t.log,
+		rest:       t.rest,
+		http:       t.http,
+		namespace:  t.namespace,
+		core:       t.core,
+		apps:       t.apps,
+		pin:        pod,
+		connecting: make(chan struct{}, 1),
+		sessions:   make(map[*session]struct{}),
+		conns:      make(map[*streamConn]struct{}),
+	}
+}
 
 // Dial opens a stream to the server port in a ready pod. It is bounded by
 // ctx and by Config.DialTimeout. A connection-level failure while opening
 // the stream pair is retried once on a fresh connection to a ready pod.
-func (t *Tunnel) Dial(ctx context.Context) (net.Conn, error) {
+func (t *podTunnel) Dial(ctx context.Context) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, t.cfg.DialTimeout)
 	defer cancel()
 	for attempt := 1; ; attempt++ {
@@ -147,7 +172,7 @@ func (t *Tunnel) Dial(ctx context.Context) (net.Conn, error) {
 }
 
 // Close ends every stream and connection and waits for their goroutines.
-func (t *Tunnel) Close() error {
+func (t *podTunnel) Close() error {
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
@@ -174,12 +199,14 @@ func (t *Tunnel) Close() error {
 		s.shutdown()
 	}
 	t.wg.Wait()
-	utilnet.CloseIdleConnectionsFor(t.http.Transport)
+	if t.pin == "" { // a pinned tunnel shares the HTTP client
+		utilnet.CloseIdleConnectionsFor(t.http.Transport)
+	}
 	return nil
 }
 
 // session returns the connection for a new stream, with a reference taken.
-func (t *Tunnel) session(ctx context.Context) (*session, error) {
+func (t *podTunnel) session(ctx context.Context) (*session, error) {
 	if s, err := t.current(); s != nil || err != nil {
 		return s, err
 	}
@@ -207,7 +234,7 @@ func (t *Tunnel) session(ctx context.Context) (*session, error) {
 }
 
 // current returns the live current session with a reference, or nil.
-func (t *Tunnel) current() (*session, error) {
+func (t *podTunnel) current() (*session, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
@@ -221,7 +248,7 @@ func (t *Tunnel) current() (*session, error) {
 	return s, nil
 }
 
-func (t *Tunnel) suspectSession() *session {
+func (t *podTunnel) suspectSession() *session {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.cur != nil && !t.cur.dead() && t.cur.suspect.Load() {
@@ -231,7 +258,7 @@ func (t *Tunnel) suspectSession() *session {
 }
 
 // reconnect resolves a ready pod and opens a new connection to it.
-func (t *Tunnel) reconnect(ctx context.Context) (*session, error) {
+func (t *podTunnel) reconnect(ctx context.Context) (*session, error) {
 	start := time.Now()
 	pod, err := t.resolvePod(ctx)
 	if err != nil {
@@ -266,7 +293,7 @@ func (t *Tunnel) reconnect(ctx context.Context) (*session, error) {
 
 // retire stops new streams from using s; it is closed once its last
 // stream ends (at once if it has none).
-func (t *Tunnel) retire(s *session, why error) {
+func (t *podTunnel) retire(s *session, why error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if !s.retired {
@@ -275,7 +302,7 @@ func (t *Tunnel) retire(s *session, why error) {
 	t.retireLocked(s)
 }
 
-func (t *Tunnel) retireLocked(s *session) {
+func (t *podTunnel) retireLocked(s *session) {
 	s.retired = true
 	if t.cur == s {
 		t.cur = nil
@@ -285,7 +312,7 @@ func (t *Tunnel) retireLocked(s *session) {
 
 // spawn runs f on a goroutine Close waits for, unless the tunnel is
 // closed. Adding to the WaitGroup under mu keeps every Add before Wait.
-func (t *Tunnel) spawn(f func()) bool {
+func (t *podTunnel) spawn(f func()) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
@@ -296,14 +323,14 @@ func (t *Tunnel) spawn(f func()) bool {
 }
 
 // release drops a stream's reference to s.
-func (t *Tunnel) release(s *session) {
+func (t *podTunnel) release(s *session) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s.refs--
 	t.maybeShutdownLocked(s)
 }
 
-func (t *Tunnel) maybeShutdownLocked(s *session) {
+func (t *podTunnel) maybeShutdownLocked(s *session) {
 	if _, open := t.sessions[s]; !open || s.refs > 0 || !(s.retired || s.dead()) {
 		return
 	}
@@ -331,7 +358,7 @@ type session struct {
 // newSessionLocked starts the SPDY client on raw: no idle timeout (quiet
 // streams live on), pings every pingPeriod, and a connection that answers
 // no ping within pingTimeout is closed so the next Dial reconnects.
-func (t *Tunnel) newSessionLocked(pod, transport string, raw net.Conn) (*session, error) {
+func (t *podTunnel) newSessionLocked(pod, transport string, raw net.Conn) (*session, error) {
 	conn, err := spdystream.NewConnection(raw, false)
 	if err != nil {
 		raw.Close()

@@ -133,13 +133,18 @@ func (s *Server) podObject(p pod) *corev1.Pod {
 	if p.ready {
 		readyStatus = corev1.ConditionTrue
 	}
-	created := metav1.NewTime(p.created)
+	created, readyAt := metav1.NewTime(p.created), metav1.NewTime(p.readyAt)
+	meta := metav1.ObjectMeta{
+		Name: p.name, Namespace: s.cfg.Namespace, Labels: s.cfg.Labels,
+		CreationTimestamp: created, UID: types.UID("uid-" + p.name),
+	}
+	if !p.deleted.IsZero() {
+		deleted, grace := metav1.NewTime(p.deleted), int64(terminationGrace)
+		meta.DeletionTimestamp, meta.DeletionGracePeriodSeconds = &deleted, &grace
+	}
 	return &corev1.Pod{
-		TypeMeta: metav1.TypeMeta{Kind: "Pod", APIVersion: "v1"},
-		ObjectMeta: metav1.ObjectMeta{
-			Name: p.name, Namespace: s.cfg.Namespace, Labels: s.cfg.Labels,
-			CreationTimestamp: created, UID: types.UID("uid-" + p.name),
-		},
+		TypeMeta:   metav1.TypeMeta{Kind: "Pod", APIVersion: "v1"},
+		ObjectMeta: meta,
 		Spec: corev1.PodSpec{
 			NodeName: "fake-node",
 			Containers: []corev1.Container{{Name: "server", Image: "rdsproxy",
@@ -148,7 +153,7 @@ func (s *Server) podObject(p pod) *corev1.Pod {
 		Status: corev1.PodStatus{
 			Phase:      corev1.PodRunning,
 			StartTime:  &created,
-			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: readyStatus, LastTransitionTime: created}},
+			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: readyStatus, LastTransitionTime: readyAt}},
 			ContainerStatuses: []corev1.ContainerStatus{{
 				Name: "server", Ready: p.ready, Image: "rdsproxy",
 			}},

@@ -233,7 +233,7 @@ func (h *pairer) newStream(st apihttpstream.Stream, replySent <-chan struct{}) e
 	}
 	if p.errs != nil && p.data != nil {
 		delete(h.pending, id)
-		h.s.addActive(p)
+		h.s.addActive(p, h.fc.pod)
 		h.s.wg.Go(func() { h.forward(p) })
 	}
 	return nil

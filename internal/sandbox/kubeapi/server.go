@@ -21,7 +21,14 @@
 // Switches for tests: refuse websocket (forces the SPDY fallback), fail
 // the latest stream, forbid a verb on a resource (403 with a Status body),
 // roll the Deployment to a new pod that forwards elsewhere, mark pods not
-// ready, drop every port-forward connection.
+// ready, drop every port-forward connection. For several replicas and a
+// rollout one pod at a time, as the Deployment controller and the kubelet
+// do it: AddPod (a new ready pod, its own target), Terminate (the pod is
+// marked for deletion: deletionTimestamp and grace period set, Ready false,
+// still listed, and port-forwarding to it still works while its container
+// runs, so a server that stopped listening refuses on the error stream),
+// Remove (the container exited: the pod leaves the list, gets 404, and the
+// kubelet's port-forward connections to it end).
 package kubeapi
 
 import (
@@ -31,8 +38,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"time"
 
@@ -93,7 +102,8 @@ type Server struct {
 	forbidden map[string]bool // "verb resource"
 	upgrades  map[string]int  // transport → count
 	conns     map[*fwdConn]struct{}
-	active    []*pair // open pairs, oldest first
+	active    []*pair        // open pairs, oldest first
+	streams   map[string]int // pod → stream pairs forwarded
 	closed    bool
 	hangPF    bool          // port-forward upgrades never answer
 	hold      chan struct{} // non-nil: new streams get no reply until closed
@@ -107,7 +117,13 @@ type pod struct {
 	target  string
 	ready   bool
 	created time.Time
+	readyAt time.Time // last Ready transition
+	deleted time.Time // non-zero: terminating (deletionTimestamp)
 }
+
+// terminationGrace is the deletionGracePeriodSeconds a terminating pod
+// shows (the pod spec's default).
+const terminationGrace = 30
 
 // Start runs a fake API server on 127.0.0.1 with one ready pod.
 func Start(cfg Config) (*Server, error) {
@@ -147,6 +163,7 @@ func Start(cfg Config) (*Server, error) {
 		forbidden: map[string]bool{},
 		upgrades:  map[string]int{},
 		conns:     map[*fwdConn]struct{}{},
+		streams:   map[string]int{},
 		closing:   make(chan struct{}),
 	}
 	s.addPodLocked(cfg.Target)
@@ -285,8 +302,79 @@ func (s *Server) SetReady(ready bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, p := range s.pods {
-		p.ready = ready
+		p.setReady(ready)
 	}
+}
+
+func (p *pod) setReady(ready bool) {
+	if p.ready != ready {
+		p.ready, p.readyAt = ready, time.Now()
+	}
+}
+
+// AddPod adds a ready pod forwarding to target, as the Deployment
+// controller does when it scales up or surges in a rollout, and returns
+// its name.
+func (s *Server) AddPod(target string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.addPodLocked(target)
+	s.log.Info("kubeapi pod added", "pod", p.name, "target", target)
+	return p.name
+}
+
+// Terminate marks a pod for deletion, as a DELETE (rollout, scale-in,
+// eviction) does: deletionTimestamp and the grace period are set and the
+// pod is no longer Ready, but it stays listed, and port-forwarding to it
+// goes on while its container runs. The caller then stops the pod's
+// server (the kubelet's SIGTERM) and calls Remove once it has exited.
+func (s *Server) Terminate(name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.pods {
+		if p.name == name {
+			if p.deleted.IsZero() {
+				p.deleted = time.Now()
+				p.setReady(false)
+			}
+			s.log.Info("kubeapi pod terminating", "pod", name)
+			return nil
+		}
+	}
+	return fmt.Errorf("kubeapi: no pod %s", name)
+}
+
+// Remove deletes a pod for good, as the API server does once its
+// containers have exited: it leaves the list, GET answers 404, and the
+// kubelet's port-forward connections to it end.
+func (s *Server) Remove(name string) error {
+	s.mu.Lock()
+	i := slices.IndexFunc(s.pods, func(p *pod) bool { return p.name == name })
+	if i < 0 {
+		s.mu.Unlock()
+		return fmt.Errorf("kubeapi: no pod %s", name)
+	}
+	s.pods = slices.Delete(s.pods, i, i+1)
+	var drop []*fwdConn
+	for c := range s.conns {
+		if c.pod == name {
+			drop = append(drop, c)
+		}
+	}
+	s.mu.Unlock()
+	for _, c := range drop {
+		c.close()
+	}
+	s.log.Info("kubeapi pod removed", "pod", name, "connections", len(drop))
+	return nil
+}
+
+// Streams counts the forwarded connections (stream pairs) opened to each
+// pod so far.
+func (s *Server) Streams() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.streams)
 }
 
 // Rollout replaces every pod with one new ready pod forwarding to target
@@ -344,11 +432,13 @@ func (s *Server) FailLatestStream(msg string) error {
 
 func (s *Server) addPodLocked(target string) *pod {
 	s.podSeq++
+	now := time.Now()
 	p := &pod{
 		name:    fmt.Sprintf("%s-%05d", s.cfg.Deployment, s.podSeq),
 		target:  target,
 		ready:   true,
-		created: time.Now(),
+		created: now,
+		readyAt: now,
 	}
 	s.pods = append(s.pods, p)
 	return p
@@ -397,10 +487,11 @@ func (s *Server) untrackConn(c *fwdConn) {
 	delete(s.conns, c)
 }
 
-func (s *Server) addActive(p *pair) {
+func (s *Server) addActive(p *pair, pod string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.active = append(s.active, p)
+	s.streams[pod]++
 }
 
 func (s *Server) removeActive(p *pair) {

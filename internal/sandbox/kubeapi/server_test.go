@@ -96,3 +96,67 @@ func get(t *testing.T, cfg *rest.Config, path string) (int, []byte) {
 	}
 	return resp.StatusCode, buf
 }
+
+// A rollout one pod at a time, as the Deployment controller and the kubelet
+// do it: a surge pod appears ready, the old pod is marked for deletion
+// (deletionTimestamp, grace period, not Ready) but stays listed and
+// gettable, then it is gone (404, no longer listed).
+func TestReplicaLifecycle(t *testing.T) {
+	s, err := kubeapi.Start(kubeapi.Config{Target: "127.0.0.1:1", Namespace: "db"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	first := s.Pods()[0]
+	second := s.AddPod("127.0.0.1:2")
+	cfg := s.RESTConfig(s.Token())
+	list := func() map[string]corev1.Pod {
+		t.Helper()
+		code, body := get(t, cfg, "/api/v1/namespaces/db/pods?labelSelector=app%3Drdsproxy")
+		var l corev1.PodList
+		if err := json.Unmarshal(body, &l); code != 200 || err != nil {
+			t.Fatalf("list: %d %v %s", code, err, body)
+		}
+		out := map[string]corev1.Pod{}
+		for _, p := range l.Items {
+			out[p.Name] = p
+		}
+		return out
+	}
+	ready := func(p corev1.Pod) bool {
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady {
+				return c.Status == corev1.ConditionTrue
+			}
+		}
+		return false
+	}
+	pods := list()
+	if len(pods) != 2 || !ready(pods[first]) || !ready(pods[second]) || pods[first].DeletionTimestamp != nil {
+		t.Fatalf("two ready pods expected: %+v", pods)
+	}
+	surge := s.AddPod("127.0.0.1:3")
+	if err := s.Terminate(first); err != nil {
+		t.Fatal(err)
+	}
+	pods = list()
+	old := pods[first]
+	if len(pods) != 3 || old.DeletionTimestamp == nil || old.DeletionGracePeriodSeconds == nil || ready(old) || !ready(pods[surge]) {
+		t.Fatalf("after Terminate the old pod must be listed, terminating and not ready, the surge pod ready: %+v", pods)
+	}
+	if code, _ := get(t, cfg, "/api/v1/namespaces/db/pods/"+first); code != 200 {
+		t.Fatalf("GET of a terminating pod = %d, want 200", code)
+	}
+	if err := s.Remove(first); err != nil {
+		t.Fatal(err)
+	}
+	if pods = list(); len(pods) != 2 || pods[first].Name != "" {
+		t.Fatalf("after Remove: %+v", pods)
+	}
+	if code, _ := get(t, cfg, "/api/v1/namespaces/db/pods/"+first); code != 404 {
+		t.Fatalf("GET of a removed pod = %d, want 404", code)
+	}
+	if s.Remove(first) == nil || s.Terminate("nope") == nil {
+		t.Fatal("Remove/Terminate of an unknown pod succeeded")
+	}
+}

@@ -1,0 +1,111 @@
+package kube_test
+
+import (
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/rdsproxy/rdsproxy/tunnel"
+)
+
+// roundTrip writes a line on c and reads it back from the echo server.
+func roundTrip(c net.Conn, msg string) error {
+	if _, err := c.Write([]byte(msg)); err != nil {
+		return err
+	}
+	buf := make([]byte, len(msg))
+	for n := 0; n < len(buf); {
+		m, err := c.Read(buf[n:])
+		if err != nil {
+			return err
+		}
+		n += m
+	}
+	if string(buf) != msg {
+		return errors.New("echo differs")
+	}
+	return nil
+}
+
+// Two ready pods: new streams are spread over both, DialEach opens one on
+// each (for cancels), and a rollout one pod at a time (a surge pod appears,
+// the old pod terminates, its server stops, the pod is removed) moves new
+// streams to the remaining and new pods without a failed Dial; a stream on
+// the removed pod ends, the others are untouched.
+func TestReplicasSpreadAndRollout(t *testing.T) {
+	echoA, echoB, echoC := startEcho(t), startEcho(t), startEcho(t)
+	cluster := startCluster(t, echoA.Addr())
+	podA := cluster.Pods()[0]
+	podB := cluster.AddPod(echoB.Addr())
+	cfg := baseConfig(t, cluster)
+	cfg.ResolveInterval = 100 * time.Millisecond
+	tun := newTunnel(t, cfg)
+	var _ tunnel.Fanout = tun
+
+	var onA []net.Conn
+	for i := range 4 {
+		c := dial(t, tun)
+		if err := roundTrip(c, "spread"); err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+		onA = append(onA, c)
+	}
+	if got := cluster.Streams(); got[podA] != 2 || got[podB] != 2 {
+		t.Fatalf("4 open streams landed %v, want 2 on each pod", got)
+	}
+	each, err := tun.DialEach(t.Context())
+	if err != nil || len(each) != 2 {
+		t.Fatalf("DialEach = %d streams, %v; want one per pod", len(each), err)
+	}
+	for _, c := range each {
+		if err := roundTrip(c, "cancel"); err != nil {
+			t.Fatalf("DialEach stream: %v", err)
+		}
+		c.Close()
+	}
+	if got := cluster.Streams(); got[podA] != 3 || got[podB] != 3 {
+		t.Fatalf("after DialEach streams are %v, want 3 on each pod", got)
+	}
+
+	// The rollout replaces pod A.
+	podC := cluster.AddPod(echoC.Addr())
+	if err := cluster.Terminate(podA); err != nil {
+		t.Fatal(err)
+	}
+	echoA.ln.Close() // the server's drain: no new connections
+	before := cluster.Streams()[podA]
+	if err := cluster.Remove(podA); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute) // hang guard
+	for cluster.Streams()[podC] == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no stream reached the new pod %s: %v", podC, cluster.Streams())
+		}
+		c := dial(t, tun)
+		if err := roundTrip(c, "after rollout"); err != nil {
+			t.Fatalf("a new stream after the rollout failed: %v (streams %v)", err, cluster.Streams())
+		}
+		c.Close()
+	}
+	if got := cluster.Streams()[podA]; got != before {
+		t.Errorf("%d new streams went to the removed pod %s", got-before, podA)
+	}
+	alive := 0
+	for _, c := range onA {
+		if roundTrip(c, "still there?") == nil {
+			alive++
+		}
+	}
+	if alive != 2 {
+		t.Errorf("%d of the 4 first streams still work, want the 2 on pod %s", alive, podB)
+	}
+	each, err = tun.DialEach(t.Context())
+	if err != nil || len(each) != 2 {
+		t.Fatalf("DialEach after the rollout = %d streams, %v; want one on %s and %s", len(each), err, podB, podC)
+	}
+	for _, c := range each {
+		c.Close()
+	}
+}
