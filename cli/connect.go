@@ -17,7 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/rdsproxy/rdsproxy/client"
-	"github.com/rdsproxy/rdsproxy/discovery"
+	"github.com/rdsproxy/rdsproxy/contract"
 )
 
 // ConnectCmd runs the client proxy.
@@ -92,7 +92,7 @@ func (c *ConnectCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env 
 
 // listenTarget opens t's listeners: TCP (see listen) and, with
 // --unix-socket, a Unix socket on the same port number.
-func (c *ConnectCmd) listenTarget(t discovery.Target, state *stateStore, rootCert string) ([]net.Listener, connInfo, error) {
+func (c *ConnectCmd) listenTarget(t contract.Target, state *stateStore, rootCert string) ([]net.Listener, connInfo, error) {
 	ln, err := c.listen(t, state)
 	if err != nil {
 		return nil, connInfo{}, &ExitError{Code: ExitFailure, Err: err}
@@ -127,7 +127,7 @@ func closeAll(lns []net.Listener) {
 }
 
 // chooseTargets resolves the names given, or offers a picker on a terminal.
-func (c *ConnectCmd) chooseTargets(env Env, all []discovery.Target) ([]discovery.Target, error) {
+func (c *ConnectCmd) chooseTargets(env Env, all []contract.Target) ([]contract.Target, error) {
 	names := c.Targets
 	if len(names) == 0 {
 		if !isTerminal(env.Stdin) {
@@ -139,7 +139,7 @@ func (c *ConnectCmd) chooseTargets(env Env, all []discovery.Target) ([]discovery
 		}
 		names = picked
 	}
-	out := make([]discovery.Target, 0, len(names))
+	out := make([]contract.Target, 0, len(names))
 	for _, name := range names {
 		t, err := client.FindTarget(all, name)
 		if err != nil {
@@ -151,7 +151,7 @@ func (c *ConnectCmd) chooseTargets(env Env, all []discovery.Target) ([]discovery
 }
 
 // pick asks for target numbers on the terminal.
-func pick(env Env, all []discovery.Target) ([]string, error) {
+func pick(env Env, all []contract.Target) ([]string, error) {
 	if len(all) == 0 {
 		return nil, errors.New("the server serves no targets")
 	}
@@ -177,7 +177,7 @@ func pick(env Env, all []discovery.Target) ([]string, error) {
 	return names, nil
 }
 
-func targetNames(all []discovery.Target) string {
+func targetNames(all []contract.Target) string {
 	names := make([]string, len(all))
 	for i, t := range all {
 		names[i] = t.Name
@@ -189,7 +189,7 @@ func targetNames(all []discovery.Target) string {
 // the target's rdsproxy:local-port tag, else the port it was served on
 // last time from the same server, else a free port, which is then
 // remembered. A chosen port that is busy is an error, never a silent change.
-func (c *ConnectCmd) listen(t discovery.Target, state *stateStore) (net.Listener, error) {
+func (c *ConnectCmd) listen(t contract.Target, state *stateStore) (net.Listener, error) {
 	server := c.serverKey()
 	port, why := c.Port, "--port"
 	if port == 0 && t.LocalPort != 0 {
@@ -230,7 +230,7 @@ type connInfo struct {
 
 // newConnInfo builds the connection strings; with rootCert (--local-tls)
 // they ask for TLS verified against it, else for a plaintext loopback hop.
-func newConnInfo(t discovery.Target, addr *net.TCPAddr, user, rootCert string) connInfo {
+func newConnInfo(t contract.Target, addr *net.TCPAddr, user, rootCert string) connInfo {
 	if user == "" && len(t.Users) > 0 {
 		user = t.Users[0]
 	}

@@ -23,7 +23,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/rdsproxy/rdsproxy/client"
-	"github.com/rdsproxy/rdsproxy/discovery"
+	"github.com/rdsproxy/rdsproxy/contract"
 	"github.com/rdsproxy/rdsproxy/internal/callerid"
 	"github.com/rdsproxy/rdsproxy/internal/iamtoken"
 	"github.com/rdsproxy/rdsproxy/internal/pgwire"
@@ -90,8 +90,8 @@ type doctor struct {
 	instance  string
 	tun       tunnel.Tunnel
 	serverTLS *tls.Config
-	targets   []discovery.Target
-	target    discovery.Target
+	targets   []contract.Target
+	target    contract.Target
 	user      string
 	token     string               // never printed or logged
 	server    *callerid.ServerInfo // the server's identity check, nil when it has none
@@ -376,17 +376,17 @@ func probeServer(ctx context.Context, stream net.Conn) error {
 	if deadline, ok := ctx.Deadline(); ok {
 		stream.SetDeadline(deadline)
 	}
-	if _, err := stream.Write(pgwire.AppendSSLRequest(nil)); err != nil {
-		return fmt.Errorf("send a probe to the server: %w", err)
+	_, err := pgwire.AskTLS(stream)
+	var step *pgwire.StepError
+	switch {
+	case errors.Is(err, pgwire.ErrNotPostgreSQL):
+		return fmt.Errorf("what answers on the server's port is not an rdsproxy server (%w)", err)
+	case errors.As(err, &step) && step.Step == pgwire.StepSendSSLRequest:
+		return fmt.Errorf("send a probe to the server: %w", step.Err)
+	case errors.As(err, &step):
+		return fmt.Errorf("the server did not answer a probe: %w", step.Err)
 	}
-	var b [1]byte
-	if _, err := io.ReadFull(stream, b[:]); err != nil {
-		return fmt.Errorf("the server did not answer a probe: %w", err)
-	}
-	if b[0] != 'N' && b[0] != 'S' {
-		return fmt.Errorf("what answers on the server's port is not an rdsproxy server (it sent %q to an SSLRequest)", b[0])
-	}
-	return nil
+	return err
 }
 
 func (d *doctor) checkAnswers(ctx context.Context) (string, error) {
@@ -420,7 +420,7 @@ func (d *doctor) checkTarget(context.Context) (string, error) {
 
 func (d *doctor) checkToken(ctx context.Context) (string, error) {
 	t := d.target
-	if t.Auth != discovery.AuthIAM {
+	if t.Auth != contract.AuthIAM {
 		return "", &skipped{fmt.Sprintf("target %s uses %s authentication, not IAM", t.Name, t.Auth)}
 	}
 	d.user = loginUser(d.cmd.User, t)
@@ -436,7 +436,7 @@ func (d *doctor) checkToken(ctx context.Context) (string, error) {
 }
 
 // loginUser is --user, else the target's first allowed user, else $USER.
-func loginUser(flag string, t discovery.Target) string {
+func loginUser(flag string, t contract.Target) string {
 	switch {
 	case flag != "":
 		return flag
@@ -447,26 +447,31 @@ func loginUser(flag string, t discovery.Target) string {
 	}
 }
 
-// checkLogin logs in through the server with the token and asks the
-// database who we are.
+// checkLogin logs in through the server with the token, the way
+// `rdsproxy connect` does (a client.Proxy on a loopback port), and asks
+// the database who we are.
 func (d *doctor) checkLogin(ctx context.Context) (string, error) {
 	t := d.target
+	p, err := client.New(client.Config{Tunnel: d.tun, Target: t, Tokens: signedToken(d.token), ServerTLS: d.serverTLS,
+		Identities: d.ids, Server: d.server, Logger: d.log})
+	if err != nil {
+		return "", err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("listen for the test login: %w", err)
+	}
+	sctx, stop := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() { served <- p.Serve(sctx, ln) }()
+	defer func() { stop(); <-served }()
 	cfg, err := pgx.ParseConfig("sslmode=disable")
 	if err != nil {
 		return "", fmt.Errorf("pgx configuration: %w", err)
 	}
-	cfg.Host, cfg.Port, cfg.User, cfg.Password, cfg.Database = "rdsproxy-server", 5432, d.user, d.token, t.Database
-	cfg.LookupFunc = func(_ context.Context, host string) ([]string, error) { return []string{host}, nil }
-	cfg.DialFunc = func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return client.DialServer(ctx, d.tun, d.serverTLS)
-	}
-	cfg.RuntimeParams["rdsproxy.target"] = t.Name
+	addr := ln.Addr().(*net.TCPAddr)
+	cfg.Host, cfg.Port, cfg.User, cfg.Database = addr.IP.String(), uint16(addr.Port), d.user, t.Database
 	cfg.RuntimeParams["application_name"] = "rdsproxy doctor"
-	if id, err := identityParam(ctx, d.ids, d.server, d.token); err != nil {
-		return "", fail("check your AWS credentials", "cannot sign the caller identity: %v", err)
-	} else if id != "" {
-		cfg.RuntimeParams[callerid.Param] = id
-	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return "", explainLogin(err, t, d.user)
@@ -479,24 +484,32 @@ func (d *doctor) checkLogin(ctx context.Context) (string, error) {
 	return fmt.Sprintf("logged in to %s as %s (SELECT current_user)", t.Name, who), nil
 }
 
+// signedToken is the token checkToken signed, as a client.Tokens.
+type signedToken string
+
+func (s signedToken) Get(context.Context, string, string, string) (string, error) {
+	return string(s), nil
+}
+
 // explainLogin says in plain words why the test login failed.
-func explainLogin(err error, t discovery.Target, user string) *problem {
+func explainLogin(err error, t contract.Target, user string) *problem {
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) {
 		return fail("check the server's log; the tunnel and the target list worked, so the session broke during the login",
 			"the login did not complete: %v", err)
 	}
 	msg := strings.TrimPrefix(pe.Message, "rdsproxy: ")
+	reason, ours := contract.ReasonOf(pe.Routine)
 	switch {
-	case pe.Code == "28P01" && strings.Contains(pe.Message, "PAM authentication failed"):
+	case pe.Code == pgwire.CodeInvalidPassword && !ours: // with IAM, the database's only refusal is its PAM check
 		return fail(fmt.Sprintf("grant it rds_iam (GRANT rds_iam TO %s) and allow rds-db:connect for %s in your IAM policy", user, user),
 			"the database refused the IAM token for %s (%s)", user, pe.Message)
-	case pe.Code == "28000" && strings.Contains(pe.Message, "does not allow database user"):
+	case reason == contract.ReasonUserNotAllowed:
 		return fail(fmt.Sprintf("log in as one of %s (--user), or add %s to the database's rdsproxy:users tag", strings.Join(t.Users, ", "), user),
 			"%s", msg)
-	case pe.Code == "28P01":
+	case pe.Code == pgwire.CodeInvalidPassword:
 		return fail(hintOr(pe, "sign a fresh token with synced clock and the right credentials"), "the server refused the token: %s", msg)
-	case pe.Code == "08001":
+	case pe.Code == pgwire.CodeCannotConnect:
 		return fail(hintOr(pe, "check the database's status and that the server's security group may reach it"),
 			"the server cannot reach the database: %s", msg)
 	default:

@@ -11,7 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/rdsproxy/rdsproxy/discovery"
+	"github.com/rdsproxy/rdsproxy/contract"
 )
 
 // The clock check passes within 1 s (a Date header's resolution), reports
@@ -44,26 +44,30 @@ func TestDoctorClockSkew(t *testing.T) {
 }
 
 // Each database or server answer to the test login becomes plain words
-// and a fix; the server's own sentence and hint pass through.
+// and a fix, chosen by SQLSTATE and rdsproxy's reason (the Routine
+// field), never by the message; the server's own sentence and hint pass
+// through.
 func TestDoctorExplainLogin(t *testing.T) {
-	target := discovery.Target{Name: "orders", Users: []string{"alice", "bob"}}
+	target := contract.Target{Name: "orders", Users: []string{"alice", "bob"}}
 	tests := []struct {
 		name      string
 		err       error
 		what, fix string
 	}{
-		{"no rds_iam", &pgconn.PgError{Code: "28P01", Message: `PAM authentication failed for user "carol"`},
+		{"no rds_iam", &pgconn.PgError{Code: "28P01", Message: `PAM authentication failed for user "carol"`, Routine: "auth_failed"},
 			`the database refused the IAM token for carol (PAM authentication failed for user "carol")`,
 			"grant it rds_iam (GRANT rds_iam TO carol) and allow rds-db:connect for carol in your IAM policy"},
-		{"user not allowed", &pgconn.PgError{Code: "28000", Message: `rdsproxy: target "orders" does not allow database user "carol"; allowed users: alice, bob`},
+		{"user not allowed", &pgconn.PgError{Code: "28000", Message: `rdsproxy: target "orders" does not allow database user "carol"; allowed users: alice, bob`, Routine: "rdsproxy:user-not-allowed"},
 			`target "orders" does not allow database user "carol"; allowed users: alice, bob`,
 			"log in as one of alice, bob (--user), or add carol to the database's rdsproxy:users tag"},
-		{"token pre-validation", &pgconn.PgError{Code: "28P01", Message: "rdsproxy: IAM token rejected: token expired 5m0s ago", Hint: "The password must be a fresh RDS IAM token."},
+		{"token pre-validation", &pgconn.PgError{Code: "28P01", Message: "rdsproxy: IAM token rejected: token expired 5m0s ago", Hint: "The password must be a fresh RDS IAM token.", Routine: "rdsproxy:token-expired"},
 			"the server refused the token: IAM token rejected: token expired 5m0s ago", "The password must be a fresh RDS IAM token."},
 		{"database unreachable", &pgconn.PgError{Code: "08001", Message: `rdsproxy: cannot reach target "orders" at 10.0.0.1:5432: connection refused`,
 			Hint: "Check that the database is available and that the server's security group may reach it."},
 			`the server cannot reach the database: cannot reach target "orders" at 10.0.0.1:5432: connection refused`,
 			"Check that the database is available and that the server's security group may reach it."},
+		{"another 28000 of rdsproxy's, whatever its words", &pgconn.PgError{Code: "28000", Message: "rdsproxy: does not allow database user", Hint: "Ask for access.", Routine: "rdsproxy:principal-not-allowed"},
+			"the login failed with 28000: does not allow database user", "Ask for access."},
 		{"other SQLSTATE", &pgconn.PgError{Code: "53300", Message: "too many connections"},
 			"the login failed with 53300: too many connections", "read the server's log"},
 		{"wrapped", fmt.Errorf("connect: %w", &pgconn.PgError{Code: "08001", Message: "x"}),

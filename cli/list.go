@@ -8,7 +8,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/rdsproxy/rdsproxy/discovery"
+	"github.com/rdsproxy/rdsproxy/contract"
 )
 
 // ListCmd prints the targets a server serves.
@@ -28,15 +28,13 @@ func (c *ListCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env Env
 	if c.JSON {
 		enc := json.NewEncoder(env.Stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(struct {
-			Targets []discovery.Target `json:"targets"`
-		}{targets})
+		return enc.Encode(contract.TargetList{Targets: targets})
 	}
 	printTable(env, targets)
 	return nil
 }
 
-func printTable(env Env, targets []discovery.Target) {
+func printTable(env Env, targets []contract.Target) {
 	w := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "NAME\tENGINE\tROLE\tREGION\tDATABASE\tUSERS\tREAD-ONLY\tENDPOINT")
 	for _, t := range targets {

@@ -3,11 +3,13 @@ package cli
 import (
 	"context"
 	"crypto/tls"
+	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/rdsproxy/rdsproxy/client"
-	"github.com/rdsproxy/rdsproxy/discovery"
+	"github.com/rdsproxy/rdsproxy/contract"
 	"github.com/rdsproxy/rdsproxy/internal/callerid"
 	"github.com/rdsproxy/rdsproxy/tunnel"
 )
@@ -16,12 +18,12 @@ import (
 type remote struct {
 	tun       tunnel.Tunnel
 	serverTLS *tls.Config
-	targets   []discovery.Target
+	targets   []contract.Target
 	// identity is how the server checks caller identity (nil: it does
 	// not); ids signs them; caller is who the server says we are.
 	identity *callerid.ServerInfo
 	ids      client.Identities
-	caller   *discovery.Principal
+	caller   *contract.Principal
 }
 
 // dial opens the tunnel and fetches the target list, with a spinner on
@@ -40,6 +42,9 @@ func (f *TunnelFlags) dial(ctx context.Context, log *slog.Logger, env Env, quiet
 	defer cancel()
 	ids := f.identities(ctx, log)
 	list, err := client.FetchTargetList(fctx, tun, serverTLS, ids)
+	if errors.Is(err, client.ErrServerWithoutTLS) {
+		err = fmt.Errorf("%w: start the server with --tls-cert and --tls-key, or leave out --server-ca", err)
+	}
 	if err != nil {
 		tun.Close()
 		return nil, &ExitError{Code: ExitFailure, Err: err}
@@ -59,15 +64,15 @@ func (r *remote) Close() error { return r.tun.Close() }
 
 // dialTarget is dial for a command about one target: it also finds name
 // in the server's list.
-func (f *TunnelFlags) dialTarget(ctx context.Context, log *slog.Logger, env Env, quiet bool, name string) (*remote, discovery.Target, error) {
+func (f *TunnelFlags) dialTarget(ctx context.Context, log *slog.Logger, env Env, quiet bool, name string) (*remote, contract.Target, error) {
 	r, err := f.dial(ctx, log, env, quiet)
 	if err != nil {
-		return nil, discovery.Target{}, err
+		return nil, contract.Target{}, err
 	}
 	t, err := client.FindTarget(r.targets, name)
 	if err != nil {
 		r.Close()
-		return nil, discovery.Target{}, &ExitError{Code: ExitFailure, Err: err}
+		return nil, contract.Target{}, &ExitError{Code: ExitFailure, Err: err}
 	}
 	return r, t, nil
 }

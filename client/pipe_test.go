@@ -370,7 +370,7 @@ func TestLocalRepeatedSSLRequestRefused(t *testing.T) {
 		t.Fatalf("SSLRequest answered %q", b)
 	}
 	write(t, local, pgwire.AppendSSLRequest(nil))
-	if e := decodeError(t, readMsg(t, local)); e.Code != "08P01" || e.Routine != contract.ReasonProtocol {
+	if e := decodeError(t, readMsg(t, local)); e.Code != "08P01" || e.Routine != contract.Routine(contract.ReasonProtocol) {
 		t.Fatalf("second SSLRequest: got %s %q (routine %q), want 08P01", e.Code, e.Message, e.Routine)
 	}
 }

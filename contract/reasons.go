@@ -1,13 +1,26 @@
 package contract
 
+import "strings"
+
+// RoutinePrefix starts the Routine field of rdsproxy's own ErrorResponses.
+// PostgreSQL puts a C function's name there (auth_failed), which libpq
+// and psql show only in verbose reports and never for a failed
+// connection; JDBC shows it as "Routine: rdsproxy:unknown-target".
+const RoutinePrefix = "rdsproxy:"
+
+// Routine is the Routine field that carries reason.
+func Routine(reason string) string { return RoutinePrefix + reason }
+
+// ReasonOf returns the reason a Routine field carries, and false when
+// the ErrorResponse is not rdsproxy's but the database's, forwarded.
+func ReasonOf(routine string) (string, bool) { return strings.CutPrefix(routine, RoutinePrefix) }
+
 // Reasons say why rdsproxy refused or ended a connection. They are fixed
-// labels, never user input: the server and the client put them in the
-// Routine field ('R') of their ErrorResponses (PostgreSQL puts a C
-// function's name there, which libpq and psql show only in verbose
-// reports, never for a failed connection), in audit lines and metrics.
-// Programs such as `rdsproxy doctor` branch on the SQLSTATE and the
-// reason, never on the message. An upstream database's own refusals are
-// forwarded unchanged: their Routine is PostgreSQL's.
+// labels, never user input: the server and the client send them in the
+// Routine field of their ErrorResponses (see Routine) and write them in
+// audit lines and metrics. Programs such as `rdsproxy doctor` branch on
+// the SQLSTATE and the reason, never on the message. An upstream
+// database's own refusals are forwarded unchanged.
 const (
 	// The startup itself.
 	ReasonProtocol          = "protocol"           // 08P01: not a startup rdsproxy can read

@@ -369,7 +369,7 @@ func TestRepeatedEncryptionRequestRefused(t *testing.T) {
 			}
 			write(t, c, tt.second)
 			e := decodeError(t, readMsg(t, c))
-			if e.Code != "08P01" || e.Routine != contract.ReasonProtocol || !strings.Contains(e.Message, "already negotiated") {
+			if e.Code != "08P01" || e.Routine != contract.Routine(contract.ReasonProtocol) || !strings.Contains(e.Message, "already negotiated") {
 				t.Fatalf("got %s %q (routine %q), want 08P01 protocol", e.Code, e.Message, e.Routine)
 			}
 		})
@@ -382,7 +382,7 @@ func TestRefusalCarriesReason(t *testing.T) {
 	ln := startServer(t, []discovery.Target{ordersIAM}, nil)
 	c := ln.dial(t)
 	write(t, c, startupMsg("user", "alice", pgwire.TargetParam, "billing"))
-	if e := decodeError(t, readMsg(t, c)); e.Routine != contract.ReasonUnknownTarget {
-		t.Fatalf("routine %q, want %q", e.Routine, contract.ReasonUnknownTarget)
+	if e := decodeError(t, readMsg(t, c)); e.Routine != "rdsproxy:unknown-target" {
+		t.Fatalf("routine %q, want rdsproxy:unknown-target", e.Routine)
 	}
 }

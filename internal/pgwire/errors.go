@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/rdsproxy/rdsproxy/contract"
 )
 
 // SQLSTATE codes rdsproxy answers with.
@@ -56,7 +58,9 @@ func (e *Error) AppendTo(dst []byte) []byte {
 		Message:             e.Message,
 		Detail:              e.Detail,
 		Hint:                e.Hint,
-		Routine:             e.Reason,
+	}
+	if e.Reason != "" {
+		msg.Routine = contract.Routine(e.Reason)
 	}
 	out, err := msg.Encode(dst)
 	if err != nil { // only on messages over 1 GiB
@@ -78,8 +82,9 @@ func (e *Error) WriteTo(w io.Writer) (int64, error) {
 	return int64(n), err
 }
 
-// Refusal returns the SQLSTATE and the reason (the Routine field) of an
-// ErrorResponse, or empty strings for any other message.
+// Refusal returns the SQLSTATE and rdsproxy's reason (from the Routine
+// field) of an ErrorResponse; reason is empty for a database's own
+// ErrorResponse, both are for any other message.
 func Refusal(m Message) (code, reason string) {
 	if m.Type != MsgErrorResponse {
 		return "", ""
@@ -88,5 +93,6 @@ func Refusal(m Message) (code, reason string) {
 	if e.Decode(m.Body()) != nil {
 		return "", ""
 	}
-	return e.Code, e.Routine
+	reason, _ = contract.ReasonOf(e.Routine)
+	return e.Code, reason
 }
