@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,13 +10,15 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"reflect"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/alecthomas/kong"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/rds"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/sync/errgroup"
 
@@ -53,64 +54,84 @@ type ServerCmd struct {
 	IdentityFlags
 }
 
-// staticTarget is one entry of the configuration file's targets list.
+// staticTarget is one entry of the configuration file's targets list;
+// the file spells its keys like the flags.
 type staticTarget struct {
 	Name      string   `yaml:"name"`
 	Endpoint  string   `yaml:"endpoint"`
-	Region    string   `yaml:"region"`
-	Auth      string   `yaml:"auth"`
-	TLS       string   `yaml:"tls"`
-	Database  string   `yaml:"database"`
-	Users     []string `yaml:"users"`
-	ReadOnly  bool     `yaml:"read-only"`
-	LocalPort int      `yaml:"local-port"`
+	Region    string   `yaml:"region,omitempty"`
+	Auth      string   `yaml:"auth,omitempty"`
+	TLS       string   `yaml:"tls,omitempty"`
+	Database  string   `yaml:"database,omitempty"`
+	Users     []string `yaml:"users,omitempty"`
+	ReadOnly  bool     `yaml:"read-only,omitempty"`
+	LocalPort int      `yaml:"local-port,omitempty"`
 	// Principals are ARN globs, as in the rdsproxy:principals tag.
-	Principals []string `yaml:"principals"`
+	Principals []string `yaml:"principals,omitempty"`
 }
 
 func (s staticTarget) target() discovery.Target {
-	t := discovery.Target{
+	return discovery.Static(discovery.Target{
 		Name: s.Name, Endpoint: s.Endpoint, Region: s.Region,
 		Auth: discovery.Auth(s.Auth), TLS: discovery.TLSMode(s.TLS),
 		Database: s.Database, Users: s.Users, ReadOnly: s.ReadOnly, LocalPort: s.LocalPort,
-		Principals: s.Principals, Source: "static",
-	}
-	if t.Auth == "" {
-		t.Auth = discovery.AuthIAM
-	}
-	if t.TLS == "" {
-		t.TLS = discovery.TLSVerifyFull
-	}
-	return t
+		Principals: s.Principals,
+	})
+}
+
+func fileTarget(t discovery.Target) staticTarget {
+	return staticTarget{Name: t.Name, Endpoint: t.Endpoint, Region: t.Region, Auth: string(t.Auth), TLS: string(t.TLS),
+		Database: t.Database, Users: t.Users, ReadOnly: t.ReadOnly, LocalPort: t.LocalPort, Principals: t.Principals}
 }
 
 // Run starts the server and serves until ctx ends.
-func (c *ServerCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env Env) error {
+func (c *ServerCmd) Run(ctx context.Context, kctx *kong.Context, g *Globals, log *slog.Logger, env Env) error {
+	if err := positiveFlags(kctx); err != nil {
+		return &ExitError{Code: ExitUsage, Err: err}
+	}
 	policy, err := c.policy(string(g.Config))
 	if err != nil {
 		return &ExitError{Code: ExitUsage, Err: err}
 	}
 	watcher, err := c.watcher(ctx, policy, log)
 	if err != nil {
-		return &ExitError{Code: ExitUsage, Err: err}
+		return &ExitError{Code: ExitUsage, Err: flagError(err)}
 	}
-	cfg, err := c.serverConfig(log, watcher)
+	cfg, err := c.serverConfig(ctx, log)
 	if err != nil {
 		return &ExitError{Code: ExitUsage, Err: err}
 	}
-	if cfg.Identity, err = c.identityConfig(ctx, log); err != nil {
-		return &ExitError{Code: ExitUsage, Err: err}
+	cfg.Targets = watcher
+	if err := cfg.Validate(); err != nil {
+		return &ExitError{Code: ExitUsage, Err: flagError(err)}
 	}
-	reg, metrics := newRegistry(watcher)
-	cfg.Metrics = metrics
 	if c.DryRun {
-		return c.printEffective(env, policy)
+		return printEffective(env, kctx, policy)
 	}
+	reg, metrics := server.NewRegistry(watcher.Status)
+	cfg.Metrics = metrics
 	srv, err := server.New(cfg)
 	if err != nil {
-		return &ExitError{Code: ExitUsage, Err: err}
+		return &ExitError{Code: ExitUsage, Err: flagError(err)}
 	}
-	return c.serve(ctx, srv, watcher, reg, log, func() (discovery.Policy, error) { return reloadPolicy(env) })
+	ln, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	admin, err := net.Listen("tcp", c.AdminAddr)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("listen admin: %w", err)
+	}
+	log.Info("discovery", "regions", c.Region, "allow", ruleStrings(policy.Rules.Allow), "deny", ruleStrings(policy.Rules.Deny),
+		"static_targets", len(policy.Static))
+	inst := server.Instance{Server: srv, Watcher: watcher, Listener: ln, Admin: admin, Metrics: reg, Logger: log}
+	gr, gctx := errgroup.WithContext(ctx)
+	gr.Go(func() error { return inst.Run(gctx) })
+	gr.Go(func() error {
+		return reloadOnHUP(gctx, watcher, func() (discovery.Policy, error) { return reloadPolicy(env) }, log)
+	})
+	return gr.Wait()
 }
 
 // reloadPolicy parses the original command line again, so the reloaded
@@ -167,40 +188,6 @@ func (c *ServerCmd) watcher(ctx context.Context, p discovery.Policy, log *slog.L
 	return discovery.NewWatcher(cfg)
 }
 
-func (c *ServerCmd) serve(ctx context.Context, srv *server.Server, w *discovery.Watcher, reg *prometheus.Registry, log *slog.Logger, reload func() (discovery.Policy, error)) error {
-	ln, err := net.Listen("tcp", c.Listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	admin, err := net.Listen("tcp", c.AdminAddr)
-	if err != nil {
-		ln.Close()
-		return fmt.Errorf("listen admin: %w", err)
-	}
-	// A failed first refresh is not fatal: the watcher keeps retrying,
-	// and readiness stays false until a snapshot is loaded.
-	w.Refresh(ctx)
-	targets := 0
-	if snap := w.Current(); snap != nil {
-		targets = snap.Len()
-	}
-	log.Info("ready", "listen", ln.Addr().String(), "admin", admin.Addr().String(), "targets", targets, "regions", c.Region)
-	// The admin listener outlives the drain, so /readyz answers 503 while
-	// sessions finish.
-	adminCtx, stopAdmin := context.WithCancel(context.WithoutCancel(ctx))
-	ready := func() bool { return w.Ready() && !srv.Draining() }
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { defer stopAdmin(); return srv.Serve(gctx, ln) })
-	g.Go(func() error { return w.Run(gctx) })
-	g.Go(func() error {
-		return server.ServeAdmin(adminCtx, admin, server.AdminConfig{Ready: ready, Metrics: reg, Logger: log})
-	})
-	g.Go(func() error { return reloadOnHUP(gctx, w, reload, log) })
-	err = g.Wait()
-	log.Info("stopped")
-	return err
-}
-
 // reloadOnHUP rereads the configuration (tag rules, static targets) on
 // SIGHUP and refreshes discovery; running sessions are not touched.
 func reloadOnHUP(ctx context.Context, w *discovery.Watcher, reload func() (discovery.Policy, error), log *slog.Logger) error {
@@ -226,9 +213,10 @@ func reloadOnHUP(ctx context.Context, w *discovery.Watcher, reload func() (disco
 	}
 }
 
-func (c *ServerCmd) serverConfig(log *slog.Logger, targets server.Targets) (server.Config, error) {
+// serverConfig turns the flags into the server's configuration, reading
+// the files they name. The server validates it.
+func (c *ServerCmd) serverConfig(ctx context.Context, log *slog.Logger) (server.Config, error) {
 	cfg := server.Config{
-		Targets:             targets,
 		DialOverrides:       c.Map,
 		MaxSessions:         c.MaxSessions,
 		FirstByteTimeout:    c.FirstByteTimeout,
@@ -242,14 +230,6 @@ func (c *ServerCmd) serverConfig(log *slog.Logger, targets server.Targets) (serv
 		KeepAlive:           c.TCPKeepalive,
 		MaxPendingPerSource: c.MaxPendingPerSource,
 		Logger:              log,
-	}
-	for endpoint, addr := range c.Map {
-		if _, _, err := discovery.SplitEndpoint(endpoint); err != nil {
-			return cfg, fmt.Errorf("--map %s=%s: %w", endpoint, addr, err)
-		}
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			return cfg, fmt.Errorf("--map %s=%s: address is not host:port", endpoint, addr)
-		}
 	}
 	var extra []byte
 	if c.CAFile != "" {
@@ -275,29 +255,86 @@ func (c *ServerCmd) serverConfig(log *slog.Logger, targets server.Targets) (serv
 		cfg.ClientTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 		cfg.RequireTLS = !c.AllowPlaintext
 	}
-	if c.MaxSessions < 1 || c.MaxStartupSize < 8 || c.StartupTimeout <= 0 || c.DialTimeout <= 0 || c.DrainTimeout < 0 ||
-		c.MaxPending < 1 || c.MaxPendingPerSource < 1 || c.TCPKeepalive <= 0 ||
-		c.FirstByteTimeout <= 0 || c.PasswordTimeout <= 0 || c.LoginTimeout <= 0 {
-		return cfg, errors.New("limits and timeouts must be positive")
-	}
-	if c.DialTimeout > c.LoginTimeout {
-		return cfg, fmt.Errorf("--dial-timeout (%s) must not exceed --login-timeout (%s)", c.DialTimeout, c.LoginTimeout)
-	}
-	return cfg, nil
+	cfg.Identity, err = c.identityConfig(ctx, log)
+	return cfg, err
 }
 
-// printEffective writes the configuration the server would run with.
-func (c *ServerCmd) printEffective(env Env, p discovery.Policy) error {
-	out := map[string]any{
-		"listen": c.Listen, "admin-addr": c.AdminAddr, "map": c.Map, "ca-file": c.CAFile,
-		"tls-cert": c.TLSCert, "max-sessions": c.MaxSessions, "startup-timeout": c.StartupTimeout.String(),
-		"dial-timeout": c.DialTimeout.String(), "login-timeout": c.LoginTimeout.String(),
-		"first-byte-timeout": c.FirstByteTimeout.String(), "password-timeout": c.PasswordTimeout.String(),
-		"allow-plaintext": c.AllowPlaintext, "max-startup-size": c.MaxStartupSize, "drain-timeout": c.DrainTimeout.String(),
-		"max-pending": c.MaxPending, "max-pending-per-source": c.MaxPendingPerSource, "tcp-keepalive": c.TCPKeepalive.String(),
-		"region": c.Region, "allow-tag": ruleStrings(p.Rules.Allow), "deny-tag": ruleStrings(p.Rules.Deny),
-		"refresh-interval": c.RefreshInterval.String(), "targets": jsonValue(p.Static),
-		"require-identity": c.RequireIdentity, "server-id": c.ServerID, "sts-region": c.STSRegion, "sts-endpoint": c.STSEndpoint,
+// configFlags names the flag behind each server.Config and
+// discovery.WatcherConfig field the server command sets.
+var configFlags = map[string]string{
+	"DialOverrides": "map", "RootCAs": "ca-file", "ClientTLS": "tls-cert", "RequireTLS": "tls-cert",
+	"MaxSessions": "max-sessions", "MaxPending": "max-pending", "MaxPendingPerSource": "max-pending-per-source",
+	"FirstByteTimeout": "first-byte-timeout", "PasswordTimeout": "password-timeout", "StartupTimeout": "startup-timeout",
+	"DialTimeout": "dial-timeout", "LoginTimeout": "login-timeout", "MaxStartupSize": "max-startup-size",
+	"DrainTimeout": "drain-timeout", "KeepAlive": "tcp-keepalive", "Identity.ServerID": "server-id",
+	"Identity.Region": "sts-region", "Identity.Endpoint": "sts-endpoint", "Interval": "refresh-interval",
+}
+
+// flagError names the flag behind a configuration error of the server or
+// discovery; other errors pass unchanged.
+func flagError(err error) error {
+	var field, problem string
+	var se *server.ConfigError
+	var de *discovery.ConfigError
+	switch {
+	case errors.As(err, &se):
+		field, problem = se.Field, se.Problem
+	case errors.As(err, &de):
+		field, problem = de.Field, de.Problem
+	}
+	if flag, ok := configFlags[field]; ok {
+		return fmt.Errorf("--%s: %s", flag, problem)
+	}
+	return err
+}
+
+// positiveFlags rejects a 0 given for a number or duration flag whose
+// default is not 0: the libraries read a zero as "the default", which is
+// not what someone who wrote 0 meant.
+func positiveFlags(kctx *kong.Context) error {
+	for _, f := range kctx.Flags() {
+		if f.Default == "" || f.Default == "0" {
+			continue
+		}
+		switch v := kctx.FlagValue(f).(type) {
+		case int:
+			if v <= 0 {
+				return fmt.Errorf("--%s must be positive, not %d", f.Name, v)
+			}
+		case time.Duration:
+			if v <= 0 {
+				return fmt.Errorf("--%s must be positive, not %s", f.Name, v)
+			}
+		}
+	}
+	return nil
+}
+
+// printEffective writes the configuration the server would run with, as
+// a configuration file the server accepts: every flag of the command
+// that has a value, keyed by its long name, and the static targets.
+func printEffective(env Env, kctx *kong.Context, p discovery.Policy) error {
+	out := map[string]any{}
+	for _, f := range kctx.Flags() {
+		if f.Hidden || slices.Contains([]string{"help", "version", "config", "dry-run"}, f.Name) {
+			continue
+		}
+		v := reflect.ValueOf(kctx.FlagValue(f))
+		switch {
+		case !v.IsValid():
+		case (v.Kind() == reflect.String || v.Kind() == reflect.Slice || v.Kind() == reflect.Map) && v.Len() == 0:
+		case v.Type() == reflect.TypeFor[time.Duration]():
+			out[f.Name] = v.Interface().(time.Duration).String()
+		default:
+			out[f.Name] = v.Interface()
+		}
+	}
+	if len(p.Static) > 0 {
+		targets := make([]staticTarget, len(p.Static))
+		for i, t := range p.Static {
+			targets[i] = fileTarget(t)
+		}
+		out["targets"] = targets
 	}
 	b, err := yaml.Marshal(out)
 	if err != nil {
@@ -339,16 +376,5 @@ func ruleStrings(rules []discovery.Rule) []string {
 	for i, r := range rules {
 		out[i] = r.String()
 	}
-	return out
-}
-
-// jsonValue turns v into plain maps and lists with its JSON field names.
-func jsonValue(v any) any {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return nil
-	}
-	var out any
-	json.Unmarshal(b, &out)
 	return out
 }

@@ -54,20 +54,14 @@ type WatcherConfig struct {
 	Rand  func() float64
 }
 
-func (c *WatcherConfig) setDefaults() {
-	defaultDur := func(d *time.Duration, def time.Duration) {
-		if *d == 0 {
-			*d = def
-		}
-	}
-	defaultDur(&c.Interval, DefaultInterval)
-	defaultDur(&c.MinBackoff, DefaultMinBackoff)
-	defaultDur(&c.ThrottleBackoff, DefaultThrottleBackoff)
-	defaultDur(&c.MaxBackoff, DefaultMaxBackoff)
-	defaultDur(&c.RefreshTimeout, DefaultRefreshTimeout)
-	if c.Jitter == 0 {
-		c.Jitter = DefaultJitter
-	}
+// withDefaults returns c with every zero field set to its default.
+func (c WatcherConfig) withDefaults() WatcherConfig {
+	setDefault(&c.Interval, DefaultInterval)
+	setDefault(&c.MinBackoff, DefaultMinBackoff)
+	setDefault(&c.ThrottleBackoff, DefaultThrottleBackoff)
+	setDefault(&c.MaxBackoff, DefaultMaxBackoff)
+	setDefault(&c.RefreshTimeout, DefaultRefreshTimeout)
+	setDefault(&c.Jitter, DefaultJitter)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -80,18 +74,45 @@ func (c *WatcherConfig) setDefaults() {
 	if c.Rand == nil {
 		c.Rand = rand.Float64
 	}
+	return c
 }
 
-// Validate checks the configuration after defaults are applied.
-func (c *WatcherConfig) Validate() error {
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
+// ConfigError is a WatcherConfig field the watcher cannot use. Field is
+// the Go field's name, so that the caller can name its own flag or
+// setting when it reports the error.
+type ConfigError struct {
+	Field   string
+	Problem string
+}
+
+func (e *ConfigError) Error() string { return "discovery: " + e.Field + ": " + e.Problem }
+
+// Validate reports the first field the watcher cannot use, reading zero
+// fields as their defaults, then checks the policy. It changes nothing.
+func (c WatcherConfig) Validate() error {
+	c = c.withDefaults()
+	for _, f := range []struct {
+		name string
+		d    time.Duration
+	}{{"Interval", c.Interval}, {"MinBackoff", c.MinBackoff}, {"ThrottleBackoff", c.ThrottleBackoff},
+		{"MaxBackoff", c.MaxBackoff}, {"RefreshTimeout", c.RefreshTimeout}} {
+		if f.d < 0 {
+			return &ConfigError{f.name, fmt.Sprintf("%s is negative", f.d)}
+		}
+	}
 	switch {
-	case c.Interval < 0 || c.MinBackoff < 0 || c.ThrottleBackoff < 0 || c.MaxBackoff < 0 || c.RefreshTimeout < 0:
-		return fmt.Errorf("discovery durations must not be negative")
 	case c.Jitter < 0 || c.Jitter >= 1:
-		return fmt.Errorf("discovery jitter %v is outside [0, 1)", c.Jitter)
+		return &ConfigError{"Jitter", fmt.Sprintf("%v is outside [0, 1)", c.Jitter)}
 	case c.MinBackoff > c.MaxBackoff || c.ThrottleBackoff > c.MaxBackoff:
-		return fmt.Errorf("discovery backoff: min %v and throttle %v must not exceed max %v",
-			c.MinBackoff, c.ThrottleBackoff, c.MaxBackoff)
+		return &ConfigError{"MaxBackoff", fmt.Sprintf("%v is below the min backoff %v or the throttle backoff %v",
+			c.MaxBackoff, c.MinBackoff, c.ThrottleBackoff)}
 	}
 	return c.Policy.Validate()
 }
@@ -128,10 +149,10 @@ type Watcher struct {
 
 // NewWatcher validates cfg. It does not refresh: call Refresh or Run.
 func NewWatcher(cfg WatcherConfig) (*Watcher, error) {
-	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg = cfg.withDefaults()
 	cfg.Policy = cfg.Policy.clone()
 	return &Watcher{cfg: cfg, policy: cfg.Policy}, nil
 }

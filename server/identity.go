@@ -55,7 +55,8 @@ type HTTPDoer interface {
 
 var _ HTTPDoer = (*http.Client)(nil)
 
-func (c *IdentityConfig) setDefaults() {
+// withDefaults returns c with every zero field set to its default.
+func (c IdentityConfig) withDefaults() IdentityConfig {
 	setDefault(&c.MaxAge, 15*time.Minute)
 	setDefault(&c.Skew, 2*time.Minute)
 	setDefault(&c.CacheTTL, 5*time.Minute)
@@ -67,24 +68,29 @@ func (c *IdentityConfig) setDefaults() {
 	if c.HTTP == nil {
 		c.HTTP = &http.Client{Timeout: c.Timeout, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
+	return c
 }
 
-// Validate reports the first configuration error.
-func (c *IdentityConfig) Validate() error {
-	if c.ServerID == "" || c.Region == "" {
-		return errors.New("server: identity needs a server id and an STS region")
+// Validate reports the first field identity checks cannot use, reading
+// zero fields as their defaults. It changes nothing.
+func (c IdentityConfig) Validate() error {
+	c = c.withDefaults()
+	switch {
+	case c.ServerID == "":
+		return &ConfigError{"Identity.ServerID", "identity needs this server's id"}
+	case c.Region == "":
+		return &ConfigError{"Identity.Region", "identity needs an STS region"}
+	case c.CacheSize < 1 || c.MaxAge <= 0 || c.CacheTTL <= 0 || c.Skew < 0 || c.Timeout <= 0:
+		return &ConfigError{"Identity", "the cache size, max age, skew, TTL and timeout must be positive"}
 	}
 	if u, err := url.Parse(c.Endpoint); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return fmt.Errorf("server: STS endpoint %q is not an http(s) URL", c.Endpoint)
-	}
-	if c.CacheSize < 1 || c.MaxAge <= 0 || c.CacheTTL <= 0 {
-		return errors.New("server: identity cache size, max age and TTL must be positive")
+		return &ConfigError{"Identity.Endpoint", fmt.Sprintf("%q is not an http(s) URL", c.Endpoint)}
 	}
 	return nil
 }
 
 // Info is what GET /v1/targets tells clients.
-func (c *IdentityConfig) Info() *callerid.ServerInfo {
+func (c IdentityConfig) Info() *callerid.ServerInfo {
 	return &callerid.ServerInfo{ServerID: c.ServerID, Region: c.Region, Required: !c.Optional}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"time"
 
 	"github.com/rdsproxy/rdsproxy/discovery"
 	"github.com/rdsproxy/rdsproxy/internal/callerid"
@@ -55,13 +56,13 @@ func (s *Server) serveTargets(ctx context.Context, conn net.Conn, req *http.Requ
 // failure budget, charging STS refusals to it.
 func (s *Server) verifyHTTPCaller(ctx context.Context, conn net.Conn, encoded string) (*discovery.Principal, error) {
 	src := sourceIP(conn)
-	if budget, _ := s.failures.check("", src, s.cfg.Now()); budget != "" {
+	if budget, _ := s.failures.check("", src, time.Now()); budget != "" {
 		return nil, pgwire.Errorf(pgwire.CodeInvalidPassword, "auth-throttled",
 			"rdsproxy: too many failed identity checks from this %s; try again later", budget)
 	}
 	p, _, err := s.identity.verify(ctx, encoded, "")
 	if reasonOf(err) == "identity-refused" {
-		s.failures.fail("", src, s.cfg.Now()) // the budget checked above
+		s.failures.fail("", src, time.Now()) // the budget checked above
 	}
 	return p, err
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"time"
 
 	"github.com/rdsproxy/rdsproxy/discovery"
 	"github.com/rdsproxy/rdsproxy/internal/callerid"
@@ -21,7 +22,7 @@ func (s *Server) checkIdentity(ctx context.Context, params pgwire.Params, t *dis
 		case encoded != "":
 			p, key, err := s.identity.verify(ctx, encoded, info.keyID)
 			if reasonOf(err) == "identity-refused" {
-				s.failures.fail(key, info.src, s.cfg.Now())
+				s.failures.fail(key, info.src, time.Now())
 			}
 			if err != nil {
 				return err

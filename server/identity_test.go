@@ -61,11 +61,10 @@ var (
 func testVerifier(t *testing.T, sts HTTPDoer) *identityVerifier {
 	t.Helper()
 	cfg := IdentityConfig{ServerID: "srv-1", Region: "eu-west-1", Endpoint: "https://vpce.example/", HTTP: sts}
-	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	return newIdentityVerifier(cfg, func() time.Time { return testNow }, nil)
+	return newIdentityVerifier(cfg.withDefaults(), func() time.Time { return testNow }, nil)
 }
 
 func sign(t *testing.T, creds aws.Credentials, region, serverID string, at time.Time) callerid.Request {

@@ -4,7 +4,39 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/rdsproxy/rdsproxy/discovery"
 )
+
+// NewRegistry creates a server process's metric registry: Go runtime and
+// process metrics, the server's own (returned for Config.Metrics), and
+// discovery's status, which status reads at scrape time (typically
+// (*discovery.Watcher).Status).
+func NewRegistry(status func() discovery.Status) (*prometheus.Registry, *Metrics) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := NewMetrics(reg)
+	gauge := func(name, help string, f func(discovery.Status) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(status()) })
+	}
+	reg.MustRegister(
+		gauge("rdsproxy_discovery_targets", "Targets in the current snapshot.",
+			func(s discovery.Status) float64 { return float64(s.Targets) }),
+		gauge("rdsproxy_discovery_snapshot_age_seconds", "Age of the current snapshot (-1 before the first).",
+			func(s discovery.Status) float64 {
+				if s.LastSuccess.IsZero() {
+					return -1
+				}
+				return time.Since(s.LastSuccess).Seconds()
+			}),
+		gauge("rdsproxy_discovery_refresh_duration_seconds", "Duration of the latest refresh.",
+			func(s discovery.Status) float64 { return s.LastDuration.Seconds() }),
+		gauge("rdsproxy_discovery_consecutive_failures", "Failed refreshes since the last success.",
+			func(s discovery.Status) float64 { return float64(s.ConsecutiveFailures) }),
+	)
+	return reg, m
+}
 
 // Metrics are the server's Prometheus metrics. Label values come only from
 // fixed sets (outcomes, reasons) or from target names in the snapshot, so
@@ -68,15 +100,15 @@ func (m *Metrics) sessionStarted() {
 	}
 }
 
-func (m *Metrics) sessionEnded(target, outcome, reason string, toClient, fromClient int64, authFailure bool) {
+func (m *Metrics) sessionEnded(target string, o outcome, reason string, toClient, fromClient int64, authFailure bool) {
 	if m == nil {
 		return
 	}
-	m.sessions.WithLabelValues(target, outcome).Inc()
+	m.sessions.WithLabelValues(target, string(o)).Inc()
 	if reason != "" {
 		m.refusals.WithLabelValues(reason).Inc()
 	}
-	if outcome == "ok" || outcome == "shutdown" {
+	if o.relayed() {
 		m.sessionsActive.Dec()
 		m.bytes.WithLabelValues(target, "to_client").Add(float64(toClient))
 		m.bytes.WithLabelValues(target, "from_client").Add(float64(fromClient))

@@ -16,9 +16,6 @@ package server
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"runtime"
@@ -38,141 +35,6 @@ import (
 // Targets gives the current discovery snapshot; nil means none loaded yet.
 type Targets interface {
 	Current() *discovery.Snapshot
-}
-
-// Config is everything the server needs. Zero durations and sizes take
-// the defaults documented on each field.
-type Config struct {
-	Targets Targets
-	// DialOverrides maps a target endpoint (host:port) to the address to
-	// dial instead, curl --resolve style. TLS still verifies the endpoint host.
-	DialOverrides map[string]string
-	// RootCAs verifies upstream certificates; see RootCAs().
-	RootCAs *x509.CertPool
-	// ClientTLS, when set, lets clients upgrade with SSLRequest.
-	ClientTLS *tls.Config
-	// RequireTLS refuses clients that do not upgrade with SSLRequest, so
-	// tokens never cross the network in clear. It needs ClientTLS.
-	RequireTLS bool
-	// MaxSessions caps concurrent sessions (default 1000); clients over
-	// the cap get SQLSTATE 53300. A connection takes a session slot only
-	// once its token has passed the pre-check (or, for passthrough
-	// targets, once it named a target and is about to authenticate).
-	MaxSessions int
-	// MaxPending caps connections still in their startup phase (default
-	// 512). At the cap, the one that has waited longest for its client is
-	// evicted with 53300 to make room (the newcomer, when none waits for
-	// its client): an honest client sends its startup at once, so idle
-	// connections cannot lock it out.
-	MaxPending int
-	// MaxPendingPerSource caps them per client IP address (default 256),
-	// evicting among that source's connections the same way, so one source
-	// cannot push out the others. Behind SSM and Kubernetes every client shares one address.
-	MaxPendingPerSource int
-	// FirstByteTimeout bounds the wait for a new connection's first
-	// packet, and PasswordTimeout the wait for the token once it was asked
-	// for (default 5s each). StartupTimeout bounds the client's whole
-	// startup phase, TLS handshake included (default 10s).
-	FirstByteTimeout time.Duration
-	PasswordTimeout  time.Duration
-	StartupTimeout   time.Duration
-	// DialTimeout bounds the upstream TCP dial and TLS handshake (default
-	// 10s); LoginTimeout bounds the whole upstream login, dial included,
-	// up to ReadyForQuery (default 30s: a busy database takes its time).
-	DialTimeout  time.Duration
-	LoginTimeout time.Duration
-	// MaxStartupSize bounds a startup packet (default 10000 bytes).
-	MaxStartupSize int
-	// AuthFailures bounds failed upstream logins per access key and source.
-	AuthFailures AuthFailureLimit
-	// RefusalLogRate and RefusalLogBurst bound the audit lines written for
-	// refused connections (default 20 a second, bursts of 50); the rest
-	// are counted in rdsproxy_log_lines_suppressed_total and in the next
-	// line's "suppressed" attribute. Lines for sessions that were relayed
-	// are never suppressed.
-	RefusalLogRate  float64
-	RefusalLogBurst int
-	// TokenSkew is the clock skew tolerated when checking tokens (default 2m).
-	TokenSkew time.Duration
-	// KeepAlive is the TCP keepalive period on both sides (default 30s).
-	KeepAlive time.Duration
-	// DrainTimeout is how long Serve lets running sessions finish after
-	// its context ends (default 30s); sessions still running then get
-	// FATAL 57P01 and are closed.
-	DrainTimeout time.Duration
-	// Identity, when set, verifies each caller's signed
-	// sts:GetCallerIdentity request before any dial, names the caller in
-	// the audit line, and applies targets' principal rules. Nil leaves it
-	// off: identities are ignored, and targets with a principal rule admit
-	// nobody.
-	Identity *IdentityConfig
-	// Metrics, when set, receives session, auth, dial and cancel metrics.
-	Metrics *Metrics
-	Logger  *slog.Logger
-	// Now is the clock for token validity and audit times (tests move
-	// it); socket deadlines and rate limits always use the real clock.
-	Now func() time.Time
-}
-
-func (c *Config) setDefaults() {
-	setDefault(&c.MaxSessions, 1000)
-	setDefault(&c.MaxPending, 512)
-	setDefault(&c.MaxPendingPerSource, 256)
-	setDefault(&c.FirstByteTimeout, 5*time.Second)
-	setDefault(&c.PasswordTimeout, 5*time.Second)
-	setDefault(&c.StartupTimeout, 10*time.Second)
-	setDefault(&c.DialTimeout, 10*time.Second)
-	setDefault(&c.LoginTimeout, 30*time.Second)
-	setDefault(&c.RefusalLogRate, 20)
-	setDefault(&c.RefusalLogBurst, 50)
-	c.AuthFailures.setDefaults()
-	setDefault(&c.MaxStartupSize, pgwire.DefaultMaxStartupSize)
-	setDefault(&c.TokenSkew, 2*time.Minute)
-	setDefault(&c.KeepAlive, 30*time.Second)
-	setDefault(&c.DrainTimeout, 30*time.Second)
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
-	if c.Now == nil {
-		c.Now = time.Now
-	}
-	if c.Identity != nil {
-		id := *c.Identity
-		id.setDefaults()
-		c.Identity = &id
-	}
-}
-
-func setDefault[T comparable](v *T, def T) {
-	var zero T
-	if *v == zero {
-		*v = def
-	}
-}
-
-// Validate reports the first configuration error.
-func (c *Config) Validate() error {
-	if c.Targets == nil {
-		return errors.New("server: no target source")
-	}
-	if c.RootCAs == nil {
-		return errors.New("server: no root CAs for upstream TLS")
-	}
-	if c.MaxSessions < 0 || c.MaxPending < 0 || c.MaxPendingPerSource < 0 || c.MaxStartupSize < 8 {
-		return errors.New("server: limits must be positive")
-	}
-	if c.RequireTLS && c.ClientTLS == nil {
-		return errors.New("server: RequireTLS needs a certificate (ClientTLS)")
-	}
-	if c.Identity != nil {
-		if err := c.Identity.Validate(); err != nil {
-			return err
-		}
-	}
-	if c.DialTimeout > c.LoginTimeout {
-		return fmt.Errorf("server: the dial timeout (%s) must not exceed the login timeout (%s)", c.DialTimeout, c.LoginTimeout)
-	}
-	return nil
 }
 
 // Server accepts client connections and relays sessions.
@@ -199,10 +61,10 @@ type Server struct {
 
 // New checks cfg and returns a Server.
 func New(cfg Config) (*Server, error) {
-	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg = cfg.withDefaults()
 	var identity *identityVerifier
 	if cfg.Identity != nil {
 		identity = newIdentityVerifier(*cfg.Identity, cfg.Now, cfg.Metrics)

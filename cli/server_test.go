@@ -1,0 +1,89 @@
+package cli
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// What --dry-run prints is a configuration the parser accepts: fed back
+// as the only configuration file, it yields the same configuration.
+func TestDryRunPrintsAcceptedConfig(t *testing.T) {
+	t.Setenv("HOME", t.TempDir())
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	certPEM, keyPEM := selfSigned(t)
+	cert, key, ca := write("cert.pem", certPEM), write("key.pem", keyPEM), write("ca.pem", certPEM)
+	file := write("server.yaml", `targets:
+  - name: app
+    endpoint: app.example:5432
+    region: eu-west-1
+    database: app
+    users: [alice, bob]
+    read-only: true
+    local-port: 6000
+    principals: ["arn:aws:iam::123456789012:role/dev-*"]
+  - name: local
+    endpoint: pg.internal:5432
+    region: eu-west-1
+    auth: passthrough
+    tls: disable
+`)
+	run := func(args ...string) string {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		if code := Run(append([]string{"server", "--dry-run"}, args...), Env{Stdout: &out, Stderr: &errOut}); code != ExitOK {
+			t.Fatalf("rdsproxy server --dry-run %q: exit %d: %s", args, code, errOut.String())
+		}
+		return out.String()
+	}
+	first := run("--config", file, "--map", "app.example:5432=127.0.0.1:5432", "--tls-cert", cert, "--tls-key", key,
+		"--ca-file", ca, "--allow-plaintext", "--region", "eu-west-1", "--allow-tag", "team=db*", "--deny-tag", "env=dev",
+		"--no-require-identity", "--server-id", "srv-1", "--sts-endpoint", "https://sts.example", "--drain-timeout", "7s",
+		"--tcp-keepalive", "11s", "--refresh-interval", "2m")
+	second := run("--config", write("printed.yaml", first))
+	if first != second {
+		t.Fatalf("the printed configuration, fed back, prints\n%s\nnot\n%s", second, first)
+	}
+	// And with nothing but defaults.
+	if defaults := run(); run("--config", write("defaults.yaml", defaults)) != defaults {
+		t.Fatalf("the printed defaults, fed back, differ")
+	}
+}
+
+// selfSigned returns a PEM certificate and key for localhost.
+func selfSigned(t *testing.T) (certPEM, keyPEM string) {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"}, DNSNames: []string{"localhost"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+		string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}))
+}

@@ -1,0 +1,56 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"net"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/rdsproxy/rdsproxy/discovery"
+)
+
+// Instance is one server process: the Server on its listener, the
+// discovery Watcher that feeds it, and the admin listener that reports on
+// both. Run starts and ends them together.
+type Instance struct {
+	Server  *Server
+	Watcher *discovery.Watcher
+	// Listener is for clients (PostgreSQL and GET /v1/targets); Admin for
+	// /healthz, /readyz and /metrics. Run closes both.
+	Listener, Admin net.Listener
+	// Metrics is served on /metrics (see NewRegistry).
+	Metrics prometheus.Gatherer
+	// Logger receives the "ready" and "stopped" lines (discarded if nil).
+	Logger *slog.Logger
+}
+
+// Run loads a first snapshot, logs one "ready" line with the listen
+// addresses, then serves until ctx ends. A failed first refresh is not
+// fatal: the watcher keeps retrying, and /readyz answers 503 until a
+// snapshot is loaded. When ctx ends, the admin listener outlives the
+// Server's drain, so /readyz answers 503 while sessions finish.
+func (in Instance) Run(ctx context.Context) error {
+	log := in.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	in.Watcher.Refresh(ctx) // a failure is the watcher's to log and retry
+	targets := 0
+	if snap := in.Watcher.Current(); snap != nil {
+		targets = snap.Len()
+	}
+	log.Info("ready", "listen", in.Listener.Addr().String(), "admin", in.Admin.Addr().String(), "targets", targets)
+	adminCtx, stopAdmin := context.WithCancel(context.WithoutCancel(ctx))
+	ready := func() bool { return in.Watcher.Ready() && !in.Server.Draining() }
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { defer stopAdmin(); return in.Server.Serve(gctx, in.Listener) })
+	g.Go(func() error { return in.Watcher.Run(gctx) })
+	g.Go(func() error {
+		return ServeAdmin(adminCtx, in.Admin, AdminConfig{Ready: ready, Metrics: in.Metrics, Logger: log})
+	})
+	err := g.Wait()
+	log.Info("stopped")
+	return err
+}
