@@ -22,6 +22,20 @@ const (
 	maxUpstreamMsg  = 1 << 20
 )
 
+// outcome is how a session ended, in its audit line and its metrics.
+type outcome string
+
+const (
+	outcomeOK              outcome = "ok"               // relayed until either side ended it
+	outcomeShutdown        outcome = "shutdown"         // relayed until the drain ended it
+	outcomeRefused         outcome = "refused"          // rdsproxy refused it (an ErrorResponse of its own)
+	outcomeRefusedUpstream outcome = "refused-upstream" // the database refused the login
+	outcomeFailed          outcome = "failed"           // an I/O error before it was relayed
+)
+
+// relayed reports whether the session got as far as the relay.
+func (o outcome) relayed() bool { return o == outcomeOK || o == outcomeShutdown }
+
 // sessionInfo is what the audit line reports about one session.
 type sessionInfo struct {
 	remote, src, target, user, database, app, keyID string
@@ -81,12 +95,12 @@ func (s *Server) relay(client net.Conn, up *upstream, pending []byte, info sessi
 		defer s.cancels.remove(up.key)
 	}
 	res := r.Run(nil, pending)
-	outcome := "ok"
+	o := outcomeOK
 	if res.Stopped {
-		outcome = "shutdown"
+		o = outcomeShutdown
 	}
-	s.cfg.Metrics.sessionEnded(info.target, outcome, "", res.ToA, res.ToB, false)
-	s.audit(info, outcome, "", res, 0)
+	s.cfg.Metrics.sessionEnded(info.target, o, "", res.ToA, res.ToB, false)
+	s.audit(info, o, "", res, 0)
 }
 
 // negotiateProtocol picks the protocol version to ask the upstream for.
@@ -362,10 +376,10 @@ func (s *Server) refuse(client net.Conn, ph *phase, info sessionInfo, err error)
 	}
 	var pe *pgwire.Error
 	var ru *refusedUpstream
-	outcome, reason, code := "failed", "client-io", ""
+	o, reason, code := outcomeFailed, "client-io", ""
 	switch {
 	case errors.As(err, &ru):
-		outcome, code = "refused-upstream", ru.code
+		o, code = outcomeRefusedUpstream, ru.code
 		reason = "upstream-" + code
 		if strings.HasPrefix(code, "28") {
 			s.failures.fail(info.keyID, info.src, time.Now())
@@ -374,31 +388,31 @@ func (s *Server) refuse(client net.Conn, ph *phase, info sessionInfo, err error)
 		client.Write(ru.reply)
 	case errors.As(err, &pe):
 		pe.Send(client)
-		outcome, reason, code = "refused", pe.Reason, pe.Code
+		o, reason, code = outcomeRefused, pe.Reason, pe.Code
 	}
-	s.cfg.Metrics.sessionEnded(info.target, outcome, reason, 0, 0, strings.HasPrefix(code, "28"))
+	s.cfg.Metrics.sessionEnded(info.target, o, reason, 0, 0, strings.HasPrefix(code, "28"))
 	ok, suppressed := s.logs.allow(time.Now())
 	if !ok {
 		s.cfg.Metrics.logSuppressed()
 		return
 	}
 	var res relay.Result
-	if outcome == "failed" {
+	if o == outcomeFailed {
 		res.Err = err
 	}
-	s.audit(info, outcome, reason, res, suppressed)
+	s.audit(info, o, reason, res, suppressed)
 }
 
 // audit writes the session's audit line. Client-chosen values are
 // clipped; suppressed says how many refusal lines were held back before
 // this one.
-func (s *Server) audit(info sessionInfo, outcome, reason string, res relay.Result, suppressed int64) {
+func (s *Server) audit(info sessionInfo, o outcome, reason string, res relay.Result, suppressed int64) {
 	attrs := []any{
 		"target", info.target, "user", clip(info.user), "database", clip(info.database),
 		"application_name", clip(info.app), "remote", info.remote, "access_key_id", clip(info.keyID),
 		"arn", info.arn(), "account", info.account(), "role_session", info.roleSession(),
 		"start", info.start.UTC().Format(time.RFC3339Nano), "dur", s.cfg.Now().Sub(info.start).Round(time.Millisecond),
-		"bytes_from_client", res.ToB, "bytes_to_client", res.ToA, "outcome", outcome,
+		"bytes_from_client", res.ToB, "bytes_to_client", res.ToA, "outcome", string(o),
 	}
 	if reason != "" {
 		attrs = append(attrs, "reason", reason)
