@@ -15,6 +15,7 @@ import (
 	"github.com/rdsproxy/rdsproxy/client"
 	"github.com/rdsproxy/rdsproxy/contract"
 	"github.com/rdsproxy/rdsproxy/internal/pgwire"
+	"github.com/rdsproxy/rdsproxy/internal/sandbox"
 	"github.com/rdsproxy/rdsproxy/tunnel"
 )
 
@@ -497,5 +498,32 @@ func TestLocalListenerSurvivesEMFILE(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Serve: %v", err)
+	}
+}
+
+// With LocalTLS, an SSLRequest inside TLS is refused with 08P01 inside
+// TLS, as the server and PostgreSQL refuse it.
+func TestLocalSSLRequestInsideTLSRefused(t *testing.T) {
+	ca, err := sandbox.NewCA("test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.Issue("localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, _ := startProxy(t, client.Config{Target: passTarget, LocalTLS: &tls.Config{Certificates: []tls.Certificate{cert}}})
+	local := ln.dial(t)
+	write(t, local, pgwire.AppendSSLRequest(nil))
+	if b := readByte(t, local); b != 'S' {
+		t.Fatalf("SSLRequest answered %q", b)
+	}
+	tc := tls.Client(local, &tls.Config{ServerName: "localhost", RootCAs: ca.Pool()})
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	write(t, tc, pgwire.AppendSSLRequest(nil))
+	if e := decodeError(t, readMsg(t, tc)); e.Code != "08P01" || e.Routine != contract.Routine(contract.ReasonProtocol) {
+		t.Fatalf("SSLRequest inside TLS: got %s %q, want 08P01", e.Code, e.Message)
 	}
 }

@@ -19,12 +19,6 @@ import (
 
 const maxTargetList = 16 << 20
 
-// FetchTargets asks the server for GET /v1/targets through the tunnel.
-func FetchTargets(ctx context.Context, tun tunnel.Tunnel, serverTLS *tls.Config) ([]contract.Target, error) {
-	list, err := FetchTargetList(ctx, tun, serverTLS, nil)
-	return list.Targets, err
-}
-
 // FetchTargetList asks the server for GET /v1/targets. When the server
 // checks identity and ids is set, it asks again with the caller's
 // identity (also after a 401), so that the list holds only the targets

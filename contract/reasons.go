@@ -11,9 +11,15 @@ const RoutinePrefix = "rdsproxy:"
 // Routine is the Routine field that carries reason.
 func Routine(reason string) string { return RoutinePrefix + reason }
 
-// ReasonOf returns the reason a Routine field carries, and false when
-// the ErrorResponse is not rdsproxy's but the database's, forwarded.
-func ReasonOf(routine string) (string, bool) { return strings.CutPrefix(routine, RoutinePrefix) }
+// ReasonOf returns the reason a Routine field carries, or "" and false
+// when the ErrorResponse is not rdsproxy's but the database's, forwarded.
+func ReasonOf(routine string) (string, bool) {
+	reason, ours := strings.CutPrefix(routine, RoutinePrefix)
+	if !ours {
+		return "", false
+	}
+	return reason, true
+}
 
 // Reasons say why rdsproxy refused or ended a connection. They are fixed
 // labels, never user input: the server and the client send them in the

@@ -61,11 +61,11 @@ func TestPgxProtocols(t *testing.T) {
 func TestTargetListMatchesSnapshot(t *testing.T) {
 	st := startStack(t)
 	tun, _ := tunnel.NewDirect(st.serverAddr, 0)
-	got, err := client.FetchTargets(context.Background(), tun, nil)
+	got, err := client.FetchTargetList(context.Background(), tun, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(st.snap.Targets(), got); diff != "" {
+	if diff := cmp.Diff(st.snap.Targets(), got.Targets); diff != "" {
 		t.Fatalf("target list (-snapshot +fetched):\n%s", diff)
 	}
 }

@@ -32,9 +32,9 @@ func TestServerHopTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	trusted := &tls.Config{RootCAs: sb.ca.Pool(), ServerName: "rdsproxy.sandbox.internal", MinVersion: tls.VersionTLS12}
-	targets, err := client.FetchTargets(context.Background(), tun, trusted)
-	if err != nil || len(targets) != st.snap.Len() {
-		t.Fatalf("target list over TLS: %d targets, %v", len(targets), err)
+	list, err := client.FetchTargetList(context.Background(), tun, trusted, nil)
+	if err != nil || len(list.Targets) != st.snap.Len() {
+		t.Fatalf("target list over TLS: %d targets, %v", len(list.Targets), err)
 	}
 	addr := serveClient(t, tun, "app", trusted)
 	conn := connectLocal(t, addr, sandbox.UserIAM)
@@ -42,7 +42,7 @@ func TestServerHopTLS(t *testing.T) {
 		t.Fatalf("session over the TLS hop: %v", err)
 	}
 	untrusted := &tls.Config{RootCAs: x509.NewCertPool(), ServerName: "rdsproxy.sandbox.internal", MinVersion: tls.VersionTLS12}
-	if _, err := client.FetchTargets(context.Background(), tun, untrusted); err == nil || !strings.Contains(err.Error(), "certificate") {
+	if _, err := client.FetchTargetList(context.Background(), tun, untrusted, nil); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Fatalf("untrusted server certificate: %v", err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/jackc/pgx/v5/pgproto3"
 )
 
 func TestReadStartup(t *testing.T) {
@@ -209,9 +210,17 @@ func TestErrorResponseEncodes(t *testing.T) {
 	if err != nil || m.Type != MsgErrorResponse {
 		t.Fatalf("ReadMessage = %v, %v", m.Type, err)
 	}
-	for _, want := range []string{"FATAL", "28000", `target "x" is not served`, "run rdsproxy list"} {
+	for _, want := range []string{"FATAL", "28000", `target "x" is not served`, "run rdsproxy list", "rdsproxy:unknown-target"} {
 		if !bytes.Contains(raw, []byte(want)) {
 			t.Errorf("ErrorResponse lacks %q", want)
 		}
+	}
+	if code, reason := Refusal(m); code != "28000" || reason != "unknown-target" {
+		t.Errorf("Refusal = %q, %q; want 28000, unknown-target", code, reason)
+	}
+	// A database's own ErrorResponse has no reason of rdsproxy's.
+	db, _ := (&pgproto3.ErrorResponse{Severity: "FATAL", Code: "28P01", Message: "PAM authentication failed", Routine: "auth_failed"}).Encode(nil)
+	if code, reason := Refusal(Message{Type: MsgErrorResponse, Raw: db}); code != "28P01" || reason != "" {
+		t.Errorf("database refusal: Refusal = %q, %q; want 28P01 and no reason", code, reason)
 	}
 }
