@@ -9,8 +9,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 
 	"github.com/rdsproxy/rdsproxy/client"
-	"github.com/rdsproxy/rdsproxy/internal/callerid"
-	"github.com/rdsproxy/rdsproxy/internal/iamtoken"
 	"github.com/rdsproxy/rdsproxy/server"
 )
 
@@ -59,17 +57,4 @@ func (f *SSMFlags) identities(ctx context.Context, log *slog.Logger) client.Iden
 		return nil
 	}
 	return client.NewIdentitySigner(cfg.Credentials, nil)
-}
-
-// identityParam signs the identity for one login with the token's access
-// key; "" when the server checks none.
-func identityParam(ctx context.Context, ids client.Identities, info *callerid.ServerInfo, token string) (string, error) {
-	if ids == nil || info == nil {
-		return "", nil
-	}
-	var keyID string
-	if tok, err := iamtoken.Parse(token); err == nil {
-		keyID = tok.AccessKeyID
-	}
-	return ids.Identity(ctx, *info, keyID)
 }
