@@ -29,13 +29,19 @@ const (
 	ExitInterrupted = 130
 )
 
-// ExitError carries an exit code out of a command.
+// ExitError carries an exit code out of a command. Err may be nil when
+// the command already said what went wrong (usage errors).
 type ExitError struct {
 	Code int
 	Err  error
 }
 
-func (e *ExitError) Error() string { return e.Err.Error() }
+func (e *ExitError) Error() string {
+	if e.Err == nil {
+		return fmt.Sprintf("exit status %d", e.Code)
+	}
+	return e.Err.Error()
+}
 func (e *ExitError) Unwrap() error { return e.Err }
 
 // Globals are flags every command has.

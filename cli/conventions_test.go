@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -137,5 +138,18 @@ func TestExitStatusInterrupted(t *testing.T) {
 		if code := exitStatus(tt.ctx, tt.err, Env{Stderr: &stderr}); code != tt.code || stderr.String() != tt.stderr {
 			t.Errorf("%v: exit %d, stderr %q; want %d, %q", tt.err, code, stderr.String(), tt.code, tt.stderr)
 		}
+	}
+}
+
+// An ExitError without an error (the command already said what was
+// wrong) formats as its exit status instead of panicking, wrapped or not.
+func TestExitErrorWithoutError(t *testing.T) {
+	err := fmt.Errorf("run: %w", &ExitError{Code: ExitUsage})
+	if got := fmt.Sprintf("%v", err); got != "run: exit status 2" {
+		t.Fatalf("formatted as %q", got)
+	}
+	var ee *ExitError
+	if !errors.As(err, &ee) || ee.Unwrap() != nil {
+		t.Fatalf("errors.As: %v, Unwrap %v", ee, ee.Unwrap())
 	}
 }
