@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -82,6 +83,23 @@ func (k *kubeReplicas) addPod(t *testing.T, serverArgs ...string) string {
 // carries it: the one whose stream count the connection raised.
 func (k *kubeReplicas) connect(t *testing.T) (*pgx.Conn, string) {
 	t.Helper()
+	conn, opened := k.connectStreams(t)
+	var pods []string
+	for pod, n := range opened {
+		for range n {
+			pods = append(pods, pod)
+		}
+	}
+	if len(pods) != 1 {
+		t.Fatalf("one connection opened streams to %q, want exactly one pod", pods)
+	}
+	return conn, pods[0]
+}
+
+// connectStreams opens a connection through the client, checks that it
+// answers, and returns how many streams it opened to each pod.
+func (k *kubeReplicas) connectStreams(t *testing.T) (*pgx.Conn, map[string]int) {
+	t.Helper()
 	before := k.api.Streams()
 	cfg := localConfig(t, net.JoinHostPort(k.local.Host, strconv.Itoa(k.local.Port)), k.local.User)
 	cfg.Database = k.local.Database
@@ -92,16 +110,16 @@ func (k *kubeReplicas) connect(t *testing.T) (*pgx.Conn, string) {
 		t.Fatalf("connect through the client: %v", err)
 	}
 	t.Cleanup(func() { conn.Close(context.Background()) })
-	var pods []string
+	if err := conn.Ping(ctx); err != nil {
+		t.Fatalf("a new connection through the client does not answer: %v", err)
+	}
+	opened := map[string]int{}
 	for pod, n := range k.api.Streams() {
-		for range n - before[pod] {
-			pods = append(pods, pod)
+		if n > before[pod] {
+			opened[pod] = n - before[pod]
 		}
 	}
-	if len(pods) != 1 {
-		t.Fatalf("one connection opened streams to %q, want exactly one pod", pods)
-	}
-	return conn, pods[0]
+	return conn, opened
 }
 
 // cancelSleep runs pg_sleep on conn, cancels it through the client (a
@@ -213,6 +231,20 @@ func TestReplicasKubeRollout(t *testing.T) {
 	}
 	old := k.servers[oldPod]
 	old.cmd.Process.Signal(syscall.SIGTERM) // the kubelet, at once (no preStop hook)
+
+	// While it drains its port refuses. The client may still pick it for a
+	// new connection until it lists the pods again; such a stream is
+	// refused before any byte reached a server and is opened again on
+	// another pod. Two connections (the second goes elsewhere than the
+	// first) both succeed.
+	waitFor(t, kubeGuard, "the old server draining", func() bool { return old.readyz() == http.StatusServiceUnavailable })
+	for range 2 {
+		_, opened := k.connectStreams(t)
+		t.Logf("a connection during the drain opened streams %v", opened)
+		if carriers := len(opened) - min(opened[oldPod], 1); carriers != 1 || opened[oldPod] > 1 {
+			t.Fatalf("a connection during the drain opened streams %v; want one on a serving pod, at most one refused on %s", opened, oldPod)
+		}
+	}
 	select {
 	case err := <-drained:
 		pgErr(t, err, "57P01", "server is shutting down")

@@ -28,7 +28,9 @@ var (
 // drain ends them with 57P01). DialEach opens one stream per pod, for
 // cancels. It is safe for concurrent use.
 type Tunnel struct {
-	base *podTunnel // API settings and clients; lists pods, never dials
+	base *podTunnel      // API settings and clients; lists pods, never dials
+	life context.Context // ends with Close: bounds a stream's move
+	stop context.CancelFunc
 
 	start chan struct{} // one slot: one Dial creates the pool
 
@@ -44,7 +46,9 @@ func New(ctx context.Context, cfg Config) (*Tunnel, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Tunnel{base: base, start: make(chan struct{}, 1)}, nil
+	t := &Tunnel{base: base, start: make(chan struct{}, 1)}
+	t.life, t.stop = context.WithCancel(context.WithoutCancel(ctx))
+	return t, nil
 }
 
 // Namespace is the namespace the tunnel works in (flag, kubeconfig, default).
@@ -53,13 +57,25 @@ func (t *Tunnel) Namespace() string { return t.base.namespace }
 // Dial opens a stream to the server port in the least loaded ready pod,
 // trying the others when it fails, and once more after listing the pods
 // again when none is left. Each attempt on a pod is bounded by
-// Config.DialTimeout, as is the first list; the whole by ctx.
+// Config.DialTimeout, as is the first list; the whole by ctx. Until the
+// server's first byte the stream moves to another pod if the kubelet
+// reports that the pod's port refused it (see replayConn).
 func (t *Tunnel) Dial(ctx context.Context) (net.Conn, error) {
 	p, err := t.replicas(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return p.Dial(ctx)
+	c, err := p.Dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &replayConn{conn: c, dial: p.Dial, life: t.life, timeout: t.base.cfg.DialTimeout, onMove: t.moved}, nil
+}
+
+// moved logs a stream that moved off a pod whose server refused it.
+func (t *Tunnel) moved(from, to net.Conn, why error) {
+	t.base.log.Info("new connection opened again: the pod's server refused it (draining or gone)",
+		"from", from.RemoteAddr().String(), "target", to.RemoteAddr().String(), "error", why)
 }
 
 // DialEach opens one stream to every ready pod (tunnel.Fanout): a
@@ -79,6 +95,7 @@ func (t *Tunnel) Close() error {
 	t.closed = true
 	p := t.pool
 	t.mu.Unlock()
+	t.stop()
 	if p != nil {
 		p.Close() // and with it every per-pod tunnel
 	}

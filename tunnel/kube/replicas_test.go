@@ -109,3 +109,43 @@ func TestReplicasSpreadAndRollout(t *testing.T) {
 		c.Close()
 	}
 }
+
+// A pod marked for deletion whose server already stopped listening (the
+// kubelet sends SIGTERM at once; the client lists pods only every
+// ResolveInterval) is still picked for new streams: the kubelet refuses
+// them, nothing reached a server, so each moves to the other pod and
+// replays what it wrote. No new stream fails.
+func TestReplicasDrainingPodRefuses(t *testing.T) {
+	echoA, echoB := startEcho(t), startEcho(t)
+	cluster := startCluster(t, echoA.Addr())
+	podA := cluster.Pods()[0]
+	cluster.AddPod(echoB.Addr())
+	cfg := baseConfig(t, cluster)
+	cfg.ResolveInterval = time.Hour // only failures make it list again
+	tun := newTunnel(t, cfg)
+	// Both pods' port-forward connections are up (two streams held open
+	// land on both), so the draining pod is not re-checked before use.
+	warm := []net.Conn{dial(t, tun), dial(t, tun)}
+	for _, c := range warm {
+		if err := roundTrip(c, "warm"); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+
+	if err := cluster.Terminate(podA); err != nil {
+		t.Fatal(err)
+	}
+	echoA.ln.Close() // draining: the port refuses
+	before := cluster.Streams()[podA]
+	for i := range 6 {
+		c := dial(t, tun)
+		if err := roundTrip(c, "hello, replica"); err != nil {
+			t.Fatalf("stream %d after the pod began draining: %v (streams %v)", i, err, cluster.Streams())
+		}
+		c.Close()
+	}
+	if cluster.Streams()[podA] == before {
+		t.Fatalf("no stream was sent to the draining pod %s, so nothing was moved: %v", podA, cluster.Streams())
+	}
+}
