@@ -54,9 +54,6 @@ func NewSource(regions []string, newClient func(region string) RDSAPI, pageSize 
 	return s, nil
 }
 
-// Regions returns the configured regions in order (for Policy.Regions).
-func (s *Source) Regions() []string { return slices.Clone(s.regions) }
-
 // Fetch describes every region and returns their databases, regions in the
 // configured order. One failing region fails the whole fetch: a partial
 // list would silently drop the other region's targets.

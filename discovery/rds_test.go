@@ -64,7 +64,7 @@ func motoClients(m *sandbox.Moto, transport http.RoundTripper) func(string) disc
 }
 
 type fixture struct {
-	src     *discovery.Source
+	regions []string
 	watcher *discovery.Watcher
 	logs    *syncBuffer
 }
@@ -78,14 +78,14 @@ func newFixture(t testing.TB, newClient func(string) discovery.RDSAPI, regions [
 	logs := &syncBuffer{}
 	w, err := discovery.NewWatcher(discovery.WatcherConfig{
 		Fetch:  src.Fetch,
-		Policy: discovery.Policy{Rules: rules, Regions: src.Regions()},
+		Policy: discovery.Policy{Rules: rules, Regions: regions},
 		Logger: slog.New(slog.NewTextHandler(logs, nil)),
 		Rand:   func() float64 { return 0.5 },
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return fixture{src, w, logs}
+	return fixture{regions, w, logs}
 }
 
 func (f fixture) refresh(t testing.TB) *discovery.Snapshot {
@@ -305,13 +305,13 @@ func TestDiscoveryTagChange(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			return f.watcher.SetConfig(discovery.Policy{Rules: rules, Regions: f.src.Regions()})
+			return f.watcher.SetConfig(discovery.Policy{Rules: rules, Regions: f.regions})
 		}, nil},
 		{"back to default rules, start b", func() error {
 			if _, err := m.RDS(r).StartDBInstance(ctx, &rds.StartDBInstanceInput{DBInstanceIdentifier: aws.String("b")}); err != nil {
 				return err
 			}
-			return f.watcher.SetConfig(discovery.Policy{Regions: f.src.Regions()})
+			return f.watcher.SetConfig(discovery.Policy{Regions: f.regions})
 		}, []string{"bee", "c", "c-ro"}},
 		{"delete b", func() error {
 			_, err := m.RDS(r).DeleteDBInstance(ctx, &rds.DeleteDBInstanceInput{

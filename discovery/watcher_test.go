@@ -59,7 +59,7 @@ func (f *fakeRDS) Fetch(context.Context) ([]Database, error) {
 	return f.dbs, f.err
 }
 
-var throttling = fmt.Errorf("describe rds instances in r1: %w",
+var errThrottling = fmt.Errorf("describe rds instances in r1: %w",
 	&smithy.OperationError{ServiceID: "RDS", OperationName: "DescribeDBInstances",
 		Err: &smithy.GenericAPIError{Code: "Throttling", Message: "Rate exceeded"}})
 
@@ -142,7 +142,7 @@ func TestIsThrottle(t *testing.T) {
 		err  error
 		want bool
 	}{
-		{throttling, true},
+		{errThrottling, true},
 		{&smithy.GenericAPIError{Code: "ThrottlingException"}, true},
 		{fmt.Errorf("x: %w", &smithy.GenericAPIError{Code: "RequestLimitExceeded"}), true},
 		{&smithy.GenericAPIError{Code: "AccessDenied"}, false},
@@ -197,7 +197,7 @@ func TestWatcherFailureStreak(t *testing.T) {
 	if st.ConsecutiveFailures != 3 || st.LastError == "" || st.Throttled || !st.LastSuccess.Equal(testTime) || st.Targets != 1 {
 		t.Errorf("status = %+v", st)
 	}
-	f.set(nil, throttling)
+	f.set(nil, errThrottling)
 	if err := w.Refresh(t.Context()); !IsThrottle(err) {
 		t.Fatalf("err = %v, want throttling", err)
 	}
