@@ -49,7 +49,7 @@ var (
 	contractKeys = []string{
 		"listen", "admin-addr", "region", "allow-tag", "deny-tag", "refresh-interval", "map",
 		"ca-file", "tls-cert", "tls-key", "max-sessions", "startup-timeout", "dial-timeout",
-		"max-startup-size", "drain-timeout", "log-format", "log-level", "targets",
+		"max-startup-size", "drain-timeout", "log-format", "log-level", "server-id", "targets",
 	}
 	contractTargetKeys = []string{"name", "endpoint", "region", "auth", "tls", "database", "users", "read-only", "local-port"}
 	discoveryActions   = []string{"rds:DescribeDBClusters", "rds:DescribeDBInstances"}
@@ -694,6 +694,7 @@ func TestRenderedConfigKeys(t *testing.T) {
 	for key, want := range map[string]any{
 		"listen": "127.0.0.1:5480", "admin-addr": "127.0.0.1:9480", "log-level": "debug",
 		"region": []any{"eu-west-1", "us-east-1"}, "allow-tag": []any{"team=data*", "rdsproxy:enabled"},
+		"server-id": "orders", // shared by every instance of the group
 	} {
 		if got := fmt.Sprint(cfg[key]); got != fmt.Sprint(want) {
 			t.Errorf("aws: %s = %s, want %v", key, got, want)
@@ -701,6 +702,9 @@ func TestRenderedConfigKeys(t *testing.T) {
 	}
 	kube := renderKubernetes(t, filepath.Join(dir, "server.yaml"))
 	cfg = checkContractKeys(t, kube.yaml)
+	if cfg["server-id"] != "rdsproxy" {
+		t.Errorf("kubernetes: server-id %v, want the Deployment's name, shared by its pods (not each pod's host name)", cfg["server-id"])
+	}
 	if cfg["listen"] != "127.0.0.1:5480" || cfg["admin-addr"] != "0.0.0.0:9480" {
 		t.Errorf("kubernetes: listen %v admin-addr %v; want the client port on loopback and the admin port on all addresses", cfg["listen"], cfg["admin-addr"])
 	}
@@ -785,7 +789,7 @@ func renderEveryKey(t *testing.T, dir, configPath string) rendered {
 		"dial_map": []any{"db.example.internal:5432=127.0.0.1:15432"},
 		"ca_file":  certFile, "tls_cert": certFile, "tls_key": keyFile,
 		"max_sessions": 50, "startup_timeout": "5s", "dial_timeout": "3s", "max_startup_size": 4096,
-		"drain_timeout": "1m", "log_format": "text", "log_level": "warn",
+		"drain_timeout": "1m", "log_format": "text", "log_level": "warn", "server_id": "orders",
 		"static_targets": jsonValue(staticTargets()), "config_path": configPath,
 	}
 	vars := loadModule(t, serverConfigDir).named("variable")

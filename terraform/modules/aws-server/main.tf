@@ -56,6 +56,7 @@ module "config" {
   drain_timeout    = var.drain_timeout
   log_format       = var.log_format
   log_level        = var.log_level
+  server_id        = var.name
   aws_region       = local.region
   binary_path      = local.binary_path
 }

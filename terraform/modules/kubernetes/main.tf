@@ -40,6 +40,7 @@ module "config" {
   drain_timeout    = var.drain_timeout
   log_format       = var.log_format
   log_level        = var.log_level
+  server_id        = var.name
   config_path      = "${local.config_dir}/${local.config_file}"
 }
 

@@ -29,6 +29,7 @@ locals {
     drain_timeout    = var.drain_timeout
     log_format       = var.log_format
     log_level        = var.log_level
+    server_id        = var.server_id
     targets          = var.static_targets
   })
 

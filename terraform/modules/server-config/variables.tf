@@ -12,6 +12,17 @@ variable "listen" {
   }
 }
 
+variable "server_id" {
+  description = "This server's id, which clients sign into their caller identity (YAML key `server-id`). Replicas behind one name (an Auto Scaling group, a Deployment) share one, so a client spread over them is never refused for an identity signed for a sibling. null: the host name."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.server_id == null || can(regex("^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$", coalesce(var.server_id, "x")))
+    error_message = "The server_id must be 1-128 letters, digits, '.', '_', ':' or '-', starting with a letter or digit."
+  }
+}
+
 variable "admin_addr" {
   description = "Address of /healthz, /readyz and /metrics (YAML key `admin-addr`)."
   type        = string
