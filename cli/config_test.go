@@ -92,6 +92,11 @@ func TestConfigErrors(t *testing.T) {
 		{"duplicate target names", write("d.yaml", "targets:\n  - {name: a, endpoint: a.x:5432, region: r}\n  - {name: a, endpoint: b.x:5432, region: r}\n"), nil, `"a"`},
 		{"bad tag rule", "", []string{"--deny-tag", "=x"}, "has no key"},
 		{"bad map", "", []string{"--map", "nohostport=1.2.3.4:5"}, "--map"},
+		// The server's ConfigError, with the flag named by the CLI.
+		{"dial beyond login", "", []string{"--dial-timeout", "40s"}, "--dial-timeout: 40s must not exceed the login timeout (30s)"},
+		{"bad sts endpoint", "", []string{"--sts-endpoint", "ftp://sts"}, "--sts-endpoint:"},
+		{"zero limit", "", []string{"--max-sessions", "0"}, "--max-sessions must be positive"},
+		{"negative timeout", "", []string{"--drain-timeout=-1s"}, "--drain-timeout must be positive"},
 		{"not YAML", write("e.yaml", "listen: [\n"), nil, "configuration file"},
 	}
 	for _, tt := range tests {

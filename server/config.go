@@ -117,6 +117,9 @@ func (c Config) Validate() error {
 		return &ConfigError{"MaxStartupSize", fmt.Sprintf("%d bytes cannot hold a startup packet (at least 8)", c.MaxStartupSize)}
 	case c.RefusalLogRate < 0 || c.RefusalLogBurst < 0:
 		return &ConfigError{"RefusalLogRate", "the refusal log rate and burst must not be negative"}
+	case c.AuthFailures.PerKey < 0 || c.AuthFailures.PerKeyRate < 0 || c.AuthFailures.PerSource < 0 ||
+		c.AuthFailures.PerSourceRate < 0 || c.AuthFailures.MaxTracked < 0:
+		return &ConfigError{"AuthFailures", "the failed-login budgets must not be negative"}
 	}
 	for _, f := range []struct {
 		name string
@@ -166,7 +169,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.LoginTimeout, 30*time.Second)
 	setDefault(&c.RefusalLogRate, 20)
 	setDefault(&c.RefusalLogBurst, 50)
-	c.AuthFailures.setDefaults()
+	c.AuthFailures = c.AuthFailures.withDefaults()
 	setDefault(&c.MaxStartupSize, pgwire.DefaultMaxStartupSize)
 	setDefault(&c.TokenSkew, 2*time.Minute)
 	setDefault(&c.KeepAlive, 30*time.Second)

@@ -32,12 +32,14 @@ type AuthFailureLimit struct {
 	MaxTracked int
 }
 
-func (l *AuthFailureLimit) setDefaults() {
+// withDefaults returns l with every zero field set to its default.
+func (l AuthFailureLimit) withDefaults() AuthFailureLimit {
 	setDefault(&l.PerKey, 10)
 	setDefault(&l.PerKeyRate, 1.0/6)
 	setDefault(&l.PerSource, 30)
 	setDefault(&l.PerSourceRate, 2)
 	setDefault(&l.MaxTracked, 10000)
+	return l
 }
 
 // failureBudgets is one AuthFailureLimit's state.
