@@ -1,32 +1,12 @@
 package kube_test
 
 import (
-	"errors"
 	"net"
 	"testing"
 	"time"
 
 	"github.com/rdsproxy/rdsproxy/tunnel"
 )
-
-// roundTrip writes a line on c and reads it back from the echo server.
-func roundTrip(c net.Conn, msg string) error {
-	if _, err := c.Write([]byte(msg)); err != nil {
-		return err
-	}
-	buf := make([]byte, len(msg))
-	for n := 0; n < len(buf); {
-		m, err := c.Read(buf[n:])
-		if err != nil {
-			return err
-		}
-		n += m
-	}
-	if string(buf) != msg {
-		return errors.New("echo differs")
-	}
-	return nil
-}
 
 // Two ready pods: new streams are spread over both, DialEach opens one on
 // each (for cancels), and a rollout one pod at a time (a surge pod appears,
@@ -46,7 +26,7 @@ func TestReplicasSpreadAndRollout(t *testing.T) {
 	var onA []net.Conn
 	for i := range 4 {
 		c := dial(t, tun)
-		if err := roundTrip(c, "spread"); err != nil {
+		if err := ping(c, "spread"); err != nil {
 			t.Fatalf("stream %d: %v", i, err)
 		}
 		onA = append(onA, c)
@@ -59,7 +39,7 @@ func TestReplicasSpreadAndRollout(t *testing.T) {
 		t.Fatalf("DialEach = %d streams, %v; want one per pod", len(each), err)
 	}
 	for _, c := range each {
-		if err := roundTrip(c, "cancel"); err != nil {
+		if err := ping(c, "cancel"); err != nil {
 			t.Fatalf("DialEach stream: %v", err)
 		}
 		c.Close()
@@ -84,7 +64,7 @@ func TestReplicasSpreadAndRollout(t *testing.T) {
 			t.Fatalf("no stream reached the new pod %s: %v", podC, cluster.Streams())
 		}
 		c := dial(t, tun)
-		if err := roundTrip(c, "after rollout"); err != nil {
+		if err := ping(c, "after rollout"); err != nil {
 			t.Fatalf("a new stream after the rollout failed: %v (streams %v)", err, cluster.Streams())
 		}
 		c.Close()
@@ -94,7 +74,7 @@ func TestReplicasSpreadAndRollout(t *testing.T) {
 	}
 	alive := 0
 	for _, c := range onA {
-		if roundTrip(c, "still there?") == nil {
+		if ping(c, "still there?") == nil {
 			alive++
 		}
 	}
@@ -127,7 +107,7 @@ func TestReplicasDrainingPodRefuses(t *testing.T) {
 	// land on both), so the draining pod is not re-checked before use.
 	warm := []net.Conn{dial(t, tun), dial(t, tun)}
 	for _, c := range warm {
-		if err := roundTrip(c, "warm"); err != nil {
+		if err := ping(c, "warm"); err != nil {
 			t.Fatal(err)
 		}
 		c.Close()
@@ -138,9 +118,18 @@ func TestReplicasDrainingPodRefuses(t *testing.T) {
 	}
 	echoA.ln.Close() // draining: the port refuses
 	before := cluster.Streams()[podA]
-	for i := range 6 {
+	for i := range 8 {
 		c := dial(t, tun)
-		if err := roundTrip(c, "hello, replica"); err != nil {
+		// A transfer with a half-close, written while the stream may be
+		// moving (one of the first two lands on the draining pod), or a
+		// short exchange.
+		var err error
+		if i < 2 || i%2 == 1 {
+			err = transfer(c, 4096, uint64(i))
+		} else {
+			err = ping(c, "hello, replica")
+		}
+		if err != nil {
 			t.Fatalf("stream %d after the pod began draining: %v (streams %v)", i, err, cluster.Streams())
 		}
 		c.Close()
