@@ -127,9 +127,10 @@ func (c *ServerCmd) Run(ctx context.Context, kctx *kong.Context, g *Globals, log
 		"static_targets", len(policy.Static))
 	inst := server.Instance{Server: srv, Watcher: watcher, Listener: ln, Admin: admin, Metrics: reg, Logger: log}
 	gr, gctx := errgroup.WithContext(ctx)
-	gr.Go(func() error { return inst.Run(gctx) })
+	hupCtx, stopHUP := context.WithCancel(gctx) // reloads end with the instance
+	gr.Go(func() error { defer stopHUP(); return inst.Run(gctx) })
 	gr.Go(func() error {
-		return reloadOnHUP(gctx, watcher, func() (discovery.Policy, error) { return reloadPolicy(env) }, log)
+		return reloadOnHUP(hupCtx, watcher, func() (discovery.Policy, error) { return reloadPolicy(env) }, log)
 	})
 	return gr.Wait()
 }
