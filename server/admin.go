@@ -62,24 +62,26 @@ const (
 	maxMetricsInFlight = 4
 )
 
-// Validate checks the required fields and the limits.
+// Validate reports the first field the admin listener cannot use, as a
+// *ConfigError; zero limits mean their defaults. It changes nothing.
 func (c AdminConfig) Validate() error {
 	switch {
 	case c.Ready == nil:
-		return errors.New("admin: a readiness function is required")
+		return &ConfigError{"Admin.Ready", "a readiness function is required"}
 	case c.Metrics == nil:
-		return errors.New("admin: a metrics gatherer is required")
+		return &ConfigError{"Admin.Metrics", "a metrics gatherer is required"}
 	case c.MaxConns < 0:
-		return fmt.Errorf("admin: max connections %d is negative", c.MaxConns)
+		return &ConfigError{"Admin.MaxConns", fmt.Sprintf("max connections %d is negative", c.MaxConns)}
 	case c.MaxHeaderBytes < 0:
-		return fmt.Errorf("admin: max header bytes %d is negative", c.MaxHeaderBytes)
+		return &ConfigError{"Admin.MaxHeaderBytes", fmt.Sprintf("max header bytes %d is negative", c.MaxHeaderBytes)}
 	}
-	for name, d := range map[string]time.Duration{
-		"read header": c.ReadHeaderTimeout, "read": c.ReadTimeout, "write": c.WriteTimeout,
-		"idle": c.IdleTimeout, "shutdown": c.ShutdownTimeout,
-	} {
-		if d < 0 {
-			return fmt.Errorf("admin: %s timeout %s is negative", name, d)
+	for _, f := range []struct {
+		name string
+		d    time.Duration
+	}{{"ReadHeaderTimeout", c.ReadHeaderTimeout}, {"ReadTimeout", c.ReadTimeout}, {"WriteTimeout", c.WriteTimeout},
+		{"IdleTimeout", c.IdleTimeout}, {"ShutdownTimeout", c.ShutdownTimeout}} {
+		if f.d < 0 {
+			return &ConfigError{"Admin." + f.name, fmt.Sprintf("timeout %s is negative", f.d)}
 		}
 	}
 	return nil

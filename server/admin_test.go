@@ -260,7 +260,7 @@ func TestAdminConfigValidate(t *testing.T) {
 		{"no ready", func(c *server.AdminConfig) { c.Ready = nil }, "readiness"},
 		{"no metrics", func(c *server.AdminConfig) { c.Metrics = nil }, "metrics"},
 		{"negative cap", func(c *server.AdminConfig) { c.MaxConns = -1 }, "max connections"},
-		{"negative idle", func(c *server.AdminConfig) { c.IdleTimeout = -time.Second }, "idle timeout"},
+		{"negative idle", func(c *server.AdminConfig) { c.IdleTimeout = -time.Second }, "Admin.IdleTimeout: timeout -1s is negative"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			c := ok
