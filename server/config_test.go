@@ -34,7 +34,7 @@ func TestConfigValidate(t *testing.T) {
 		{"negative drain", func(c *server.Config) { c.DrainTimeout = -time.Second }, "DrainTimeout"},
 		{"tiny startup size", func(c *server.Config) { c.MaxStartupSize = 4 }, "MaxStartupSize"},
 		{"dial beyond the default login timeout", func(c *server.Config) { c.DialTimeout = time.Minute }, "DialTimeout"},
-		{"dial within a longer login timeout", func(c *server.Config) { c.DialTimeout, c.LoginTimeout = time.Minute, 2 * time.Minute }, ""},
+		{"dial within a longer login timeout", func(c *server.Config) { c.DialTimeout, c.LoginTimeout = time.Minute, 2*time.Minute }, ""},
 		{"override without a port", func(c *server.Config) { c.DialOverrides = map[string]string{"db.example": "127.0.0.1:5432"} }, "DialOverrides"},
 		{"override to no port", func(c *server.Config) { c.DialOverrides = map[string]string{"db.example:5432": "127.0.0.1"} }, "DialOverrides"},
 		{"negative login budget", func(c *server.Config) { c.AuthFailures.PerKey = -1 }, "AuthFailures"},
