@@ -34,13 +34,9 @@ func (t *podTunnel) resolvePod(ctx context.Context) (string, error) {
 // port-forward, best first (kubectl's order, see pickPod), or fails with
 // ErrNoReadyPod and what the pods are doing instead.
 func (t *podTunnel) servingPods(ctx context.Context) ([]string, error) {
-	selector, what := t.cfg.Selector, "selector "+t.cfg.Selector
-	if t.cfg.Deployment != "" {
-		what = "deployment " + t.cfg.Deployment
-		var err error
-		if selector, err = t.deploymentSelector(ctx); err != nil {
-			return nil, err
-		}
+	selector, what, err := t.selector(ctx)
+	if err != nil {
+		return nil, err
 	}
 	list, err := t.core.Pods(t.namespace).List(ctx, metav1.ListOptions{LabelSelector: selector})
 	if err != nil {
@@ -76,6 +72,16 @@ func (t *podTunnel) pinnedUsable(ctx context.Context) error {
 		return &kubeError{kind: ErrNoReadyPod, msg: fmt.Sprintf("kube: pod %s is not ready", t.pin)}
 	}
 	return nil
+}
+
+// selector is the label selector of the server's pods (Config.Selector, or
+// the Deployment's) and what it stands for, for messages.
+func (t *podTunnel) selector(ctx context.Context) (selector, what string, err error) {
+	if t.cfg.Deployment == "" {
+		return t.cfg.Selector, "selector " + t.cfg.Selector, nil
+	}
+	selector, err = t.deploymentSelector(ctx)
+	return selector, "deployment " + t.cfg.Deployment, err
 }
 
 func (t *podTunnel) deploymentSelector(ctx context.Context) (string, error) {

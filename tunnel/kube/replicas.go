@@ -21,7 +21,8 @@ var (
 
 // Tunnel opens streams to the server's port in the ready pods of the
 // Deployment (or label selector), spread over them: a tunnel.Pool of one
-// port-forward tunnel per pod. A new stream goes to the pod with the fewest
+// port-forward tunnel per pod, listed again every ResolveInterval, after
+// failures, and on every change a pod watch reports. A new stream goes to the pod with the fewest
 // open streams. A pod whose stream cannot be opened is left out until it is
 // listed ready again; a pod that is deleted or terminating takes no new
 // streams, and its tunnel closes once its last stream ends (the server's
@@ -29,8 +30,9 @@ var (
 // cancels. It is safe for concurrent use.
 type Tunnel struct {
 	base *podTunnel      // API settings and clients; lists pods, never dials
-	life context.Context // ends with Close: bounds a stream's move
+	life context.Context // ends with Close: the pod watch, a stream's move
 	stop context.CancelFunc
+	wg   sync.WaitGroup // the pod watch
 
 	start chan struct{} // one slot: one Dial creates the pool
 
@@ -96,6 +98,7 @@ func (t *Tunnel) Close() error {
 	p := t.pool
 	t.mu.Unlock()
 	t.stop()
+	t.wg.Wait()
 	if p != nil {
 		p.Close() // and with it every per-pod tunnel
 	}
@@ -137,6 +140,7 @@ func (t *Tunnel) replicas(ctx context.Context) (*tunnel.Pool, error) {
 		return nil, ErrClosed
 	}
 	t.pool = p
+	t.wg.Go(func() { t.watchPods(p.Refresh) })
 	return p, nil
 }
 

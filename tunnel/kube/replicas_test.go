@@ -138,3 +138,30 @@ func TestReplicasDrainingPodRefuses(t *testing.T) {
 		t.Fatalf("no stream was sent to the draining pod %s, so nothing was moved: %v", podA, cluster.Streams())
 	}
 }
+
+// The pod watch makes the pool list the pods again when they change: with
+// no periodic list (ResolveInterval of an hour) and no failure, a pod added
+// by a scale-up or rollout still receives new streams.
+func TestReplicasWatchFindsNewPod(t *testing.T) {
+	echoA, echoB := startEcho(t), startEcho(t)
+	cluster := startCluster(t, echoA.Addr())
+	cfg := baseConfig(t, cluster)
+	cfg.ResolveInterval = time.Hour
+	tun := newTunnel(t, cfg)
+	if err := ping(dial(t, tun), "first"); err != nil {
+		t.Fatal(err)
+	}
+	podB := cluster.AddPod(echoB.Addr())
+	deadline := time.Now().Add(time.Minute) // hang guard
+	for cluster.Streams()[podB] == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the new pod %s got no stream: %v", podB, cluster.Streams())
+		}
+		c := dial(t, tun)
+		if err := ping(c, "next"); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		time.Sleep(20 * time.Millisecond) // poll, as waitFor does
+	}
+}

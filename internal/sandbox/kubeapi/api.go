@@ -85,9 +85,11 @@ func (s *Server) getDeployment(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// listPods serves LIST, or WATCH with ?watch=true (RBAC verb "watch").
 func (s *Server) listPods(w http.ResponseWriter, r *http.Request) {
 	ns := r.PathValue("ns")
-	if !s.allowed(w, "list", "pods", "", ns, "") {
+	watching := r.URL.Query().Get("watch") == "true" || r.URL.Query().Get("watch") == "1"
+	if !watching && !s.allowed(w, "list", "pods", "", ns, "") {
 		return
 	}
 	sel, err := labels.Parse(r.URL.Query().Get("labelSelector"))
@@ -95,7 +97,14 @@ func (s *Server) listPods(w http.ResponseWriter, r *http.Request) {
 		writeStatus(w, http.StatusBadRequest, metav1.StatusReasonBadRequest, err.Error(), nil)
 		return
 	}
-	list := &corev1.PodList{TypeMeta: metav1.TypeMeta{Kind: "PodList", APIVersion: "v1"}}
+	if watching {
+		s.watchPods(w, r, sel)
+		return
+	}
+	s.mu.Lock()
+	rv := resourceVersion(s.version)
+	s.mu.Unlock()
+	list := &corev1.PodList{TypeMeta: metav1.TypeMeta{Kind: "PodList", APIVersion: "v1"}, ListMeta: metav1.ListMeta{ResourceVersion: rv}}
 	if ns == s.cfg.Namespace && sel.Matches(labels.Set(s.cfg.Labels)) {
 		for _, p := range s.podSnapshot() {
 			list.Items = append(list.Items, *s.podObject(p))
@@ -137,6 +146,7 @@ func (s *Server) podObject(p pod) *corev1.Pod {
 	meta := metav1.ObjectMeta{
 		Name: p.name, Namespace: s.cfg.Namespace, Labels: s.cfg.Labels,
 		CreationTimestamp: created, UID: types.UID("uid-" + p.name),
+		ResourceVersion: resourceVersion(p.version),
 	}
 	if !p.deleted.IsZero() {
 		deleted, grace := metav1.NewTime(p.deleted), int64(terminationGrace)
@@ -191,7 +201,7 @@ func (s *Server) getCoreResources(w http.ResponseWriter, _ *http.Request) {
 		GroupVersion: "v1",
 		APIResources: []metav1.APIResource{
 			{Name: "pods", SingularName: "pod", Namespaced: true, Kind: "Pod", ShortNames: []string{"po"},
-				Verbs: metav1.Verbs{"get", "list"}},
+				Verbs: metav1.Verbs{"get", "list", "watch"}},
 			{Name: "pods/portforward", Namespaced: true, Kind: "PodPortForwardOptions", Verbs: metav1.Verbs{"get", "create"}},
 		},
 	})

@@ -104,6 +104,8 @@ type Server struct {
 	conns     map[*fwdConn]struct{}
 	active    []*pair        // open pairs, oldest first
 	streams   map[string]int // pod → stream pairs forwarded
+	watchers  map[chan podEvent]struct{}
+	version   int // resourceVersion: bumped on every pod change
 	closed    bool
 	hangPF    bool          // port-forward upgrades never answer
 	hold      chan struct{} // non-nil: new streams get no reply until closed
@@ -119,6 +121,7 @@ type pod struct {
 	created time.Time
 	readyAt time.Time // last Ready transition
 	deleted time.Time // non-zero: terminating (deletionTimestamp)
+	version int       // resourceVersion of its latest change
 }
 
 // terminationGrace is the deletionGracePeriodSeconds a terminating pod
@@ -164,6 +167,7 @@ func Start(cfg Config) (*Server, error) {
 		upgrades:  map[string]int{},
 		conns:     map[*fwdConn]struct{}{},
 		streams:   map[string]int{},
+		watchers:  map[chan podEvent]struct{}{},
 		closing:   make(chan struct{}),
 	}
 	s.addPodLocked(cfg.Target)
@@ -303,6 +307,7 @@ func (s *Server) SetReady(ready bool) {
 	defer s.mu.Unlock()
 	for _, p := range s.pods {
 		p.setReady(ready)
+		s.notifyLocked(watchModified, p)
 	}
 }
 
@@ -336,6 +341,7 @@ func (s *Server) Terminate(name string) error {
 			if p.deleted.IsZero() {
 				p.deleted = time.Now()
 				p.setReady(false)
+				s.notifyLocked(watchModified, p)
 			}
 			s.log.Info("kubeapi pod terminating", "pod", name)
 			return nil
@@ -354,6 +360,7 @@ func (s *Server) Remove(name string) error {
 		s.mu.Unlock()
 		return fmt.Errorf("kubeapi: no pod %s", name)
 	}
+	s.notifyLocked(watchDeleted, s.pods[i])
 	s.pods = slices.Delete(s.pods, i, i+1)
 	var drop []*fwdConn
 	for c := range s.conns {
@@ -385,6 +392,9 @@ func (s *Server) Rollout(target string, dropConnections bool) string {
 	s.mu.Lock()
 	old := s.pods
 	s.pods = nil
+	for _, p := range old {
+		s.notifyLocked(watchDeleted, p)
+	}
 	name := s.addPodLocked(target).name
 	var drop []*fwdConn
 	for c := range s.conns {
@@ -441,6 +451,7 @@ func (s *Server) addPodLocked(target string) *pod {
 		readyAt: now,
 	}
 	s.pods = append(s.pods, p)
+	s.notifyLocked(watchAdded, p)
 	return p
 }
 

@@ -4,10 +4,14 @@ import (
 	"encoding/json"
 	"io"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilnet "k8s.io/apimachinery/pkg/util/net"
+	"k8s.io/apimachinery/pkg/watch"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 
 	"github.com/rdsproxy/rdsproxy/internal/sandbox/kubeapi"
@@ -158,5 +162,54 @@ func TestReplicaLifecycle(t *testing.T) {
 	}
 	if s.Remove(first) == nil || s.Terminate("nope") == nil {
 		t.Fatal("Remove/Terminate of an unknown pod succeeded")
+	}
+}
+
+// A pod watch through client-go: synthetic ADDED events for the pods there
+// are, then ADDED, MODIFIED (terminating) and DELETED as a rollout goes;
+// without RBAC "watch" it is refused with 403.
+func TestWatchPods(t *testing.T) {
+	s, err := kubeapi.Start(kubeapi.Config{Target: "127.0.0.1:1", Namespace: "db"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	first := s.Pods()[0]
+	pods, err := corev1client.NewForConfig(s.RESTConfig(s.Token()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := pods.Pods("db").Watch(t.Context(), metav1.ListOptions{LabelSelector: "app=rdsproxy"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	next := func(want watch.EventType, name string) *corev1.Pod {
+		t.Helper()
+		select {
+		case ev, ok := <-w.ResultChan():
+			p, isPod := ev.Object.(*corev1.Pod)
+			if !ok || !isPod || ev.Type != want || p.Name != name {
+				t.Fatalf("watch event %v %T (open %v), want %s %s", ev.Type, ev.Object, ok, want, name)
+			}
+			return p
+		case <-time.After(30 * time.Second): // hang guard
+			t.Fatalf("no %s event for %s", want, name)
+			return nil
+		}
+	}
+	next(watch.Added, first)
+	second := s.AddPod("127.0.0.1:2")
+	next(watch.Added, second)
+	s.Terminate(first)
+	if p := next(watch.Modified, first); p.DeletionTimestamp == nil {
+		t.Fatal("the MODIFIED event of a terminating pod has no deletionTimestamp")
+	}
+	s.Remove(first)
+	next(watch.Deleted, first)
+
+	s.Forbid("watch", "pods")
+	if _, err := pods.Pods("db").Watch(t.Context(), metav1.ListOptions{}); !apierrors.IsForbidden(err) {
+		t.Fatalf("watch without RBAC: %v, want 403", err)
 	}
 }

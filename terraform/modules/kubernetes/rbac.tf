@@ -17,11 +17,12 @@ resource "kubernetes_role_v1" "port_forward" {
     verbs          = ["get"]
   }
 
-  # Find a ready pod, and another one when it goes away.
+  # List the ready pods, check one that failed, and watch them so that a
+  # rollout is followed at once.
   rule {
     api_groups = [""]
     resources  = ["pods"]
-    verbs      = ["get", "list"]
+    verbs      = ["get", "list", "watch"]
   }
 
   # SPDY port-forward is a POST (create); the WebSocket upgrade is a GET
