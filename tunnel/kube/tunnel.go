@@ -6,9 +6,12 @@
 // Data flow: New loads the kubeconfig (or takes a rest.Config). The first
 // Dial lists the ready pods (Deployment selector or label selector,
 // kubectl's ordering) and builds a tunnel.Pool with one tunnel per pod
-// (replicas.go); the pool lists them again every ResolveInterval and after
-// failures, sends each new stream to the pod with the fewest, leaves out a
-// pod that fails and retires one that is no longer ready. A pod's tunnel
+// (replicas.go); the pool lists them again every ResolveInterval, after
+// failures and on every change a watch on the pods reports (watch.go),
+// sends each new stream to the pod with the fewest, leaves out a pod that
+// fails and retires one that is no longer ready. Until the server's first
+// byte, a stream that a draining pod's port refused is opened again on
+// another pod (replay.go). A pod's tunnel
 // opens one multiplexed port-forward connection to it (SPDY tunnelled in a
 // websocket; plain SPDY if the websocket upgrade is refused) and creates a
 // stream pair on it per Dial: an error stream and a data stream that share

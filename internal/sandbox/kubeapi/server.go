@@ -1,8 +1,8 @@
 // Package kubeapi is a fake Kubernetes API server for tests of the kube
 // tunnel and of kubectl against the same scenarios. It listens on
 // 127.0.0.1 with TLS and serves what `kubectl port-forward deploy/NAME`
-// and tunnel/kube need: discovery, GET deployment, LIST pods by label
-// selector, GET pod, and pods/{name}/portforward.
+// and tunnel/kube need: discovery, GET deployment, LIST and WATCH pods by
+// label selector, GET pod, and pods/{name}/portforward.
 //
 // Data flow of a port-forward: the client upgrades POST .../portforward to
 // SPDY/3.1 (apimachinery's SPDY response upgrader), or GET to a websocket
