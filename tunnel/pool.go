@@ -8,6 +8,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -363,7 +364,7 @@ func (p *Pool) Dial(ctx context.Context) (net.Conn, error) {
 			waited, tried = true, nil
 			continue
 		}
-		c, err := p.dialOn(ctx, r)
+		c, err := p.dialOn(ctx, r, true)
 		if err == nil || ctx.Err() != nil {
 			return c, err
 		}
@@ -392,7 +393,7 @@ func (p *Pool) DialEach(ctx context.Context) ([]net.Conn, error) {
 	errs := make([]error, len(rs))
 	var wg sync.WaitGroup
 	for i, r := range rs {
-		wg.Go(func() { conns[i], errs[i] = p.dialOn(ctx, r) })
+		wg.Go(func() { conns[i], errs[i] = p.dialOn(ctx, r, false) })
 	}
 	wg.Wait()
 	conns = slices.DeleteFunc(conns, func(c net.Conn) bool { return c == nil })
@@ -424,7 +425,7 @@ func (p *Pool) pickEach() ([]*replica, <-chan struct{}, error) {
 
 // dialOn opens a stream on r, whose live count pick already raised. On
 // failure the count drops and r is left out.
-func (p *Pool) dialOn(ctx context.Context, r *replica) (net.Conn, error) {
+func (p *Pool) dialOn(ctx context.Context, r *replica, watch bool) (net.Conn, error) {
 	c, err := r.tun.Dial(ctx)
 	if err != nil {
 		err = fmt.Errorf("%s %s: %w", p.cfg.Key, r.id, err)
@@ -433,10 +434,25 @@ func (p *Pool) dialOn(ctx context.Context, r *replica) (net.Conn, error) {
 	}
 	p.log.Debug("stream opened", p.cfg.Key, r.id)
 	pc := &poolConn{Conn: c, p: p, r: r}
+	pc.answered.Store(!watch)
 	if _, ok := c.(interface{ CloseWrite() error }); ok {
 		return &halfCloser{pc}, nil
 	}
 	return pc, nil
+}
+
+// refused leaves r out after one of its streams ended before the server
+// answered.
+func (p *Pool) refused(r *replica, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !r.usable() || p.closed {
+		return
+	}
+	r.out = fmt.Errorf("a stream ended before the server answered: %w", err)
+	p.lastErr = r.out
+	p.log.Warn("leaving this "+p.cfg.Key+" of the server out until it is listed healthy again", p.cfg.Key, r.id, "err", r.out)
+	p.askResolve()
 }
 
 // release ends one of r's streams; failed says its Dial failed through
@@ -501,15 +517,32 @@ func (p *Pool) Close() error {
 	return nil
 }
 
-// poolConn is a stream that gives its replica's count back on Close.
+// poolConn is a stream that gives its replica's count back on Close. A
+// stream from Dial whose first read fails before any byte arrived was
+// refused by the replica's side (a draining server no longer accepts, the
+// agent or kubelet cannot reach it): the replica is left out as for a
+// failed Dial. (DialEach's cancel streams end without an answer.)
 type poolConn struct {
 	net.Conn
-	p    *Pool
-	r    *replica
-	once sync.Once
+	p        *Pool
+	r        *replica
+	answered atomic.Bool // a byte arrived, or not watched
+	closing  atomic.Bool
+	once     sync.Once
+}
+
+func (c *poolConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		c.answered.Store(true)
+	} else if err != nil && !c.closing.Load() && c.answered.CompareAndSwap(false, true) {
+		c.p.refused(c.r, err)
+	}
+	return n, err
 }
 
 func (c *poolConn) Close() error {
+	c.closing.Store(true)
 	err := c.Conn.Close()
 	c.once.Do(func() { c.p.release(c.r, nil, false) })
 	return err

@@ -27,6 +27,7 @@ type fakeReplica struct {
 
 	mu      sync.Mutex
 	fail    error // Dial fails with this while set
+	refuse  bool  // streams end at once, before any answer
 	dials   int
 	streams []net.Conn // the far ends
 	closed  bool
@@ -46,7 +47,11 @@ func (f *fakeReplica) Dial(ctx context.Context) (net.Conn, error) {
 	f.dials++
 	near, far := net.Pipe()
 	f.streams = append(f.streams, far)
-	f.wg.Go(func() { _, _ = io.Copy(far, far) })
+	if f.refuse {
+		far.Close()
+	} else {
+		f.wg.Go(func() { _, _ = io.Copy(far, far) })
+	}
 	return &halfConn{near}, nil
 }
 
@@ -558,5 +563,59 @@ func TestPoolSettlesAfterChange(t *testing.T) {
 	<-done
 	if _, id := dialOn(t, p, s); id != "i-c" {
 		t.Fatalf("stream on %s, want the new i-c", id)
+	}
+}
+
+// TestPoolRefusedStreamLeavesReplicaOut: a stream from Dial that ends
+// before the server answered (a draining server no longer accepts) leaves
+// its replica out like a failed Dial; one that was answered does not, nor
+// do DialEach's cancel streams, which end without an answer.
+func TestPoolRefusedStreamLeavesReplicaOut(t *testing.T) {
+	s := newFakeServer("i-a", "i-b")
+	p := startPool(t, s)
+	a := s.replica(t, "i-a")
+	a.mu.Lock()
+	a.refuse = true
+	a.mu.Unlock()
+	conns, err := p.DialEach(t.Context())
+	if err != nil || len(conns) != 2 {
+		t.Fatalf("DialEach = %d, %v", len(conns), err)
+	}
+	for _, c := range conns {
+		if c.(*halfCloser).r.id == "i-a" {
+			_, _ = c.Read(make([]byte, 1)) // a cancel stream: no answer
+		}
+		c.Close()
+	}
+	var refusedOn net.Conn
+	for refusedOn == nil {
+		c, err := p.Dial(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if c.(*halfCloser).r.id == "i-a" {
+			refusedOn = c
+		}
+	}
+	p.mu.Lock()
+	out := p.replicas["i-a"].out
+	p.mu.Unlock()
+	if out != nil {
+		t.Fatalf("i-a left out before its stream was read: %v", out)
+	}
+	if _, err := refusedOn.Read(make([]byte, 1)); err == nil {
+		t.Fatal("a refused stream read")
+	}
+	for range 3 {
+		if _, id := dialOn(t, p, s); id != "i-b" {
+			t.Fatalf("stream went to %s after i-a refused one", id)
+		}
+	}
+	p.mu.Lock()
+	out = p.replicas["i-a"].out
+	p.mu.Unlock()
+	if out == nil || !strings.Contains(out.Error(), "a stream ended before the server answered") {
+		t.Fatalf("i-a out = %v", out)
 	}
 }
