@@ -2,6 +2,8 @@
 // the server: it hands every connection to its owner and outlives
 // running out of file descriptors or memory by pausing, instead of
 // ending the listener.
+//
+// docs/architecture.md §4 and §5 show the client and the server running it.
 package accept
 
 import (

@@ -11,6 +11,9 @@
 // key) and rebuilds the request for its own STS endpoint. Only the headers
 // the signature covers travel; the body and content type are fixed, so
 // they are not sent at all.
+//
+// docs/architecture.md §2 and §5 show where the identity travels and is
+// checked.
 package callerid
 
 import (

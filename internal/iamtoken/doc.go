@@ -20,4 +20,7 @@
 //
 // No error produced here contains the token text, its signature or its
 // session token.
+//
+// docs/architecture.md §4 (signing) and §5 (the pre-check) show where
+// tokens are used.
 package iamtoken

@@ -26,6 +26,8 @@
 // fails with tunnel.ErrReplicaGone and the pool moves on; streams still
 // open on an old connection keep it until they end. The transport knows
 // nothing about PostgreSQL.
+//
+// docs/architecture.md §4 shows where a tunnel sits in a connection's path.
 package kube
 
 import (

@@ -29,6 +29,8 @@
 // runs, so a server that stopped listening refuses on the error stream),
 // Remove (the container exited: the pod leaves the list, gets 404, and the
 // kubelet's port-forward connections to it end).
+//
+// docs/architecture.md §7 describes the sandbox it belongs to.
 package kubeapi
 
 import (
