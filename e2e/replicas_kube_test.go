@@ -256,6 +256,9 @@ func TestReplicasKubeRollout(t *testing.T) {
 	case <-time.After(kubeGuard):
 		t.Fatal("the old pod's server did not exit after its drain")
 	}
+	// The idle connection on the old pod was ended by the drain as well.
+	_, err := onPod[oldPod][0].Exec(context.Background(), "SELECT 1")
+	pgErr(t, err, "57P01", "server is shutting down")
 	if err := k.api.Remove(oldPod); err != nil {
 		t.Fatal(err)
 	}

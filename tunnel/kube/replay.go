@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,7 +42,7 @@ type replayConn struct {
 	timeout time.Duration
 	onMove  func(from, to net.Conn, err error)
 
-	confirmed atomic.Bool // a byte was read: conn is final
+	confirmed atomic.Bool // a byte was read, or the read side ended: conn is final
 
 	mu          sync.Mutex // until confirmed: conn and what replays
 	conn        net.Conn
@@ -70,16 +71,19 @@ func (r *replayConn) Read(p []byte) (int, error) {
 		}
 		c := r.current()
 		n, err := c.Read(p)
-		if n > 0 {
-			r.mu.Lock()
-			r.sent = nil
-			r.confirmed.Store(true)
-			r.mu.Unlock()
-			return n, err
+		switch {
+		case n == 0 && (err == nil || errors.Is(err, os.ErrDeadlineExceeded)):
+			return 0, err // nothing decided yet
+		case n == 0 && refused(err) && r.move(c, err):
+			continue // moved: read the new stream
 		}
-		if err == nil || !refused(err) || !r.move(c, err) {
-			return n, err
-		}
+		// A byte, or how the stream ended: either way it stays as it is,
+		// and writes see its own errors from now on.
+		r.mu.Lock()
+		r.sent = nil
+		r.confirmed.Store(true)
+		r.mu.Unlock()
+		return n, err
 	}
 }
 
@@ -96,10 +100,25 @@ func (r *replayConn) Write(p []byte) (int, error) {
 	}
 	c := r.conn
 	n, err := c.Write(p)
-	if err != nil && refused(err) && r.moveLocked(c, err) {
+	switch {
+	case err == nil:
+		return n, nil
+	case refused(err) && r.moveLocked(c, err):
 		return len(p), nil // replayed, p included
+	case r.heldBack(err):
+		return len(p), nil
 	}
 	return n, err
+}
+
+// heldBack reports whether a write error before the server's first byte
+// is left to the reader: a refused stream may end with a bare "closed
+// stream" on the write side before its error stream has said why, and the
+// reader, which learns why, moves the stream with these bytes. Not once
+// the bytes cannot be replayed, nor for a deadline or our own Close.
+func (r *replayConn) heldBack(err error) bool {
+	return !r.overflow && !r.closed && r.moves < maxMoves &&
+		!errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, net.ErrClosed)
 }
 
 // move opens the stream again elsewhere and replays it, unless it moved
@@ -160,7 +179,10 @@ func (r *replayConn) CloseWrite() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.closedWrite = true
-	return closeWrite(r.conn)
+	if err := closeWrite(r.conn); err != nil && !r.heldBack(err) {
+		return err
+	}
+	return nil
 }
 
 func (r *replayConn) Close() error {

@@ -1,7 +1,11 @@
 package kube_test
 
 import (
+	"bytes"
+	"log/slog"
 	"net"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -163,5 +167,48 @@ func TestReplicasWatchFindsNewPod(t *testing.T) {
 		}
 		c.Close()
 		time.Sleep(20 * time.Millisecond) // poll, as waitFor does
+	}
+}
+
+// lockedBuffer collects log output written from several goroutines.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// Without RBAC "watch" on pods the tunnel says once what to grant and goes
+// on with the periodic listing; streams are unaffected.
+func TestReplicasWithoutWatch(t *testing.T) {
+	echo := startEcho(t)
+	cluster := startCluster(t, echo.Addr())
+	cluster.Forbid("watch", "pods")
+	var logs lockedBuffer
+	cfg := baseConfig(t, cluster)
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	tun := newTunnel(t, cfg)
+	if err := ping(dial(t, tun), "no watch"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute) // hang guard
+	for !strings.Contains(logs.String(), "grant RBAC verb watch on pods") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no word about the missing watch permission:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond) // poll, as waitFor does
+	}
+	if err := ping(dial(t, tun), "still fine"); err != nil {
+		t.Fatal(err)
 	}
 }
