@@ -1,6 +1,7 @@
 package kubeapi_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -175,4 +177,69 @@ func startEcho(t *testing.T) string {
 		wg.Wait()
 	})
 	return ln.Addr().String()
+}
+
+// `kubectl get pods --watch -o name` against the fake through a rollout:
+// kubectl lists, then watches from the list's resourceVersion, so it must
+// see each change once and nothing it already listed again.
+func TestKubectlWatchPods(t *testing.T) {
+	kubectl, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Skip("kubectl is not installed; this test checks the fake against it")
+	}
+	s, err := kubeapi.Start(kubeapi.Config{Target: "127.0.0.1:1", Namespace: "db"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	first := s.Pods()[0]
+	dir := t.TempDir()
+	kc := filepath.Join(dir, "kubeconfig")
+	if err := s.WriteKubeconfig(kc); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, kubectl, "--kubeconfig", kc, "--cache-dir", filepath.Join(dir, "cache"),
+		"get", "pods", "--watch", "-o", "name")
+	cmd.Env = append(os.Environ(), "HOME="+dir, "KUBECONFIG=")
+	cmd.WaitDelay = 5 * time.Second
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- strings.Join(strings.Fields(sc.Text()), " ")
+		}
+	}()
+	t.Cleanup(func() { cancel(); cmd.Wait(); t.Logf("kubectl stderr:\n%s", stderr.String()) })
+	next := func(want string) {
+		t.Helper()
+		select {
+		case got, ok := <-lines:
+			if !ok || got != want {
+				t.Fatalf("kubectl printed %q (open %v), want %q", got, ok, want)
+			}
+		case <-time.After(30 * time.Second): // hang guard
+			t.Fatalf("kubectl printed nothing; want %q", want)
+		}
+	}
+	// The list, then one line per change: the added pod, the old one
+	// terminating, the old one deleted. A watch that repeated the listed
+	// pod would print it again before the added one.
+	next("pod/" + first)
+	second := s.AddPod("127.0.0.1:2")
+	next("pod/" + second)
+	s.Terminate(first)
+	next("pod/" + first)
+	s.Remove(first)
+	next("pod/" + first)
 }

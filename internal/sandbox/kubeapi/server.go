@@ -107,7 +107,8 @@ type Server struct {
 	active    []*pair        // open pairs, oldest first
 	streams   map[string]int // pod → stream pairs forwarded
 	watchers  map[chan podEvent]struct{}
-	version   int // resourceVersion: bumped on every pod change
+	version   int        // resourceVersion: bumped on every pod change
+	history   []podEvent // the latest changes, for watches from a version
 	closed    bool
 	hangPF    bool          // port-forward upgrades never answer
 	hold      chan struct{} // non-nil: new streams get no reply until closed

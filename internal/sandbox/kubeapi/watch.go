@@ -2,6 +2,7 @@ package kubeapi
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
 
@@ -18,6 +19,9 @@ const (
 	// watchBuffer is how many events a watcher may lag behind; a slower
 	// one has its watch closed, as the API server does, and re-watches.
 	watchBuffer = 64
+	// historySize is how many past changes a watch from a resourceVersion
+	// can start after; an older version is answered 410 Gone.
+	historySize = 256
 )
 
 // podEvent is one change to a pod, as a watch reports it.
@@ -31,9 +35,13 @@ type podEvent struct {
 func (s *Server) notifyLocked(typ watch.EventType, p *pod) {
 	s.version++
 	p.version = s.version
+	ev := podEvent{typ: typ, pod: *p}
+	if s.history = append(s.history, ev); len(s.history) > historySize {
+		s.history = s.history[1:]
+	}
 	for ch := range s.watchers {
 		select {
-		case ch <- podEvent{typ: typ, pod: *p}:
+		case ch <- ev:
 		default: // too slow: end its watch
 			delete(s.watchers, ch)
 			close(ch)
@@ -42,25 +50,32 @@ func (s *Server) notifyLocked(typ watch.EventType, p *pod) {
 }
 
 // watchPods serves GET .../pods?watch=true: a chunked stream of JSON
-// WatchEvents. Like the API server for a watch without a resourceVersion,
-// it starts with a synthetic ADDED event for every matching pod, then sends
-// each change; the watch ends when the client goes, the server closes, or
-// the client falls behind.
+// WatchEvents. As the API server does, a watch without a resourceVersion
+// (or "0") starts with a synthetic ADDED event for every matching pod, one
+// from a version (kubectl get -w, after its list) with the changes since
+// then (410 Gone if they are no longer kept); then each change. The watch
+// ends when the client goes, the server closes, or the client falls behind.
 func (s *Server) watchPods(w http.ResponseWriter, r *http.Request, sel labels.Selector) {
 	if !s.allowed(w, "watch", "pods", "", r.PathValue("ns"), "") {
 		return
 	}
 	match := r.PathValue("ns") == s.cfg.Namespace && sel.Matches(labels.Set(s.cfg.Labels))
 	ch := make(chan podEvent, watchBuffer)
+	from := r.URL.Query().Get("resourceVersion")
 	s.mu.Lock()
-	var initial []podEvent
-	if match {
-		for _, p := range s.pods {
-			initial = append(initial, podEvent{typ: watchAdded, pod: *p})
-		}
+	initial, ok := s.startLocked(from)
+	if ok {
+		s.watchers[ch] = struct{}{}
 	}
-	s.watchers[ch] = struct{}{}
 	s.mu.Unlock()
+	if !ok {
+		writeStatus(w, http.StatusGone, metav1.StatusReasonExpired,
+			fmt.Sprintf("too old resource version: %s (%d)", from, s.oldest()), nil)
+		return
+	}
+	if !match {
+		initial = nil
+	}
 	defer s.unwatch(ch)
 
 	w.Header().Set("Content-Type", "application/json")
@@ -94,6 +109,42 @@ func (s *Server) watchPods(w http.ResponseWriter, r *http.Request, sel labels.Se
 			return
 		}
 	}
+}
+
+// startLocked returns the events a watch from resourceVersion from begins
+// with, or false when that version is older than the kept history.
+func (s *Server) startLocked(from string) ([]podEvent, bool) {
+	if from == "" || from == "0" {
+		var out []podEvent
+		for _, p := range s.pods {
+			out = append(out, podEvent{typ: watchAdded, pod: *p})
+		}
+		return out, true
+	}
+	v, err := strconv.Atoi(from)
+	if err != nil || v > s.version {
+		return nil, false
+	}
+	if len(s.history) > 0 && v < s.history[0].pod.version-1 {
+		return nil, false
+	}
+	var out []podEvent
+	for _, ev := range s.history {
+		if ev.pod.version > v {
+			out = append(out, ev)
+		}
+	}
+	return out, true
+}
+
+// oldest is the oldest version a watch can start from.
+func (s *Server) oldest() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.history) == 0 {
+		return s.version
+	}
+	return s.history[0].pod.version - 1
 }
 
 func (s *Server) unwatch(ch chan podEvent) {
