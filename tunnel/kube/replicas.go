@@ -22,12 +22,12 @@ var (
 // Tunnel opens streams to the server's port in the ready pods of the
 // Deployment (or label selector), spread over them: a tunnel.Pool of one
 // port-forward tunnel per pod, listed again every ResolveInterval, after
-// failures, and on every change a pod watch reports. A new stream goes to the pod with the fewest
-// open streams. A pod whose stream cannot be opened is left out until it is
-// listed ready again; a pod that is deleted or terminating takes no new
-// streams, and its tunnel closes once its last stream ends (the server's
-// drain ends them with 57P01). DialEach opens one stream per pod, for
-// cancels. It is safe for concurrent use.
+// failures, and on every change a pod watch reports. A new stream goes to
+// the pod with the fewest open streams. A pod whose stream cannot be opened
+// is left out until it is listed ready again; a pod that is deleted or
+// terminating takes no new streams, and its tunnel closes once its last
+// stream ends (the server's drain ends them with 57P01). DialEach opens one
+// stream per pod, for cancels. It is safe for concurrent use.
 type Tunnel struct {
 	base *podTunnel      // API settings and clients; lists pods, never dials
 	life context.Context // ends with Close: the pod watch, a stream's move
