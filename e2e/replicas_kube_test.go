@@ -188,9 +188,11 @@ func checksummedCopy(conn *pgx.Conn, size int64, gate <-chan struct{}) error {
 // replaces one pod the way Kubernetes does (a surge pod becomes ready, the
 // old pod is marked for deletion and its server gets SIGTERM, drains and
 // exits, the pod is gone) while a checksummed COPY runs on the other pod:
-// the COPY completes intact, a statement on the drained pod ends with
-// 57P01, new connections succeed and reach the new pod, cancels work on
-// the remaining and the new pod, and the client was never restarted.
+// the COPY completes intact, the running statement and the idle session
+// on the drained pod end with 57P01, new connections succeed while it
+// drains (one refused by it is opened again elsewhere) and after, one
+// reaches the new pod and none the removed one, cancels work on the
+// remaining and the new pod, and the client was never restarted.
 func TestReplicasKubeRollout(t *testing.T) {
 	drain := []string{"--drain-timeout", "3s"}
 	k := startKubeReplicas(t, drain...)
