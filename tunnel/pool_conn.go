@@ -1,0 +1,45 @@
+package tunnel
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+)
+
+// poolConn is a stream that gives its replica's count back on Close. A
+// stream from Dial whose first read fails before any byte arrived was
+// refused by the replica's side (a draining server no longer accepts, the
+// agent or kubelet cannot reach it): the replica is left out as for a
+// failed Dial. (DialEach's cancel streams end without an answer.)
+type poolConn struct {
+	net.Conn
+	p        *Pool
+	r        *replica
+	answered atomic.Bool // a byte arrived, or not watched
+	closing  atomic.Bool
+	once     sync.Once
+}
+
+func (c *poolConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		c.answered.Store(true)
+	} else if err != nil && !c.closing.Load() && c.answered.CompareAndSwap(false, true) {
+		c.p.refused(c.r, err)
+	}
+	return n, err
+}
+
+func (c *poolConn) Close() error {
+	c.closing.Store(true)
+	err := c.Conn.Close()
+	c.once.Do(func() { c.p.release(c.r, nil, false) })
+	return err
+}
+
+// halfCloser is a poolConn whose stream can half-close.
+type halfCloser struct{ *poolConn }
+
+func (c *halfCloser) CloseWrite() error {
+	return c.Conn.(interface{ CloseWrite() error }).CloseWrite()
+}
