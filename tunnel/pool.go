@@ -208,7 +208,7 @@ func (p *Pool) resolve(ctx context.Context) (changed bool, _ error) {
 			p.lastErr = o.err
 		default:
 			p.replicas[o.id] = &replica{id: o.id, tun: o.tun, listed: true}
-			p.log.Info("using this "+p.cfg.Key+" of the server", p.cfg.Key, o.id, "why", "listed healthy")
+			p.log.Info("using this "+p.cfg.Key+" of the server", p.cfg.Key, o.id, "reason", "listed healthy")
 		}
 	}
 	p.mu.Unlock()
@@ -228,7 +228,7 @@ func (p *Pool) update(ids []string) []string {
 		r.listed = slices.Contains(ids, id)
 		switch {
 		case r.listed && r.out != nil && !r.gone:
-			p.log.Info("using this "+p.cfg.Key+" of the server again", p.cfg.Key, id, "why", "listed healthy again")
+			p.log.Info("using this "+p.cfg.Key+" of the server again", p.cfg.Key, id, "reason", "listed healthy again")
 			r.out = nil
 		case !r.listed && was && !r.gone:
 			p.log.Info("this "+p.cfg.Key+" of the server is no longer listed healthy; new connections go elsewhere, open ones end with its drain",
@@ -297,7 +297,7 @@ func (p *Pool) retire(r *replica) {
 	}
 	delete(p.replicas, r.id)
 	if !p.closed {
-		p.log.Info("closed the tunnel to this "+p.cfg.Key+" of the server", p.cfg.Key, r.id, "why", "its last stream ended")
+		p.log.Info("closed the tunnel to this "+p.cfg.Key+" of the server", p.cfg.Key, r.id, "reason", "its last stream ended")
 		p.closeLater(r.tun)
 	}
 }

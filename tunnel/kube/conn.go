@@ -92,7 +92,7 @@ func (t *podTunnel) openStream(ctx context.Context, s *session) (net.Conn, error
 		t.release(s)
 		return nil, err
 	}
-	t.log.Debug("kube stream opened", "target", s.pod, "session", id, "transport", s.transport)
+	t.log.Debug("kube stream opened", "pod", s.pod, "stream", id, "transport", s.transport)
 	return c, nil
 }
 
@@ -220,7 +220,7 @@ func (c *streamConn) readErrors() {
 	switch {
 	case len(msg) > 0:
 		c.s.suspect.Store(true)
-		c.t.log.Debug("kube stream error reported", "target", c.s.pod, "session", c.id, "error", string(msg))
+		c.t.log.Debug("kube stream error reported", "pod", c.s.pod, "stream", c.id, "err", string(msg))
 		c.remote <- &StreamError{Pod: c.s.pod, Port: c.t.cfg.Port, Message: string(msg)}
 	case err != nil:
 		c.remote <- fmt.Errorf("kube: read error stream: %w", err)
@@ -379,7 +379,7 @@ func (c *streamConn) Close() error {
 		c.wd.stop()
 		c.t.untrack(c)
 		c.t.release(c.s)
-		c.t.log.Debug("kube stream closed", "target", c.s.pod, "session", c.id)
+		c.t.log.Debug("kube stream closed", "pod", c.s.pod, "stream", c.id)
 	})
 	return nil
 }

@@ -48,7 +48,7 @@ func (t *podTunnel) connect(ctx context.Context, pod string) (net.Conn, string, 
 	if !shouldFallback(err) {
 		return nil, "", t.explain(err, access{verb: "get", resource: "pods/portforward", name: pod})
 	}
-	t.log.Debug("kube websocket upgrade refused, falling back to SPDY", "target", pod, "error", err)
+	t.log.Debug("kube websocket upgrade refused, falling back to SPDY", "pod", pod, "err", err)
 	conn, spdyErr := t.dialSPDY(ctx, u)
 	if spdyErr == nil {
 		return conn, transportSPDY, nil

@@ -77,7 +77,7 @@ func (t *Tunnel) Dial(ctx context.Context) (net.Conn, error) {
 // moved logs a stream that moved off a pod whose server refused it.
 func (t *Tunnel) moved(from, to net.Conn, why error) {
 	t.base.log.Info("new connection opened again: the pod's server refused it (draining or gone)",
-		"from", from.RemoteAddr().String(), "target", to.RemoteAddr().String(), "error", why)
+		"from", from.RemoteAddr().String(), "to", to.RemoteAddr().String(), "err", why)
 }
 
 // DialEach opens one stream to every ready pod (tunnel.Fanout): a

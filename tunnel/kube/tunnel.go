@@ -291,7 +291,7 @@ func (t *podTunnel) reconnect(ctx context.Context) (*session, error) {
 	t.sessions[s] = struct{}{}
 	s.refs++
 	t.mu.Unlock()
-	t.log.Info("kube port-forward connected", "target", pod, "namespace", t.namespace,
+	t.log.Info("kube port-forward connected", "pod", pod, "namespace", t.namespace,
 		"transport", transport, "dur", since(start))
 	return s, nil
 }
@@ -302,7 +302,7 @@ func (t *podTunnel) retire(s *session, why error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if !s.retired {
-		t.log.Info("kube port-forward connection retired", "target", s.pod, "error", why)
+		t.log.Info("kube port-forward connection retired", "pod", s.pod, "err", why)
 	}
 	t.retireLocked(s)
 }

@@ -27,7 +27,7 @@ func (t *Tunnel) watchPods(refresh func()) {
 			return
 		}
 		if err != nil && t.life.Err() == nil {
-			t.base.log.Debug("kube pod watch ended", "error", err)
+			t.base.log.Debug("kube pod watch ended", "err", err)
 		}
 		timer := time.NewTimer(rewatchBackoff)
 		select {
