@@ -63,9 +63,18 @@ func (p *Proxy) handle(ctx context.Context, raw net.Conn) {
 // targets) in one write, and consumes the server's password request.
 // Any other first reply is forwarded to the local client. When the server
 // refuses the identity as signed for another server (the tunnel moved to
-// another replica), open learns the server's id and tries once more.
+// another replica), open learns the server's id and tries once more; so
+// it does when the stream ended before the server sent a byte.
 func (p *Proxy) open(ctx context.Context, local net.Conn, st *pgwire.Startup) (net.Conn, error) {
 	stream, err := p.openOnce(ctx, local, st)
+	if errors.Is(err, errNoAnswer) {
+		p.log.Info("the server closed a new connection before answering (a replica draining or gone); trying once more")
+		stream, err = p.openOnce(ctx, local, st)
+	}
+	if errors.Is(err, errNoAnswer) {
+		err = pgwire.Errorf(pgwire.CodeConnectionFailure, "tunnel", "rdsproxy: %v, twice", err).
+			WithHint("The rdsproxy server may be restarting; try again in a few seconds.")
+	}
 	if errors.Is(err, errOtherServer) && p.relearnServer(ctx) {
 		stream, err = p.openOnce(ctx, local, st)
 	}
@@ -116,6 +125,9 @@ func (p *Proxy) exchange(local, stream net.Conn, msg []byte) error {
 		return pgwire.Errorf(pgwire.CodeConnectionFailure, "tunnel", "rdsproxy: send startup to the server: %v", err)
 	}
 	m, err := pgwire.ReadMessage(stream, nil, maxServerReply)
+	if errors.Is(err, io.EOF) { // not a byte: nothing reached the database
+		return errNoAnswer
+	}
 	if err != nil {
 		return pgwire.Errorf(pgwire.CodeConnectionFailure, "tunnel", "rdsproxy: the server closed the connection during startup: %v", err)
 	}
@@ -138,6 +150,12 @@ func (p *Proxy) exchange(local, stream net.Conn, msg []byte) error {
 	}
 	return nil
 }
+
+// errNoAnswer: the stream ended before the server sent a byte, as it does
+// on a replica that is draining or gone. Nothing reached the database, so
+// open tries once more on a new stream, which a tunnel spread over
+// replicas places on another one.
+var errNoAnswer = errors.New("the rdsproxy server closed the connection before answering")
 
 // dialServer opens a stream to the server and, when configured, upgrades
 // it to TLS the PostgreSQL way (SSLRequest, 'S', handshake).

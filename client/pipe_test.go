@@ -302,14 +302,54 @@ func TestExchangeFailures(t *testing.T) {
 		ln, tun := startProxy(t, client.Config{Target: iamTarget})
 		local := ln.dial(t)
 		write(t, local, startupMsg("user", "alice"))
+		for range 2 { // the second stream is the retry
+			server := tun.next(t)
+			readStartup(t, server)
+			readMsg(t, server)
+			server.Close()
+		}
+		if e := decodeError(t, readMsg(t, local)); e.Code != "08006" || e.Hint == "" {
+			t.Fatalf("got %+v, want 08006 with a hint", e)
+		}
+	})
+	t.Run("server hangs up mid-message", func(t *testing.T) {
+		ln, tun := startProxy(t, client.Config{Target: iamTarget})
+		local := ln.dial(t)
+		write(t, local, startupMsg("user", "alice"))
 		server := tun.next(t)
 		readStartup(t, server)
 		readMsg(t, server)
+		write(t, server, []byte{pgwire.MsgAuth, 0}) // a byte was sent: no retry
 		server.Close()
 		if e := decodeError(t, readMsg(t, local)); e.Code != "08006" {
 			t.Fatalf("got %+v, want 08006", e)
 		}
 	})
+}
+
+// A stream that ends before the server sent a byte (a replica draining or
+// gone: nothing reached the database) is tried once more on a new stream,
+// and the local client never notices.
+func TestExchangeRetriesUnansweredStream(t *testing.T) {
+	ln, tun := startProxy(t, client.Config{Target: iamTarget})
+	local := ln.dial(t)
+	write(t, local, startupMsg("user", "alice"))
+	first := tun.next(t)
+	readStartup(t, first)
+	readMsg(t, first)
+	first.Close()
+	second := tun.next(t)
+	if st := readStartup(t, second); st.Kind != pgwire.KindStartup {
+		t.Fatalf("retry sent %+v", st)
+	}
+	if tok, err := pgwire.PasswordText(readMsg(t, second)); err != nil || tok != "the-token" {
+		t.Fatalf("retry password = %q, %v", tok, err)
+	}
+	write(t, second, pgwire.AppendAuthCleartext(nil))
+	write(t, second, appendReady(appendAuthOK(nil)))
+	if m := readMsg(t, local); m.AuthCode() != pgwire.AuthOK {
+		t.Fatalf("local got %q (auth code %d), want AuthenticationOk from the second stream", m.Type, m.AuthCode())
+	}
 }
 
 // Without LocalTLS the local listener declines SSL and GSS encryption

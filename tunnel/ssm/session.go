@@ -75,7 +75,7 @@ func startSession(ctx, life context.Context, p sessionParams) (*session, error) 
 		return nil, startSessionError(p.target, *in.DocumentName, err)
 	}
 	s := &session{p: p, id: aws.ToString(out.SessionId), streamURL: aws.ToString(out.StreamUrl), hs: make(chan *Message, 8)}
-	s.log = p.log.With("session", s.id)
+	s.log = p.log.With("ssm_session", s.id)
 	s.ctx, s.cancel = context.WithCancel(life)
 	s.ws, err = dialDataChannel(ctx, p.dialer, aws.ToString(out.StreamUrl), OpenDataChannel{
 		TokenValue: aws.ToString(out.TokenValue), ClientID: p.clientID, ClientVersion: p.clientVersion})
@@ -96,7 +96,7 @@ func startSession(ctx, life context.Context, p sessionParams) (*session, error) 
 		s.wg.Wait()
 		return nil, fmt.Errorf("ssm session %s on %s: %w", s.id, p.target, err)
 	}
-	s.log.Info("ssm session ready", "target", p.target, "agent_mux", s.mode.mux)
+	s.log.Info("ssm session ready", "instance", p.target, "agent_mux", s.mode.mux)
 	return s, nil
 }
 
