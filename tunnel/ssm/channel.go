@@ -99,6 +99,7 @@ type ChannelStats struct {
 	NotAccepted                       int64
 	ControlDropped                    int64 // acks and fast retransmits dropped: queue full
 	Presumed                          int64 // never acked, presumed delivered (see presumeProofs)
+	Swept                             int64 // acks sent again for a run of lost acks (see sweepLocked)
 }
 
 type outMsg struct {
@@ -140,6 +141,12 @@ type Channel struct {
 	recvMu   sync.Mutex
 	expected int64
 	early    map[int64]*Message
+	// recentIDs holds the MessageIds of the last reackRing messages
+	// delivered in order, at seq % reackRing; lastDup and sweptTo follow
+	// the peer's walk through a run of lost acks (see sweepLocked).
+	recentIDs []uuid.UUID
+	lastDup   int64
+	sweptTo   int64
 
 	space   chan struct{} // a message was acknowledged
 	drained chan struct{} // every sent message is acknowledged
@@ -150,7 +157,7 @@ type Channel struct {
 	err     error
 
 	stats struct {
-		sent, resent, acksReceived, received, dups, early, acks, notAccepted, controlDropped, presumed atomic.Int64
+		sent, resent, acksReceived, received, dups, early, acks, notAccepted, controlDropped, presumed, swept atomic.Int64
 	}
 	// reacks: the peer re-acks duplicates, so a resend that arrives is
 	// acked and no message is ever presumed delivered.
@@ -178,6 +185,7 @@ func NewChannel(cfg ChannelConfig) *Channel {
 		resent:   make(map[int64]*outMsg),
 		rtt:      newRTTEstimator(cfg.MinRTO),
 		early:    make(map[int64]*Message),
+		lastDup:  -1,
 		space:    make(chan struct{}, 1),
 		drained:  make(chan struct{}, 1),
 		kick:     make(chan struct{}, 1),
@@ -216,7 +224,8 @@ func (c *Channel) Stats() ChannelStats {
 	s := &c.stats
 	return ChannelStats{Sent: s.sent.Load(), Resent: s.resent.Load(), AcksReceived: s.acksReceived.Load(),
 		Received: s.received.Load(), Duplicates: s.dups.Load(), Early: s.early.Load(), Acks: s.acks.Load(),
-		NotAccepted: s.notAccepted.Load(), ControlDropped: s.controlDropped.Load(), Presumed: s.presumed.Load()}
+		NotAccepted: s.notAccepted.Load(), ControlDropped: s.controlDropped.Load(), Presumed: s.presumed.Load(),
+		Swept: s.swept.Load()}
 }
 
 // Unacked returns the number of sent messages not yet acknowledged.

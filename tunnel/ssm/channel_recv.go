@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 const (
@@ -136,7 +138,7 @@ func (c *Channel) handleStream(m *Message) error {
 			c.stats.notAccepted.Add(1)
 			return nil // not acked: the peer retransmits it
 		}
-		c.expected++
+		c.deliveredLocked(m)
 		if err := c.ack(m); err != nil {
 			return err
 		}
@@ -156,8 +158,56 @@ func (c *Channel) handleStream(m *Message) error {
 		// A duplicate of a delivered message: re-ack it, or a lost ack
 		// would make the peer retransmit it forever (§7.3).
 		c.stats.dups.Add(1)
-		return c.ack(m)
+		if err := c.ack(m); err != nil {
+			return err
+		}
+		return c.sweepLocked(m.SequenceNumber)
 	}
+	return nil
+}
+
+// Lost-ack runs. The agent resends only its oldest unacknowledged message,
+// one per 100 ms tick (§7.4), so when a run of our acks is lost (a
+// websocket that broke while thousands of them were in flight), it walks
+// through the run at ten messages a second, and whatever it lost itself
+// waits behind: 25,000 lost acks stalled every stream of a session for
+// over 40 minutes. Acks are idempotent, so when the peer's duplicates show
+// it walking such a run, the messages after the duplicate are acked again,
+// reackSweep at a time, from their remembered MessageIds.
+const (
+	reackRing  = 32 << 10 // MessageIds remembered: 512 KiB per session that moved data
+	reackSweep = 1024     // acks re-sent per duplicate, well under ControlLimit
+	reackWalk  = 16       // how far past the previous duplicate (or sweep) a walk may step
+)
+
+// deliveredLocked counts m as delivered in order and remembers its id.
+func (c *Channel) deliveredLocked(m *Message) {
+	if len(c.recentIDs) < reackRing {
+		c.recentIDs = append(c.recentIDs, m.MessageID) // index == seq while growing
+	} else {
+		c.recentIDs[m.SequenceNumber%reackRing] = m.MessageID
+	}
+	c.expected++
+}
+
+// sweepLocked re-acks the messages after the duplicate dup when the peer is
+// walking a run of lost acks: its previous duplicate was just before dup,
+// or dup is just past the previous sweep. A lone lost ack sweeps nothing.
+func (c *Channel) sweepLocked(dup int64) error {
+	walking := c.lastDup >= 0 && dup > c.lastDup && dup <= max(c.lastDup, c.sweptTo)+reackWalk
+	c.lastDup = dup
+	if !walking {
+		return nil
+	}
+	from := max(dup+1, c.expected-int64(len(c.recentIDs)))
+	to := min(from+reackSweep, c.expected)
+	for seq := from; seq < to; seq++ {
+		if err := c.ackSeq(c.recvType, c.recentIDs[seq%reackRing], seq); err != nil {
+			return err
+		}
+		c.stats.swept.Add(1)
+	}
+	c.sweptTo = max(c.sweptTo, to)
 	return nil
 }
 
@@ -175,16 +225,20 @@ func (c *Channel) drainLocked() {
 			return
 		}
 		delete(c.early, c.expected)
-		c.expected++
+		c.deliveredLocked(next)
 	}
 }
 
 // ack queues the acknowledge for m: seq 0, Flags 3, PayloadType 0 (§7.2).
 func (c *Channel) ack(m *Message) error {
+	return c.ackSeq(m.MessageType, m.MessageID, m.SequenceNumber)
+}
+
+func (c *Channel) ackSeq(typ string, id uuid.UUID, seq int64) error {
 	payload, err := json.Marshal(AckContent{
-		AcknowledgedMessageType:           m.MessageType,
-		AcknowledgedMessageID:             m.MessageID.String(),
-		AcknowledgedMessageSequenceNumber: m.SequenceNumber,
+		AcknowledgedMessageType:           typ,
+		AcknowledgedMessageID:             id.String(),
+		AcknowledgedMessageSequenceNumber: seq,
 		IsSequentialMessage:               true,
 	})
 	if err != nil {

@@ -13,7 +13,14 @@ import (
 )
 
 const (
-	wsWriteTimeout   = 30 * time.Second
+	wsWriteTimeout = 30 * time.Second
+	// wsStallLimit bounds one data write. The agent stops reading its
+	// websocket while the port it writes to is slow (a database busy with
+	// a COPY in), and that backpressure can last longer than a control
+	// write should: dropping the websocket then loses every message in
+	// flight both ways, which the agent, resending only its oldest
+	// unacknowledged message per 100 ms tick, repairs at ten a second.
+	wsStallLimit     = 5 * time.Minute
 	wsPingInterval   = 5 * time.Minute // what the plugin does (§3)
 	wsMaxMessageSize = 4 << 20
 )
@@ -32,8 +39,16 @@ type OpenDataChannel struct {
 // allows one concurrent writer (control frames excepted). After a failure
 // writes are dropped until swap installs a resumed connection: the reliable
 // stream retransmits what was lost.
+//
+// A write can block for as long as the agent does not read (wsStallLimit),
+// so it holds only wmu: the read loop, which takes the connection from mu,
+// must keep reading meanwhile. The agent's read loop stops while its port
+// is slow and its writes wait for ours; a client that stopped reading
+// while its write waited closed that circle, and both sides stood still
+// until the agent dropped the websocket.
 type wsConn struct {
-	mu       sync.Mutex
+	wmu      sync.Mutex // one data write at a time; held while it blocks
+	mu       sync.Mutex // guards the fields below; never held while blocking
 	c        *websocket.Conn
 	broken   bool
 	writeErr error // why the current connection broke, if a write broke it
@@ -81,18 +96,25 @@ func redactURL(s string) string {
 // the read loop notices and resumes or ends the session; the error itself
 // is not returned, because the reliable stream recovers the message.
 func (w *wsConn) writeBinary(b []byte) error {
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.broken {
+	c, broken := w.c, w.broken
+	w.mu.Unlock()
+	if broken {
 		return nil
 	}
-	err := w.c.SetWriteDeadline(time.Now().Add(wsWriteTimeout))
+	err := c.SetWriteDeadline(time.Now().Add(wsStallLimit))
 	if err == nil {
-		err = w.c.WriteMessage(websocket.BinaryMessage, b)
+		err = c.WriteMessage(websocket.BinaryMessage, b)
 	}
 	if err != nil {
-		w.broken, w.writeErr = true, fmt.Errorf("write: %w", err)
-		w.c.Close()
+		w.mu.Lock()
+		if w.c == c && !w.broken { // not a connection swap already replaced
+			w.broken, w.writeErr = true, fmt.Errorf("write: %w", err)
+		}
+		w.mu.Unlock()
+		c.Close()
 	}
 	return nil
 }
