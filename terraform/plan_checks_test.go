@@ -558,7 +558,7 @@ func checkEndpoints(rcs []rc, w planWant) []string {
 }
 
 // developerActions are all the developer policy may grant.
-var developerActions = []string{"ec2:DescribeInstances", "rds-db:connect", "ssm:ResumeSession", "ssm:StartSession", "ssm:TerminateSession", "ssmmessages:OpenDataChannel"}
+var developerActions = []string{"ec2:DescribeInstances", "rds-db:connect", "ssm:DescribeInstanceInformation", "ssm:ResumeSession", "ssm:StartSession", "ssm:TerminateSession", "ssmmessages:OpenDataChannel"}
 
 // checkDeveloperOutput: StartSession only on the tagged instances and the
 // port-forwarding document, with the document check on every such

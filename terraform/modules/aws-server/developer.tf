@@ -121,11 +121,13 @@ data "aws_iam_policy_document" "developer" {
     }
   }
 
-  # Finding the instances by tag; EC2 Describe* cannot be scoped to resources.
+  # Finding the instances by tag, and which of them have their SSM agent
+  # Online (connect spreads over those); neither Describe can be scoped to
+  # resources.
   statement {
     sid       = "FindServerInstances"
     effect    = "Allow"
-    actions   = ["ec2:DescribeInstances"]
+    actions   = ["ec2:DescribeInstances", "ssm:DescribeInstanceInformation"]
     resources = ["*"]
   }
 

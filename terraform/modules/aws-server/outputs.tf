@@ -39,7 +39,7 @@ output "vpc_endpoint_ids" {
 }
 
 output "developer_iam_policy_json" {
-  description = "Least-privilege IAM policy for developers who connect through this server: StartSession on the tagged instances (in developer_regions) with only the pinned port-forwarding document (or AWS-StartPortForwardingSession, see developer_session_document), Terminate/ResumeSession and ssmmessages:OpenDataChannel on their own sessions, ec2:DescribeInstances, and rds-db:connect when developer_rds_connect is set."
+  description = "Least-privilege IAM policy for developers who connect through this server: StartSession on the tagged instances (in developer_regions) with only the pinned port-forwarding document (or AWS-StartPortForwardingSession, see developer_session_document), Terminate/ResumeSession and ssmmessages:OpenDataChannel on their own sessions, ec2:DescribeInstances and ssm:DescribeInstanceInformation, and rds-db:connect when developer_rds_connect is set."
   value       = data.aws_iam_policy_document.developer.json
 }
 
