@@ -55,7 +55,7 @@ type SSMFlags struct {
 	SSMHost     string `name:"ssm-host" help:"Reach the server at this host through the managed node (AWS-StartPortForwardingSessionToRemoteHost)." env:"RDSPROXY_SSM_HOST"`
 	SSMPort     int    `name:"ssm-port" help:"The server's port on the node (or on --ssm-host)." default:"5480" env:"RDSPROXY_SSM_PORT"`
 	SSMDocument string `name:"ssm-document" help:"Start sessions with this Session document, which pins the server's port (the Terraform module's ssm_document_name output), instead of AWS-StartPortForwardingSession." env:"RDSPROXY_SSM_DOCUMENT"`
-	SSMSessions int    `name:"ssm-sessions" help:"Spread connections over this many Session Manager sessions (the SSM agent caps each below ~1 MB/s)." default:"1" env:"RDSPROXY_SSM_SESSIONS"`
+	SSMSessions int    `name:"ssm-sessions" help:"Session Manager sessions per server instance to spread connections over (the SSM agent caps each below ~1 MB/s)." default:"1" env:"RDSPROXY_SSM_SESSIONS"`
 	Profile     string `help:"AWS profile (default: the SDK's chain)." env:"AWS_PROFILE"`
 	Region      string `help:"AWS region of the server's instance (default: the SDK's)." env:"AWS_REGION"`
 
