@@ -105,7 +105,14 @@ func splitAddr(t testing.TB, addr string) (string, string) {
 // superuser connects straight to PostgreSQL's app database over its unix socket.
 func superuser(t testing.TB) *pgx.Conn {
 	t.Helper()
-	cfg, err := pgx.ParseConfig(sb.pg.SuperuserDSN())
+	return superuserOf(t, sb.pg)
+}
+
+// superuserOf connects to pg's app database (where the targets live, and
+// advisory locks are per database) as its superuser.
+func superuserOf(t testing.TB, pg *sandbox.Postgres) *pgx.Conn {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(pg.SuperuserDSN())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -149,16 +149,7 @@ func addInstance(t *testing.T, world *sandbox.World, server string, s *binarySer
 // the targets' database (advisory locks are per database).
 func worldSuperuser(t *testing.T, world *sandbox.World) *pgx.Conn {
 	t.Helper()
-	cfg, err := pgx.ParseConfig(world.Postgres.SuperuserDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Database = sandbox.DatabaseApp
-	conn, err := pgx.ConnectConfig(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return conn
+	return superuserOf(t, world.Postgres)
 }
 
 // activeQueries counts the world's backends running a statement that

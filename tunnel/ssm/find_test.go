@@ -26,28 +26,12 @@ func TestFindInstanceMoto(t *testing.T) {
 	}
 	t.Cleanup(func() { m.Close() })
 	api := ec2.NewFromConfig(m.AWSConfig("eu-west-1"))
-	run := func(server string, n int32) []string {
-		out, err := api.RunInstances(t.Context(), &ec2.RunInstancesInput{
-			ImageId: aws.String("ami-12c6146b"), MinCount: aws.Int32(n), MaxCount: aws.Int32(n),
-			InstanceType: ec2types.InstanceTypeT3Micro,
-			TagSpecifications: []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeInstance,
-				Tags: []ec2types.Tag{{Key: aws.String(ssm.ServerTag), Value: aws.String(server)}}}},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var ids []string
-		for _, i := range out.Instances {
-			ids = append(ids, aws.ToString(i.InstanceId))
-		}
-		return ids
-	}
-	alpha := run("alpha", 2)
-	stopped := run("alpha", 1)
+	alpha := runTagged(t, api, "alpha", 2)
+	stopped := runTagged(t, api, "alpha", 1)
 	if _, err := api.StopInstances(t.Context(), &ec2.StopInstancesInput{InstanceIds: stopped}); err != nil {
 		t.Fatal(err)
 	}
-	run("alpha-2", 1)
+	runTagged(t, api, "alpha-2", 1)
 	got, err := ssm.FindInstance(t.Context(), api, "alpha")
 	if err != nil {
 		t.Fatal(err)
