@@ -45,19 +45,7 @@ func TestReadinessReplacement(t *testing.T) {
 		}
 	}
 	var ready atomic.Bool
-	admin, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/readyz" {
-			http.NotFound(w, r)
-		} else if !ready.Load() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
-		}
-	})}
-	go srv.Serve(admin)
-	t.Cleanup(func() { srv.Close() })
+	admin := fakeReadyz(t, ready.Load)
 	imds := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case r.Method == http.MethodPut && r.URL.Path == "/latest/api/token" && r.Header.Get("X-aws-ec2-metadata-token-ttl-seconds") != "":
@@ -168,4 +156,24 @@ func TestReadinessReplacementOff(t *testing.T) {
 	if strings.Contains(r.userData, "rdsproxy-health") {
 		t.Error("readiness_replacement.enabled=false still installs the readiness check")
 	}
+}
+
+// fakeReadyz serves the admin port's /readyz until the test ends: 200 when
+// ready says so, else 503; anything else is 404.
+func fakeReadyz(t *testing.T, ready func() bool) net.Listener {
+	t.Helper()
+	admin, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/readyz" {
+			http.NotFound(w, r)
+		} else if !ready() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+		}
+	})}
+	go srv.Serve(admin)
+	t.Cleanup(func() { srv.Close() })
+	return admin
 }

@@ -85,19 +85,7 @@ func TestLifecycleHooks(t *testing.T) {
 	}
 	// /readyz answers 503 twice, then 200.
 	var readyz atomic.Int32
-	admin, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/readyz" {
-			http.NotFound(w, r)
-		} else if readyz.Add(1) <= 2 {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
-		}
-	})}
-	go srv.Serve(admin)
-	t.Cleanup(func() { srv.Close() })
+	admin := fakeReadyz(t, func() bool { return readyz.Add(1) > 2 })
 	var state atomic.Value
 	state.Store("InService")
 	polled := make(chan struct{}, 1)
@@ -152,7 +140,7 @@ func TestLifecycleHooks(t *testing.T) {
 		}
 		writeFile(t, path+"-short", short)
 		os.Chmod(path+"-short", 0o755)
-		srv.Close()
+		admin.Close() // /readyz gone: new connections are refused
 		if res := run(t, dir, env, path+"-short", "launch"); res.err == nil || !strings.Contains(res.stderr, "abandoning this instance") {
 			t.Fatalf("launch without /readyz: err %v, stderr %q; want a failure that says it abandons", res.err, res.stderr)
 		}
