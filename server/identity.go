@@ -118,7 +118,7 @@ func (v *identityVerifier) verify(ctx context.Context, encoded, keyID string) (p
 		v.m.identity(reasonOf(err))
 		return nil, auth.AccessKeyID, err
 	}
-	key := identityKey{accessKey: auth.AccessKeyID, serverID: v.cfg.ServerID, signature: auth.Signature}
+	key := identityKey{accessKey: auth.AccessKeyID, serverID: v.cfg.ServerID, signed: signedDigest(req, auth)}
 	p, hit, err := v.cache.get(ctx, key, v.now(), func() (*discovery.Principal, error) { return v.callSTS(ctx, req, auth) })
 	switch {
 	case err != nil:

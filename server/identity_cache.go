@@ -2,19 +2,37 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
 	"github.com/rdsproxy/rdsproxy/discovery"
+	"github.com/rdsproxy/rdsproxy/internal/callerid"
 )
 
 // identityKey is what a verified answer is cached under: the access key,
-// this server's id and the request's signature. The signature makes the
-// cache safe: an access key id is no secret, and a request with a made-up
-// signature never hits an answer STS gave for a real one.
-type identityKey struct{ accessKey, serverID, signature string }
+// this server's id and a digest of the signed request (its Authorization
+// and every signed header's value). The digest makes the cache safe: an
+// access key id is no secret, so a request with a made-up signature never
+// hits an answer STS gave for a real one; and a captured request whose
+// signed headers were edited (a fresher X-Amz-Date, another session
+// token) is a miss that STS refuses, never a hit on the original's answer.
+type identityKey struct{ accessKey, serverID, signed string }
+
+// signedDigest is the hex SHA-256 of r's Authorization and the values of
+// the headers it signs, in its SignedHeaders order.
+func signedDigest(r callerid.Request, auth callerid.Authorization) string {
+	h := sha256.New()
+	io.WriteString(h, r.Authorization)
+	for _, name := range auth.SignedHeaders {
+		fmt.Fprintf(h, "\n%s:%s", name, r.Headers[name])
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
 
 type identityEntry struct {
 	p       *discovery.Principal

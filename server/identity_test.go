@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
 	"net/http"
 	"strings"
 	"sync"
@@ -209,6 +210,38 @@ func TestIdentityCache(t *testing.T) {
 	if n := sts.calls.Load(); n != 3 {
 		t.Errorf("after the TTL: %d calls in all, want 3", n)
 	}
+}
+
+// A captured identity whose signed headers were edited keeps its
+// signature but is never answered from the cache: a fresher X-Amz-Date
+// would otherwise stretch the 15-minute replay window by the cache's TTL.
+// Each edit goes to STS, which refuses it.
+func TestIdentityCacheMissesEditedRequests(t *testing.T) {
+	sts := &fakeSTS{status: 200, body: okAnswer}
+	v := testVerifier(t, sts)
+	orig := sign(t, testCreds, "eu-west-1", "srv-1", testNow.Add(-14*time.Minute))
+	if _, _, err := v.verify(t.Context(), orig.Encode(), ""); err != nil {
+		t.Fatal(err)
+	}
+	sts.status, sts.body = 403, `<ErrorResponse><Error><Code>SignatureDoesNotMatch</Code><Message>no</Message></Error></ErrorResponse>`
+	edit := func(name, value string) string {
+		r := callerid.Request{Headers: maps.Clone(orig.Headers), Authorization: orig.Authorization}
+		r.Headers[name] = value
+		return r.Encode()
+	}
+	for _, tt := range []struct{ name, enc string }{
+		{"fresher date", edit("x-amz-date", testNow.Format(callerid.DateFormat))},
+		{"another session token", edit("x-amz-security-token", "tok2")},
+	} {
+		_, _, err := v.verify(t.Context(), tt.enc, "")
+		wantRefusal(t, err, "28P01", "identity-refused", "SignatureDoesNotMatch")
+	}
+	if n := sts.calls.Load(); n != 3 {
+		t.Errorf("STS calls = %d, want 3: the original and each edit", n)
+	}
+	v.now = func() time.Time { return testNow.Add(2 * time.Minute) } // the original is 16 minutes old, its answer still cached
+	_, _, err := v.verify(t.Context(), edit("x-amz-date", testNow.Format(callerid.DateFormat)), "")
+	wantRefusal(t, err, "28P01", "identity-refused", "")
 }
 
 // The cache holds at most its size, dropping expired answers first.
