@@ -27,6 +27,8 @@ test: check-tools
 	gofmt -l . | tee /dev/stderr | (! read)
 	$(GO) vet ./...
 	$(GO) test -race -timeout 45m ./...
+	@# go test shows skips only with -v: say whether the Terraform plans ran, and with which provider.
+	@$(GO) test -race -run '^TestPlannedVersionsDocumented$$' -v ./terraform | grep -E 'NOTICE|planned the AWS|FAIL'
 
 ## test-short: the quick subset (skips the 5,000-session soak).
 test-short: check-tools

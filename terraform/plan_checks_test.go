@@ -557,6 +557,26 @@ func checkEndpoints(rcs []rc, w planWant) []string {
 	return problems
 }
 
+var numberWords = []string{"no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"}
+
+// checkExampleReadme: an example's README names every interface endpoint
+// its plan creates, as `ssm`, and says how many ("six interface endpoints"):
+// they are what the example bills per hour and zone.
+func checkExampleReadme(readme string, endpoints []string) []string {
+	readme = strings.Join(strings.Fields(readme), " ")
+	var problems []string
+	for _, e := range endpoints {
+		short := e[strings.LastIndex(e, ".")+1:]
+		if !strings.Contains(readme, "`"+short+"`") {
+			problems = append(problems, fmt.Sprintf("the example's README does not name the interface endpoint `%s`, which the plan creates", short))
+		}
+	}
+	if n := len(endpoints); n < len(numberWords) && !strings.Contains(readme, numberWords[n]+" interface endpoints") {
+		problems = append(problems, fmt.Sprintf("the example's README does not say %q (the plan creates %d)", numberWords[n]+" interface endpoints", n))
+	}
+	return problems
+}
+
 // developerActions are all the developer policy may grant.
 var developerActions = []string{"ec2:DescribeInstances", "rds-db:connect", "ssm:DescribeInstanceInformation", "ssm:ResumeSession", "ssm:StartSession", "ssm:TerminateSession", "ssmmessages:OpenDataChannel"}
 

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"sort"
@@ -264,18 +265,102 @@ func planCases(n testNet) []planCase {
 	}
 }
 
+// planSetup is what TestTerraformPlan needs of the machine: terraform, a
+// filesystem mirror of hashicorp/aws (the versions in it are planned) and
+// moto_server. missing says what is absent, "" when nothing is.
+type planSetup struct {
+	terraform, mirror string
+	versions          []string
+	missing           string
+}
+
+func findPlanSetup() planSetup {
+	var s planSetup
+	s.terraform, _ = exec.LookPath("terraform")
+	s.mirror, s.versions = providerMirror("aws")
+	_, motoErr := exec.LookPath("moto_server")
+	switch {
+	case s.terraform == "":
+		s.missing = "terraform is not on PATH"
+	case s.mirror == "":
+		s.missing = fmt.Sprintf("no filesystem mirror of hashicorp/aws for %s_%s (looked in $%s, /opt/tf-plugins and Terraform's implied mirror directories)",
+			runtime.GOOS, runtime.GOARCH, mirrorEnv)
+	case motoErr != nil:
+		s.missing = "moto_server (moto 5.x) is not on PATH"
+	}
+	return s
+}
+
+// plannedDocs are the files that say which hashicorp/aws versions were
+// planned, as "hashicorp/aws 5.100.0" (or "Planned with 5.100.0"; several
+// versions as "5.100.0 and 6.20.0").
+var plannedDocs = []string{"../README.md", "README.md", "examples/aws-complete/README.md", awsServerDir + "/versions.tf"}
+
+var plannedVersions = regexp.MustCompile(`(?:hashicorp/aws|Planned with) (\d+\.\d+\.\d+(?:(?:, | and )\d+\.\d+\.\d+)*)`)
+
+// checkPlannedDocs: every statement of planned versions in text names
+// exactly versions, and there is at least one.
+func checkPlannedDocs(name, text string, versions []string) []string {
+	text = strings.Join(strings.Fields(strings.ReplaceAll(text, "**", "")), " ")
+	ms := plannedVersions.FindAllStringSubmatch(text, -1)
+	if len(ms) == 0 {
+		return []string{fmt.Sprintf("%s does not say which hashicorp/aws versions were planned (want %q)", name, versions)}
+	}
+	var problems []string
+	for _, m := range ms {
+		got := regexp.MustCompile(`\d+\.\d+\.\d+`).FindAllString(m[1], -1)
+		slices.SortFunc(got, func(a, b string) int {
+			if versionLess(a, b) {
+				return -1
+			}
+			return 1
+		})
+		if !slices.Equal(got, versions) {
+			problems = append(problems, fmt.Sprintf("%s says %q was planned; TestTerraformPlan plans %q (the versions in the mirror)", name, m[0], versions))
+		}
+	}
+	return problems
+}
+
+// TestPlannedVersionsDocumented: the READMEs name exactly the hashicorp/aws
+// versions TestTerraformPlan plans. `make test` runs it with -v after the
+// suite, because go test shows a skip only with -v: its line says in the
+// output whether the AWS modules were planned, and with what.
+func TestPlannedVersionsDocumented(t *testing.T) {
+	s := findPlanSetup()
+	if s.missing != "" {
+		t.Skipf("NOTICE: %s: TestTerraformPlan skipped; the AWS modules and examples were NOT planned", s.missing)
+	}
+	t.Logf("TestTerraformPlan planned the AWS modules and examples with hashicorp/aws %s from %s", strings.Join(s.versions, ", "), s.mirror)
+	for _, name := range plannedDocs {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range checkPlannedDocs(name, string(b), s.versions) {
+			t.Error(p)
+		}
+	}
+	// The check reports a stale version, a missing one and silence.
+	for _, bad := range []struct{ text, want string }{
+		{"planned with hashicorp/aws 1.2.3 here", "says"},
+		{"planned with hashicorp/aws 1.2.3 and " + strings.Join(s.versions, " and "), "says"},
+		{"planned with the aws provider", "does not say"},
+	} {
+		if p := checkPlannedDocs("bad", bad.text, s.versions); len(p) == 0 || !strings.Contains(p[0], bad.want) {
+			t.Errorf("checkPlannedDocs(%q) = %q, want a problem saying %q", bad.text, p, bad.want)
+		}
+	}
+}
+
 // TestTerraformPlan plans every AWS module and example with every
 // hashicorp/aws version in the local mirror, against moto.
 func TestTerraformPlan(t *testing.T) {
-	bin := terraformBin(t)
-	mirror, versions := providerMirror("aws")
-	if mirror == "" {
-		t.Skipf("NOTICE: no filesystem mirror of hashicorp/aws for %s_%s (looked in $%s, /opt/tf-plugins and Terraform's implied mirror directories); the modules were NOT planned",
-			runtime.GOOS, runtime.GOARCH, mirrorEnv)
+	s := findPlanSetup()
+	if s.missing != "" {
+		t.Skipf("NOTICE: %s; the AWS modules and examples were NOT planned", s.missing)
 	}
-	if _, err := exec.LookPath("moto_server"); err != nil {
-		t.Skip("NOTICE: moto_server (moto 5.x) is not on PATH; the modules were NOT planned")
-	}
+	bin, mirror, versions := s.terraform, s.mirror, s.versions
 	moto, err := sandbox.StartMoto(t.Context(), t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -320,9 +405,29 @@ func TestTerraformPlan(t *testing.T) {
 					if tc.example == "" && tc.want.binaryObject == "" {
 						checkMutationsCaught(t, plan, tc.want)
 					}
+					if tc.example != "" {
+						checkReadmeAgrees(t, filepath.Join("examples", tc.example, "README.md"), tc.want.endpoints)
+					}
 				})
 			}
 		})
+	}
+}
+
+// checkReadmeAgrees: the example's README describes the endpoints the plan
+// creates (checkEndpoints holds the plan to endpoints); the check is shown to
+// report a README that misses one or miscounts them.
+func checkReadmeAgrees(t *testing.T, readme string, endpoints []string) {
+	t.Helper()
+	b, err := os.ReadFile(readme)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range checkExampleReadme(string(b), endpoints) {
+		t.Errorf("%s: %s", readme, p)
+	}
+	if len(checkExampleReadme("endpoints for `ssm` and `rds`; two interface endpoints", endpoints)) == 0 && len(endpoints) > 2 {
+		t.Error("checkExampleReadme accepts a README that names two of the endpoints")
 	}
 }
 

@@ -127,8 +127,9 @@ module "rdsproxy" {
   subnet_ids             = aws_subnet.private[*].id
   rds_security_group_ids = [aws_security_group.db.id]
 
-  # No internet: SSM, SSM messages, EC2 messages and RDS through interface
-  # endpoints, S3 through the gateway endpoint's prefix list.
+  # No internet: SSM, SSM messages, EC2 messages, RDS, STS (and, with
+  # cloudwatch_logs, CloudWatch Logs) through interface endpoints, S3
+  # through the gateway endpoint's prefix list.
   create_vpc_endpoints         = true
   https_egress_cidr_blocks     = []
   https_egress_prefix_list_ids = [aws_vpc_endpoint.s3.prefix_list_id]

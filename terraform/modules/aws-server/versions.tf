@@ -5,7 +5,7 @@ terraform {
   required_providers {
     aws = {
       source = "hashicorp/aws"
-      # Planned with 5.100.0 (terraform_test.go); nothing here is newer than
+      # Planned with 5.100.0 (plan_test.go); nothing here is newer than
       # 5.0, and no attribute that 6.x removes or deprecates is used.
       version = ">= 5.0"
     }
