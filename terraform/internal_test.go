@@ -467,7 +467,13 @@ type result struct {
 
 func run(t *testing.T, dir string, env []string, name string, args ...string) result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), commandTimeout)
+	return runWithin(t, commandTimeout, dir, env, name, args...)
+}
+
+// runWithin is run with its own time limit.
+func runWithin(t *testing.T, limit time.Duration, dir string, env []string, name string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), limit)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
@@ -555,8 +561,9 @@ func buildRdsproxy(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "rdsproxy")
 	// Built as `make build` and the release build it (static, -trimpath),
-	// which also shares their build cache.
-	r := run(t, "..", append(os.Environ(), "CGO_ENABLED=0"), "go", "build", "-trimpath", "-o", bin, "github.com/rdsproxy/rdsproxy")
+	// which also shares their build cache. A cold build on a busy 2-core
+	// machine takes longer than commandTimeout (it was killed at 3 minutes).
+	r := runWithin(t, 15*time.Minute, "..", append(os.Environ(), "CGO_ENABLED=0"), "go", "build", "-trimpath", "-o", bin, "github.com/rdsproxy/rdsproxy")
 	if r.err != nil {
 		t.Fatalf("go build github.com/rdsproxy/rdsproxy (the server CLI with --dry-run is required): %v\n%s%s",
 			r.err, r.stdout, r.stderr)
