@@ -33,20 +33,24 @@ var (
 	pluginErr  error
 )
 
+// goTool is the go command: on PATH, else the toolchain's own.
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return filepath.Join(runtime.GOROOT(), "bin", "go")
+}
+
 func buildPlugin(t *testing.T) string {
 	t.Helper()
 	pluginOnce.Do(func() {
-		goBin, err := exec.LookPath("go")
-		if err != nil {
-			goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
-		}
 		dir, err := os.MkdirTemp("", "session-manager-plugin-")
 		if err != nil {
 			pluginErr = err
 			return
 		}
 		pluginBin = filepath.Join(dir, "session-manager-plugin")
-		cmd := exec.Command(goBin, "build", "-o", pluginBin, "github.com/aws/session-manager-plugin/src/sessionmanagerplugin-main")
+		cmd := exec.Command(goTool(), "build", "-o", pluginBin, "github.com/aws/session-manager-plugin/src/sessionmanagerplugin-main")
 		cmd.Dir = filepath.Join("..", "..", "..", "conformance")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			pluginErr = fmt.Errorf("build session-manager-plugin in conformance/: %v: %s", err, out)

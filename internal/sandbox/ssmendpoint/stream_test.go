@@ -64,8 +64,9 @@ func input(seq int64, payload string) *frame {
 }
 
 // TestAgentResendsOldestOnly: one resend per tick, only the oldest
-// unacknowledged message, only once it is older than the RTO; sending never
-// blocks, and past the buffer's capacity messages go out unkept.
+// unacknowledged message, only once it is older than the RTO, and still an
+// hour later (no give-up); sending never blocks, and past the buffer's
+// capacity messages go out unkept.
 func TestAgentResendsOldestOnly(t *testing.T) {
 	var w wire
 	clk := &clock{t: time.Unix(1700000000, 0)}
@@ -118,6 +119,10 @@ func TestAgentResendsOldestOnly(t *testing.T) {
 	if got := tick(); len(got) != 0 {
 		t.Fatalf("a second resend in the same instant: %v", got)
 	}
+	clk.advance(time.Hour) // no give-up: an hour without acks changes nothing
+	if got := tick(); len(got) != 1 || got[0].seq != 1 {
+		t.Fatalf("an hour later: resent %v, want seq 1 again", got)
+	}
 	s.setPaused(true)
 	clk.advance(maxRTO + time.Millisecond)
 	if got := tick(); len(got) != 0 {
@@ -127,8 +132,8 @@ func TestAgentResendsOldestOnly(t *testing.T) {
 		_ = s.send(ptOutput, []byte("x"))
 	}
 	w.take()
-	if st := s.stats(); st.sent != 5+agentBufferCap || st.unbuffered != 3 || st.resent != 2 || st.acked != 2 {
-		t.Errorf("stats %+v: want %d sent, 3 unkept, 2 resent, 2 acked", st, 5+agentBufferCap)
+	if st := s.stats(); st.sent != 5+agentBufferCap || st.unbuffered != 3 || st.resent != 3 || st.acked != 2 {
+		t.Errorf("stats %+v: want %d sent, 3 unkept, 3 resent, 2 acked", st, 5+agentBufferCap)
 	}
 }
 
