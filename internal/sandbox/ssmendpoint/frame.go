@@ -13,7 +13,7 @@ import (
 // The agent's own codec for data-channel messages (docs/ssm-protocol.md §5),
 // written independently of the client's: big-endian integers, a 116-byte
 // header, a 4-byte payload length, then the payload. The offsets are the
-// validator's (validate.go); the golden vectors pin both (frame_test.go).
+// validator's (validate.go); the golden vectors pin both (TestFrameGoldenVectors).
 
 // Message types the agent and the service send or receive (§6.1).
 const (
