@@ -26,9 +26,10 @@ snapshot:
 test: check-tools
 	gofmt -l . | tee /dev/stderr | (! read)
 	$(GO) vet ./...
+	@# go test shows skips only with -v: say whether the Terraform plans run, and with which provider
+	@# (before the suite, so that go test's own summary stays the last lines).
+	@$(GO) test -race -run '^TestPlannedVersionsDocumented$$' -v ./terraform | grep -E 'NOTICE|plans the AWS|FAIL'
 	$(GO) test -race -timeout 45m ./...
-	@# go test shows skips only with -v: say whether the Terraform plans ran, and with which provider.
-	@$(GO) test -race -run '^TestPlannedVersionsDocumented$$' -v ./terraform | grep -E 'NOTICE|planned the AWS|FAIL'
 
 ## test-short: the quick subset (skips the 5,000-session soak).
 test-short: check-tools

@@ -323,15 +323,15 @@ func checkPlannedDocs(name, text string, versions []string) []string {
 }
 
 // TestPlannedVersionsDocumented: the READMEs name exactly the hashicorp/aws
-// versions TestTerraformPlan plans. `make test` runs it with -v after the
+// versions TestTerraformPlan plans. `make test` runs it with -v before the
 // suite, because go test shows a skip only with -v: its line says in the
-// output whether the AWS modules were planned, and with what.
+// output whether the AWS modules are planned, and with what.
 func TestPlannedVersionsDocumented(t *testing.T) {
 	s := findPlanSetup()
 	if s.missing != "" {
 		t.Skipf("NOTICE: %s: TestTerraformPlan skipped; the AWS modules and examples were NOT planned", s.missing)
 	}
-	t.Logf("TestTerraformPlan planned the AWS modules and examples with hashicorp/aws %s from %s", strings.Join(s.versions, ", "), s.mirror)
+	t.Logf("TestTerraformPlan plans the AWS modules and examples with hashicorp/aws %s from %s", strings.Join(s.versions, ", "), s.mirror)
 	for _, name := range plannedDocs {
 		b, err := os.ReadFile(name)
 		if err != nil {
