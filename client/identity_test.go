@@ -1,8 +1,10 @@
 package client_test
 
 import (
+	"bytes"
 	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -10,6 +12,7 @@ import (
 
 	"github.com/rdsproxy/rdsproxy/client"
 	"github.com/rdsproxy/rdsproxy/internal/callerid"
+	"github.com/rdsproxy/rdsproxy/internal/iamtoken"
 	"github.com/rdsproxy/rdsproxy/internal/pgwire"
 )
 
@@ -98,5 +101,62 @@ func TestIdentitySignerReusesAndFollowsTheTokensKey(t *testing.T) {
 	}
 	if _, err := s.Identity(t.Context(), server, "ASIANEVERSEEN0000003"); err == nil {
 		t.Error("an identity for a key the signer never had: want an error")
+	}
+}
+
+// fakeIdentities hands out "identity-for-KEY" and records what it signed for.
+type fakeIdentities struct {
+	mu    sync.Mutex
+	asked []string
+}
+
+func (f *fakeIdentities) Identity(_ context.Context, s callerid.ServerInfo, keyID string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.asked = append(f.asked, s.ServerID+" "+s.Region+" "+keyID)
+	return "identity-for-" + keyID, nil
+}
+
+// The identity costs no round trip: the startup carrying it and the IAM
+// token reach the server in one write, before the server has said a
+// word, and the identity is signed for the server with the token's key.
+// The server's verdict after the token is what reaches the local client.
+func TestIdentityTravelsInTheStartupWrite(t *testing.T) {
+	creds := aws.Credentials{AccessKeyID: "ASIAPIPELINED0000001", SecretAccessKey: "s", SessionToken: "t"}
+	token, err := iamtoken.SignAt(t.Context(), iamTarget.Endpoint, iamTarget.Region, "alice", creds, time.Now(), 15*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := &fakeIdentities{}
+	ln, tun := startProxy(t, client.Config{Target: iamTarget, Tokens: &fixedTokens{token: token}, Identities: ids, Server: &server})
+	local := ln.dial(t)
+	write(t, local, startupMsg("user", "alice", "database", "app"))
+	srv := tun.next(t)
+	buf := make([]byte, 64<<10)
+	n, err := srv.Read(buf) // a net.Pipe read returns at most one write
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := bytes.NewReader(buf[:n])
+	st, err := pgwire.ReadStartup(r, pgwire.DefaultMaxStartupSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := st.Params.Get(callerid.Param); got != "identity-for-"+creds.AccessKeyID {
+		t.Errorf("%s = %q, want the identity signed with the token's key", callerid.Param, got)
+	}
+	pw, err := pgwire.ReadMessage(r, nil, 1<<16)
+	if tok, _ := pgwire.PasswordText(pw); err != nil || tok != token {
+		t.Fatalf("the first write holds %d bytes: a startup and then %v %v, want the token in the same write", n, pw.Type, err)
+	}
+	ids.mu.Lock()
+	if want := server.ServerID + " " + server.Region + " " + creds.AccessKeyID; len(ids.asked) != 1 || ids.asked[0] != want {
+		t.Errorf("identities signed for %q, want [%q]", ids.asked, want)
+	}
+	ids.mu.Unlock()
+	write(t, srv, pgwire.AppendAuthCleartext(nil))
+	write(t, srv, appendAuthOK(nil))
+	if m := readMsg(t, local); m.AuthCode() != pgwire.AuthOK {
+		t.Fatalf("local got %q (auth code %d), want AuthenticationOk", m.Type, m.AuthCode())
 	}
 }
