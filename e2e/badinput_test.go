@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rdsproxy/rdsproxy/internal/pgwire"
 	"github.com/rdsproxy/rdsproxy/internal/sandbox"
@@ -182,13 +183,18 @@ func TestClientLocalListenerBadInputs(t *testing.T) {
 	}
 }
 
-// max-sessions: the N+1th client gets 53300; when one ends, a new one is admitted.
+// max-sessions: the N+1th client gets 53300, counted in the refusals (it
+// used to be in no metric); when one ends, a new one is admitted.
 func TestMaxSessions(t *testing.T) {
-	st := startStack(t, func(c *server.Config) { c.MaxSessions = 2 })
+	reg := prometheus.NewRegistry()
+	st := startStack(t, func(c *server.Config) { c.MaxSessions, c.Metrics = 2, server.NewMetrics(reg) })
 	a := connectLocal(t, st.local["app"], sandbox.UserIAM)
 	connectLocal(t, st.local["app"], sandbox.UserIAM)
 	_, err := pgx.ConnectConfig(context.Background(), localConfig(t, st.local["app"], sandbox.UserIAM))
 	pgErr(t, err, "53300", "maximum of 2 sessions")
+	if got := counterValue(t, reg, "rdsproxy_connections_refused_total", "reason", "too-many-sessions"); got != 1 {
+		t.Errorf("rdsproxy_connections_refused_total{reason=\"too-many-sessions\"} = %v, want 1", got)
+	}
 	a.Close(context.Background())
 	waitFor(t, 10*time.Second, "a session slot", func() bool {
 		c, err := pgx.ConnectConfig(context.Background(), localConfig(t, st.local["app"], sandbox.UserIAM))
@@ -200,9 +206,10 @@ func TestMaxSessions(t *testing.T) {
 }
 
 // 200 connections that send nothing do not stop a legitimate client, and
-// each is closed at the startup timeout.
+// each is closed at the first-byte timeout, long before the whole
+// startup's (which alone used to bound a silent socket).
 func TestSilentConnectionsDoNotBlock(t *testing.T) {
-	st := startStack(t, func(c *server.Config) { c.StartupTimeout = 2 * time.Second })
+	st := startStack(t, func(c *server.Config) { c.FirstByteTimeout, c.StartupTimeout = 2*time.Second, 2*time.Minute })
 	silent := make([]net.Conn, 200)
 	for i := range silent {
 		c, err := net.Dial("tcp", st.serverAddr)
@@ -219,7 +226,7 @@ func TestSilentConnectionsDoNotBlock(t *testing.T) {
 	for i, c := range silent {
 		c.SetReadDeadline(time.Now().Add(30 * time.Second))
 		if n, err := c.Read(make([]byte, 1)); n != 0 || !(errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
-			t.Fatalf("silent connection %d: read %d bytes, %v; want it closed at the startup timeout", i, n, err)
+			t.Fatalf("silent connection %d: read %d bytes, %v; want it closed at the first-byte timeout", i, n, err)
 		}
 	}
 }

@@ -5,9 +5,15 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
+	"encoding/pem"
 	"io"
 	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -492,4 +498,82 @@ func TestLoginBurst(t *testing.T) {
 	if len(failed) > 0 {
 		t.Fatalf("%d of %d logins failed; first: %s", len(failed), n, failed[0])
 	}
+}
+
+// The real binary: --tls-cert alone makes the server refuse a plaintext
+// startup with 28000 and a hint naming sslmode, before it asks for the
+// token; --allow-plaintext lets the same startup through to routing (it
+// used to be let through by default).
+func TestBinaryCertificateRequiresTLS(t *testing.T) {
+	bin, err := buildOnce()
+	if err != nil {
+		t.Fatalf("build: %v", err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile := writeServerCert(t, dir)
+	conf := filepath.Join(dir, "server.yaml")
+	static := "targets:\n  - name: plain\n    endpoint: pg.sandbox.internal:5432\n    auth: passthrough\n    tls: disable\n"
+	if err := os.WriteFile(conf, []byte(static), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, code, want string
+		extra            []string
+	}{
+		{"certificate only", "28000", "accepts only TLS", nil},
+		{"with --allow-plaintext", "28000", `target "ghost" is not served`, []string{"--allow-plaintext"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, admin := closedAddr(), closedAddr()
+			cmd := exec.Command(bin, append([]string{"server", "--config", conf, "--listen", addr, "--admin-addr", admin,
+				"--tls-cert", certFile, "--tls-key", keyFile, "--server-id", "e2e"}, tc.extra...)...)
+			cmd.Env = append(os.Environ(), "AWS_EC2_METADATA_DISABLED=true")
+			out := &logBuffer{}
+			cmd.Stdout, cmd.Stderr = out, out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+			waitFor(t, 60*time.Second, "server ready", func() bool {
+				resp, err := http.Get("http://" + admin + "/readyz")
+				if err != nil {
+					return false
+				}
+				resp.Body.Close()
+				return resp.StatusCode == http.StatusOK
+			})
+			e := errorOf(t, rawStartup(t, addr, pgwire.Protocol30,
+				pgwire.Params{{Key: "user", Value: "u"}, {Key: "rdsproxy.target", Value: "ghost"}}, ""))
+			if e.Code != tc.code || !strings.Contains(e.Message, tc.want) {
+				t.Fatalf("plaintext startup: %s %q, want %s with %q\n%s", e.Code, e.Message, tc.code, tc.want, out.String())
+			}
+			if tc.extra == nil && !strings.Contains(e.Hint, "sslmode=require") {
+				t.Fatalf("hint %q does not name sslmode", e.Hint)
+			}
+		})
+	}
+}
+
+// writeServerCert writes a sandbox-CA certificate for the server and its
+// key (mode 0600) into dir.
+func writeServerCert(t *testing.T, dir string) (certFile, keyFile string) {
+	t.Helper()
+	cert, err := sb.ca.Issue("rdsproxy.sandbox.internal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]})
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	if err := os.WriteFile(certFile, certPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
 }

@@ -46,8 +46,12 @@ func TestMetricsAndAuditLines(t *testing.T) {
 	pgErr(t, err, "28P01", "IAM token rejected")
 	_, err = pgx.ConnectConfig(ctx, serverConfig(t, st.serverAddr, "ghost", sandbox.UserIAM, "x"))
 	pgErr(t, err, "28000", "not served")
+	// A user the target does not allow, counted under the target's name
+	// (it used to be counted with target="").
+	_, err = pgx.ConnectConfig(ctx, serverConfig(t, st.serverAddr, "limited", sandbox.UserIAM, "x"))
+	pgErr(t, err, "28000", "does not allow database user")
 
-	lines := waitAuditLines(t, audit, sessions+2)
+	lines := waitAuditLines(t, audit, sessions+3)
 	var gotFrom, gotTo int64
 	for _, l := range lines {
 		if l["outcome"] != "ok" {
@@ -78,6 +82,8 @@ func TestMetricsAndAuditLines(t *testing.T) {
 		{"rdsproxy_sessions_total", map[string]string{"target": "", "outcome": "refused"}, 1},
 		{"rdsproxy_auth_failures_total", map[string]string{"reason": "token-malformed"}, 1},
 		{"rdsproxy_auth_failures_total", map[string]string{"reason": "unknown-target"}, 1},
+		{"rdsproxy_sessions_total", map[string]string{"target": "limited", "outcome": "refused"}, 1},
+		{"rdsproxy_connections_refused_total", map[string]string{"reason": "user-not-allowed"}, 1},
 		{"rdsproxy_relayed_bytes_total", map[string]string{"target": "app", "direction": "from_client"}, float64(wantFrom)},
 		{"rdsproxy_relayed_bytes_total", map[string]string{"target": "app", "direction": "to_client"}, float64(wantTo)},
 		{"rdsproxy_sessions_active", nil, 0},
