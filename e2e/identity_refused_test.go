@@ -13,8 +13,9 @@ import (
 	"github.com/rdsproxy/rdsproxy/server"
 )
 
-// Forged, expired, replayed and mismatched identities are refused, each
-// with its own SQLSTATE and sentence, and none reaches the database.
+// Forged, expired, replayed (as signed, or with the server id rewritten)
+// and mismatched identities are refused, each with its own SQLSTATE or
+// reason and sentence, and none reaches the database.
 func TestIdentityRefusedBeforeAnyDial(t *testing.T) {
 	t.Cleanup(func() { checkNoIdentitySecrets(t) })
 	st := startStack(t, withIdentity(t, false, ""))
@@ -37,6 +38,9 @@ func TestIdentityRefusedBeforeAnyDial(t *testing.T) {
 			"28000", "in the future"},
 		{"replayed to another server", st.serverAddr, sandbox.PrincipalAdmin, signIdentity(t, sandbox.PrincipalAdmin, "another-server", now),
 			"28000", `signed for server "another-server", not for this server ("e2e-server")`},
+		{"replayed with the server id rewritten", st.serverAddr, sandbox.PrincipalAdmin,
+			rewriteServerID(t, signIdentity(t, sandbox.PrincipalAdmin, "another-server", now), testServerID),
+			"28P01", "AWS STS refused the caller identity: SignatureDoesNotMatch"},
 		{"token and identity from different keys", st.serverAddr, sandbox.PrincipalAdmin, signIdentity(t, sandbox.PrincipalReader, testServerID, now),
 			"28000", "signed with access key " + sandbox.PrincipalReader.AccessKeyID + " but the IAM token with " + sandbox.PrincipalAdmin.AccessKeyID},
 		{"malformed", st.serverAddr, sandbox.PrincipalAdmin, "not*base64",
@@ -66,6 +70,19 @@ func TestIdentityRefusedBeforeAnyDial(t *testing.T) {
 	}
 }
 
+// rewriteServerID edits the server id an encoded identity names, keeping
+// its signature, as someone replaying a captured identity to another
+// server would: the id is a signed header, so STS refuses the signature.
+func rewriteServerID(t testing.TB, enc, serverID string) string {
+	t.Helper()
+	req, err := callerid.Decode(enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Headers[strings.ToLower(callerid.ServerIDHeader)] = serverID
+	return req.Encode()
+}
+
 // Clients that predate identity keep working while the server does not
 // require it, and are told why otherwise. A target with a principal rule
 // admits only verified callers either way.
@@ -88,6 +105,25 @@ func TestIdentityOldClients(t *testing.T) {
 	if sb.emu.Accepted() != before {
 		t.Fatal("a connection without identity was dialed upstream")
 	}
+}
+
+// The binary server requires identity unless told otherwise
+// (--require-identity defaults to true): a connection without one is
+// refused with a sentence, one with an identity STS verifies is served.
+func TestIdentityRequiredByDefault(t *testing.T) {
+	world := startTestWorld(t)
+	s := startBinaryServer(t, world) // the world's configuration says nothing about identity
+	cfg, err := newLocalConfig(s.addr, sandbox.UserIAM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.RuntimeParams["rdsproxy.target"] = "orders"
+	if cfg.Password, err = signWorldToken(worldEndpoint(world, "orders")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = pgx.ConnectConfig(context.Background(), cfg)
+	pgErr(t, err, "28000", "this server requires a verified caller identity, and the connection carries none")
+	connectDiscovered(t, world, s.addr, "orders").Close(context.Background())
 }
 
 // The server asks STS once per signed identity: a client reuses its
