@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode"
 )
 
 // The developer permissions in README.md and security.md agree with the
@@ -81,4 +82,50 @@ func quoted(t *testing.T, text, re string) []string {
 		t.Fatalf("nothing matches %s", re)
 	}
 	return out
+}
+
+// The README and security.md link nothing outside the repository, and
+// every file and heading they link to exists (a newcomer's clone is all
+// they need).
+func TestDocsLinkInsideRepository(t *testing.T) {
+	link := regexp.MustCompile(`\]\(([^)\s]+)\)`)
+	for _, doc := range []string{"README.md", "security.md"} {
+		text := readFile(t, doc)
+		anchors := headingAnchors(text)
+		for _, m := range link.FindAllStringSubmatch(text, -1) {
+			target := m[1]
+			switch {
+			case strings.HasPrefix(target, "#"):
+				if !anchors[target[1:]] {
+					t.Errorf("%s links to %s, which no heading of it has", doc, target)
+				}
+			case strings.Contains(target, "://"), strings.HasPrefix(target, "mailto:"):
+				t.Errorf("%s links outside the repository: %s", doc, target)
+			default:
+				path, _, _ := strings.Cut(target, "#")
+				if _, err := os.Stat(path); err != nil {
+					t.Errorf("%s links to %s, which is not in the repository: %v", doc, target, err)
+				}
+			}
+		}
+	}
+}
+
+// headingAnchors are the anchors GitHub gives a Markdown file's headings:
+// lower case, spaces as hyphens, other punctuation dropped.
+func headingAnchors(text string) map[string]bool {
+	anchors := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^#+ (.*)$`).FindAllStringSubmatch(text, -1) {
+		var b strings.Builder
+		for _, r := range strings.ToLower(m[1]) {
+			switch {
+			case r == ' ':
+				b.WriteRune('-')
+			case r == '-', r == '_', unicode.IsLetter(r), unicode.IsDigit(r):
+				b.WriteRune(r)
+			}
+		}
+		anchors[b.String()] = true
+	}
+	return anchors
 }
