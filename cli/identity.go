@@ -16,7 +16,7 @@ import (
 type IdentityFlags struct {
 	RequireIdentity bool   `help:"Refuse connections that carry no verified caller identity (clients older than identity send none: set false until every client is upgraded)." default:"true" negatable:"" env:"RDSPROXY_REQUIRE_IDENTITY"`
 	ServerID        string `name:"server-id" help:"This server's id, which clients sign into their identity so it cannot be replayed to another server (default: the host name). Replicas behind one address share one." env:"RDSPROXY_SERVER_ID"`
-	STSRegion       string `name:"sts-region" help:"Region of the STS endpoint that verifies identities (default: the first --region, else the AWS configuration's region, else us-east-1)." env:"RDSPROXY_STS_REGION"`
+	STSRegion       string `name:"sts-region" help:"Region of the STS endpoint that verifies identities (default: the AWS configuration's region, else the first --region, else us-east-1)." env:"RDSPROXY_STS_REGION"`
 	STSEndpoint     string `name:"sts-endpoint" help:"STS endpoint URL (default: https://sts.REGION.amazonaws.com)." env:"RDSPROXY_STS_ENDPOINT,AWS_ENDPOINT_URL_STS"`
 }
 
@@ -24,18 +24,12 @@ type IdentityFlags struct {
 // always verified when a client sends one; --require-identity=false only
 // admits clients that send none.
 func (c *ServerCmd) identityConfig(ctx context.Context, log *slog.Logger) (*server.IdentityConfig, error) {
-	region := c.STSRegion
-	if region == "" && len(c.Region) > 0 {
-		region = c.Region[0]
-	}
-	if region == "" {
+	region := stsRegion(c.STSRegion, c.Region, func() string {
 		if cfg, err := config.LoadDefaultConfig(ctx); err == nil {
-			region = cfg.Region
+			return cfg.Region
 		}
-	}
-	if region == "" {
-		region = "us-east-1" // where the global STS endpoint lives
-	}
+		return ""
+	})
 	id := c.ServerID
 	if id == "" {
 		host, err := os.Hostname()
@@ -46,6 +40,24 @@ func (c *ServerCmd) identityConfig(ctx context.Context, log *slog.Logger) (*serv
 	}
 	log.Debug("caller identity", "server_id", id, "sts_region", region, "required", c.RequireIdentity)
 	return &server.IdentityConfig{ServerID: id, Region: region, Endpoint: c.STSEndpoint, Optional: !c.RequireIdentity}, nil
+}
+
+// stsRegion picks the STS region: the flag, else the AWS configuration's
+// region (AWS_REGION: where the server runs, and where the Terraform
+// modules put the sts VPC endpoint), else the first discovery region,
+// else us-east-1. Discovery may list other regions first; their STS would
+// be out of reach of a server whose only route to AWS is its VPC endpoints.
+func stsRegion(flag string, discovery []string, configRegion func() string) string {
+	if flag != "" {
+		return flag
+	}
+	if r := configRegion(); r != "" {
+		return r
+	}
+	if len(discovery) > 0 {
+		return discovery[0]
+	}
+	return "us-east-1" // where the global STS endpoint lives
 }
 
 // identities signs caller identities with the same credentials as the
