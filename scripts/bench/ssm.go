@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -47,7 +49,8 @@ type ssmResult struct {
 }
 
 func (b *bench) ssm(dir, bin string, mb int) error {
-	fmt.Printf("\nSSM: the real session-manager-plugin vs rdsproxy connect --via ssm, paced agent-faithful endpoint, %d MiB COPYs, one run\n", mb)
+	fmt.Printf("\nSSM: the real session-manager-plugin vs rdsproxy connect --via ssm, paced agent-faithful endpoint, %d MiB COPYs, one run;\n"+
+		"select 1 every 250 ms on a second connection of the same tunnel while the first runs a COPY out\n", mb)
 	plugin, err := buildPlugin(dir)
 	if err != nil {
 		return err
@@ -178,32 +181,78 @@ func (b *bench) ssmRun(p *ssmPath, mb int) (*ssmResult, error) {
 		return nil, err
 	}
 	r.copyIn = float64(mb) / time.Since(start).Seconds()
-	// select 1 on a second connection of the same tunnel while conn runs
-	// a COPY out.
 	probe, err := b.ssmConnect(p)
 	if err != nil {
 		return nil, err
 	}
 	defer probe.Close(ctx)
-	copyDone := make(chan error, 1)
-	go func() {
-		_, err := conn.PgConn().CopyTo(ctx, io.Discard, copyOutSQL)
-		copyDone <- err
-	}()
-	for range 10 {
-		start := time.Now()
-		if _, err := probe.Exec(ctx, "select 1"); err != nil {
-			return nil, err
-		}
-		r.underLoad = append(r.underLoad, time.Since(start))
-	}
-	if err := <-copyDone; err != nil {
+	if r.underLoad, err = probeDuringCopy(conn, probe, copyOutSQL); err != nil {
 		return nil, err
 	}
 	after := b.world.SSM.Stats()
 	r.sent, r.resent, r.acks = after.AgentSent-p.before.AgentSent, after.AgentResent-p.before.AgentResent, after.FramesReceived-p.before.FramesReceived
 	r.dups = after.DuplicatesReacked + after.DuplicatesDropped - p.before.DuplicatesReacked - p.before.DuplicatesDropped
 	return r, nil
+}
+
+// probeDuringCopy runs a COPY out on conn and, from its first bytes to its
+// end, a select 1 on probe (another connection of the same tunnel) every
+// 250 ms. Only probes that ended while the COPY still ran count.
+func probeDuringCopy(conn, probe *pgx.Conn, copyOutSQL string) ([]time.Duration, error) {
+	ctx := context.Background()
+	first := &firstBytes{seen: make(chan struct{})}
+	copyDone := make(chan error, 1)
+	go func() {
+		_, err := conn.PgConn().CopyTo(ctx, first, copyOutSQL)
+		copyDone <- err
+	}()
+	select {
+	case <-first.seen:
+	case err := <-copyDone:
+		return nil, fmt.Errorf("the COPY ended before its first bytes: %v", err)
+	}
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	var took []time.Duration
+	for {
+		start := time.Now()
+		if _, err := probe.Exec(ctx, "select 1"); err != nil {
+			return nil, errors.Join(err, <-copyDone)
+		}
+		d := time.Since(start)
+		select {
+		case err := <-copyDone:
+			return minProbes(took, err)
+		default:
+			took = append(took, d)
+		}
+		select {
+		case err := <-copyDone:
+			return minProbes(took, err)
+		case <-tick.C:
+		}
+	}
+}
+
+func minProbes(took []time.Duration, copyErr error) ([]time.Duration, error) {
+	if copyErr != nil {
+		return nil, copyErr
+	}
+	if len(took) < 5 {
+		return nil, fmt.Errorf("only %d select 1 probes ended during the COPY (make it bigger: -ssm-mb)", len(took))
+	}
+	return took, nil
+}
+
+// firstBytes discards a COPY's output and closes seen at its first bytes.
+type firstBytes struct {
+	seen chan struct{}
+	once sync.Once
+}
+
+func (f *firstBytes) Write(p []byte) (int, error) {
+	f.once.Do(func() { close(f.seen) })
+	return len(p), nil
 }
 
 func printSSM(paths []*ssmPath, res map[string]*ssmResult) {
