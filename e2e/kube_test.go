@@ -28,18 +28,33 @@ const cancelBound = 5 * time.Second
 // cancelBound, on both transports, against the strictest kubelet: one whose
 // pod side forwards until both directions of a connection end. (A client
 // that waited for the kubelet to close the error stream instead of
-// resetting the data stream, as client-go does, waited 30 s here.)
+// resetting the data stream, as client-go does, waited 30 s here.) With
+// two pods the cancel goes to both and the client waits for both streams
+// to end: that path is bounded too.
 func TestViaKubeCancel(t *testing.T) {
-	for _, transport := range []string{"websocket", "spdy"} {
-		t.Run(transport, func(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		spdy bool
+		pods int
+	}{
+		{"websocket", false, 1},
+		{"spdy", true, 1},
+		{"websocket two pods", false, 2},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var api *kubeapi.Server
 			st := startStackVia(t, func(t testing.TB, serverAddr string) tunnel.Tunnel {
-				api, err := kubeapi.Start(kubeapi.Config{Target: serverAddr, ForwardGrace: -1,
+				var err error
+				api, err = kubeapi.Start(kubeapi.Config{Target: serverAddr, ForwardGrace: -1,
 					Logger: sb.logs.logger("kubeapi")})
 				if err != nil {
 					t.Fatal(err)
 				}
 				t.Cleanup(api.Close)
-				api.RefuseWebsocket(transport == "spdy")
+				api.RefuseWebsocket(tt.spdy)
+				for len(api.Pods()) < tt.pods {
+					api.AddPod(serverAddr)
+				}
 				tun, err := kube.New(context.Background(), kube.Config{RESTConfig: api.RESTConfig(api.Token()),
 					Namespace: api.Namespace(), Deployment: api.Deployment(), Port: kubeapi.DefaultPort,
 					Logger: sb.logs.logger("kube-client")})
@@ -48,7 +63,13 @@ func TestViaKubeCancel(t *testing.T) {
 				}
 				return tun
 			})
+			before := api.Streams()
 			t.Logf("psql returned %v after Ctrl-C", psqlCtrlC(t, st.local["app"]))
+			for _, pod := range api.Pods() {
+				if api.Streams()[pod] == before[pod] {
+					t.Errorf("psql's session and its cancel opened no stream to pod %s; want the cancel sent to every pod", pod)
+				}
+			}
 			conn := connectLocal(t, st.local["app"], sandbox.UserIAM)
 			ctx, cancel := context.WithCancel(context.Background())
 			time.AfterFunc(300*time.Millisecond, cancel)
