@@ -124,10 +124,10 @@ func (s *Session) Stop(final []byte) {
 
 // BufferedReader is a connection that can also hand over, without
 // blocking, what it has already received (a TLS connection's records read
-// from the socket but not yet returned). The b→a copy of a framed session
-// then coalesces them into one write: fewer writes and wake-ups downstream
-// on the bulk path, and nothing added on the request/response path, where
-// nothing is buffered.
+// from the socket but not yet returned). The copy from it then coalesces
+// those bytes into one write: fewer writes and wake-ups downstream on the
+// bulk path, and nothing added on the request/response path, where nothing
+// is buffered.
 type BufferedReader interface {
 	ReadBuffered(p []byte) (int, error)
 }
@@ -159,7 +159,7 @@ func (s *Session) toA(pending []byte) (int64, error) {
 			return n, err
 		}
 	}
-	read, done := s.readerFromB()
+	read, done := chunks(s.b)
 	defer done()
 	for {
 		chunk, rerr := read()
@@ -183,15 +183,20 @@ func (s *Session) toA(pending []byte) (int64, error) {
 	}
 }
 
-// readerFromB returns the read step of the b→a copy and what releases its
-// buffers. When b is a BufferedReader, each step blocks for the first
-// bytes, then takes everything b already holds, up to coalesceSize.
-func (s *Session) readerFromB() (read func() ([]byte, error), done func()) {
-	br, ok := s.b.(BufferedReader)
-	if !ok {
+// chunks returns the read step of a copy from src and what releases its
+// buffers. Each step blocks for the first bytes into a small buffer, then,
+// when src can say what has already arrived, takes that too, up to
+// coalesceSize, so that one write carries it. A BufferedReader is asked
+// every time (it answers from memory); a socket is asked with one more,
+// non-blocking, read only when the first read filled its buffer, so a
+// small request costs no extra system call. Anything else is read through
+// a pooled buffer.
+func chunks(src net.Conn) (read func() ([]byte, error), done func()) {
+	more := moreFrom(src)
+	if more == nil {
 		bp := bufPool.Get().(*[]byte)
 		return func() ([]byte, error) {
-			r, err := s.b.Read(*bp)
+			r, err := src.Read(*bp)
 			return (*bp)[:r], err
 		}, func() { bufPool.Put(bp) }
 	}
@@ -205,15 +210,15 @@ func (s *Session) readerFromB() (read func() ([]byte, error), done func()) {
 	}
 	return func() ([]byte, error) {
 		release() // the previous chunk has been written
-		r, err := s.b.Read(first)
-		if r == 0 || err != nil {
+		r, err := src.Read(first)
+		if r == 0 || err != nil || !more.worthAsking(r == len(first)) {
 			return first[:r], err
 		}
 		big = coalescePool.Get().(*[]byte)
 		buf := *big
 		n := copy(buf, first[:r])
 		for n < len(buf) {
-			m, err := br.ReadBuffered(buf[n:])
+			m, err := more.read(buf[n:])
 			n += m
 			if err != nil {
 				return buf[:n], err
@@ -226,6 +231,7 @@ func (s *Session) readerFromB() (read func() ([]byte, error), done func()) {
 	}, release
 }
 
+// pipe copies src to dst after writing pending, then half-closes dst.
 // pipe copies src to dst after writing pending, then half-closes dst.
 func pipe(dst, src net.Conn, pending []byte) (int64, error) {
 	var n int64
@@ -246,15 +252,33 @@ func pipe(dst, src net.Conn, pending []byte) (int64, error) {
 	return n, closeWrite(dst)
 }
 
+// copyConn copies src to dst until EOF: splice(2) between two TCP
+// connections, else coalesced chunks.
 func copyConn(dst, src net.Conn) (int64, error) {
 	if d, ok := dst.(*net.TCPConn); ok {
 		if s, ok := src.(*net.TCPConn); ok {
 			return d.ReadFrom(s) // splice
 		}
 	}
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	return io.CopyBuffer(writerOnly{dst}, readerOnly{src}, *bp)
+	read, done := chunks(src)
+	defer done()
+	var n int64
+	for {
+		chunk, rerr := read()
+		if len(chunk) > 0 {
+			w, werr := dst.Write(chunk)
+			n += int64(w)
+			if werr != nil {
+				return n, werr
+			}
+		}
+		if rerr == io.EOF {
+			return n, nil
+		}
+		if rerr != nil {
+			return n, rerr
+		}
+	}
 }
 
 // closeWrite half-closes conn when it can, else closes it.
@@ -272,8 +296,3 @@ func closeWrite(c net.Conn) error {
 func isClosed(err error) bool {
 	return errors.Is(err, net.ErrClosed)
 }
-
-// writerOnly and readerOnly hide ReadFrom/WriteTo so io.CopyBuffer uses
-// the pooled buffer instead of allocating its own.
-type writerOnly struct{ io.Writer }
-type readerOnly struct{ io.Reader }

@@ -199,3 +199,32 @@ func TestCoalescesWhatIsBuffered(t *testing.T) {
 		t.Fatalf("result counts %d bytes to the client, want %d", res.ToA, len(stream))
 	}
 }
+
+// From a socket, bytes that have already arrived towards the upstream go
+// on in as few writes as the coalescing buffer allows (a COPY in's
+// CopyData), whole and in order, and the client's end half-closes it.
+func TestCoalescesWhatTheSocketHolds(t *testing.T) {
+	stream := bytes.Repeat([]byte("0123456789abcdef"), 100<<10/16) // 100 KiB
+	client, a := tcpPair(t)
+	upstream, b := tcpPair(t)
+	if _, err := client.Write(stream); err != nil {
+		t.Fatal(err)
+	}
+	client.(*net.TCPConn).CloseWrite()
+	readN(t, a, 0)
+	counted := &writeCounter{Conn: b}
+	done := make(chan Result, 1)
+	go func() { done <- New(a, counted, Options{}).Run(nil, nil) }()
+	got, err := io.ReadAll(upstream)
+	if err != nil || !bytes.Equal(got, stream) {
+		t.Fatalf("upstream got %d bytes (%v), want the %d-byte stream intact", len(got), err, len(stream))
+	}
+	upstream.Close()
+	res := <-done
+	if want := (len(stream) + coalesceSize - 1) / coalesceSize; counted.writes > want+1 {
+		t.Fatalf("%d writes for %d bytes already received, want about %d", counted.writes, len(stream), want)
+	}
+	if res.ToB != int64(len(stream)) {
+		t.Fatalf("result counts %d bytes to the upstream, want %d", res.ToB, len(stream))
+	}
+}
