@@ -3,6 +3,7 @@ package server
 import (
 	"crypto/tls"
 	"net"
+	"sync"
 	"sync/atomic"
 
 	"github.com/rdsproxy/rdsproxy/internal/relay"
@@ -12,6 +13,10 @@ import (
 // blocking, the records it has already received: TLS reads the socket in
 // large gulps, and PostgreSQL sends records of at most 8 KiB, so during a
 // COPY out several are usually waiting. See relay.BufferedReader.
+//
+// Towards the database it sends the records of one Write in one socket
+// write: crypto/tls writes each record (at most 16 KiB) on its own, so a
+// relay chunk of 64 KiB during a COPY in would otherwise cost four.
 type bufferedTLS struct {
 	*tls.Conn
 	raw *holdableConn
@@ -23,6 +28,22 @@ func newBufferedTLS(raw net.Conn, cfg *tls.Config) *bufferedTLS {
 	h := &holdableConn{Conn: raw}
 	return &bufferedTLS{Conn: tls.Client(h, cfg), raw: h}
 }
+
+// Write encrypts p and sends its records in one socket write.
+func (c *bufferedTLS) Write(p []byte) (int, error) {
+	if len(p) <= maxRecordPayload {
+		return c.Conn.Write(p) // one record: nothing to gather
+	}
+	c.raw.gather()
+	n, err := c.Conn.Write(p)
+	if ferr := c.raw.flush(); err == nil {
+		err = ferr
+	}
+	return n, err
+}
+
+// maxRecordPayload is the most plaintext one TLS record carries.
+const maxRecordPayload = 16 << 10
 
 // ReadBuffered returns what TLS can decrypt from bytes it already holds,
 // and 0 when it would have to read the socket.
@@ -37,10 +58,52 @@ func (c *bufferedTLS) ReadBuffered(p []byte) (int, error) {
 }
 
 // holdableConn is a connection whose reads can be held: a held Read
-// returns errWouldBlock at once instead of reading the socket.
+// returns errWouldBlock at once instead of reading the socket. Its writes
+// can be gathered: between gather and flush they are kept, then sent in
+// one write.
 type holdableConn struct {
 	net.Conn
 	held atomic.Bool
+
+	wmu      sync.Mutex
+	gathered *[]byte // non-nil between gather and flush
+}
+
+// maxGathered bounds the buffers kept for gathering: a relay chunk (64 KiB)
+// plus its records' overhead fits.
+const maxGathered = 80 << 10
+
+var gatherPool = sync.Pool{New: func() any { b := make([]byte, 0, maxGathered); return &b }}
+
+func (c *holdableConn) gather() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	b := gatherPool.Get().(*[]byte)
+	*b = (*b)[:0]
+	c.gathered = b
+}
+
+// flush sends what was gathered and stops gathering.
+func (c *holdableConn) flush() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	b := c.gathered
+	c.gathered = nil
+	_, err := c.Conn.Write(*b)
+	if cap(*b) <= maxGathered { // an unusually large Write's buffer is left to the GC
+		gatherPool.Put(b)
+	}
+	return err
+}
+
+func (c *holdableConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.gathered != nil {
+		*c.gathered = append(*c.gathered, p...)
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
 }
 
 func (c *holdableConn) Read(p []byte) (int, error) {

@@ -11,6 +11,7 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -111,5 +112,61 @@ func TestBufferedTLSNeverBlocks(t *testing.T) {
 	}
 	if n, err := io.ReadAll(c); n != nil && len(n) != 0 || err != nil {
 		t.Fatalf("after the server closed: %d bytes, %v; want a clean EOF", len(n), err)
+	}
+}
+
+// socketWrites counts the writes that reach a socket.
+type socketWrites struct {
+	net.Conn
+	n atomic.Int64
+}
+
+func (c *socketWrites) Write(p []byte) (int, error) { c.n.Add(1); return c.Conn.Write(p) }
+
+// A relay chunk of 64 KiB towards the database (a COPY in) is four TLS
+// records; they leave in one socket write, intact, and a small write still
+// leaves at once on its own.
+func TestBufferedTLSGathersRecords(t *testing.T) {
+	cert, pool := selfSigned(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	chunk := bytes.Repeat([]byte("copy-in-row\n"), 64<<10/12)
+	received := make(chan []byte, 1)
+	go func() {
+		raw, err := ln.Accept()
+		if err != nil {
+			received <- nil
+			return
+		}
+		c := tls.Server(raw, &tls.Config{Certificates: []tls.Certificate{cert}})
+		defer c.Close()
+		got, _ := io.ReadAll(c)
+		received <- got
+	}()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	counted := &socketWrites{Conn: raw}
+	c := newBufferedTLS(counted, &tls.Config{ServerName: "db.test", RootCAs: pool})
+	if err := c.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	before := counted.n.Load()
+	if n, err := c.Write(chunk); n != len(chunk) || err != nil {
+		t.Fatalf("Write = %d, %v; want %d, nil", n, err, len(chunk))
+	}
+	if w := counted.n.Load() - before; w != 1 {
+		t.Fatalf("a %d-byte write took %d socket writes, want 1", len(chunk), w)
+	}
+	if _, err := c.Write([]byte("Q")); err != nil || counted.n.Load()-before != 2 {
+		t.Fatalf("a 1-byte write: %v, %d socket writes in all; want it sent at once", err, counted.n.Load()-before)
+	}
+	c.Close()
+	if got := <-received; !bytes.Equal(got, append(chunk, 'Q')) {
+		t.Fatalf("the database got %d bytes, want the %d written, in order", len(got), len(chunk)+1)
 	}
 }
