@@ -99,21 +99,26 @@ func run(reps, secs, copyMB, idle int, only string, localTLS bool, ssmMB int) er
 	}
 	workloads := slices.DeleteFunc(b.workloads(), func(w workload) bool { return !strings.Contains(w.name, only) })
 	results := map[string]map[string][]float64{}
+	work := map[string]map[string][]counters{}
 	for _, w := range workloads {
 		results[w.name] = map[string][]float64{}
+		work[w.name] = map[string][]counters{}
 		for r := range reps {
 			for _, p := range paths {
+				before := p.counters()
 				v, err := w.run(p)
 				if err != nil {
 					return fmt.Errorf("%s via %s: %w", w.name, p.name, err)
 				}
 				results[w.name][p.name] = append(results[w.name][p.name], v)
+				work[w.name][p.name] = append(work[w.name][p.name], p.counters().minus(before))
 				fmt.Printf("  %-28s rep %d %-9s %10.1f %s\n", w.name, r+1, p.name, v, w.unit)
 			}
 		}
 	}
 	if len(workloads) > 0 {
 		printTable(workloads, paths, results)
+		printWork(workloads, paths, work)
 		b.printResources(paths)
 		if err := b.idleMemory(paths[2], idle); err != nil {
 			return err
@@ -363,6 +368,23 @@ func printTable(ws []workload, paths []path, res map[string]map[string][]float64
 	}
 }
 
+// printWork prints what each path's proxy processes spent per repetition:
+// CPU, and read/write system calls, which count wake-ups and copies and do
+// not depend on what else the machine is doing.
+func printWork(ws []workload, paths []path, work map[string]map[string][]counters) {
+	fmt.Printf("\nproxy work per rep, medians (the path's proxy processes together)\n")
+	fmt.Printf("%-26s %-9s %10s %12s %12s\n", "", "path", "cpu ms", "read calls", "write calls")
+	for _, w := range ws {
+		for _, p := range paths[1:] {
+			var cpu, reads, writes []float64
+			for _, c := range work[w.name][p.name] {
+				cpu, reads, writes = append(cpu, c.cpu*1000), append(reads, float64(c.reads)), append(writes, float64(c.writes))
+			}
+			fmt.Printf("%-26s %-9s %10.0f %12.0f %12.0f\n", w.name, p.name, median(cpu), median(reads), median(writes))
+		}
+	}
+}
+
 func (b *bench) printResources(paths []path) {
 	fmt.Println("\nproxy processes over the whole run:")
 	for _, p := range paths[1:] {
@@ -455,6 +477,47 @@ func (p *proc) usage() (float64, int64) {
 }
 
 func (p *proc) rss() int64 { return p.status("VmRSS:") }
+
+// counters is a process's work so far: CPU seconds and read and write
+// system calls (/proc/PID/io; splice(2) is in neither).
+type counters struct {
+	cpu           float64
+	reads, writes int64
+}
+
+func (c counters) minus(o counters) counters {
+	return counters{cpu: c.cpu - o.cpu, reads: c.reads - o.reads, writes: c.writes - o.writes}
+}
+
+func (p *proc) counters() counters {
+	cpu, _ := p.usage()
+	c := counters{cpu: cpu}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", p.cmd.Process.Pid))
+	if err != nil {
+		return c
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, _ := strings.Cut(line, ": ")
+		n, _ := strconv.ParseInt(v, 10, 64)
+		switch k {
+		case "syscr":
+			c.reads = n
+		case "syscw":
+			c.writes = n
+		}
+	}
+	return c
+}
+
+// counters sums the work of a path's proxy processes.
+func (p path) counters() counters {
+	var sum counters
+	for _, pr := range p.procs {
+		c := pr.counters()
+		sum.cpu, sum.reads, sum.writes = sum.cpu+c.cpu, sum.reads+c.reads, sum.writes+c.writes
+	}
+	return sum
+}
 
 func (p *proc) status(key string) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
