@@ -72,7 +72,7 @@ func (s *Server) session(ctx context.Context, client net.Conn, ph *phase, st *pg
 	client.SetDeadline(login.Add(time.Second)) // outlives the upstream's, so its error still reaches the client
 	up, pending, err := s.login(ctx, client, t, protocol, params, token, login)
 	if err != nil {
-		s.refuse(client, ph, info, err)
+		s.refuse(client, nil, info, err) // a session now: an eviction that raced admit no longer applies
 		return
 	}
 	s.relay(client, up, pending, info)
