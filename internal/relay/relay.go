@@ -123,11 +123,10 @@ func (s *Session) Stop(final []byte) {
 }
 
 // BufferedReader is a connection that can also hand over, without
-// blocking, what it has already received (a TLS connection's records read
-// from the socket but not yet returned). The copy from it then coalesces
+// blocking, what it has already received (a TLS connection's records,
+// decrypted from what its socket holds). The copy from it then coalesces
 // those bytes into one write: fewer writes and wake-ups downstream on the
-// bulk path, and nothing added on the request/response path, where nothing
-// is buffered.
+// bulk path, and nothing added on the request/response path (see chunks).
 type BufferedReader interface {
 	ReadBuffered(p []byte) (int, error)
 }
@@ -184,13 +183,10 @@ func (s *Session) toA(pending []byte) (int64, error) {
 }
 
 // chunks returns the read step of a copy from src and what releases its
-// buffers. Each step blocks for the first bytes into a small buffer, then,
-// when src can say what has already arrived, takes that too, up to
-// coalesceSize, so that one write carries it. A BufferedReader is asked
-// every time (it answers from memory); a socket is asked with one more,
-// non-blocking, read only when the first read filled its buffer, so a
-// small request costs no extra system call. Anything else is read through
-// a pooled buffer.
+// buffers. Each step blocks for the first bytes into a small buffer; when
+// they fill it and src can say what else has already arrived (moreFrom),
+// the step takes that too, up to coalesceSize, so that one write carries
+// it. Anything else is read through a pooled buffer.
 func chunks(src net.Conn) (read func() ([]byte, error), done func()) {
 	more := moreFrom(src)
 	if more == nil {
@@ -211,14 +207,14 @@ func chunks(src net.Conn) (read func() ([]byte, error), done func()) {
 	return func() ([]byte, error) {
 		release() // the previous chunk has been written
 		r, err := src.Read(first)
-		if r == 0 || err != nil || !more.worthAsking(r == len(first)) {
+		if r < len(first) || err != nil {
 			return first[:r], err
 		}
 		big = coalescePool.Get().(*[]byte)
 		buf := *big
 		n := copy(buf, first[:r])
 		for n < len(buf) {
-			m, err := more.read(buf[n:])
+			m, err := more(buf[n:])
 			n += m
 			if err != nil {
 				return buf[:n], err
