@@ -21,17 +21,26 @@ import (
 )
 
 func main() {
+	os.Exit(interruptible(func(ctx context.Context) error { return run(ctx, "bin/rdsproxy", os.Stdout) }))
+}
+
+// interruptible runs f in the terminal's foreground (see foreground) until
+// it returns or SIGINT or SIGTERM cancels its context, and returns the exit
+// status: 0 after Ctrl-C, a normal way to end the demo.
+func interruptible(f func(context.Context) error) int {
+	restore := foreground()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	err := run(ctx, "bin/rdsproxy", os.Stdout)
+	err := f(ctx)
+	stop()
+	restore()
 	switch {
-	case ctx.Err() != nil: // Ctrl-C: a normal way to end the demo
+	case ctx.Err() != nil:
 		fmt.Println("\n==> stopped")
 	case err != nil:
 		fmt.Fprintln(os.Stderr, "demo:", err)
-		stop()
-		os.Exit(1)
+		return 1
 	}
+	return 0
 }
 
 // demo is one run: its directory, its output and what it started.
