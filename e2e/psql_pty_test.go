@@ -33,7 +33,7 @@ func TestBinaryPsqlCtrlCOnTerminal(t *testing.T) {
 	waitFor(t, 20*time.Second, "pg_sleep running", func() bool { return running(t, "SELECT pg_sleep(30) AS pty_sleep%") })
 	started := time.Now()
 	term.send(t, "\x03")
-	term.expect(t, regexp.MustCompile(`canceling statement due to user request`))
+	term.expectWithin(t, regexp.MustCompile(`canceling statement due to user request`), cancelBound)
 	t.Logf("query cancelled %v after Ctrl-C", time.Since(started))
 	term.expect(t, prompt)
 	term.send(t, "SELECT 40 + 2 AS answer;\r")
@@ -156,7 +156,13 @@ func (term *terminal) send(t *testing.T, s string) {
 // only fails a stuck test), and marks it matched.
 func (term *terminal) expect(t *testing.T, re *regexp.Regexp) {
 	t.Helper()
-	timeout := time.After(30 * time.Second)
+	term.expectWithin(t, re, 30*time.Second)
+}
+
+// expectWithin is expect with a bound that the test asserts.
+func (term *terminal) expectWithin(t *testing.T, re *regexp.Regexp, bound time.Duration) {
+	t.Helper()
+	timeout := time.After(bound)
 	for {
 		term.mu.Lock()
 		loc := re.FindIndex(term.out[term.seen:])
@@ -172,7 +178,7 @@ func (term *terminal) expect(t *testing.T, re *regexp.Regexp) {
 		case <-term.eof:
 			t.Fatalf("the terminal closed before %q (exit: %v); it showed:\n%s", re, term.exitErr(), term.output())
 		case <-timeout:
-			t.Fatalf("no %q on the terminal within 30s; it showed:\n%s", re, term.output())
+			t.Fatalf("no %q on the terminal within %v; it showed:\n%s", re, bound, term.output())
 		}
 	}
 }
