@@ -96,7 +96,7 @@ func startSession(ctx, life context.Context, p sessionParams) (*session, error) 
 		s.wg.Wait()
 		return nil, fmt.Errorf("ssm session %s on %s: %w", s.id, p.target, err)
 	}
-	s.log.Info("ssm session ready", "instance", p.target, "agent_mux", s.mode.mux)
+	s.log.Info("ssm session ready", "agent_mux", s.mode.mux) // the logger names the instance
 	return s, nil
 }
 

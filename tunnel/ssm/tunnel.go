@@ -40,7 +40,9 @@ type Config struct {
 	// ClientVersion is sent to the agent; it must be > 1.2.331.0 so that
 	// agents use smux with keep-alive off. Default DefaultClientVersion.
 	ClientVersion string
-	Logger        *slog.Logger
+	// Logger gets the tunnel's lines; the caller's attributes name the
+	// instance (the CLI adds "instance").
+	Logger *slog.Logger
 	// Dialer dials the websocket. Default: gorilla's DefaultDialer
 	// (proxy from the environment, 45 s handshake timeout).
 	Dialer *websocket.Dialer
