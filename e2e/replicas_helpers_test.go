@@ -166,7 +166,8 @@ func activeQueries(t *testing.T, world *sandbox.World, marker string) int {
 }
 
 // cancelOn cancels a running pg_sleep on conn (carried by instance id)
-// through the client, and checks the session is still usable.
+// through the client, wants it ended within cancelBound, and checks the
+// session is still usable.
 func cancelOn(t *testing.T, world *sandbox.World, conn *pgx.Conn, id string) {
 	t.Helper()
 	marker := fmt.Sprintf("cancel on %s %d", id, time.Now().UnixNano())
@@ -189,8 +190,8 @@ func cancelOn(t *testing.T, world *sandbox.World, conn *pgx.Conn, id string) {
 	select {
 	case err := <-errc:
 		pgErr(t, err, "57014", "canceling statement due to user request")
-	case <-time.After(replicaGuard):
-		t.Fatalf("the cancel of a statement on %s did not end it", id)
+	case <-time.After(cancelBound):
+		t.Fatalf("the cancel of a statement on %s did not end it within %v", id, cancelBound)
 	}
 	var one int
 	if err := conn.QueryRow(context.Background(), "SELECT 1").Scan(&one); err != nil {

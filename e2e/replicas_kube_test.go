@@ -123,7 +123,7 @@ func (k *kubeReplicas) connectStreams(t *testing.T) (*pgx.Conn, map[string]int) 
 }
 
 // cancelSleep runs pg_sleep on conn, cancels it through the client (a
-// CancelRequest sent to every replica) and wants 57014.
+// CancelRequest sent to every replica) and wants 57014 within cancelBound.
 func (k *kubeReplicas) cancelSleep(t *testing.T, conn *pgx.Conn, pod string) {
 	t.Helper()
 	query := fmt.Sprintf("SELECT pg_sleep(120) -- %s", pod)
@@ -136,8 +136,8 @@ func (k *kubeReplicas) cancelSleep(t *testing.T, conn *pgx.Conn, pod string) {
 	select {
 	case err := <-done:
 		pgErr(t, err, "57014", "canceling statement due to user request")
-	case <-time.After(kubeGuard):
-		t.Fatalf("cancel of a statement on pod %s did not return", pod)
+	case <-time.After(cancelBound):
+		t.Fatalf("cancel of a statement on pod %s did not return within %v", pod, cancelBound)
 	}
 }
 
