@@ -31,7 +31,7 @@ import (
 )
 
 // commandTimeout bounds every external command (terraform, go build, rdsproxy).
-const commandTimeout = 3 * time.Minute
+const commandTimeout = 10 * time.Minute
 
 // module is one directory of .tf files, parsed.
 type module struct {
