@@ -112,7 +112,7 @@ func run(reps, secs, copyMB, idle int, only string, localTLS bool, ssmMB int) er
 				}
 				results[w.name][p.name] = append(results[w.name][p.name], v)
 				work[w.name][p.name] = append(work[w.name][p.name], p.counters().minus(before))
-				fmt.Printf("  %-28s rep %d %-9s %10.1f %s\n", w.name, r+1, p.name, v, w.unit)
+				fmt.Printf("  %-28s rep %d %-9s %10s %s\n", w.name, r+1, p.name, w.format(v), w.unit)
 			}
 		}
 	}
@@ -208,6 +208,14 @@ func (b *bench) startPaths(dir, bin string) ([]path, func(), error) {
 type workload struct {
 	name, unit string
 	run        func(path) (float64, error)
+}
+
+// format prints a latency with the digits that tell paths apart.
+func (w workload) format(v float64) string {
+	if w.unit == "ms/query" {
+		return strconv.FormatFloat(v, 'f', 3, 64)
+	}
+	return strconv.FormatFloat(v, 'f', 1, 64)
 }
 
 func (b *bench) workloads() []workload {
