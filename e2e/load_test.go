@@ -88,7 +88,10 @@ func TestNoLeaksAfterManySessions(t *testing.T) {
 	}
 	waitFor(t, 60*time.Second, "PostgreSQL backends back to baseline", func() bool { return backends(t) <= baseBackends })
 	waitFor(t, 30*time.Second, "goroutines back to baseline", func() bool { return runtime.NumGoroutine() <= baseGoroutines })
-	waitFor(t, 30*time.Second, "file descriptors back to baseline", func() bool { return openFDs(t) <= baseFDs })
+	// The runtime keeps the pipes it splices TCP to TCP through in a pool
+	// that only a garbage collection empties: collect, so that a pooled pipe
+	// is not mistaken for a leaked descriptor.
+	waitFor(t, 30*time.Second, "file descriptors back to baseline", func() bool { runtime.GC(); return openFDs(t) <= baseFDs })
 }
 
 // shortSession connects, queries and disconnects; with kill it starts a
