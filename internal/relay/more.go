@@ -13,4 +13,3 @@ func moreFrom(src net.Conn) func(p []byte) (int, error) {
 	}
 	return socketNow(src)
 }
-
