@@ -68,6 +68,14 @@ func (a *agent) handshake() error {
 	if err := a.checkResponse(f, len(req.RequestedClientActions)); err != nil {
 		return err
 	}
+	// The response's ack leaves before HandshakeComplete. The agent races the
+	// two (its reader acks after handing the response over; its handshake
+	// goroutine then sends HandshakeComplete), and the ack nearly always wins.
+	// The plugin must see it that way: any message that reaches it between
+	// HandshakeComplete and its mux set-up hits a nil mux client, and the
+	// panic, recovered, ends its websocket listener for good (the session
+	// stays open and deaf; in 7 of 12 runs with the ack 0-3 ms late).
+	a.st.settle()
 	// Ready before HandshakeComplete leaves: the client may answer at once.
 	a.readyAt.Store(time.Now().Add(a.e.cfg.NotReady).UnixNano())
 	a.handshakeDone.Store(true)

@@ -202,6 +202,13 @@ func (s *agentStream) onData(f *frame) error {
 	}
 }
 
+// settle returns once the client message being delivered now has been
+// acknowledged (or refused): onData delivers and acks under recvMu.
+func (s *agentStream) settle() {
+	s.recvMu.Lock()
+	defer s.recvMu.Unlock()
+}
+
 func (s *agentStream) ack(f *frame) error {
 	p, err := json.Marshal(ackPayload{Type: f.typ, ID: f.id.String(), Seq: f.seq, Sequential: true})
 	if err != nil {
