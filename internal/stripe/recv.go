@@ -1,0 +1,266 @@
+package stripe
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+)
+
+// recvState is the receive side, guarded by mu.
+type recvState struct {
+	mu       sync.Mutex
+	cond     *sync.Cond // a reader may file its frame now, or the Conn is done
+	next     uint64     // seq of the next frame to deliver in order
+	ready    []*inFrame // in-order data not yet read
+	readyLen int        // bytes in ready
+	pending  map[uint64]*inFrame
+	heldLen  int    // bytes in pending (out of order)
+	maxHeld  int    // the most heldLen ever was (for tests)
+	endSeq   uint64 // seq of the END frame, when endSeen
+	endSeen  bool   // the END frame has arrived (maybe out of order)
+	eof      bool   // the END frame's seq was reached
+
+	data chan struct{} // signalled when ready grows or eof is reached
+	sem  chan struct{} // held by one Read at a time
+}
+
+func (c *Conn) initRecv() {
+	r := &c.recv
+	r.cond = sync.NewCond(&r.mu)
+	r.pending = make(map[uint64]*inFrame)
+	r.data = make(chan struct{}, 1)
+	r.sem = make(chan struct{}, 1)
+}
+
+var errDone = errors.New("conn done")
+
+// readLoop reads stripe st's frames and files them until the stripe ends.
+func (c *Conn) readLoop(st *stripe) {
+	defer c.wg.Done()
+	var hdr [headerLen]byte
+	for {
+		f, err := readFrame(st.conn, c.opts.Codec, &hdr)
+		if err != nil {
+			c.stripeEnded(st, err)
+			return
+		}
+		st.framesIn.Add(1)
+		c.framesIn.Add(1)
+		c.wireIn.Add(int64(f.wire))
+		c.bytesIn.Add(int64(len(f.data)))
+		if err := c.file(f); err != nil {
+			putBuf(f.data)
+			if err != errDone {
+				c.fail(st, err)
+			}
+			return
+		}
+	}
+}
+
+// stripeEnded handles the end of stripe st's frames. Once both directions
+// have ended (the peer's END received, this side's END written) every byte
+// has been delivered, so the peer closing its stripes is normal; before
+// that, EOF or an error fails the Conn.
+func (c *Conn) stripeEnded(st *stripe, err error) {
+	if c.isDone() {
+		return
+	}
+	c.recv.mu.Lock()
+	eof := c.recv.eof
+	c.recv.mu.Unlock()
+	c.send.mu.Lock()
+	endWritten := c.send.endWritten
+	c.send.mu.Unlock()
+	if eof && endWritten {
+		return
+	}
+	if err == io.EOF {
+		err = errors.New("EOF before the connection ended")
+	}
+	c.fail(st, err)
+}
+
+// file accepts frame f into the in-order data or holds it out of order,
+// first waiting while that would exceed MaxReorder.
+func (c *Conn) file(f *inFrame) error {
+	r := &c.recv
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for {
+		if c.isDone() {
+			return errDone
+		}
+		if err := r.check(f); err != nil {
+			return err
+		}
+		if f.seq == r.next {
+			if r.readyLen == 0 || r.readyLen+len(f.data) <= c.opts.MaxReorder {
+				r.deliver(f)
+				return nil
+			}
+		} else if r.readyLen+r.heldLen+len(f.data) <= c.opts.MaxReorder {
+			r.hold(f)
+			return nil
+		}
+		r.cond.Wait()
+	}
+}
+
+// check reports frame f as a protocol error if its seq was seen already or
+// does not fit the END frame. Called with mu held.
+func (r *recvState) check(f *inFrame) error {
+	if _, dup := r.pending[f.seq]; dup || f.seq < r.next {
+		return protoErr("duplicate or past seq %d (next %d)", f.seq, r.next)
+	}
+	if r.endSeen && (f.end || f.seq > r.endSeq) {
+		return protoErr("frame %d after END frame %d", f.seq, r.endSeq)
+	}
+	if f.end {
+		for seq := range r.pending {
+			if seq > f.seq {
+				return protoErr("END frame %d before frame %d", f.seq, seq)
+			}
+		}
+	}
+	return nil
+}
+
+// hold keeps an out-of-order frame. Called with mu held.
+func (r *recvState) hold(f *inFrame) {
+	if f.end {
+		r.endSeen, r.endSeq = true, f.seq
+	}
+	r.pending[f.seq] = f
+	r.heldLen += len(f.data)
+	r.maxHeld = max(r.maxHeld, r.heldLen)
+}
+
+// deliver appends the frame with seq next, and the held frames that follow
+// it, to the in-order data. Called with mu held.
+func (r *recvState) deliver(f *inFrame) {
+	for f != nil {
+		delete(r.pending, f.seq)
+		r.next++
+		if f.end {
+			r.endSeen, r.endSeq, r.eof = true, f.seq, true
+		} else {
+			r.ready = append(r.ready, f)
+			r.readyLen += len(f.data)
+		}
+		f = r.pending[r.next]
+		if f != nil {
+			r.heldLen -= len(f.data)
+		}
+	}
+	r.cond.Broadcast() // another stripe may now hold the next frame
+	select {
+	case r.data <- struct{}{}:
+	default:
+	}
+}
+
+// Read reads bytes in seq order. It returns io.EOF once the peer's END
+// frame is reached, and honours the read deadline.
+func (c *Conn) Read(p []byte) (int, error) {
+	if err := c.lockRead(); err != nil {
+		return 0, err
+	}
+	defer func() { <-c.recv.sem }()
+	for {
+		n, err, ok := c.tryRead(p)
+		if ok {
+			return n, err
+		}
+		select {
+		case <-c.recv.data:
+		case <-c.done:
+		case <-c.closing:
+		case <-c.readDL.wait():
+		}
+	}
+}
+
+// lockRead takes the Read semaphore: at once if it is free (tryRead then
+// decides what a done Conn returns), else waiting for it, the deadline or
+// the end of the Conn.
+func (c *Conn) lockRead() error {
+	select {
+	case c.recv.sem <- struct{}{}:
+		return nil
+	default:
+	}
+	select {
+	case c.recv.sem <- struct{}{}:
+		return nil
+	case <-c.done:
+		return c.doneErr("read")
+	case <-c.closing:
+		return c.doneErr("read")
+	case <-c.readDL.wait():
+		return c.opErr("read", os.ErrDeadlineExceeded)
+	}
+}
+
+// tryRead reads what is there; ok is false when Read must wait.
+func (c *Conn) tryRead(p []byte) (int, error, bool) {
+	r := &c.recv
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case c.closed.Load():
+		return 0, c.doneErr("read"), true
+	case c.readDL.expired():
+		return 0, c.opErr("read", os.ErrDeadlineExceeded), true
+	case c.isDone() && !r.eof:
+		return 0, c.doneErr("read"), true // failed before the peer's END
+	case len(p) == 0:
+		return 0, nil, true
+	case len(r.ready) > 0:
+		return r.copyOut(p), nil, true
+	case r.eof:
+		return 0, io.EOF, true
+	}
+	return 0, nil, false
+}
+
+// copyOut moves in-order bytes into p. Called with mu held.
+func (r *recvState) copyOut(p []byte) int {
+	n := 0
+	for n < len(p) && len(r.ready) > 0 {
+		f := r.ready[0]
+		k := copy(p[n:], f.data[f.off:])
+		n += k
+		f.off += k
+		if f.off == len(f.data) {
+			putBuf(f.data)
+			r.ready[0] = nil
+			r.ready = r.ready[1:]
+		}
+	}
+	r.readyLen -= n
+	r.cond.Broadcast() // room for readers waiting on MaxReorder
+	return n
+}
+
+// release returns the buffers still held to the pool (after Close).
+func (r *recvState) release() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, f := range r.ready {
+		putBuf(f.data)
+	}
+	for _, f := range r.pending {
+		putBuf(f.data)
+	}
+	r.ready, r.pending, r.readyLen, r.heldLen = nil, map[uint64]*inFrame{}, 0, 0
+}
+
+// String describes the receive state (for test failures).
+func (r *recvState) String() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return fmt.Sprintf("next %d, ready %d bytes, held %d frames %d bytes", r.next, r.readyLen, len(r.pending), r.heldLen)
+}

@@ -1,0 +1,270 @@
+package stripe
+
+import (
+	"errors"
+	"net"
+	"os"
+	"sync"
+)
+
+var errWriteClosed = errors.New("stripe: write after CloseWrite")
+
+// sendState is the send side: stripes and their queues, guarded by mu.
+type sendState struct {
+	mu          sync.Mutex
+	stripes     []*stripe
+	seq         uint64        // next seq to assign
+	writeClosed bool          // CloseWrite queued END
+	endWritten  bool          // a writer has written END
+	room        chan struct{} // closed when queued bytes shrink; nil while nobody waits
+
+	sem  chan struct{} // held by one Write at a time, so that its chunks get consecutive seqs
+	comp compressor    // used under sem
+}
+
+func (c *Conn) initSend() {
+	c.send.sem = make(chan struct{}, 1)
+}
+
+// wakeRoom wakes the Write waiting for room, if any. Called with mu held.
+func (s *sendState) wakeRoom() {
+	if s.room != nil {
+		close(s.room)
+		s.room = nil
+	}
+}
+
+// Write queues p as frames on the stripes and returns len(p) once every
+// chunk is queued (not necessarily written). It blocks while the stripes'
+// queues are full, until the write deadline.
+func (c *Conn) Write(p []byte) (int, error) {
+	select {
+	case c.send.sem <- struct{}{}:
+	case <-c.done:
+		return 0, c.doneErr("write")
+	case <-c.closing:
+		return 0, c.doneErr("write")
+	case <-c.writeDL.wait():
+		return 0, c.opErr("write", os.ErrDeadlineExceeded)
+	}
+	defer func() { <-c.send.sem }()
+	n := 0
+	for n < len(p) {
+		chunk := p[n:min(n+c.opts.MaxChunk, len(p))]
+		frame, compressed := c.buildFrame(chunk)
+		if err := c.enqueue(frame, 0); err != nil {
+			putBuf(frame)
+			return n, err
+		}
+		c.bytesOut.Add(int64(len(chunk)))
+		if compressed {
+			c.compressed.Add(1)
+		} else {
+			c.raw.Add(1)
+		}
+		n += len(chunk)
+	}
+	return n, nil
+}
+
+// CloseWrite queues an END frame: the peer's Read returns io.EOF after all
+// bytes written so far, and this Conn's Writes fail. Reading goes on.
+func (c *Conn) CloseWrite() error {
+	frame := getBuf(headerLen)
+	putHeader(frame, 0, 0, 0)
+	if err := c.enqueue(frame, flagEnd); err != nil {
+		putBuf(frame)
+		return err
+	}
+	return nil
+}
+
+// buildFrame returns chunk as a frame (header left for enqueue to fill),
+// compressed if that pays.
+func (c *Conn) buildFrame(chunk []byte) ([]byte, bool) {
+	buf := getBuf(headerLen + len(chunk))
+	codec := c.opts.Codec
+	if c.opts.Compress && codec != nil && c.send.comp.try(len(chunk)) {
+		out := codec.encode(buf[:headerLen], chunk)
+		shrunk := len(out)-headerLen <= len(chunk)*7/8
+		c.send.comp.result(shrunk)
+		if shrunk {
+			putHeader(out, 0, flagCompressed, len(out)-headerLen)
+			return out, true
+		}
+	}
+	copy(buf[headerLen:], chunk)
+	putHeader(buf, 0, 0, len(chunk))
+	return buf, false
+}
+
+// enqueue gives frame the next seq (setting flags extra) and queues it on
+// the least-loaded stripe, waiting for room unless it is an END frame.
+func (c *Conn) enqueue(frame []byte, extra byte) error {
+	s := &c.send
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for {
+		switch {
+		case c.isDone() || c.closed.Load():
+			return c.doneErr("write")
+		case s.writeClosed:
+			return c.opErr("write", errWriteClosed)
+		case extra == 0 && c.writeDL.expired():
+			return c.opErr("write", os.ErrDeadlineExceeded)
+		}
+		st := s.leastLoaded()
+		if extra != 0 || st.queued == 0 || st.queued+len(frame) <= c.opts.QueueBytes {
+			frame[8] |= extra
+			putSeq(frame, s.seq)
+			s.seq++
+			s.writeClosed = extra&flagEnd != 0
+			st.queue = append(st.queue, frame)
+			st.queued += len(frame)
+			st.cond.Signal()
+			return nil
+		}
+		if s.room == nil {
+			s.room = make(chan struct{})
+		}
+		room := s.room
+		s.mu.Unlock()
+		select {
+		case <-room:
+		case <-c.done:
+		case <-c.closing:
+		case <-c.writeDL.wait():
+		}
+		s.mu.Lock()
+	}
+}
+
+func putSeq(frame []byte, seq uint64) {
+	putHeader(frame, seq, frame[8], int(frame[9])<<16|int(frame[10])<<8|int(frame[11]))
+}
+
+// queuedTotal returns the bytes queued on all stripes. Called with mu held.
+func (s *sendState) queuedTotal() int {
+	n := 0
+	for _, st := range s.stripes {
+		n += st.queued
+	}
+	return n
+}
+
+// leastLoaded returns the stripe with the fewest bytes queued, the first
+// one on ties. Called with mu held.
+func (s *sendState) leastLoaded() *stripe {
+	best := s.stripes[0]
+	for _, st := range s.stripes[1:] {
+		if st.queued < best.queued {
+			best = st
+		}
+	}
+	return best
+}
+
+// writeLoop writes stripe st's queue in order until the Conn is done.
+func (c *Conn) writeLoop(st *stripe) {
+	defer c.wg.Done()
+	var batch, scratch [][]byte
+	for {
+		batch = c.takeQueue(st, batch[:0])
+		if batch == nil {
+			return
+		}
+		scratch = append(scratch[:0], batch...) // WriteTo consumes its slice
+		bufs := net.Buffers(scratch)
+		wire, err := bufs.WriteTo(st.conn)
+		c.wireOut.Add(wire)
+		if err != nil {
+			c.fail(st, err)
+			return
+		}
+		c.framesOut.Add(int64(len(batch)))
+		c.written(st, batch)
+	}
+}
+
+// takeQueue waits for frames on st's queue and moves them into batch; nil
+// once the Conn is done.
+func (c *Conn) takeQueue(st *stripe, batch [][]byte) [][]byte {
+	c.send.mu.Lock()
+	defer c.send.mu.Unlock()
+	for len(st.queue) == 0 {
+		if c.isDone() {
+			return nil
+		}
+		st.cond.Wait()
+	}
+	if c.isDone() {
+		return nil
+	}
+	batch = append(batch, st.queue...)
+	clear(st.queue)
+	st.queue = st.queue[:0]
+	return batch
+}
+
+// written accounts for frames written on st and recycles their buffers.
+func (c *Conn) written(st *stripe, batch [][]byte) {
+	n, end := 0, false
+	for _, f := range batch {
+		n += len(f)
+		end = end || f[8]&flagEnd != 0
+		putBuf(f)
+	}
+	c.send.mu.Lock()
+	st.queued -= n
+	if end {
+		c.send.endWritten = true
+	}
+	c.send.wakeRoom()
+	c.send.mu.Unlock()
+}
+
+// compressor decides whether a chunk is worth compressing: after 4 chunks
+// in a row that did not shrink to 7/8, it skips the next 16 chunks, then 32,
+// ... up to 256 after each further failed try; a chunk that shrinks resets it.
+type compressor struct {
+	misses int // consecutive chunks that did not shrink
+	skip   int // chunks still to send without trying
+	next   int // length of the next skip period
+}
+
+const (
+	minCompress  = 512
+	missesToSkip = 4
+	firstSkip    = 16
+	maxSkip      = 256
+)
+
+// try reports whether a chunk of n bytes should be compressed.
+func (p *compressor) try(n int) bool {
+	if n < minCompress {
+		return false
+	}
+	if p.skip > 0 {
+		p.skip--
+		return false
+	}
+	return true
+}
+
+// result records whether the last try shrank.
+func (p *compressor) result(shrunk bool) {
+	if shrunk {
+		*p = compressor{}
+		return
+	}
+	p.misses++
+	if p.misses < missesToSkip {
+		return
+	}
+	if p.next == 0 {
+		p.next = firstSkip
+	}
+	p.skip = p.next
+	p.next = min(2*p.next, maxSkip)
+	p.misses = missesToSkip - 1 // after a skip, one more miss skips again
+}

@@ -1,0 +1,441 @@
+package stripe
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// throttle wraps the far ends so that the four stripes run at different
+// speeds: stripe 2 sleeps before each write, stripe 3 reads like the SSM
+// agent, stripes 1 and 4 are plain loopback TCP.
+func throttle(a, b []net.Conn) {
+	a[1] = slowWriter{a[1], time.Millisecond}
+	b[1] = slowWriter{b[1], 2 * time.Millisecond}
+	b[2] = slowReader{b[2]}
+	a[2] = slowReader{a[2]}
+}
+
+func TestRoundTripThrottled(t *testing.T) {
+	const size = 20 << 20
+	codec := newCodec(t)
+	opts := Options{Codec: codec, Compress: true}
+	cases := []struct {
+		name   string
+		ab, ba []byte
+		check  func(t *testing.T, s Stats)
+	}{
+		{"random", randomData(size, 1), randomData(size, 2), func(t *testing.T, s Stats) {
+			if s.Compressed != 0 || s.Raw < size/(32<<10) {
+				t.Errorf("random data: %d frames compressed, %d raw", s.Compressed, s.Raw)
+			}
+			if float64(s.WireOut) > float64(s.BytesOut)*1.01 {
+				t.Errorf("random data: %d bytes on the wire for %d", s.WireOut, s.BytesOut)
+			}
+		}},
+		{"text", textData(size), textData(size + 1), func(t *testing.T, s Stats) {
+			if s.Compressed == 0 || s.WireOut > s.BytesOut/3 {
+				t.Errorf("text: %d frames compressed, %d bytes on the wire for %d", s.Compressed, s.WireOut, s.BytesOut)
+			}
+		}},
+	}
+	var wg sync.WaitGroup
+	for i, tc := range cases {
+		a, b := tcpPairs(t, 4)
+		throttle(a, b)
+		ca, cb := newPair(t, a, b, opts, opts)
+		for j, dir := range []struct {
+			w, r *Conn
+			data []byte
+		}{{ca, cb, tc.ab}, {cb, ca, tc.ba}} {
+			wg.Add(2)
+			go func() {
+				defer wg.Done()
+				if err := writeAll(dir.w, dir.data, uint64(10*i+j)); err != nil {
+					t.Errorf("%s: write: %v", tc.name, err)
+				}
+			}()
+			go func() {
+				defer wg.Done()
+				sum, n, err := readSum(dir.r)
+				if err != nil || n != int64(len(dir.data)) || sum != sha256.Sum256(dir.data) {
+					t.Errorf("%s direction %d: read %d bytes of %d, err %v, checksum match %v",
+						tc.name, j, n, len(dir.data), err, sum == sha256.Sum256(dir.data))
+				}
+			}()
+		}
+		t.Cleanup(func() {
+			for _, c := range []*Conn{ca, cb} {
+				s := c.Stats()
+				t.Logf("%s: %+v", tc.name, s)
+				if s.BytesOut != size && s.BytesOut != size+1 {
+					t.Errorf("%s: BytesOut %d", tc.name, s.BytesOut)
+				}
+				tc.check(t, s)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func TestPingPong(t *testing.T) {
+	const rounds = 10000
+	a, b := tcpPairs(t, 4)
+	opts := Options{Codec: newCodec(t), Compress: true}
+	client, server := newPair(t, a, b, opts, opts)
+	go func() { // echo each message reversed, until EOF
+		buf := make([]byte, 256)
+		for {
+			if _, err := io.ReadFull(server, buf[:1]); err != nil {
+				server.CloseWrite()
+				return
+			}
+			msg := buf[1 : 1+int(buf[0])]
+			if _, err := io.ReadFull(server, msg); err != nil {
+				return
+			}
+			for i, j := 0, len(msg)-1; i < j; i, j = i+1, j-1 {
+				msg[i], msg[j] = msg[j], msg[i]
+			}
+			if _, err := server.Write(buf[:1+len(msg)]); err != nil {
+				return
+			}
+		}
+	}()
+	r := rand.New(rand.NewPCG(3, 3))
+	out, in := make([]byte, 256), make([]byte, 256)
+	for i := range rounds {
+		n := 20 + r.IntN(181)
+		out[0] = byte(n)
+		msg := fmt.Appendf(out[1:1], "message %d ", i)
+		for len(msg) < n {
+			msg = append(msg, byte('a'+r.IntN(26)))
+		}
+		if _, err := client.Write(out[:1+n]); err != nil {
+			t.Fatalf("round %d: write: %v", i, err)
+		}
+		if _, err := io.ReadFull(client, in[:1+n]); err != nil {
+			t.Fatalf("round %d: read: %v", i, err)
+		}
+		for k := 0; k < n; k++ {
+			if in[1+k] != out[n-k] || in[0] != out[0] {
+				t.Fatalf("round %d: sent %q, got back %q", i, out[1:1+n], in[1:1+n])
+			}
+		}
+	}
+	client.CloseWrite()
+	if n, err := client.Read(in); n != 0 || err != io.EOF {
+		t.Fatalf("after the last round: %d bytes, %v; want EOF", n, err)
+	}
+	client.Close() // waits for the writers, which count frames after writing them
+	if s := client.Stats(); s.FramesOut != rounds+1 || s.FramesIn != rounds+1 {
+		t.Errorf("frames out %d in %d, want %d each", s.FramesOut, s.FramesIn, rounds+1)
+	}
+}
+
+func TestAddMidTransfer(t *testing.T) {
+	const size = 8 << 20
+	a, b := tcpPairs(t, 2)
+	var joined atomic.Int64
+	a[0] = slowWriter{a[0], time.Millisecond} // the first stripe is slow
+	b[1] = countReader{b[1], &joined}
+	ca, cb := New(a[0], Options{}), New(b[0], Options{})
+	t.Cleanup(func() { ca.Close(); cb.Close() })
+	data := randomData(size, 4)
+	go writeAll(ca, data, 4)
+
+	got := make([]byte, size)
+	if _, err := io.ReadFull(cb, got[:1<<20]); err != nil {
+		t.Fatal(err)
+	}
+	if err := cb.Add(b[1]); err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.Add(a[1]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(cb, got[1<<20:]); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatal("data differs")
+	}
+	if joined.Load() == 0 || ca.Stripes() != 2 || cb.Stats().Stripes != 2 {
+		t.Fatalf("the stripe added carried %d bytes; stripes %d and %d", joined.Load(), ca.Stripes(), cb.Stripes())
+	}
+	t.Logf("the stripe added carried %d of %d bytes", joined.Load(), size)
+}
+
+func TestHalfClose(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	a, b := tcpPairs(t, 2)
+	ca, cb := New(a[0], Options{}), New(b[0], Options{})
+	ca.Add(a[1])
+	cb.Add(b[1])
+	req, resp := randomData(1<<20, 5), randomData(100<<10, 6)
+	if err := writeAll(ca, req, 5); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ca.Write([]byte("x")); err == nil {
+		t.Error("Write after CloseWrite succeeded")
+	}
+	got, err := io.ReadAll(cb)
+	if err != nil || !bytes.Equal(got, req) {
+		t.Fatalf("B read %d bytes of %d, %v", len(got), len(req), err)
+	}
+	if err := writeAll(cb, resp, 6); err != nil {
+		t.Fatalf("B writes back after A's CloseWrite: %v", err)
+	}
+	got, err = io.ReadAll(ca)
+	if err != nil || !bytes.Equal(got, resp) {
+		t.Fatalf("A read %d bytes of %d, %v", len(got), len(resp), err)
+	}
+	ca.Close()
+	// Both directions ended: A closing its stripes is no failure for B.
+	if n, err := cb.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Errorf("B read after A closed: %d, %v; want EOF", n, err)
+	}
+	cb.Close()
+	if err := cb.Close(); err != nil {
+		t.Error(err)
+	}
+	if _, err := cb.Read(make([]byte, 1)); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Read after Close: %v", err)
+	}
+}
+
+func TestStripeLost(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	a, b := tcpPairs(t, 4)
+	rawB := b[2]
+	ca, cb := newPair(t, a, b, Options{}, Options{})
+	started := make(chan struct{}, 2)
+	errs := make(chan error, 4)
+	for _, c := range []*Conn{ca, cb} {
+		go func() { // write until the Conn fails
+			buf := randomData(64<<10, 7)
+			for {
+				if _, err := c.Write(buf); err != nil {
+					errs <- fmt.Errorf("write: %w", err)
+					return
+				}
+			}
+		}()
+		go func() { // read until the Conn fails
+			buf := make([]byte, 64<<10)
+			total := 0
+			for {
+				n, err := c.Read(buf)
+				if total += n; total >= 1<<20 && total-n < 1<<20 {
+					started <- struct{}{}
+				}
+				if err != nil {
+					errs <- fmt.Errorf("read: %w", err)
+					return
+				}
+			}
+		}()
+	}
+	<-started
+	<-started
+	rawB.Close() // B's end of the third stripe goes away abruptly
+	for range 4 {
+		err := <-errs
+		if !errors.Is(err, ErrStripeLost) || !strings.Contains(err.Error(), " of 4 lost: ") {
+			t.Errorf("want ErrStripeLost naming the stripe, got %v", err)
+		}
+		t.Log(err)
+	}
+	_, err := cb.Read(make([]byte, 1))
+	if !regexp.MustCompile(`stripe [1-4] of 4 lost: `).MatchString(fmt.Sprint(err)) {
+		t.Errorf("B's error does not name a stripe: %v", err)
+	}
+	ca.Close()
+	cb.Close()
+}
+
+// netTimeout reports whether err is a deadline error as net reports one.
+func netTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, os.ErrDeadlineExceeded) && errors.As(err, &ne) && ne.Timeout()
+}
+
+func TestDeadlines(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	p1, p2 := net.Pipe()
+	ca, cb := New(p1, Options{}), New(p2, Options{})
+	defer cb.Close()
+	defer ca.Close()
+
+	readErr := make(chan error)
+	go func() {
+		_, err := ca.Read(make([]byte, 10))
+		readErr <- err
+	}()
+	waitFor(t, "Read to block", 5*time.Second, func() bool { return len(ca.recv.sem) == 1 })
+	ca.SetReadDeadline(time.Now().Add(-time.Second))
+	select {
+	case err := <-readErr:
+		if err, ok := err.(net.Error); !ok || !err.Timeout() || !netTimeout(err) {
+			t.Fatalf("blocked Read woken by a past deadline returned %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a deadline in the past did not wake the blocked Read")
+	}
+
+	ca.SetReadDeadline(time.Time{})
+	cb.Write([]byte("hello"))
+	buf := make([]byte, 10)
+	if n, err := ca.Read(buf); err != nil || string(buf[:n]) != "hello" {
+		t.Fatalf("Read after clearing the deadline: %q, %v", buf[:n], err)
+	}
+	start := time.Now()
+	ca.SetReadDeadline(start.Add(50 * time.Millisecond))
+	if _, err := ca.Read(buf); !netTimeout(err) || time.Since(start) < 40*time.Millisecond {
+		t.Fatalf("Read with a 50 ms deadline: %v after %v", err, time.Since(start))
+	}
+}
+
+func TestWriteDeadlineAndClose(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	p1, p2 := net.Pipe() // nobody reads p2
+	defer p2.Close()
+	c := New(p1, Options{QueueBytes: 64 << 10})
+	c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	data := make([]byte, 1<<20)
+	n, err := c.Write(data)
+	if !netTimeout(err) || n >= len(data) {
+		t.Fatalf("Write to a peer that does not read: %d bytes, %v", n, err)
+	}
+	c.SetWriteDeadline(time.Time{})
+	errs := make(chan error, 2)
+	go func() { _, err := c.Write(data); errs <- err }()
+	go func() { _, err := c.Read(data); errs <- err }()
+	waitFor(t, "Read and Write to block", 5*time.Second, func() bool {
+		return len(c.recv.sem) == 1 && len(c.send.sem) == 1
+	})
+	c.Close()
+	for range 2 {
+		if err := <-errs; !errors.Is(err, net.ErrClosed) {
+			t.Errorf("blocked call woken by Close: %v", err)
+		}
+	}
+	if _, err := c.Write(data); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Write after Close: %v", err)
+	}
+}
+
+// TestReorderBound stalls the stripe that carries seq 0 while another
+// stripe offers many later frames: the receiver holds at most MaxReorder
+// bytes of them, then delivers everything in order once seq 0 arrives.
+func TestReorderBound(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	const maxReorder, frameLen, frames = 64 << 10, 8 << 10, 40
+	s1, f1 := net.Pipe()
+	s2, f2 := net.Pipe()
+	c := New(s1, Options{MaxReorder: maxReorder})
+	defer c.Close()
+	if err := c.Add(s2); err != nil {
+		t.Fatal(err)
+	}
+	fed := make(chan error, 1)
+	go func() {
+		for seq := uint64(1); seq <= frames; seq++ {
+			if _, err := f2.Write(rawFrame(seq, 0, bytes.Repeat([]byte{byte(seq)}, frameLen))); err != nil {
+				fed <- err
+				return
+			}
+		}
+		fed <- nil
+	}()
+	waitFor(t, "the held frames to fill MaxReorder", 5*time.Second, func() bool {
+		c.recv.mu.Lock()
+		defer c.recv.mu.Unlock()
+		return c.recv.heldLen > maxReorder-frameLen
+	})
+	select {
+	case err := <-fed:
+		t.Fatalf("all %d out-of-order frames were taken (%v): %s", frames, err, &c.recv)
+	default:
+	}
+	go f1.Write(rawFrame(0, 0, []byte{0}))
+	got := make([]byte, 1+frames*frameLen)
+	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatal(err)
+	}
+	if got[0] != 0 {
+		t.Fatal("frame 0 not first")
+	}
+	for i := 1; i < len(got); i++ {
+		if want := byte(1 + (i-1)/frameLen); got[i] != want {
+			t.Fatalf("byte %d is %d, want %d", i, got[i], want)
+		}
+	}
+	if err := <-fed; err != nil {
+		t.Fatal(err)
+	}
+	go f1.Write(rawFrame(frames+1, flagEnd, nil))
+	if n, err := c.Read(got); n != 0 || err != io.EOF {
+		t.Fatalf("after END: %d, %v", n, err)
+	}
+	c.recv.mu.Lock()
+	maxHeld := c.recv.maxHeld
+	c.recv.mu.Unlock()
+	if maxHeld > maxReorder || maxHeld < maxReorder-frameLen {
+		t.Fatalf("held up to %d bytes out of order, bound %d", maxHeld, maxReorder)
+	}
+	f1.Close()
+	f2.Close()
+}
+
+// rawFrame builds one frame by hand.
+func rawFrame(seq uint64, flags byte, payload []byte) []byte {
+	b := make([]byte, headerLen+len(payload))
+	putHeader(b, seq, flags, len(payload))
+	copy(b[headerLen:], payload)
+	return b
+}
+
+// TestCloseFlushes: Close right after CloseWrite still delivers the frames
+// already queued, as a TCP close does; the peer reads them and io.EOF, and
+// only its writes fail, since A is gone.
+func TestCloseFlushes(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	a, b := tcpPairs(t, 1)
+	ca, cb := New(slowWriter{a[0], 2 * time.Millisecond}, Options{}), New(b[0], Options{})
+	defer cb.Close()
+	data := randomData(1<<20, 8)
+	closed := make(chan error, 1)
+	go func() {
+		err := writeAll(ca, data, 8)
+		ca.Close()
+		closed <- err
+	}()
+	got, err := io.ReadAll(cb)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read %d bytes of %d, %v", len(got), len(data), err)
+	}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "B's Write to fail", 5*time.Second, func() bool {
+		_, err := cb.Write([]byte("x"))
+		return errors.Is(err, ErrStripeLost)
+	})
+	if n, err := cb.Read(got); n != 0 || err != io.EOF {
+		t.Errorf("B's Read after A closed: %d, %v; want EOF", n, err)
+	}
+}
