@@ -150,9 +150,10 @@ func (c *Conn) Stats() Stats {
 const lingerTime = 2 * time.Second
 
 // Close wakes blocked Reads and Writes (they return an error wrapping
-// net.ErrClosed), waits up to lingerTime for frames already queued to be
-// written, closes every stripe and waits for the Conn's goroutines to end.
-// Only the first call does anything.
+// net.ErrClosed), waits up to 2 s for frames already queued to be written
+// (not at all once the write deadline has passed: set one in the past to
+// close at once), closes every stripe and waits for the Conn's goroutines
+// to end. Only the first call does anything.
 func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
 		c.closed.Store(true)
@@ -196,8 +197,8 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 
 func (c *Conn) isDone() bool { return isClosed(c.done) }
 
-// linger waits until every queued frame is written, the Conn is done, or
-// lingerTime has passed.
+// linger waits until every queued frame is written, the Conn is done, the
+// write deadline has passed, or lingerTime has passed.
 func (c *Conn) linger() {
 	timer := time.NewTimer(lingerTime)
 	defer timer.Stop()
@@ -213,6 +214,9 @@ func (c *Conn) linger() {
 		select {
 		case <-room:
 		case <-c.done:
+		case <-c.writeDL.wait():
+			s.mu.Lock()
+			return
 		case <-timer.C:
 			s.mu.Lock()
 			return

@@ -336,6 +336,20 @@ func TestWriteDeadlineAndClose(t *testing.T) {
 	if _, err := c.Write(data); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("Write after Close: %v", err)
 	}
+
+	// Close lingers for queued frames, unless the write deadline has passed.
+	p3, p4 := net.Pipe() // nobody reads p4
+	defer p4.Close()
+	c = New(p3, Options{})
+	if _, err := c.Write(data[:10<<10]); err != nil {
+		t.Fatal(err)
+	}
+	c.SetWriteDeadline(time.Now().Add(-time.Second))
+	start := time.Now()
+	c.Close()
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("Close after a past write deadline took %v", d)
+	}
 }
 
 // TestReorderBound stalls the stripe that carries seq 0 while another
