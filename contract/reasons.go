@@ -36,6 +36,7 @@ const (
 	ReasonEvicted           = "evicted"            // 53300: closed to make room for new startups
 	ReasonTooManySessions   = "too-many-sessions"  // 53300
 	ReasonShutdown          = "shutdown"           // 57P01
+	ReasonStripeJoin        = "stripe-join"        // 08P01: a stripe named no connection that takes stripes
 
 	// Routing and authorisation, before anything is dialled.
 	ReasonNoTarget       = "no-target"        // 28000

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 )
 
 // Message type bytes used during startup.
@@ -15,6 +16,7 @@ const (
 	MsgReadyForQuery     = 'Z'
 	MsgPasswordMessage   = 'p'
 	MsgNegotiateProtocol = 'v'
+	MsgParameterStatus   = 'S'
 )
 
 // Authentication request codes carried in an 'R' message.
@@ -112,6 +114,30 @@ func PasswordText(m Message) (string, error) {
 		return "", errors.New("password message is not NUL-terminated")
 	}
 	return string(body[:len(body)-1]), nil
+}
+
+// AppendParameterStatus appends ParameterStatus name=value.
+func AppendParameterStatus(dst []byte, name, value string) []byte {
+	dst = append(dst, MsgParameterStatus)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(4+len(name)+1+len(value)+1))
+	dst = append(dst, name...)
+	dst = append(dst, 0)
+	dst = append(dst, value...)
+	return append(dst, 0)
+}
+
+// ParameterStatus decodes a ParameterStatus message; ok is false for any
+// other message or a malformed one.
+func ParameterStatus(m Message) (name, value string, ok bool) {
+	if m.Type != MsgParameterStatus {
+		return "", "", false
+	}
+	name, rest, found := strings.Cut(string(m.Body()), "\x00")
+	value, tail, found2 := strings.Cut(rest, "\x00")
+	if !found || !found2 || tail != "" {
+		return "", "", false
+	}
+	return name, value, true
 }
 
 // BackendKey decodes a BackendKeyData message.
