@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"context"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -42,4 +43,32 @@ type halfCloser struct{ *poolConn }
 
 func (c *halfCloser) CloseWrite() error {
 	return c.Conn.(interface{ CloseWrite() error }).CloseWrite()
+}
+
+// DialBeside opens a stream to the same replica (Spreader): over another
+// of its sessions when its tunnel has several, else with its Dial.
+func (c *poolConn) DialBeside(ctx context.Context, i int) (net.Conn, error) {
+	c.p.mu.Lock()
+	c.r.live++
+	c.p.mu.Unlock()
+	var s net.Conn
+	var err error
+	if sp, ok := c.Conn.(Spreader); ok {
+		s, err = sp.DialBeside(ctx, i)
+	} else {
+		s, err = c.r.tun.Dial(ctx)
+	}
+	if err != nil {
+		c.p.release(c.r, nil, false)
+		return nil, err
+	}
+	return c.p.wrap(s, c.r, false), nil
+}
+
+// Sessions is the number of sessions of the replica's tunnel (Spreader).
+func (c *poolConn) Sessions() int {
+	if sp, ok := c.Conn.(Spreader); ok {
+		return sp.Sessions()
+	}
+	return 1
 }

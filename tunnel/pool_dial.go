@@ -128,12 +128,18 @@ func (p *Pool) dialOn(ctx context.Context, r *replica, watch bool) (net.Conn, er
 		return nil, err
 	}
 	p.log.Debug("stream opened", p.cfg.Key, r.id)
+	return p.wrap(c, r, watch), nil
+}
+
+// wrap makes c one of r's counted streams; watch: a first read that fails
+// before any byte arrived leaves r out.
+func (p *Pool) wrap(c net.Conn, r *replica, watch bool) net.Conn {
 	pc := &poolConn{Conn: c, p: p, r: r}
 	pc.answered.Store(!watch)
 	if _, ok := c.(interface{ CloseWrite() error }); ok {
-		return &halfCloser{pc}, nil
+		return &halfCloser{pc}
 	}
-	return pc, nil
+	return pc
 }
 
 // refused leaves r out after one of its streams ended before the server

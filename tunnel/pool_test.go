@@ -619,3 +619,35 @@ func TestPoolRefusedStreamLeavesReplicaOut(t *testing.T) {
 		t.Fatalf("i-a out = %v", out)
 	}
 }
+
+// A stream's DialBeside opens its sibling on the same replica, whichever
+// replica carries the fewest streams, and counts it: a new stream then
+// goes to the other replica, and closing the sibling gives its count back.
+func TestPoolDialBesideStaysOnReplica(t *testing.T) {
+	s := newFakeServer("i-a", "i-b")
+	p := startPool(t, s)
+	first, id := dialOn(t, p, s)
+	sp, ok := first.(Spreader)
+	if !ok || sp.Sessions() != 1 {
+		t.Fatalf("a pool stream is no Spreader of one session: %T", first)
+	}
+	sibling, err := sp.DialBeside(t.Context(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sibling.(*halfCloser).r.id; got != id {
+		t.Fatalf("the sibling went to %s, its stream is on %s", got, id)
+	}
+	if dials, _ := s.replica(t, id).state(); dials != 2 {
+		t.Fatalf("%s dialled %d streams, want 2", id, dials)
+	}
+	_, other := dialOn(t, p, s)
+	if other == id {
+		t.Fatalf("a new stream went to %s, which carries two", id)
+	}
+	sibling.Close()
+	first.Close()
+	if _, next := dialOn(t, p, s); next != id {
+		t.Fatalf("after both closed, a new stream went to %s, want %s", next, id)
+	}
+}

@@ -34,3 +34,16 @@ type Fanout interface {
 	// streams it could open and an error only when it opened none.
 	DialEach(ctx context.Context) ([]net.Conn, error)
 }
+
+// Spreader is implemented by streams that can open further streams to the
+// same server replica, each over another transport session where the
+// tunnel has several (SSM sessions, which the agent caps one by one). A
+// striped connection (internal/stripe) opens its further stripes with it.
+type Spreader interface {
+	// DialBeside opens a stream to this stream's replica, over the
+	// tunnel's session i places after this stream's, modulo the number
+	// of sessions. It honours ctx for the opening only.
+	DialBeside(ctx context.Context, i int) (net.Conn, error)
+	// Sessions is how many sessions the tunnel spreads over.
+	Sessions() int
+}

@@ -20,9 +20,11 @@ type streamConn struct {
 	s           *session
 	connectErrs int64 // session's ConnectToPortError count at open
 	gotData     bool
+	t           *Tunnel
+	slot        int // the tunnel's slot whose session carries it
 }
 
-func (s *session) openStream() (net.Conn, error) {
+func (s *session) openStream(t *Tunnel, slot int) (net.Conn, error) {
 	errs := s.connectErrors.Load() // before the SYN: the agent may answer at once
 	st, err := s.mux.OpenStream()
 	if err != nil {
@@ -31,7 +33,7 @@ func (s *session) openStream() (net.Conn, error) {
 		}
 		return nil, fmt.Errorf("ssm session %s: open stream: %w", s.id, err)
 	}
-	return &streamConn{st: st, s: s, connectErrs: errs}, nil
+	return &streamConn{st: st, s: s, connectErrs: errs, t: t, slot: slot}, nil
 }
 
 func (c *streamConn) Read(b []byte) (int, error) {
@@ -144,3 +146,12 @@ func (c *basicConn) SetWriteDeadline(t time.Time) error {
 	c.s.pipe.setDeadlines(nil, &t)
 	return nil
 }
+
+// DialBeside opens a stream over the session i slots after this one's
+// (tunnel.Spreader), starting it if needed.
+func (c *streamConn) DialBeside(ctx context.Context, i int) (net.Conn, error) {
+	return c.t.dialSlot(ctx, (c.slot+i)%len(c.t.slots))
+}
+
+// Sessions is the tunnel's number of sessions (tunnel.Spreader).
+func (c *streamConn) Sessions() int { return len(c.t.slots) }

@@ -157,6 +157,11 @@ func (t *Tunnel) Dial(ctx context.Context) (net.Conn, error) {
 	i := t.next % len(t.slots)
 	t.next++
 	t.mu.Unlock()
+	return t.dialSlot(ctx, i)
+}
+
+// dialSlot opens a stream over slot i's session.
+func (t *Tunnel) dialSlot(ctx context.Context, i int) (net.Conn, error) {
 	for attempt := 0; ; attempt++ {
 		s, err := t.sessionAt(ctx, i)
 		if err != nil {
@@ -164,7 +169,7 @@ func (t *Tunnel) Dial(ctx context.Context) (net.Conn, error) {
 		}
 		var c net.Conn
 		if s.mux != nil {
-			c, err = s.openStream()
+			c, err = s.openStream(t, i)
 		} else {
 			c, err = s.dialBasic(ctx)
 		}
