@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/rdsproxy/rdsproxy/contract"
 	"github.com/rdsproxy/rdsproxy/discovery"
 	"github.com/rdsproxy/rdsproxy/internal/pgwire"
 )
@@ -78,6 +79,14 @@ type Config struct {
 	// its context ends (default 30s); sessions still running then get
 	// FATAL 57P01 and are closed.
 	DrainTimeout time.Duration
+	// NoStriping answers every offer of the striped transport
+	// (internal/stripe) with the raw stream, as a server from before it.
+	NoStriping bool
+	// MaxStripes caps the stripes one striped connection spreads over
+	// (default 8, at most contract.MaxTransportStripes). Each stripe holds
+	// up to 128 KiB queued towards the client, and each connection up to
+	// 1 MiB received out of order.
+	MaxStripes int
 	// Identity, when set, verifies each caller's signed
 	// sts:GetCallerIdentity request before any dial, names the caller in
 	// the audit line, and applies targets' principal rules. Nil leaves it
@@ -124,7 +133,7 @@ func (c Config) Validate() error {
 	for _, f := range []struct {
 		name string
 		n    int
-	}{{"MaxSessions", c.MaxSessions}, {"MaxPending", c.MaxPending}, {"MaxPendingPerSource", c.MaxPendingPerSource}} {
+	}{{"MaxSessions", c.MaxSessions}, {"MaxPending", c.MaxPending}, {"MaxPendingPerSource", c.MaxPendingPerSource}, {"MaxStripes", c.MaxStripes}} {
 		if f.n < 1 {
 			return &ConfigError{f.name, fmt.Sprintf("%d is not a positive limit", f.n)}
 		}
@@ -138,6 +147,9 @@ func (c Config) Validate() error {
 		if f.d < 0 {
 			return &ConfigError{f.name, fmt.Sprintf("%s is negative", f.d)}
 		}
+	}
+	if c.MaxStripes > contract.MaxTransportStripes {
+		return &ConfigError{"MaxStripes", fmt.Sprintf("%d is more than %d", c.MaxStripes, contract.MaxTransportStripes)}
 	}
 	if c.DialTimeout > c.LoginTimeout {
 		return &ConfigError{"DialTimeout", fmt.Sprintf("%s must not exceed the login timeout (%s), which includes the dial", c.DialTimeout, c.LoginTimeout)}
@@ -174,6 +186,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.TokenSkew, 2*time.Minute)
 	setDefault(&c.KeepAlive, 30*time.Second)
 	setDefault(&c.DrainTimeout, 30*time.Second)
+	setDefault(&c.MaxStripes, 8)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}

@@ -26,6 +26,10 @@ func (s *Server) handle(ctx context.Context, raw net.Conn, pc *pendingConn) {
 		s.pending.remove(pc)
 		s.forwardCancel(ctx, st.Cancel)
 	case pgwire.KindStartup:
+		if id, ok := st.Params.Get(contract.JoinParam); ok {
+			s.join(conn, ph, id)
+			return
+		}
 		s.session(ctx, conn, ph, st)
 	}
 }

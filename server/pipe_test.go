@@ -156,6 +156,8 @@ func TestStartupRefusals(t *testing.T) {
 		{"unknown target", "28000", `target "billing" is not served`, startupMsg("user", "alice", pgwire.TargetParam, "billing")},
 		{"user not allowed", "28000", `does not allow database user "mallory"`, startupMsg("user", "mallory", pgwire.TargetParam, "orders")},
 		{"target twice", "08P01", "given more than once", startupMsg("user", "alice", pgwire.TargetParam, "orders", "options", "-c rdsproxy.target=orders")},
+		{"stripe of no connection", "08P01", "names no connection", startupMsg(contract.JoinParam, "0123456789abcdef0123456789abcdef")},
+		{"stripe without an id", "08P01", "names no connection", startupMsg(contract.JoinParam, "")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -16,6 +16,7 @@ package server
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"log/slog"
 	"net"
 	"runtime"
@@ -30,6 +31,7 @@ import (
 	"github.com/rdsproxy/rdsproxy/internal/accept"
 	"github.com/rdsproxy/rdsproxy/internal/pgwire"
 	"github.com/rdsproxy/rdsproxy/internal/relay"
+	"github.com/rdsproxy/rdsproxy/internal/stripe"
 )
 
 // Targets gives the current discovery snapshot; nil means none loaded yet.
@@ -51,6 +53,8 @@ type Server struct {
 	logs     *logBudget        // audit lines of refused connections
 	evicts   *rate.Sometimes   // logs of evictions, at most one a second
 	identity *identityVerifier // nil when Config.Identity is
+	codec    *stripe.Codec     // compression of striped connections; nil with NoStriping
+	joins    joinTable         // striped connections that stripes may join
 
 	mu       sync.Mutex
 	conns    map[net.Conn]struct{}       // connections not relaying yet
@@ -69,8 +73,16 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Identity != nil {
 		identity = newIdentityVerifier(*cfg.Identity, cfg.Now, cfg.Metrics)
 	}
+	var codec *stripe.Codec
+	if !cfg.NoStriping {
+		var err error
+		if codec, err = stripe.NewCodec(); err != nil {
+			return nil, fmt.Errorf("server: %w", err)
+		}
+	}
 	return &Server{
 		identity: identity,
+		codec:    codec,
 		cfg:      cfg,
 		log:      cfg.Logger,
 		cancels:  cancelMap{m: make(map[pgwire.CancelKey]*discovery.Target)},

@@ -14,6 +14,7 @@ import (
 	"github.com/rdsproxy/rdsproxy/internal/iamtoken"
 	"github.com/rdsproxy/rdsproxy/internal/pgwire"
 	"github.com/rdsproxy/rdsproxy/internal/relay"
+	"github.com/rdsproxy/rdsproxy/internal/stripe"
 )
 
 const (
@@ -41,6 +42,8 @@ type sessionInfo struct {
 	remote, src, target, user, database, app, keyID string
 	start                                           time.Time
 	principal                                       *discovery.Principal // the verified caller, if any
+	transport                                       string               // "raw", or the striped mode taken
+	stripes                                         *stripe.Conn         // the striped connection, if any
 }
 
 // session runs one PostgreSQL session from its StartupMessage to its end:
@@ -68,6 +71,12 @@ func (s *Server) session(ctx context.Context, client net.Conn, ph *phase, st *pg
 		return
 	}
 	defer func() { <-s.sessions }()
+	client, endTransport, err := s.takeTransport(client, st.Params, t, &info)
+	if err != nil {
+		s.refuse(client, nil, info, err)
+		return
+	}
+	defer endTransport()
 	login := time.Now().Add(s.cfg.LoginTimeout)
 	client.SetDeadline(login.Add(time.Second)) // outlives the upstream's, so its error still reaches the client
 	up, pending, err := s.login(ctx, client, t, protocol, params, token, login)
@@ -75,15 +84,17 @@ func (s *Server) session(ctx context.Context, client net.Conn, ph *phase, st *pg
 		s.refuse(client, nil, info, err) // a session now: an eviction that raced admit no longer applies
 		return
 	}
-	s.relay(client, up, pending, info)
+	s.relay(client, ph.pc.conn, up, pending, info)
 }
 
-// relay runs an authenticated session until either side ends it.
-func (s *Server) relay(client net.Conn, up *upstream, pending []byte, info sessionInfo) {
+// relay runs an authenticated session until either side ends it. raw is
+// the accepted connection under client (TLS, stripes), the one the server
+// tracks.
+func (s *Server) relay(client, raw net.Conn, up *upstream, pending []byte, info sessionInfo) {
 	client.SetDeadline(time.Time{})
 	up.conn.SetDeadline(time.Time{})
 	r := relay.New(client, up.conn, relay.Options{FrameToA: true})
-	if !s.promote(client, r) { // the drain began while this session started
+	if !s.promote(raw, r) { // the drain began while this session started
 		up.conn.Close()
 		s.refuse(client, nil, info, shutdownError())
 		return
@@ -422,6 +433,13 @@ func (s *Server) audit(info sessionInfo, o outcome, reason string, res relay.Res
 	}
 	if suppressed > 0 {
 		attrs = append(attrs, "suppressed", suppressed)
+	}
+	if info.transport != "" {
+		attrs = append(attrs, "transport", info.transport)
+	}
+	if info.stripes != nil {
+		st := info.stripes.Stats()
+		attrs = append(attrs, "stripes", st.Stripes, "wire_from_client", st.WireIn, "wire_to_client", st.WireOut)
 	}
 	s.log.Info("session end", attrs...)
 }

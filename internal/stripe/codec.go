@@ -20,7 +20,7 @@ type Codec struct {
 func NewCodec() (*Codec, error) {
 	enc, err := zstd.NewWriter(nil,
 		zstd.WithEncoderLevel(zstd.SpeedFastest),
-		zstd.WithEncoderConcurrency(min(2, runtime.GOMAXPROCS(0))),
+		zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
 		zstd.WithLowerEncoderMem(true),
 		zstd.WithEncoderCRC(false),
 		zstd.WithWindowSize(maxPayload),
