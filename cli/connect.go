@@ -71,7 +71,7 @@ func (c *ConnectCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env 
 		lns, ci, err := c.listenTarget(t, state, rootCert)
 		var p *client.Proxy
 		if err == nil {
-			p, err = client.New(client.Config{Tunnel: r.tun, Target: t, Tokens: tokens, ServerTLS: r.serverTLS,
+			p, err = client.New(client.Config{Tunnel: r.tun, Target: t, Tokens: tokens, ServerTLS: r.serverTLS, Striping: r.striping, NoCompression: r.noCompression,
 				LocalTLS: localTLSConfig, Identities: r.ids, Server: r.identity, Logger: log})
 			if err != nil {
 				closeAll(lns)

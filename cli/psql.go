@@ -39,7 +39,7 @@ func (c *PsqlCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env Env
 		return err
 	}
 	defer r.Close()
-	p, err := client.New(client.Config{Tunnel: r.tun, Target: t, Tokens: tokens, ServerTLS: r.serverTLS,
+	p, err := client.New(client.Config{Tunnel: r.tun, Target: t, Tokens: tokens, ServerTLS: r.serverTLS, Striping: r.striping, NoCompression: r.noCompression,
 		Identities: r.ids, Server: r.identity, Logger: log})
 	if err != nil {
 		return err

@@ -24,6 +24,9 @@ type remote struct {
 	identity *callerid.ServerInfo
 	ids      client.Identities
 	caller   *contract.Principal
+	// striping offers the striped transport (--via ssm, unless
+	// --no-ssm-striping), compressed unless --no-ssm-compress.
+	striping, noCompression bool
 }
 
 // dial opens the tunnel and fetches the target list, with a spinner on
@@ -57,7 +60,8 @@ func (f *TunnelFlags) dial(ctx context.Context, log *slog.Logger, env Env, quiet
 	if err := newStateStore().rememberTargets(names); err != nil {
 		log.Debug("cannot remember target names for completion", "err", err)
 	}
-	return &remote{tun: tun, serverTLS: serverTLS, targets: targets, identity: list.Identity, ids: ids, caller: list.Caller}, nil
+	return &remote{tun: tun, serverTLS: serverTLS, targets: targets, identity: list.Identity, ids: ids, caller: list.Caller,
+		striping: f.Via == "ssm" && f.SSMStriping, noCompression: !f.SSMCompress}, nil
 }
 
 func (r *remote) Close() error { return r.tun.Close() }

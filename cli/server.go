@@ -50,6 +50,8 @@ type ServerCmd struct {
 	TCPKeepalive        time.Duration     `name:"tcp-keepalive" help:"TCP keepalive period on client and database connections." default:"30s" env:"RDSPROXY_TCP_KEEPALIVE"`
 	MaxStartupSize      int               `help:"Largest startup packet accepted, in bytes." default:"10000" env:"RDSPROXY_MAX_STARTUP_SIZE"`
 	DrainTimeout        time.Duration     `help:"On SIGTERM, time running sessions have to finish before they get 57P01." default:"30s" env:"RDSPROXY_DRAIN_TIMEOUT"`
+	Striping            bool              `help:"Take clients' offers to stripe a connection over several SSM sessions and compress it; --no-striping keeps every connection one raw stream." default:"true" negatable:"" env:"RDSPROXY_STRIPING"`
+	MaxStripes          int               `help:"Most stripes one striped connection may spread over (each holds up to 128 KiB queued; each connection up to 1 MiB out of order)." default:"8" env:"RDSPROXY_MAX_STRIPES"`
 	DryRun              bool              `help:"Check the flags and configuration file, print the effective configuration and exit."`
 	IdentityFlags
 }
@@ -230,6 +232,8 @@ func (c *ServerCmd) serverConfig(ctx context.Context, log *slog.Logger) (server.
 		MaxPending:          c.MaxPending,
 		KeepAlive:           c.TCPKeepalive,
 		MaxPendingPerSource: c.MaxPendingPerSource,
+		NoStriping:          !c.Striping,
+		MaxStripes:          c.MaxStripes,
 		Logger:              log,
 	}
 	var extra []byte
@@ -267,7 +271,7 @@ var configFlags = map[string]string{
 	"MaxSessions": "max-sessions", "MaxPending": "max-pending", "MaxPendingPerSource": "max-pending-per-source",
 	"FirstByteTimeout": "first-byte-timeout", "PasswordTimeout": "password-timeout", "StartupTimeout": "startup-timeout",
 	"DialTimeout": "dial-timeout", "LoginTimeout": "login-timeout", "MaxStartupSize": "max-startup-size",
-	"DrainTimeout": "drain-timeout", "KeepAlive": "tcp-keepalive", "Identity.ServerID": "server-id",
+	"DrainTimeout": "drain-timeout", "KeepAlive": "tcp-keepalive", "MaxStripes": "max-stripes", "Identity.ServerID": "server-id",
 	"Identity.Region": "sts-region", "Identity.Endpoint": "sts-endpoint", "Interval": "refresh-interval",
 }
 

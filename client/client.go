@@ -26,6 +26,7 @@ import (
 	"github.com/rdsproxy/rdsproxy/internal/accept"
 	"github.com/rdsproxy/rdsproxy/internal/callerid"
 	"github.com/rdsproxy/rdsproxy/internal/pgwire"
+	"github.com/rdsproxy/rdsproxy/internal/stripe"
 	"github.com/rdsproxy/rdsproxy/tunnel"
 )
 
@@ -51,6 +52,12 @@ type Config struct {
 	// server configuration; otherwise the local hop is plaintext and
 	// SSLRequests are declined.
 	LocalTLS *tls.Config
+	// Striping offers the striped transport (internal/stripe) on every
+	// connection to an IAM target: one stripe per session of the tunnel
+	// (tunnel.Spreader), zstd-compressed unless NoCompression. A server
+	// from before striping keeps the raw stream.
+	Striping      bool
+	NoCompression bool
 	// StartupTimeout bounds a local client's startup and the server's
 	// answer (default 30s).
 	StartupTimeout time.Duration
@@ -62,6 +69,7 @@ type Config struct {
 type Proxy struct {
 	cfg    Config
 	log    *slog.Logger
+	codec  *stripe.Codec                       // with Striping
 	server atomic.Pointer[callerid.ServerInfo] // starts as cfg.Server; relearnServer updates it
 }
 
@@ -83,6 +91,12 @@ func New(cfg Config) (*Proxy, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	p := &Proxy{cfg: cfg, log: cfg.Logger.With("target", cfg.Target.Name)}
+	if cfg.Striping {
+		var err error
+		if p.codec, err = stripe.NewCodec(); err != nil {
+			return nil, fmt.Errorf("client: %w", err)
+		}
+	}
 	p.server.Store(cfg.Server)
 	return p, nil
 }

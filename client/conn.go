@@ -44,7 +44,8 @@ func (p *Proxy) handle(ctx context.Context, raw net.Conn) {
 		p.forwardCancel(ctx, st.Cancel)
 		return
 	}
-	stream, err := p.open(ctx, local, st)
+	stream, joins, err := p.open(ctx, local, st)
+	defer joins.stop()
 	if err != nil {
 		var pe *pgwire.Error
 		if errors.As(err, &pe) {
@@ -65,26 +66,30 @@ func (p *Proxy) handle(ctx context.Context, raw net.Conn) {
 // refuses the identity as signed for another server (the tunnel moved to
 // another replica), open learns the server's id and tries once more; so
 // it does when the stream ended before the server sent a byte.
-func (p *Proxy) open(ctx context.Context, local net.Conn, st *pgwire.Startup) (net.Conn, error) {
-	stream, err := p.openOnce(ctx, local, st)
+//
+// When the server takes the striped transport, the stream returned is the
+// striped connection, and joins is adding its further stripes; the caller
+// stops it when the connection ends.
+func (p *Proxy) open(ctx context.Context, local net.Conn, st *pgwire.Startup) (stream net.Conn, joins *joining, err error) {
+	stream, joins, err = p.openOnce(ctx, local, st)
 	if errors.Is(err, errNoAnswer) {
 		p.log.Info("the server closed a new connection before answering (a replica draining or gone); trying once more")
-		stream, err = p.openOnce(ctx, local, st)
+		stream, joins, err = p.openOnce(ctx, local, st)
 	}
 	if errors.Is(err, errNoAnswer) {
 		err = pgwire.Errorf(pgwire.CodeConnectionFailure, "tunnel", "rdsproxy: %v, twice", err).
 			WithHint("The rdsproxy server may be restarting; try again in a few seconds.")
 	}
 	if errors.Is(err, errOtherServer) && p.relearnServer(ctx) {
-		stream, err = p.openOnce(ctx, local, st)
+		stream, joins, err = p.openOnce(ctx, local, st)
 	}
 	if errors.Is(err, errOtherServer) {
 		err = p.forwardRefusal(local, err)
 	}
-	return stream, err
+	return stream, joins, err
 }
 
-func (p *Proxy) openOnce(ctx context.Context, local net.Conn, st *pgwire.Startup) (net.Conn, error) {
+func (p *Proxy) openOnce(ctx context.Context, local net.Conn, st *pgwire.Startup) (net.Conn, *joining, error) {
 	t := p.cfg.Target
 	user := userOf(st)
 	params, _ := pgwire.StripReserved(st.Params)
@@ -93,62 +98,76 @@ func (p *Proxy) openOnce(ctx context.Context, local net.Conn, st *pgwire.Startup
 	if t.Auth == contract.AuthIAM {
 		var err error
 		if token, err = p.cfg.Tokens.Get(ctx, t.Endpoint, t.Region, user); err != nil {
-			return nil, pgwire.Errorf(pgwire.CodeInvalidAuthSpec, "token",
+			return nil, nil, pgwire.Errorf(pgwire.CodeInvalidAuthSpec, "token",
 				"rdsproxy: cannot sign an IAM token for user %q: %v", user, err).
 				WithHint("Check your AWS credentials (AWS_PROFILE, `aws sso login`).")
 		}
 	}
 	params, err := p.addIdentity(ctx, params, token)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	stream, err := p.dialServer(ctx)
+	if err != nil {
+		return nil, nil, pgwire.Errorf(pgwire.CodeCannotConnect, "tunnel",
+			"rdsproxy: cannot reach the rdsproxy server: %v", err)
+	}
+	offer := p.offer(stream)
+	if offer != nil {
+		params = params.Set(contract.TransportParam, offer.String())
 	}
 	msg := pgwire.AppendStartup(nil, st.Protocol, params)
 	if token != "" {
 		msg = pgwire.AppendPassword(msg, token)
 	}
-	stream, err := p.dialServer(ctx)
+	taken, err := p.exchange(local, stream, msg, offer != nil)
 	if err != nil {
-		return nil, pgwire.Errorf(pgwire.CodeCannotConnect, "tunnel",
-			"rdsproxy: cannot reach the rdsproxy server: %v", err)
-	}
-	if err := p.exchange(local, stream, msg); err != nil {
 		stream.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	return stream, nil
+	if taken == nil {
+		return stream, nil, nil
+	}
+	return p.stripe(ctx, stream, *taken)
 }
 
-// exchange writes the startup and reads the server's first reply.
-func (p *Proxy) exchange(local, stream net.Conn, msg []byte) error {
+// exchange writes the startup and reads the server's first reply. When
+// the server takes the striped transport offered, it returns the mode
+// taken and forwards nothing: the rest comes through the stripes.
+func (p *Proxy) exchange(local, stream net.Conn, msg []byte, offered bool) (*contract.Transport, error) {
 	stream.SetDeadline(time.Now().Add(p.cfg.StartupTimeout))
 	if _, err := stream.Write(msg); err != nil {
-		return pgwire.Errorf(pgwire.CodeConnectionFailure, "tunnel", "rdsproxy: send startup to the server: %v", err)
+		return nil, pgwire.Errorf(pgwire.CodeConnectionFailure, "tunnel", "rdsproxy: send startup to the server: %v", err)
 	}
 	m, err := pgwire.ReadMessage(stream, nil, maxServerReply)
 	if errors.Is(err, io.EOF) { // not a byte: nothing reached the database
-		return errNoAnswer
+		return nil, errNoAnswer
 	}
 	if err != nil {
-		return pgwire.Errorf(pgwire.CodeConnectionFailure, "tunnel", "rdsproxy: the server closed the connection during startup: %v", err)
+		return nil, pgwire.Errorf(pgwire.CodeConnectionFailure, "tunnel", "rdsproxy: the server closed the connection during startup: %v", err)
 	}
 	if p.cfg.Target.Auth == contract.AuthIAM && m.AuthCode() == pgwire.AuthCleartextPassword {
-		if p.server.Load() == nil {
-			return nil // the token already follows the startup
+		if p.server.Load() == nil && !offered {
+			return nil, nil // the token already follows the startup
 		}
-		// The server checks the identity once it has the token: its next
-		// message says whether it took it, after the database's login.
+		// The server checks the identity once it has the token, and takes
+		// a transport offer after that: its next message says whether it
+		// took them (at the latest after the database's login).
 		stream.SetDeadline(time.Now().Add(p.cfg.StartupTimeout + identityLoginWait))
 		if m, err = pgwire.ReadMessage(stream, nil, maxServerReply); err != nil {
-			return pgwire.Errorf(pgwire.CodeConnectionFailure, "tunnel", "rdsproxy: the server closed the connection during startup: %v", err)
+			return nil, pgwire.Errorf(pgwire.CodeConnectionFailure, "tunnel", "rdsproxy: the server closed the connection during startup: %v", err)
+		}
+		if taken, ok, err := transportTaken(m); ok || err != nil {
+			return taken, err
 		}
 	}
 	if signedForOtherServer(m) {
-		return &otherServer{msg: m.Raw}
+		return nil, &otherServer{msg: m.Raw}
 	}
 	if _, err := local.Write(m.Raw); err != nil {
-		return fmt.Errorf("forward server reply: %w", err)
+		return nil, fmt.Errorf("forward server reply: %w", err)
 	}
-	return nil
+	return nil, nil
 }
 
 // errNoAnswer: the stream ended before the server sent a byte, as it does
