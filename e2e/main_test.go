@@ -73,6 +73,11 @@ func runMain(m *testing.M) int {
 	sb = w
 	code := m.Run()
 	cleanup()
+	if path := os.Getenv("RDSPROXY_E2E_LOG"); path != "" { // every component's lines, for a failure's story
+		if err := os.WriteFile(path, []byte(w.logs.String()), 0o600); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		}
+	}
 	if leaked := w.tokens.foundIn(w.logs.String()); leaked != "" {
 		fmt.Fprintf(os.Stderr, "FAIL: a log line contains an IAM token issued in this run: %.60s…\n", leaked)
 		return 1
@@ -203,6 +208,13 @@ func startStack(t testing.TB, opts ...stackOption) *stack {
 // through the tunnel newTunnel makes.
 func startStackVia(t testing.TB, newTunnel func(t testing.TB, serverAddr string) tunnel.Tunnel, opts ...stackOption) *stack {
 	t.Helper()
+	return startStackWith(t, newTunnel, nil, opts...)
+}
+
+// startStackWith is startStackVia with edit applied to each client
+// proxy's configuration.
+func startStackWith(t testing.TB, newTunnel func(t testing.TB, serverAddr string) tunnel.Tunnel, edit func(*client.Config), opts ...stackOption) *stack {
+	t.Helper()
 	snap, err := discovery.NewSnapshot(sb.targets, time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -232,7 +244,11 @@ func startStackVia(t testing.TB, newTunnel func(t testing.TB, serverAddr string)
 	tun := newTunnel(t, st.serverAddr)
 	t.Cleanup(func() { tun.Close() })
 	for _, target := range snap.Targets() {
-		p, err := client.New(client.Config{Tunnel: tun, Target: target, Tokens: sb.tokens, Logger: sb.logs.logger("client")})
+		cfg := client.Config{Tunnel: tun, Target: target, Tokens: sb.tokens, Logger: sb.logs.logger("client")}
+		if edit != nil {
+			edit(&cfg)
+		}
+		p, err := client.New(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,0 +1,119 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	awsssm "github.com/aws/aws-sdk-go-v2/service/ssm"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/rdsproxy/rdsproxy/client"
+	"github.com/rdsproxy/rdsproxy/internal/sandbox"
+	"github.com/rdsproxy/rdsproxy/internal/sandbox/ssmendpoint"
+	"github.com/rdsproxy/rdsproxy/server"
+	"github.com/rdsproxy/rdsproxy/tunnel"
+	ssmtun "github.com/rdsproxy/rdsproxy/tunnel/ssm"
+)
+
+// stripedSSM starts the SSM endpoint with 5% of frames dropped and 5%
+// reordered, and a client tunnel of sessions sessions through it.
+func stripedSSM(t testing.TB, serverAddr string, sessions int) (tunnel.Tunnel, *ssmendpoint.Endpoint) {
+	endpoint, err := ssmendpoint.Start(context.Background(), ssmendpoint.Config{
+		Logger:  sb.logs.logger("ssm-endpoint"),
+		Targets: []string{"i-0123456789abcdef0"}, Dest: serverAddr, ResumeGrace: 30 * time.Second, Unpaced: true,
+		Faults: ssmendpoint.Faults{DropPercent: 5, ReorderPercent: 5, Seed: 7}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { endpoint.Close() })
+	api := awsssm.New(awsssm.Options{Region: sandbox.Region, BaseEndpoint: aws.String(endpoint.URL()),
+		Credentials: credentials.NewStaticCredentialsProvider(sandbox.AccessKeyID, sandbox.SecretAccessKey, "")})
+	tun, err := ssmtun.New(context.Background(), ssmtun.Config{API: api, Target: "i-0123456789abcdef0", Port: 5480,
+		Sessions: sessions, Logger: sb.logs.logger("ssm-client")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tun, endpoint
+}
+
+// TestViaSSMStriped: with --ssm-sessions 4 every connection is striped
+// over the four sessions and compressed, through an endpoint that drops
+// and reorders frames: the tunnel suite's 16 checksummed COPYs each way
+// and its cancel, then COPYs through a websocket cut that ResumeSession
+// heals, without a byte lost or doubled. Each session's audit line names
+// the mode and its four stripes, and the endpoint saw no protocol
+// violation.
+func TestViaSSMStriped(t *testing.T) {
+	var endpoint *ssmendpoint.Endpoint
+	audit := &logBuffer{}
+	st := startStackWith(t, func(t testing.TB, serverAddr string) tunnel.Tunnel {
+		var tun tunnel.Tunnel
+		tun, endpoint = stripedSSM(t, serverAddr, 4)
+		return tun
+	}, func(c *client.Config) { c.Striping = true }, func(c *server.Config) { c.Logger = audit.jsonLogger() })
+	tunnelSuite(t, st)
+
+	var g errgroup.Group
+	for i := range 4 {
+		g.Go(func() error { return copyBothWays(st.local["app"], 100+i, 8) })
+	}
+	time.Sleep(500 * time.Millisecond) // the COPYs are under way
+	if cut := endpoint.CutWebsockets(); cut == 0 {
+		t.Error("no websocket to cut")
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatalf("COPYs through a websocket cut: %v", err)
+	}
+	if v := endpoint.Violations(); len(v) > 0 {
+		t.Fatalf("protocol violations seen by the SSM endpoint: %q", v)
+	}
+	if s := endpoint.Stats(); s.SessionsStarted != 4 || s.Reconnects == 0 {
+		t.Errorf("endpoint stats %+v: want 4 sessions, and resumed websockets", s)
+	}
+	lines := waitAuditLines(t, audit, 16)
+	for _, l := range lines {
+		if l["transport"] != "v=1;k=4;z=zstd" || l["stripes"] != float64(4) {
+			t.Fatalf("audit line %v: want transport v=1;k=4;z=zstd over 4 stripes", l)
+		}
+	}
+}
+
+// TestStripingServerWithout: a client that offers striping to a server
+// that does not take it (NoStriping, as a server from before striping)
+// keeps the raw stream, and its audit line says so.
+func TestStripingServerWithout(t *testing.T) {
+	audit := &logBuffer{}
+	st := startStackWith(t, func(t testing.TB, serverAddr string) tunnel.Tunnel {
+		tun, _ := stripedSSM(t, serverAddr, 2)
+		return tun
+	}, func(c *client.Config) { c.Striping = true }, func(c *server.Config) { c.NoStriping = true; c.Logger = audit.jsonLogger() })
+	if err := copyBothWays(st.local["app"], 200, 4); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range waitAuditLines(t, audit, 1) {
+		if l["transport"] != "raw" || l["stripes"] != nil {
+			t.Fatalf("audit line %v: want the raw stream", l)
+		}
+	}
+}
+
+// TestStripingSmallMessages: thousands of small queries, each a round
+// trip through a striped, compressed connection, answer in order.
+func TestStripingSmallMessages(t *testing.T) {
+	st := startStackWith(t, func(t testing.TB, serverAddr string) tunnel.Tunnel {
+		tun, _ := stripedSSM(t, serverAddr, 3)
+		return tun
+	}, func(c *client.Config) { c.Striping = true })
+	conn := connectLocal(t, st.local["app"], sandbox.UserIAM)
+	ctx := context.Background()
+	for i := range 2000 {
+		var got string
+		if err := conn.QueryRow(ctx, "SELECT $1::text", fmt.Sprint(i)).Scan(&got); err != nil || got != fmt.Sprint(i) {
+			t.Fatalf("query %d: %q, %v", i, got, err)
+		}
+	}
+}
