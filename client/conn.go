@@ -126,6 +126,9 @@ func (p *Proxy) openOnce(ctx context.Context, local net.Conn, st *pgwire.Startup
 		return nil, nil, err
 	}
 	if taken == nil {
+		if offer != nil {
+			p.log.Debug("the server keeps this connection one raw stream (it is older than striping, or runs with --no-striping)")
+		}
 		return stream, nil, nil
 	}
 	return p.stripe(ctx, stream, *taken)
