@@ -1,0 +1,136 @@
+package e2e
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/rdsproxy/rdsproxy/client"
+	"github.com/rdsproxy/rdsproxy/discovery"
+	"github.com/rdsproxy/rdsproxy/internal/sandbox"
+	"github.com/rdsproxy/rdsproxy/server"
+	"github.com/rdsproxy/rdsproxy/tunnel"
+)
+
+// The drain lets running sessions finish whatever carries them: over a
+// TLS hop (the server tracks the accepted socket, not the TLS connection
+// over it) and striped over SSM sessions (every stripe, not only the
+// first). A session that finishes within the drain time ends normally;
+// one that does not gets 57P01, written through the same hop.
+func TestDrainLetsSessionsFinish(t *testing.T) {
+	cert, err := sb.ca.Issue("rdsproxy.sandbox.internal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hops := []struct {
+		name      string
+		serverTLS *tls.Config
+		clientTLS *tls.Config
+		tunnel    func(t *testing.T, addr string) tunnel.Tunnel
+		striping  bool
+	}{
+		{name: "TLS hop",
+			serverTLS: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+			clientTLS: &tls.Config{RootCAs: sb.ca.Pool(), ServerName: "rdsproxy.sandbox.internal", MinVersion: tls.VersionTLS12},
+			tunnel: func(t *testing.T, addr string) tunnel.Tunnel {
+				tun, err := tunnel.NewDirect(addr, 5*time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return tun
+			}},
+		{name: "striped over SSM", striping: true,
+			tunnel: func(t *testing.T, addr string) tunnel.Tunnel {
+				tun, _ := stripedSSM(t, addr, 3)
+				return tun
+			}},
+	}
+	for _, hop := range hops {
+		t.Run(hop.name, func(t *testing.T) {
+			stop, addr := startDrainableServer(t, hop.serverTLS)
+			tun := hop.tunnel(t, addr)
+			t.Cleanup(func() { tun.Close() })
+			local := serveProxy(t, client.Config{Tunnel: tun, Target: targetNamed(t, "app"), Tokens: sb.tokens,
+				ServerTLS: hop.clientTLS, Striping: hop.striping, Logger: sb.logs.logger("client")})
+			ctx := context.Background()
+			short := connectLocal(t, local, sandbox.UserIAM)
+			long := connectLocal(t, local, sandbox.UserIAM)
+			shortDone := make(chan error, 1)
+			go func() {
+				_, err := short.Exec(ctx, "SELECT pg_sleep(1.5)")
+				shortDone <- err
+			}()
+			time.Sleep(300 * time.Millisecond) // the short query is running
+			stop()
+			if err := <-shortDone; err != nil {
+				t.Fatalf("a session finishing within the drain time failed: %v", err)
+			}
+			_, err := long.Exec(ctx, "SELECT pg_sleep(30)")
+			pgErr(t, err, "57P01", "server is shutting down")
+		})
+	}
+}
+
+// startDrainableServer serves the sandbox's targets with a 3 s drain; stop
+// begins the drain.
+func startDrainableServer(t *testing.T, clientTLS *tls.Config) (stop func(), addr string) {
+	t.Helper()
+	snap, err := discovery.NewSnapshot(sb.targets, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots, err := server.RootCAs(sb.ca.PEM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(server.Config{Targets: fixedTargets{snap}, DialOverrides: sb.dials, RootCAs: roots,
+		ClientTLS: clientTLS, DrainTimeout: 3 * time.Second, Logger: sb.logs.logger("server")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return cancel, ln.Addr().String()
+}
+
+// serveProxy runs one client proxy until the test ends.
+func serveProxy(t *testing.T, cfg client.Config) string {
+	t.Helper()
+	p, err := client.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); p.Serve(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return ln.Addr().String()
+}
+
+func targetNamed(t *testing.T, name string) discovery.Target {
+	t.Helper()
+	for _, x := range sb.targets {
+		if x.Name == name {
+			return x
+		}
+	}
+	t.Fatalf("no sandbox target %q", name)
+	return discovery.Target{}
+}
