@@ -1,11 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -22,66 +23,132 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/rdsproxy/rdsproxy/internal/sandbox"
-	"github.com/rdsproxy/rdsproxy/internal/sandbox/ssmendpoint"
 )
 
 // The SSM comparison: the real session-manager-plugin (built from the
-// source conformance/go.mod pins) against rdsproxy connect --via ssm, both
-// through the sandbox's agent-faithful, paced SSM endpoint to the same
-// rdsproxy server, one run each:
+// source conformance/go.mod pins) against rdsproxy connect --via ssm in four
+// transports, all through the sandbox's agent-faithful, paced SSM endpoint
+// to the same rdsproxy server (its own process, logging its audit lines),
+// one run each, one path after the other:
 //
 //	plugin:   pgx (token, rdsproxy.target) ──▶ session-manager-plugin ──▶ SSM endpoint ──▶ server ──▶ emulator
-//	rdsproxy: pgx ──▶ rdsproxy connect --via ssm ──▶ SSM endpoint ──▶ server ──▶ emulator
+//	rdsproxy: pgx ──▶ rdsproxy connect --via ssm ──▶ SSM endpoint (1 or 4 sessions) ──▶ server ──▶ emulator
 
+// ssmPath is one way through the SSM endpoint to the server.
 type ssmPath struct {
-	name   string
-	addr   string
-	token  bool // the client sends the IAM token and the target itself
-	before ssmendpoint.Stats
+	name string
+	args []string // rdsproxy connect flags; nil for the plugin
+	addr string
+	proc *proc // the client-side process: the plugin or rdsproxy connect
 }
 
+// ssmPaths are the paths compared, the plugin (the anchor) first.
+func ssmPaths() []*ssmPath {
+	return []*ssmPath{
+		{name: "plugin"},
+		{name: "raw-1", args: []string{"--ssm-sessions", "1", "--no-ssm-striping"}},
+		{name: "raw-4", args: []string{"--ssm-sessions", "4", "--no-ssm-striping"}},
+		{name: "stripe-4", args: []string{"--ssm-sessions", "4", "--ssm-striping", "--no-ssm-compress"}},
+		{name: "stripe-4-z", args: []string{"--ssm-sessions", "4", "--ssm-striping", "--ssm-compress"}},
+	}
+}
+
+// bulk is one bulk transfer's outcome: payload MB/s (MiB, as the rest of
+// the bench) and the CPU the client-side process and the server spent per MB.
+type bulk struct{ mbps, clientCPU, serverCPU float64 }
+
 type ssmResult struct {
-	copyOut, copyIn    float64         // MB/s
-	firstQuery         []time.Duration // new connection: connect + select 1
-	underLoad          []time.Duration // select 1 while a COPY runs on another connection
-	resent, sent, acks int64           // agent messages resent and sent, client frames received
-	dups               int64           // client messages the agent already had (client resends)
+	copyOut, copyIn, accounts bulk
+	firstQuery                []time.Duration // new connection: connect + select 1
+	idle                      []time.Duration // select 1 on an idle connection
+	underLoad                 []time.Duration // select 1 while the accounts COPY runs on another connection
+	resent, sent, acks        int64           // agent messages resent and sent, client frames received
+	dups                      int64           // client messages the agent already had (client resends)
+	audit                     auditSum
 }
 
 func (b *bench) ssm(dir, bin string, mb int) error {
-	fmt.Printf("\nSSM: the real session-manager-plugin vs rdsproxy connect --via ssm, paced agent-faithful endpoint, %d MiB COPYs, one run;\n"+
-		"select 1 every 250 ms on a second connection of the same tunnel while the first runs a COPY out\n", mb)
+	rows := int64(mb) << 20 / 96 // a pgbench_accounts row is ~96 bytes of COPY text
+	fmt.Printf("\nSSM: the real session-manager-plugin vs rdsproxy connect --via ssm, paced agent-faithful endpoint, one run each;\n"+
+		"COPY out and in of %d MiB; COPY of pgbench_accounts aid <= %d with select 1 every 50 ms on a second connection of the same path\n", mb, rows)
 	plugin, err := buildPlugin(dir)
 	if err != nil {
 		return err
 	}
-	_, serverPort, _ := net.SplitHostPort(b.serverAddr)
-	local := freeAddr()
-	_, localPort, _ := net.SplitHostPort(local)
-	cli, err := startProc(dir, "client-ssm", bin, append(b.world.ClientEnv(), "RDSPROXY_STATE_DIR="+dir),
-		"connect", "--via", "ssm", "--ssm-target", b.world.Instance, "--ssm-port", serverPort, "orders", "--port", localPort, "--log-level", "warn")
+	srv, serverPort, err := b.startSSMServer(dir, bin)
 	if err != nil {
 		return err
 	}
-	defer cli.stop()
-	if err := waitDial(local); err != nil {
-		return fmt.Errorf("rdsproxy connect --via ssm: %w", err)
-	}
-	pp, pluginAddr, err := b.startPlugin(dir, plugin, serverPort)
-	if err != nil {
-		return err
-	}
-	defer pp.stop()
-	paths := []*ssmPath{{name: "plugin", addr: pluginAddr, token: true}, {name: "rdsproxy", addr: local}}
+	defer srv.stop()
+	paths := ssmPaths()
 	results := map[string]*ssmResult{}
-	for _, p := range paths {
-		r, err := b.ssmRun(p, mb)
+	for i, p := range paths {
+		err := b.startSSMPath(dir, bin, plugin, serverPort, i, p)
+		var r *ssmResult
+		if err == nil {
+			r, err = b.ssmRun(p, srv, mb, rows)
+		}
+		if p.proc != nil {
+			p.proc.stop()
+		}
 		if err != nil {
+			return fmt.Errorf("ssm via %s: %w", p.name, err)
+		}
+		if r.audit, err = readAudit(filepath.Join(dir, "server-ssm.log"), appName(p), 7); err != nil {
 			return fmt.Errorf("ssm via %s: %w", p.name, err)
 		}
 		results[p.name] = r
 	}
 	printSSM(paths, results)
+	return nil
+}
+
+// startSSMServer starts the rdsproxy server the SSM agent forwards to, its
+// own process so that its CPU is the SSM paths' alone, at --log-level info
+// so that its audit lines name each session's transport and wire bytes.
+func (b *bench) startSSMServer(dir, bin string) (*proc, string, error) {
+	addr, admin := freeAddr(), freeAddr()
+	cfg := filepath.Join(dir, "server-ssm.yaml")
+	if err := b.world.WriteServerConfig(cfg, addr, admin); err != nil {
+		return nil, "", fmt.Errorf("ssm server config: %w", err)
+	}
+	srv, err := startProc(dir, "server-ssm", bin, b.world.ServerEnv(), "server", "--config", cfg, "--log-level", "info", "--log-format", "json",
+		"--max-sessions", "2000", "--require-identity=false") // the plugin path sends no caller identity
+	if err != nil {
+		return nil, "", fmt.Errorf("ssm server: %w", err)
+	}
+	if err := waitDial(addr); err != nil {
+		srv.stop()
+		return nil, "", fmt.Errorf("ssm server: %w", err)
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	return srv, port, nil
+}
+
+// startSSMPath starts p's client-side process: the plugin, or rdsproxy
+// connect with p's flags, its own port and state directory.
+func (b *bench) startSSMPath(dir, bin, plugin, serverPort string, i int, p *ssmPath) error {
+	if p.args == nil {
+		pp, addr, err := b.startPlugin(dir, plugin, serverPort)
+		p.proc, p.addr = pp, addr
+		return err
+	}
+	state := filepath.Join(dir, fmt.Sprintf("state-ssm-%d", i))
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		return err
+	}
+	p.addr = freeAddr()
+	_, localPort, _ := net.SplitHostPort(p.addr)
+	args := append([]string{"connect", "--via", "ssm", "--ssm-target", b.world.Instance, "--ssm-port", serverPort,
+		"orders", "--port", localPort, "--log-level", "warn"}, p.args...)
+	cli, err := startProc(dir, "client-ssm-"+p.name, bin, append(b.world.ClientEnv(), "RDSPROXY_STATE_DIR="+state), args...)
+	if err != nil {
+		return err
+	}
+	p.proc = cli
+	if err := waitDial(p.addr); err != nil {
+		return fmt.Errorf("rdsproxy connect --via ssm: %w", err)
+	}
 	return nil
 }
 
@@ -127,13 +194,18 @@ func (b *bench) startPlugin(dir, plugin, serverPort string) (*proc, string, erro
 	return p, addr, nil
 }
 
+// appName is the application_name p's sessions carry, which finds them in
+// the server's audit lines.
+func appName(p *ssmPath) string { return "bench-ssm-" + p.name }
+
 func (b *bench) ssmConnect(p *ssmPath) (*pgx.Conn, error) {
 	host, port, _ := net.SplitHostPort(p.addr)
-	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=%s user=%s dbname=%s sslmode=disable", host, port, sandbox.UserIAM, sandbox.DatabaseApp))
+	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=%s user=%s dbname=%s sslmode=disable application_name=%s",
+		host, port, sandbox.UserIAM, sandbox.DatabaseApp, appName(p)))
 	if err != nil {
 		return nil, err
 	}
-	if p.token {
+	if p.args == nil { // the plugin: the client sends the IAM token and the target itself
 		cfg.Password = b.token()
 		cfg.RuntimeParams["rdsproxy.target"] = "orders"
 	}
@@ -142,20 +214,21 @@ func (b *bench) ssmConnect(p *ssmPath) (*pgx.Conn, error) {
 	return pgx.ConnectConfig(ctx, cfg)
 }
 
-// ssmRun measures one path: time to a first query on new connections,
-// COPY out and in, and select 1 while a COPY runs on another connection.
-func (b *bench) ssmRun(p *ssmPath, mb int) (*ssmResult, error) {
+// ssmRun measures one path: time to a first query on new connections
+// (5 sessions), then on two more connections COPY out and in, idle select 1,
+// and the pgbench_accounts COPY with select 1 on the other connection.
+func (b *bench) ssmRun(p *ssmPath, srv *proc, mb int, rows int64) (*ssmResult, error) {
 	ctx := context.Background()
-	p.before = b.world.SSM.Stats()
+	before := b.world.SSM.Stats()
 	r := &ssmResult{}
 	for range 5 {
 		start := time.Now()
 		c, err := b.ssmConnect(p)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("first query: %w", err)
 		}
 		if _, err := c.Exec(ctx, "select 1"); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("first query: %w", err)
 		}
 		r.firstQuery = append(r.firstQuery, time.Since(start))
 		c.Close(ctx)
@@ -165,116 +238,265 @@ func (b *bench) ssmRun(p *ssmPath, mb int) (*ssmResult, error) {
 		return nil, err
 	}
 	defer conn.Close(ctx)
-	rows := mb << 20 / 100
-	copyOutSQL := fmt.Sprintf("COPY (SELECT i, repeat('x', 90) FROM generate_series(1, %d) i) TO STDOUT", rows)
-	start := time.Now()
-	if _, err := conn.PgConn().CopyTo(ctx, io.Discard, copyOutSQL); err != nil {
+	copyOutSQL := fmt.Sprintf("COPY (SELECT i, repeat('x', 90) FROM generate_series(1, %d) i) TO STDOUT", mb<<20/100)
+	if r.copyOut, err = measure(p.proc, srv, func() (int64, error) {
+		w := &counted{}
+		_, err := conn.PgConn().CopyTo(ctx, w, copyOutSQL)
+		return w.n.Load(), err
+	}); err != nil {
+		return nil, fmt.Errorf("COPY out: %w", err)
+	}
+	if _, err := conn.Exec(ctx, "DROP TABLE IF EXISTS bench_ssm; CREATE UNLOGGED TABLE bench_ssm (id int, payload text)"); err != nil {
 		return nil, err
 	}
-	r.copyOut = float64(mb) / time.Since(start).Seconds()
-	if _, err := conn.Exec(ctx, "DROP TABLE IF EXISTS bench_ssm_"+p.name+"; CREATE UNLOGGED TABLE bench_ssm_"+p.name+" (id int, payload text)"); err != nil {
-		return nil, err
+	if r.copyIn, err = measure(p.proc, srv, func() (int64, error) {
+		src := &repeatReader{line: []byte("12345678\t" + strings.Repeat("y", 90) + "\n"), left: int64(mb) << 20}
+		_, err := conn.PgConn().CopyFrom(ctx, src, "COPY bench_ssm FROM STDIN")
+		return int64(mb)<<20 - src.left, err
+	}); err != nil {
+		return nil, fmt.Errorf("COPY in: %w", err)
 	}
-	src := &repeatReader{line: []byte("12345678\t" + strings.Repeat("y", 90) + "\n"), left: int64(mb) << 20}
-	start = time.Now()
-	if _, err := conn.PgConn().CopyFrom(ctx, src, "COPY bench_ssm_"+p.name+" FROM STDIN"); err != nil {
-		return nil, err
-	}
-	r.copyIn = float64(mb) / time.Since(start).Seconds()
 	probe, err := b.ssmConnect(p)
 	if err != nil {
 		return nil, err
 	}
 	defer probe.Close(ctx)
-	if r.underLoad, err = probeDuringCopy(conn, probe, copyOutSQL); err != nil {
+	if r.idle, err = probeIdle(probe, 20); err != nil {
 		return nil, err
 	}
+	accountsSQL := fmt.Sprintf("COPY (SELECT * FROM pgbench_accounts WHERE aid <= %d) TO STDOUT", rows)
+	if r.accounts, err = measure(p.proc, srv, func() (n int64, err error) {
+		r.underLoad, n, err = probeDuringCopy(conn, probe, accountsSQL)
+		return n, err
+	}); err != nil {
+		return nil, fmt.Errorf("pgbench_accounts COPY: %w", err)
+	}
 	after := b.world.SSM.Stats()
-	r.sent, r.resent, r.acks = after.AgentSent-p.before.AgentSent, after.AgentResent-p.before.AgentResent, after.FramesReceived-p.before.FramesReceived
-	r.dups = after.DuplicatesReacked + after.DuplicatesDropped - p.before.DuplicatesReacked - p.before.DuplicatesDropped
+	r.sent, r.resent, r.acks = after.AgentSent-before.AgentSent, after.AgentResent-before.AgentResent, after.FramesReceived-before.FramesReceived
+	r.dups = after.DuplicatesReacked + after.DuplicatesDropped - before.DuplicatesReacked - before.DuplicatesDropped
 	return r, nil
 }
 
+// measure runs f, which moves the bytes it returns, and reports the MB/s
+// and the CPU (utime+stime) client and server spent per MB meanwhile.
+func measure(client, server *proc, f func() (int64, error)) (bulk, error) {
+	c0, _ := client.usage()
+	s0, _ := server.usage()
+	start := time.Now()
+	n, err := f()
+	if err != nil {
+		return bulk{}, err
+	}
+	took := time.Since(start)
+	c1, _ := client.usage()
+	s1, _ := server.usage()
+	mb := float64(n) / (1 << 20)
+	return bulk{mbps: mb / took.Seconds(), clientCPU: (c1 - c0) / mb, serverCPU: (s1 - s0) / mb}, nil
+}
+
+// probeIdle times n select 1 on an idle connection.
+func probeIdle(c *pgx.Conn, n int) ([]time.Duration, error) {
+	var took []time.Duration
+	for range n {
+		start := time.Now()
+		if _, err := c.Exec(context.Background(), "select 1"); err != nil {
+			return nil, fmt.Errorf("idle select 1: %w", err)
+		}
+		took = append(took, time.Since(start))
+	}
+	return took, nil
+}
+
 // probeDuringCopy runs a COPY out on conn and, from its first bytes to its
-// end, a select 1 on probe (another connection of the same tunnel) every
-// 250 ms. Only probes that ended while the COPY still ran count.
-func probeDuringCopy(conn, probe *pgx.Conn, copyOutSQL string) ([]time.Duration, error) {
+// end, a select 1 on probe (another connection of the same path) every
+// 50 ms. Only probes that ended while the COPY still ran count. It returns
+// them and the bytes the COPY carried.
+func probeDuringCopy(conn, probe *pgx.Conn, copyOutSQL string) ([]time.Duration, int64, error) {
 	ctx := context.Background()
-	first := &firstBytes{seen: make(chan struct{})}
+	out := &counted{seen: make(chan struct{})}
 	copyDone := make(chan error, 1)
 	go func() {
-		_, err := conn.PgConn().CopyTo(ctx, first, copyOutSQL)
+		_, err := conn.PgConn().CopyTo(ctx, out, copyOutSQL)
 		copyDone <- err
 	}()
 	select {
-	case <-first.seen:
+	case <-out.seen:
 	case err := <-copyDone:
-		return nil, fmt.Errorf("the COPY ended before its first bytes: %v", err)
+		return nil, 0, fmt.Errorf("the COPY ended before its first bytes: %v", err)
 	}
-	tick := time.NewTicker(250 * time.Millisecond)
+	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	var took []time.Duration
 	for {
 		start := time.Now()
 		if _, err := probe.Exec(ctx, "select 1"); err != nil {
-			return nil, errors.Join(err, <-copyDone)
+			return nil, 0, errors.Join(err, <-copyDone)
 		}
 		d := time.Since(start)
 		select {
 		case err := <-copyDone:
-			return minProbes(took, err)
+			return took, out.n.Load(), err
 		default:
 			took = append(took, d)
 		}
 		select {
 		case err := <-copyDone:
-			return minProbes(took, err)
+			return took, out.n.Load(), err
 		case <-tick.C:
 		}
 	}
 }
 
-func minProbes(took []time.Duration, copyErr error) ([]time.Duration, error) {
-	if copyErr != nil {
-		return nil, copyErr
-	}
-	if len(took) < 5 {
-		return nil, fmt.Errorf("only %d select 1 probes ended during the COPY (make it bigger: -ssm-mb)", len(took))
-	}
-	return took, nil
-}
-
-// firstBytes discards a COPY's output and closes seen at its first bytes.
-type firstBytes struct {
+// counted discards a COPY's output, counting it; it closes seen (if any)
+// at the first bytes.
+type counted struct {
+	n    atomic.Int64
 	seen chan struct{}
 	once sync.Once
 }
 
-func (f *firstBytes) Write(p []byte) (int, error) {
-	f.once.Do(func() { close(f.seen) })
+func (c *counted) Write(p []byte) (int, error) {
+	if c.seen != nil {
+		c.once.Do(func() { close(c.seen) })
+	}
+	c.n.Add(int64(len(p)))
 	return len(p), nil
+}
+
+// auditSum is what the server's audit lines say about one path's sessions.
+type auditSum struct {
+	sessions              int
+	transports            []string // distinct transport values
+	stripes               int64    // stripes of the session that carried the most bytes to the client
+	payloadTo             int64    // bytes_to_client of striped sessions
+	wireTo                int64    // wire_to_client of the same sessions
+	payloadFrom, wireFrom int64
+}
+
+// auditLine is the part of a server "session end" line the bench reads.
+type auditLine struct {
+	Msg             string `json:"msg"`
+	App             string `json:"application_name"`
+	Transport       string `json:"transport"`
+	Stripes         int64  `json:"stripes"`
+	BytesToClient   int64  `json:"bytes_to_client"`
+	BytesFromClient int64  `json:"bytes_from_client"`
+	WireToClient    *int64 `json:"wire_to_client"`
+	WireFromClient  int64  `json:"wire_from_client"`
+}
+
+// readAudit sums the audit lines of app's sessions in the server's log,
+// waiting (up to 30 s) until want sessions have ended.
+func readAudit(logPath, app string, want int) (auditSum, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		s, err := sumAudit(logPath, app)
+		if err != nil || s.sessions >= want {
+			return s, err
+		}
+		if time.Now().After(deadline) {
+			return s, fmt.Errorf("%d of %d audit lines for %s in %s", s.sessions, want, app, logPath)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func sumAudit(logPath, app string) (auditSum, error) {
+	f, err := os.Open(logPath)
+	if err != nil {
+		return auditSum{}, fmt.Errorf("server log: %w", err)
+	}
+	defer f.Close()
+	var s auditSum
+	var most int64 = -1
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var l auditLine
+		if json.Unmarshal(sc.Bytes(), &l) != nil || l.Msg != "session end" || l.App != app {
+			continue
+		}
+		s.sessions++
+		if !slices.Contains(s.transports, l.Transport) {
+			s.transports = append(s.transports, l.Transport)
+		}
+		if l.BytesToClient > most {
+			most, s.stripes = l.BytesToClient, l.Stripes
+		}
+		if l.WireToClient != nil {
+			s.payloadTo, s.wireTo = s.payloadTo+l.BytesToClient, s.wireTo+*l.WireToClient
+			s.payloadFrom, s.wireFrom = s.payloadFrom+l.BytesFromClient, s.wireFrom+l.WireFromClient
+		}
+	}
+	return s, sc.Err()
 }
 
 func printSSM(paths []*ssmPath, res map[string]*ssmResult) {
 	ms := func(d []time.Duration, q float64) string {
-		s := slices.Clone(d)
-		slices.Sort(s)
-		if len(s) == 0 {
+		if len(d) == 0 {
 			return "-"
 		}
-		return strconv.FormatFloat(float64(s[int(q*float64(len(s)-1))].Microseconds())/1000, 'f', 1, 64)
+		return strconv.FormatFloat(float64(quantile(d, q).Microseconds())/1000, 'f', 1, 64)
 	}
-	fmt.Printf("\n%-44s %14s %14s\n", "SSM (one run)", paths[0].name, paths[1].name)
+	ratio := func(a, b int64) string {
+		if b == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.2f", float64(a)/float64(b))
+	}
+	fmt.Printf("\n%-46s", "SSM (one run)")
+	for _, p := range paths {
+		fmt.Printf(" %14s", p.name)
+	}
+	fmt.Println()
+	anchor := res[paths[0].name]
 	row := func(name string, f func(r *ssmResult) string) {
-		fmt.Printf("%-44s %14s %14s\n", name, f(res[paths[0].name]), f(res[paths[1].name]))
+		fmt.Printf("%-46s", name)
+		for _, p := range paths {
+			fmt.Printf(" %14s", f(res[p.name]))
+		}
+		fmt.Println()
 	}
-	row("COPY out (MB/s)", func(r *ssmResult) string { return fmt.Sprintf("%.2f", r.copyOut) })
-	row("COPY in (MB/s)", func(r *ssmResult) string { return fmt.Sprintf("%.2f", r.copyIn) })
-	row("select 1 during a COPY, median (ms)", func(r *ssmResult) string { return ms(r.underLoad, 0.5) })
-	row("select 1 during a COPY, max (ms)", func(r *ssmResult) string { return ms(r.underLoad, 1) })
+	f2 := func(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) }
+	ms1 := func(v float64) string { return strconv.FormatFloat(v*1000, 'f', 1, 64) }
+	row("transport (server audit)", func(r *ssmResult) string { return strings.Join(r.audit.transports, ",") })
+	row("stripes of the COPY connection", func(r *ssmResult) string { return strconv.FormatInt(max(r.audit.stripes, 1), 10) })
+	row("COPY out (MB/s)", func(r *ssmResult) string { return f2(r.copyOut.mbps) })
+	row("  ÷ plugin", func(r *ssmResult) string { return f2(r.copyOut.mbps / anchor.copyOut.mbps) })
+	row("COPY in (MB/s)", func(r *ssmResult) string { return f2(r.copyIn.mbps) })
+	row("  ÷ plugin", func(r *ssmResult) string { return f2(r.copyIn.mbps / anchor.copyIn.mbps) })
+	row("COPY pgbench_accounts out (MB/s)", func(r *ssmResult) string { return f2(r.accounts.mbps) })
+	row("  ÷ plugin", func(r *ssmResult) string { return f2(r.accounts.mbps / anchor.accounts.mbps) })
+	row("select 1 idle, median (ms)", func(r *ssmResult) string { return ms(r.idle, 0.5) })
+	row("select 1 during accounts COPY, median (ms)", func(r *ssmResult) string { return ms(r.underLoad, 0.5) })
+	row("select 1 during accounts COPY, max (ms)", func(r *ssmResult) string { return ms(r.underLoad, 1) })
+	row("  probes during the COPY", func(r *ssmResult) string { return strconv.Itoa(len(r.underLoad)) })
+	row("  during ÷ idle, medians (goal ≤ 2)", func(r *ssmResult) string {
+		return ratio(int64(quantile(r.underLoad, 0.5)), int64(quantile(r.idle, 0.5)))
+	})
 	row("new connection to first result, median (ms)", func(r *ssmResult) string { return ms(r.firstQuery, 0.5) })
+	row("client process CPU ms/MB, COPY out", func(r *ssmResult) string { return ms1(r.copyOut.clientCPU) })
+	row("client process CPU ms/MB, COPY in", func(r *ssmResult) string { return ms1(r.copyIn.clientCPU) })
+	row("client process CPU ms/MB, accounts", func(r *ssmResult) string { return ms1(r.accounts.clientCPU) })
+	row("server process CPU ms/MB, COPY out", func(r *ssmResult) string { return ms1(r.copyOut.serverCPU) })
+	row("server process CPU ms/MB, COPY in", func(r *ssmResult) string { return ms1(r.copyIn.serverCPU) })
+	row("server process CPU ms/MB, accounts", func(r *ssmResult) string { return ms1(r.accounts.serverCPU) })
+	row("payload ÷ wire to client (audit)", func(r *ssmResult) string { return ratio(r.audit.payloadTo, r.audit.wireTo) })
+	row("payload ÷ wire from client (audit)", func(r *ssmResult) string { return ratio(r.audit.payloadFrom, r.audit.wireFrom) })
 	row("agent messages sent", func(r *ssmResult) string { return strconv.FormatInt(r.sent, 10) })
 	row("agent messages resent", func(r *ssmResult) string { return strconv.FormatInt(r.resent, 10) })
 	row("client frames received by the agent", func(r *ssmResult) string { return strconv.FormatInt(r.acks, 10) })
 	row("client messages the agent already had", func(r *ssmResult) string { return strconv.FormatInt(r.dups, 10) })
+	fmt.Println("client process: session-manager-plugin or rdsproxy connect; server: the rdsproxy server (its own process, SSM paths only);\n" +
+		"CPU from /proc/PID/stat utime+stime (10 ms ticks) over each transfer; MB = MiB of payload; payload ÷ wire: striped sessions only")
+}
+
+// quantile is the q-quantile of d, 0 when d is empty.
+func quantile(d []time.Duration, q float64) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[int(q*float64(len(s)-1))]
 }
