@@ -19,17 +19,20 @@ type Options struct {
 	Codec      *Codec // nil: never compress; a compressed frame received is then a protocol error
 	Compress   bool   // compress outgoing chunks when that pays (needs Codec)
 	MaxStripes int    // Add refuses past this many stripes in total (default 8)
-	MaxReorder int    // bytes held out of order, plus received but unread, on the receive side (default 1 MiB)
 	MaxChunk   int    // largest payload per frame before compression (default 32 KiB; cap 256 KiB)
 	QueueBytes int    // bytes queued per stripe on the send side before Write blocks (default 128 KiB)
+
+	// Window is the most payload bytes (uncompressed) one direction of the
+	// connection has in flight: sent but not yet consumed by the peer's
+	// Reads. It is so the most a receiver buffers, in order or not. Default
+	// 2 MiB, raised to at least 4*MaxChunk. Both ends must use the same
+	// value: a peer that sends beyond it is a protocol error.
+	Window int
 }
 
 func (o Options) withDefaults() Options {
 	if o.MaxStripes <= 0 {
 		o.MaxStripes = 8
-	}
-	if o.MaxReorder <= 0 {
-		o.MaxReorder = 1 << 20
 	}
 	if o.MaxChunk <= 0 {
 		o.MaxChunk = 32 << 10
@@ -38,17 +41,23 @@ func (o Options) withDefaults() Options {
 	if o.QueueBytes <= 0 {
 		o.QueueBytes = 128 << 10
 	}
+	if o.Window <= 0 {
+		o.Window = 2 << 20
+	}
+	o.Window = max(o.Window, 4*o.MaxChunk) // see creditDue: progress needs it
 	return o
 }
 
 // Stats counts a Conn's traffic. BytesIn and BytesOut are payload bytes
 // (after decompression, before compression); WireIn and WireOut are bytes on
-// the stripes, headers included. Compressed and Raw count the data frames
-// sent compressed and uncompressed.
+// the stripes, headers included. FramesOut and FramesIn count data and END
+// frames; CreditsOut and CreditsIn count CREDIT frames. Compressed and Raw
+// count the data frames sent compressed and uncompressed.
 type Stats struct {
 	Stripes                                int
 	FramesOut, FramesIn, BytesIn, BytesOut int64
 	WireIn, WireOut, Compressed, Raw       int64
+	CreditsOut, CreditsIn                  int64
 }
 
 // stripe is one member byte stream with its send queue.
@@ -58,8 +67,6 @@ type stripe struct {
 	cond   *sync.Cond // on Conn.sendMu: the queue has frames or the Conn is done
 	queue  [][]byte   // frames (header+payload) not yet handed to the writer
 	queued int        // bytes queued but not yet written, including those the writer holds
-
-	framesIn atomic.Int64
 }
 
 // Conn is one connection's byte stream carried as sequence-numbered frames
@@ -83,6 +90,7 @@ type Conn struct {
 
 	framesOut, framesIn, bytesIn, bytesOut atomic.Int64
 	wireIn, wireOut, compressed, raw       atomic.Int64
+	creditsOut, creditsIn                  atomic.Int64
 }
 
 // New returns a Conn whose first stripe is first and starts that stripe's
@@ -142,6 +150,8 @@ func (c *Conn) Stats() Stats {
 		WireOut:    c.wireOut.Load(),
 		Compressed: c.compressed.Load(),
 		Raw:        c.raw.Load(),
+		CreditsOut: c.creditsOut.Load(),
+		CreditsIn:  c.creditsIn.Load(),
 	}
 }
 
@@ -236,9 +246,6 @@ func (c *Conn) shutdown() {
 		}
 		c.send.wakeRoom()
 		c.send.mu.Unlock()
-		c.recv.mu.Lock()
-		c.recv.cond.Broadcast()
-		c.recv.mu.Unlock()
 		for _, s := range stripes {
 			_ = s.conn.Close()
 		}

@@ -12,7 +12,12 @@ const (
 
 	flagCompressed = 1 << 0
 	flagEnd        = 1 << 1
-	knownFlags     = flagCompressed | flagEnd
+	flagCredit     = 1 << 2
+	knownFlags     = flagCompressed | flagEnd | flagCredit
+
+	// creditLen is the payload of a CREDIT frame: the cumulative count of
+	// payload bytes consumed, a uint64.
+	creditLen = 8
 
 	// maxPayload bounds a frame's payload before compression and after
 	// decompression; Options.MaxChunk is capped to it.
@@ -43,11 +48,13 @@ func putHeader(b []byte, seq uint64, flags byte, length int) {
 // inFrame is one received frame: data is its payload after decompression,
 // taken from the buffer pool.
 type inFrame struct {
-	seq  uint64
-	end  bool
-	data []byte
-	off  int // bytes of data already read
-	wire int // bytes on the wire, header included
+	seq      uint64
+	end      bool
+	credit   bool // a CREDIT frame: consumed holds its count, data is nil
+	consumed uint64
+	data     []byte
+	off      int // bytes of data already read
+	wire     int // bytes on the wire, header included
 }
 
 // readFrame reads one frame from r. It returns io.EOF only at a frame
@@ -67,6 +74,9 @@ func readFrame(r io.Reader, codec *Codec, hdr *[headerLen]byte) (*inFrame, error
 	f.wire = headerLen + length
 	if f.end {
 		return f, nil
+	}
+	if flags&flagCredit != 0 {
+		return readCredit(r, f, hdr)
 	}
 	payload := getBuf(length)
 	if _, err := io.ReadFull(r, payload); err != nil {
@@ -89,12 +99,38 @@ func readFrame(r io.Reader, codec *Codec, hdr *[headerLen]byte) (*inFrame, error
 	return f, nil
 }
 
+// readCredit reads the payload of CREDIT frame f, whose header is in hdr.
+func readCredit(r io.Reader, f *inFrame, hdr *[headerLen]byte) (*inFrame, error) {
+	if f.seq != 0 {
+		return nil, protoErr("CREDIT frame with seq %d", f.seq)
+	}
+	if _, err := io.ReadFull(r, hdr[:creditLen]); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, fmt.Errorf("CREDIT frame payload: %w", err)
+	}
+	f.credit = true
+	f.consumed = binary.BigEndian.Uint64(hdr[:creditLen])
+	return f, nil
+}
+
+// creditFrame returns a CREDIT frame announcing consumed bytes.
+func creditFrame(consumed uint64) []byte {
+	b := getBuf(headerLen + creditLen)
+	putHeader(b, 0, flagCredit, creditLen)
+	binary.BigEndian.PutUint64(b[headerLen:], consumed)
+	return b
+}
+
 func checkHeader(flags byte, length int, codec *Codec) error {
 	switch {
 	case flags&^knownFlags != 0:
 		return protoErr("unknown flags %#x", flags)
 	case length > maxWire:
 		return protoErr("payload of %d bytes exceeds %d", length, maxWire)
+	case flags&flagCredit != 0 && (flags != flagCredit || length != creditLen):
+		return protoErr("CREDIT frame with flags %#x and %d bytes", flags, length)
 	case flags&flagEnd != 0 && (length != 0 || flags&flagCompressed != 0):
 		return protoErr("END frame with a payload")
 	case flags&flagEnd == 0 && length == 0:

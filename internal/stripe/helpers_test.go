@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -145,3 +146,134 @@ func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool)
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// gate is a stripe whose writes wait until Open (or Close): a stalled link.
+type gate struct {
+	net.Conn
+	open, closed chan struct{}
+	openOnce     sync.Once
+	closeOnce    sync.Once
+}
+
+func newGate(c net.Conn) *gate {
+	return &gate{Conn: c, open: make(chan struct{}), closed: make(chan struct{})}
+}
+
+func (g *gate) Open() { g.openOnce.Do(func() { close(g.open) }) }
+
+func (g *gate) Write(p []byte) (int, error) {
+	select {
+	case <-g.open:
+		return g.Conn.Write(p)
+	case <-g.closed:
+		return 0, net.ErrClosed
+	}
+}
+
+func (g *gate) Close() error {
+	g.closeOnce.Do(func() { close(g.closed) })
+	return g.Conn.Close()
+}
+
+// session models one smux v1 session over SSM carrying several streams: in
+// each direction, the bytes that have arrived but that their stream has not
+// read yet share one buffer of size bytes. When it is full the session
+// delivers nothing more, to any of its streams, until some stream reads.
+type session struct {
+	mu     sync.Mutex
+	cond   *sync.Cond
+	size   int
+	unread [2]int // bytes buffered for the streams' ends on side 0 and side 1
+}
+
+func newSession(size int) *session {
+	s := &session{size: size}
+	s.cond = sync.NewCond(&s.mu)
+	return s
+}
+
+// stream opens a stream on s and returns its two ends (sides 0 and 1).
+func (s *session) stream() (net.Conn, net.Conn) {
+	a, b := &sessionEnd{s: s, side: 0}, &sessionEnd{s: s, side: 1}
+	a.peer, b.peer = b, a
+	return a, b
+}
+
+// sessionEnd is one end of a session's stream. Deadlines are not modelled:
+// the stripe package never sets them on its stripes.
+type sessionEnd struct {
+	s      *session
+	side   int
+	peer   *sessionEnd
+	buf    []byte // arrived, not read yet; guarded by s.mu
+	closed bool
+}
+
+func (e *sessionEnd) Write(p []byte) (int, error) {
+	s := e.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for n < len(p) {
+		for !e.closed && !e.peer.closed && s.unread[e.peer.side] >= s.size {
+			s.cond.Wait()
+		}
+		if e.closed {
+			return n, net.ErrClosed
+		}
+		if e.peer.closed {
+			return n, io.ErrClosedPipe
+		}
+		k := min(len(p)-n, s.size-s.unread[e.peer.side])
+		e.peer.buf = append(e.peer.buf, p[n:n+k]...)
+		s.unread[e.peer.side] += k
+		n += k
+		s.cond.Broadcast()
+	}
+	return n, nil
+}
+
+func (e *sessionEnd) Read(p []byte) (int, error) {
+	s := e.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for !e.closed && len(e.buf) == 0 && !e.peer.closed {
+		s.cond.Wait()
+	}
+	switch {
+	case e.closed:
+		return 0, net.ErrClosed
+	case len(e.buf) == 0:
+		return 0, io.EOF
+	}
+	n := copy(p, e.buf)
+	e.buf = e.buf[n:]
+	s.unread[e.side] -= n
+	s.cond.Broadcast()
+	return n, nil
+}
+
+// Close ends the stream; what this end had not read frees the session.
+func (e *sessionEnd) Close() error {
+	s := e.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !e.closed {
+		e.closed = true
+		s.unread[e.side] -= len(e.buf)
+		e.buf = nil
+		s.cond.Broadcast()
+	}
+	return nil
+}
+
+func (e *sessionEnd) LocalAddr() net.Addr              { return sessionAddr{} }
+func (e *sessionEnd) RemoteAddr() net.Addr             { return sessionAddr{} }
+func (e *sessionEnd) SetDeadline(time.Time) error      { return nil }
+func (e *sessionEnd) SetReadDeadline(time.Time) error  { return nil }
+func (e *sessionEnd) SetWriteDeadline(time.Time) error { return nil }
+
+type sessionAddr struct{}
+
+func (sessionAddr) Network() string { return "session" }
+func (sessionAddr) String() string  { return "session" }

@@ -53,6 +53,10 @@ func TestProtocolErrors(t *testing.T) {
 		{"frame after END", nil, [][]byte{rawFrame(1, flagEnd, nil), rawFrame(2, 0, []byte("a"))}, "after END"},
 		{"END before a held frame", nil, [][]byte{rawFrame(2, 0, []byte("a")), rawFrame(1, flagEnd, nil)}, "END frame 1 before frame 2"},
 		{"unknown flags", nil, [][]byte{rawFrame(0, 0x80, []byte("a"))}, "unknown flags"},
+		{"CREDIT with a seq", nil, [][]byte{rawFrame(5, flagCredit, make([]byte, creditLen))}, "CREDIT frame with seq 5"},
+		{"CREDIT of 4 bytes", nil, [][]byte{rawFrame(0, flagCredit, make([]byte, 4))}, "CREDIT frame with flags 0x4 and 4 bytes"},
+		{"CREDIT with END", nil, [][]byte{rawFrame(0, flagCredit|flagEnd, make([]byte, creditLen))}, "CREDIT frame with flags 0x6"},
+		{"CREDIT for bytes never sent", nil, [][]byte{creditFrame(100)}, "credit for 100 bytes but only 0 sent"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

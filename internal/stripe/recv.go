@@ -11,16 +11,17 @@ import (
 // recvState is the receive side, guarded by mu.
 type recvState struct {
 	mu       sync.Mutex
-	cond     *sync.Cond // a reader may file its frame now, or the Conn is done
 	next     uint64     // seq of the next frame to deliver in order
 	ready    []*inFrame // in-order data not yet read
 	readyLen int        // bytes in ready
 	pending  map[uint64]*inFrame
 	heldLen  int    // bytes in pending (out of order)
-	maxHeld  int    // the most heldLen ever was (for tests)
+	maxBuf   int    // the most readyLen+heldLen ever was (for tests)
 	endSeq   uint64 // seq of the END frame, when endSeen
 	endSeen  bool   // the END frame has arrived (maybe out of order)
 	eof      bool   // the END frame's seq was reached
+	consumed uint64 // payload bytes Read has returned
+	credited uint64 // consumed as of the last CREDIT frame sent
 
 	data chan struct{} // signalled when ready grows or eof is reached
 	sem  chan struct{} // held by one Read at a time
@@ -28,7 +29,6 @@ type recvState struct {
 
 func (c *Conn) initRecv() {
 	r := &c.recv
-	r.cond = sync.NewCond(&r.mu)
 	r.pending = make(map[uint64]*inFrame)
 	r.data = make(chan struct{}, 1)
 	r.sem = make(chan struct{}, 1)
@@ -37,6 +37,9 @@ func (c *Conn) initRecv() {
 var errDone = errors.New("conn done")
 
 // readLoop reads stripe st's frames and files them until the stripe ends.
+// It never waits for anything but the stripe: several stripes of different
+// Conns may share one multiplexed session (smux over SSM) whose buffer is
+// per session, so a stripe left unread would stall the others' stripes too.
 func (c *Conn) readLoop(st *stripe) {
 	defer c.wg.Done()
 	var hdr [headerLen]byte
@@ -46,9 +49,16 @@ func (c *Conn) readLoop(st *stripe) {
 			c.stripeEnded(st, err)
 			return
 		}
-		st.framesIn.Add(1)
-		c.framesIn.Add(1)
 		c.wireIn.Add(int64(f.wire))
+		if f.credit {
+			c.creditsIn.Add(1)
+			if err := c.credited(f.consumed); err != nil {
+				c.fail(st, err)
+				return
+			}
+			continue
+		}
+		c.framesIn.Add(1)
 		c.bytesIn.Add(int64(len(f.data)))
 		if err := c.file(f); err != nil {
 			putBuf(f.data)
@@ -83,30 +93,31 @@ func (c *Conn) stripeEnded(st *stripe, err error) {
 	c.fail(st, err)
 }
 
-// file accepts frame f into the in-order data or holds it out of order,
-// first waiting while that would exceed MaxReorder.
+// file accepts frame f into the in-order data or holds it out of order, at
+// once: the sender keeps within the window, so the bytes buffered here stay
+// bounded without the reader ever waiting. A peer that sends more than the
+// window (with one chunk of slack) is a protocol error.
 func (c *Conn) file(f *inFrame) error {
 	r := &c.recv
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for {
-		if c.isDone() {
-			return errDone
-		}
-		if err := r.check(f); err != nil {
-			return err
-		}
-		if f.seq == r.next {
-			if r.readyLen == 0 || r.readyLen+len(f.data) <= c.opts.MaxReorder {
-				r.deliver(f)
-				return nil
-			}
-		} else if r.readyLen+r.heldLen+len(f.data) <= c.opts.MaxReorder {
-			r.hold(f)
-			return nil
-		}
-		r.cond.Wait()
+	if c.isDone() {
+		return errDone
 	}
+	if err := r.check(f); err != nil {
+		return err
+	}
+	buffered := r.readyLen + r.heldLen + len(f.data)
+	if buffered > c.opts.Window+c.opts.MaxChunk {
+		return protoErr("peer exceeded the flow-control window: %d bytes unread, window %d", buffered, c.opts.Window)
+	}
+	r.maxBuf = max(r.maxBuf, buffered)
+	if f.seq == r.next {
+		r.deliver(f)
+	} else {
+		r.hold(f)
+	}
+	return nil
 }
 
 // check reports frame f as a protocol error if its seq was seen already or
@@ -135,7 +146,6 @@ func (r *recvState) hold(f *inFrame) {
 	}
 	r.pending[f.seq] = f
 	r.heldLen += len(f.data)
-	r.maxHeld = max(r.maxHeld, r.heldLen)
 }
 
 // deliver appends the frame with seq next, and the held frames that follow
@@ -155,7 +165,6 @@ func (r *recvState) deliver(f *inFrame) {
 			r.heldLen -= len(f.data)
 		}
 	}
-	r.cond.Broadcast() // another stripe may now hold the next frame
 	select {
 	case r.data <- struct{}{}:
 	default:
@@ -170,7 +179,10 @@ func (c *Conn) Read(p []byte) (int, error) {
 	}
 	defer func() { <-c.recv.sem }()
 	for {
-		n, err, ok := c.tryRead(p)
+		n, err, ok, credit := c.tryRead(p)
+		if credit != 0 {
+			c.sendCredit(credit)
+		}
 		if ok {
 			return n, err
 		}
@@ -204,26 +216,50 @@ func (c *Conn) lockRead() error {
 	}
 }
 
-// tryRead reads what is there; ok is false when Read must wait.
-func (c *Conn) tryRead(p []byte) (int, error, bool) {
+// tryRead reads what is there; ok is false when Read must wait. credit,
+// when not 0, is a CREDIT to send (after mu is released).
+func (c *Conn) tryRead(p []byte) (n int, err error, ok bool, credit uint64) {
 	r := &c.recv
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	switch {
 	case c.closed.Load():
-		return 0, c.doneErr("read"), true
+		return 0, c.doneErr("read"), true, 0
 	case c.readDL.expired():
-		return 0, c.opErr("read", os.ErrDeadlineExceeded), true
+		return 0, c.opErr("read", os.ErrDeadlineExceeded), true, 0
 	case c.isDone() && !r.eof:
-		return 0, c.doneErr("read"), true // failed before the peer's END
+		return 0, c.doneErr("read"), true, 0 // failed before the peer's END
 	case len(p) == 0:
-		return 0, nil, true
+		return 0, nil, true, 0
 	case len(r.ready) > 0:
-		return r.copyOut(p), nil, true
+		n = r.copyOut(p)
+		return n, nil, true, r.creditDue(c.opts.Window)
 	case r.eof:
-		return 0, io.EOF, true
+		return 0, io.EOF, true, 0
 	}
-	return 0, nil, false
+	return 0, nil, false, 0
+}
+
+// creditDue returns the consumed count to announce in a CREDIT frame, or 0
+// when none is due: once consumed has advanced by Window/4 since the last
+// one, and not after the peer's END (it sends no more data). Called with mu
+// held.
+//
+// Why this threshold cannot stall the sender: its Write waits only while
+// outstanding+n > Window, with n ≤ MaxChunk ≤ Window/4 (withDefaults), so
+// only while outstanding > 3/4 Window. Every byte sent arrives (the readers
+// never stop reading), so once the application has read it all, consumed
+// equals the bytes sent, and the unannounced part, consumed - credited, is
+// under Window/4 (else a CREDIT would have gone). The last CREDIT sent
+// arrives too, so the sender's outstanding falls under Window/4 < 3/4
+// Window: it is not blocked. The sender is thus blocked only while the
+// application has not read, which is the flow control we want.
+func (r *recvState) creditDue(window int) uint64 {
+	if r.endSeen || r.consumed-r.credited < uint64(window/4) {
+		return 0
+	}
+	r.credited = r.consumed
+	return r.consumed
 }
 
 // copyOut moves in-order bytes into p. Called with mu held.
@@ -241,7 +277,7 @@ func (r *recvState) copyOut(p []byte) int {
 		}
 	}
 	r.readyLen -= n
-	r.cond.Broadcast() // room for readers waiting on MaxReorder
+	r.consumed += uint64(n)
 	return n
 }
 
@@ -262,5 +298,6 @@ func (r *recvState) release() {
 func (r *recvState) String() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return fmt.Sprintf("next %d, ready %d bytes, held %d frames %d bytes", r.next, r.readyLen, len(r.pending), r.heldLen)
+	return fmt.Sprintf("next %d, ready %d bytes, held %d frames %d bytes, consumed %d, credited %d",
+		r.next, r.readyLen, len(r.pending), r.heldLen, r.consumed, r.credited)
 }

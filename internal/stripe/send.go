@@ -16,6 +16,8 @@ type sendState struct {
 	seq         uint64        // next seq to assign
 	writeClosed bool          // CloseWrite queued END
 	endWritten  bool          // a writer has written END
+	sent        uint64        // payload bytes (uncompressed) queued in data frames
+	credit      uint64        // the most payload bytes the peer has said it consumed
 	room        chan struct{} // closed when queued bytes shrink; nil while nobody waits
 
 	sem  chan struct{} // held by one Write at a time, so that its chunks get consecutive seqs
@@ -36,7 +38,7 @@ func (s *sendState) wakeRoom() {
 
 // Write queues p as frames on the stripes and returns len(p) once every
 // chunk is queued (not necessarily written). It blocks while the stripes'
-// queues are full, until the write deadline.
+// queues are full or the flow-control window is, until the write deadline.
 func (c *Conn) Write(p []byte) (int, error) {
 	select {
 	case c.send.sem <- struct{}{}:
@@ -52,7 +54,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 	for n < len(p) {
 		chunk := p[n:min(n+c.opts.MaxChunk, len(p))]
 		frame, compressed := c.buildFrame(chunk)
-		if err := c.enqueue(frame, 0); err != nil {
+		if err := c.enqueue(frame, 0, len(chunk)); err != nil {
 			putBuf(frame)
 			return n, err
 		}
@@ -72,7 +74,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 func (c *Conn) CloseWrite() error {
 	frame := getBuf(headerLen)
 	putHeader(frame, 0, 0, 0)
-	if err := c.enqueue(frame, flagEnd); err != nil {
+	if err := c.enqueue(frame, flagEnd, 0); err != nil {
 		putBuf(frame)
 		return err
 	}
@@ -98,9 +100,13 @@ func (c *Conn) buildFrame(chunk []byte) ([]byte, bool) {
 	return buf, false
 }
 
-// enqueue gives frame the next seq (setting flags extra) and queues it on
-// the least-loaded stripe, waiting for room unless it is an END frame.
-func (c *Conn) enqueue(frame []byte, extra byte) error {
+// enqueue gives frame, carrying n payload bytes, the next seq (setting
+// flags extra) and queues it on the least-loaded stripe. Unless it is an END
+// frame it first waits for room in that stripe's queue and for n bytes of
+// window: outstanding (sent minus the peer's credit) plus n must not exceed
+// Options.Window; n ≤ MaxChunk ≤ Window/4, so a chunk always fits once the
+// peer has consumed what was sent.
+func (c *Conn) enqueue(frame []byte, extra byte, n int) error {
 	s := &c.send
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -114,14 +120,15 @@ func (c *Conn) enqueue(frame []byte, extra byte) error {
 			return c.opErr("write", os.ErrDeadlineExceeded)
 		}
 		st := s.leastLoaded()
-		if extra != 0 || st.queued == 0 || st.queued+len(frame) <= c.opts.QueueBytes {
+		fits := st.queued == 0 || st.queued+len(frame) <= c.opts.QueueBytes
+		inWindow := s.sent-s.credit+uint64(n) <= uint64(c.opts.Window)
+		if extra != 0 || fits && inWindow {
 			frame[8] |= extra
 			putSeq(frame, s.seq)
 			s.seq++
+			s.sent += uint64(n)
 			s.writeClosed = extra&flagEnd != 0
-			st.queue = append(st.queue, frame)
-			st.queued += len(frame)
-			st.cond.Signal()
+			st.push(frame)
 			return nil
 		}
 		if s.room == nil {
@@ -137,6 +144,44 @@ func (c *Conn) enqueue(frame []byte, extra byte) error {
 		}
 		s.mu.Lock()
 	}
+}
+
+// push queues frame on st and wakes its writer. Called with mu held.
+func (st *stripe) push(frame []byte) {
+	st.queue = append(st.queue, frame)
+	st.queued += len(frame)
+	st.cond.Signal()
+}
+
+// sendCredit queues a CREDIT frame announcing consumed bytes on the
+// least-loaded stripe. It never waits: not for queue room, not for window
+// (credit is outside the window), and it still goes after CloseWrite, since
+// the peer may still be sending. On a closed or failed Conn it does nothing.
+func (c *Conn) sendCredit(consumed uint64) {
+	s := &c.send
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c.isDone() || c.closed.Load() {
+		return
+	}
+	s.leastLoaded().push(creditFrame(consumed))
+}
+
+// credited takes the peer's CREDIT: the window reopens up to consumed.
+// Credits are cumulative, so the largest one seen counts whatever stripe
+// brought it first; one beyond the bytes sent is a protocol error.
+func (c *Conn) credited(consumed uint64) error {
+	s := &c.send
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if consumed > s.sent {
+		return protoErr("credit for %d bytes but only %d sent", consumed, s.sent)
+	}
+	if consumed > s.credit {
+		s.credit = consumed
+		s.wakeRoom()
+	}
+	return nil
 }
 
 func putSeq(frame []byte, seq uint64) {
@@ -181,7 +226,6 @@ func (c *Conn) writeLoop(st *stripe) {
 			c.fail(st, err)
 			return
 		}
-		c.framesOut.Add(int64(len(batch)))
 		c.written(st, batch)
 	}
 }
@@ -208,12 +252,17 @@ func (c *Conn) takeQueue(st *stripe, batch [][]byte) [][]byte {
 
 // written accounts for frames written on st and recycles their buffers.
 func (c *Conn) written(st *stripe, batch [][]byte) {
-	n, end := 0, false
+	n, end, credits := 0, false, 0
 	for _, f := range batch {
 		n += len(f)
 		end = end || f[8]&flagEnd != 0
+		if f[8]&flagCredit != 0 {
+			credits++
+		}
 		putBuf(f)
 	}
+	c.framesOut.Add(int64(len(batch) - credits))
+	c.creditsOut.Add(int64(credits))
 	c.send.mu.Lock()
 	st.queued -= n
 	if end {

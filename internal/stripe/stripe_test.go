@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -352,67 +353,176 @@ func TestWriteDeadlineAndClose(t *testing.T) {
 	}
 }
 
-// TestReorderBound stalls the stripe that carries seq 0 while another
-// stripe offers many later frames: the receiver holds at most MaxReorder
-// bytes of them, then delivers everything in order once seq 0 arrives.
-func TestReorderBound(t *testing.T) {
+// TestWindowBound stalls A's first stripe towards B (it carries seq 0)
+// while B's application does not read. B still reads its other stripe to
+// the end: A's writer there empties its queue, over a synchronous pipe. B
+// holds at most Window bytes out of order and A's Write blocks until its
+// deadline. Once the stall ends, everything arrives in order.
+func TestWindowBound(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	const maxReorder, frameLen, frames = 64 << 10, 8 << 10, 40
-	s1, f1 := net.Pipe()
-	s2, f2 := net.Pipe()
-	c := New(s1, Options{MaxReorder: maxReorder})
-	defer c.Close()
-	if err := c.Add(s2); err != nil {
-		t.Fatal(err)
+	const window = 256 << 10
+	a1, b1 := net.Pipe()
+	a2, b2 := net.Pipe()
+	stalled := newGate(a1)
+	opts := Options{Window: window}
+	ca, cb := newPair(t, []net.Conn{stalled, a2}, []net.Conn{b1, b2}, opts, opts)
+	data := randomData(3*window, 10)
+
+	ca.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
+	n, err := ca.Write(data)
+	if !netTimeout(err) || n > window || n < window/2 {
+		t.Fatalf("Write of 3 windows to a Conn that does not read: %d bytes, %v; want a timeout after %d-%d bytes", n, err, window/2, window)
 	}
-	fed := make(chan error, 1)
-	go func() {
-		for seq := uint64(1); seq <= frames; seq++ {
-			if _, err := f2.Write(rawFrame(seq, 0, bytes.Repeat([]byte{byte(seq)}, frameLen))); err != nil {
-				fed <- err
-				return
-			}
-		}
-		fed <- nil
-	}()
-	waitFor(t, "the held frames to fill MaxReorder", 5*time.Second, func() bool {
-		c.recv.mu.Lock()
-		defer c.recv.mu.Unlock()
-		return c.recv.heldLen > maxReorder-frameLen
+	waitFor(t, "B to read all of stripe 2", 5*time.Second, func() bool {
+		ca.send.mu.Lock()
+		defer ca.send.mu.Unlock()
+		return ca.send.stripes[1].queued == 0
 	})
-	select {
-	case err := <-fed:
-		t.Fatalf("all %d out-of-order frames were taken (%v): %s", frames, err, &c.recv)
-	default:
+	ca.send.mu.Lock()
+	onStalled := ca.send.stripes[0].queued
+	ca.send.mu.Unlock()
+	cb.recv.mu.Lock()
+	held, ready, maxBuf := cb.recv.heldLen, cb.recv.readyLen, cb.recv.maxBuf
+	cb.recv.mu.Unlock()
+	if ready != 0 || held+onStalled < n || held > window {
+		t.Fatalf("A wrote %d bytes, %d stuck on stripe 1; B holds %d out of order, %d in order: %s", n, onStalled, held, ready, &cb.recv)
 	}
-	go f1.Write(rawFrame(0, 0, []byte{0}))
-	got := make([]byte, 1+frames*frameLen)
-	if _, err := io.ReadFull(c, got); err != nil {
+
+	stalled.Open()
+	ca.SetWriteDeadline(time.Time{})
+	wrote := make(chan error, 1)
+	go func() { wrote <- writeAll(ca, data[n:], 10) }()
+	got, err := io.ReadAll(cb)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read %d bytes of %d (equal %v), %v", len(got), len(data), bytes.Equal(got, data), err)
+	}
+	if err := <-wrote; err != nil {
 		t.Fatal(err)
 	}
-	if got[0] != 0 {
-		t.Fatal("frame 0 not first")
+	cb.recv.mu.Lock()
+	maxBuf = max(maxBuf, cb.recv.maxBuf)
+	cb.recv.mu.Unlock()
+	sa, sb := ca.Stats(), cb.Stats()
+	ca.send.mu.Lock()
+	credit := ca.send.credit
+	ca.send.mu.Unlock()
+	t.Logf("B buffered at most %d bytes (window %d); credits %d sent, %d received, for %d bytes", maxBuf, window, sb.CreditsOut, sa.CreditsIn, credit)
+	// A could send the last byte only with credit for all but a window.
+	if maxBuf > window || credit < uint64(len(data)-window) || sa.CreditsIn != sb.CreditsOut || sa.FramesIn != 0 {
+		t.Errorf("B buffered up to %d bytes (window %d); B sent %d credits, A received %d, for %d bytes; A received %d frames",
+			maxBuf, window, sb.CreditsOut, sa.CreditsIn, credit, sa.FramesIn)
 	}
-	for i := 1; i < len(got); i++ {
-		if want := byte(1 + (i-1)/frameLen); got[i] != want {
-			t.Fatalf("byte %d is %d, want %d", i, got[i], want)
+	ca.Close()
+	cb.Close()
+}
+
+// TestSharedSessions: the stripes of two connections A and B share two
+// sessions that stop delivering to all their streams once the bytes unread
+// by any one stream fill the session's buffer, as smux v1 over SSM does. A's
+// application does not read; B still moves many times the window and the
+// sessions' buffers in both directions, because A's stripe readers never
+// stop reading and A's sender stops at the window. Then A's data arrives.
+func TestSharedSessions(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	const window, sessionBuf = 256 << 10, 64 << 10
+	s1, s2 := newSession(sessionBuf), newSession(sessionBuf)
+	var near, far [2][]net.Conn // [A, B] ends
+	for i := range 2 {
+		for _, s := range []*session{s1, s2} {
+			n, f := s.stream()
+			near[i], far[i] = append(near[i], n), append(far[i], f)
 		}
 	}
-	if err := <-fed; err != nil {
-		t.Fatal(err)
+	opts := Options{Window: window}
+	a1, a2 := newPair(t, near[0], far[0], opts, opts)
+	b1, b2 := newPair(t, near[1], far[1], opts, opts)
+	dataA, dataB := randomData(8*window, 11), textData(16*window)
+
+	wrote := make(chan error, 3)
+	go func() { wrote <- writeAll(a1, dataA, 11) }()
+	go func() { wrote <- writeAll(b1, dataB, 12) }()
+	go func() { wrote <- writeAll(b2, dataB, 13) }()
+	type result struct {
+		got []byte
+		err error
 	}
-	go f1.Write(rawFrame(frames+1, flagEnd, nil))
-	if n, err := c.Read(got); n != 0 || err != io.EOF {
-		t.Fatalf("after END: %d, %v", n, err)
+	readB := make(chan result, 2)
+	for _, c := range []*Conn{b1, b2} {
+		go func() {
+			got, err := io.ReadAll(c)
+			readB <- result{got, err}
+		}()
 	}
+	for range 2 {
+		select {
+		case r := <-readB:
+			if r.err != nil || !bytes.Equal(r.got, dataB) {
+				t.Fatalf("B read %d bytes of %d, %v", len(r.got), len(dataB), r.err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("B stalled while A's application does not read; A: %s", &a2.recv)
+		}
+	}
+	if got, err := io.ReadAll(a2); err != nil || !bytes.Equal(got, dataA) {
+		t.Fatalf("A read %d bytes of %d, %v", len(got), len(dataA), err)
+	}
+	for range 3 {
+		if err := <-wrote; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []*Conn{a1, a2, b1, b2} {
+		c.Close()
+	}
+}
+
+// TestHostilePeer: a peer that ignores the window and sends 3 windows of
+// frames to a Conn whose application does not read fails it with a
+// protocol error once it exceeds the window; the Conn buffers no more.
+func TestHostilePeer(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	const window, frameLen = 256 << 10, 16 << 10
+	near, far := net.Pipe()
+	defer far.Close()
+	c := New(near, Options{Window: window})
+	defer c.Close()
+	var frames [][]byte
+	for seq := range uint64(3 * window / frameLen) {
+		frames = append(frames, rawFrame(seq, 0, randomData(frameLen, seq)))
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	sent := make(chan int, 1)
+	go func() {
+		n := 0
+		for _, f := range frames {
+			if _, err := far.Write(f); err != nil {
+				break
+			}
+			n++
+		}
+		sent <- n
+	}()
+	select {
+	case <-c.done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no failure after %d frames: %s", len(frames), &c.recv)
+	}
+	runtime.ReadMemStats(&after)
+	_, err := c.Read(make([]byte, 1))
+	if !errors.Is(err, ErrProtocol) || !strings.Contains(err.Error(), "peer exceeded the flow-control window") {
+		t.Fatalf("got %v, want a protocol error for the window", err)
+	}
+	n := <-sent
 	c.recv.mu.Lock()
-	maxHeld := c.recv.maxHeld
+	maxBuf := c.recv.maxBuf
 	c.recv.mu.Unlock()
-	if maxHeld > maxReorder || maxHeld < maxReorder-frameLen {
-		t.Fatalf("held up to %d bytes out of order, bound %d", maxHeld, maxReorder)
+	alloc := after.TotalAlloc - before.TotalAlloc
+	t.Logf("failed after %d of %d frames; buffered at most %d bytes; allocated %d", n, len(frames), maxBuf, alloc)
+	if maxBuf > window+32<<10 || n > (window+32<<10)/frameLen+2 || alloc > 2*window {
+		t.Errorf("buffered up to %d bytes, took %d frames, allocated %d bytes; window %d", maxBuf, n, alloc, window)
 	}
-	f1.Close()
-	f2.Close()
 }
 
 // rawFrame builds one frame by hand.
