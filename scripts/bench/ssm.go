@@ -59,12 +59,12 @@ type bulk struct{ mbps, clientCPU, serverCPU float64 }
 
 type ssmResult struct {
 	copyOut, copyIn, accounts bulk
-	firstQuery                []time.Duration // new connection: connect + select 1
-	idle                      []time.Duration // select 1 on an idle connection
-	underLoad                 []time.Duration // select 1 while the accounts COPY runs on another connection
-	resent, sent, acks        int64           // agent messages resent and sent, client frames received
-	dups                      int64           // client messages the agent already had (client resends)
-	audit                     auditSum
+	firstQuery                []time.Duration     // new connection: connect + select 1
+	idle                      []time.Duration     // select 1 on an idle connection
+	underLoad                 []time.Duration     // select 1 while the accounts COPY runs on another connection
+	resent, sent, acks        int64               // agent messages resent and sent, client frames received
+	dups                      int64               // client messages the agent already had (client resends)
+	audit                     map[string]auditSum // by role: first, bulk, probe, accounts
 }
 
 func (b *bench) ssm(dir, bin string, mb int) error {
@@ -94,7 +94,7 @@ func (b *bench) ssm(dir, bin string, mb int) error {
 		if err != nil {
 			return fmt.Errorf("ssm via %s: %w", p.name, err)
 		}
-		if r.audit, err = readAudit(filepath.Join(dir, "server-ssm.log"), appName(p), 7); err != nil {
+		if r.audit, err = readAudit(filepath.Join(dir, "server-ssm.log"), p, 8); err != nil {
 			return fmt.Errorf("ssm via %s: %w", p.name, err)
 		}
 		results[p.name] = r
@@ -194,14 +194,15 @@ func (b *bench) startPlugin(dir, plugin, serverPort string) (*proc, string, erro
 	return p, addr, nil
 }
 
-// appName is the application_name p's sessions carry, which finds them in
-// the server's audit lines.
-func appName(p *ssmPath) string { return "bench-ssm-" + p.name }
+// appPrefix starts the application_name of p's sessions, which finds them
+// in the server's audit lines; the role (what the session is for) follows.
+func appPrefix(p *ssmPath) string { return "bench-ssm-" + p.name + "/" }
 
-func (b *bench) ssmConnect(p *ssmPath) (*pgx.Conn, error) {
+// ssmConnect opens a connection through p for role.
+func (b *bench) ssmConnect(p *ssmPath, role string) (*pgx.Conn, error) {
 	host, port, _ := net.SplitHostPort(p.addr)
 	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=%s user=%s dbname=%s sslmode=disable application_name=%s",
-		host, port, sandbox.UserIAM, sandbox.DatabaseApp, appName(p)))
+		host, port, sandbox.UserIAM, sandbox.DatabaseApp, appPrefix(p)+role))
 	if err != nil {
 		return nil, err
 	}
@@ -214,16 +215,17 @@ func (b *bench) ssmConnect(p *ssmPath) (*pgx.Conn, error) {
 	return pgx.ConnectConfig(ctx, cfg)
 }
 
-// ssmRun measures one path: time to a first query on new connections
-// (5 sessions), then on two more connections COPY out and in, idle select 1,
-// and the pgbench_accounts COPY with select 1 on the other connection.
+// ssmRun measures one path: time to a first query on 5 new connections,
+// COPY out and in on the bulk connection, idle select 1 on the probe
+// connection, then the pgbench_accounts COPY on the accounts connection
+// with select 1 on the probe connection meanwhile. 8 sessions in all.
 func (b *bench) ssmRun(p *ssmPath, srv *proc, mb int, rows int64) (*ssmResult, error) {
 	ctx := context.Background()
 	before := b.world.SSM.Stats()
 	r := &ssmResult{}
 	for range 5 {
 		start := time.Now()
-		c, err := b.ssmConnect(p)
+		c, err := b.ssmConnect(p, "first")
 		if err != nil {
 			return nil, fmt.Errorf("first query: %w", err)
 		}
@@ -233,7 +235,7 @@ func (b *bench) ssmRun(p *ssmPath, srv *proc, mb int, rows int64) (*ssmResult, e
 		r.firstQuery = append(r.firstQuery, time.Since(start))
 		c.Close(ctx)
 	}
-	conn, err := b.ssmConnect(p)
+	conn, err := b.ssmConnect(p, "bulk")
 	if err != nil {
 		return nil, err
 	}
@@ -256,7 +258,7 @@ func (b *bench) ssmRun(p *ssmPath, srv *proc, mb int, rows int64) (*ssmResult, e
 	}); err != nil {
 		return nil, fmt.Errorf("COPY in: %w", err)
 	}
-	probe, err := b.ssmConnect(p)
+	probe, err := b.ssmConnect(p, "probe")
 	if err != nil {
 		return nil, err
 	}
@@ -264,9 +266,14 @@ func (b *bench) ssmRun(p *ssmPath, srv *proc, mb int, rows int64) (*ssmResult, e
 	if r.idle, err = probeIdle(probe, 20); err != nil {
 		return nil, err
 	}
+	acc, err := b.ssmConnect(p, "accounts")
+	if err != nil {
+		return nil, err
+	}
+	defer acc.Close(ctx)
 	accountsSQL := fmt.Sprintf("COPY (SELECT * FROM pgbench_accounts WHERE aid <= %d) TO STDOUT", rows)
 	if r.accounts, err = measure(p.proc, srv, func() (n int64, err error) {
-		r.underLoad, n, err = probeDuringCopy(conn, probe, accountsSQL)
+		r.underLoad, n, err = probeDuringCopy(acc, probe, accountsSQL)
 		return n, err
 	}); err != nil {
 		return nil, fmt.Errorf("pgbench_accounts COPY: %w", err)
@@ -363,14 +370,28 @@ func (c *counted) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// auditSum is what the server's audit lines say about one path's sessions.
+// auditSum is what the server's audit lines say about some sessions.
 type auditSum struct {
 	sessions              int
 	transports            []string // distinct transport values
 	stripes               int64    // stripes of the session that carried the most bytes to the client
-	payloadTo             int64    // bytes_to_client of striped sessions
-	wireTo                int64    // wire_to_client of the same sessions
-	payloadFrom, wireFrom int64
+	payloadTo, wireTo     int64    // bytes_to_client and wire_to_client of striped sessions
+	payloadFrom, wireFrom int64    // bytes_from_client and wire_from_client of striped sessions
+	most                  int64    // the most bytes_to_client of one session
+}
+
+func (s *auditSum) add(l auditLine) {
+	s.sessions++
+	if !slices.Contains(s.transports, l.Transport) {
+		s.transports = append(s.transports, l.Transport)
+	}
+	if s.sessions == 1 || l.BytesToClient > s.most {
+		s.most, s.stripes = l.BytesToClient, l.Stripes
+	}
+	if l.WireToClient != nil {
+		s.payloadTo, s.wireTo = s.payloadTo+l.BytesToClient, s.wireTo+*l.WireToClient
+		s.payloadFrom, s.wireFrom = s.payloadFrom+l.BytesFromClient, s.wireFrom+l.WireFromClient
+	}
 }
 
 // auditLine is the part of a server "session end" line the bench reads.
@@ -381,54 +402,55 @@ type auditLine struct {
 	Stripes         int64  `json:"stripes"`
 	BytesToClient   int64  `json:"bytes_to_client"`
 	BytesFromClient int64  `json:"bytes_from_client"`
-	WireToClient    *int64 `json:"wire_to_client"`
+	WireToClient    *int64 `json:"wire_to_client"` // only on striped sessions
 	WireFromClient  int64  `json:"wire_from_client"`
 }
 
-// readAudit sums the audit lines of app's sessions in the server's log,
-// waiting (up to 30 s) until want sessions have ended.
-func readAudit(logPath, app string, want int) (auditSum, error) {
+// readAudit sums, by role, the audit lines of p's sessions in the server's
+// log, waiting (up to 30 s) until want sessions have ended.
+func readAudit(logPath string, p *ssmPath, want int) (map[string]auditSum, error) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		s, err := sumAudit(logPath, app)
-		if err != nil || s.sessions >= want {
-			return s, err
+		byRole, n, err := sumAudit(logPath, appPrefix(p))
+		if err != nil || n >= want {
+			return byRole, err
 		}
 		if time.Now().After(deadline) {
-			return s, fmt.Errorf("%d of %d audit lines for %s in %s", s.sessions, want, app, logPath)
+			return byRole, fmt.Errorf("%d of %d audit lines for %s* in %s", n, want, appPrefix(p), logPath)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 }
 
-func sumAudit(logPath, app string) (auditSum, error) {
+// sumAudit sums the "session end" lines whose application_name starts with
+// prefix by the role after it, and counts them.
+func sumAudit(logPath, prefix string) (map[string]auditSum, int, error) {
 	f, err := os.Open(logPath)
 	if err != nil {
-		return auditSum{}, fmt.Errorf("server log: %w", err)
+		return nil, 0, fmt.Errorf("server log: %w", err)
 	}
 	defer f.Close()
-	var s auditSum
-	var most int64 = -1
+	byRole, n := map[string]auditSum{}, 0
 	sc := bufio.NewScanner(f)
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
 		var l auditLine
-		if json.Unmarshal(sc.Bytes(), &l) != nil || l.Msg != "session end" || l.App != app {
+		if json.Unmarshal(sc.Bytes(), &l) != nil || l.Msg != "session end" {
 			continue
 		}
-		s.sessions++
-		if !slices.Contains(s.transports, l.Transport) {
-			s.transports = append(s.transports, l.Transport)
+		role, ok := strings.CutPrefix(l.App, prefix)
+		if !ok {
+			continue
 		}
-		if l.BytesToClient > most {
-			most, s.stripes = l.BytesToClient, l.Stripes
-		}
-		if l.WireToClient != nil {
-			s.payloadTo, s.wireTo = s.payloadTo+l.BytesToClient, s.wireTo+*l.WireToClient
-			s.payloadFrom, s.wireFrom = s.payloadFrom+l.BytesFromClient, s.wireFrom+l.WireFromClient
-		}
+		s := byRole[role]
+		s.add(l)
+		byRole[role] = s
+		n++
 	}
-	return s, sc.Err()
+	if err := sc.Err(); err != nil {
+		return nil, 0, fmt.Errorf("server log: %w", err)
+	}
+	return byRole, n, nil
 }
 
 func printSSM(paths []*ssmPath, res map[string]*ssmResult) {
@@ -459,8 +481,17 @@ func printSSM(paths []*ssmPath, res map[string]*ssmResult) {
 	}
 	f2 := func(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) }
 	ms1 := func(v float64) string { return strconv.FormatFloat(v*1000, 'f', 1, 64) }
-	row("transport (server audit)", func(r *ssmResult) string { return strings.Join(r.audit.transports, ",") })
-	row("stripes of the COPY connection", func(r *ssmResult) string { return strconv.FormatInt(max(r.audit.stripes, 1), 10) })
+	row("transport (server audit, all 8 sessions)", func(r *ssmResult) string {
+		var ts []string
+		for _, s := range r.audit {
+			ts = append(ts, s.transports...)
+		}
+		slices.Sort(ts)
+		return strings.Join(slices.Compact(ts), ",")
+	})
+	row("stripes: bulk / accounts connection", func(r *ssmResult) string {
+		return fmt.Sprintf("%d / %d", max(r.audit["bulk"].stripes, 1), max(r.audit["accounts"].stripes, 1))
+	})
 	row("COPY out (MB/s)", func(r *ssmResult) string { return f2(r.copyOut.mbps) })
 	row("  ÷ plugin", func(r *ssmResult) string { return f2(r.copyOut.mbps / anchor.copyOut.mbps) })
 	row("COPY in (MB/s)", func(r *ssmResult) string { return f2(r.copyIn.mbps) })
@@ -481,8 +512,11 @@ func printSSM(paths []*ssmPath, res map[string]*ssmResult) {
 	row("server process CPU ms/MB, COPY out", func(r *ssmResult) string { return ms1(r.copyOut.serverCPU) })
 	row("server process CPU ms/MB, COPY in", func(r *ssmResult) string { return ms1(r.copyIn.serverCPU) })
 	row("server process CPU ms/MB, accounts", func(r *ssmResult) string { return ms1(r.accounts.serverCPU) })
-	row("payload ÷ wire to client (audit)", func(r *ssmResult) string { return ratio(r.audit.payloadTo, r.audit.wireTo) })
-	row("payload ÷ wire from client (audit)", func(r *ssmResult) string { return ratio(r.audit.payloadFrom, r.audit.wireFrom) })
+	row("payload ÷ wire, COPY out (audit)", func(r *ssmResult) string { return ratio(r.audit["bulk"].payloadTo, r.audit["bulk"].wireTo) })
+	row("payload ÷ wire, COPY in (audit)", func(r *ssmResult) string { return ratio(r.audit["bulk"].payloadFrom, r.audit["bulk"].wireFrom) })
+	row("payload ÷ wire, accounts COPY (audit)", func(r *ssmResult) string {
+		return ratio(r.audit["accounts"].payloadTo, r.audit["accounts"].wireTo)
+	})
 	row("agent messages sent", func(r *ssmResult) string { return strconv.FormatInt(r.sent, 10) })
 	row("agent messages resent", func(r *ssmResult) string { return strconv.FormatInt(r.resent, 10) })
 	row("client frames received by the agent", func(r *ssmResult) string { return strconv.FormatInt(r.acks, 10) })
