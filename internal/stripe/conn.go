@@ -159,13 +159,16 @@ func (c *Conn) Stats() Stats {
 // and CloseWrite returned) to be written, as a TCP close still sends them.
 const lingerTime = 2 * time.Second
 
-// Close wakes blocked Reads and Writes (they return an error wrapping
-// net.ErrClosed), waits up to 2 s for frames already queued to be written
-// (not at all once the write deadline has passed: set one in the past to
-// close at once), closes every stripe and waits for the Conn's goroutines
-// to end. Only the first call does anything.
+// Close queues the END frame unless CloseWrite did (as a TCP close sends
+// FIN: the peer reads every byte written and then io.EOF), wakes blocked
+// Reads and Writes (they return an error wrapping net.ErrClosed), waits up
+// to 2 s for frames already queued to be written (not at all once the
+// write deadline has passed: set one in the past to close at once), closes
+// every stripe and waits for the Conn's goroutines to end. Only the first
+// call does anything.
 func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
+		c.queueEnd()
 		c.closed.Store(true)
 		close(c.closing)
 		c.linger()

@@ -22,6 +22,7 @@ type recvState struct {
 	eof      bool   // the END frame's seq was reached
 	consumed uint64 // payload bytes Read has returned
 	credited uint64 // consumed as of the last CREDIT frame sent
+	quiet    int    // stripes the peer closed cleanly (EOF between frames)
 
 	data chan struct{} // signalled when ready grows or eof is reached
 	sem  chan struct{} // held by one Read at a time
@@ -70,25 +71,34 @@ func (c *Conn) readLoop(st *stripe) {
 	}
 }
 
-// stripeEnded handles the end of stripe st's frames. Once both directions
-// have ended (the peer's END received, this side's END written) every byte
-// has been delivered, so the peer closing its stripes is normal; before
-// that, EOF or an error fails the Conn.
+// stripeEnded handles the end of stripe st's frames. A clean EOF (between
+// frames) only says the peer sends nothing more on st: the peer closes its
+// stripes one by one, and its END may still be on its way on another. The
+// Conn is lost when every stripe ended cleanly before the END arrived, or
+// when one fails any other way (an error, EOF inside a frame) before both
+// directions ended (the peer's END received, this side's END written).
 func (c *Conn) stripeEnded(st *stripe, err error) {
 	if c.isDone() {
 		return
 	}
 	c.recv.mu.Lock()
-	eof := c.recv.eof
+	eof := c.recv.eof || c.recv.endSeen
+	if err == io.EOF {
+		c.recv.quiet++
+	}
+	quiet := c.recv.quiet
 	c.recv.mu.Unlock()
 	c.send.mu.Lock()
 	endWritten := c.send.endWritten
+	stripes := len(c.send.stripes)
 	c.send.mu.Unlock()
-	if eof && endWritten {
+	switch {
+	case err == io.EOF && (eof || quiet < stripes):
 		return
-	}
-	if err == io.EOF {
-		err = errors.New("EOF before the connection ended")
+	case err == io.EOF:
+		err = errors.New("every stripe ended before the connection did")
+	case eof && endWritten:
+		return
 	}
 	c.fail(st, err)
 }
@@ -227,13 +237,13 @@ func (c *Conn) tryRead(p []byte) (n int, err error, ok bool, credit uint64) {
 		return 0, c.doneErr("read"), true, 0
 	case c.readDL.expired():
 		return 0, c.opErr("read", os.ErrDeadlineExceeded), true, 0
-	case c.isDone() && !r.eof:
-		return 0, c.doneErr("read"), true, 0 // failed before the peer's END
 	case len(p) == 0:
 		return 0, nil, true, 0
-	case len(r.ready) > 0:
+	case len(r.ready) > 0: // what arrived in order before a failure is delivered too
 		n = r.copyOut(p)
 		return n, nil, true, r.creditDue(c.opts.Window)
+	case c.isDone() && !r.eof:
+		return 0, c.doneErr("read"), true, 0 // failed before the peer's END
 	case r.eof:
 		return 0, io.EOF, true, 0
 	}

@@ -81,6 +81,23 @@ func (c *Conn) CloseWrite() error {
 	return nil
 }
 
+// queueEnd queues the END frame for Close, unless CloseWrite did or the
+// Conn is done. It waits for nothing: END is outside the window and the
+// queue bounds.
+func (c *Conn) queueEnd() {
+	s := &c.send
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c.isDone() || s.writeClosed {
+		return
+	}
+	frame := getBuf(headerLen)
+	putHeader(frame, s.seq, flagEnd, 0)
+	s.seq++
+	s.writeClosed = true
+	s.leastLoaded().push(frame)
+}
+
 // buildFrame returns chunk as a frame (header left for enqueue to fill),
 // compressed if that pays.
 func (c *Conn) buildFrame(chunk []byte) ([]byte, bool) {

@@ -510,7 +510,7 @@ func TestHostilePeer(t *testing.T) {
 		t.Fatalf("no failure after %d frames: %s", len(frames), &c.recv)
 	}
 	runtime.ReadMemStats(&after)
-	_, err := c.Read(make([]byte, 1))
+	_, err := io.ReadAll(c) // what arrived in order first, then the error
 	if !errors.Is(err, ErrProtocol) || !strings.Contains(err.Error(), "peer exceeded the flow-control window") {
 		t.Fatalf("got %v, want a protocol error for the window", err)
 	}
@@ -562,4 +562,45 @@ func TestCloseFlushes(t *testing.T) {
 	if n, err := cb.Read(got); n != 0 || err != io.EOF {
 		t.Errorf("B's Read after A closed: %d, %v; want EOF", n, err)
 	}
+}
+
+// TestCloseSendsEnd: Close without CloseWrite ends the stream as a TCP
+// close does: the peer reads every byte written, then io.EOF (not a lost
+// stripe), as a server's final ErrorResponse before it closes must reach
+// the client.
+func TestCloseSendsEnd(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	a, b := tcpPairs(t, 3)
+	ca, cb := newPair(t, a, b, Options{}, Options{})
+	data := randomData(256<<10, 9)
+	if _, err := ca.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	ca.Close()
+	got, err := io.ReadAll(cb)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read %d bytes of %d, %v; want all, then io.EOF", len(got), len(data), err)
+	}
+	cb.Close()
+}
+
+// TestFailureDeliversWhatArrived: when a stripe is lost, Read still returns
+// the bytes that arrived in order before the loss, then the error naming
+// the stripe.
+func TestFailureDeliversWhatArrived(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	a, b := tcpPairs(t, 1)
+	ca, cb := newPair(t, a, b, Options{}, Options{})
+	data := randomData(64<<10, 10)
+	if _, err := ca.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the data to arrive", 5*time.Second, func() bool { return cb.Stats().BytesIn == int64(len(data)) })
+	a[0].Close() // the stripe dies under A, without END
+	got, err := io.ReadAll(cb)
+	if !bytes.Equal(got, data) || !errors.Is(err, ErrStripeLost) {
+		t.Fatalf("read %d bytes of %d, %v; want all, then ErrStripeLost", len(got), len(data), err)
+	}
+	ca.Close()
+	cb.Close()
 }
