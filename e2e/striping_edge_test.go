@@ -1,0 +1,347 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/rdsproxy/rdsproxy/client"
+	"github.com/rdsproxy/rdsproxy/contract"
+	"github.com/rdsproxy/rdsproxy/internal/pgwire"
+	"github.com/rdsproxy/rdsproxy/internal/sandbox"
+	"github.com/rdsproxy/rdsproxy/server"
+	"github.com/rdsproxy/rdsproxy/tunnel"
+)
+
+// stripedMode is the transport an audit line names for a connection
+// offered over four sessions.
+const stripedMode = "v=1;k=4;z=zstd"
+
+// startStriped is a stack whose client offers striping over an SSM tunnel
+// of sessions sessions (5% of frames dropped, 5% reordered), with the
+// server's audit lines in audit.
+func startStriped(t *testing.T, sessions int, audit *logBuffer) *stack {
+	t.Helper()
+	return startStackWith(t, func(t testing.TB, serverAddr string) tunnel.Tunnel {
+		tun, _ := stripedSSM(t, serverAddr, sessions)
+		return tun
+	}, func(c *client.Config) { c.Striping = true }, func(c *server.Config) { c.Logger = audit.jsonLogger() })
+}
+
+// oneAuditLine waits for the only session's audit line and checks the
+// transport and stripes it names.
+func oneAuditLine(t *testing.T, audit *logBuffer, transport string, stripes int) {
+	t.Helper()
+	lines := waitAuditLines(t, audit, 1)
+	if len(lines) != 1 {
+		t.Fatalf("%d audit lines, want 1: %v", len(lines), lines)
+	}
+	if l := lines[0]; l["transport"] != transport || l["stripes"] != float64(stripes) {
+		t.Fatalf("audit line %v: want transport %s over %d stripes", l, transport, stripes)
+	}
+}
+
+// cancelAfter is an io.Writer that counts the bytes a COPY TO STDOUT
+// delivers and calls cancel once n have arrived.
+type cancelAfter struct {
+	n, got int64
+	once   sync.Once
+	cancel func()
+	at     time.Time
+}
+
+func (c *cancelAfter) Write(p []byte) (int, error) {
+	c.got += int64(len(p))
+	if c.got >= c.n {
+		c.once.Do(func() { c.at = time.Now(); c.cancel() })
+	}
+	return len(p), nil
+}
+
+// TestStripingCancelDuringCopy: on a connection striped over four SSM
+// sessions, a COPY TO STDOUT far longer than the test streams data, and
+// the user cancels it (pgx sends a CancelRequest when the context ends)
+// after 4 MiB arrived: the COPY ends with 57014 within cancelBound, the
+// same session answers a query afterwards, and its audit line names the
+// four stripes it ran over.
+func TestStripingCancelDuringCopy(t *testing.T) {
+	audit := &logBuffer{}
+	st := startStriped(t, 4, audit)
+	ctx := context.Background()
+	conn, err := connectLocalErr(st.local["app"], sandbox.UserIAM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	// Data flows first, so that the further stripes have joined.
+	if err := checksummedCopy(conn, 2<<20, closedGate()); err != nil {
+		t.Fatalf("COPY before the cancel: %v", err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w := &cancelAfter{n: 4 << 20, cancel: cancel}
+	_, err = conn.PgConn().CopyTo(cctx, w,
+		"COPY (SELECT i, repeat(md5(i::text), 4) FROM (SELECT generate_series(1, 1000000000) AS i) s) TO STDOUT")
+	if w.at.IsZero() {
+		t.Fatalf("the COPY ended after %d bytes, before the cancel: %v", w.got, err)
+	}
+	took := time.Since(w.at)
+	pgErr(t, err, "57014", "canceling statement due to user request")
+	if took > cancelBound {
+		t.Fatalf("the cancel took %v, want within %v", took, cancelBound)
+	}
+	t.Logf("cancel answered %v after the context ended, %d MiB received", took.Round(time.Millisecond), w.got>>20)
+	var got string
+	if err := conn.QueryRow(ctx, "SELECT $1::text", "after the cancel").Scan(&got); err != nil || got != "after the cancel" {
+		t.Fatalf("session after the cancel: %q, %v", got, err)
+	}
+	conn.Close(ctx)
+	oneAuditLine(t, audit, stripedMode, 4)
+}
+
+// closedGate is a gate that is already open.
+func closedGate() <-chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}
+
+// TestStripingForgedJoin: while a striped session is half way through a
+// COPY, connections to the server that claim to join it with made-up
+// ids are refused with 08P01 and the reason stripe-join, and the session
+// goes on: its COPY comes back with the same checksum, and its audit
+// line names its own four stripes.
+func TestStripingForgedJoin(t *testing.T) {
+	audit := &logBuffer{}
+	st := startStriped(t, 4, audit)
+	conn, err := connectLocalErr(st.local["app"], sandbox.UserIAM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	gate := make(chan struct{})
+	var open sync.Once
+	copied := make(chan error, 1)
+	go func() { copied <- checksummedCopy(conn, 8<<20, gate) }()
+	// On a failure below, the COPY finishes before conn is closed.
+	defer func() { open.Do(func() { close(gate) }); <-copied }()
+	for range 3 {
+		id := make([]byte, 16)
+		rand.Read(id)
+		forged := rawStartup(t, st.serverAddr, pgwire.Protocol30,
+			pgwire.Params{{Key: contract.JoinParam, Value: hex.EncodeToString(id)}}, "")
+		e := errorOf(t, forged)
+		reason, ours := contract.ReasonOf(e.Routine)
+		if e.Code != pgwire.CodeProtocolViolation || !ours || reason != contract.ReasonStripeJoin {
+			t.Fatalf("forged join answered %s %q (routine %q), want 08P01 with reason %s",
+				e.Code, e.Message, e.Routine, contract.ReasonStripeJoin)
+		}
+	}
+	open.Do(func() { close(gate) })
+	err = <-copied
+	copied <- err // for the deferred wait
+	if err != nil {
+		t.Fatalf("the striped session after forged joins: %v", err)
+	}
+	conn.Close(context.Background())
+	oneAuditLine(t, audit, stripedMode, 4)
+}
+
+// besideTunnel wraps a tunnel so that its streams are tunnel.Spreaders of
+// sessions sessions whose further streams come from beside.
+type besideTunnel struct {
+	tunnel.Tunnel
+	sessions int
+	beside   func(ctx context.Context, i int) (net.Conn, error)
+}
+
+func (b *besideTunnel) Dial(ctx context.Context) (net.Conn, error) {
+	c, err := b.Tunnel.Dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &besideConn{Conn: c, t: b}, nil
+}
+
+// besideConn is a stream of a besideTunnel.
+type besideConn struct {
+	net.Conn
+	t *besideTunnel
+}
+
+func (c *besideConn) DialBeside(ctx context.Context, i int) (net.Conn, error) {
+	return c.t.beside(ctx, i)
+}
+
+func (c *besideConn) Sessions() int { return c.t.sessions }
+
+// silentListener accepts connections and never answers them; Close ends
+// its goroutine and the connections it holds.
+func silentListener(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				break
+			}
+			held = append(held, c)
+		}
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	return ln.Addr().String()
+}
+
+// TestStripingStripeThatNeverJoins: a client whose tunnel claims four
+// sessions offers four stripes, but its further streams fail to open, or
+// open onto something that never answers the join: the connection
+// answers at once, not after the 10 s join timeout, works over the one
+// stripe it has (a checksummed COPY both ways), and the audit line names
+// k=4 over 1 stripe. The control, whose further streams reach the server, runs
+// over 4: the wrapper does make the client stripe.
+func TestStripingStripeThatNeverJoins(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		stripes int
+		beside  func(t *testing.T, serverAddr string) func(context.Context, int) (net.Conn, error)
+	}{
+		{"dial fails", 1, func(*testing.T, string) func(context.Context, int) (net.Conn, error) {
+			return func(context.Context, int) (net.Conn, error) { return nil, errors.New("session unavailable") }
+		}},
+		{"join unanswered", 1, func(t *testing.T, _ string) func(context.Context, int) (net.Conn, error) {
+			silent := silentListener(t)
+			return func(ctx context.Context, _ int) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "tcp", silent)
+			}
+		}},
+		{"control: joins reach the server", 4, func(t *testing.T, serverAddr string) func(context.Context, int) (net.Conn, error) {
+			return func(ctx context.Context, _ int) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "tcp", serverAddr)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			audit := &logBuffer{}
+			st := startStackWith(t, func(t testing.TB, serverAddr string) tunnel.Tunnel {
+				direct, err := tunnel.NewDirect(serverAddr, 5*time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return &besideTunnel{Tunnel: direct, sessions: 4, beside: tc.beside(t.(*testing.T), serverAddr)}
+			}, func(c *client.Config) { c.Striping = true }, func(c *server.Config) { c.Logger = audit.jsonLogger() })
+			started := time.Now()
+			conn, err := connectLocalErr(st.local["app"], sandbox.UserIAM)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(context.Background())
+			var one int
+			if err := conn.QueryRow(context.Background(), "SELECT 1").Scan(&one); err != nil {
+				t.Fatal(err)
+			}
+			// The client gives a stripe 10 s to join: a connection that
+			// waited for its stripes would take that long.
+			if took := time.Since(started); took > 5*time.Second {
+				t.Fatalf("connect and first query took %v: the connection waited for its stripes", took)
+			}
+			if err := checksummedCopy(conn, 4<<20, closedGate()); err != nil {
+				t.Fatal(err)
+			}
+			conn.Close(context.Background())
+			oneAuditLine(t, audit, stripedMode, tc.stripes)
+		})
+	}
+}
+
+// smallStripedCopy copies 64 KiB in and out of a table of its own over one
+// new connection and compares checksums.
+func smallStripedCopy(addr string, i int) error {
+	ctx := context.Background()
+	conn, err := connectLocalErr(addr, sandbox.UserIAM)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	table := fmt.Sprintf("stripe_leak_%d", i)
+	if _, err := conn.Exec(ctx, fmt.Sprintf("DROP TABLE IF EXISTS %s; CREATE TABLE %s (id bigint, payload text)", table, table)); err != nil {
+		return err
+	}
+	sent, back := sha256.New(), sha256.New()
+	if _, err := conn.PgConn().CopyFrom(ctx, io.TeeReader(newRowSource(64<<10), sent), "COPY "+table+" FROM STDIN"); err != nil {
+		return fmt.Errorf("session %d COPY in: %w", i, err)
+	}
+	if _, err := conn.PgConn().CopyTo(ctx, back, "COPY (SELECT * FROM "+table+" ORDER BY id) TO STDOUT"); err != nil {
+		return fmt.Errorf("session %d COPY out: %w", i, err)
+	}
+	if !bytes.Equal(sent.Sum(nil), back.Sum(nil)) {
+		return fmt.Errorf("session %d: COPY out differs from COPY in", i)
+	}
+	return nil
+}
+
+// TestStripingNoLeaks: after 50 sessions striped over four SSM sessions,
+// each with a small checksummed COPY, have ended, the goroutines and file
+// descriptors of the process (client, server and SSM endpoint) and
+// PostgreSQL's backends return to their baseline. Every session offered
+// four stripes; some ended before all had joined, and some ran over all.
+func TestStripingNoLeaks(t *testing.T) {
+	audit := &logBuffer{}
+	st := startStriped(t, 4, audit)
+	// Warm up: the SSM sessions open, and lazily started goroutines run.
+	if err := smallStripedCopy(st.local["app"], 0); err != nil {
+		t.Fatal(err)
+	}
+	waitAuditLines(t, audit, 1)
+	baseGoroutines, baseFDs, baseBackends := runtime.NumGoroutine(), openFDs(t), backends(t)
+	const n = 50
+	var g errgroup.Group
+	g.SetLimit(4)
+	for i := 1; i <= n; i++ {
+		g.Go(func() error { return smallStripedCopy(st.local["app"], i) })
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	// A session this short may end before its further stripes have
+	// joined (they join in the background), which exercises the ends of
+	// joins that come too late; some of them must have joined in full.
+	perStripes := map[float64]int{}
+	for _, l := range waitAuditLines(t, audit, n+1) {
+		stripes, _ := l["stripes"].(float64)
+		if l["transport"] != stripedMode || stripes < 1 || stripes > 4 {
+			t.Fatalf("audit line %v: want %s over 1 to 4 stripes", l, stripedMode)
+		}
+		perStripes[stripes]++
+	}
+	t.Logf("sessions per stripe count: %v", perStripes)
+	if perStripes[4] == 0 {
+		t.Fatalf("no session ran over its 4 stripes: %v", perStripes)
+	}
+	waitFor(t, 20*time.Second, "PostgreSQL backends back to baseline", func() bool { return backends(t) <= baseBackends })
+	waitFor(t, 20*time.Second, "goroutines back to baseline", func() bool { return runtime.NumGoroutine() <= baseGoroutines })
+	// A GC empties the runtime's pool of splice pipes (see TestNoLeaksAfterManySessions).
+	waitFor(t, 20*time.Second, "file descriptors back to baseline", func() bool { runtime.GC(); return openFDs(t) <= baseFDs })
+}
