@@ -65,11 +65,15 @@ func TestPsqlCtrlCThroughBothHops(t *testing.T) {
 }
 
 // sleeping reports whether some backend is running pg_sleep.
-func sleeping(t testing.TB) bool {
+func sleeping(t testing.TB) bool { return statementRunning(t, "SELECT pg_sleep(60)") }
+
+// statementRunning reports whether a statement starting with prefix is active on
+// PostgreSQL.
+func statementRunning(t testing.TB, prefix string) bool {
 	conn := superuser(t)
 	defer conn.Close(context.Background())
 	var n int
 	err := conn.QueryRow(context.Background(),
-		"SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'SELECT pg_sleep(60)%'").Scan(&n)
+		"SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND starts_with(query, $1)", prefix).Scan(&n)
 	return err == nil && n > 0
 }
