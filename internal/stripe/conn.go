@@ -22,11 +22,12 @@ type Options struct {
 	MaxChunk   int    // largest payload per frame before compression (default 32 KiB; cap 256 KiB)
 	QueueBytes int    // bytes queued per stripe on the send side before Write blocks (default 128 KiB)
 
-	// Window is the most payload bytes (uncompressed) one direction of the
-	// connection has in flight: sent but not yet consumed by the peer's
-	// Reads. It is so the most a receiver buffers, in order or not. Default
-	// 2 MiB, raised to at least 4*MaxChunk. Both ends must use the same
-	// value: a peer that sends beyond it is a protocol error.
+	// Window bounds what one direction of the connection has in flight:
+	// sent but not yet consumed by the peer's Reads, in payload bytes
+	// before compression with each frame counted as at least 1 KiB. It is
+	// so what a receiver buffers, in order or not. Default 2 MiB, raised
+	// to at least 4*MaxChunk. Both ends must use the same value: a peer
+	// that sends beyond it is a protocol error.
 	Window int
 }
 
@@ -44,7 +45,7 @@ func (o Options) withDefaults() Options {
 	if o.Window <= 0 {
 		o.Window = 2 << 20
 	}
-	o.Window = max(o.Window, 4*o.MaxChunk) // see creditDue: progress needs it
+	o.Window = max(o.Window, 4*charge(o.MaxChunk)) // see creditDue: progress needs it
 	return o
 }
 
@@ -168,8 +169,8 @@ const lingerTime = 2 * time.Second
 // call does anything.
 func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
+		c.closed.Store(true) // first: a Write woken now says closed, not "after CloseWrite"
 		c.queueEnd()
-		c.closed.Store(true)
 		close(c.closing)
 		c.linger()
 		c.shutdown()
@@ -249,9 +250,11 @@ func (c *Conn) shutdown() {
 		}
 		c.send.wakeRoom()
 		c.send.mu.Unlock()
-		for _, s := range stripes {
-			_ = s.conn.Close()
+		var wg sync.WaitGroup
+		for _, s := range stripes { // at once: a TLS stripe's close may wait to send its alert
+			wg.Go(func() { _ = s.conn.Close() })
 		}
+		wg.Wait()
 	})
 }
 

@@ -71,7 +71,8 @@ func isClosed(c <-chan struct{}) bool {
 func (d *deadline) stop() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.timer != nil {
-		d.timer.Stop()
+	if d.timer != nil && !d.timer.Stop() {
+		<-d.cancel // the timer fired: wait until its function has closed cancel
 	}
+	d.timer = nil // a later set must not wait for a timer that will not fire
 }

@@ -20,8 +20,8 @@
 // A data payload decompresses to at most 256 KiB; the decoder is bounded so
 // that a frame that declares or expands to more is a protocol error and
 // allocates no more than that bound. A CREDIT payload is a uint64: the
-// payload bytes (uncompressed) that the frame's sender has consumed so far
-// in the other direction. An empty frame without END, a seq already seen, a
+// charge (below) of the data frames the frame's sender has consumed in full
+// so far in the other direction. An empty frame without END, a seq already seen, a
 // seq after the END frame, a second END, a compressed frame to a receiver
 // without a Codec, a CREDIT frame with a seq, other flags or another length,
 // a credit for more bytes than were sent, or data beyond the window (see
@@ -38,10 +38,14 @@
 // # Flow control
 //
 // Each direction has a window of Options.Window bytes (default 2 MiB, at
-// least 4*MaxChunk), counted in payload bytes before compression: Write
-// waits (honouring the write deadline, Close, CloseWrite and failure) while
-// the bytes it has queued minus the peer's credit, plus the next chunk,
-// would exceed it. The receiver counts the bytes Read has returned and,
+// least 4*MaxChunk), counted in charges: a data frame's charge is its
+// payload bytes before compression, but at least 1 KiB (what a frame costs
+// the receiver whatever its size; counting bytes alone would let a peer
+// sending one-byte frames make the receiver hold a thousand times its
+// window). Write waits (honouring the write deadline, Close, CloseWrite and
+// failure) while the charges it has queued minus the peer's credit, plus
+// the next chunk's, would exceed it. The receiver counts the charges of the
+// frames Read has returned in full and,
 // each time that count has grown by Window/4 since the last CREDIT frame,
 // queues a CREDIT frame carrying it on the least-loaded stripe (without
 // waiting for queue room or window, even after CloseWrite; not after the
@@ -53,8 +57,8 @@
 // Window/4) fits: the threshold cannot stall the sender (creditDue).
 //
 // Both ends must use the same Window; both ends of rdsproxy use the
-// default. A receiver that holds more than Window+MaxChunk bytes (in order
-// but unread, or out of order) fails with "peer exceeded the flow-control
+// default. A receiver that holds frames charged more than Window+MaxChunk
+// (in order but unread, or out of order) fails with "peer exceeded the flow-control
 // window", so a peer that ignores credit cannot make it buffer without bound.
 //
 // # Receiving, and why it cannot deadlock

@@ -140,3 +140,14 @@ func checkHeader(flags byte, length int, codec *Codec) error {
 	}
 	return nil
 }
+
+// minCharge is what the flow-control window counts for a data frame of
+// fewer bytes: a frame costs its buffer (at least 1 KiB), its record and
+// its map entry whatever its payload, so counting payload bytes alone
+// would let a peer that sends one-byte frames make the receiver hold a
+// thousand times its window.
+const minCharge = 1 << 10
+
+// charge is what a data frame of n payload bytes counts against the
+// window, on both sides.
+func charge(n int) int { return max(n, minCharge) }

@@ -20,7 +20,8 @@ type recvState struct {
 	endSeq   uint64 // seq of the END frame, when endSeen
 	endSeen  bool   // the END frame has arrived (maybe out of order)
 	eof      bool   // the END frame's seq was reached
-	consumed uint64 // payload bytes Read has returned
+	owed     int    // charge (see charge) of the frames in ready and pending
+	consumed uint64 // charge of the frames Read has returned in full
 	credited uint64 // consumed as of the last CREDIT frame sent
 	quiet    int    // stripes the peer closed cleanly (EOF between frames)
 
@@ -82,7 +83,7 @@ func (c *Conn) stripeEnded(st *stripe, err error) {
 		return
 	}
 	c.recv.mu.Lock()
-	eof := c.recv.eof || c.recv.endSeen
+	eof := c.recv.eof // END reached in order: every byte before it arrived
 	if err == io.EOF {
 		c.recv.quiet++
 	}
@@ -117,11 +118,12 @@ func (c *Conn) file(f *inFrame) error {
 	if err := r.check(f); err != nil {
 		return err
 	}
-	buffered := r.readyLen + r.heldLen + len(f.data)
-	if buffered > c.opts.Window+c.opts.MaxChunk {
-		return protoErr("peer exceeded the flow-control window: %d bytes unread, window %d", buffered, c.opts.Window)
+	owed := r.owed + charge(len(f.data))
+	if owed > c.opts.Window+c.opts.MaxChunk {
+		return protoErr("peer exceeded the flow-control window: %d bytes unread, window %d", owed, c.opts.Window)
 	}
-	r.maxBuf = max(r.maxBuf, buffered)
+	r.owed = owed
+	r.maxBuf = max(r.maxBuf, owed)
 	if f.seq == r.next {
 		r.deliver(f)
 	} else {
@@ -256,7 +258,7 @@ func (c *Conn) tryRead(p []byte) (n int, err error, ok bool, credit uint64) {
 // held.
 //
 // Why this threshold cannot stall the sender: its Write waits only while
-// outstanding+n > Window, with n ≤ MaxChunk ≤ Window/4 (withDefaults), so
+// outstanding+charge(n) > Window, with charge(n) ≤ Window/4 (withDefaults), so
 // only while outstanding > 3/4 Window. Every byte sent arrives (the readers
 // never stop reading), so once the application has read it all, consumed
 // equals the bytes sent, and the unannounced part, consumed - credited, is
@@ -281,13 +283,14 @@ func (r *recvState) copyOut(p []byte) int {
 		n += k
 		f.off += k
 		if f.off == len(f.data) {
+			r.owed -= charge(len(f.data))
+			r.consumed += uint64(charge(len(f.data)))
 			putBuf(f.data)
 			r.ready[0] = nil
 			r.ready = r.ready[1:]
 		}
 	}
 	r.readyLen -= n
-	r.consumed += uint64(n)
 	return n
 }
 
@@ -301,13 +304,13 @@ func (r *recvState) release() {
 	for _, f := range r.pending {
 		putBuf(f.data)
 	}
-	r.ready, r.pending, r.readyLen, r.heldLen = nil, map[uint64]*inFrame{}, 0, 0
+	r.ready, r.pending, r.readyLen, r.heldLen, r.owed = nil, map[uint64]*inFrame{}, 0, 0, 0
 }
 
 // String describes the receive state (for test failures).
 func (r *recvState) String() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return fmt.Sprintf("next %d, ready %d bytes, held %d frames %d bytes, consumed %d, credited %d",
-		r.next, r.readyLen, len(r.pending), r.heldLen, r.consumed, r.credited)
+	return fmt.Sprintf("next %d, ready %d bytes, held %d frames %d bytes, owed %d, consumed %d, credited %d",
+		r.next, r.readyLen, len(r.pending), r.heldLen, r.owed, r.consumed, r.credited)
 }

@@ -138,13 +138,16 @@ func (c *Conn) enqueue(frame []byte, extra byte, n int) error {
 		}
 		st := s.leastLoaded()
 		fits := st.queued == 0 || st.queued+len(frame) <= c.opts.QueueBytes
-		inWindow := s.sent-s.credit+uint64(n) <= uint64(c.opts.Window)
+		inWindow := s.sent-s.credit+uint64(charge(n)) <= uint64(c.opts.Window)
 		if extra != 0 || fits && inWindow {
 			frame[8] |= extra
 			putSeq(frame, s.seq)
 			s.seq++
-			s.sent += uint64(n)
-			s.writeClosed = extra&flagEnd != 0
+			if extra&flagEnd != 0 {
+				s.writeClosed = true
+			} else {
+				s.sent += uint64(charge(n))
+			}
 			st.push(frame)
 			return nil
 		}
