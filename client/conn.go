@@ -131,7 +131,8 @@ func (p *Proxy) openOnce(ctx context.Context, local net.Conn, st *pgwire.Startup
 		}
 		return stream, nil, nil
 	}
-	return p.stripe(ctx, stream, *taken)
+	sc, joins := p.stripe(ctx, stream, *taken, *offer)
+	return sc, joins, nil
 }
 
 // exchange writes the startup and reads the server's first reply. When
@@ -145,6 +146,14 @@ func (p *Proxy) exchange(local, stream net.Conn, msg []byte, offered bool) (*con
 	m, err := pgwire.ReadMessage(stream, nil, maxServerReply)
 	if errors.Is(err, io.EOF) { // not a byte: nothing reached the database
 		return nil, errNoAnswer
+	}
+	if err == nil && m.Type == pgwire.MsgNegotiateProtocol {
+		// A protocol newer than the server's: the client hears it, and
+		// the password request follows.
+		if _, err := local.Write(m.Raw); err != nil {
+			return nil, fmt.Errorf("forward server reply: %w", err)
+		}
+		m, err = pgwire.ReadMessage(stream, nil, maxServerReply)
 	}
 	if err != nil {
 		return nil, pgwire.Errorf(pgwire.CodeConnectionFailure, "tunnel", "rdsproxy: the server closed the connection during startup: %v", err)

@@ -66,13 +66,15 @@ func transportTaken(m pgwire.Message) (taken *contract.Transport, ok bool, err e
 // starts joining its further stripes, over the tunnel's other sessions.
 // The connection carries data at once, over the stripes it has so far; a
 // stripe that cannot join is left out.
-func (p *Proxy) stripe(ctx context.Context, stream net.Conn, t contract.Transport) (net.Conn, *joining, error) {
-	stream.SetDeadline(time.Time{}) // the striped connection keeps its own deadlines; the stripes have none
-	sc := stripe.New(stream, stripe.Options{Codec: p.codec, Compress: t.Compress == "zstd", MaxStripes: t.Stripes})
+func (p *Proxy) stripe(ctx context.Context, stream net.Conn, t, offer contract.Transport) (net.Conn, *joining) {
+	t.Stripes = min(t.Stripes, offer.Stripes)                // never more than offered
+	compress := t.Compress == "zstd" && offer.Compress != "" // nor compression the user turned off
+	stream.SetDeadline(time.Time{})                          // the striped connection keeps its own deadlines; the stripes have none
+	sc := stripe.New(stream, stripe.Options{Codec: p.codec, Compress: compress, MaxStripes: t.Stripes})
 	p.log.Debug("striped transport", "mode", contract.Transport{Version: t.Version, Stripes: t.Stripes, Compress: t.Compress}.String())
 	sp, ok := spreader(stream)
 	if !ok || t.Stripes == 1 {
-		return sc, nil, nil
+		return sc, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, joinTimeout)
 	j := &joining{cancel: cancel}
@@ -83,7 +85,7 @@ func (p *Proxy) stripe(ctx context.Context, stream net.Conn, t contract.Transpor
 			}
 		})
 	}
-	return sc, j, nil
+	return sc, j
 }
 
 // join opens stripe i beside the first and adds it to sc.
@@ -97,7 +99,8 @@ func (p *Proxy) join(ctx context.Context, sp tunnel.Spreader, i int, id string, 
 			return err
 		}
 	}
-	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	fired := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()); close(fired) })
 	defer stop()
 	msg := pgwire.AppendStartup(nil, pgwire.Protocol30, pgwire.Params{{Key: contract.JoinParam, Value: id}})
 	if _, err := c.Write(msg); err != nil {
@@ -113,9 +116,10 @@ func (p *Proxy) join(ctx context.Context, sp tunnel.Spreader, i int, id string, 
 		c.Close()
 		return fmt.Errorf("join refused: %s", describe(m))
 	}
-	if !stop() { // the deadline may have been set: the join came too late
-		c.Close()
-		return ctx.Err()
+	// The server holds the stripe now and may send on it: it joins, late
+	// or not, or the connection would lose what the server sends there.
+	if !stop() {
+		<-fired
 	}
 	c.SetDeadline(time.Time{})
 	if err := sc.Add(c); err != nil {
