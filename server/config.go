@@ -85,7 +85,7 @@ type Config struct {
 	// MaxStripes caps the stripes one striped connection spreads over
 	// (default 8, at most contract.MaxTransportStripes). Each stripe holds
 	// up to 128 KiB queued towards the client, and each connection up to
-	// 1 MiB received out of order.
+	// its 2 MiB flow-control window received and not yet relayed.
 	MaxStripes int
 	// Identity, when set, verifies each caller's signed
 	// sts:GetCallerIdentity request before any dial, names the caller in

@@ -14,6 +14,8 @@ import (
 	"github.com/rdsproxy/rdsproxy/internal/stripe"
 )
 
+var _ net.Conn = (*stripe.Conn)(nil)
+
 // joinWindow is how long after the server takes a transport offer its
 // further stripes may join.
 const joinWindow = 10 * time.Second
@@ -75,6 +77,7 @@ func (s *Server) join(conn net.Conn, ph *phase, id string) {
 	}
 	conn.SetDeadline(time.Time{})
 	if err := j.conn.Add(conn); err != nil { // the session ended meanwhile
+		s.log.Debug("stripe join: the connection ended before the stripe joined", "err", err)
 		return
 	}
 	s.track(ph.pc.conn, false) // the session's stripes: its relay ends them, not the drain's first sweep

@@ -45,6 +45,8 @@ func (c *halfCloser) CloseWrite() error {
 	return c.Conn.(interface{ CloseWrite() error }).CloseWrite()
 }
 
+var _ Spreader = (*poolConn)(nil)
+
 // DialBeside opens a stream to the same replica (Spreader): over another
 // of its sessions when its tunnel has several, else with its Dial.
 func (c *poolConn) DialBeside(ctx context.Context, i int) (net.Conn, error) {
