@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/xtaci/smux"
+
+	"github.com/rdsproxy/rdsproxy/tunnel"
 )
 
 // streamConn is one smux stream. It hides smux's CloseWrite (the agent's
@@ -146,6 +148,8 @@ func (c *basicConn) SetWriteDeadline(t time.Time) error {
 	c.s.pipe.setDeadlines(nil, &t)
 	return nil
 }
+
+var _ tunnel.Spreader = (*streamConn)(nil)
 
 // DialBeside opens a stream over the session i slots after this one's
 // (tunnel.Spreader), starting it if needed.

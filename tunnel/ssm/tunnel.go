@@ -35,7 +35,8 @@ type Config struct {
 	// decides, and Port should name the same port. Not with Host.
 	Document string
 	// Sessions spreads streams over this many sessions (the agent caps each
-	// session below ~1 MB/s per direction). Default 1.
+	// session below ~1 MB/s per direction). Default 1. New starts the first
+	// and the others in the background.
 	Sessions int
 	// ClientVersion is sent to the agent; it must be > 1.2.331.0 so that
 	// agents use smux with keep-alive off. Default DefaultClientVersion.
@@ -146,6 +147,13 @@ func New(ctx context.Context, cfg Config) (*Tunnel, error) {
 	if _, err := t.sessionAt(ctx, 0); err != nil {
 		t.cancel()
 		return nil, err
+	}
+	for i := 1; i < len(t.slots); i++ { // the others in the background: a striped connection wants them all at once
+		t.wg.Go(func() {
+			if _, err := t.sessionAt(t.life, i); err != nil && t.life.Err() == nil {
+				cfg.Logger.Debug("ssm: a further session could not start yet; the next stream over it tries again", "err", err)
+			}
+		})
 	}
 	return t, nil
 }
