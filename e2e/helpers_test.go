@@ -7,6 +7,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"testing"
@@ -133,6 +135,21 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitGoroutines waits until the process runs at most base goroutines; on
+// timeout it fails with the goroutines still running, grouped by stack.
+func waitGoroutines(t testing.TB, base int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for runtime.NumGoroutine() > base {
+		if time.Now().After(deadline) {
+			var b strings.Builder
+			pprof.Lookup("goroutine").WriteTo(&b, 1)
+			t.Fatalf("after %v, %d goroutines, baseline %d:\n%s", timeout, runtime.NumGoroutine(), base, b.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -87,7 +87,7 @@ func TestNoLeaksAfterManySessions(t *testing.T) {
 		t.Fatalf("%d of 5000 sessions failed", failures)
 	}
 	waitFor(t, 60*time.Second, "PostgreSQL backends back to baseline", func() bool { return backends(t) <= baseBackends })
-	waitFor(t, 30*time.Second, "goroutines back to baseline", func() bool { return runtime.NumGoroutine() <= baseGoroutines })
+	waitGoroutines(t, baseGoroutines, 30*time.Second)
 	// The runtime keeps the pipes it splices TCP to TCP through in a pool
 	// that only a garbage collection empties: collect, so that a pooled pipe
 	// is not mistaken for a leaked descriptor.

@@ -341,7 +341,7 @@ func TestStripingNoLeaks(t *testing.T) {
 		t.Fatalf("no session ran over its 4 stripes: %v", perStripes)
 	}
 	waitFor(t, 20*time.Second, "PostgreSQL backends back to baseline", func() bool { return backends(t) <= baseBackends })
-	waitFor(t, 20*time.Second, "goroutines back to baseline", func() bool { return runtime.NumGoroutine() <= baseGoroutines })
+	waitGoroutines(t, baseGoroutines, 30*time.Second)
 	// A GC empties the runtime's pool of splice pipes (see TestNoLeaksAfterManySessions).
 	waitFor(t, 20*time.Second, "file descriptors back to baseline", func() bool { runtime.GC(); return openFDs(t) <= baseFDs })
 }
