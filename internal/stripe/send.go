@@ -19,6 +19,7 @@ type sendState struct {
 	sent        uint64        // payload bytes (uncompressed) queued in data frames
 	credit      uint64        // the most payload bytes the peer has said it consumed
 	room        chan struct{} // closed when queued bytes shrink; nil while nobody waits
+	turn        int           // where leastLoaded starts looking, advanced on each pick
 
 	sem  chan struct{} // held by one Write at a time, so that its chunks get consecutive seqs
 	comp compressor    // used under sem
@@ -217,15 +218,19 @@ func (s *sendState) queuedTotal() int {
 	return n
 }
 
-// leastLoaded returns the stripe with the fewest bytes queued, the first
-// one on ties. Called with mu held.
+// leastLoaded returns the stripe with the fewest bytes queued, taking ties
+// in turn: over TCP a writer hands its queue to the kernel at once, so the
+// queues are mostly empty and "the first on ties" sent nearly everything
+// over one stripe (8 SSM sessions moved 3.5x one). Called with mu held.
 func (s *sendState) leastLoaded() *stripe {
-	best := s.stripes[0]
-	for _, st := range s.stripes[1:] {
-		if st.queued < best.queued {
+	n := len(s.stripes)
+	best := s.stripes[s.turn%n]
+	for i := 1; i < n; i++ {
+		if st := s.stripes[(s.turn+i)%n]; st.queued < best.queued {
 			best = st
 		}
 	}
+	s.turn++
 	return best
 }
 
