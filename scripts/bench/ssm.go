@@ -50,6 +50,7 @@ func ssmPaths() []*ssmPath {
 		{name: "raw-4", args: []string{"--ssm-sessions", "4", "--no-ssm-striping"}},
 		{name: "stripe-4", args: []string{"--ssm-sessions", "4", "--ssm-striping", "--no-ssm-compress"}},
 		{name: "stripe-4-z", args: []string{"--ssm-sessions", "4", "--ssm-striping", "--ssm-compress"}},
+		{name: "stripe-8", args: []string{"--ssm-sessions", "8", "--ssm-striping", "--no-ssm-compress"}},
 	}
 }
 
