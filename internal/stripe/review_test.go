@@ -5,7 +5,6 @@ import (
 	"io"
 	"net"
 	"runtime"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -106,31 +105,5 @@ func TestTinyFramesCharged(t *testing.T) {
 	t.Logf("cut off after %d one-byte frames; heap in use grew %d bytes", n, grew)
 	if n > window/minCharge+64 || grew > 4*window {
 		t.Errorf("took %d frames (window allows %d), heap grew %d bytes", n, window/minCharge, grew)
-	}
-}
-
-// TestBulkSpreadsOverStripes: a bulk transfer to a paced reader (the SSM
-// agent's 1 KiB per ms) over TCP stripes, whose writers hand everything to
-// the kernel's socket buffers at once, is spread over all of them instead
-// of filling the first one's buffer: each of 4 carries at least 15%.
-func TestBulkSpreadsOverStripes(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	a, b := tcpPairs(t, 4)
-	counts := make([]atomic.Int64, 4)
-	for i := range b {
-		b[i] = countReader{slowReader{b[i]}, &counts[i]}
-	}
-	ca, cb := newPair(t, a, b, Options{}, Options{})
-	data := randomData(2<<20, 11)
-	go writeAll(ca, data, 11)
-	if _, n, err := readSum(cb); err != nil || n != int64(len(data)) {
-		t.Fatalf("read %d bytes, %v", n, err)
-	}
-	ca.Close()
-	cb.Close()
-	for i := range counts {
-		if share := float64(counts[i].Load()) / float64(len(data)); share < 0.15 {
-			t.Errorf("stripe %d carried %.0f%% of the data", i+1, 100*share)
-		}
 	}
 }
