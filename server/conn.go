@@ -114,10 +114,10 @@ func (s *Server) startupFailed(raw, conn net.Conn, ph *phase, err error) {
 		reply = startupTimeout("finish its startup", "Send the startup and the password promptly; a silent connection is closed after a few seconds.")
 		reason = reply.Reason
 	}
+	s.cfg.Metrics.startupFailed(reason) // before the client hears it, as in refuse
 	if reply != nil && conn != nil {
 		reply.Send(conn)
 	}
-	s.cfg.Metrics.startupFailed(reason)
 	s.log.Debug("connection closed during startup", "remote", raw.RemoteAddr().String(), "reason", reason, "err", err)
 }
 

@@ -395,13 +395,19 @@ func (s *Server) refuse(client net.Conn, ph *phase, info sessionInfo, err error)
 		if strings.HasPrefix(code, "28") {
 			s.failures.fail(info.keyID, info.src, time.Now())
 		}
-		client.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		client.Write(ru.reply)
 	case errors.As(err, &pe):
-		pe.Send(client)
 		o, reason, code = outcomeRefused, pe.Reason, pe.Code
 	}
+	// Counted before the client hears it: whoever sees the refusal then
+	// finds it in the metrics too.
 	s.cfg.Metrics.sessionEnded(info.target, o, reason, 0, 0, strings.HasPrefix(code, "28"))
+	switch {
+	case ru != nil:
+		client.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		client.Write(ru.reply)
+	case pe != nil:
+		pe.Send(client)
+	}
 	ok, suppressed := s.logs.allow(time.Now())
 	if !ok {
 		s.cfg.Metrics.logSuppressed()
