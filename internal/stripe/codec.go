@@ -9,7 +9,10 @@ import (
 
 // Codec compresses and decompresses frames. Make one per process side and
 // share it between Conns: it is safe for concurrent use. Close it after the
-// last Conn that uses it has been closed.
+// last Conn that uses it has been closed. It is zstd rather than lz4
+// because the link, not the CPU, is the limit: on the transport's chunks
+// zstd compresses COPY text 2.5-4 times and mixed rows 1.3-1.6 times better
+// than lz4, and is still far faster than an SSM session (codec_bench_test.go).
 type Codec struct {
 	enc *zstd.Encoder
 	dec *zstd.Decoder
