@@ -214,28 +214,16 @@ func (c *Conn) isDone() bool { return isClosed(c.done) }
 // linger waits until every queued frame is written, the Conn is done, the
 // write deadline has passed, or lingerTime has passed.
 func (c *Conn) linger() {
-	timer := time.NewTimer(lingerTime)
+	expired := make(chan struct{})
+	timer := time.AfterFunc(lingerTime, func() { close(expired) })
 	defer timer.Stop()
 	s := &c.send
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for !c.isDone() && s.queuedTotal() > 0 {
-		if s.room == nil {
-			s.room = make(chan struct{})
+		if !s.waitRoom(c.done, c.writeDL.wait(), expired) {
+			return // done, deadline or lingerTime: whatever is still queued is dropped
 		}
-		room := s.room
-		s.mu.Unlock()
-		select {
-		case <-room:
-		case <-c.done:
-		case <-c.writeDL.wait():
-			s.mu.Lock()
-			return
-		case <-timer.C:
-			s.mu.Lock()
-			return
-		}
-		s.mu.Lock()
 	}
 }
 

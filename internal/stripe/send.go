@@ -29,12 +29,34 @@ func (c *Conn) initSend() {
 	c.send.sem = make(chan struct{}, 1)
 }
 
-// wakeRoom wakes the Write waiting for room, if any. Called with mu held.
+// wakeRoom wakes whoever waits in waitRoom, if anyone. Called with mu held.
 func (s *sendState) wakeRoom() {
 	if s.room != nil {
 		close(s.room)
 		s.room = nil
 	}
+}
+
+// waitRoom releases mu until wakeRoom signals that queued bytes shrank or
+// credit arrived, or until stop1, stop2 or stop3 is closed; it reports
+// whether room woke it. The room channel is made only while someone waits, so that
+// writers that find room pay nothing. Called with mu held; returns with it
+// held.
+func (s *sendState) waitRoom(stop1, stop2, stop3 <-chan struct{}) bool {
+	if s.room == nil {
+		s.room = make(chan struct{})
+	}
+	room := s.room
+	s.mu.Unlock()
+	defer s.mu.Lock()
+	select {
+	case <-room:
+		return true
+	case <-stop1:
+	case <-stop2:
+	case <-stop3:
+	}
+	return false
 }
 
 // Write queues p as frames on the stripes and returns len(p) once every
@@ -152,18 +174,7 @@ func (c *Conn) enqueue(frame []byte, extra byte, n int) error {
 			st.push(frame)
 			return nil
 		}
-		if s.room == nil {
-			s.room = make(chan struct{})
-		}
-		room := s.room
-		s.mu.Unlock()
-		select {
-		case <-room:
-		case <-c.done:
-		case <-c.closing:
-		case <-c.writeDL.wait():
-		}
-		s.mu.Lock()
+		s.waitRoom(c.done, c.closing, c.writeDL.wait()) // whatever woke it, the checks above decide
 	}
 }
 
