@@ -72,6 +72,7 @@ func (s *Server) join(conn net.Conn, ph *phase, id string) {
 	s.pending.remove(ph.pc)
 	conn.SetDeadline(time.Now().Add(s.cfg.FirstByteTimeout))
 	if _, err := conn.Write(pgwire.AppendParameterStatus(nil, contract.JoinParam, "ok")); err != nil {
+		s.joins.release(j) // this stripe will not join: its place is for another
 		s.log.Debug("stripe join: answer failed", "err", err)
 		return
 	}
@@ -139,6 +140,15 @@ func (t *joinTable) claim(id string, now time.Time) (*joinable, error) {
 	}
 	j.left--
 	return j, nil
+}
+
+// release gives back the place claim took for a stripe that did not join.
+// The place is taken before the stripe is answered, not after, so that
+// two stripes racing for the last place cannot both be told "ok".
+func (t *joinTable) release(j *joinable) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	j.left++
 }
 
 func joinRefused(format string, args ...any) *pgwire.Error {

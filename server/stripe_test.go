@@ -2,12 +2,15 @@ package server
 
 import (
 	"errors"
+	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/rdsproxy/rdsproxy/contract"
+	"github.com/rdsproxy/rdsproxy/discovery"
 	"github.com/rdsproxy/rdsproxy/internal/pgwire"
+	"github.com/rdsproxy/rdsproxy/internal/stripe"
 )
 
 // refusedJoin asserts err is the 08P01 stripe-join refusal a joining
@@ -110,4 +113,77 @@ func TestJoinTableCloseEndsJoins(t *testing.T) {
 	if j, err := tab.claim(other.id, now); err != nil || j != other {
 		t.Fatalf("claim on another connection after a close = %v, %v", j, err)
 	}
+}
+
+// A stripe that hangs up before the server's "ok" reaches it gives its
+// place back: the connection's next stripe still joins, so a connection
+// offered K stripes can still get K.
+func TestJoinAnswerFailedGivesPlaceBack(t *testing.T) {
+	s := newJoinServer(t)
+	sc := newStripedConn(t, 2)
+	id := "feedfacefeedfacefeedfacefeedface"
+	j := s.joins.open(id, sc, 2, time.Now().Add(joinWindow))
+
+	gone, server := net.Pipe()
+	gone.Close() // the server's answer to this stripe fails
+	s.join(server, newJoinPhase(s, server), id)
+
+	client, server := net.Pipe()
+	joined := make(chan struct{})
+	defer func() {
+		client.Close()
+		s.joins.close(j) // the session ends: its stripes are released
+		<-joined
+	}()
+	client.SetDeadline(time.Now().Add(20 * time.Second)) // a hang guard
+	go func() {
+		defer close(joined)
+		s.join(server, newJoinPhase(s, server), id) // holds the stripe until the session ends
+	}()
+	m, err := pgwire.ReadMessage(client, nil, 1<<16)
+	if err != nil {
+		t.Fatalf("read the join's answer: %v", err)
+	}
+	if m.Type != pgwire.MsgParameterStatus || string(m.Body()) != contract.JoinParam+"\x00ok\x00" {
+		t.Fatalf("the next stripe got %q %q, want its join taken (ParameterStatus %s ok)", m.Type, m.Body(), contract.JoinParam)
+	}
+}
+
+// newJoinServer is a Server for calling join directly.
+func newJoinServer(t *testing.T) *Server {
+	t.Helper()
+	snap, err := discovery.NewSnapshot(nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots, err := RootCAs(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{Targets: fixed{snap}, RootCAs: roots, NoStriping: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// newJoinPhase is the startup phase of a connection that has just sent
+// its join.
+func newJoinPhase(s *Server, c net.Conn) *phase {
+	pc, _ := s.pending.add(c)
+	return &phase{pc: pc, end: time.Now().Add(time.Minute), spoke: true}
+}
+
+// newStripedConn is a striped connection that takes k stripes, over a
+// first stripe nobody reads; it is closed at once when the test ends.
+func newStripedConn(t *testing.T, k int) *stripe.Conn {
+	t.Helper()
+	peer, first := net.Pipe()
+	sc := stripe.New(first, stripe.Options{MaxStripes: k})
+	t.Cleanup(func() {
+		sc.SetWriteDeadline(time.Now()) // do not linger: nobody reads its END
+		sc.Close()
+		peer.Close()
+	})
+	return sc
 }
