@@ -45,7 +45,7 @@ func main() {
 	idle := flag.Int("idle", 300, "idle sessions for the memory measurement")
 	only := flag.String("only", "", "run only the workloads whose name contains this")
 	localTLS := flag.Bool("local-tls", false, "also measure rdsproxy with connect --local-tls (TLS on the loopback hop)")
-	ssmMB := flag.Int("ssm-mb", 16, "MiB per COPY through SSM (paced: < 1 MB/s); 0 skips the SSM comparison")
+	ssmMB := flag.Int("ssm-mb", 16, "MiB per COPY through SSM (paced: < 1 MB/s; the unpaced section moves 4x this); 0 skips the SSM comparison")
 	flag.Parse()
 	if err := run(*reps, *secs, *copyMB, *idle, *only, *localTLS, *ssmMB); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)

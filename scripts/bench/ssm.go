@@ -26,13 +26,17 @@ import (
 )
 
 // The SSM comparison: the real session-manager-plugin (built from the
-// source conformance/go.mod pins) against rdsproxy connect --via ssm in four
-// transports, all through the sandbox's agent-faithful, paced SSM endpoint
-// to the same rdsproxy server (its own process, logging its audit lines),
-// one run each, one path after the other:
+// source conformance/go.mod pins) against rdsproxy connect --via ssm in six
+// transports (ssmPaths), all through the sandbox's agent-faithful, paced SSM
+// endpoint to the same rdsproxy server (its own process, logging its audit
+// lines, --max-stripes 16), one run each, one path after the other:
 //
-//	plugin:   pgx (token, rdsproxy.target) ──▶ session-manager-plugin ──▶ SSM endpoint ──▶ server ──▶ emulator
-//	rdsproxy: pgx ──▶ rdsproxy connect --via ssm ──▶ SSM endpoint (1 or 4 sessions) ──▶ server ──▶ emulator
+//	plugin:   pgx or pg_dump (token, rdsproxy.target) ──▶ session-manager-plugin ──▶ SSM endpoint ──▶ server ──▶ emulator
+//	rdsproxy: pgx or pg_dump ──▶ rdsproxy connect --via ssm ──▶ SSM endpoint (1 to 12 sessions) ──▶ server ──▶ emulator
+//
+// raw-4 and stripe-4 also measure memory per idle connection (ssm_idle.go);
+// then raw-1, stripe-4 and stripe-4-z run again through an unpaced endpoint
+// (ssm_unpaced.go).
 
 // ssmPath is one way through the SSM endpoint to the server.
 type ssmPath struct {
@@ -40,6 +44,17 @@ type ssmPath struct {
 	args []string // rdsproxy connect flags; nil for the plugin
 	addr string
 	proc *proc // the client-side process: the plugin or rdsproxy connect
+	// ssmURL, when set, is another SSM endpoint (the unpaced one) than the
+	// world's; the path's logs, state and application_name then say so.
+	ssmURL string
+}
+
+// label names p's logs, state directory and sessions.
+func (p *ssmPath) label() string {
+	if p.ssmURL != "" {
+		return p.name + "-unpaced"
+	}
+	return p.name
 }
 
 // ssmPaths are the paths compared, the plugin (the anchor) first.
@@ -51,6 +66,7 @@ func ssmPaths() []*ssmPath {
 		{name: "stripe-4", args: []string{"--ssm-sessions", "4", "--ssm-striping", "--no-ssm-compress"}},
 		{name: "stripe-4-z", args: []string{"--ssm-sessions", "4", "--ssm-striping", "--ssm-compress"}},
 		{name: "stripe-8", args: []string{"--ssm-sessions", "8", "--ssm-striping", "--no-ssm-compress"}},
+		{name: "stripe-12", args: []string{"--ssm-sessions", "12", "--ssm-striping", "--no-ssm-compress"}},
 	}
 }
 
@@ -60,18 +76,29 @@ type bulk struct{ mbps, clientCPU, serverCPU float64 }
 
 type ssmResult struct {
 	copyOut, copyIn, accounts bulk
+	dump                      bulk                // pg_dump -Fp of the dump table
+	idle                      *idleMem            // raw-4 and stripe-4 only
 	firstQuery                []time.Duration     // new connection: connect + select 1
-	idle                      []time.Duration     // select 1 on an idle connection
+	idleQuery                 []time.Duration     // select 1 on an idle connection
 	underLoad                 []time.Duration     // select 1 while the accounts COPY runs on another connection
 	resent, sent, acks        int64               // agent messages resent and sent, client frames received
 	dups                      int64               // client messages the agent already had (client resends)
 	audit                     map[string]auditSum // by role: first, bulk, probe, accounts
 }
 
+// ssmIdleConns is how many idle connections the memory measurement opens.
+const ssmIdleConns = 50
+
 func (b *bench) ssm(dir, bin string, mb int) error {
 	rows := int64(mb) << 20 / 96 // a pgbench_accounts row is ~96 bytes of COPY text
 	fmt.Printf("\nSSM: the real session-manager-plugin vs rdsproxy connect --via ssm, paced agent-faithful endpoint, one run each;\n"+
-		"COPY out and in of %d MiB; COPY of pgbench_accounts aid <= %d with select 1 every 50 ms on a second connection of the same path\n", mb, rows)
+		"COPY out and in of %d MiB; COPY of pgbench_accounts aid <= %d with select 1 every 50 ms on a second connection of the same path;\n"+
+		"pg_dump -Fp --table %s: a copy of those %d pgbench_accounts rows made once (the whole 1M-row table would take ~3 min per path at 0.6 MB/s);\n"+
+		"RSS growth per idle connection over %d idle connections (raw-4 and stripe-4 only, before the path's transfers)\n",
+		mb, rows, dumpTable, rows, ssmIdleConns)
+	if err := b.makeDumpTable(rows); err != nil {
+		return err
+	}
 	plugin, err := buildPlugin(dir)
 	if err != nil {
 		return err
@@ -83,25 +110,44 @@ func (b *bench) ssm(dir, bin string, mb int) error {
 	defer srv.stop()
 	paths := ssmPaths()
 	results := map[string]*ssmResult{}
-	for i, p := range paths {
-		err := b.startSSMPath(dir, bin, plugin, serverPort, i, p)
-		var r *ssmResult
-		if err == nil {
-			r, err = b.ssmRun(p, srv, mb, rows)
-		}
-		if p.proc != nil {
-			p.proc.stop()
-		}
+	for _, p := range paths {
+		r, err := b.ssmPath(dir, bin, plugin, serverPort, p, srv, mb, rows)
 		if err != nil {
-			return fmt.Errorf("ssm via %s: %w", p.name, err)
-		}
-		if r.audit, err = readAudit(filepath.Join(dir, "server-ssm.log"), p, 8); err != nil {
 			return fmt.Errorf("ssm via %s: %w", p.name, err)
 		}
 		results[p.name] = r
 	}
 	printSSM(paths, results)
-	return nil
+	return b.ssmUnpaced(dir, bin, serverPort, srv, 4*mb)
+}
+
+// ssmPath starts p's client-side process, measures p (and its idle memory
+// for raw-4 and stripe-4), stops the process and reads p's audit lines.
+func (b *bench) ssmPath(dir, bin, plugin, serverPort string, p *ssmPath, srv *proc, mb int, rows int64) (*ssmResult, error) {
+	err := b.startSSMPath(dir, bin, plugin, serverPort, p)
+	var idle *idleMem
+	if err == nil && (p.name == "raw-4" || p.name == "stripe-4") {
+		idle, err = b.ssmIdle(p, srv, ssmIdleConns)
+	}
+	var r *ssmResult
+	if err == nil {
+		r, err = b.ssmRun(p, srv, mb, rows)
+	}
+	if p.proc != nil {
+		p.proc.stop()
+	}
+	if err != nil {
+		return nil, err
+	}
+	r.idle = idle
+	want := 9 // ssmRun's sessions
+	if idle != nil {
+		want += idle.conns
+	}
+	if r.audit, err = readAudit(filepath.Join(dir, "server-ssm.log"), p, want); err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
 // startSSMServer starts the rdsproxy server the SSM agent forwards to, its
@@ -114,7 +160,8 @@ func (b *bench) startSSMServer(dir, bin string) (*proc, string, error) {
 		return nil, "", fmt.Errorf("ssm server config: %w", err)
 	}
 	srv, err := startProc(dir, "server-ssm", bin, b.world.ServerEnv(), "server", "--config", cfg, "--log-level", "info", "--log-format", "json",
-		"--max-sessions", "2000", "--require-identity=false") // the plugin path sends no caller identity
+		"--max-sessions", "2000", "--require-identity=false", // the plugin path sends no caller identity
+		"--max-stripes", "16") // stripe-12 offers 12 stripes; the default cap is 8
 	if err != nil {
 		return nil, "", fmt.Errorf("ssm server: %w", err)
 	}
@@ -128,13 +175,13 @@ func (b *bench) startSSMServer(dir, bin string) (*proc, string, error) {
 
 // startSSMPath starts p's client-side process: the plugin, or rdsproxy
 // connect with p's flags, its own port and state directory.
-func (b *bench) startSSMPath(dir, bin, plugin, serverPort string, i int, p *ssmPath) error {
+func (b *bench) startSSMPath(dir, bin, plugin, serverPort string, p *ssmPath) error {
 	if p.args == nil {
 		pp, addr, err := b.startPlugin(dir, plugin, serverPort)
 		p.proc, p.addr = pp, addr
 		return err
 	}
-	state := filepath.Join(dir, fmt.Sprintf("state-ssm-%d", i))
+	state := filepath.Join(dir, "state-ssm-"+p.label())
 	if err := os.MkdirAll(state, 0o700); err != nil {
 		return err
 	}
@@ -142,7 +189,11 @@ func (b *bench) startSSMPath(dir, bin, plugin, serverPort string, i int, p *ssmP
 	_, localPort, _ := net.SplitHostPort(p.addr)
 	args := append([]string{"connect", "--via", "ssm", "--ssm-target", b.world.Instance, "--ssm-port", serverPort,
 		"orders", "--port", localPort, "--log-level", "warn"}, p.args...)
-	cli, err := startProc(dir, "client-ssm-"+p.name, bin, append(b.world.ClientEnv(), "RDSPROXY_STATE_DIR="+state), args...)
+	env := append(b.world.ClientEnv(), "RDSPROXY_STATE_DIR="+state)
+	if p.ssmURL != "" {
+		env = append(env, "AWS_ENDPOINT_URL_SSM="+p.ssmURL) // the last of a duplicate key wins
+	}
+	cli, err := startProc(dir, "client-ssm-"+p.label(), bin, env, args...)
 	if err != nil {
 		return err
 	}
@@ -197,7 +248,7 @@ func (b *bench) startPlugin(dir, plugin, serverPort string) (*proc, string, erro
 
 // appPrefix starts the application_name of p's sessions, which finds them
 // in the server's audit lines; the role (what the session is for) follows.
-func appPrefix(p *ssmPath) string { return "bench-ssm-" + p.name + "/" }
+func appPrefix(p *ssmPath) string { return "bench-ssm-" + p.label() + "/" }
 
 // ssmConnect opens a connection through p for role.
 func (b *bench) ssmConnect(p *ssmPath, role string) (*pgx.Conn, error) {
@@ -219,7 +270,8 @@ func (b *bench) ssmConnect(p *ssmPath, role string) (*pgx.Conn, error) {
 // ssmRun measures one path: time to a first query on 5 new connections,
 // COPY out and in on the bulk connection, idle select 1 on the probe
 // connection, then the pgbench_accounts COPY on the accounts connection
-// with select 1 on the probe connection meanwhile. 8 sessions in all.
+// with select 1 on the probe connection meanwhile, then pg_dump -Fp of the
+// dump table on its own connection. 9 sessions in all.
 func (b *bench) ssmRun(p *ssmPath, srv *proc, mb int, rows int64) (*ssmResult, error) {
 	ctx := context.Background()
 	before := b.world.SSM.Stats()
@@ -241,30 +293,18 @@ func (b *bench) ssmRun(p *ssmPath, srv *proc, mb int, rows int64) (*ssmResult, e
 		return nil, err
 	}
 	defer conn.Close(ctx)
-	copyOutSQL := fmt.Sprintf("COPY (SELECT i, repeat('x', 90) FROM generate_series(1, %d) i) TO STDOUT", mb<<20/100)
-	if r.copyOut, err = measure(p.proc, srv, func() (int64, error) {
-		w := &counted{}
-		_, err := conn.PgConn().CopyTo(ctx, w, copyOutSQL)
-		return w.n.Load(), err
-	}); err != nil {
-		return nil, fmt.Errorf("COPY out: %w", err)
-	}
-	if _, err := conn.Exec(ctx, "DROP TABLE IF EXISTS bench_ssm; CREATE UNLOGGED TABLE bench_ssm (id int, payload text)"); err != nil {
+	if r.copyOut, err = ssmCopyOut(conn, p, srv, mb); err != nil {
 		return nil, err
 	}
-	if r.copyIn, err = measure(p.proc, srv, func() (int64, error) {
-		src := &repeatReader{line: []byte("12345678\t" + strings.Repeat("y", 90) + "\n"), left: int64(mb) << 20}
-		_, err := conn.PgConn().CopyFrom(ctx, src, "COPY bench_ssm FROM STDIN")
-		return int64(mb)<<20 - src.left, err
-	}); err != nil {
-		return nil, fmt.Errorf("COPY in: %w", err)
+	if r.copyIn, err = ssmCopyIn(conn, p, srv, mb); err != nil {
+		return nil, err
 	}
 	probe, err := b.ssmConnect(p, "probe")
 	if err != nil {
 		return nil, err
 	}
 	defer probe.Close(ctx)
-	if r.idle, err = probeIdle(probe, 20); err != nil {
+	if r.idleQuery, err = probeIdle(probe, 20); err != nil {
 		return nil, err
 	}
 	acc, err := b.ssmConnect(p, "accounts")
@@ -279,9 +319,43 @@ func (b *bench) ssmRun(p *ssmPath, srv *proc, mb int, rows int64) (*ssmResult, e
 	}); err != nil {
 		return nil, fmt.Errorf("pgbench_accounts COPY: %w", err)
 	}
+	if r.dump, err = b.ssmDump(p, srv); err != nil {
+		return nil, err
+	}
 	after := b.world.SSM.Stats()
 	r.sent, r.resent, r.acks = after.AgentSent-before.AgentSent, after.AgentResent-before.AgentResent, after.FramesReceived-before.FramesReceived
 	r.dups = after.DuplicatesReacked + after.DuplicatesDropped - before.DuplicatesReacked - before.DuplicatesDropped
+	return r, nil
+}
+
+// ssmCopyOut measures a COPY out of mb MiB of generated rows on conn.
+func ssmCopyOut(conn *pgx.Conn, p *ssmPath, srv *proc, mb int) (bulk, error) {
+	copyOutSQL := fmt.Sprintf("COPY (SELECT i, repeat('x', 90) FROM generate_series(1, %d) i) TO STDOUT", mb<<20/100)
+	r, err := measure(p.proc, srv, func() (int64, error) {
+		w := &counted{}
+		_, err := conn.PgConn().CopyTo(context.Background(), w, copyOutSQL)
+		return w.n.Load(), err
+	})
+	if err != nil {
+		return bulk{}, fmt.Errorf("COPY out: %w", err)
+	}
+	return r, nil
+}
+
+// ssmCopyIn measures a COPY in of mb MiB into a fresh bench_ssm on conn.
+func ssmCopyIn(conn *pgx.Conn, p *ssmPath, srv *proc, mb int) (bulk, error) {
+	ctx := context.Background()
+	if _, err := conn.Exec(ctx, "DROP TABLE IF EXISTS bench_ssm; CREATE UNLOGGED TABLE bench_ssm (id int, payload text)"); err != nil {
+		return bulk{}, fmt.Errorf("COPY in: %w", err)
+	}
+	r, err := measure(p.proc, srv, func() (int64, error) {
+		src := &repeatReader{line: []byte("12345678\t" + strings.Repeat("y", 90) + "\n"), left: int64(mb) << 20}
+		_, err := conn.PgConn().CopyFrom(ctx, src, "COPY bench_ssm FROM STDIN")
+		return int64(mb)<<20 - src.left, err
+	})
+	if err != nil {
+		return bulk{}, fmt.Errorf("COPY in: %w", err)
+	}
 	return r, nil
 }
 
@@ -482,7 +556,7 @@ func printSSM(paths []*ssmPath, res map[string]*ssmResult) {
 	}
 	f2 := func(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) }
 	ms1 := func(v float64) string { return strconv.FormatFloat(v*1000, 'f', 1, 64) }
-	row("transport (server audit, all 8 sessions)", func(r *ssmResult) string {
+	row("transport (server audit, all sessions)", func(r *ssmResult) string {
 		var ts []string
 		for _, s := range r.audit {
 			ts = append(ts, s.transports...)
@@ -499,25 +573,32 @@ func printSSM(paths []*ssmPath, res map[string]*ssmResult) {
 	row("  ÷ plugin", func(r *ssmResult) string { return f2(r.copyIn.mbps / anchor.copyIn.mbps) })
 	row("COPY pgbench_accounts out (MB/s)", func(r *ssmResult) string { return f2(r.accounts.mbps) })
 	row("  ÷ plugin", func(r *ssmResult) string { return f2(r.accounts.mbps / anchor.accounts.mbps) })
-	row("select 1 idle, median (ms)", func(r *ssmResult) string { return ms(r.idle, 0.5) })
+	row("pg_dump -Fp "+dumpTable+" (MB/s)", func(r *ssmResult) string { return f2(r.dump.mbps) })
+	row("  ÷ plugin", func(r *ssmResult) string { return f2(r.dump.mbps / anchor.dump.mbps) })
+	row("select 1 idle, median (ms)", func(r *ssmResult) string { return ms(r.idleQuery, 0.5) })
 	row("select 1 during accounts COPY, median (ms)", func(r *ssmResult) string { return ms(r.underLoad, 0.5) })
 	row("select 1 during accounts COPY, max (ms)", func(r *ssmResult) string { return ms(r.underLoad, 1) })
 	row("  probes during the COPY", func(r *ssmResult) string { return strconv.Itoa(len(r.underLoad)) })
 	row("  during ÷ idle, medians (goal ≤ 2)", func(r *ssmResult) string {
-		return ratio(int64(quantile(r.underLoad, 0.5)), int64(quantile(r.idle, 0.5)))
+		return ratio(int64(quantile(r.underLoad, 0.5)), int64(quantile(r.idleQuery, 0.5)))
 	})
 	row("new connection to first result, median (ms)", func(r *ssmResult) string { return ms(r.firstQuery, 0.5) })
 	row("client process CPU ms/MB, COPY out", func(r *ssmResult) string { return ms1(r.copyOut.clientCPU) })
 	row("client process CPU ms/MB, COPY in", func(r *ssmResult) string { return ms1(r.copyIn.clientCPU) })
 	row("client process CPU ms/MB, accounts", func(r *ssmResult) string { return ms1(r.accounts.clientCPU) })
+	row("client process CPU ms/MB, pg_dump", func(r *ssmResult) string { return ms1(r.dump.clientCPU) })
 	row("server process CPU ms/MB, COPY out", func(r *ssmResult) string { return ms1(r.copyOut.serverCPU) })
 	row("server process CPU ms/MB, COPY in", func(r *ssmResult) string { return ms1(r.copyIn.serverCPU) })
 	row("server process CPU ms/MB, accounts", func(r *ssmResult) string { return ms1(r.accounts.serverCPU) })
+	row("server process CPU ms/MB, pg_dump", func(r *ssmResult) string { return ms1(r.dump.serverCPU) })
 	row("payload ÷ wire, COPY out (audit)", func(r *ssmResult) string { return ratio(r.audit["bulk"].payloadTo, r.audit["bulk"].wireTo) })
 	row("payload ÷ wire, COPY in (audit)", func(r *ssmResult) string { return ratio(r.audit["bulk"].payloadFrom, r.audit["bulk"].wireFrom) })
 	row("payload ÷ wire, accounts COPY (audit)", func(r *ssmResult) string {
 		return ratio(r.audit["accounts"].payloadTo, r.audit["accounts"].wireTo)
 	})
+	row("payload ÷ wire, pg_dump (audit)", func(r *ssmResult) string { return ratio(r.audit["dump"].payloadTo, r.audit["dump"].wireTo) })
+	row(fmt.Sprintf("idle connection RSS, client KiB/conn (%d)", ssmIdleConns), func(r *ssmResult) string { return r.idle.client() })
+	row(fmt.Sprintf("idle connection RSS, server KiB/conn (%d)", ssmIdleConns), func(r *ssmResult) string { return r.idle.server() })
 	row("agent messages sent", func(r *ssmResult) string { return strconv.FormatInt(r.sent, 10) })
 	row("agent messages resent", func(r *ssmResult) string { return strconv.FormatInt(r.resent, 10) })
 	row("client frames received by the agent", func(r *ssmResult) string { return strconv.FormatInt(r.acks, 10) })

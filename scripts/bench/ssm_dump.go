@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/rdsproxy/rdsproxy/internal/sandbox"
+)
+
+// dumpTable is what the SSM comparison's pg_dump dumps: the first rows of
+// pgbench_accounts, as many as its accounts COPY carries, so that pg_dump
+// moves about as many bytes as that COPY (the whole table is ~96 MiB).
+const dumpTable = "bench_ssm_dump"
+
+// makeDumpTable (re)creates dumpTable from the first rows rows of
+// pgbench_accounts, directly on the emulator (not through any SSM path).
+func (b *bench) makeDumpTable(rows int64) error {
+	conn, err := b.connect(path{addr: b.world.Emulator.Addr(), sslmode: "require", token: true})
+	if err != nil {
+		return fmt.Errorf("dump table: %w", err)
+	}
+	defer conn.Close(context.Background())
+	sql := fmt.Sprintf("DROP TABLE IF EXISTS %[1]s; CREATE TABLE %[1]s AS SELECT * FROM pgbench_accounts WHERE aid <= %[2]d", dumpTable, rows)
+	if _, err := conn.Exec(context.Background(), sql); err != nil {
+		return fmt.Errorf("dump table: %w", err)
+	}
+	return nil
+}
+
+// ssmDump runs pg_dump -Fp of dumpTable through p, its output counted and
+// discarded. pg_dump opens one connection (no -j). Through the plugin it
+// sends the IAM token and, in options, the rdsproxy.target parameter
+// itself, as ssmConnect does for pgx.
+func (b *bench) ssmDump(p *ssmPath, srv *proc) (bulk, error) {
+	host, port, _ := net.SplitHostPort(p.addr)
+	env := []string{"PGHOST=" + host, "PGPORT=" + port, "PGUSER=" + sandbox.UserIAM, "PGDATABASE=" + sandbox.DatabaseApp,
+		"PGSSLMODE=disable", "PGAPPNAME=" + appPrefix(p) + "dump"}
+	if p.args == nil {
+		env = append(env, "PGPASSWORD="+b.token(), "PGOPTIONS=-c rdsproxy.target=orders")
+	}
+	var stderr strings.Builder
+	r, err := measure(p.proc, srv, func() (int64, error) {
+		out := &counted{}
+		cmd := exec.Command(pgDumpBin(), "-Fp", "--table", dumpTable)
+		cmd.Env = append(os.Environ(), env...)
+		cmd.Stdout, cmd.Stderr = out, &stderr
+		err := cmd.Run()
+		return out.n.Load(), err
+	})
+	if err != nil {
+		return bulk{}, fmt.Errorf("pg_dump: %w: %s", err, stderr.String())
+	}
+	return r, nil
+}
+
+// pgDumpBin is the pg_dump of the PostgreSQL the sandbox runs (pg_config
+// --bindir), else the one on PATH.
+func pgDumpBin() string {
+	out, err := exec.Command("pg_config", "--bindir").Output()
+	if err != nil {
+		return "pg_dump"
+	}
+	bin := filepath.Join(strings.TrimSpace(string(out)), "pg_dump")
+	if _, err := os.Stat(bin); err != nil {
+		return "pg_dump"
+	}
+	return bin
+}
