@@ -11,5 +11,5 @@ func moreFrom(src net.Conn) func(p []byte) (int, error) {
 	if br, ok := src.(BufferedReader); ok {
 		return br.ReadBuffered
 	}
-	return socketNow(src)
+	return ReadNow(src)
 }

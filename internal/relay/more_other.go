@@ -4,5 +4,5 @@ package relay
 
 import "net"
 
-// socketNow: only Unix sockets are read without blocking here.
-func socketNow(net.Conn) func(p []byte) (int, error) { return nil }
+// ReadNow: only Unix sockets are read without blocking here.
+func ReadNow(net.Conn) func(p []byte) (int, error) { return nil }

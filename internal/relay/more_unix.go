@@ -9,9 +9,9 @@ import (
 	"syscall"
 )
 
-// socketNow returns one non-blocking read of src's socket (what the kernel
-// holds, or 0 at once), or nil when src is not a socket.
-func socketNow(src net.Conn) func(p []byte) (int, error) {
+// ReadNow returns one non-blocking read of src's socket (what the kernel
+// holds, or 0 and no error at once), or nil when src is not a socket.
+func ReadNow(src net.Conn) func(p []byte) (int, error) {
 	sc, ok := src.(syscall.Conn)
 	if !ok {
 		return nil

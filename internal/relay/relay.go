@@ -228,7 +228,6 @@ func chunks(src net.Conn) (read func() ([]byte, error), done func()) {
 }
 
 // pipe copies src to dst after writing pending, then half-closes dst.
-// pipe copies src to dst after writing pending, then half-closes dst.
 func pipe(dst, src net.Conn, pending []byte) (int64, error) {
 	var n int64
 	if len(pending) > 0 {
