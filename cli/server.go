@@ -51,7 +51,7 @@ type ServerCmd struct {
 	MaxStartupSize      int               `help:"Largest startup packet accepted, in bytes." default:"10000" env:"RDSPROXY_MAX_STARTUP_SIZE"`
 	DrainTimeout        time.Duration     `help:"On SIGTERM, time running sessions have to finish before they get 57P01." default:"30s" env:"RDSPROXY_DRAIN_TIMEOUT"`
 	Striping            bool              `help:"Take clients' offers to stripe a connection over several SSM sessions and compress it; --no-striping keeps every connection one raw stream." default:"true" negatable:"" env:"RDSPROXY_STRIPING"`
-	MaxStripes          int               `help:"Most stripes one striped connection may spread over (each holds up to 128 KiB queued; each connection up to 2 MiB received and not yet relayed)." default:"8" env:"RDSPROXY_MAX_STRIPES"`
+	MaxStripes          int               `help:"Most stripes one striped connection may spread over (each holds up to 128 KiB queued; each connection up to 2 MiB received and not yet relayed)." default:"16" env:"RDSPROXY_MAX_STRIPES"`
 	DryRun              bool              `help:"Check the flags and configuration file, print the effective configuration and exit."`
 	IdentityFlags
 }

@@ -71,6 +71,10 @@ type Proxy struct {
 	log    *slog.Logger
 	codec  *stripe.Codec                       // with Striping
 	server atomic.Pointer[callerid.ServerInfo] // starts as cfg.Server; relearnServer updates it
+	// rawServer: the server kept an offered connection one raw stream
+	// (older than striping, or --no-striping), so further connections
+	// spread over the tunnel's sessions instead of all taking its lane.
+	rawServer atomic.Bool
 }
 
 // New checks cfg and returns a Proxy.

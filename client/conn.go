@@ -126,8 +126,8 @@ func (p *Proxy) openOnce(ctx context.Context, local net.Conn, st *pgwire.Startup
 		return nil, nil, err
 	}
 	if taken == nil {
-		if offer != nil {
-			p.log.Debug("the server keeps this connection one raw stream (it is older than striping, or runs with --no-striping)")
+		if offer != nil && !p.rawServer.Swap(true) {
+			p.log.Info("the server keeps connections one raw stream (it is older than striping, or runs with --no-striping): they spread over the tunnel's sessions")
 		}
 		return stream, nil, nil
 	}
@@ -189,10 +189,24 @@ func (p *Proxy) exchange(local, stream net.Conn, msg []byte, offered bool) (*con
 var errNoAnswer = errors.New("the rdsproxy server closed the connection before answering")
 
 // dialServer opens a stream to the server and, when configured, upgrades
-// it to TLS the PostgreSQL way (SSLRequest, 'S', handshake).
+// it to TLS the PostgreSQL way (SSLRequest, 'S', handshake). A connection
+// that will offer striping opens its first stream over the tunnel's lane,
+// if it has one (tunnel.LaneDialer).
 func (p *Proxy) dialServer(ctx context.Context) (net.Conn, error) {
-	return DialServer(ctx, p.cfg.Tunnel, p.cfg.ServerTLS)
+	tun := p.cfg.Tunnel
+	if ld, ok := tun.(tunnel.LaneDialer); ok && p.cfg.Striping && !p.rawServer.Load() {
+		tun = laneTunnel{tun, ld}
+	}
+	return DialServer(ctx, tun, p.cfg.ServerTLS)
 }
+
+// laneTunnel dials over its tunnel's lane.
+type laneTunnel struct {
+	tunnel.Tunnel
+	lane tunnel.LaneDialer
+}
+
+func (t laneTunnel) Dial(ctx context.Context) (net.Conn, error) { return t.lane.DialLane(ctx) }
 
 func userOf(st *pgwire.Startup) string {
 	u, _ := st.Params.Get("user")

@@ -26,11 +26,11 @@ func (p *Proxy) offer(stream net.Conn) *contract.Transport {
 	if !p.cfg.Striping || p.cfg.Target.Auth != contract.AuthIAM {
 		return nil
 	}
-	k := 1
+	k, lane := 1, false
 	if sp, ok := spreader(stream); ok {
-		k = min(max(sp.Sessions(), 1), contract.MaxTransportStripes)
+		k, lane = min(max(sp.Sessions(), 1), contract.MaxTransportStripes), sp.Lane()
 	}
-	t := &contract.Transport{Version: contract.TransportVersion, Stripes: k, Compress: "zstd"}
+	t := &contract.Transport{Version: contract.TransportVersion, Stripes: k, Compress: "zstd", Lane: lane}
 	if p.cfg.NoCompression {
 		t.Compress = ""
 	}
@@ -70,8 +70,9 @@ func (p *Proxy) stripe(ctx context.Context, stream net.Conn, t, offer contract.T
 	t.Stripes = min(t.Stripes, offer.Stripes)                // never more than offered
 	compress := t.Compress == "zstd" && offer.Compress != "" // nor compression the user turned off
 	stream.SetDeadline(time.Time{})                          // the striped connection keeps its own deadlines; the stripes have none
-	sc := stripe.New(stream, stripe.Options{Codec: p.codec, Compress: compress, MaxStripes: t.Stripes})
-	p.log.Debug("striped transport", "mode", contract.Transport{Version: t.Version, Stripes: t.Stripes, Compress: t.Compress}.String())
+	t.Lane = t.Lane && offer.Lane                            // an old server does not echo it
+	sc := stripe.New(stream, stripe.Options{Codec: p.codec, Compress: compress, MaxStripes: t.Stripes, Lane: t.Lane})
+	p.log.Debug("striped transport", "mode", contract.Transport{Version: t.Version, Stripes: t.Stripes, Compress: t.Compress, Lane: t.Lane}.String())
 	sp, ok := spreader(stream)
 	if !ok || t.Stripes == 1 {
 		return sc, nil

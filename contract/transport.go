@@ -26,12 +26,19 @@ const TransportVersion = 1
 const MaxTransportStripes = 16
 
 // Transport is an offer (client) or the mode taken (server). Its text
-// form is "v=1;k=4;z=zstd", plus ";id=…" in the server's answer.
+// form is "v=1;k=4;z=zstd", plus ";l=1" when the first stripe is a lane,
+// and ";id=…" in the server's answer.
 type Transport struct {
 	Version  int    // TransportVersion
 	Stripes  int    // streams the connection spreads over, 1..MaxTransportStripes
 	Compress string // "zstd", or "" for none
-	ID       string // the server's answer: 32 hex digits that further stripes join with
+	// Lane: the first stripe crosses a session that carries no bulk (the
+	// tunnel's lane), so each end sends its small frames there and its
+	// large ones over the other stripes. A server that knows lanes echoes
+	// it; an older one drops the key and both ends treat every stripe
+	// alike.
+	Lane bool
+	ID   string // the server's answer: 32 hex digits that further stripes join with
 }
 
 // String is the parameter value.
@@ -39,6 +46,9 @@ func (t Transport) String() string {
 	s := fmt.Sprintf("v=%d;k=%d", t.Version, t.Stripes)
 	if t.Compress != "" {
 		s += ";z=" + t.Compress
+	}
+	if t.Lane {
+		s += ";l=1"
 	}
 	if t.ID != "" {
 		s += ";id=" + t.ID
@@ -63,6 +73,8 @@ func ParseTransport(s string) (Transport, error) {
 			t.Stripes, err = strconv.Atoi(v)
 		case "z":
 			t.Compress = v
+		case "l":
+			t.Lane = v == "1"
 		case "id":
 			t.ID = v
 		}

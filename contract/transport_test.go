@@ -9,10 +9,14 @@ import (
 // or client cannot use are refused, and keys a later version may add are
 // ignored.
 func TestTransportText(t *testing.T) {
-	want := Transport{Version: 1, Stripes: 4, Compress: "zstd", ID: "00ff"}
-	got, err := ParseTransport(want.String())
-	if err != nil || got != want {
-		t.Fatalf("ParseTransport(%q) = %+v, %v", want.String(), got, err)
+	for _, want := range []Transport{
+		{Version: 1, Stripes: 4, Compress: "zstd", ID: "00ff"},
+		{Version: 1, Stripes: 5, Lane: true},
+	} {
+		got, err := ParseTransport(want.String())
+		if err != nil || got != want {
+			t.Fatalf("ParseTransport(%q) = %+v, %v", want.String(), got, err)
+		}
 	}
 	if got, err := ParseTransport("v=1;k=2;later=yes"); err != nil || got.Stripes != 2 || got.Compress != "" {
 		t.Errorf("an unknown key: %+v, %v", got, err)

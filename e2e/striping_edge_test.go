@@ -25,13 +25,16 @@ import (
 	"github.com/rdsproxy/rdsproxy/tunnel"
 )
 
-// stripedMode is the transport an audit line names for a connection
-// offered over four sessions.
-const stripedMode = "v=1;k=4;z=zstd"
+// The transports an audit line names for a connection offered over four
+// sessions: without a lane, and over three sessions and the lane.
+const (
+	stripedMode = "v=1;k=4;z=zstd"
+	lanedMode   = "v=1;k=4;z=zstd;l=1"
+)
 
 // startStriped is a stack whose client offers striping over an SSM tunnel
-// of sessions sessions (5% of frames dropped, 5% reordered), with the
-// server's audit lines in audit.
+// of sessions sessions and the lane (5% of frames dropped, 5% reordered),
+// with the server's audit lines in audit.
 func startStriped(t *testing.T, sessions int, audit *logBuffer) *stack {
 	t.Helper()
 	return startStackWith(t, func(t testing.TB, serverAddr string) tunnel.Tunnel {
@@ -70,15 +73,15 @@ func (c *cancelAfter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// TestStripingCancelDuringCopy: on a connection striped over four SSM
-// sessions, a COPY TO STDOUT far longer than the test streams data, and
+// TestStripingCancelDuringCopy: on a connection striped over three SSM
+// sessions and the lane, a COPY TO STDOUT far longer than the test streams data, and
 // the user cancels it (pgx sends a CancelRequest when the context ends)
 // after 4 MiB arrived: the COPY ends with 57014 within cancelBound, the
 // same session answers a query afterwards, and its audit line names the
 // four stripes it ran over.
 func TestStripingCancelDuringCopy(t *testing.T) {
 	audit := &logBuffer{}
-	st := startStriped(t, 4, audit)
+	st := startStriped(t, 3, audit)
 	ctx := context.Background()
 	conn, err := connectLocalErr(st.local["app"], sandbox.UserIAM)
 	if err != nil {
@@ -108,7 +111,7 @@ func TestStripingCancelDuringCopy(t *testing.T) {
 		t.Fatalf("session after the cancel: %q, %v", got, err)
 	}
 	conn.Close(ctx)
-	oneAuditLine(t, audit, stripedMode, 4)
+	oneAuditLine(t, audit, lanedMode, 4)
 }
 
 // closedGate is a gate that is already open.
@@ -125,7 +128,7 @@ func closedGate() <-chan struct{} {
 // line names its own four stripes.
 func TestStripingForgedJoin(t *testing.T) {
 	audit := &logBuffer{}
-	st := startStriped(t, 4, audit)
+	st := startStriped(t, 3, audit)
 	conn, err := connectLocalErr(st.local["app"], sandbox.UserIAM)
 	if err != nil {
 		t.Fatal(err)
@@ -156,7 +159,7 @@ func TestStripingForgedJoin(t *testing.T) {
 		t.Fatalf("the striped session after forged joins: %v", err)
 	}
 	conn.Close(context.Background())
-	oneAuditLine(t, audit, stripedMode, 4)
+	oneAuditLine(t, audit, lanedMode, 4)
 }
 
 // besideTunnel wraps a tunnel so that its streams are tunnel.Spreaders of
@@ -175,6 +178,8 @@ func (b *besideTunnel) Dial(ctx context.Context) (net.Conn, error) {
 	return &besideConn{Conn: c, t: b}, nil
 }
 
+var _ tunnel.Spreader = (*besideConn)(nil)
+
 // besideConn is a stream of a besideTunnel.
 type besideConn struct {
 	net.Conn
@@ -186,6 +191,8 @@ func (c *besideConn) DialBeside(ctx context.Context, i int) (net.Conn, error) {
 }
 
 func (c *besideConn) Sessions() int { return c.t.sessions }
+
+func (c *besideConn) Lane() bool { return false }
 
 // silentListener accepts connections and never answers them; Close ends
 // its goroutine and the connections it holds.
@@ -302,14 +309,14 @@ func smallStripedCopy(addr string, i int) error {
 	return nil
 }
 
-// TestStripingNoLeaks: after 50 sessions striped over four SSM sessions,
-// each with a small checksummed COPY, have ended, the goroutines and file
-// descriptors of the process (client, server and SSM endpoint) and
-// PostgreSQL's backends return to their baseline. Every session offered
+// TestStripingNoLeaks: after 50 sessions striped over three SSM sessions
+// and the lane, each with a small checksummed COPY, have ended, the
+// goroutines and file descriptors of the process (client, server and SSM
+// endpoint) and PostgreSQL's backends return to their baseline. Every session offered
 // four stripes; some ended before all had joined, and some ran over all.
 func TestStripingNoLeaks(t *testing.T) {
 	audit := &logBuffer{}
-	st := startStriped(t, 4, audit)
+	st := startStriped(t, 3, audit)
 	// Warm up: the SSM sessions open, and lazily started goroutines run.
 	if err := smallStripedCopy(st.local["app"], 0); err != nil {
 		t.Fatal(err)
@@ -331,8 +338,8 @@ func TestStripingNoLeaks(t *testing.T) {
 	perStripes := map[float64]int{}
 	for _, l := range waitAuditLines(t, audit, n+1) {
 		stripes, _ := l["stripes"].(float64)
-		if l["transport"] != stripedMode || stripes < 1 || stripes > 4 {
-			t.Fatalf("audit line %v: want %s over 1 to 4 stripes", l, stripedMode)
+		if l["transport"] != lanedMode || stripes < 1 || stripes > 4 {
+			t.Fatalf("audit line %v: want %s over 1 to 4 stripes", l, lanedMode)
 		}
 		perStripes[stripes]++
 	}

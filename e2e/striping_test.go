@@ -20,7 +20,8 @@ import (
 )
 
 // stripedSSM starts the SSM endpoint with 5% of frames dropped and 5%
-// reordered, and a client tunnel of sessions sessions through it.
+// reordered, and a client tunnel of sessions sessions through it, plus the
+// lane, as `connect --ssm-sessions N` runs it.
 func stripedSSM(t testing.TB, serverAddr string, sessions int) (tunnel.Tunnel, *ssmendpoint.Endpoint) {
 	endpoint, err := ssmendpoint.Start(context.Background(), ssmendpoint.Config{
 		Logger:  sb.logs.logger("ssm-endpoint"),
@@ -33,7 +34,7 @@ func stripedSSM(t testing.TB, serverAddr string, sessions int) (tunnel.Tunnel, *
 	api := awsssm.New(awsssm.Options{Region: sandbox.Region, BaseEndpoint: aws.String(endpoint.URL()),
 		Credentials: credentials.NewStaticCredentialsProvider(sandbox.AccessKeyID, sandbox.SecretAccessKey, "")})
 	tun, err := ssmtun.New(context.Background(), ssmtun.Config{API: api, Target: "i-0123456789abcdef0", Port: 5480,
-		Sessions: sessions, Logger: sb.logs.logger("ssm-client")})
+		Sessions: sessions, Lane: true, Logger: sb.logs.logger("ssm-client")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,12 +42,12 @@ func stripedSSM(t testing.TB, serverAddr string, sessions int) (tunnel.Tunnel, *
 }
 
 // TestViaSSMStriped: with --ssm-sessions 4 every connection is striped
-// over the four sessions and compressed, through an endpoint that drops
-// and reorders frames: the tunnel suite's 16 checksummed COPYs each way
-// and its cancel, then COPYs through a websocket cut that ResumeSession
-// heals, without a byte lost or doubled. Each session's audit line names
-// the mode and its four stripes, and the endpoint saw no protocol
-// violation.
+// over the four sessions and the lane, and compressed, through an endpoint
+// that drops and reorders frames: the tunnel suite's 16 checksummed COPYs
+// each way and its cancel, then COPYs through a websocket cut that
+// ResumeSession heals, without a byte lost or doubled. Each session's
+// audit line names the mode (with the lane) and its five stripes, and the
+// endpoint saw no protocol violation.
 func TestViaSSMStriped(t *testing.T) {
 	var endpoint *ssmendpoint.Endpoint
 	audit := &logBuffer{}
@@ -71,16 +72,16 @@ func TestViaSSMStriped(t *testing.T) {
 	if v := endpoint.Violations(); len(v) > 0 {
 		t.Fatalf("protocol violations seen by the SSM endpoint: %q", v)
 	}
-	if s := endpoint.Stats(); s.SessionsStarted != 4 || s.Reconnects == 0 {
-		t.Errorf("endpoint stats %+v: want 4 sessions, and resumed websockets", s)
+	if s := endpoint.Stats(); s.SessionsStarted != 5 || s.Reconnects == 0 {
+		t.Errorf("endpoint stats %+v: want 5 sessions (4 and the lane), and resumed websockets", s)
 	}
 	// Stripes join in the background: the suite's first psql session may
 	// end before all have; each COPY session lasts long enough for all.
 	lines := waitAuditLines(t, audit, 16)
 	for _, l := range lines {
 		copied, _ := l["bytes_from_client"].(float64)
-		if l["transport"] != "v=1;k=4;z=zstd" || copied > 1<<20 && l["stripes"] != float64(4) {
-			t.Fatalf("audit line %v: want transport v=1;k=4;z=zstd, over 4 stripes for a COPY session", l)
+		if l["transport"] != "v=1;k=5;z=zstd;l=1" || copied > 1<<20 && l["stripes"] != float64(5) {
+			t.Fatalf("audit line %v: want transport v=1;k=5;z=zstd;l=1, over 5 stripes for a COPY session", l)
 		}
 	}
 }

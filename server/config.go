@@ -83,7 +83,7 @@ type Config struct {
 	// (internal/stripe) with the raw stream, as a server from before it.
 	NoStriping bool
 	// MaxStripes caps the stripes one striped connection spreads over
-	// (default 8, at most contract.MaxTransportStripes). Each stripe holds
+	// (default and most: contract.MaxTransportStripes). Each stripe holds
 	// up to 128 KiB queued towards the client, and each connection up to
 	// its 2 MiB flow-control window received and not yet relayed.
 	MaxStripes int
@@ -186,7 +186,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.TokenSkew, 2*time.Minute)
 	setDefault(&c.KeepAlive, 30*time.Second)
 	setDefault(&c.DrainTimeout, 30*time.Second)
-	setDefault(&c.MaxStripes, 8)
+	setDefault(&c.MaxStripes, contract.MaxTransportStripes)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}

@@ -49,7 +49,7 @@ func (s *Server) takeTransport(client net.Conn, params pgwire.Params, t *discove
 		return client, func() {}, fmt.Errorf("answer the transport offer: %w", err)
 	}
 	client.SetDeadline(time.Time{}) // the striped connection keeps its own deadlines; the stripes have none
-	sc := stripe.New(client, stripe.Options{Codec: s.codec, Compress: tr.Compress != "", MaxStripes: tr.Stripes})
+	sc := stripe.New(client, stripe.Options{Codec: s.codec, Compress: tr.Compress != "", MaxStripes: tr.Stripes, Lane: tr.Lane})
 	j := s.joins.open(tr.ID, sc, tr.Stripes, time.Now().Add(joinWindow))
 	tr.ID = ""
 	info.transport = tr.String()

@@ -95,8 +95,9 @@ type Pool struct {
 }
 
 var (
-	_ Tunnel = (*Pool)(nil)
-	_ Fanout = (*Pool)(nil)
+	_ Tunnel     = (*Pool)(nil)
+	_ Fanout     = (*Pool)(nil)
+	_ LaneDialer = (*Pool)(nil)
 )
 
 // replica is one server replica and its tunnel.

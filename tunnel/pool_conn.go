@@ -74,3 +74,9 @@ func (c *poolConn) Sessions() int {
 	}
 	return 1
 }
+
+// Lane reports whether the stream crosses its tunnel's lane (Spreader).
+func (c *poolConn) Lane() bool {
+	sp, ok := c.Conn.(Spreader)
+	return ok && sp.Lane()
+}

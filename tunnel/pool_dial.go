@@ -39,6 +39,16 @@ func (p *Pool) pick(tried []string) (*replica, <-chan struct{}, error) {
 // it tries the others; when none is usable it asks for a resolve, waits for
 // it and tries once more.
 func (p *Pool) Dial(ctx context.Context) (net.Conn, error) {
+	return p.dial(ctx, false)
+}
+
+// DialLane dials as Dial does, over the chosen replica's lane when its
+// tunnel has one (LaneDialer).
+func (p *Pool) DialLane(ctx context.Context) (net.Conn, error) {
+	return p.dial(ctx, true)
+}
+
+func (p *Pool) dial(ctx context.Context, lane bool) (net.Conn, error) {
 	var tried []string
 	waited := false
 	for {
@@ -59,7 +69,7 @@ func (p *Pool) Dial(ctx context.Context) (net.Conn, error) {
 			waited, tried = true, nil
 			continue
 		}
-		c, err := p.dialOn(ctx, r, true)
+		c, err := p.dialOn(ctx, r, true, lane)
 		if err == nil || ctx.Err() != nil {
 			return c, err
 		}
@@ -88,7 +98,7 @@ func (p *Pool) DialEach(ctx context.Context) ([]net.Conn, error) {
 	errs := make([]error, len(rs))
 	var wg sync.WaitGroup
 	for i, r := range rs {
-		wg.Go(func() { conns[i], errs[i] = p.dialOn(ctx, r, false) })
+		wg.Go(func() { conns[i], errs[i] = p.dialOn(ctx, r, false, false) })
 	}
 	wg.Wait()
 	conns = slices.DeleteFunc(conns, func(c net.Conn) bool { return c == nil })
@@ -118,10 +128,15 @@ func (p *Pool) pickEach() ([]*replica, <-chan struct{}, error) {
 	return rs, p.resolved, nil
 }
 
-// dialOn opens a stream on r, whose live count pick already raised. On
-// failure the count drops and r is left out.
-func (p *Pool) dialOn(ctx context.Context, r *replica, watch bool) (net.Conn, error) {
-	c, err := r.tun.Dial(ctx)
+// dialOn opens a stream on r (over its lane, if lane and it has one),
+// whose live count pick already raised. On failure the count drops and r
+// is left out.
+func (p *Pool) dialOn(ctx context.Context, r *replica, watch, lane bool) (net.Conn, error) {
+	dial := r.tun.Dial
+	if ld, ok := r.tun.(LaneDialer); ok && lane {
+		dial = ld.DialLane
+	}
+	c, err := dial(ctx)
 	if err != nil {
 		err = fmt.Errorf("%s %s: %w", p.cfg.Key, r.id, err)
 		p.release(r, err, ctx.Err() == nil)

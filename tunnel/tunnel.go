@@ -35,6 +35,14 @@ type Fanout interface {
 	DialEach(ctx context.Context) ([]net.Conn, error)
 }
 
+// LaneDialer is implemented by tunnels that keep one session as a lane for
+// small messages (tunnel/ssm's Config.Lane): DialLane opens a stream over
+// it, whose Spreader siblings go over the other sessions. Without a lane it
+// dials as Dial does.
+type LaneDialer interface {
+	DialLane(ctx context.Context) (net.Conn, error)
+}
+
 // Spreader is implemented by streams that can open further streams to the
 // same server replica, each over another transport session where the
 // tunnel has several (SSM sessions, which the agent caps one by one). A
@@ -46,4 +54,7 @@ type Spreader interface {
 	DialBeside(ctx context.Context, i int) (net.Conn, error)
 	// Sessions is how many sessions the tunnel spreads over.
 	Sessions() int
+	// Lane reports whether this stream crosses the tunnel's lane (see
+	// LaneDialer), which its siblings leave for small messages.
+	Lane() bool
 }

@@ -22,6 +22,12 @@ type Options struct {
 	MaxChunk   int    // largest payload per frame before compression (default 32 KiB; cap 256 KiB)
 	QueueBytes int    // bytes queued per stripe on the send side before Write blocks (default 128 KiB)
 
+	// Lane: the first stripe is a lane, a path that carries no bulk, so
+	// a chunk of at most LaneChunk bytes goes there (a query, its reply,
+	// a CREDIT) and a larger one over the other stripes, once there are
+	// any. Without Lane every frame takes the least-loaded stripe.
+	Lane bool
+
 	// Window bounds what one direction of the connection has in flight:
 	// sent but not yet consumed by the peer's Reads, in payload bytes
 	// before compression with each frame counted as at least 1 KiB. It is

@@ -159,3 +159,6 @@ func (c *streamConn) DialBeside(ctx context.Context, i int) (net.Conn, error) {
 
 // Sessions is the tunnel's number of sessions (tunnel.Spreader).
 func (c *streamConn) Sessions() int { return len(c.t.slots) }
+
+// Lane reports whether the stream crosses the tunnel's lane (tunnel.Spreader).
+func (c *streamConn) Lane() bool { return c.t.lane && c.slot == 0 }

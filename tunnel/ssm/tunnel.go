@@ -38,6 +38,12 @@ type Config struct {
 	// session below ~1 MB/s per direction). Default 1. New starts the first
 	// and the others in the background.
 	Sessions int
+	// Lane adds one more session, the lane, which only DialLane uses:
+	// a striped connection opens its first stream there and keeps its
+	// bulk on the others, so that small messages cross a session with
+	// nothing queued ahead of them (the agent sends each session's bytes
+	// in order, 1 KiB per millisecond). Dial spreads over the others.
+	Lane bool
 	// ClientVersion is sent to the agent; it must be > 1.2.331.0 so that
 	// agents use smux with keep-alive off. Default DefaultClientVersion.
 	ClientVersion string
@@ -118,12 +124,16 @@ type Tunnel struct {
 	wg     sync.WaitGroup // SessionEnded watchers
 
 	mu     sync.Mutex
-	slots  []slot
+	slots  []slot // with a lane, slot 0
+	lane   bool
 	next   int
 	closed bool
 }
 
-var _ tunnel.Tunnel = (*Tunnel)(nil)
+var (
+	_ tunnel.Tunnel     = (*Tunnel)(nil)
+	_ tunnel.LaneDialer = (*Tunnel)(nil)
+)
 
 // slot holds one session, or the start in progress.
 type slot struct {
@@ -140,6 +150,9 @@ func New(ctx context.Context, cfg Config) (*Tunnel, error) {
 		return nil, err
 	}
 	t := &Tunnel{slots: make([]slot, cfg.Sessions), ended: cfg.SessionEnded}
+	if cfg.Lane {
+		t.slots, t.lane = make([]slot, cfg.Sessions+1), true
+	}
 	t.life, t.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	t.p = sessionParams{api: cfg.API, dialer: cfg.Dialer, target: cfg.Target, host: cfg.Host, port: cfg.Port, document: cfg.Document,
 		clientID: uuid.NewString(), clientVersion: cfg.ClientVersion, window: cfg.Window, giveUp: cfg.GiveUp,
@@ -158,14 +171,28 @@ func New(ctx context.Context, cfg Config) (*Tunnel, error) {
 	return t, nil
 }
 
-// Dial opens a stream to Target's port over the next session in turn,
-// starting a new session when that one has ended.
+// Dial opens a stream to Target's port over the next session in turn
+// (never the lane), starting a new session when that one has ended.
 func (t *Tunnel) Dial(ctx context.Context) (net.Conn, error) {
+	first := 0
+	if t.lane {
+		first = 1
+	}
 	t.mu.Lock()
-	i := t.next % len(t.slots)
+	i := first + t.next%(len(t.slots)-first)
 	t.next++
 	t.mu.Unlock()
 	return t.dialSlot(ctx, i)
+}
+
+// DialLane opens a stream over the lane (Config.Lane), or as Dial does
+// when there is none (tunnel.LaneDialer). Its DialBeside(i) reaches the
+// other sessions in turn.
+func (t *Tunnel) DialLane(ctx context.Context) (net.Conn, error) {
+	if !t.lane {
+		return t.Dial(ctx)
+	}
+	return t.dialSlot(ctx, 0)
 }
 
 // dialSlot opens a stream over slot i's session.

@@ -1,0 +1,63 @@
+package stripe
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"sync/atomic"
+	"testing"
+)
+
+// countingConn counts the bytes written to a stripe.
+type countingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// With a lane, a bulk transfer keeps off the first stripe, so the small
+// messages there (a query on the same connection, its reply) never wait
+// behind it; without one, the first stripe carries its share of the bulk.
+// Either way the peer reads every byte, in order.
+func TestLaneKeepsBulkOffTheFirstStripe(t *testing.T) {
+	const bulk, small, smalls = 1 << 20, 60, 200
+	for _, lane := range []bool{true, false} {
+		a, b := tcpPairs(t, 3)
+		wire := make([]atomic.Int64, len(a))
+		for i := range a {
+			a[i] = countingConn{Conn: a[i], n: &wire[i]}
+		}
+		ca, cb := newPair(t, a, b, Options{Lane: lane}, Options{Lane: lane})
+		var writes [][]byte // a small write between two bulk ones, as a reply between CopyData
+		for i := range smalls {
+			writes = append(writes, bytes.Repeat([]byte{byte(i)}, small), bytes.Repeat([]byte{byte(i)}, bulk/smalls))
+		}
+		want := bytes.Join(writes, nil)
+		go func() {
+			for _, w := range writes {
+				ca.Write(w)
+			}
+			ca.CloseWrite()
+		}()
+		got, err := io.ReadAll(cb)
+		if err != nil {
+			t.Fatalf("lane %v: read: %v", lane, err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("lane %v: read %d bytes, not the %d written in order", lane, len(got), len(want))
+		}
+		first := wire[0].Load()
+		laneMost := int64(smalls*(small+headerLen) + headerLen) // and END
+		switch {
+		case lane && first > laneMost:
+			t.Errorf("with a lane, the first stripe carried %d bytes; want the small messages only (at most %d)", first, laneMost)
+		case !lane && first < bulk/10:
+			t.Errorf("without a lane, the first stripe carried %d bytes; want its share of the %d of bulk", first, bulk)
+		}
+	}
+}

@@ -1,0 +1,53 @@
+package ssm_test
+
+import (
+	"net"
+	"testing"
+
+	"github.com/rdsproxy/rdsproxy/internal/sandbox/ssmendpoint"
+	"github.com/rdsproxy/rdsproxy/tunnel"
+	"github.com/rdsproxy/rdsproxy/tunnel/ssm"
+)
+
+// With a lane, the tunnel runs one session more than Sessions: DialLane's
+// stream crosses the lane and its siblings the other sessions; Dial never
+// takes the lane. Every stream carries bytes both ways.
+func TestLane(t *testing.T) {
+	echo := startEcho(t)
+	e := startEndpoint(t, ssmendpoint.Config{})
+	tun := newTunnel(t, e, ssm.Config{Port: echo.port(), Sessions: 2, Lane: true})
+	first, err := tun.DialLane(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp := first.(tunnel.Spreader)
+	if !sp.Lane() || sp.Sessions() != 3 {
+		t.Fatalf("DialLane: lane %v over %d sessions; want the lane of 3", sp.Lane(), sp.Sessions())
+	}
+	streams := []tunnel.Spreader{sp}
+	for i := 1; i < 3; i++ {
+		c, err := sp.DialBeside(t.Context(), i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		streams = append(streams, c.(tunnel.Spreader))
+	}
+	for range 4 {
+		c, err := tun.Dial(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		streams = append(streams, c.(tunnel.Spreader))
+	}
+	for i, s := range streams {
+		if i > 0 && s.Lane() {
+			t.Errorf("stream %d crosses the lane; only DialLane's may", i)
+		}
+		if err := echoRoundTrip(t.Context(), s.(net.Conn), 1000, uint64(i)); err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+	}
+	if n := e.Stats().SessionsStarted; n != 3 {
+		t.Errorf("%d sessions started; want Sessions+1 = 3", n)
+	}
+}
