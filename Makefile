@@ -40,8 +40,9 @@ demo: check-tools build
 	$(GO) build -o bin/demo ./scripts/demo
 	@bin/demo
 
-## bench: proxy vs direct and vs a bare two-hop relay, measured in one run; then what caller identity
-## costs a new connection through a 20 ms round trip (no identity, STS cache warm, cold).
+## bench: proxy vs direct and vs a bare two-hop relay, measured in one run; the real
+## session-manager-plugin vs connect --via ssm (raw, striped, compressed) through the paced SSM
+## endpoint; then what caller identity costs a new connection through a 20 ms round trip.
 bench: build
 	$(GO) run ./scripts/bench
 	$(GO) test ./e2e -run XXX -bench IdentityConnect -benchtime 20x
