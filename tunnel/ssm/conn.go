@@ -24,9 +24,10 @@ type streamConn struct {
 	gotData     bool
 	t           *Tunnel
 	slot        int // the tunnel's slot whose session carries it
+	base        int // with slot the lane: the turn its streams beside start from
 }
 
-func (s *session) openStream(t *Tunnel, slot int) (net.Conn, error) {
+func (s *session) openStream(t *Tunnel, slot, base int) (net.Conn, error) {
 	errs := s.connectErrors.Load() // before the SYN: the agent may answer at once
 	st, err := s.mux.OpenStream()
 	if err != nil {
@@ -35,7 +36,7 @@ func (s *session) openStream(t *Tunnel, slot int) (net.Conn, error) {
 		}
 		return nil, fmt.Errorf("ssm session %s: open stream: %w", s.id, err)
 	}
-	return &streamConn{st: st, s: s, connectErrs: errs, t: t, slot: slot}, nil
+	return &streamConn{st: st, s: s, connectErrs: errs, t: t, slot: slot, base: base}, nil
 }
 
 func (c *streamConn) Read(b []byte) (int, error) {
@@ -151,10 +152,10 @@ func (c *basicConn) SetWriteDeadline(t time.Time) error {
 
 var _ tunnel.Spreader = (*streamConn)(nil)
 
-// DialBeside opens a stream over the session i slots after this one's
-// (tunnel.Spreader), starting it if needed.
+// DialBeside opens a stream over the i-th bulk session after this one's
+// (tunnel.Spreader), starting it if needed; it never crosses the lane.
 func (c *streamConn) DialBeside(ctx context.Context, i int) (net.Conn, error) {
-	return c.t.dialSlot(ctx, (c.slot+i)%len(c.t.slots))
+	return c.t.dialSlot(ctx, c.t.besideSlot(c.slot, c.base, i), 0)
 }
 
 // Sessions is the tunnel's number of sessions (tunnel.Spreader).

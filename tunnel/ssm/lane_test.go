@@ -1,8 +1,10 @@
 package ssm_test
 
 import (
+	"context"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/rdsproxy/rdsproxy/internal/sandbox/ssmendpoint"
 	"github.com/rdsproxy/rdsproxy/tunnel"
@@ -49,5 +51,34 @@ func TestLane(t *testing.T) {
 	}
 	if n := e.Stats().SessionsStarted; n != 3 {
 		t.Errorf("%d sessions started; want Sessions+1 = 3", n)
+	}
+}
+
+// A basic-mode agent carries one connection per session and no striping,
+// so a lane would only queue every connection behind the first: the
+// tunnel drops it, and connections opened over "the lane" run at once
+// over sessions of their own.
+func TestLaneBasicMode(t *testing.T) {
+	echo := startEcho(t)
+	e := startEndpoint(t, ssmendpoint.Config{AgentVersion: "3.0.196.0"})
+	tun := newTunnel(t, e, ssm.Config{Port: echo.port(), Sessions: 2, Lane: true})
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	var conns []net.Conn
+	for i := range 2 {
+		c, err := tun.DialLane(ctx)
+		if err != nil {
+			t.Fatalf("connection %d over the lane of a basic-mode tunnel: %v", i, err)
+		}
+		defer c.Close()
+		conns = append(conns, c)
+	}
+	for i, c := range conns {
+		if err := echoRoundTrip(ctx, c, 10<<10, uint64(i)); err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+	}
+	if n := e.Stats().SessionsStarted; n != 2 {
+		t.Errorf("%d sessions started; want Sessions = 2, with no lane", n)
 	}
 }

@@ -157,9 +157,13 @@ func New(ctx context.Context, cfg Config) (*Tunnel, error) {
 	t.p = sessionParams{api: cfg.API, dialer: cfg.Dialer, target: cfg.Target, host: cfg.Host, port: cfg.Port, document: cfg.Document,
 		clientID: uuid.NewString(), clientVersion: cfg.ClientVersion, window: cfg.Window, giveUp: cfg.GiveUp,
 		maxPayload: cfg.MaxPayload, log: cfg.Logger}
-	if _, err := t.sessionAt(ctx, 0); err != nil {
+	s, err := t.sessionAt(ctx, 0)
+	if err != nil {
 		t.cancel()
 		return nil, err
+	}
+	if s.mux == nil && t.lane { // basic mode (§9.4): a connection per session and no striping, so no lane
+		t.slots, t.lane = t.slots[:cfg.Sessions], false
 	}
 	for i := 1; i < len(t.slots); i++ { // the others in the background: a striped connection wants them all at once
 		t.wg.Go(func() {
@@ -174,29 +178,54 @@ func New(ctx context.Context, cfg Config) (*Tunnel, error) {
 // Dial opens a stream to Target's port over the next session in turn
 // (never the lane), starting a new session when that one has ended.
 func (t *Tunnel) Dial(ctx context.Context) (net.Conn, error) {
-	first := 0
-	if t.lane {
-		first = 1
-	}
-	t.mu.Lock()
-	i := first + t.next%(len(t.slots)-first)
-	t.next++
-	t.mu.Unlock()
-	return t.dialSlot(ctx, i)
+	i := t.bulkFirst() + t.turn()%t.bulkSlots()
+	return t.dialSlot(ctx, i, 0)
 }
 
 // DialLane opens a stream over the lane (Config.Lane), or as Dial does
 // when there is none (tunnel.LaneDialer). Its DialBeside(i) reaches the
-// other sessions in turn.
+// other sessions in turn, from a different one for each lane stream.
 func (t *Tunnel) DialLane(ctx context.Context) (net.Conn, error) {
 	if !t.lane {
 		return t.Dial(ctx)
 	}
-	return t.dialSlot(ctx, 0)
+	return t.dialSlot(ctx, 0, t.turn())
 }
 
-// dialSlot opens a stream over slot i's session.
-func (t *Tunnel) dialSlot(ctx context.Context, i int) (net.Conn, error) {
+// turn returns the next turn of the round robin over the bulk slots.
+func (t *Tunnel) turn() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.next++
+	return t.next - 1
+}
+
+// bulkFirst is the first slot that carries bulk: 1 with a lane, else 0.
+func (t *Tunnel) bulkFirst() int {
+	if t.lane {
+		return 1
+	}
+	return 0
+}
+
+// bulkSlots is the number of slots that carry bulk (all but the lane).
+func (t *Tunnel) bulkSlots() int { return len(t.slots) - t.bulkFirst() }
+
+// besideSlot is the slot of the i-th stream beside one over slot (i ≥ 1):
+// the bulk slots in turn, never the lane. Beside a lane stream the turn
+// starts at base, so that connections striped over fewer stripes than
+// the tunnel has sessions still spread over all of them.
+func (t *Tunnel) besideSlot(slot, base, i int) int {
+	first, n := t.bulkFirst(), t.bulkSlots()
+	if slot < first {
+		return first + (base+i-1)%n
+	}
+	return first + (slot-first+i)%n
+}
+
+// dialSlot opens a stream over slot i's session; base is the turn its
+// streams beside start from, when i is the lane.
+func (t *Tunnel) dialSlot(ctx context.Context, i, base int) (net.Conn, error) {
 	for attempt := 0; ; attempt++ {
 		s, err := t.sessionAt(ctx, i)
 		if err != nil {
@@ -204,7 +233,7 @@ func (t *Tunnel) dialSlot(ctx context.Context, i int) (net.Conn, error) {
 		}
 		var c net.Conn
 		if s.mux != nil {
-			c, err = s.openStream(t, i)
+			c, err = s.openStream(t, i, base)
 		} else {
 			c, err = s.dialBasic(ctx)
 		}
