@@ -61,3 +61,56 @@ func TestLaneKeepsBulkOffTheFirstStripe(t *testing.T) {
 		}
 	}
 }
+
+// gatedConn holds every Write until open is closed, as a lane session
+// busy with other connections' traffic would.
+type gatedConn struct {
+	net.Conn
+	open chan struct{}
+}
+
+func (c gatedConn) Write(p []byte) (int, error) {
+	<-c.open
+	return c.Conn.Write(p)
+}
+
+// A burst of small writes does not pile up on a lane that is backed up:
+// past a few KiB queued there, they spread over the other stripes, and
+// the peer still reads every byte in order once the lane moves again.
+func TestLaneBacklogSpills(t *testing.T) {
+	const small, smalls = 100, 400
+	a, b := tcpPairs(t, 3)
+	gate := make(chan struct{})
+	a[0] = gatedConn{Conn: a[0], open: gate}
+	wire := make([]atomic.Int64, len(a))
+	for i := 1; i < len(a); i++ {
+		a[i] = countingConn{Conn: a[i], n: &wire[i]}
+	}
+	ca, cb := newPair(t, a, b, Options{Lane: true}, Options{Lane: true})
+	var want []byte
+	for i := range smalls {
+		w := bytes.Repeat([]byte{byte(i)}, small)
+		want = append(want, w...)
+		if _, err := ca.Write(w); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+	}
+	ca.send.mu.Lock()
+	onLane := ca.send.stripes[0].queued
+	ca.send.mu.Unlock()
+	if onLane >= laneBacklog+small+headerLen {
+		t.Errorf("%d bytes queued on the blocked lane; want them spilled past %d", onLane, laneBacklog)
+	}
+	close(gate)
+	ca.CloseWrite()
+	got, err := io.ReadAll(cb)
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("read %d bytes, not the %d written in order", len(got), len(want))
+	}
+	if spilled := wire[1].Load() + wire[2].Load(); spilled < int64(len(want)-laneBacklog) {
+		t.Errorf("the other stripes carried %d bytes; want the burst past the lane's %d", spilled, laneBacklog)
+	}
+}

@@ -236,15 +236,21 @@ func (s *sendState) queuedTotal() int {
 // chunks compress to little, still keeps off the lane.
 const LaneChunk = 4 << 10
 
+// laneBacklog is the most bytes queued on the lane that a small frame
+// still joins. Past it (a burst of small writes, as a COPY of short rows
+// may make), small frames spread over the other stripes like bulk: the
+// lane session is shared by every connection's queries.
+const laneBacklog = 2 * LaneChunk
+
 // pick returns the stripe for a frame of n payload bytes (0 for END and
-// CREDIT): with a lane, the first stripe for a small one and the
-// least-loaded other one for a larger one; else the least-loaded of all.
-// Called with mu held.
+// CREDIT): with a lane, the first stripe for a small one while the lane
+// is not backed up, else the least-loaded other one; without a lane the
+// least-loaded of all. Called with mu held.
 func (s *sendState) pick(n int, lane bool) *stripe {
 	switch {
 	case !lane || len(s.stripes) == 1:
 		return s.leastLoaded(s.stripes)
-	case n <= LaneChunk:
+	case n <= LaneChunk && s.stripes[0].queued < laneBacklog:
 		return s.stripes[0]
 	}
 	return s.leastLoaded(s.stripes[1:])
