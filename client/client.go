@@ -71,11 +71,16 @@ type Proxy struct {
 	log    *slog.Logger
 	codec  *stripe.Codec                       // with Striping
 	server atomic.Pointer[callerid.ServerInfo] // starts as cfg.Server; relearnServer updates it
-	// rawServer: the server kept an offered connection one raw stream
-	// (older than striping, or --no-striping), so further connections
-	// spread over the tunnel's sessions instead of all taking its lane.
-	rawServer atomic.Bool
+	// laneOffUntil (unix nanoseconds): until then new connections keep off
+	// the tunnel's lane and spread over its other sessions, since the last
+	// server took a lane offer without the lane (laneOff).
+	laneOffUntil atomic.Int64
 }
+
+// laneRetry is how long connections keep off the lane after a server
+// took an offer without it; then the next one offers it again, so a
+// server upgraded behind the tunnel gets the lane back.
+const laneRetry = time.Minute
 
 // New checks cfg and returns a Proxy.
 func New(cfg Config) (*Proxy, error) {

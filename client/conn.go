@@ -126,8 +126,8 @@ func (p *Proxy) openOnce(ctx context.Context, local net.Conn, st *pgwire.Startup
 		return nil, nil, err
 	}
 	if taken == nil {
-		if offer != nil && !p.rawServer.Swap(true) {
-			p.log.Info("the server keeps connections one raw stream (it is older than striping, or runs with --no-striping): they spread over the tunnel's sessions")
+		if offer != nil && offer.Lane {
+			p.laneOff("the server keeps connections one raw stream (it is older than striping, or runs with --no-striping)")
 		}
 		return stream, nil, nil
 	}
@@ -194,10 +194,24 @@ var errNoAnswer = errors.New("the rdsproxy server closed the connection before a
 // if it has one (tunnel.LaneDialer).
 func (p *Proxy) dialServer(ctx context.Context) (net.Conn, error) {
 	tun := p.cfg.Tunnel
-	if ld, ok := tun.(tunnel.LaneDialer); ok && p.cfg.Striping && !p.rawServer.Load() {
+	if ld, ok := tun.(tunnel.LaneDialer); ok && p.cfg.Striping && p.cfg.Target.Auth == contract.AuthIAM &&
+		time.Now().UnixNano() >= p.laneOffUntil.Load() {
 		tun = laneTunnel{tun, ld}
 	}
 	return DialServer(ctx, tun, p.cfg.ServerTLS)
+}
+
+// laneOff keeps new connections off the tunnel's lane for laneRetry: the
+// server took a connection that crossed the lane without using it as one,
+// and others would all crowd that one session.
+func (p *Proxy) laneOff(why string) {
+	now := time.Now()
+	switch was := p.laneOffUntil.Swap(now.Add(laneRetry).UnixNano()); {
+	case was == 0:
+		p.log.Info(why+": connections spread over the tunnel's sessions without an interactive lane", "retry_after", laneRetry)
+	case was < now.UnixNano():
+		p.log.Debug(why+": the lane stays off", "retry_after", laneRetry)
+	}
 }
 
 // laneTunnel dials over its tunnel's lane.

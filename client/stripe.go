@@ -70,7 +70,10 @@ func (p *Proxy) stripe(ctx context.Context, stream net.Conn, t, offer contract.T
 	t.Stripes = min(t.Stripes, offer.Stripes)                // never more than offered
 	compress := t.Compress == "zstd" && offer.Compress != "" // nor compression the user turned off
 	stream.SetDeadline(time.Time{})                          // the striped connection keeps its own deadlines; the stripes have none
-	t.Lane = t.Lane && offer.Lane                            // an old server does not echo it
+	t.Lane = t.Lane && offer.Lane && t.Stripes > 1           // an old server does not echo it
+	if offer.Lane && !t.Lane {
+		p.laneOff(fmt.Sprintf("the server took %d stripes without the lane (it is older than the lane, or runs with --max-stripes 1)", t.Stripes))
+	}
 	sc := stripe.New(stream, stripe.Options{Codec: p.codec, Compress: compress, MaxStripes: t.Stripes, Lane: t.Lane})
 	p.log.Debug("striped transport", "mode", contract.Transport{Version: t.Version, Stripes: t.Stripes, Compress: t.Compress, Lane: t.Lane}.String())
 	sp, ok := spreader(stream)

@@ -39,6 +39,7 @@ func (s *Server) takeTransport(client net.Conn, params pgwire.Params, t *discove
 		return client, func() {}, nil // an offer this server cannot read: the raw stream, as before striping
 	}
 	tr.Stripes = min(tr.Stripes, s.cfg.MaxStripes)
+	tr.Lane = tr.Lane && tr.Stripes > 1 // one stripe is the whole connection: no lane beside it
 	if tr.Compress != "zstd" {
 		tr.Compress = ""
 	}
