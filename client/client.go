@@ -71,10 +71,11 @@ type Proxy struct {
 	log    *slog.Logger
 	codec  *stripe.Codec                       // with Striping
 	server atomic.Pointer[callerid.ServerInfo] // starts as cfg.Server; relearnServer updates it
-	// laneOffUntil (unix nanoseconds): until then new connections keep off
-	// the tunnel's lane and spread over its other sessions, since the last
-	// server took a lane offer without the lane (laneOff).
-	laneOffUntil atomic.Int64
+	// laneOffUntil: until then new connections keep off the tunnel's lane
+	// and spread over its other sessions, since the last server took a
+	// lane offer without the lane (laneOff). One for all of a Pool's
+	// replicas: during a rolling upgrade, an old one turns it off for all.
+	laneOffUntil atomic.Pointer[time.Time]
 }
 
 // laneRetry is how long connections keep off the lane after a server

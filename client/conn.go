@@ -120,13 +120,13 @@ func (p *Proxy) openOnce(ctx context.Context, local net.Conn, st *pgwire.Startup
 	if token != "" {
 		msg = pgwire.AppendPassword(msg, token)
 	}
-	taken, err := p.exchange(local, stream, msg, offer != nil)
+	taken, refused, err := p.exchange(local, stream, msg, offer != nil)
 	if err != nil {
 		stream.Close()
 		return nil, nil, err
 	}
 	if taken == nil {
-		if offer != nil && offer.Lane {
+		if offer != nil && offer.Lane && !refused {
 			p.laneOff("the server keeps connections one raw stream (it is older than striping, or runs with --no-striping)")
 		}
 		return stream, nil, nil
@@ -138,48 +138,51 @@ func (p *Proxy) openOnce(ctx context.Context, local net.Conn, st *pgwire.Startup
 // exchange writes the startup and reads the server's first reply. When
 // the server takes the striped transport offered, it returns the mode
 // taken and forwards nothing: the rest comes through the stripes.
-func (p *Proxy) exchange(local, stream net.Conn, msg []byte, offered bool) (*contract.Transport, error) {
+// Otherwise it forwards the reply; refused says it was an ErrorResponse
+// (which says nothing about the transport: the server refuses before it
+// answers an offer).
+func (p *Proxy) exchange(local, stream net.Conn, msg []byte, offered bool) (taken *contract.Transport, refused bool, err error) {
 	stream.SetDeadline(time.Now().Add(p.cfg.StartupTimeout))
 	if _, err := stream.Write(msg); err != nil {
-		return nil, pgwire.Errorf(pgwire.CodeConnectionFailure, "tunnel", "rdsproxy: send startup to the server: %v", err)
+		return nil, false, pgwire.Errorf(pgwire.CodeConnectionFailure, "tunnel", "rdsproxy: send startup to the server: %v", err)
 	}
 	m, err := pgwire.ReadMessage(stream, nil, maxServerReply)
 	if errors.Is(err, io.EOF) { // not a byte: nothing reached the database
-		return nil, errNoAnswer
+		return nil, false, errNoAnswer
 	}
 	if err == nil && m.Type == pgwire.MsgNegotiateProtocol {
 		// A protocol newer than the server's: the client hears it, and
 		// the password request follows.
 		if _, err := local.Write(m.Raw); err != nil {
-			return nil, fmt.Errorf("forward server reply: %w", err)
+			return nil, false, fmt.Errorf("forward server reply: %w", err)
 		}
 		m, err = pgwire.ReadMessage(stream, nil, maxServerReply)
 	}
 	if err != nil {
-		return nil, pgwire.Errorf(pgwire.CodeConnectionFailure, "tunnel", "rdsproxy: the server closed the connection during startup: %v", err)
+		return nil, false, pgwire.Errorf(pgwire.CodeConnectionFailure, "tunnel", "rdsproxy: the server closed the connection during startup: %v", err)
 	}
 	if p.cfg.Target.Auth == contract.AuthIAM && m.AuthCode() == pgwire.AuthCleartextPassword {
 		if p.server.Load() == nil && !offered {
-			return nil, nil // the token already follows the startup
+			return nil, false, nil // the token already follows the startup
 		}
 		// The server checks the identity once it has the token, and takes
 		// a transport offer after that: its next message says whether it
 		// took them (at the latest after the database's login).
 		stream.SetDeadline(time.Now().Add(p.cfg.StartupTimeout + identityLoginWait))
 		if m, err = pgwire.ReadMessage(stream, nil, maxServerReply); err != nil {
-			return nil, pgwire.Errorf(pgwire.CodeConnectionFailure, "tunnel", "rdsproxy: the server closed the connection during startup: %v", err)
+			return nil, false, pgwire.Errorf(pgwire.CodeConnectionFailure, "tunnel", "rdsproxy: the server closed the connection during startup: %v", err)
 		}
 		if taken, ok, err := transportTaken(m); ok || err != nil {
-			return taken, err
+			return taken, false, err
 		}
 	}
 	if signedForOtherServer(m) {
-		return nil, &otherServer{msg: m.Raw}
+		return nil, false, &otherServer{msg: m.Raw}
 	}
 	if _, err := local.Write(m.Raw); err != nil {
-		return nil, fmt.Errorf("forward server reply: %w", err)
+		return nil, false, fmt.Errorf("forward server reply: %w", err)
 	}
-	return nil, nil
+	return nil, m.Type == pgwire.MsgErrorResponse, nil
 }
 
 // errNoAnswer: the stream ended before the server sent a byte, as it does
@@ -194,8 +197,7 @@ var errNoAnswer = errors.New("the rdsproxy server closed the connection before a
 // if it has one (tunnel.LaneDialer).
 func (p *Proxy) dialServer(ctx context.Context) (net.Conn, error) {
 	tun := p.cfg.Tunnel
-	if ld, ok := tun.(tunnel.LaneDialer); ok && p.cfg.Striping && p.cfg.Target.Auth == contract.AuthIAM &&
-		time.Now().UnixNano() >= p.laneOffUntil.Load() {
+	if ld, ok := tun.(tunnel.LaneDialer); ok && p.cfg.Striping && p.cfg.Target.Auth == contract.AuthIAM && !p.laneIsOff() {
 		tun = laneTunnel{tun, ld}
 	}
 	return DialServer(ctx, tun, p.cfg.ServerTLS)
@@ -206,12 +208,19 @@ func (p *Proxy) dialServer(ctx context.Context) (net.Conn, error) {
 // and others would all crowd that one session.
 func (p *Proxy) laneOff(why string) {
 	now := time.Now()
-	switch was := p.laneOffUntil.Swap(now.Add(laneRetry).UnixNano()); {
-	case was == 0:
+	until := now.Add(laneRetry)
+	switch was := p.laneOffUntil.Swap(&until); {
+	case was == nil:
 		p.log.Info(why+": connections spread over the tunnel's sessions without an interactive lane", "retry_after", laneRetry)
-	case was < now.UnixNano():
+	case now.After(*was):
 		p.log.Debug(why+": the lane stays off", "retry_after", laneRetry)
 	}
+}
+
+// laneIsOff reports whether new connections keep off the lane (laneOff).
+func (p *Proxy) laneIsOff() bool {
+	until := p.laneOffUntil.Load()
+	return until != nil && time.Now().Before(*until)
 }
 
 // laneTunnel dials over its tunnel's lane.

@@ -5,6 +5,7 @@ import (
 	"net"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -80,5 +81,35 @@ func TestLaneOnlyWhereUsed(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestLaneAfterRefusal: a connection the server refuses (here
+// --max-sessions is full) says nothing about the transport, so the next
+// connection still takes the lane.
+func TestLaneAfterRefusal(t *testing.T) {
+	var lc *laneCounter
+	st := startStackWith(t, func(t testing.TB, serverAddr string) tunnel.Tunnel {
+		tun, _ := stripedSSM(t, serverAddr, 2)
+		lc = &laneCounter{Tunnel: tun.(*ssmtun.Tunnel)}
+		return lc
+	}, func(cc *client.Config) { cc.Striping = true }, func(sc *server.Config) { sc.MaxSessions = 1 })
+	ctx := context.Background()
+	held, err := connectLocalErr(st.local["app"], sandbox.UserIAM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = connectLocalErr(st.local["app"], sandbox.UserIAM)
+	pgErr(t, err, "53300", "maximum of 1 sessions")
+	held.Close(ctx)
+	waitFor(t, 20*time.Second, "the held session to end", func() bool {
+		conn, err := connectLocalErr(st.local["app"], sandbox.UserIAM)
+		if err == nil {
+			conn.Close(ctx)
+		}
+		return err == nil
+	})
+	if got := lc.lanes.Load(); got < 3 {
+		t.Errorf("%d connections opened over the lane; want all of them (3 or more), the refused one too", got)
 	}
 }

@@ -48,11 +48,12 @@ type LaneDialer interface {
 // tunnel has several (SSM sessions, which the agent caps one by one). A
 // striped connection (internal/stripe) opens its further stripes with it.
 type Spreader interface {
-	// DialBeside opens a stream to this stream's replica, over the
-	// tunnel's session i places after this stream's, modulo the number
-	// of sessions. It honours ctx for the opening only.
+	// DialBeside opens a stream to this stream's replica, over another
+	// of the tunnel's sessions: for i from 1 to Sessions()-1, each over
+	// a different one, never the lane. It honours ctx for the opening only.
 	DialBeside(ctx context.Context, i int) (net.Conn, error)
-	// Sessions is how many sessions the tunnel spreads over.
+	// Sessions is how many sessions this stream and its siblings can
+	// spread over (the lane counts only for a stream that crosses it).
 	Sessions() int
 	// Lane reports whether this stream crosses the tunnel's lane (see
 	// LaneDialer), which its siblings leave for small messages.

@@ -236,22 +236,27 @@ func (s *sendState) queuedTotal() int {
 // chunks compress to little, still keeps off the lane.
 const LaneChunk = 4 << 10
 
-// laneBacklog is the most bytes queued on the lane that a small frame
-// still joins. Past it (a burst of small writes, as a COPY of short rows
+// laneBacklog: a small frame joins the lane while fewer bytes than this
+// wait there. Past it (a burst of small writes, as a COPY of short rows
 // may make), small frames spread over the other stripes like bulk: the
 // lane session is shared by every connection's queries.
 const laneBacklog = 2 * LaneChunk
 
 // pick returns the stripe for a frame of n payload bytes (0 for END and
 // CREDIT): with a lane, the first stripe for a small one while the lane
-// is not backed up, else the least-loaded other one; without a lane the
-// least-loaded of all. Called with mu held.
+// is not backed up, else the least-loaded other one (for END and CREDIT,
+// the least-loaded of all: they must not wait behind bulk either);
+// without a lane the least-loaded of all. Called with mu held.
 func (s *sendState) pick(n int, lane bool) *stripe {
 	switch {
 	case !lane || len(s.stripes) == 1:
 		return s.leastLoaded(s.stripes)
-	case n <= LaneChunk && s.stripes[0].queued < laneBacklog:
+	case n > LaneChunk:
+		return s.leastLoaded(s.stripes[1:])
+	case s.stripes[0].queued < laneBacklog:
 		return s.stripes[0]
+	case n == 0:
+		return s.leastLoaded(s.stripes)
 	}
 	return s.leastLoaded(s.stripes[1:])
 }

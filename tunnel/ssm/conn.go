@@ -158,8 +158,15 @@ func (c *streamConn) DialBeside(ctx context.Context, i int) (net.Conn, error) {
 	return c.t.dialSlot(ctx, c.t.besideSlot(c.slot, c.base, i), 0)
 }
 
-// Sessions is the tunnel's number of sessions (tunnel.Spreader).
-func (c *streamConn) Sessions() int { return len(c.t.slots) }
+// Sessions is the number of sessions the stream's connection can spread
+// over (tunnel.Spreader): from the lane, the lane and the others; from
+// another session, the others only.
+func (c *streamConn) Sessions() int {
+	if c.Lane() {
+		return len(c.t.slots)
+	}
+	return c.t.bulkSlots()
+}
 
 // Lane reports whether the stream crosses the tunnel's lane (tunnel.Spreader).
 func (c *streamConn) Lane() bool { return c.t.lane && c.slot == 0 }

@@ -45,6 +45,9 @@ func TestLane(t *testing.T) {
 		if i > 0 && s.Lane() {
 			t.Errorf("stream %d crosses the lane; only DialLane's may", i)
 		}
+		if i > 0 && s.Sessions() != 2 {
+			t.Errorf("stream %d spreads over %d sessions; want the 2 besides the lane", i, s.Sessions())
+		}
 		if err := echoRoundTrip(t.Context(), s.(net.Conn), 1000, uint64(i)); err != nil {
 			t.Fatalf("stream %d: %v", i, err)
 		}

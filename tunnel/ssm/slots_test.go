@@ -24,6 +24,8 @@ func TestBesideSlots(t *testing.T) {
 		{"lane, 2 beside, turn 3", 4, true, 0, 3, 2, []int{4, 1}},
 		{"bulk stream with a lane", 4, true, 3, 0, 3, []int{4, 1, 2}},
 		{"no lane", 3, false, 1, 0, 2, []int{2, 0}},
+		{"one session and the lane", 1, true, 0, 5, 2, []int{1, 1}},
+		{"one session, no lane", 1, false, 0, 0, 2, []int{0, 0}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			slots := c.sessions
