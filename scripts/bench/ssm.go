@@ -92,10 +92,10 @@ const ssmIdleConns = 50
 func (b *bench) ssm(dir, bin string, mb int) error {
 	rows := int64(mb) << 20 / 96 // a pgbench_accounts row is ~96 bytes of COPY text
 	fmt.Printf("\nSSM: the real session-manager-plugin vs rdsproxy connect --via ssm, paced agent-faithful endpoint, one run each;\n"+
-		"COPY out and in of %d MiB; COPY of pgbench_accounts aid <= %d with select 1 every 50 ms on a second connection of the same path;\n"+
+		"COPY out and in of %d MiB; COPY of pgbench_accounts aid <= %d (run again until %d probes) with select 1 every 50 ms on a second connection of the same path;\n"+
 		"pg_dump -Fp --table %s: a copy of those %d pgbench_accounts rows made once (the whole 1M-row table would take ~3 min per path at 0.6 MB/s);\n"+
 		"RSS growth per idle connection over %d idle connections (raw-4 and stripe-4 only, before the path's transfers)\n",
-		mb, rows, dumpTable, rows, ssmIdleConns)
+		mb, rows, minProbes, dumpTable, rows, ssmIdleConns)
 	if err := b.makeDumpTable(rows); err != nil {
 		return err
 	}
@@ -389,17 +389,28 @@ func probeIdle(c *pgx.Conn, n int) ([]time.Duration, error) {
 	return took, nil
 }
 
-// probeDuringCopy runs a COPY out on conn and, from its first bytes to its
-// end, a select 1 on probe (another connection of the same path) every
-// 50 ms. Only probes that ended while the COPY still ran count. It returns
-// them and the bytes the COPY carried.
+// minProbes: a COPY that ends before this many probes ran (a compressed
+// one takes a fraction of a second) runs again, so that the latency under
+// load is the median of enough probes.
+const minProbes = 20
+
+// probeDuringCopy runs a COPY out on conn (again, until minProbes probes
+// ran) and, from its first bytes to its end, a select 1 on probe (another
+// connection of the same path) every 50 ms. Only probes that ended while a
+// COPY still ran count. It returns them and the bytes the COPYs carried.
 func probeDuringCopy(conn, probe *pgx.Conn, copyOutSQL string) ([]time.Duration, int64, error) {
 	ctx := context.Background()
 	out := &counted{seen: make(chan struct{})}
 	copyDone := make(chan error, 1)
+	var probes atomic.Int64
 	go func() {
-		_, err := conn.PgConn().CopyTo(ctx, out, copyOutSQL)
-		copyDone <- err
+		for {
+			_, err := conn.PgConn().CopyTo(ctx, out, copyOutSQL)
+			if err != nil || probes.Load() >= minProbes {
+				copyDone <- err
+				return
+			}
+		}
 	}()
 	select {
 	case <-out.seen:
@@ -420,6 +431,7 @@ func probeDuringCopy(conn, probe *pgx.Conn, copyOutSQL string) ([]time.Duration,
 			return took, out.n.Load(), err
 		default:
 			took = append(took, d)
+			probes.Store(int64(len(took)))
 		}
 		select {
 		case err := <-copyDone:
