@@ -46,8 +46,9 @@ func main() {
 	only := flag.String("only", "", "run only the workloads whose name contains this")
 	localTLS := flag.Bool("local-tls", false, "also measure rdsproxy with connect --local-tls (TLS on the loopback hop)")
 	ssmMB := flag.Int("ssm-mb", 16, "MiB per COPY through SSM (paced: < 1 MB/s; the unpaced section moves 4x this); 0 skips the SSM comparison")
+	ssmOnly := flag.String("ssm-paths", "", "run only these SSM paths, comma-separated (e.g. stripe-8,stripe-12); the plugin, the anchor, always runs")
 	flag.Parse()
-	if err := run(*reps, *secs, *copyMB, *idle, *only, *localTLS, *ssmMB); err != nil {
+	if err := run(*reps, *secs, *copyMB, *idle, *only, *localTLS, *ssmMB, *ssmOnly); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -71,7 +72,7 @@ type bench struct {
 	serverAddr string // the rdsproxy server's listen address
 }
 
-func run(reps, secs, copyMB, idle int, only string, localTLS bool, ssmMB int) error {
+func run(reps, secs, copyMB, idle int, only string, localTLS bool, ssmMB int, ssmOnly string) error {
 	ctx := context.Background()
 	bin, err := filepath.Abs("bin/rdsproxy")
 	if err != nil {
@@ -125,7 +126,7 @@ func run(reps, secs, copyMB, idle int, only string, localTLS bool, ssmMB int) er
 		}
 	}
 	if ssmMB > 0 && (only == "" || strings.Contains("ssm", only)) {
-		return b.ssm(dir, bin, ssmMB)
+		return b.ssm(dir, bin, ssmMB, ssmOnly)
 	}
 	return nil
 }

@@ -89,7 +89,7 @@ type ssmResult struct {
 // ssmIdleConns is how many idle connections the memory measurement opens.
 const ssmIdleConns = 50
 
-func (b *bench) ssm(dir, bin string, mb int) error {
+func (b *bench) ssm(dir, bin string, mb int, only string) error {
 	rows := int64(mb) << 20 / 96 // a pgbench_accounts row is ~96 bytes of COPY text
 	fmt.Printf("\nSSM: the real session-manager-plugin vs rdsproxy connect --via ssm, paced agent-faithful endpoint, one run each;\n"+
 		"COPY out and in of %d MiB; COPY of pgbench_accounts aid <= %d (run again until %d probes) with select 1 every 50 ms on a second connection of the same path;\n"+
@@ -109,6 +109,10 @@ func (b *bench) ssm(dir, bin string, mb int) error {
 	}
 	defer srv.stop()
 	paths := ssmPaths()
+	if only != "" {
+		names := strings.Split(only, ",")
+		paths = slices.DeleteFunc(paths, func(p *ssmPath) bool { return p.name != "plugin" && !slices.Contains(names, p.name) })
+	}
 	results := map[string]*ssmResult{}
 	for _, p := range paths {
 		r, err := b.ssmPath(dir, bin, plugin, serverPort, p, srv, mb, rows)
@@ -118,6 +122,9 @@ func (b *bench) ssm(dir, bin string, mb int) error {
 		results[p.name] = r
 	}
 	printSSM(paths, results)
+	if err := b.ssmCeiling(dir, bin, serverPort, max(mb/4, 1), results); err != nil {
+		return err
+	}
 	return b.ssmUnpaced(dir, bin, serverPort, srv, 4*mb)
 }
 
@@ -161,7 +168,7 @@ func (b *bench) startSSMServer(dir, bin string) (*proc, string, error) {
 	}
 	srv, err := startProc(dir, "server-ssm", bin, b.world.ServerEnv(), "server", "--config", cfg, "--log-level", "info", "--log-format", "json",
 		"--max-sessions", "2000", "--require-identity=false", // the plugin path sends no caller identity
-		"--max-stripes", "16") // stripe-12 offers 12 stripes; the default cap is 8
+		"--max-stripes", "16") // the default, said here: stripe-12 offers 13 stripes
 	if err != nil {
 		return nil, "", fmt.Errorf("ssm server: %w", err)
 	}
