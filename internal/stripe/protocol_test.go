@@ -10,6 +10,8 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"go.uber.org/goleak"
+
+	"github.com/rdsproxy/rdsproxy/internal/leakcheck"
 )
 
 // bombs returns zstd frames that expand to 32 MiB: one that declares its
@@ -28,7 +30,7 @@ func bombs(t *testing.T, codec *Codec) (declared, streamed []byte) {
 }
 
 func TestProtocolErrors(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	defer leakcheck.VerifyNone(t, goleak.IgnoreCurrent())
 	codec := newCodec(t)
 	declared, streamed := bombs(t, codec)
 	if len(declared) > maxWire || len(streamed) > maxWire {

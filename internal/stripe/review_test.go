@@ -9,13 +9,15 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/rdsproxy/rdsproxy/internal/leakcheck"
 )
 
 // TestEndWithAGapFails: an END frame that arrives while an earlier frame
 // never does, with every stripe then closed, fails the connection instead
 // of leaving Read blocked for good.
 func TestEndWithAGapFails(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	defer leakcheck.VerifyNone(t, goleak.IgnoreCurrent())
 	near0, far0 := net.Pipe()
 	near1, far1 := net.Pipe()
 	c := New(near0, Options{})
@@ -46,7 +48,7 @@ func TestEndWithAGapFails(t *testing.T) {
 // TestDeadlineAfterClose: setting a deadline after Close returns, as
 // net.Conn promises, even when a timer was armed before Close.
 func TestDeadlineAfterClose(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	defer leakcheck.VerifyNone(t, goleak.IgnoreCurrent())
 	a, b := net.Pipe()
 	defer b.Close()
 	c := New(a, Options{})
@@ -70,7 +72,7 @@ func TestDeadlineAfterClose(t *testing.T) {
 // cut off once their charge (1 KiB each) passes the window, so it cannot
 // make the receiver hold a thousand times the window in buffers.
 func TestTinyFramesCharged(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	defer leakcheck.VerifyNone(t, goleak.IgnoreCurrent())
 	const window = 256 << 10
 	near, far := net.Pipe()
 	defer far.Close()

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/rdsproxy/rdsproxy/internal/leakcheck"
 )
 
 // throttle wraps the far ends so that the four stripes run at different
@@ -181,7 +183,7 @@ func TestAddMidTransfer(t *testing.T) {
 }
 
 func TestHalfClose(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	defer leakcheck.VerifyNone(t, goleak.IgnoreCurrent())
 	a, b := tcpPairs(t, 2)
 	ca, cb := New(a[0], Options{}), New(b[0], Options{})
 	ca.Add(a[1])
@@ -219,7 +221,7 @@ func TestHalfClose(t *testing.T) {
 }
 
 func TestStripeLost(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	defer leakcheck.VerifyNone(t, goleak.IgnoreCurrent())
 	a, b := tcpPairs(t, 4)
 	rawB := b[2]
 	ca, cb := newPair(t, a, b, Options{}, Options{})
@@ -275,7 +277,7 @@ func netTimeout(err error) bool {
 }
 
 func TestDeadlines(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	defer leakcheck.VerifyNone(t, goleak.IgnoreCurrent())
 	p1, p2 := net.Pipe()
 	ca, cb := New(p1, Options{}), New(p2, Options{})
 	defer cb.Close()
@@ -311,7 +313,7 @@ func TestDeadlines(t *testing.T) {
 }
 
 func TestWriteDeadlineAndClose(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	defer leakcheck.VerifyNone(t, goleak.IgnoreCurrent())
 	p1, p2 := net.Pipe() // nobody reads p2
 	defer p2.Close()
 	c := New(p1, Options{QueueBytes: 64 << 10})
@@ -359,7 +361,7 @@ func TestWriteDeadlineAndClose(t *testing.T) {
 // holds at most Window bytes out of order and A's Write blocks until its
 // deadline. Once the stall ends, everything arrives in order.
 func TestWindowBound(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	defer leakcheck.VerifyNone(t, goleak.IgnoreCurrent())
 	const window = 256 << 10
 	a1, b1 := net.Pipe()
 	a2, b2 := net.Pipe()
@@ -423,7 +425,7 @@ func TestWindowBound(t *testing.T) {
 // sessions' buffers in both directions, because A's stripe readers never
 // stop reading and A's sender stops at the window. Then A's data arrives.
 func TestSharedSessions(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	defer leakcheck.VerifyNone(t, goleak.IgnoreCurrent())
 	const window, sessionBuf = 256 << 10, 64 << 10
 	s1, s2 := newSession(sessionBuf), newSession(sessionBuf)
 	var near, far [2][]net.Conn // [A, B] ends
@@ -480,7 +482,7 @@ func TestSharedSessions(t *testing.T) {
 // frames to a Conn whose application does not read fails it with a
 // protocol error once it exceeds the window; the Conn buffers no more.
 func TestHostilePeer(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	defer leakcheck.VerifyNone(t, goleak.IgnoreCurrent())
 	const window, frameLen = 256 << 10, 16 << 10
 	near, far := net.Pipe()
 	defer far.Close()
@@ -537,7 +539,7 @@ func rawFrame(seq uint64, flags byte, payload []byte) []byte {
 // already queued, as a TCP close does; the peer reads them and io.EOF, and
 // only its writes fail, since A is gone.
 func TestCloseFlushes(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	defer leakcheck.VerifyNone(t, goleak.IgnoreCurrent())
 	a, b := tcpPairs(t, 1)
 	ca, cb := New(slowWriter{a[0], 2 * time.Millisecond}, Options{}), New(b[0], Options{})
 	defer cb.Close()
@@ -569,7 +571,7 @@ func TestCloseFlushes(t *testing.T) {
 // stripe), as a server's final ErrorResponse before it closes must reach
 // the client.
 func TestCloseSendsEnd(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	defer leakcheck.VerifyNone(t, goleak.IgnoreCurrent())
 	a, b := tcpPairs(t, 3)
 	ca, cb := newPair(t, a, b, Options{}, Options{})
 	data := randomData(256<<10, 9)
@@ -588,7 +590,7 @@ func TestCloseSendsEnd(t *testing.T) {
 // the bytes that arrived in order before the loss, then the error naming
 // the stripe.
 func TestFailureDeliversWhatArrived(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	defer leakcheck.VerifyNone(t, goleak.IgnoreCurrent())
 	a, b := tcpPairs(t, 1)
 	ca, cb := newPair(t, a, b, Options{}, Options{})
 	data := randomData(64<<10, 10)

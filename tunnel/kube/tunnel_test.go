@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/rdsproxy/rdsproxy/internal/leakcheck"
 	"github.com/rdsproxy/rdsproxy/tunnel/kube"
 )
 
@@ -20,7 +21,7 @@ import (
 var leakOpts = []goleak.Option{goleak.IgnoreAnyFunction("k8s.io/klog/v2.(*flushDaemon).run.func1")}
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, leakOpts...)
+	leakcheck.VerifyTestMain(m, leakOpts...)
 }
 
 // Sixteen concurrent streams on one port-forward connection each move
@@ -422,6 +423,6 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 		}
 		cluster.Close()
 		echo.close()
-		goleak.VerifyNone(t, append(leakOpts, before)...)
+		leakcheck.VerifyNone(t, append(leakOpts, before)...)
 	}
 }
