@@ -77,7 +77,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 	for n < len(p) {
 		chunk := p[n:min(n+c.opts.MaxChunk, len(p))]
 		frame, compressed := c.buildFrame(chunk)
-		if err := c.enqueue(frame, 0, len(chunk)); err != nil {
+		if err := c.enqueue(frame, 0, len(chunk), len(p)); err != nil {
 			putBuf(frame)
 			return n, err
 		}
@@ -97,7 +97,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 func (c *Conn) CloseWrite() error {
 	frame := getBuf(headerLen)
 	putHeader(frame, 0, 0, 0)
-	if err := c.enqueue(frame, flagEnd, 0); err != nil {
+	if err := c.enqueue(frame, flagEnd, 0, 0); err != nil {
 		putBuf(frame)
 		return err
 	}
@@ -140,13 +140,14 @@ func (c *Conn) buildFrame(chunk []byte) ([]byte, bool) {
 	return buf, false
 }
 
-// enqueue gives frame, carrying n payload bytes, the next seq (setting
-// flags extra) and queues it on the least-loaded stripe. Unless it is an END
+// enqueue gives frame, carrying n payload bytes of a Write of write bytes
+// (0 for END), the next seq (setting flags extra) and queues it on the
+// stripe pick chooses. Unless it is an END
 // frame it first waits for room in that stripe's queue and for n bytes of
 // window: outstanding (sent minus the peer's credit) plus n must not exceed
 // Options.Window; n ≤ MaxChunk ≤ Window/4, so a chunk always fits once the
 // peer has consumed what was sent.
-func (c *Conn) enqueue(frame []byte, extra byte, n int) error {
+func (c *Conn) enqueue(frame []byte, extra byte, n, write int) error {
 	s := &c.send
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -159,7 +160,7 @@ func (c *Conn) enqueue(frame []byte, extra byte, n int) error {
 		case extra == 0 && c.writeDL.expired():
 			return c.opErr("write", os.ErrDeadlineExceeded)
 		}
-		st := s.pick(n, c.opts.Lane)
+		st := s.pick(write, c.opts.Lane)
 		fits := st.queued == 0 || st.queued+len(frame) <= c.opts.QueueBytes
 		inWindow := s.sent-s.credit+uint64(charge(n)) <= uint64(c.opts.Window)
 		if extra != 0 || fits && inWindow {
@@ -229,11 +230,13 @@ func (s *sendState) queuedTotal() int {
 	return n
 }
 
-// LaneChunk is the largest chunk, in payload bytes before compression,
-// that takes the lane (Options.Lane): a query or a reply of a few rows. At
-// the SSM agent's 1 KiB per millisecond it holds the lane for 4 ms at most.
-// The size before compression decides, so that a bulk transfer, whose
-// chunks compress to little, still keeps off the lane.
+// LaneChunk is the largest Write, in payload bytes before compression,
+// whose frame takes the lane (Options.Lane): a query or a reply of a few
+// rows. At the SSM agent's 1 KiB per millisecond it holds the lane for
+// 4 ms at most. The size of the whole Write before compression decides,
+// so that a bulk transfer keeps off the lane entirely: its chunks compress
+// to little, and the short last chunk of each large Write (a relay writes
+// what it read, thousands of times a second) is bulk too.
 const LaneChunk = 4 << 10
 
 // laneBacklog: a small frame joins the lane while fewer bytes than this
@@ -242,20 +245,20 @@ const LaneChunk = 4 << 10
 // lane session is shared by every connection's queries.
 const laneBacklog = 2 * LaneChunk
 
-// pick returns the stripe for a frame of n payload bytes (0 for END and
-// CREDIT): with a lane, the first stripe for a small one while the lane
-// is not backed up, else the least-loaded other one (for END and CREDIT,
-// the least-loaded of all: they must not wait behind bulk either);
-// without a lane the least-loaded of all. Called with mu held.
-func (s *sendState) pick(n int, lane bool) *stripe {
+// pick returns the stripe for a frame of a Write of write payload bytes
+// (0 for END and CREDIT): with a lane, the first stripe for a small Write
+// while the lane is not backed up, else the least-loaded other one (for
+// END and CREDIT, the least-loaded of all: they must not wait behind bulk
+// either); without a lane the least-loaded of all. Called with mu held.
+func (s *sendState) pick(write int, lane bool) *stripe {
 	switch {
 	case !lane || len(s.stripes) == 1:
 		return s.leastLoaded(s.stripes)
-	case n > LaneChunk:
+	case write > LaneChunk:
 		return s.leastLoaded(s.stripes[1:])
 	case s.stripes[0].queued < laneBacklog:
 		return s.stripes[0]
-	case n == 0:
+	case write == 0:
 		return s.leastLoaded(s.stripes)
 	}
 	return s.leastLoaded(s.stripes[1:])
