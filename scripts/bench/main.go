@@ -126,7 +126,7 @@ func run(reps, secs, copyMB, idle int, only string, localTLS bool, ssmMB int, ss
 		}
 	}
 	if ssmMB > 0 && (only == "" || strings.Contains("ssm", only)) {
-		return b.ssm(dir, bin, ssmMB, ssmOnly)
+		return b.ssm(dir, bin, ssmMB, ssmOnly, paths[0])
 	}
 	return nil
 }

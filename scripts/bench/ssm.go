@@ -89,7 +89,7 @@ type ssmResult struct {
 // ssmIdleConns is how many idle connections the memory measurement opens.
 const ssmIdleConns = 50
 
-func (b *bench) ssm(dir, bin string, mb int, only string) error {
+func (b *bench) ssm(dir, bin string, mb int, only string, direct path) error {
 	rows := int64(mb) << 20 / 96 // a pgbench_accounts row is ~96 bytes of COPY text
 	fmt.Printf("\nSSM: the real session-manager-plugin vs rdsproxy connect --via ssm, paced agent-faithful endpoint, one run each;\n"+
 		"COPY out and in of %d MiB; COPY of pgbench_accounts aid <= %d (run again until %d probes) with select 1 every 50 ms on a second connection of the same path;\n"+
@@ -122,6 +122,9 @@ func (b *bench) ssm(dir, bin string, mb int, only string) error {
 		results[p.name] = r
 	}
 	printSSM(paths, results)
+	if err := b.directProbe(direct, rows); err != nil {
+		return err
+	}
 	if err := b.ssmCeiling(dir, bin, serverPort, max(mb/4, 1), results); err != nil {
 		return err
 	}

@@ -1,0 +1,43 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// directProbe is the anchor of the SSM table's "select 1 during the
+// accounts COPY": the same probes beside the same COPY over a direct TLS
+// connection, no SSM and no proxy. The COPY then runs as fast as the two
+// cores allow, so the probes' slowdown is what CPU contention alone costs
+// on this machine; a compressed striped COPY, which the agent no longer
+// holds back, meets the same contention.
+func (b *bench) directProbe(direct path, rows int64) error {
+	ctx := context.Background()
+	probe, err := b.connect(direct)
+	if err != nil {
+		return fmt.Errorf("direct probe: %w", err)
+	}
+	defer probe.Close(ctx)
+	acc, err := b.connect(direct)
+	if err != nil {
+		return fmt.Errorf("direct probe: %w", err)
+	}
+	defer acc.Close(ctx)
+	idle, err := probeIdle(probe, 20)
+	if err != nil {
+		return fmt.Errorf("direct probe: %w", err)
+	}
+	start := time.Now()
+	during, n, err := probeDuringCopy(acc, probe, fmt.Sprintf("COPY (SELECT * FROM pgbench_accounts WHERE aid <= %d) TO STDOUT", rows))
+	if err != nil {
+		return fmt.Errorf("direct probe: %w", err)
+	}
+	mbps := float64(n) / (1 << 20) / time.Since(start).Seconds()
+	i, d := quantile(idle, 0.5), quantile(during, 0.5)
+	fmt.Printf("\nAnchor, direct TLS (no SSM, no proxy), the same probes beside the same COPY at %.0f MB/s: select 1 idle %.2f ms, during %.2f ms (%d probes), %.2f× idle\n",
+		mbps, ms(i), ms(d), len(during), float64(d)/float64(i))
+	return nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
