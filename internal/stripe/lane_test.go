@@ -24,14 +24,18 @@ func (c countingConn) Write(p []byte) (int, error) {
 // messages there (a query on the same connection, its reply) never wait
 // behind it; without one, the first stripe carries its share of the bulk.
 // Each bulk write leaves a short last chunk (33 KiB in 32 KiB chunks),
-// which is bulk too. Either way the peer reads every byte, in order.
+// which is bulk too. The bulk is more than the window, so the reader's
+// credits must flow: against the bulk, over the bulk stripes, idle that
+// way (on the lane, hundreds a second would delay other connections'
+// queries). Either way the peer reads every byte, in order.
 func TestLaneKeepsBulkOffTheFirstStripe(t *testing.T) {
-	const small, smalls, bulk = 60, 40, 40 * (33 << 10)
+	const small, smalls, bulk = 60, 100, 100 * (33 << 10)
 	for _, lane := range []bool{true, false} {
-		a, b := tcpPairs(t, 3)
-		wire := make([]atomic.Int64, len(a))
+		a, b := tcpPairs(t, 4)
+		wire, back := make([]atomic.Int64, len(a)), make([]atomic.Int64, len(b))
 		for i := range a {
 			a[i] = countingConn{Conn: a[i], n: &wire[i]}
+			b[i] = countingConn{Conn: b[i], n: &back[i]}
 		}
 		ca, cb := newPair(t, a, b, Options{Lane: lane}, Options{Lane: lane})
 		var writes [][]byte // a small write between two bulk ones, as a reply between CopyData
@@ -59,6 +63,13 @@ func TestLaneKeepsBulkOffTheFirstStripe(t *testing.T) {
 			t.Errorf("with a lane, the first stripe carried %d bytes; want the small messages only (at most %d)", first, laneMost)
 		case !lane && first < bulk/10:
 			t.Errorf("without a lane, the first stripe carried %d bytes; want its share of the %d of bulk", first, bulk)
+		}
+		var credits int64
+		for i := range back {
+			credits += back[i].Load()
+		}
+		if onLane := back[0].Load(); lane && (onLane != 0 || credits == 0) {
+			t.Errorf("with a lane, the reader's credits took %d of their %d bytes on the lane; want none there", onLane, credits)
 		}
 	}
 }
