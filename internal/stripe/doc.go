@@ -47,7 +47,7 @@
 // the next chunk's, would exceed it. The receiver counts the charges of the
 // frames Read has returned in full and,
 // each time that count has grown by Window/4 since the last CREDIT frame,
-// queues a CREDIT frame carrying it on the least-loaded stripe (without
+// queues a CREDIT frame carrying it on a stripe that pick chooses (without
 // waiting for queue room or window, even after CloseWrite; not after the
 // peer's END). Credits are cumulative, so the sender keeps the largest it
 // has seen and their order across stripes does not matter; the stripe

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 )
@@ -124,5 +125,80 @@ func TestLaneBacklogSpills(t *testing.T) {
 	}
 	if spilled := wire[1].Load() + wire[2].Load(); spilled < int64(len(want)-laneBacklog) {
 		t.Errorf("the other stripes carried %d bytes; want the burst past the lane's %d", spilled, laneBacklog)
+	}
+}
+
+// hoardingConn takes every Write at once and hands it to the socket from
+// its own goroutine, as a kernel socket whose peer reads slowly (the SSM
+// agent, 1 KiB per millisecond) holds what the stripe's queue no longer
+// shows. Close ends the goroutine.
+type hoardingConn struct {
+	net.Conn
+	held   chan []byte
+	done   chan struct{}
+	closed sync.Once
+}
+
+func hoard(c net.Conn) *hoardingConn {
+	h := &hoardingConn{Conn: c, held: make(chan []byte, 1<<16), done: make(chan struct{})}
+	go func() {
+		defer close(h.done)
+		for p := range h.held {
+			if _, err := c.Write(p); err != nil {
+				return
+			}
+		}
+	}()
+	return h
+}
+
+func (h *hoardingConn) Write(p []byte) (int, error) {
+	h.held <- bytes.Clone(p)
+	return len(p), nil
+}
+
+func (h *hoardingConn) Close() error {
+	err := h.Conn.Close()
+	h.closed.Do(func() { close(h.held) })
+	<-h.done
+	return err
+}
+
+// While both directions carry bulk, credits keep to the lane: a bulk
+// stripe's socket may hold far more than its queue shows, and a credit
+// behind it would stall the peer's window. Here every stripe's queue
+// looks empty (hoardingConn), so only that rule keeps B's credits on the
+// lane. Both sides read every byte the other wrote.
+func TestCreditsBesideTwoWayBulk(t *testing.T) {
+	const pieces, piece = 100, 33 << 10
+	a, b := tcpPairs(t, 4)
+	lane := new(atomic.Int64)
+	for i := range b {
+		b[i] = hoard(b[i])
+	}
+	b[0] = countingConn{Conn: b[0], n: lane}
+	ca, cb := newPair(t, a, b, Options{Lane: true}, Options{Lane: true})
+	want := bytes.Repeat([]byte("two-way bulk "), pieces*piece/13)
+	send := func(c *Conn) {
+		for off := 0; off < len(want); off += piece {
+			if _, err := c.Write(want[off:min(off+piece, len(want))]); err != nil {
+				return
+			}
+		}
+		c.CloseWrite()
+	}
+	go send(ca)
+	go send(cb)
+	got := make(chan []byte, 1)
+	go func() { b, _ := io.ReadAll(cb); got <- b }()
+	fromB, err := io.ReadAll(ca)
+	if err != nil || !bytes.Equal(fromB, want) {
+		t.Fatalf("A read %d bytes (%v), not the %d B wrote", len(fromB), err, len(want))
+	}
+	if fromA := <-got; !bytes.Equal(fromA, want) {
+		t.Fatalf("B read %d bytes, not the %d A wrote", len(fromA), len(want))
+	}
+	if n := lane.Load(); n < headerLen+8 { // a CREDIT's frame; END alone is headerLen
+		t.Errorf("B's lane carried %d bytes; want its credits there while it sent bulk too", n)
 	}
 }
