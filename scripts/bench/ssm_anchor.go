@@ -8,10 +8,10 @@ import (
 
 // directProbe is the anchor of the SSM table's "select 1 during the
 // accounts COPY": the same probes beside the same COPY over a direct TLS
-// connection, no SSM and no proxy. The COPY then runs as fast as the two
-// cores allow, so the probes' slowdown is what CPU contention alone costs
-// on this machine; a compressed striped COPY, which the agent no longer
-// holds back, meets the same contention.
+// connection to the emulator, no SSM and no rdsproxy. The COPY then runs as
+// fast as the two cores allow, so the probes' slowdown is a lower bound of
+// what a busy machine costs them: an SSM path's probe also crosses both
+// proxies, zstd and the agent, each busy with the COPY.
 func (b *bench) directProbe(direct path, rows int64) error {
 	ctx := context.Background()
 	probe, err := b.connect(direct)

@@ -39,27 +39,27 @@ func (b *bench) ssmCeiling(dir, bin, serverPort string, mb int, res map[string]*
 		conns[i] = c
 	}
 	sql := fmt.Sprintf("COPY (SELECT i, repeat('x', 90) FROM generate_series(1, %d) i) TO STDOUT", mb<<20/100)
-	start := time.Now()
 	var g errgroup.Group
-	counts := make([]counted, len(conns))
+	rates := make([]float64, len(conns)) // each connection's own MB/s: a slow one does not lower the others'
 	for i, c := range conns {
 		g.Go(func() error {
-			_, err := c.PgConn().CopyTo(context.Background(), &counts[i], sql)
+			var out counted
+			start := time.Now()
+			_, err := c.PgConn().CopyTo(context.Background(), &out, sql)
+			rates[i] = float64(out.n.Load()) / (1 << 20) / time.Since(start).Seconds()
 			return err
 		})
 	}
 	if err := g.Wait(); err != nil {
 		return fmt.Errorf("ssm ceiling: COPY out: %w", err)
 	}
-	took := time.Since(start).Seconds()
-	var n int64
-	for i := range counts {
-		n += counts[i].n.Load()
+	var sum float64
+	for _, r := range rates {
+		sum += r
 	}
-	sum := float64(n) / (1 << 20) / took
 	fmt.Printf("\nSSM ceiling: %d raw connections at once over --ssm-sessions %d --no-ssm-striping, a COPY out of %d MiB each, one run:\n",
 		ceilingSessions, ceilingSessions, mb)
-	fmt.Printf("together %.2f MB/s, %.3f MB/s per session", sum, sum/ceilingSessions)
+	fmt.Printf("together %.2f MB/s (the sum of each one's rate), %.3f MB/s per session", sum, sum/ceilingSessions)
 	if s, ok := res[fmt.Sprintf("stripe-%d", ceilingSessions)]; ok {
 		fmt.Printf("; stripe-%d's one connection %.2f MB/s, %.2f of the ceiling", ceilingSessions, s.copyOut.mbps, s.copyOut.mbps/sum)
 	}
