@@ -299,6 +299,16 @@ func (b *bench) connect(p path) (*pgx.Conn, error) {
 	return pgx.ConnectConfig(context.Background(), cfg)
 }
 
+// generatedRows is a COPY out of rows generated rows of about 100 bytes.
+func generatedRows(rows int) string {
+	return fmt.Sprintf("COPY (SELECT i, repeat('x', 90) FROM generate_series(1, %d) i) TO STDOUT", rows)
+}
+
+// accountsRows is a COPY out of the first rows rows of pgbench_accounts.
+func accountsRows(rows int64) string {
+	return fmt.Sprintf("COPY (SELECT * FROM pgbench_accounts WHERE aid <= %d) TO STDOUT", rows)
+}
+
 func (b *bench) copyOut(p path) (float64, error) {
 	conn, err := b.connect(p)
 	if err != nil {
@@ -308,7 +318,7 @@ func (b *bench) copyOut(p path) (float64, error) {
 	rows := b.copyMB << 20 / 100
 	start := time.Now()
 	tag, err := conn.PgConn().CopyTo(context.Background(), io.Discard,
-		fmt.Sprintf("COPY (SELECT i, repeat('x', 90) FROM generate_series(1, %d) i) TO STDOUT", rows))
+		generatedRows(rows))
 	if err != nil {
 		return 0, err
 	}

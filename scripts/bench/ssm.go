@@ -322,7 +322,7 @@ func (b *bench) ssmRun(p *ssmPath, srv *proc, mb int, rows int64) (*ssmResult, e
 		return nil, err
 	}
 	defer acc.Close(ctx)
-	accountsSQL := fmt.Sprintf("COPY (SELECT * FROM pgbench_accounts WHERE aid <= %d) TO STDOUT", rows)
+	accountsSQL := accountsRows(rows)
 	if r.accounts, err = measure(p.proc, srv, func() (n int64, err error) {
 		r.underLoad, n, err = probeDuringCopy(acc, probe, accountsSQL)
 		return n, err
@@ -340,7 +340,7 @@ func (b *bench) ssmRun(p *ssmPath, srv *proc, mb int, rows int64) (*ssmResult, e
 
 // ssmCopyOut measures a COPY out of mb MiB of generated rows on conn.
 func ssmCopyOut(conn *pgx.Conn, p *ssmPath, srv *proc, mb int) (bulk, error) {
-	copyOutSQL := fmt.Sprintf("COPY (SELECT i, repeat('x', 90) FROM generate_series(1, %d) i) TO STDOUT", mb<<20/100)
+	copyOutSQL := generatedRows(mb << 20 / 100)
 	r, err := measure(p.proc, srv, func() (int64, error) {
 		w := &counted{}
 		_, err := conn.PgConn().CopyTo(context.Background(), w, copyOutSQL)
@@ -555,7 +555,7 @@ func printSSM(paths []*ssmPath, res map[string]*ssmResult) {
 		if len(d) == 0 {
 			return "-"
 		}
-		return strconv.FormatFloat(float64(quantile(d, q).Microseconds())/1000, 'f', 1, 64)
+		return strconv.FormatFloat(millis(quantile(d, q)), 'f', 1, 64)
 	}
 	ratio := func(a, b int64) string {
 		if b == 0 {

@@ -29,15 +29,16 @@ func (b *bench) directProbe(direct path, rows int64) error {
 		return fmt.Errorf("direct probe: %w", err)
 	}
 	start := time.Now()
-	during, n, err := probeDuringCopy(acc, probe, fmt.Sprintf("COPY (SELECT * FROM pgbench_accounts WHERE aid <= %d) TO STDOUT", rows))
+	during, n, err := probeDuringCopy(acc, probe, accountsRows(rows))
 	if err != nil {
 		return fmt.Errorf("direct probe: %w", err)
 	}
 	mbps := float64(n) / (1 << 20) / time.Since(start).Seconds()
 	i, d := quantile(idle, 0.5), quantile(during, 0.5)
 	fmt.Printf("\nAnchor, direct TLS (no SSM, no proxy), the same probes beside the same COPY at %.0f MB/s: select 1 idle %.2f ms, during %.2f ms (%d probes), %.2f× idle\n",
-		mbps, ms(i), ms(d), len(during), float64(d)/float64(i))
+		mbps, millis(i), millis(d), len(during), float64(d)/float64(i))
 	return nil
 }
 
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+// millis is d in milliseconds, to the microsecond.
+func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

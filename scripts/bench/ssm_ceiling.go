@@ -38,7 +38,7 @@ func (b *bench) ssmCeiling(dir, bin, serverPort string, mb int, res map[string]*
 		defer c.Close(context.Background())
 		conns[i] = c
 	}
-	sql := fmt.Sprintf("COPY (SELECT i, repeat('x', 90) FROM generate_series(1, %d) i) TO STDOUT", mb<<20/100)
+	sql := generatedRows(mb << 20 / 100)
 	var g errgroup.Group
 	rates := make([]float64, len(conns)) // each connection's own MB/s: a slow one does not lower the others'
 	for i, c := range conns {
