@@ -6,33 +6,46 @@ import "encoding/binary"
 // decoding anything: a 1-byte type, a 4-byte length that counts itself,
 // then the body.
 type framer struct {
-	hdr       [5]byte
+	hdr       [headerLen]byte
 	hdrN      int // header bytes seen of the current message
 	remaining int // body bytes still to come
 	broken    bool
 }
 
-// feed advances over p.
+// headerLen is a message's type byte and length.
+const headerLen = 5
+
+// feed advances over p. A COPY out is a stream of short messages (a row
+// each), so a header that p holds whole is read in place.
 func (f *framer) feed(p []byte) {
 	for len(p) > 0 && !f.broken {
-		if f.remaining > 0 {
+		switch {
+		case f.remaining > 0:
 			k := min(f.remaining, len(p))
 			f.remaining -= k
 			p = p[k:]
-			continue
-		}
-		k := copy(f.hdr[f.hdrN:], p)
-		f.hdrN += k
-		p = p[k:]
-		if f.hdrN == len(f.hdr) {
-			length := int64(binary.BigEndian.Uint32(f.hdr[1:]))
-			if length < 4 {
-				f.broken = true // not PostgreSQL framing: never claim a boundary
-				return
+		case f.hdrN == 0 && len(p) >= headerLen:
+			f.begin(binary.BigEndian.Uint32(p[1:headerLen]))
+			p = p[headerLen:]
+		default: // a header cut between two writes
+			k := copy(f.hdr[f.hdrN:], p)
+			f.hdrN += k
+			p = p[k:]
+			if f.hdrN == headerLen {
+				f.hdrN = 0
+				f.begin(binary.BigEndian.Uint32(f.hdr[1:]))
 			}
-			f.remaining, f.hdrN = int(length-4), 0
 		}
 	}
+}
+
+// begin starts a message whose header gives length.
+func (f *framer) begin(length uint32) {
+	if length < 4 {
+		f.broken = true // not PostgreSQL framing: never claim a boundary
+		return
+	}
+	f.remaining = int(length - 4)
 }
 
 // atBoundary reports whether the stream so far ends with a whole message.

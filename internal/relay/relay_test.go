@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -119,13 +121,20 @@ func TestStopAtBoundary(t *testing.T) {
 }
 
 func TestFramer(t *testing.T) {
-	stream := append(append(msg('Z', "I"), msg('D', "row")...), msg('C', "SELECT 1")...)
-	for split := range len(stream) + 1 { // every way to cut the stream in two
+	stream := slices.Concat(msg('Z', "I"), msg('D', "row"), msg('c', ""), msg('C', "SELECT 1"))
+	ends := map[int]bool{}
+	for end := 0; end < len(stream); {
+		end += 1 + int(binary.BigEndian.Uint32(stream[end+1:]))
+		ends[end] = true
+	}
+	for size := 1; size <= len(stream); size++ { // every way to cut it in equal pieces
 		var f framer
-		f.feed(stream[:split])
-		f.feed(stream[split:])
-		if !f.atBoundary() {
-			t.Fatalf("split at %d: not at a boundary after whole messages", split)
+		for at := 0; at < len(stream); at += size {
+			next := min(at+size, len(stream))
+			f.feed(stream[at:next])
+			if f.atBoundary() != ends[next] {
+				t.Fatalf("pieces of %d, after %d bytes: boundary %v, want %v", size, next, f.atBoundary(), ends[next])
+			}
 		}
 	}
 	var f framer
@@ -137,6 +146,22 @@ func TestFramer(t *testing.T) {
 	bad.feed([]byte{'X', 0, 0, 0, 1})
 	if bad.atBoundary() {
 		t.Fatal("boundary claimed in a stream that is not PostgreSQL framing")
+	}
+}
+
+// BenchmarkFramer follows a COPY out: rows of 100 bytes in 64 KiB writes.
+func BenchmarkFramer(b *testing.B) {
+	var stream []byte
+	for len(stream)+100 <= 64<<10 {
+		stream = append(stream, msg('d', strings.Repeat("x", 95))...)
+	}
+	b.SetBytes(int64(len(stream)))
+	var f framer
+	for b.Loop() {
+		f.feed(stream)
+	}
+	if !f.atBoundary() {
+		b.Fatal("lost the framing")
 	}
 }
 
