@@ -47,8 +47,9 @@ func main() {
 	localTLS := flag.Bool("local-tls", false, "also measure rdsproxy with connect --local-tls (TLS on the loopback hop)")
 	ssmMB := flag.Int("ssm-mb", 16, "MiB per COPY through SSM (paced: < 1 MB/s; the unpaced section moves 4x this); 0 skips the SSM comparison")
 	ssmOnly := flag.String("ssm-paths", "", "run only these SSM paths, comma-separated (e.g. stripe-8,stripe-12); the plugin, the anchor, always runs")
+	base := flag.String("base", "", "also measure this other rdsproxy binary (say, a build of the previous commit) as the path \"base\", alternating with the rest")
 	flag.Parse()
-	if err := run(*reps, *secs, *copyMB, *idle, *only, *localTLS, *ssmMB, *ssmOnly); err != nil {
+	if err := run(*reps, *secs, *copyMB, *idle, *only, *localTLS, *base, *ssmMB, *ssmOnly); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -69,10 +70,11 @@ type bench struct {
 	secs       int
 	copyMB     int
 	localTLS   bool   // add the path through connect --local-tls
+	baseBin    string // add the path through this other rdsproxy binary
 	serverAddr string // the rdsproxy server's listen address
 }
 
-func run(reps, secs, copyMB, idle int, only string, localTLS bool, ssmMB int, ssmOnly string) error {
+func run(reps, secs, copyMB, idle int, only string, localTLS bool, baseBin string, ssmMB int, ssmOnly string) error {
 	ctx := context.Background()
 	bin, err := filepath.Abs("bin/rdsproxy")
 	if err != nil {
@@ -89,7 +91,7 @@ func run(reps, secs, copyMB, idle int, only string, localTLS bool, ssmMB int, ss
 		return err
 	}
 	defer world.Close()
-	b := &bench{world: world, secs: secs, copyMB: copyMB, endpoint: ordersEndpoint(world), localTLS: localTLS}
+	b := &bench{world: world, secs: secs, copyMB: copyMB, endpoint: ordersEndpoint(world), localTLS: localTLS, baseBin: baseBin}
 	paths, stop, err := b.startPaths(dir, bin)
 	defer stop()
 	if err != nil {
@@ -112,8 +114,9 @@ func run(reps, secs, copyMB, idle int, only string, localTLS bool, ssmMB int, ss
 					return fmt.Errorf("%s via %s: %w", w.name, p.name, err)
 				}
 				results[w.name][p.name] = append(results[w.name][p.name], v)
-				work[w.name][p.name] = append(work[w.name][p.name], p.counters().minus(before))
-				fmt.Printf("  %-28s rep %d %-9s %10s %s\n", w.name, r+1, p.name, w.format(v), w.unit)
+				spent := p.counters().minus(before)
+				work[w.name][p.name] = append(work[w.name][p.name], spent)
+				fmt.Printf("  %-28s rep %d %-9s %10s %-8s %s\n", w.name, r+1, p.name, w.format(v), w.unit, spent.describe(p))
 			}
 		}
 	}
@@ -140,7 +143,8 @@ func ordersEndpoint(w *sandbox.World) string {
 	return ""
 }
 
-// startPaths starts the bare relays and rdsproxy server + client.
+// startPaths starts the bare relays and rdsproxy server + client (and,
+// with -base, a second pair from the base binary).
 func (b *bench) startPaths(dir, bin string) ([]path, func(), error) {
 	var procs []*proc
 	stop := func() {
@@ -148,45 +152,39 @@ func (b *bench) startPaths(dir, bin string) ([]path, func(), error) {
 			p.stop()
 		}
 	}
+	started := func(p *proc, err error) (*proc, error) {
+		if p != nil {
+			procs = append(procs, p)
+		}
+		return p, err
+	}
 	self, err := os.Executable()
 	if err != nil {
 		return nil, stop, err
 	}
 	relay2, relay1 := freeAddr(), freeAddr()
 	for _, args := range [][]string{{relay2, b.world.Emulator.Addr()}, {relay1, relay2}} {
-		p, err := startProc(dir, "relay-"+args[0], self, nil, "relay", args[0], args[1])
-		if err != nil {
+		if _, err := started(startProc(dir, "relay-"+args[0], self, nil, "relay", args[0], args[1])); err != nil {
 			return nil, stop, err
 		}
-		procs = append(procs, p)
 	}
-	serverAddr, adminAddr, local := freeAddr(), freeAddr(), freeAddr()
-	b.serverAddr = serverAddr
-	cfg := filepath.Join(dir, "server.yaml")
-	if err := b.world.WriteServerConfig(cfg, serverAddr, adminAddr); err != nil {
-		return nil, stop, err
-	}
-	srv, err := startProc(dir, "server", bin, b.world.ServerEnv(), "server", "--config", cfg, "--log-level", "warn", "--max-sessions", "2000",
-		"--require-identity=false") // the SSM comparison's plugin path sends no caller identity; rdsproxy's is verified anyway
+	srv, serverAddr, err := b.startServer(dir, "server", bin, started)
 	if err != nil {
 		return nil, stop, err
 	}
-	procs = append(procs, srv)
-	if err := waitDial(serverAddr); err != nil {
-		return nil, stop, err
-	}
+	b.serverAddr = serverAddr
 	clientEnv := append(b.world.ClientEnv(), "RDSPROXY_STATE_DIR="+dir) // not the user's state
-	startClient := func(name, addr string, extra ...string) (*proc, error) {
-		_, port, _ := net.SplitHostPort(addr)
-		args := append([]string{"connect", "--via", "direct", "--server", serverAddr, "orders", "--port", port, "--log-level", "warn"}, extra...)
-		p, err := startProc(dir, name, bin, clientEnv, args...)
+	startClient := func(name, bin, server string, extra ...string) (*proc, string, error) {
+		local := freeAddr()
+		_, port, _ := net.SplitHostPort(local)
+		args := append([]string{"connect", "--via", "direct", "--server", server, "orders", "--port", port, "--log-level", "warn"}, extra...)
+		p, err := started(startProc(dir, name, bin, clientEnv, args...))
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
-		procs = append(procs, p)
-		return p, waitDial(addr)
+		return p, local, waitDial(local)
 	}
-	cli, err := startClient("client", local)
+	cli, local, err := startClient("client", bin, serverAddr)
 	if err != nil {
 		return nil, stop, err
 	}
@@ -196,14 +194,39 @@ func (b *bench) startPaths(dir, bin string) ([]path, func(), error) {
 		{name: "rdsproxy", addr: local, sslmode: "disable", procs: []*proc{srv, cli}},
 	}
 	if b.localTLS {
-		tlsLocal := freeAddr()
-		tlsCli, err := startClient("client-local-tls", tlsLocal, "--local-tls")
+		tlsCli, tlsLocal, err := startClient("client-local-tls", bin, serverAddr, "--local-tls")
 		if err != nil {
 			return nil, stop, err
 		}
 		paths = append(paths, path{name: "local-tls", addr: tlsLocal, sslmode: "require", procs: []*proc{srv, tlsCli}})
 	}
+	if b.baseBin != "" {
+		baseSrv, baseAddr, err := b.startServer(dir, "base-server", b.baseBin, started)
+		if err != nil {
+			return nil, stop, err
+		}
+		baseCli, baseLocal, err := startClient("base-client", b.baseBin, baseAddr)
+		if err != nil {
+			return nil, stop, err
+		}
+		paths = append(paths, path{name: "base", addr: baseLocal, sslmode: "disable", procs: []*proc{baseSrv, baseCli}})
+	}
 	return paths, stop, nil
+}
+
+// startServer starts an rdsproxy server from bin on a free address.
+func (b *bench) startServer(dir, name, bin string, started func(*proc, error) (*proc, error)) (*proc, string, error) {
+	addr, adminAddr := freeAddr(), freeAddr()
+	cfg := filepath.Join(dir, name+".yaml")
+	if err := b.world.WriteServerConfig(cfg, addr, adminAddr); err != nil {
+		return nil, "", err
+	}
+	srv, err := started(startProc(dir, name, bin, b.world.ServerEnv(), "server", "--config", cfg, "--log-level", "warn", "--max-sessions", "2000",
+		"--require-identity=false")) // the SSM comparison's plugin path sends no caller identity; rdsproxy's is verified anyway
+	if err != nil {
+		return nil, "", err
+	}
+	return srv, addr, waitDial(addr)
 }
 
 type workload struct {
@@ -377,13 +400,12 @@ func printTable(ws []workload, paths []path, res map[string]map[string][]float64
 		}
 		fmt.Printf("%-26s %12.1f %12.1f %12.1f %10.2f %10.2f %12s\n", w.name, d, b, r, rd, rb, w.unit)
 	}
-	if len(paths) < 4 {
-		return
-	}
-	fmt.Printf("\n%-26s %12s %12s %10s %12s\n", "median", "rdsproxy", "local TLS", "÷rdsproxy", "unit")
-	for _, w := range ws {
-		r, l := median(res[w.name]["rdsproxy"]), median(res[w.name]["local-tls"])
-		fmt.Printf("%-26s %12.3f %12.3f %10.2f %12s\n", w.name, r, l, l/r, w.unit)
+	for _, other := range paths[3:] { // local-tls, base: each beside rdsproxy
+		fmt.Printf("\n%-26s %12s %12s %10s %12s\n", "median", "rdsproxy", other.name, "÷rdsproxy", "unit")
+		for _, w := range ws {
+			r, o := median(res[w.name]["rdsproxy"]), median(res[w.name][other.name])
+			fmt.Printf("%-26s %12.3f %12.3f %10.2f %12s\n", w.name, r, o, o/r, w.unit)
+		}
 	}
 }
 
@@ -502,6 +524,15 @@ func (p *proc) rss() int64 { return p.status("VmRSS:") }
 type counters struct {
 	cpu           float64
 	reads, writes int64
+}
+
+// describe is a rep's proxy work, for the paths that have proxies: it shows
+// which reps ran on a busier machine (more CPU for the same bytes).
+func (c counters) describe(p path) string {
+	if len(p.procs) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("proxies: cpu %4.0f ms, %d reads, %d writes", c.cpu*1000, c.reads, c.writes)
 }
 
 func (c counters) minus(o counters) counters {
