@@ -39,7 +39,7 @@ func main() {
 		bareRelay(os.Args[2], os.Args[3])
 		return
 	}
-	reps := flag.Int("reps", 3, "alternating repetitions per workload")
+	reps := flag.Int("reps", 5, "alternating repetitions per workload (COPY through any relay is bimodal on a 2-core machine: see the README)")
 	secs := flag.Int("t", 5, "seconds per pgbench run")
 	copyMB := flag.Int("copy-mb", 100, "MiB per COPY run")
 	idle := flag.Int("idle", 300, "idle sessions for the memory measurement")
