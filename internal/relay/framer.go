@@ -10,6 +10,8 @@ type framer struct {
 	hdrN      int // header bytes seen of the current message
 	remaining int // body bytes still to come
 	broken    bool
+	last      byte // the type of the message begun last
+	copyOut   bool // between CopyOutResponse and the end of that COPY
 }
 
 // headerLen is a message's type byte and length.
@@ -25,7 +27,7 @@ func (f *framer) feed(p []byte) {
 			f.remaining -= k
 			p = p[k:]
 		case f.hdrN == 0 && len(p) >= headerLen:
-			f.begin(binary.BigEndian.Uint32(p[1:headerLen]))
+			f.begin(p[0], binary.BigEndian.Uint32(p[1:headerLen]))
 			p = p[headerLen:]
 		default: // a header cut between two writes
 			k := copy(f.hdr[f.hdrN:], p)
@@ -33,19 +35,35 @@ func (f *framer) feed(p []byte) {
 			p = p[k:]
 			if f.hdrN == headerLen {
 				f.hdrN = 0
-				f.begin(binary.BigEndian.Uint32(f.hdr[1:]))
+				f.begin(f.hdr[0], binary.BigEndian.Uint32(f.hdr[1:]))
 			}
 		}
 	}
 }
 
-// begin starts a message whose header gives length.
-func (f *framer) begin(length uint32) {
+// begin starts a message whose header gives its type and length.
+func (f *framer) begin(typ byte, length uint32) {
 	if length < 4 {
 		f.broken = true // not PostgreSQL framing: never claim a boundary
 		return
 	}
 	f.remaining = int(length - 4)
+	f.last = typ
+	switch typ {
+	case 'H': // CopyOutResponse
+		f.copyOut = true
+	case 'c', 'E', 'Z': // CopyDone, ErrorResponse, ReadyForQuery
+		f.copyOut = false
+	}
+}
+
+// midRows reports whether the stream so far ends inside a result's rows
+// (DataRow) or a COPY out's data (CopyData after CopyOutResponse, not the
+// CopyData of replication's COPY BOTH, which a walsender sends one at a
+// time as they happen). More messages follow those without the client
+// saying anything: at least the one that ends the result.
+func (f *framer) midRows() bool {
+	return !f.broken && (f.last == 'D' || f.last == 'd' && f.copyOut)
 }
 
 // atBoundary reports whether the stream so far ends with a whole message.
