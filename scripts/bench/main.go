@@ -13,6 +13,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -22,6 +23,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,7 +50,15 @@ func main() {
 	ssmMB := flag.Int("ssm-mb", 16, "MiB per COPY through SSM (paced: < 1 MB/s; the unpaced section moves 4x this); 0 skips the SSM comparison")
 	ssmOnly := flag.String("ssm-paths", "", "run only these SSM paths, comma-separated (e.g. stripe-8,stripe-12); the plugin, the anchor, always runs")
 	base := flag.String("base", "", "also measure this other rdsproxy binary (say, a build of the previous commit) as the path \"base\", alternating with the rest")
+	pin := flag.Bool("pin", false, "run the proxies on CPU 1 and everything else (PostgreSQL, the emulator, pgbench) on CPU 0, as a server with a core of its own runs")
 	flag.Parse()
+	if *pin && os.Getenv(proxyCPUsEnv) == "" {
+		if err := runPinned(); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(*reps, *secs, *copyMB, *idle, *only, *localTLS, *base, *ssmMB, *ssmOnly); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -479,12 +489,35 @@ type proc struct {
 	cmd  *exec.Cmd
 }
 
+// proxyCPUsEnv, set by -pin, names the CPUs that startProc's processes run on.
+const proxyCPUsEnv = "RDSPROXY_BENCH_PROXY_CPUS"
+
+// runPinned runs the bench again on CPU 0, with its proxies on CPU 1: how
+// busy processes share two cores decides how COPY out goes (see the
+// README), and pinning takes that out of the comparison.
+func runPinned() error {
+	if runtime.NumCPU() < 2 {
+		return errors.New("-pin needs two CPUs")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command("taskset", append([]string{"-c", "0", self}, os.Args[1:]...)...)
+	cmd.Env = append(os.Environ(), proxyCPUsEnv+"=1")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	return cmd.Run()
+}
+
 func startProc(dir, name, bin string, env []string, args ...string) (*proc, error) {
 	f, err := os.Create(filepath.Join(dir, strings.ReplaceAll(name, ":", "_")+".log"))
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin, args...)
+	if cpus := os.Getenv(proxyCPUsEnv); cpus != "" {
+		cmd = exec.Command("taskset", append([]string{"-c", cpus, bin}, args...)...)
+	}
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
