@@ -60,8 +60,9 @@ func (f *framer) begin(typ byte, length uint32) {
 // midRows reports whether the stream so far ends inside a result's rows
 // (DataRow) or a COPY out's data (CopyData after CopyOutResponse, not the
 // CopyData of replication's COPY BOTH, which a walsender sends one at a
-// time as they happen). More messages follow those without the client
-// saying anything: at least the one that ends the result.
+// time as they happen). More messages nearly always follow those without
+// the client saying anything: at least the one that ends the result (see
+// Session.hold for the exceptions).
 func (f *framer) midRows() bool {
 	return !f.broken && (f.last == 'D' || f.last == 'd' && f.copyOut)
 }

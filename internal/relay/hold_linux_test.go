@@ -27,7 +27,7 @@ func TestHoldJoinsRowsIntoFullChunks(t *testing.T) {
 	want := slices.Concat(first, rest)
 	h.expect(t, want)
 	h.end(t)
-	if sizes := h.client.sizes(); sizes[0] != coalesceSize {
+	if sizes := h.client.sizes(); len(sizes) == 0 || sizes[0] != coalesceSize {
 		t.Fatalf("client writes of %v bytes; want the first to fill the %d-byte buffer", sizes, coalesceSize)
 	}
 }
@@ -69,6 +69,7 @@ func TestStopDuringHold(t *testing.T) {
 	final := msg('E', "SFATAL\x00")
 	h.sess.Stop(final)
 	h.expect(t, slices.Concat(part, final))
+	h.clientEnd.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if rest, err := io.ReadAll(h.clientEnd); len(rest) != 0 || err != nil {
 		t.Fatalf("after the final message the client got %q, %v; want the end", rest, err)
 	}

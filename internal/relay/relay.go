@@ -194,9 +194,12 @@ func (s *Session) toA(pending []byte) (int64, error) {
 const defaultHoldFor = 2 * time.Millisecond
 
 // hold fills chunk's buffer with what arrives from b within holdFor, while
-// the stream stays inside rows. PostgreSQL sends rows only when its 8 KiB
-// output buffer fills, and a result always ends with a message that is not
-// a row, so more is on its way without the client saying anything. A relay
+// the stream stays inside rows. PostgreSQL sends rows when its 8 KiB output
+// buffer fills, and a result ends with a message that is not a row, so more
+// is nearly always on its way without the client saying anything (the
+// exceptions: a client that pipelines Execute without Sync or Flush, and a
+// BASE_BACKUP's progress message while MAX_RATE throttles; each costs at
+// most holdFor). A relay
 // with a core to itself (the server on its instance) otherwise reads and
 // writes each of those buffers as it arrives: one 64 KiB write instead of
 // eight halves the proxies' CPU for a COPY out and wakes every hop
@@ -205,6 +208,9 @@ const defaultHoldFor = 2 * time.Millisecond
 // bounded because a slow query may take long to fill its next buffer.
 func (s *Session) hold(cr *chunkReader, f *framer, chunk []byte) ([]byte, error) {
 	s.b.SetReadDeadline(time.Now().Add(s.holdFor))
+	if s.stopping.Load() { // Stop came first: its deadline stands
+		s.b.SetReadDeadline(time.Now())
+	}
 	defer func() {
 		s.b.SetReadDeadline(time.Time{})
 		if s.stopping.Load() { // Stop's deadline may have come first: keep it
