@@ -8,9 +8,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"io"
 	"math/big"
 	"net"
+	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -169,4 +171,87 @@ func TestBufferedTLSGathersRecords(t *testing.T) {
 	if got := <-received; !bytes.Equal(got, append(chunk, 'Q')) {
 		t.Fatalf("the database got %d bytes, want the %d written, in order", len(got), len(chunk)+1)
 	}
+}
+
+// The relay holds a chunk with a read deadline (relay's hold), which can
+// fire while half a TLS record has arrived: the connection stays usable,
+// and once the rest arrives the record reads whole. (crypto/tls keeps a
+// partial record after a temporary error; a Go release that stopped doing
+// so would break every hold that times out.)
+func TestBufferedTLSSurvivesADeadlineMidRecord(t *testing.T) {
+	cert, pool := selfSigned(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	payload := bytes.Repeat([]byte("row "), 2000)
+	halfSent, release := make(chan struct{}), make(chan struct{})
+	serverDone := make(chan error, 1)
+	go func() {
+		raw, err := ln.Accept()
+		if err != nil {
+			serverDone <- err
+			return
+		}
+		split := &halfWriter{Conn: raw, halfSent: halfSent, release: release}
+		c := tls.Server(split, &tls.Config{Certificates: []tls.Certificate{cert}, SessionTicketsDisabled: true})
+		defer c.Close()
+		if err := c.Handshake(); err != nil {
+			serverDone <- err
+			return
+		}
+		split.splitting.Store(true)
+		_, err = c.Write(payload) // its first record: half now, half on release
+		serverDone <- err
+		c.Read(make([]byte, 1)) // until the client hangs up
+	}()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newBufferedTLS(raw, &tls.Config{ServerName: "db.test", RootCAs: pool})
+	defer c.Close()
+	if err := c.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	<-halfSent
+	c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	buf := make([]byte, len(payload))
+	if n, err := c.Read(buf); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read of half a record: %d, %v; want the deadline", n, err)
+	}
+	c.SetReadDeadline(time.Time{})
+	close(release)
+	if err := <-serverDone; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, buf); err != nil || !bytes.Equal(buf, payload) {
+		t.Fatalf("after the deadline: %v, intact %v; want the whole record", err, bytes.Equal(buf, payload))
+	}
+}
+
+// halfWriter, once splitting, sends the first half of the next write (a
+// TLS record) at once and the rest only on release.
+type halfWriter struct {
+	net.Conn
+	splitting atomic.Bool
+	halfSent  chan struct{}
+	release   chan struct{}
+}
+
+func (w *halfWriter) Write(p []byte) (int, error) {
+	if !w.splitting.CompareAndSwap(true, false) { // only the first record is split
+		return w.Conn.Write(p)
+	}
+	half := len(p) / 2
+	if _, err := w.Conn.Write(p[:half]); err != nil {
+		return 0, err
+	}
+	close(w.halfSent)
+	<-w.release
+	if _, err := w.Conn.Write(p[half:]); err != nil {
+		return half, err
+	}
+	return len(p), nil
 }
