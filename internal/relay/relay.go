@@ -199,13 +199,12 @@ const defaultHoldFor = 2 * time.Millisecond
 // is nearly always on its way without the client saying anything (the
 // exceptions: a client that pipelines Execute without Sync or Flush, and a
 // BASE_BACKUP's progress message while MAX_RATE throttles; each costs at
-// most holdFor). A relay
-// with a core to itself (the server on its instance) otherwise reads and
-// writes each of those buffers as it arrives: one 64 KiB write instead of
-// eight halves the proxies' CPU for a COPY out and wakes every hop
-// downstream once (make bench's COPY out with the proxies pinned to a core
-// of their own: 350 ms instead of 800 ms of CPU per 100 MiB). The wait is
-// bounded because a slow query may take long to fill its next buffer.
+// most holdFor). A relay with a core to itself (the server on its
+// instance) otherwise reads and writes each of those buffers as it
+// arrives: one 64 KiB write instead of eight halves the proxies' CPU for a
+// COPY out and wakes every hop downstream once (make bench -pin: 390 ms
+// instead of 890 ms of CPU per 100 MiB). The wait is bounded because a
+// slow query may take long to fill its next buffer.
 func (s *Session) hold(cr *chunkReader, f *framer, chunk []byte) ([]byte, error) {
 	s.b.SetReadDeadline(time.Now().Add(s.holdFor))
 	if s.stopping.Load() { // Stop came first: its deadline stands
