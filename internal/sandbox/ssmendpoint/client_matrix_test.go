@@ -66,12 +66,36 @@ func forward(t *testing.T, tun *ssm.Tunnel) string {
 func newMatrixTunnel(t *testing.T, e *ssmendpoint.Endpoint, giveUp time.Duration) *ssm.Tunnel {
 	t.Helper()
 	tun, err := ssm.New(t.Context(), ssm.Config{API: apiClient(e), Target: matrixTarget, Port: pg.Port,
-		GiveUp: giveUp, Logger: slog.New(slog.DiscardHandler)})
+		GiveUp: giveUp, Logger: warnings(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { tun.Close() })
 	return tun
+}
+
+// warnings logs the tunnel's warnings to the test's log: when a session
+// ends on the client's side (a give-up, say), the failure says why. Once
+// the test is over (the tunnel closes in its cleanup), nothing is logged.
+func warnings(t *testing.T) *slog.Logger {
+	w := &testLog{t: t}
+	t.Cleanup(func() { w.mu.Lock(); w.done = true; w.mu.Unlock() })
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type testLog struct {
+	t    *testing.T
+	mu   sync.Mutex
+	done bool
+}
+
+func (w *testLog) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
 }
 
 // TestClientMatrix: the project's client passes the plugin's matrix
