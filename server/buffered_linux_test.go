@@ -16,35 +16,14 @@ import (
 // so the relay writes them to the client in one chunk.
 func TestBufferedTLSReadsAhead(t *testing.T) {
 	const records, size = 7, 8 << 10
-	cert, pool := selfSigned(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		raw, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		c := tls.Server(raw, &tls.Config{Certificates: []tls.Certificate{cert}, SessionTicketsDisabled: true})
-		defer c.Close()
+	c, raw := tlsPeer{}.dial(t, func(c *tls.Conn) {
 		for i := range records {
 			if _, err := c.Write(bytes.Repeat([]byte{byte(i)}, size)); err != nil {
 				return
 			}
 		}
 		c.Read(make([]byte, 1)) // until the client hangs up
-	}()
-	raw, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := newBufferedTLS(raw, &tls.Config{ServerName: "db.test", RootCAs: pool})
-	defer c.Close()
-	if err := c.Handshake(); err != nil {
-		t.Fatal(err)
-	}
+	})
 	const tls13Overhead = 5 + 1 + 16 // header, content type, tag
 	waitInQueue(t, raw, records*(size+tls13Overhead))
 	buf := make([]byte, 64<<10)

@@ -38,30 +38,61 @@ func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
 }
 
-// ReadBuffered hands over the records TLS already holds and never reads
-// the socket: with nothing buffered it returns at once, and the
-// connection stays usable for blocking reads and writes afterwards.
-func TestBufferedTLSNeverBlocks(t *testing.T) {
+// tlsPeer is a loopback TLS server for "db.test" with one connection, and
+// a bufferedTLS client to it.
+type tlsPeer struct {
+	tickets    bool                    // the server sends session tickets after the handshake
+	wrapServer func(net.Conn) net.Conn // the server's socket as its TLS sees it; nil: as is
+	wrapClient func(net.Conn) net.Conn // the client's socket as its TLS sees it; nil: as is
+}
+
+// dial starts the server, which runs serve after its handshake, and returns
+// the client after its own, and the client's raw socket.
+func (p tlsPeer) dial(t *testing.T, serve func(*tls.Conn)) (*bufferedTLS, net.Conn) {
+	t.Helper()
 	cert, pool := selfSigned(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	records := make(chan int)
-	serverDone := make(chan error, 1)
 	go func() {
 		raw, err := ln.Accept()
 		if err != nil {
-			serverDone <- err
-			return
+			return // the client's handshake fails the test
 		}
-		c := tls.Server(raw, &tls.Config{Certificates: []tls.Certificate{cert}})
+		c := tls.Server(wrap(raw, p.wrapServer), &tls.Config{Certificates: []tls.Certificate{cert}, SessionTicketsDisabled: !p.tickets})
 		defer c.Close()
-		if err := c.Handshake(); err != nil {
-			serverDone <- err
-			return
+		if c.Handshake() == nil {
+			serve(c)
 		}
+	}()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newBufferedTLS(wrap(raw, p.wrapClient), &tls.Config{ServerName: "db.test", RootCAs: pool})
+	t.Cleanup(func() { c.Close() })
+	if err := c.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	return c, raw
+}
+
+func wrap(c net.Conn, with func(net.Conn) net.Conn) net.Conn {
+	if with == nil {
+		return c
+	}
+	return with(c)
+}
+
+// ReadBuffered hands over the records TLS already holds and never reads
+// the socket: with nothing buffered it returns at once, and the
+// connection stays usable for blocking reads and writes afterwards.
+func TestBufferedTLSNeverBlocks(t *testing.T) {
+	records := make(chan int)
+	serverDone := make(chan error, 1)
+	c, _ := tlsPeer{tickets: true}.dial(t, func(c *tls.Conn) {
 		for n := range records { // n records of 8 KiB, one Write each
 			for i := range n {
 				if _, err := c.Write(bytes.Repeat([]byte{byte(i)}, 8<<10)); err != nil {
@@ -71,16 +102,7 @@ func TestBufferedTLSNeverBlocks(t *testing.T) {
 			}
 		}
 		serverDone <- nil
-	}()
-	raw, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := newBufferedTLS(raw, &tls.Config{ServerName: "db.test", RootCAs: pool})
-	defer c.Close()
-	if err := c.Handshake(); err != nil {
-		t.Fatal(err)
-	}
+	})
 	if n, err := c.ReadBuffered(make([]byte, 1024)); n != 0 || err != nil {
 		t.Fatalf("ReadBuffered with nothing sent = %d, %v; want 0, nil at once", n, err)
 	}
@@ -129,34 +151,16 @@ func (c *socketWrites) Write(p []byte) (int, error) { c.n.Add(1); return c.Conn.
 // records; they leave in one socket write, intact, and a small write still
 // leaves at once on its own.
 func TestBufferedTLSGathersRecords(t *testing.T) {
-	cert, pool := selfSigned(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	chunk := bytes.Repeat([]byte("copy-in-row\n"), 64<<10/12)
 	received := make(chan []byte, 1)
-	go func() {
-		raw, err := ln.Accept()
-		if err != nil {
-			received <- nil
-			return
-		}
-		c := tls.Server(raw, &tls.Config{Certificates: []tls.Certificate{cert}})
-		defer c.Close()
+	var counted *socketWrites
+	c, _ := tlsPeer{tickets: true, wrapClient: func(raw net.Conn) net.Conn {
+		counted = &socketWrites{Conn: raw}
+		return counted
+	}}.dial(t, func(c *tls.Conn) {
 		got, _ := io.ReadAll(c)
 		received <- got
-	}()
-	raw, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	counted := &socketWrites{Conn: raw}
-	c := newBufferedTLS(counted, &tls.Config{ServerName: "db.test", RootCAs: pool})
-	if err := c.Handshake(); err != nil {
-		t.Fatal(err)
-	}
+	})
 	before := counted.n.Load()
 	if n, err := c.Write(chunk); n != len(chunk) || err != nil {
 		t.Fatalf("Write = %d, %v; want %d, nil", n, err, len(chunk))
@@ -179,50 +183,23 @@ func TestBufferedTLSGathersRecords(t *testing.T) {
 // partial record after a temporary error; a Go release that stopped doing
 // so would break every hold that times out.)
 func TestBufferedTLSSurvivesADeadlineMidRecord(t *testing.T) {
-	cert, pool := selfSigned(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	payload := bytes.Repeat([]byte("row "), 2000)
-	halfSent, release := make(chan struct{}), make(chan struct{})
+	split := &halfWriter{halfSent: make(chan struct{}), release: make(chan struct{})}
 	serverDone := make(chan error, 1)
-	go func() {
-		raw, err := ln.Accept()
-		if err != nil {
-			serverDone <- err
-			return
-		}
-		split := &halfWriter{Conn: raw, halfSent: halfSent, release: release}
-		c := tls.Server(split, &tls.Config{Certificates: []tls.Certificate{cert}, SessionTicketsDisabled: true})
-		defer c.Close()
-		if err := c.Handshake(); err != nil {
-			serverDone <- err
-			return
-		}
+	c, _ := tlsPeer{wrapServer: func(raw net.Conn) net.Conn { split.Conn = raw; return split }}.dial(t, func(c *tls.Conn) {
 		split.splitting.Store(true)
-		_, err = c.Write(payload) // its first record: half now, half on release
+		_, err := c.Write(payload) // its first record: half now, half on release
 		serverDone <- err
 		c.Read(make([]byte, 1)) // until the client hangs up
-	}()
-	raw, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := newBufferedTLS(raw, &tls.Config{ServerName: "db.test", RootCAs: pool})
-	defer c.Close()
-	if err := c.Handshake(); err != nil {
-		t.Fatal(err)
-	}
-	<-halfSent
+	})
+	<-split.halfSent
 	c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 	buf := make([]byte, len(payload))
 	if n, err := c.Read(buf); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("read of half a record: %d, %v; want the deadline", n, err)
 	}
 	c.SetReadDeadline(time.Time{})
-	close(release)
+	close(split.release)
 	if err := <-serverDone; err != nil {
 		t.Fatal(err)
 	}
