@@ -76,30 +76,6 @@ func TestStopDuringHold(t *testing.T) {
 	<-h.done
 }
 
-func TestFramerMidRows(t *testing.T) {
-	for _, c := range []struct {
-		name   string
-		stream []byte
-		want   bool
-	}{
-		{"rows", slices.Concat(msg('T', "x"), msg('D', "row"), msg('D', "row")), true},
-		{"inside a row", slices.Concat(msg('T', "x"), msg('D', "row")[:6]), true},
-		{"result ended", slices.Concat(msg('D', "row"), msg('C', "SELECT 1")), false},
-		{"copy out", slices.Concat(msg('H', "x"), msg('d', "line")), true},
-		{"copy out after a notice", slices.Concat(msg('H', "x"), msg('d', "a"), msg('N', "n"), msg('d', "b")), true},
-		{"copy out ended", slices.Concat(msg('H', "x"), msg('d', "a"), msg('c', "")), false},
-		{"copy out failed", slices.Concat(msg('H', "x"), msg('d', "a"), msg('E', "e"), msg('d', "b")), false},
-		{"copy both", slices.Concat(msg('W', "x"), msg('d', "wal")), false},
-		{"idle", msg('Z', "I"), false},
-	} {
-		var f framer
-		f.feed(c.stream)
-		if f.midRows() != c.want {
-			t.Errorf("%s: midRows %v, want %v", c.name, f.midRows(), c.want)
-		}
-	}
-}
-
 // held is a FrameToA session from a TCP upstream to a client whose writes
 // are recorded.
 type held struct {
@@ -172,19 +148,15 @@ func (h *held) end(t *testing.T) {
 }
 
 // rows returns DataRows of 100 bytes, about n bytes of them.
-func rows(n int) []byte {
-	var out []byte
-	for len(out)+100 <= n {
-		out = append(out, msg('D', strings.Repeat("r", 95))...)
-	}
-	return out
-}
+func rows(n int) []byte { return messages('D', n) }
 
 // copyData returns CopyData messages of 100 bytes, about n bytes of them.
-func copyData(n int) []byte {
+func copyData(n int) []byte { return messages('d', n) }
+
+func messages(typ byte, n int) []byte {
 	var out []byte
 	for len(out)+100 <= n {
-		out = append(out, msg('d', strings.Repeat("w", 95))...)
+		out = append(out, msg(typ, strings.Repeat("x", 95))...)
 	}
 	return out
 }

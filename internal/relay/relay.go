@@ -206,16 +206,8 @@ const defaultHoldFor = 2 * time.Millisecond
 // instead of 890 ms of CPU per 100 MiB). The wait is bounded because a
 // slow query may take long to fill its next buffer.
 func (s *Session) hold(cr *chunkReader, f *framer, chunk []byte) ([]byte, error) {
-	s.b.SetReadDeadline(time.Now().Add(s.holdFor))
-	if s.stopping.Load() { // Stop came first: its deadline stands
-		s.b.SetReadDeadline(time.Now())
-	}
-	defer func() {
-		s.b.SetReadDeadline(time.Time{})
-		if s.stopping.Load() { // Stop's deadline may have come first: keep it
-			s.b.SetReadDeadline(time.Now())
-		}
-	}()
+	s.setHoldDeadline(time.Now().Add(s.holdFor))
+	defer s.setHoldDeadline(time.Time{})
 	for cr.growable(chunk) && f.midRows() {
 		before := len(chunk)
 		var err error
@@ -229,6 +221,15 @@ func (s *Session) hold(cr *chunkReader, f *framer, chunk []byte) ([]byte, error)
 		}
 	}
 	return chunk, nil
+}
+
+// setHoldDeadline sets b's read deadline to t unless Stop has begun, whose
+// own deadline (now) must stand whichever of the two was set first.
+func (s *Session) setHoldDeadline(t time.Time) {
+	s.b.SetReadDeadline(t)
+	if s.stopping.Load() {
+		s.b.SetReadDeadline(time.Now())
+	}
 }
 
 // chunkReader reads a copy's chunks from src. Each chunk blocks for the

@@ -149,6 +149,30 @@ func TestFramer(t *testing.T) {
 	}
 }
 
+func TestFramerMidRows(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		stream []byte
+		want   bool
+	}{
+		{"rows", slices.Concat(msg('T', "x"), msg('D', "row"), msg('D', "row")), true},
+		{"inside a row", slices.Concat(msg('T', "x"), msg('D', "row")[:6]), true},
+		{"result ended", slices.Concat(msg('D', "row"), msg('C', "SELECT 1")), false},
+		{"copy out", slices.Concat(msg('H', "x"), msg('d', "line")), true},
+		{"copy out after a notice", slices.Concat(msg('H', "x"), msg('d', "a"), msg('N', "n"), msg('d', "b")), true},
+		{"copy out ended", slices.Concat(msg('H', "x"), msg('d', "a"), msg('c', "")), false},
+		{"copy out failed", slices.Concat(msg('H', "x"), msg('d', "a"), msg('E', "e"), msg('d', "b")), false},
+		{"copy both", slices.Concat(msg('W', "x"), msg('d', "wal")), false},
+		{"idle", msg('Z', "I"), false},
+	} {
+		var f framer
+		f.feed(c.stream)
+		if f.midRows() != c.want {
+			t.Errorf("%s: midRows %v, want %v", c.name, f.midRows(), c.want)
+		}
+	}
+}
+
 // BenchmarkFramer follows a COPY out: rows of 100 bytes in 64 KiB writes.
 func BenchmarkFramer(b *testing.B) {
 	var stream []byte
