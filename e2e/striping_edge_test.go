@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -54,6 +55,17 @@ func oneAuditLine(t *testing.T, audit *logBuffer, transport string, stripes int)
 	if l := lines[0]; l["transport"] != transport || l["stripes"] != float64(stripes) {
 		t.Fatalf("audit line %v: want transport %s over %d stripes", l, transport, stripes)
 	}
+}
+
+// waitJoins waits until the server has logged n stripes joined. A
+// test that checks a session ran over all its stripes waits for them
+// before it ends the session: they join in the background, and a short
+// session on a loaded machine can end before they have.
+func waitJoins(t *testing.T, logs *logBuffer, n int) {
+	t.Helper()
+	waitFor(t, 30*time.Second, fmt.Sprintf("%d stripes joined", n), func() bool {
+		return strings.Count(logs.String(), `"msg":"stripe joined"`) >= n
+	})
 }
 
 // cancelAfter is an io.Writer that counts the bytes a COPY TO STDOUT
@@ -110,6 +122,7 @@ func TestStripingCancelDuringCopy(t *testing.T) {
 	if err := conn.QueryRow(ctx, "SELECT $1::text", "after the cancel").Scan(&got); err != nil || got != "after the cancel" {
 		t.Fatalf("session after the cancel: %q, %v", got, err)
 	}
+	waitJoins(t, audit, 3)
 	conn.Close(ctx)
 	oneAuditLine(t, audit, lanedMode, 4)
 }
@@ -158,6 +171,7 @@ func TestStripingForgedJoin(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the striped session after forged joins: %v", err)
 	}
+	waitJoins(t, audit, 3)
 	conn.Close(context.Background())
 	oneAuditLine(t, audit, lanedMode, 4)
 }
@@ -277,6 +291,7 @@ func TestStripingStripeThatNeverJoins(t *testing.T) {
 			if err := checksummedCopy(conn, 4<<20, closedGate()); err != nil {
 				t.Fatal(err)
 			}
+			waitJoins(t, audit, tc.stripes-1)
 			conn.Close(context.Background())
 			oneAuditLine(t, audit, stripedMode, tc.stripes)
 		})

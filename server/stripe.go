@@ -82,6 +82,7 @@ func (s *Server) join(conn net.Conn, ph *phase, id string) {
 		s.log.Debug("stripe join: the connection ended before the stripe joined", "err", err)
 		return
 	}
+	s.log.Debug("stripe joined", "stripes", j.conn.Stripes())
 	s.track(ph.pc.conn, false) // the session's stripes: its relay ends them, not the drain's first sweep
 	<-j.done
 }

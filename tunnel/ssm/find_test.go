@@ -3,7 +3,6 @@ package ssm_test
 import (
 	"context"
 	"errors"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +17,10 @@ import (
 )
 
 // TestFindInstanceMoto runs the real DescribeInstances filters against moto:
-// only running instances with the exact tag value count.
+// only running instances with the exact tag value count, and the newest of
+// them wins. Each instance is launched in its own second, since two launched
+// in one call may straddle a second boundary (CI saw it); ties are
+// TestFindInstanceChoice's.
 func TestFindInstanceMoto(t *testing.T) {
 	m, err := sandbox.StartMoto(t.Context(), t.TempDir(), nil)
 	if err != nil {
@@ -26,8 +28,11 @@ func TestFindInstanceMoto(t *testing.T) {
 	}
 	t.Cleanup(func() { m.Close() })
 	api := ec2.NewFromConfig(m.AWSConfig("eu-west-1"))
-	alpha := runTagged(t, api, "alpha", 2)
-	stopped := runTagged(t, api, "alpha", 1)
+	older := runTagged(t, api, "alpha", 1)
+	time.Sleep(1100 * time.Millisecond) // EC2 reports launch times to the second
+	newer := runTagged(t, api, "alpha", 1)
+	time.Sleep(1100 * time.Millisecond)
+	stopped := runTagged(t, api, "alpha", 1) // the newest, but not running
 	if _, err := api.StopInstances(t.Context(), &ec2.StopInstancesInput{InstanceIds: stopped}); err != nil {
 		t.Fatal(err)
 	}
@@ -36,8 +41,8 @@ func TestFindInstanceMoto(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := slices.Min(alpha); got != want { // same launch: lowest id
-		t.Errorf("FindInstance(alpha) = %s, want %s of running %v (stopped %v)", got, want, alpha, stopped)
+	if got != newer[0] {
+		t.Errorf("FindInstance(alpha) = %s, want the newest running %s (older %s, stopped %s)", got, newer[0], older[0], stopped[0])
 	}
 	_, err = ssm.FindInstance(t.Context(), api, "gamma")
 	if !errors.Is(err, ssm.ErrNoInstance) || !strings.Contains(err.Error(), "no running EC2 instance has the tag rdsproxy:server=gamma; check") {
