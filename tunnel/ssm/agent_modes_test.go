@@ -107,3 +107,35 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		<-tick.C
 	}
 }
+
+// TestOldAgentFullWindowOfLostAcks: a whole window of messages reaches an
+// agent older than 3.2.1041.0 and every ack is lost, as when a link fails
+// with a window's acks in flight. The agent drops the resends without an
+// ack, so only a message sent after them can show they arrived; the
+// stream goes on past a give-up time far shorter than the transfer, and
+// every byte arrives once.
+func TestOldAgentFullWindowOfLostAcks(t *testing.T) {
+	echo := startEcho(t)
+	e := startEndpoint(t, ssmendpoint.Config{AgentVersion: ssmendpoint.OldAgentVersion, Strict: true, Unpaced: true})
+	const window = 16
+	tun := newTunnel(t, e, ssm.Config{Port: echo.port(), Window: window, GiveUp: 4 * time.Second})
+	c, err := tun.Dial(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := echoRoundTrip(t.Context(), c, 64<<10, 1); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the stream is idle", func() bool { return tun.Stats().Unacked == 0 })
+	e.LoseAcks(window)
+	if err := echoRoundTrip(t.Context(), c, 1<<20, 2); err != nil {
+		t.Fatalf("after a window of lost acks: %v", err)
+	}
+	st, cs := e.Stats(), tun.Stats()
+	t.Logf("endpoint: %+v", st)
+	t.Logf("client: %+v", cs)
+	if st.SessionsStarted != 1 || st.DuplicatesDropped == 0 {
+		t.Errorf("sessions %d, duplicates dropped %d: want one session, and resends the agent dropped", st.SessionsStarted, st.DuplicatesDropped)
+	}
+}

@@ -277,10 +277,16 @@ func (c *Channel) Send(ctx context.Context, payloadType uint32, payload []byte) 
 	return nil
 }
 
+// waitSpace waits until the window has room. A full window whose resent
+// messages await proof lets one Send through: the window cannot free
+// itself when every message in it arrived and only the acks were lost,
+// since an agent before 3.2.1041.0 never re-acks the resends, and a probe
+// would wait behind the window too. That Send's ack is the proof; the
+// window is exceeded by at most one message per round of resends.
 func (c *Channel) waitSpace(ctx context.Context) error {
 	for {
 		c.mu.Lock()
-		full := c.inWindow >= c.cfg.Window
+		full := c.inWindow >= c.cfg.Window && !c.awaitsProofLocked()
 		c.mu.Unlock()
 		select {
 		case <-c.done:

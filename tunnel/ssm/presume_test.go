@@ -132,3 +132,49 @@ func TestChannelNeverPresumesWithReackingAgent(t *testing.T) {
 		t.Fatalf("its own ack: unacked %d, %v", c.Unacked(), err)
 	}
 }
+
+// TestChannelFullWindowOfLostAcks: every message in the window reached an
+// agent that never re-acks a duplicate, and every ack was lost. Resends
+// cannot free the window and a probe could not be sent into it, so the
+// next Send itself goes out as the proof: one message beyond the window
+// once the resends have gone out, whose ack proves them and frees the
+// window. Without a resend since the last fresh message, the window holds.
+func TestChannelFullWindowOfLostAcks(t *testing.T) {
+	clock := fixedTime
+	rec := &recorder{}
+	c := NewChannel(ChannelConfig{SendType: TypeInputStreamData, Write: rec.write, Window: 2, GiveUp: time.Minute,
+		Deliver: func(*Message) bool { return true }, Now: func() time.Time { return clock }})
+	for range 2 {
+		if err := c.Send(context.Background(), PayloadOutput, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sendSoon := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		return c.Send(ctx, PayloadOutput, []byte("y"))
+	}
+	if err := sendSoon(); err == nil {
+		t.Fatal("a Send went beyond a full window with nothing resent")
+	}
+	clock = clock.Add(c.rtt.timeout(0) + time.Millisecond)
+	if _, pending := c.resendDue(); !pending || len(c.resent) != 2 {
+		t.Fatalf("resent %d, want both", len(c.resent))
+	}
+	clock = clock.Add(time.Millisecond)
+	if err := sendSoon(); err != nil {
+		t.Fatalf("the Send that would prove the resends: %v", err)
+	}
+	if err := sendSoon(); err == nil {
+		t.Fatal("a second Send went beyond the window before the first was acked")
+	}
+	if _, err := c.Handle(ackFor(t, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if c.inWindow != 0 {
+		t.Fatalf("%d in the window after the proof, want 0", c.inWindow)
+	}
+	if err := sendSoon(); err != nil {
+		t.Fatalf("Send after the proof: %v", err)
+	}
+}

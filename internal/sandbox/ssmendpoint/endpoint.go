@@ -157,10 +157,11 @@ type Endpoint struct {
 	documents  []string
 	closed     bool
 
-	wg    sync.WaitGroup // agents and their goroutines
-	life  context.Context
-	stop  context.CancelFunc
-	stats struct {
+	wg         sync.WaitGroup // agents and their goroutines
+	life       context.Context
+	stop       context.CancelFunc
+	acksToLose atomic.Int64 // LoseAcks
+	stats      struct {
 		started, terminateCalls, byAPI, byFlag, resume, opened, frames, violations,
 		streams, dialFailures, disconnects, cuts, reconnects, badSignatures atomic.Int64
 	}
@@ -311,6 +312,24 @@ func (e *Endpoint) CutWebsockets() int {
 	}
 	e.stats.cuts.Add(int64(n))
 	return n
+}
+
+// LoseAcks loses the agents' next n acknowledgements of client messages,
+// as a link that fails loses the acks in flight while the messages they
+// acknowledge have arrived.
+func (e *Endpoint) LoseAcks(n int) { e.acksToLose.Add(int64(n)) }
+
+// loseAck reports whether to lose this acknowledgement (LoseAcks).
+func (e *Endpoint) loseAck() bool {
+	for {
+		n := e.acksToLose.Load()
+		if n <= 0 {
+			return false
+		}
+		if e.acksToLose.CompareAndSwap(n, n-1) {
+			return true
+		}
+	}
 }
 
 func (e *Endpoint) violation(sessionID, format string, args ...any) {

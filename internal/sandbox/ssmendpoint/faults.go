@@ -55,6 +55,9 @@ func (a *agent) faultIn(f []byte) [][]byte {
 // the websocket. The validator learns the ids of agent messages.
 func (a *agent) writeOut(f []byte) error {
 	a.val.sentByAgent(f)
+	if isAck(f) && a.e.loseAck() {
+		return nil
+	}
 	if d := a.e.cfg.Faults.AckDelay; d > 0 && isAck(f) {
 		f = bytes.Clone(f)
 		a.ackWG.Add(1)
