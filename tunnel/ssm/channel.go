@@ -277,16 +277,11 @@ func (c *Channel) Send(ctx context.Context, payloadType uint32, payload []byte) 
 	return nil
 }
 
-// waitSpace waits until the window has room. A full window whose resent
-// messages await proof lets one Send through: the window cannot free
-// itself when every message in it arrived and only the acks were lost,
-// since an agent before 3.2.1041.0 never re-acks the resends, and a probe
-// would wait behind the window too. That Send's ack is the proof; the
-// window is exceeded by at most one message per round of resends.
+// waitSpace waits until the window has room (see fullLocked).
 func (c *Channel) waitSpace(ctx context.Context) error {
 	for {
 		c.mu.Lock()
-		full := c.inWindow >= c.cfg.Window && !c.awaitsProofLocked()
+		full := c.fullLocked()
 		c.mu.Unlock()
 		select {
 		case <-c.done:
@@ -304,6 +299,33 @@ func (c *Channel) waitSpace(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// maxBeyondWindow bounds the messages a full window lets through to
+// prove resends (fullLocked): one, and a few more in case their own acks
+// are lost.
+const maxBeyondWindow = 4
+
+// fullLocked reports whether Send must wait. Against an agent before
+// 3.2.1041.0 a window can be full of messages that all arrived and whose
+// acks were all lost (a link that fails with a window of acks in flight):
+// the agent ignores their resends, and only the ack of a message sent
+// after a resend proves it (proveLocked), so such a window lets a Send
+// through, up to maxBeyondWindow; a probe would wait behind the window
+// too. A current agent re-acks resends, so its window is never exceeded.
+func (c *Channel) fullLocked() bool {
+	if c.inWindow < c.cfg.Window {
+		return false
+	}
+	if c.reacks.Load() || c.inWindow >= c.cfg.Window+maxBeyondWindow {
+		return true
+	}
+	for _, m := range c.resent {
+		if m.proofs == 0 && c.awaitsProofLocked(m) { // it holds the window
+			return false
+		}
+	}
+	return true
 }
 
 func signal(ch chan struct{}) {

@@ -92,7 +92,7 @@ func (c *Channel) resendDue() (wait time.Duration, pending bool) {
 	}
 	if len(frames) > 0 {
 		c.rtt.backoff()
-		signal(c.space) // a Send waiting on a full window may now carry the proof (waitSpace)
+		signal(c.space) // a Send waiting on a full window may now carry the proof (fullLocked)
 	}
 	if len(frames) == maxResendsPerRound {
 		wait = 0
@@ -150,21 +150,18 @@ func (c *Channel) NeedsProbe() bool {
 		c.lastProbe = now
 		return true
 	}
-	if c.awaitsProofLocked() {
-		c.lastProbe = now
-		return true
-	}
-	return false
-}
-
-// awaitsProofLocked reports whether a resent message waits with no message
-// sent for the first time after its last resend: only the ack of such a
-// message can show that the resend arrived (proveLocked).
-func (c *Channel) awaitsProofLocked() bool {
 	for _, m := range c.resent {
-		if m.provenAt != m.resends && !c.lastFresh.After(m.lastSent) {
+		if c.awaitsProofLocked(m) {
+			c.lastProbe = now
 			return true
 		}
 	}
 	return false
+}
+
+// awaitsProofLocked reports whether the resent message m waits with no
+// message sent for the first time after its last resend: only the ack of
+// such a message can show that the resend arrived (proveLocked).
+func (c *Channel) awaitsProofLocked(m *outMsg) bool {
+	return m.provenAt != m.resends && !c.lastFresh.After(m.lastSent)
 }

@@ -133,6 +133,54 @@ func TestChannelNeverPresumesWithReackingAgent(t *testing.T) {
 	}
 }
 
+// fullWindow is a channel with a window of 2, both messages sent and
+// unacknowledged, on a clock the test moves.
+type fullWindow struct {
+	t     *testing.T
+	c     *Channel
+	clock time.Time
+}
+
+func newFullWindow(t *testing.T, reacks bool) *fullWindow {
+	w := &fullWindow{t: t, clock: fixedTime}
+	w.c = NewChannel(ChannelConfig{SendType: TypeInputStreamData, Write: (&recorder{}).write, Window: 2, GiveUp: time.Hour,
+		Deliver: func(*Message) bool { return true }, Now: func() time.Time { return w.clock }})
+	if reacks {
+		w.c.PeerReacksDuplicates()
+	}
+	for range 2 {
+		if err := w.c.Send(context.Background(), PayloadOutput, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return w
+}
+
+// sends reports whether a Send goes out within 50 ms (the fake clock does
+// not move: nothing but an ack or a resend can make room).
+func (w *fullWindow) sends() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	return w.c.Send(ctx, PayloadOutput, []byte("y")) == nil
+}
+
+// resendAll moves the clock past every message's timeout and resends them.
+func (w *fullWindow) resendAll() {
+	w.t.Helper()
+	w.clock = w.clock.Add(maxRTO + time.Millisecond)
+	if _, pending := w.c.resendDue(); !pending {
+		w.t.Fatal("nothing to resend")
+	}
+	w.clock = w.clock.Add(time.Millisecond)
+}
+
+func (w *fullWindow) ack(seq int64) {
+	w.t.Helper()
+	if _, err := w.c.Handle(ackFor(w.t, seq)); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
 // TestChannelFullWindowOfLostAcks: every message in the window reached an
 // agent that never re-acks a duplicate, and every ack was lost. Resends
 // cannot free the window and a probe could not be sent into it, so the
@@ -140,41 +188,69 @@ func TestChannelNeverPresumesWithReackingAgent(t *testing.T) {
 // once the resends have gone out, whose ack proves them and frees the
 // window. Without a resend since the last fresh message, the window holds.
 func TestChannelFullWindowOfLostAcks(t *testing.T) {
-	clock := fixedTime
-	rec := &recorder{}
-	c := NewChannel(ChannelConfig{SendType: TypeInputStreamData, Write: rec.write, Window: 2, GiveUp: time.Minute,
-		Deliver: func(*Message) bool { return true }, Now: func() time.Time { return clock }})
-	for range 2 {
-		if err := c.Send(context.Background(), PayloadOutput, []byte("x")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	sendSoon := func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-		defer cancel()
-		return c.Send(ctx, PayloadOutput, []byte("y"))
-	}
-	if err := sendSoon(); err == nil {
+	w := newFullWindow(t, false)
+	if w.sends() {
 		t.Fatal("a Send went beyond a full window with nothing resent")
 	}
-	clock = clock.Add(c.rtt.timeout(0) + time.Millisecond)
-	if _, pending := c.resendDue(); !pending || len(c.resent) != 2 {
-		t.Fatalf("resent %d, want both", len(c.resent))
+	w.resendAll()
+	if !w.sends() {
+		t.Fatal("the Send that would prove the resends waited")
 	}
-	clock = clock.Add(time.Millisecond)
-	if err := sendSoon(); err != nil {
-		t.Fatalf("the Send that would prove the resends: %v", err)
-	}
-	if err := sendSoon(); err == nil {
+	if w.sends() {
 		t.Fatal("a second Send went beyond the window before the first was acked")
 	}
-	if _, err := c.Handle(ackFor(t, 2)); err != nil {
-		t.Fatal(err)
+	w.ack(2)
+	if w.c.inWindow != 0 {
+		t.Fatalf("%d in the window after the proof, want 0", w.c.inWindow)
 	}
-	if c.inWindow != 0 {
-		t.Fatalf("%d in the window after the proof, want 0", c.inWindow)
+	if !w.sends() {
+		t.Fatal("Send waited after the proof")
 	}
-	if err := sendSoon(); err != nil {
-		t.Fatalf("Send after the proof: %v", err)
+}
+
+// An agent that stops acknowledging altogether (hung, its websocket still
+// up) gets resends round after round until the give-up; the window lets
+// at most maxBeyondWindow messages past it meanwhile, not one per round.
+func TestChannelFullWindowBoundedWithoutAcks(t *testing.T) {
+	w := newFullWindow(t, false)
+	for range 12 {
+		w.resendAll()
+		w.sends()
+	}
+	if n := w.c.Unacked(); n != 2+maxBeyondWindow {
+		t.Fatalf("%d messages unacknowledged after 12 rounds of resends, want the window of 2 and %d beyond it", n, maxBeyondWindow)
+	}
+}
+
+// A current agent re-acks resends, so resends never open its full window;
+// nor, against an old agent, does the resend of a message already proven
+// (out of the window already, resent until it is presumed delivered).
+func TestChannelFullWindowHoldsWhenResendsNeedNoProof(t *testing.T) {
+	w := newFullWindow(t, true)
+	w.resendAll()
+	if w.sends() {
+		t.Fatal("a Send went beyond the full window of an agent that re-acks duplicates")
+	}
+
+	w = newFullWindow(t, false)
+	w.resendAll()
+	if !w.sends() { // seq 2 proves 0 and 1: they leave the window
+		t.Fatal("the Send that would prove the resends waited")
+	}
+	w.ack(2)
+	for range 2 { // seq 3 and 4 fill the window again
+		if !w.sends() {
+			t.Fatal("Send waited with room in the window")
+		}
+	}
+	w.clock = w.clock.Add(time.Millisecond)
+	w.c.mu.Lock() // 0 and 1 are resent again (3 and 4 are not due yet)
+	for _, seq := range []int64{0, 1} {
+		w.c.markResentLocked(w.c.unacked[seq], w.clock)
+	}
+	w.c.mu.Unlock()
+	signal(w.c.space)
+	if w.sends() {
+		t.Fatal("the resends of proven messages let a Send past a full window of fresh ones")
 	}
 }
