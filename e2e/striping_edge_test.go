@@ -63,9 +63,12 @@ func oneAuditLine(t *testing.T, audit *logBuffer, transport string, stripes int)
 // session on a loaded machine can end before they have.
 func waitJoins(t *testing.T, logs *logBuffer, n int) {
 	t.Helper()
-	waitFor(t, 30*time.Second, fmt.Sprintf("%d stripes joined", n), func() bool {
-		return strings.Count(logs.String(), `"msg":"stripe joined"`) >= n
-	})
+	waitFor(t, 30*time.Second, fmt.Sprintf("%d stripes joined", n), func() bool { return joinsLogged(logs) >= n })
+}
+
+// joinsLogged counts the server's "stripe joined" debug lines in logs.
+func joinsLogged(logs *logBuffer) int {
+	return strings.Count(logs.String(), `"msg":"stripe joined"`)
 }
 
 // cancelAfter is an io.Writer that counts the bytes a COPY TO STDOUT

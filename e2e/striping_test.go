@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -58,9 +59,22 @@ func TestViaSSMStriped(t *testing.T) {
 	}, func(c *client.Config) { c.Striping = true }, func(c *server.Config) { c.Logger = audit.jsonLogger() })
 	tunnelSuite(t, st)
 
+	// Stripes join in the background; each COPY session stays open until
+	// all four sessions' stripes have joined, however loaded the machine.
+	joined := joinsLogged(audit) + 4*4
+	allJoined := func() error {
+		deadline := time.Now().Add(30 * time.Second)
+		for joinsLogged(audit) < joined {
+			if time.Now().After(deadline) {
+				return errors.New("the COPY sessions' stripes did not all join within 30 s")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		return nil
+	}
 	var g errgroup.Group
 	for i := range 4 {
-		g.Go(func() error { return copyBothWays(st.local["app"], 100+i, 8) })
+		g.Go(func() error { return copyBothWaysThen(st.local["app"], 100+i, 8, allJoined) })
 	}
 	time.Sleep(500 * time.Millisecond) // the COPYs are under way
 	if cut := endpoint.CutWebsockets(); cut == 0 {
@@ -75,8 +89,8 @@ func TestViaSSMStriped(t *testing.T) {
 	if s := endpoint.Stats(); s.SessionsStarted != 5 || s.Reconnects == 0 {
 		t.Errorf("endpoint stats %+v: want 5 sessions (4 and the lane), and resumed websockets", s)
 	}
-	// Stripes join in the background: the suite's first psql session may
-	// end before all have; each COPY session lasts long enough for all.
+	// Stripes join in the background: the suite's sessions may end before
+	// all have; each COPY session waited for its own.
 	lines := waitAuditLines(t, audit, 16)
 	for _, l := range lines {
 		copied, _ := l["bytes_from_client"].(float64)

@@ -66,6 +66,12 @@ func tunnelSuite(t *testing.T, st *stack) {
 // copyBothWays copies mb MiB into a table of its own and back out through
 // the proxy, comparing SHA-256 sums.
 func copyBothWays(addr string, i, mb int) error {
+	return copyBothWaysThen(addr, i, mb, nil)
+}
+
+// copyBothWaysThen is copyBothWays, calling beforeEnd (when not nil) after
+// the COPYs, while the session is still open.
+func copyBothWaysThen(addr string, i, mb int, beforeEnd func() error) error {
 	ctx := context.Background()
 	conn, err := connectLocalErr(addr, sandbox.UserIAM)
 	if err != nil {
@@ -87,6 +93,9 @@ func copyBothWays(addr string, i, mb int) error {
 	}
 	if !bytes.Equal(sent.Sum(nil), back.Sum(nil)) {
 		return fmt.Errorf("session %d: COPY out differs from COPY in", i)
+	}
+	if beforeEnd != nil {
+		return beforeEnd()
 	}
 	return nil
 }
