@@ -63,7 +63,21 @@ func oneAuditLine(t *testing.T, audit *logBuffer, transport string, stripes int)
 // session on a loaded machine can end before they have.
 func waitJoins(t *testing.T, logs *logBuffer, n int) {
 	t.Helper()
-	waitFor(t, 30*time.Second, fmt.Sprintf("%d stripes joined", n), func() bool { return joinsLogged(logs) >= n })
+	if err := awaitJoins(logs, n); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// awaitJoins is waitJoins for any goroutine: it returns an error after 30 s.
+func awaitJoins(logs *logBuffer, n int) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for joinsLogged(logs) < n {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d stripes joined after 30 s, want %d", joinsLogged(logs), n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
 }
 
 // joinsLogged counts the server's "stripe joined" debug lines in logs.
@@ -302,8 +316,9 @@ func TestStripingStripeThatNeverJoins(t *testing.T) {
 }
 
 // smallStripedCopy copies 64 KiB in and out of a table of its own over one
-// new connection and compares checksums.
-func smallStripedCopy(addr string, i int) error {
+// new connection and compares checksums, then calls beforeEnd (when not
+// nil) while the session is still open.
+func smallStripedCopy(addr string, i int, beforeEnd func() error) error {
 	ctx := context.Background()
 	conn, err := connectLocalErr(addr, sandbox.UserIAM)
 	if err != nil {
@@ -324,6 +339,9 @@ func smallStripedCopy(addr string, i int) error {
 	if !bytes.Equal(sent.Sum(nil), back.Sum(nil)) {
 		return fmt.Errorf("session %d: COPY out differs from COPY in", i)
 	}
+	if beforeEnd != nil {
+		return beforeEnd()
+	}
 	return nil
 }
 
@@ -331,12 +349,12 @@ func smallStripedCopy(addr string, i int) error {
 // and the lane, each with a small checksummed COPY, have ended, the
 // goroutines and file descriptors of the process (client, server and SSM
 // endpoint) and PostgreSQL's backends return to their baseline. Every session offered
-// four stripes; some ended before all had joined, and some ran over all.
+// four stripes; some ended before all had joined, and the last ran over all.
 func TestStripingNoLeaks(t *testing.T) {
 	audit := &logBuffer{}
 	st := startStriped(t, 3, audit)
 	// Warm up: the SSM sessions open, and lazily started goroutines run.
-	if err := smallStripedCopy(st.local["app"], 0); err != nil {
+	if err := smallStripedCopy(st.local["app"], 0, nil); err != nil {
 		t.Fatal(err)
 	}
 	waitAuditLines(t, audit, 1)
@@ -344,15 +362,21 @@ func TestStripingNoLeaks(t *testing.T) {
 	const n = 50
 	var g errgroup.Group
 	g.SetLimit(4)
-	for i := 1; i <= n; i++ {
-		g.Go(func() error { return smallStripedCopy(st.local["app"], i) })
+	for i := 1; i < n; i++ {
+		g.Go(func() error { return smallStripedCopy(st.local["app"], i, nil) })
 	}
 	if err := g.Wait(); err != nil {
 		t.Fatal(err)
 	}
 	// A session this short may end before its further stripes have
 	// joined (they join in the background), which exercises the ends of
-	// joins that come too late; some of them must have joined in full.
+	// joins that come too late. The last one waits for its three, so that
+	// one session's stripes all joined however loaded the machine.
+	waitAuditLines(t, audit, n) // the sessions before it have ended: no more joins of theirs
+	joined := joinsLogged(audit) + 3
+	if err := smallStripedCopy(st.local["app"], n, func() error { return awaitJoins(audit, joined) }); err != nil {
+		t.Fatal(err)
+	}
 	perStripes := map[float64]int{}
 	for _, l := range waitAuditLines(t, audit, n+1) {
 		stripes, _ := l["stripes"].(float64)

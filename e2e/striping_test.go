@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -62,16 +61,7 @@ func TestViaSSMStriped(t *testing.T) {
 	// Stripes join in the background; each COPY session stays open until
 	// all four sessions' stripes have joined, however loaded the machine.
 	joined := joinsLogged(audit) + 4*4
-	allJoined := func() error {
-		deadline := time.Now().Add(30 * time.Second)
-		for joinsLogged(audit) < joined {
-			if time.Now().After(deadline) {
-				return errors.New("the COPY sessions' stripes did not all join within 30 s")
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		return nil
-	}
+	allJoined := func() error { return awaitJoins(audit, joined) }
 	var g errgroup.Group
 	for i := range 4 {
 		g.Go(func() error { return copyBothWaysThen(st.local["app"], 100+i, 8, allJoined) })
