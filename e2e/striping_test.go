@@ -80,12 +80,23 @@ func TestViaSSMStriped(t *testing.T) {
 		t.Errorf("endpoint stats %+v: want 5 sessions (4 and the lane), and resumed websockets", s)
 	}
 	// Stripes join in the background: the suite's sessions may end before
-	// all have; each COPY session waited for its own.
-	lines := waitAuditLines(t, audit, 16)
-	for _, l := range lines {
-		copied, _ := l["bytes_from_client"].(float64)
-		if l["transport"] != "v=1;k=5;z=zstd;l=1" || copied > 1<<20 && l["stripes"] != float64(5) {
-			t.Fatalf("audit line %v: want transport v=1;k=5;z=zstd;l=1, over 5 stripes for a COPY session", l)
+	// all have; the four 8 MB COPY sessions above waited for theirs.
+	var copies []map[string]any
+	waitFor(t, 20*time.Second, "the audit lines of the four 8 MB COPY sessions", func() bool {
+		copies = copies[:0]
+		for _, l := range waitAuditLines(t, audit, 16) {
+			if l["transport"] != "v=1;k=5;z=zstd;l=1" {
+				t.Fatalf("audit line %v: want transport v=1;k=5;z=zstd;l=1", l)
+			}
+			if copied, _ := l["bytes_from_client"].(float64); copied > 6<<20 {
+				copies = append(copies, l)
+			}
+		}
+		return len(copies) == 4
+	})
+	for _, l := range copies {
+		if l["stripes"] != float64(5) {
+			t.Fatalf("audit line %v: want the COPY session over 5 stripes", l)
 		}
 	}
 }
