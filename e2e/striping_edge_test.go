@@ -1,14 +1,11 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"runtime"
 	"strings"
@@ -315,34 +312,9 @@ func TestStripingStripeThatNeverJoins(t *testing.T) {
 	}
 }
 
-// smallStripedCopy copies 64 KiB in and out of a table of its own over one
-// new connection and compares checksums, then calls beforeEnd (when not
-// nil) while the session is still open.
+// smallStripedCopy is copyRoundTrip of 64 KiB, table stripe_leak_i.
 func smallStripedCopy(addr string, i int, beforeEnd func() error) error {
-	ctx := context.Background()
-	conn, err := connectLocalErr(addr, sandbox.UserIAM)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(ctx)
-	table := fmt.Sprintf("stripe_leak_%d", i)
-	if _, err := conn.Exec(ctx, fmt.Sprintf("DROP TABLE IF EXISTS %s; CREATE TABLE %s (id bigint, payload text)", table, table)); err != nil {
-		return err
-	}
-	sent, back := sha256.New(), sha256.New()
-	if _, err := conn.PgConn().CopyFrom(ctx, io.TeeReader(newRowSource(64<<10), sent), "COPY "+table+" FROM STDIN"); err != nil {
-		return fmt.Errorf("session %d COPY in: %w", i, err)
-	}
-	if _, err := conn.PgConn().CopyTo(ctx, back, "COPY (SELECT * FROM "+table+" ORDER BY id) TO STDOUT"); err != nil {
-		return fmt.Errorf("session %d COPY out: %w", i, err)
-	}
-	if !bytes.Equal(sent.Sum(nil), back.Sum(nil)) {
-		return fmt.Errorf("session %d: COPY out differs from COPY in", i)
-	}
-	if beforeEnd != nil {
-		return beforeEnd()
-	}
-	return nil
+	return copyRoundTrip(addr, fmt.Sprintf("stripe_leak_%d", i), 64<<10, beforeEnd)
 }
 
 // TestStripingNoLeaks: after 50 sessions striped over three SSM sessions

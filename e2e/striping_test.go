@@ -64,7 +64,9 @@ func TestViaSSMStriped(t *testing.T) {
 	allJoined := func() error { return awaitJoins(audit, joined) }
 	var g errgroup.Group
 	for i := range 4 {
-		g.Go(func() error { return copyBothWaysThen(st.local["app"], 100+i, 8, allJoined) })
+		g.Go(func() error {
+			return copyRoundTrip(st.local["app"], fmt.Sprintf("tun_copy_%d", 100+i), 8<<20, allJoined)
+		})
 	}
 	time.Sleep(500 * time.Millisecond) // the COPYs are under way
 	if cut := endpoint.CutWebsockets(); cut == 0 {

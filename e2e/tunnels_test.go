@@ -66,33 +66,31 @@ func tunnelSuite(t *testing.T, st *stack) {
 // copyBothWays copies mb MiB into a table of its own and back out through
 // the proxy, comparing SHA-256 sums.
 func copyBothWays(addr string, i, mb int) error {
-	return copyBothWaysThen(addr, i, mb, nil)
+	return copyRoundTrip(addr, fmt.Sprintf("tun_copy_%d", i), int64(mb)<<20, nil)
 }
 
-// copyBothWaysThen is copyBothWays, calling beforeEnd (when not nil) after
-// the COPYs, while the session is still open.
-func copyBothWaysThen(addr string, i, mb int, beforeEnd func() error) error {
+// copyRoundTrip copies size bytes of rows into table (made anew) and back
+// out over one new session through the proxy at addr, comparing SHA-256
+// sums, then calls beforeEnd (when not nil) while the session is still open.
+func copyRoundTrip(addr, table string, size int64, beforeEnd func() error) error {
 	ctx := context.Background()
 	conn, err := connectLocalErr(addr, sandbox.UserIAM)
 	if err != nil {
 		return err
 	}
 	defer conn.Close(ctx)
-	table := fmt.Sprintf("tun_copy_%d", i)
 	if _, err := conn.Exec(ctx, fmt.Sprintf("DROP TABLE IF EXISTS %s; CREATE TABLE %s (id bigint, payload text)", table, table)); err != nil {
 		return err
 	}
-	size := int64(mb) << 20
-	sent := sha256.New()
+	sent, back := sha256.New(), sha256.New()
 	if _, err := conn.PgConn().CopyFrom(ctx, io.TeeReader(newRowSource(size), sent), "COPY "+table+" FROM STDIN"); err != nil {
-		return fmt.Errorf("session %d COPY in: %w", i, err)
+		return fmt.Errorf("%s COPY in: %w", table, err)
 	}
-	back := sha256.New()
 	if _, err := conn.PgConn().CopyTo(ctx, back, "COPY (SELECT * FROM "+table+" ORDER BY id) TO STDOUT"); err != nil {
-		return fmt.Errorf("session %d COPY out: %w", i, err)
+		return fmt.Errorf("%s COPY out: %w", table, err)
 	}
 	if !bytes.Equal(sent.Sum(nil), back.Sum(nil)) {
-		return fmt.Errorf("session %d: COPY out differs from COPY in", i)
+		return fmt.Errorf("%s: COPY out differs from COPY in", table)
 	}
 	if beforeEnd != nil {
 		return beforeEnd()
