@@ -70,7 +70,7 @@ func awaitJoins(logs *logBuffer, n int) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for joinsLogged(logs) < n {
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%d stripes joined after 30 s, want %d", joinsLogged(logs), n)
+			return fmt.Errorf("%d stripes joined after 30 s, want %d; the server's log:\n%s", joinsLogged(logs), n, logs.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -46,19 +46,23 @@ func (s *Server) takeTransport(client net.Conn, params pgwire.Params, t *discove
 	if tr.ID, err = newJoinID(); err != nil {
 		return client, func() {}, err
 	}
+	// The stripes may join as soon as the client has read the answer, so
+	// the id is in the join table before the answer is written.
+	sc := stripe.New(client, stripe.Options{Codec: s.codec, Compress: tr.Compress != "", MaxStripes: tr.Stripes, Lane: tr.Lane})
+	j := s.joins.open(tr.ID, sc, tr.Stripes, time.Now().Add(joinWindow))
+	end = func() {
+		s.joins.close(j)
+		sc.Close() // after the relay's or the refusal's last write: Close flushes
+	}
 	if _, err := client.Write(pgwire.AppendParameterStatus(nil, contract.TransportParam, tr.String())); err != nil {
+		end()
 		return client, func() {}, fmt.Errorf("answer the transport offer: %w", err)
 	}
 	client.SetDeadline(time.Time{}) // the striped connection keeps its own deadlines; the stripes have none
-	sc := stripe.New(client, stripe.Options{Codec: s.codec, Compress: tr.Compress != "", MaxStripes: tr.Stripes, Lane: tr.Lane})
-	j := s.joins.open(tr.ID, sc, tr.Stripes, time.Now().Add(joinWindow))
 	tr.ID = ""
 	info.transport = tr.String()
 	info.stripes = sc
-	return sc, func() {
-		s.joins.close(j)
-		sc.Close() // after the relay's or the refusal's last write: Close flushes
-	}, nil
+	return sc, end, nil
 }
 
 // join adds a connection whose startup named a striped connection

@@ -1,7 +1,9 @@
 package server
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -186,4 +188,53 @@ func newStripedConn(t *testing.T, k int) *stripe.Conn {
 		peer.Close()
 	})
 	return sc
+}
+
+// A stripe can join the moment the transport answer is out: the server
+// puts the id in its join table before it writes the answer. (It used to
+// write first; a client that read the answer and joined before the server
+// went on lost that stripe, as CI saw twice.) The client here joins from
+// inside the answer's write.
+func TestJoinOpenBeforeAnswer(t *testing.T) {
+	s := newJoinServer(t)
+	s.cfg.NoStriping = false
+	peer, conn := net.Pipe()
+	defer peer.Close()
+	client := &joinOnAnswer{Conn: conn, s: s}
+	offer := contract.Transport{Version: contract.TransportVersion, Stripes: 2}
+	params := pgwire.Params{{Key: contract.TransportParam, Value: offer.String()}}
+	sc, end, err := s.takeTransport(client, params, &discovery.Target{Auth: discovery.AuthIAM}, &sessionInfo{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer end()
+	sc.SetWriteDeadline(time.Now()) // do not linger at the end: nobody reads its END
+	if client.claimErr != nil {
+		t.Fatalf("a join sent as soon as the answer was written: %v", client.claimErr)
+	}
+}
+
+// joinOnAnswer is a client connection that claims a stripe place with the
+// id of the transport answer the server writes to it, at once.
+type joinOnAnswer struct {
+	net.Conn
+	s        *Server
+	claimErr error
+}
+
+func (c *joinOnAnswer) Write(p []byte) (int, error) {
+	m, err := pgwire.ReadMessage(bytes.NewReader(p), nil, 1<<16)
+	if err != nil {
+		return 0, err
+	}
+	name, value, ok := pgwire.ParameterStatus(m)
+	if !ok || name != contract.TransportParam {
+		return 0, fmt.Errorf("wrote %q, want the transport answer", m.Type)
+	}
+	tr, err := contract.ParseTransport(value)
+	if err != nil {
+		return 0, err
+	}
+	_, c.claimErr = c.s.joins.claim(tr.ID, time.Now())
+	return len(p), nil
 }
