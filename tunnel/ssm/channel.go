@@ -40,8 +40,8 @@ type ChannelConfig struct {
 	Window int
 	// ReorderLimit bounds early (out-of-order) messages kept. Default 8192.
 	ReorderLimit int
-	// ControlLimit bounds acknowledgements and fast retransmits waiting for
-	// Run's writer; more are dropped (the peer's retransmission recovers).
+	// ControlLimit bounds acknowledgements waiting for Run's writer; more
+	// are dropped (the peer's retransmission recovers).
 	// Default 8192.
 	ControlLimit int
 	// MinRTO raises the retransmission timeout's floor above the
@@ -97,7 +97,7 @@ type ChannelStats struct {
 	Sent, Resent, AcksReceived        int64
 	Received, Duplicates, Early, Acks int64
 	NotAccepted                       int64
-	ControlDropped                    int64 // acks and fast retransmits dropped: queue full
+	ControlDropped                    int64 // acks dropped: queue full
 	Presumed                          int64 // never acked, presumed delivered (see presumeProofs)
 	Swept                             int64 // acks sent again for a run of lost acks (see sweepLocked)
 }
@@ -108,10 +108,11 @@ type outMsg struct {
 	firstSent  time.Time
 	lastSent   time.Time
 	resends    int
-	laterAcked int // acks for messages sent after this one's last send
-	gen        int // path (websocket) generation of the last send
-	proofs     int // resends shown to have arrived (see proveLocked)
-	provenAt   int // resends when the last proof was counted
+	laterAcked int  // acks for messages sent after this one's last send
+	gen        int  // path (websocket) generation of the last send
+	proofs     int  // resends shown to have arrived (see proveLocked)
+	provenAt   int  // resends when the last proof was counted
+	fast       bool // marked for a fast retransmit (fastRetransmitLocked)
 }
 
 // Channel is one end of the data channel's reliable stream: sequence
@@ -150,8 +151,8 @@ type Channel struct {
 
 	space   chan struct{} // a message was acknowledged
 	drained chan struct{} // every sent message is acknowledged
-	kick    chan struct{} // unacked went from empty to non-empty
-	ctrl    *controlQueue // acks and fast retransmits, written by Run
+	kick    chan struct{} // unacked went from empty to non-empty, a fast retransmit is due, or a new path
+	ctrl    *controlQueue // acks, written by Run
 	done    chan struct{}
 	once    sync.Once
 	err     error

@@ -6,8 +6,8 @@ import (
 	"sync"
 )
 
-// controlQueue holds the frames the receive path produces (acknowledgements
-// and fast retransmits) until Run's writer sends them. Handle never writes
+// controlQueue holds the acknowledgements the receive path produces until
+// Run's writer sends them. Handle never writes
 // itself: if both peers' read loops could block on writes while each one's
 // TCP buffer toward the other was full, neither would read again and the
 // session would stall until a write deadline broke the websocket.
@@ -23,8 +23,7 @@ func newControlQueue(limit int) *controlQueue {
 }
 
 // push queues f, or drops it and returns false when the queue is full. A
-// dropped ack makes the peer retransmit, and the duplicate is acked again; a
-// dropped fast retransmit leaves the message to the retransmission timeout.
+// dropped ack makes the peer retransmit, and the duplicate is acked again.
 func (q *controlQueue) push(f []byte) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()

@@ -35,7 +35,7 @@ func (c *Channel) handleAck(m *Message) error {
 	}
 	c.stats.acksReceived.Add(1)
 	now := c.cfg.Now()
-	var fast []byte
+	fast := false
 	c.mu.Lock()
 	om, ok := c.unacked[a.AcknowledgedMessageSequenceNumber]
 	if ok {
@@ -45,7 +45,7 @@ func (c *Channel) handleAck(m *Message) error {
 			c.rtt.sample(now.Sub(om.lastSent))
 			c.proveLocked(om)
 		}
-		fast = c.fastRetransmitLocked(om, now)
+		fast = c.fastRetransmitLocked(om)
 	}
 	empty := len(c.unacked) == 0
 	c.mu.Unlock()
@@ -56,9 +56,8 @@ func (c *Channel) handleAck(m *Message) error {
 	if empty {
 		signal(c.drained)
 	}
-	if fast != nil {
-		c.stats.resent.Add(1)
-		c.queueControl(fast)
+	if fast {
+		signal(c.kick)
 	}
 	return nil
 }
@@ -78,6 +77,7 @@ func (c *Channel) releaseLocked(om *outMsg) {
 // markResentLocked records one more send of om on the current path.
 func (c *Channel) markResentLocked(om *outMsg, now time.Time) {
 	om.resends++
+	om.fast = false
 	om.lastSent = now
 	om.gen = c.gen
 	c.resent[om.seq] = om
@@ -111,21 +111,22 @@ func (c *Channel) proveLocked(x *outMsg) {
 	}
 }
 
-// fastRetransmitLocked resends the oldest unacknowledged message at once
-// when three messages sent after it were acknowledged: it was most likely
-// lost, and everything behind it waits for it.
-func (c *Channel) fastRetransmitLocked(acked *outMsg, now time.Time) []byte {
+// fastRetransmitLocked marks the oldest unacknowledged message for resending
+// at once (by Run's retransmitter) when three messages sent after it were
+// acknowledged: it was most likely lost, and everything behind it waits for
+// it. It reports whether it marked one.
+func (c *Channel) fastRetransmitLocked(acked *outMsg) bool {
 	oldest := c.unacked[c.oldest]
-	if oldest == nil || !acked.lastSent.After(oldest.lastSent) {
-		return nil
+	if oldest == nil || oldest.fast || !acked.lastSent.After(oldest.lastSent) {
+		return false
 	}
 	oldest.laterAcked++
 	if oldest.laterAcked != fastRetransmitAcks {
-		return nil
+		return false
 	}
 	oldest.laterAcked = 0
-	c.markResentLocked(oldest, now)
-	return oldest.frame
+	oldest.fast = true
+	return true
 }
 
 func (c *Channel) handleStream(m *Message) error {

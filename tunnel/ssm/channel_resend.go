@@ -28,10 +28,11 @@ func (c *Channel) Run(ctx context.Context) {
 	wg.Wait()
 }
 
-// retransmit resends overdue messages. Unlike the reference plugin it
-// resends every overdue message (not only the oldest), doubles the timeout
-// per resend of a message, updates the last-sent time, and gives up when no
-// acknowledgement at all arrived for GiveUp while messages wait.
+// retransmit resends overdue messages, and those a fast retransmit marked.
+// Unlike the reference plugin it resends every overdue message (not only
+// the oldest), doubles the timeout per resend of a message, updates the
+// last-sent time, and gives up when no acknowledgement at all arrived for
+// GiveUp while messages wait.
 func (c *Channel) retransmit(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -50,6 +51,7 @@ func (c *Channel) retransmit(ctx context.Context) {
 		timer.Reset(wait)
 		select {
 		case <-timer.C:
+		case <-c.kick: // a fast retransmit, or a new path
 		case <-c.done:
 			return
 		case <-ctx.Done():
@@ -58,11 +60,12 @@ func (c *Channel) retransmit(ctx context.Context) {
 	}
 }
 
-// resendDue resends overdue messages and returns the time until the next one
-// is due, or pending=false when nothing is unacknowledged.
+// resendDue resends overdue messages, and the oldest one at once when a fast
+// retransmit marked it, and returns the time until the next one is due, or
+// pending=false when nothing is unacknowledged.
 func (c *Channel) resendDue() (wait time.Duration, pending bool) {
 	now := c.cfg.Now()
-	var frames [][]byte
+	var due []*outMsg
 	c.mu.Lock()
 	if c.pathDown { // NewPath kicks the loop when the path is back
 		c.mu.Unlock()
@@ -75,37 +78,62 @@ func (c *Channel) resendDue() (wait time.Duration, pending bool) {
 		return 0, false
 	}
 	wait = maxRTO
-	for seq := c.oldest; seq < c.nextSeq && len(frames) < maxResendsPerRound; seq++ {
+	timedOut := false
+	for seq := c.oldest; seq < c.nextSeq && len(due) < maxResendsPerRound; seq++ {
 		om := c.unacked[seq]
 		if om == nil {
 			continue
 		}
 		pending = true
-		due := om.lastSent.Add(c.rtt.timeout(om.resends))
-		if d := due.Sub(now); d > 0 {
+		if d := om.lastSent.Add(c.rtt.timeout(om.resends)).Sub(now); d > 0 && !om.fast {
 			wait = min(wait, d)
 			continue
 		}
-		c.markResentLocked(om, now)
-		frames = append(frames, om.frame)
-		wait = min(wait, c.rtt.timeout(om.resends))
+		timedOut = timedOut || !om.fast
+		due = append(due, om)
+		wait = min(wait, c.rtt.timeout(om.resends+1))
 	}
-	if len(frames) > 0 {
+	if timedOut {
 		c.rtt.backoff()
-		signal(c.space) // a Send waiting on a full window may now carry the proof (fullLocked)
 	}
-	if len(frames) == maxResendsPerRound {
+	if len(due) == maxResendsPerRound {
 		wait = 0
 	}
 	c.mu.Unlock()
-	for _, f := range frames {
-		c.stats.resent.Add(1)
-		if err := c.cfg.Write(f); err != nil {
-			c.Close(fmt.Errorf("resend: %w", err))
+	for _, om := range due {
+		if err := c.resend(om); err != nil {
 			return 0, false
 		}
 	}
+	if len(due) > 0 {
+		signal(c.space) // a Send waiting on a full window may now carry the proof (fullLocked)
+	}
 	return wait, pending
+}
+
+// resend writes om again unless it was released meanwhile. Like Send, it
+// stamps the message and writes it under sendMu, so the order of lastSent
+// is the order on the wire: proveLocked takes the ack of a message sent
+// after a resend as proof that the resend arrived, which holds only if
+// the resend was written first. (Stamped under mu and written after it,
+// a resend could be overtaken by a fresh Send whose ack then "proved" it.)
+func (c *Channel) resend(om *outMsg) error {
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	c.mu.Lock()
+	if c.unacked[om.seq] != om {
+		c.mu.Unlock()
+		return nil
+	}
+	c.markResentLocked(om, c.cfg.Now())
+	c.mu.Unlock()
+	c.stats.resent.Add(1)
+	if err := c.cfg.Write(om.frame); err != nil {
+		err = fmt.Errorf("resend message %d: %w", om.seq, err)
+		c.Close(err)
+		return err
+	}
+	return nil
 }
 
 // PathDown tells the channel that its websocket is lost and being resumed:

@@ -46,7 +46,7 @@ func (r *recorder) take() [][]byte {
 	return f
 }
 
-// flushControl writes the queued acks and fast retransmits, as Run would.
+// flushControl writes the queued acks, as Run would.
 func (c *Channel) flushControl() {
 	for _, f := range c.ctrl.take(nil) {
 		_ = c.cfg.Write(f)

@@ -3,6 +3,8 @@ package ssm
 import (
 	"context"
 	"encoding/json"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 )
@@ -252,5 +254,118 @@ func TestChannelFullWindowHoldsWhenResendsNeedNoProof(t *testing.T) {
 	signal(w.c.space)
 	if w.sends() {
 		t.Fatal("the resends of proven messages let a Send past a full window of fresh ones")
+	}
+}
+
+// A resend goes to the wire in the order it was stamped: a message sent
+// for the first time while a resend is being written reaches the wire
+// after it, so its ack is a valid proof. Before, resends were stamped
+// under the lock and written after it, so a fresh Send could overtake a
+// resend stamped earlier, and its ack "proved" a resend not yet sent.
+func TestChannelResendNotOvertaken(t *testing.T) {
+	var mu sync.Mutex
+	clock := fixedTime
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	resending, release := make(chan struct{}), make(chan struct{})
+	var wire []int64 // sequence numbers in write order
+	writes := 0
+	write := func(f []byte) error {
+		m, err := Decode(f)
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		writes++
+		resend := writes == 2 // message 0 again
+		mu.Unlock()
+		if resend {
+			close(resending)
+			<-release
+		}
+		mu.Lock()
+		wire = append(wire, m.SequenceNumber)
+		mu.Unlock()
+		return nil
+	}
+	c := NewChannel(ChannelConfig{SendType: TypeInputStreamData, Write: write, Window: 4, GiveUp: time.Minute,
+		Deliver: func(*Message) bool { return true }, Now: now})
+	ctx := context.Background()
+	if err := c.Send(ctx, PayloadOutput, []byte("lost ack")); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	clock = clock.Add(time.Second) // message 0 is overdue
+	mu.Unlock()
+	resent := make(chan struct{})
+	go func() { defer close(resent); c.resendDue() }()
+	<-resending
+	mu.Lock()
+	clock = clock.Add(time.Millisecond)
+	mu.Unlock()
+	sent := make(chan error, 1)
+	go func() { sent <- c.Send(ctx, PayloadOutput, []byte("fresh")) }()
+	select {
+	case err := <-sent: // it overtook the resend still being written
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Handle(ackFor(t, 1)); err != nil {
+			t.Fatal(err)
+		}
+		c.mu.Lock()
+		proofs := c.unacked[0].proofs
+		c.mu.Unlock()
+		if proofs != 0 {
+			t.Fatal("the ack of a message written before the resend proved the resend")
+		}
+		close(release)
+		<-resent
+		return
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	<-resent
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Handle(ackFor(t, 1)); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(wire, []int64{0, 0, 1}) || c.unacked[0].proofs != 1 {
+		t.Fatalf("wire order %v, %d proofs: want 0 0 1 and the resend proven by message 1", wire, c.unacked[0].proofs)
+	}
+}
+
+// Three acks of messages sent after the oldest unacked one resend it at
+// once, before its timeout, and only once for those three.
+func TestChannelFastRetransmit(t *testing.T) {
+	clock := fixedTime
+	rec := &recorder{}
+	c := NewChannel(ChannelConfig{SendType: TypeInputStreamData, Write: rec.write, Window: 8, GiveUp: time.Minute,
+		Deliver: func(*Message) bool { return true }, Now: func() time.Time { return clock }})
+	for range 5 {
+		if err := c.Send(context.Background(), PayloadOutput, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		clock = clock.Add(time.Millisecond) // well inside the timeout
+	}
+	rec.take()
+	for seq := int64(1); seq <= 4; seq++ {
+		if _, err := c.Handle(ackFor(t, seq)); err != nil {
+			t.Fatal(err)
+		}
+		c.resendDue()
+		want := 0
+		if seq >= fastRetransmitAcks {
+			want = 1
+		}
+		if got := len(rec.frames); got != want || c.Stats().Resent != int64(want) {
+			t.Fatalf("after the ack of message %d: %d frames written, %d resent; want %d", seq, got, c.Stats().Resent, want)
+		}
+	}
+	if m, err := Decode(rec.take()[0]); err != nil || m.SequenceNumber != 0 {
+		t.Fatalf("resent %v (%v), want message 0", m, err)
 	}
 }
