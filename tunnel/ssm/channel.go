@@ -123,7 +123,10 @@ type Channel struct {
 	cfg      ChannelConfig
 	recvType string
 
-	sendMu  sync.Mutex // serializes Send so sequence order = write order
+	// sendMu serializes the stamping and writing of sequenced messages
+	// (Send, resend) and path switches (NewPath), so sequence order is
+	// write order and lastSent order is wire order: proveLocked relies on it.
+	sendMu  sync.Mutex
 	mu      sync.Mutex // guards the fields below
 	nextSeq int64
 	unacked map[int64]*outMsg

@@ -77,7 +77,7 @@ func (c *Channel) releaseLocked(om *outMsg) {
 // markResentLocked records one more send of om on the current path.
 func (c *Channel) markResentLocked(om *outMsg, now time.Time) {
 	om.resends++
-	om.fast = false
+	om.fast, om.laterAcked = false, 0
 	om.lastSent = now
 	om.gen = c.gen
 	c.resent[om.seq] = om

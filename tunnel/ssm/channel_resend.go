@@ -111,7 +111,8 @@ func (c *Channel) resendDue() (wait time.Duration, pending bool) {
 	return wait, pending
 }
 
-// resend writes om again unless it was released meanwhile. Like Send, it
+// resend writes om again unless it was released meanwhile or the path is
+// down (NewPath resends it at once on the new path). Like Send, it
 // stamps the message and writes it under sendMu, so the order of lastSent
 // is the order on the wire: proveLocked takes the ack of a message sent
 // after a resend as proof that the resend arrived, which holds only if
@@ -121,7 +122,7 @@ func (c *Channel) resend(om *outMsg) error {
 	c.sendMu.Lock()
 	defer c.sendMu.Unlock()
 	c.mu.Lock()
-	if c.unacked[om.seq] != om {
+	if c.unacked[om.seq] != om || c.pathDown {
 		c.mu.Unlock()
 		return nil
 	}
@@ -148,10 +149,17 @@ func (c *Channel) PathDown() {
 	c.pathDown = true
 }
 
-// NewPath tells the channel that frames now travel over a new websocket:
-// proofs of delivery (proveLocked) never span two paths, and the new path
-// gets a full GiveUp. Overdue messages are resent at once.
-func (c *Channel) NewPath() {
+// NewPath tells the channel that frames now travel over a new websocket,
+// which swap installs: proofs of delivery (proveLocked) never span two
+// paths, and the new path gets a full GiveUp. Overdue messages are resent
+// at once. swap runs while no sequenced message is being stamped or
+// written (under sendMu), so a message stamped with the old path's
+// generation never goes out on the new websocket, where its ack would
+// "prove" a resend lost with the old one.
+func (c *Channel) NewPath(swap func()) {
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	swap()
 	c.mu.Lock()
 	c.gen++
 	c.pathDown = false

@@ -27,7 +27,7 @@ func TestChannelWaitsOutAResume(t *testing.T) {
 	if _, pending := c.resendDue(); pending || rec.len() != sent || c.Err() != nil {
 		t.Fatalf("path down: pending %v, %d frames written, err %v: want no resend and no give-up", pending, rec.len()-sent, c.Err())
 	}
-	c.NewPath()
+	c.NewPath(func() {})
 	select {
 	case <-c.kick:
 	default:
@@ -73,7 +73,7 @@ func TestChannelProbesBeforeGivingUp(t *testing.T) {
 	if c.NeedsProbe() {
 		t.Fatal("probe requested while the websocket is being resumed")
 	}
-	c.NewPath()
+	c.NewPath(func() {})
 	clock = clock.Add(probeEvery)
 	if !c.NeedsProbe() {
 		t.Fatal("no probe on the resumed path")

@@ -65,7 +65,7 @@ func TestChannelPresumesLostAck(t *testing.T) {
 		t.Fatalf("%d proofs, %d in the window: want 1 and a proven message out of the window", proofs(), c.inWindow)
 	}
 	resend()
-	c.NewPath() // the websocket was resumed: the resend may have died with the old one
+	c.NewPath(func() {}) // the websocket was resumed: the resend may have died with the old one
 	ack(send())
 	if proofs() != 1 {
 		t.Fatalf("an ack on a new path proved a resend on the old one (%d proofs)", proofs())
@@ -267,6 +267,9 @@ func TestChannelResendNotOvertaken(t *testing.T) {
 	clock := fixedTime
 	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
 	resending, release := make(chan struct{}), make(chan struct{})
+	var releaseOnce sync.Once
+	unblock := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(unblock)
 	var wire []int64 // sequence numbers in write order
 	writes := 0
 	write := func(f []byte) error {
@@ -304,6 +307,8 @@ func TestChannelResendNotOvertaken(t *testing.T) {
 	mu.Unlock()
 	sent := make(chan error, 1)
 	go func() { sent <- c.Send(ctx, PayloadOutput, []byte("fresh")) }()
+	// The wait only chooses which assertion catches an overtaking Send: the
+	// one below if it wrote within it, the wire order at the end if later.
 	select {
 	case err := <-sent: // it overtook the resend still being written
 		if err != nil {
@@ -318,12 +323,12 @@ func TestChannelResendNotOvertaken(t *testing.T) {
 		if proofs != 0 {
 			t.Fatal("the ack of a message written before the resend proved the resend")
 		}
-		close(release)
+		unblock()
 		<-resent
 		return
 	case <-time.After(200 * time.Millisecond):
 	}
-	close(release)
+	unblock()
 	<-resent
 	if err := <-sent; err != nil {
 		t.Fatal(err)
@@ -367,5 +372,41 @@ func TestChannelFastRetransmit(t *testing.T) {
 	}
 	if m, err := Decode(rec.take()[0]); err != nil || m.SequenceNumber != 0 {
 		t.Fatalf("resent %v (%v), want message 0", m, err)
+	}
+}
+
+// A message sent while NewPath switches websockets is stamped with the new
+// path's generation and written to the new websocket, so its ack proves
+// nothing about a resend that went into the old one.
+func TestChannelNewPathHoldsSends(t *testing.T) {
+	clock := fixedTime
+	rec := &recorder{}
+	c := NewChannel(ChannelConfig{SendType: TypeInputStreamData, Write: rec.write, Window: 4, GiveUp: time.Minute,
+		Deliver: func(*Message) bool { return true }, Now: func() time.Time { return clock }})
+	ctx := context.Background()
+	if err := c.Send(ctx, PayloadOutput, []byte("lost")); err != nil {
+		t.Fatal(err)
+	}
+	clock = clock.Add(time.Second)
+	c.resendDue() // into the websocket that is about to fail
+	c.PathDown()
+	sent := make(chan error, 1)
+	c.NewPath(func() {
+		go func() { sent <- c.Send(ctx, PayloadOutput, []byte("fresh")) }()
+		select {
+		case err := <-sent:
+			t.Error("a message was sent while the websocket was being switched")
+			sent <- err
+		case <-time.After(100 * time.Millisecond):
+		}
+	})
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Handle(ackFor(t, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if p := c.unacked[0].proofs; p != 0 {
+		t.Fatalf("%d proofs: the ack of a message on the new websocket proved a resend on the old one", p)
 	}
 }

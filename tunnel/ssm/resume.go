@@ -76,7 +76,6 @@ func (s *session) reconnect(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.ws.swap(ws)
-	s.ch.NewPath()
+	s.ch.NewPath(func() { s.ws.swap(ws) })
 	return nil
 }
