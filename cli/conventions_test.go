@@ -46,7 +46,7 @@ func TestConfigFileInXDGConfigHome(t *testing.T) {
 	}
 	var out bytes.Buffer
 	code := Run([]string{"list"}, Env{Stdout: &out, Stderr: &out})
-	if code != ExitFailure || !strings.Contains(out.String(), "--via direct needs --server") {
+	if code != ExitUsage || !strings.Contains(out.String(), "--via direct needs --server") {
 		t.Errorf("list with $XDG_CONFIG_HOME/rdsproxy/config.yaml (via: direct): exit %d\n%s", code, out.String())
 	}
 	out.Reset()
