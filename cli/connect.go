@@ -25,7 +25,7 @@ type ConnectCmd struct {
 	Targets []string `arg:"" optional:"" name:"target" help:"Target names (rdsproxy list shows them); none on a terminal offers a picker."`
 	TunnelFlags
 	Address string `help:"Local address to listen on." default:"127.0.0.1" env:"RDSPROXY_ADDRESS"`
-	Port    int    `help:"Local port (one target only). Default: the target's rdsproxy:local-port tag, else the port it had last time from this server, else a free one." env:"RDSPROXY_PORT"`
+	Port    *int   `help:"Local port (one target only; 0: any free port, not remembered). Default: the target's rdsproxy:local-port tag, else the port it had last time from this server, else a free one." env:"RDSPROXY_PORT"`
 	User    string `help:"Database user for the printed connection strings (default: the target's first rdsproxy:users)." env:"RDSPROXY_USER"`
 	JSON    bool   `help:"Print the connection details of each target as a JSON line."`
 	// LocalTLS serves applications that insist on TLS (sslmode=require,
@@ -39,7 +39,7 @@ type ConnectCmd struct {
 
 // Run opens the tunnel, learns the targets, listens and serves.
 func (c *ConnectCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env Env) error {
-	if c.Port != 0 && len(c.Targets) > 1 {
+	if c.Port != nil && len(c.Targets) > 1 {
 		return &ExitError{Code: ExitUsage, Err: errors.New("--port works with one target; the others need their own ports")}
 	}
 	tokens, err := c.tokenSource(ctx)
@@ -185,31 +185,44 @@ func targetNames(all []contract.Target) string {
 	return strings.Join(names, ", ")
 }
 
-// listen opens the local listener for t on a stable port: --port, else
-// the target's rdsproxy:local-port tag, else the port it was served on
-// last time from the same server, else a free port, which is then
-// remembered. A chosen port that is busy is an error, never a silent change.
+// listen opens the local listener for t on a stable port (see
+// localPort), remembered for next time unless --port 0 asked for any free
+// one. A chosen port that is busy is an error, never a silent change.
 func (c *ConnectCmd) listen(t contract.Target, state *stateStore) (net.Listener, error) {
 	server := c.serverKey()
-	port, why := c.Port, "--port"
-	if port == 0 && t.LocalPort != 0 {
-		port, why = t.LocalPort, "its rdsproxy:local-port tag"
-	}
-	if port == 0 {
-		if port = state.port(server, t.Name); port != 0 {
-			why = "the port it had last time"
-		}
-	}
+	port, why := c.localPort(t, state, server)
 	addr := net.JoinHostPort(c.Address, strconv.Itoa(port))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		if port != 0 {
-			return nil, fmt.Errorf("target %s listens on %s (%s), which is busy: free it or pass --port: %w", t.Name, addr, why, err)
+		if port == 0 {
+			return nil, fmt.Errorf("listen for target %s on %s: %w", t.Name, addr, err)
 		}
-		return nil, fmt.Errorf("listen for target %s on %s: %w", t.Name, addr, err)
+		advice := "free it or pass --port"
+		if c.Port != nil {
+			advice = "free it or pass another --port"
+		}
+		return nil, fmt.Errorf("target %s listens on %s (%s), which is busy: %s: %w", t.Name, addr, why, advice, err)
 	}
-	state.rememberPort(server, t.Name, ln.Addr().(*net.TCPAddr).Port)
+	if c.Port == nil || *c.Port != 0 {
+		state.rememberPort(server, t.Name, ln.Addr().(*net.TCPAddr).Port)
+	}
 	return ln, nil
+}
+
+// localPort is the port t is served on and why: --port, else the
+// target's rdsproxy:local-port tag, else the port it was served on last
+// time from the same server, else 0 (a free port).
+func (c *ConnectCmd) localPort(t contract.Target, state *stateStore, server string) (int, string) {
+	switch {
+	case c.Port != nil:
+		return *c.Port, "--port"
+	case t.LocalPort != 0:
+		return t.LocalPort, "its rdsproxy:local-port tag"
+	}
+	if port := state.port(server, t.Name); port != 0 {
+		return port, "the port it had last time"
+	}
+	return 0, "a free port"
 }
 
 // connInfo is what a user pastes into psql, an application or a GUI.

@@ -44,6 +44,14 @@ func (f *TunnelFlags) Validate() error {
 	return nil
 }
 
+// Validate checks --port; 0 asks for any free port.
+func (c *ConnectCmd) Validate() error {
+	if c.Port != nil && (*c.Port < 0 || *c.Port > maxPort) {
+		return fmt.Errorf("--port must be between 1 and %d, or 0 for any free port; not %d", maxPort, *c.Port)
+	}
+	return nil
+}
+
 // Validate checks the listen addresses; port 0 asks for any free port.
 func (c *ServerCmd) Validate() error {
 	if err := checkHostPort("listen", c.Listen, 0); err != nil {

@@ -26,10 +26,13 @@ func isolateAWS(t *testing.T) {
 // dialled, and the message says what is accepted.
 func TestFlagUsageErrors(t *testing.T) {
 	isolateAWS(t)
+	direct := []string{"--via", "direct", "--server", "127.0.0.1:1"}
 	tests := []struct {
 		args []string
 		want string
 	}{
+		{append([]string{"connect", "orders", "--port", "70000"}, direct...), "--port must be between 1 and 65535, or 0 for any free port; not 70000"},
+		{append([]string{"connect", "orders", "--port=-1"}, direct...), "--port must be between 1 and 65535, or 0 for any free port; not -1"},
 		{[]string{"connect", "orders", "--via", "direct"}, "--via direct needs --server HOST:PORT"},
 		{[]string{"list", "--via", "direct"}, "--via direct needs --server HOST:PORT"},
 		{[]string{"doctor", "--via", "direct"}, "--via direct needs --server HOST:PORT"},
