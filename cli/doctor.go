@@ -395,6 +395,7 @@ func (d *doctor) checkAnswers(ctx context.Context) (string, error) {
 	}
 	list, err := client.FetchTargetList(ctx, d.tun, d.serverTLS, d.ids)
 	if err != nil {
+		err = d.cmd.targetListError(err)
 		return "", fail("check that the port is rdsproxy server's (--ssm-port, --kube-port or --server) and read the server's log",
 			"%v", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"time"
 
 	"github.com/rdsproxy/rdsproxy/client"
@@ -45,6 +46,7 @@ func (f *TunnelFlags) dial(ctx context.Context, log *slog.Logger, env Env, quiet
 	defer cancel()
 	ids := f.identities(ctx, log)
 	list, err := client.FetchTargetList(fctx, tun, serverTLS, ids)
+	err = f.targetListError(err)
 	if errors.Is(err, client.ErrServerWithoutTLS) {
 		err = fmt.Errorf("%w: start the server with --tls-cert and --tls-key, or leave out --server-ca", err)
 	}
@@ -62,6 +64,19 @@ func (f *TunnelFlags) dial(ctx context.Context, log *slog.Logger, env Env, quiet
 	}
 	return &remote{tun: tun, serverTLS: serverTLS, targets: targets, identity: list.Identity, ids: ids, caller: list.Caller,
 		striping: f.Via == "ssm" && f.SSMStriping, noCompression: !f.SSMCompress}, nil
+}
+
+// targetListError says a failed request for the target list in the
+// user's terms: the HTTP client's *url.Error names the request by a URL
+// that exists only inside the tunnel (Get "http://rdsproxy/v1/targets"),
+// so it is replaced by what was being done, keeping its cause. Other
+// errors (the server's answer, a signing failure) pass unchanged.
+func (f *TunnelFlags) targetListError(err error) error {
+	var ue *url.Error
+	if !errors.As(err, &ue) {
+		return err
+	}
+	return fmt.Errorf("could not get the target list from the rdsproxy server through the --via %s tunnel: %w", f.Via, ue.Err)
 }
 
 func (r *remote) Close() error { return r.tun.Close() }
