@@ -8,7 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/rdsproxy/rdsproxy/internal/sandbox"
+	"github.com/rdsproxy/rdsproxy/server"
 )
 
 // pgx cancels a running pg_sleep(60) through both hops (CancelRequest over
@@ -76,4 +79,44 @@ func statementRunning(t testing.TB, prefix string) bool {
 	err := conn.QueryRow(context.Background(),
 		"SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND starts_with(query, $1)", prefix).Scan(&n)
 	return err == nil && n > 0
+}
+
+// A client that goes away in the middle of a statement (a killed process,
+// a lost network, rdsproxy connect stopped) has that statement cancelled.
+// With PostgreSQL's default client_connection_check_interval (0, also
+// RDS's default; the suite's database sets 1s) the backend would
+// otherwise run it to its end, a pg_sleep(61) here, a long UPDATE holding
+// its locks in life, before noticing the closed socket. A client that
+// says goodbye (Terminate) costs no cancel.
+func TestOrphanedStatementCancelled(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	st := startStack(t, func(c *server.Config) { c.Metrics = server.NewMetrics(reg) })
+	orphaned := func() float64 {
+		return counterValue(t, reg, "rdsproxy_cancel_requests_total", "result", "orphaned")
+	}
+	polite := connectLocal(t, st.local["app"], sandbox.UserIAM)
+	if err := polite.Close(context.Background()); err != nil { // sends Terminate
+		t.Fatal(err)
+	}
+	// psql, killed: no Terminate, and no cancel of its own (pgx sends one
+	// when its socket breaks mid-query).
+	const stmt = "SET client_connection_check_interval = 0; SELECT pg_sleep(61)"
+	host, port := splitAddr(t, st.local["app"])
+	cmd := exec.Command("psql", "-X", "-At", "-c", stmt)
+	cmd.Env = append(cmd.Environ(), "PGHOST="+host, "PGPORT="+port, "PGUSER="+sandbox.UserIAM, "PGDATABASE=app", "PGSSLMODE=disable")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "pg_sleep running", func() bool { return statementRunning(t, stmt) })
+	if got := orphaned(); got != 0 {
+		t.Fatalf("%v orphan cancels before any client left without a goodbye (one closed politely)", got)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	waitFor(t, 20*time.Second, "the orphaned statement cancelled", func() bool {
+		return !statementRunning(t, stmt) && orphaned() > 0 // counted once PostgreSQL closed the cancel's connection
+	})
+	if got := orphaned(); got != 1 {
+		t.Fatalf("rdsproxy_cancel_requests_total{result=\"orphaned\"} = %v, want 1", got)
+	}
 }

@@ -76,7 +76,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "rdsproxy_upstream_tls_seconds", Help: "Time for TLS handshakes with databases.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 		cancels: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "rdsproxy_cancel_requests_total", Help: "Cancel requests by result (forwarded, dropped, failed)."},
+			Name: "rdsproxy_cancel_requests_total", Help: "Cancel requests by result: forwarded (a client's), orphaned (sent for a client that left without a Terminate), dropped (unknown key), failed."},
 			[]string{"result"}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rdsproxy_connections_refused_total",

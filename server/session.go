@@ -93,7 +93,11 @@ func (s *Server) session(ctx context.Context, client net.Conn, ph *phase, st *pg
 func (s *Server) relay(client, raw net.Conn, up *upstream, pending []byte, info sessionInfo) {
 	client.SetDeadline(time.Time{})
 	up.conn.SetDeadline(time.Time{})
-	r := relay.New(client, up.conn, relay.Options{FrameToA: true})
+	opts := relay.Options{FrameToA: true}
+	if up.hasKey {
+		opts.EndedToB = func(tail []byte) { s.cancelOrphaned(up, tail) }
+	}
+	r := relay.New(client, up.conn, opts)
 	if !s.promote(raw, r) { // the drain began while this session started
 		up.conn.Close()
 		s.refuse(client, nil, info, shutdownError())

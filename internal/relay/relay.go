@@ -50,7 +50,17 @@ type Options struct {
 	// Stop then writes its final message only at a message boundary, and
 	// rows that arrive a buffer at a time are written in large chunks.
 	FrameToA bool
+	// EndedToB, when set, is called once the copy a→b has ended (a reached
+	// EOF or failed, or the session is ending), with the last bytes
+	// written to b: up to TailLen, or nil when the copy used splice(2) and
+	// kept none. The owner can tell from them how a's stream ended: a
+	// PostgreSQL client that says goodbye ends with a Terminate message.
+	// It runs on the copy's goroutine; Run waits for it.
+	EndedToB func(tail []byte)
 }
+
+// TailLen is the most Options.EndedToB is given: a Terminate message.
+const TailLen = 5
 
 // Session relays between a and b until both directions end or Stop.
 type Session struct {
@@ -92,7 +102,14 @@ func (s *Session) Run(pendingToB, pendingToA []byte) Result {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		n, err := pipe(s.b, s.a, pendingToB)
+		var t *tail
+		if s.opts.EndedToB != nil {
+			t = &tail{}
+		}
+		n, err := pipe(s.b, s.a, pendingToB, t)
+		if t != nil {
+			s.opts.EndedToB(t.bytes())
+		}
 		res.ToB = n
 		if err != nil {
 			fail(err)
@@ -146,7 +163,7 @@ var coalescePool = sync.Pool{New: func() any { b := make([]byte, coalesceSize); 
 // toA copies b→a; with FrameToA it follows message boundaries for Stop.
 func (s *Session) toA(pending []byte) (int64, error) {
 	if !s.opts.FrameToA {
-		return pipe(s.a, s.b, pending)
+		return pipe(s.a, s.b, pending, nil)
 	}
 	var f framer
 	var n int64
@@ -316,17 +333,19 @@ func (c *chunkReader) close() {
 	}
 }
 
-// pipe copies src to dst after writing pending, then half-closes dst.
-func pipe(dst, src net.Conn, pending []byte) (int64, error) {
+// pipe copies src to dst after writing pending, then half-closes dst. A
+// non-nil t keeps the last bytes written, unless the copy splices.
+func pipe(dst, src net.Conn, pending []byte, t *tail) (int64, error) {
 	var n int64
 	if len(pending) > 0 {
 		w, err := dst.Write(pending)
 		n += int64(w)
+		t.add(pending[:w])
 		if err != nil {
 			return n, err
 		}
 	}
-	c, err := copyConn(dst, src)
+	c, err := copyConn(dst, src, t)
 	n += c
 	if err != nil {
 		// Includes net.ErrClosed: the owner closed a connection to end
@@ -337,10 +356,11 @@ func pipe(dst, src net.Conn, pending []byte) (int64, error) {
 }
 
 // copyConn copies src to dst until EOF: splice(2) between two TCP
-// connections, else coalesced chunks.
-func copyConn(dst, src net.Conn) (int64, error) {
+// connections (t then learns nothing), else coalesced chunks.
+func copyConn(dst, src net.Conn, t *tail) (int64, error) {
 	if d, ok := dst.(*net.TCPConn); ok {
 		if s, ok := src.(*net.TCPConn); ok {
+			t.unknown()
 			return d.ReadFrom(s) // splice
 		}
 	}
@@ -352,6 +372,7 @@ func copyConn(dst, src net.Conn) (int64, error) {
 		if len(chunk) > 0 {
 			w, werr := dst.Write(chunk)
 			n += int64(w)
+			t.add(chunk[:w])
 			if werr != nil {
 				return n, werr
 			}
@@ -363,6 +384,41 @@ func copyConn(dst, src net.Conn) (int64, error) {
 			return n, rerr
 		}
 	}
+}
+
+// tail keeps the last TailLen bytes of a stream. Its methods do nothing
+// on a nil *tail.
+type tail struct {
+	b     [TailLen]byte
+	n     int
+	blind bool // the bytes went by unseen (splice)
+}
+
+func (t *tail) add(p []byte) {
+	if t == nil {
+		return
+	}
+	if len(p) >= TailLen {
+		t.n = copy(t.b[:], p[len(p)-TailLen:])
+		return
+	}
+	keep := min(t.n, TailLen-len(p))
+	copy(t.b[:], t.b[t.n-keep:t.n])
+	t.n = keep + copy(t.b[keep:], p)
+}
+
+func (t *tail) unknown() {
+	if t != nil {
+		t.blind = true
+	}
+}
+
+// bytes returns the tail, or nil when it is unknown.
+func (t *tail) bytes() []byte {
+	if t.blind {
+		return nil
+	}
+	return t.b[:t.n]
 }
 
 // closeWrite half-closes conn when it can, else closes it.

@@ -277,3 +277,62 @@ func TestCoalescesWhatTheSocketHolds(t *testing.T) {
 		t.Fatalf("result counts %d bytes to the upstream, want %d", res.ToB, len(stream))
 	}
 }
+
+// unspliced hides *net.TCPConn, so the relay copies in chunks.
+type unspliced struct{ net.Conn }
+
+// EndedToB learns how the client's stream ended: its last bytes as written
+// upstream (whatever the chunks), pending bytes included, once the client
+// has gone, whether it closed or reset; nothing when splice moved them.
+func TestEndedToBTail(t *testing.T) {
+	terminate := []byte{'X', 0, 0, 0, 4}
+	for _, tc := range []struct {
+		name    string
+		pending string
+		writes  []string
+		reset   bool
+		spliced bool
+		want    string
+	}{
+		{name: "terminate", pending: "startup", writes: []string{"Q...", string(terminate)}, want: string(terminate)},
+		{name: "small writes", writes: []string{"abcdef", "g", "hi"}, want: "efghi"},
+		{name: "pending only", pending: "ab", want: "ab"},
+		{name: "nothing", want: ""},
+		{name: "reset mid-query", pending: "startup", writes: []string{"SELECT pg_sleep(60)"}, reset: true, want: "p(60)"},
+		{name: "spliced", writes: []string{"abcdef"}, spliced: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client, a := tcpPair(t)
+			b, upstream := tcpPair(t)
+			if !tc.spliced {
+				b = unspliced{b}
+			}
+			ended := make(chan []byte, 1)
+			sess := New(a, b, Options{EndedToB: func(tail []byte) { ended <- bytes.Clone(tail) }})
+			done := make(chan Result, 1)
+			go func() { done <- sess.Run([]byte(tc.pending), nil) }()
+			for _, w := range tc.writes {
+				client.Write([]byte(w))
+				time.Sleep(5 * time.Millisecond) // separate reads, most of the time
+			}
+			upstream.SetReadDeadline(time.Now().Add(10 * time.Second))
+			want := tc.pending + strings.Join(tc.writes, "")
+			got := make([]byte, len(want))
+			if _, err := io.ReadFull(upstream, got); err != nil || string(got) != want {
+				t.Fatalf("upstream got %q (%v), want %q", got, err, want)
+			}
+			if tc.reset {
+				client.(*net.TCPConn).SetLinger(0)
+				client.Close()
+			} else {
+				client.(*net.TCPConn).CloseWrite()
+			}
+			tail := <-ended
+			if tc.spliced != (tail == nil) || string(tail) != tc.want {
+				t.Fatalf("tail %q (nil %v), want %q", tail, tail == nil, tc.want)
+			}
+			upstream.Close()
+			<-done
+		})
+	}
+}
