@@ -157,13 +157,15 @@ func (w *World) ServerEnv() []string {
 }
 
 // ClientEnv is the environment for rdsproxy connect: the sandbox identity
-// the emulator knows, the SSM and EC2 endpoints for --via ssm, and STS
-// (moto) for rdsproxy doctor's identity check.
+// the emulator knows, the SSM and EC2 endpoints for --via ssm, and the
+// sandbox STS the server verifies identities with, so that rdsproxy
+// doctor's credential check names the identity the server sees (moto's
+// STS answers every caller as its own user/moto).
 func (w *World) ClientEnv() []string {
 	return []string{
 		"AWS_ENDPOINT_URL_SSM=" + w.SSM.URL(),
 		"AWS_ENDPOINT_URL_EC2=" + w.Moto.Endpoint(),
-		"AWS_ENDPOINT_URL_STS=" + w.Moto.Endpoint(),
+		"AWS_ENDPOINT_URL_STS=" + w.STS.URL(),
 		"AWS_ACCESS_KEY_ID=" + AccessKeyID,
 		"AWS_SECRET_ACCESS_KEY=" + SecretAccessKey,
 		"AWS_REGION=" + Region,
