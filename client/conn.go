@@ -92,6 +92,9 @@ func (p *Proxy) open(ctx context.Context, local net.Conn, st *pgwire.Startup) (s
 func (p *Proxy) openOnce(ctx context.Context, local net.Conn, st *pgwire.Startup) (net.Conn, *joining, error) {
 	t := p.cfg.Target
 	user := userOf(st)
+	if user == "" { // refused here, before a token is signed for no one
+		return nil, nil, pgwire.NoUser()
+	}
 	params, _ := pgwire.StripReserved(st.Params)
 	params = params.Set(pgwire.TargetParam, t.Name)
 	var token string

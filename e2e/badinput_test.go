@@ -91,6 +91,10 @@ func TestMalformedStartups(t *testing.T) {
 		{"truncated startup packet", startup[:len(startup)-4], ""},
 		{"direct TLS ClientHello", []byte{0x16, 0x03, 0x01, 0x00, 0x10}, ""},
 		{"no target named", pgwire.AppendStartup(nil, 3<<16, pgwire.Params{{Key: "user", Value: "u"}}), "28000"},
+		{"no user named", pgwire.AppendStartup(nil, 3<<16, pgwire.Params{{Key: "rdsproxy.target", Value: "app"}}), "names no database user"},
+		// PostgreSQL answers these with 0A000 too.
+		{"protocol 2.0", pgwire.AppendStartup(nil, 2<<16, pgwire.Params{{Key: "user", Value: "u"}}), "0A000"},
+		{"protocol 4.0", pgwire.AppendStartup(nil, 4<<16, pgwire.Params{{Key: "user", Value: "u"}}), "0A000"},
 		{"password is not a password message", append(slices.Clone(startup), 'Q', 0, 0, 0, 5, 0), "08P01"},
 		// A 1 GiB password message: refused from its header, never buffered.
 		{"huge message before authentication", append(slices.Clone(startup), 'p', 0x40, 0, 0, 0), ""},
@@ -124,7 +128,8 @@ func TestMalformedStartups(t *testing.T) {
 // The client's local listener gets the same treatment: port probes,
 // garbage and unanswerable encryption requests close that one connection
 // (SSLRequest and GSSENCRequest are declined with 'N', a second one is
-// refused with 08P01 as PostgreSQL refuses it); the client keeps serving,
+// refused with 08P01 as PostgreSQL refuses it, a protocol other than 3
+// with 0A000, as PostgreSQL does); the client keeps serving,
 // and a session opened before keeps working.
 func TestClientLocalListenerBadInputs(t *testing.T) {
 	st := startStack(t)
@@ -136,15 +141,19 @@ func TestClientLocalListenerBadInputs(t *testing.T) {
 		send  []byte
 		reply string // what the client answers before closing
 		code  string // the SQLSTATE of an ErrorResponse after reply, if any
+		msg   string // a part of its message
 	}{
-		{"port probe (connect and close)", nil, "", ""},
-		{"random bytes", random, "", ""},
-		{"oversized startup packet", binary.BigEndian.AppendUint32(nil, 1<<30), "", ""},
-		{"direct TLS ClientHello", []byte{0x16, 0x03, 0x01, 0x00, 0x10}, "", ""},
-		{"SSLRequest, then hang up", pgwire.AppendSSLRequest(nil), "N", ""},
-		{"GSSENCRequest, then hang up", binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 8), 80877104), "N", ""},
+		{"port probe (connect and close)", nil, "", "", ""},
+		{"random bytes", random, "", "", ""},
+		{"oversized startup packet", binary.BigEndian.AppendUint32(nil, 1<<30), "", "", ""},
+		{"direct TLS ClientHello", []byte{0x16, 0x03, 0x01, 0x00, 0x10}, "", "", ""},
+		{"SSLRequest, then hang up", pgwire.AppendSSLRequest(nil), "N", "", ""},
+		{"GSSENCRequest, then hang up", binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 8), 80877104), "N", "", ""},
 		{"four SSLRequests", slices.Concat(pgwire.AppendSSLRequest(nil), pgwire.AppendSSLRequest(nil),
-			pgwire.AppendSSLRequest(nil), pgwire.AppendSSLRequest(nil)), "N", "08P01"},
+			pgwire.AppendSSLRequest(nil), pgwire.AppendSSLRequest(nil)), "N", "08P01", ""},
+		{"no user named", pgwire.AppendStartup(nil, 3<<16, pgwire.Params{{Key: "database", Value: "app"}}), "", "28000", "names no database user"},
+		{"protocol 2.0", pgwire.AppendStartup(nil, 2<<16, pgwire.Params{{Key: "user", Value: "u"}}), "", "0A000", ""},
+		{"protocol 4.0", pgwire.AppendStartup(nil, 4<<16, pgwire.Params{{Key: "user", Value: "u"}}), "", "0A000", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -164,8 +173,8 @@ func TestClientLocalListenerBadInputs(t *testing.T) {
 			}
 			if tt.code != "" {
 				var e pgproto3.ErrorResponse
-				if len(reply) < len(tt.reply)+5 || e.Decode(reply[len(tt.reply)+5:]) != nil || e.Code != tt.code {
-					t.Fatalf("reply after %q is %q, want an ErrorResponse %s", tt.reply, reply[len(tt.reply):], tt.code)
+				if len(reply) < len(tt.reply)+5 || e.Decode(reply[len(tt.reply)+5:]) != nil || e.Code != tt.code || !strings.Contains(e.Message, tt.msg) {
+					t.Fatalf("reply after %q is %q, want an ErrorResponse %s %q", tt.reply, reply[len(tt.reply):], tt.code, tt.msg)
 				}
 				reply = reply[:len(tt.reply)]
 			}

@@ -60,11 +60,11 @@ func TestDoctor(t *testing.T) {
 	// both name the same caller (moto's named everyone user/moto).
 	identity := `^✓ AWS credentials: ` + regexp.QuoteMeta(sandbox.PrincipalUser.ARN) + ` \(credentials from EnvConfigCredentials\)$`
 	const (
-		clock    = `^✓ clock skew: this machine's clock agrees with AWS's \(within 1s\)$`
-		found    = `^✓ server found: i-\w+ \(tagged rdsproxy:server=sandbox\), SSM agent 3\.3\.987\.0 online$`
-		tunnel   = `^✓ tunnel opens: --via ssm; the server answers$`
-		token    = `^✓ token can be signed: for user `
-		fix      = `^  fix: `
+		clock  = `^✓ clock skew: this machine's clock agrees with AWS's \(within 1s\)$`
+		found  = `^✓ server found: i-\w+ \(tagged rdsproxy:server=sandbox\), SSM agent 3\.3\.987\.0 online$`
+		tunnel = `^✓ tunnel opens: --via ssm; the server answers$`
+		token  = `^✓ token can be signed: for user `
+		fix    = `^  fix: `
 	)
 	answers := `^✓ server answers: ` + strconv.Itoa(len(watcher.Current().Targets())) + ` targets$`
 	listed := func(name string) string { return `^✓ target listed: ` + name + ` → \S+:5432 in us-east-1$` }

@@ -233,6 +233,9 @@ func (s *Server) route(params pgwire.Params, info *sessionInfo) (*discovery.Targ
 	}
 	info.target = t.Name
 	user, _ := rest.Get("user")
+	if user == "" {
+		return nil, nil, pgwire.NoUser()
+	}
 	if !t.AllowsUser(user) {
 		return nil, nil, pgwire.Errorf(pgwire.CodeInvalidAuthSpec, contract.ReasonUserNotAllowed,
 			"rdsproxy: target %q does not allow database user %q; allowed users: %s", t.Name, user, strings.Join(t.Users, ", ")).

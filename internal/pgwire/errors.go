@@ -41,6 +41,13 @@ func Errorf(code, reason, format string, args ...any) *Error {
 	return &Error{Code: code, Reason: reason, Message: fmt.Sprintf(format, args...)}
 }
 
+// NoUser refuses a startup that names no database user (PostgreSQL
+// refuses it with 28000 too; libpq and pgx always send one).
+func NoUser() *Error {
+	return Errorf(CodeInvalidAuthSpec, contract.ReasonUserNotAllowed, "rdsproxy: the startup names no database user").
+		WithHint("Pass one: psql -U NAME, PGUSER=NAME, or user=NAME in the connection string.")
+}
+
 // WithHint returns e with a hint added.
 func (e *Error) WithHint(hint string) *Error {
 	e.Hint = hint

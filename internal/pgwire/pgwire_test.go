@@ -30,7 +30,7 @@ func TestReadStartup(t *testing.T) {
 		{"too short length", []byte{0, 0, 0, 4, 1, 2, 3, 4}, nil, "outside 8..10000"},
 		{"oversized", binary.BigEndian.AppendUint32(nil, 1<<20), nil, "outside 8..10000"},
 		{"truncated", startup[:len(startup)-3], nil, "unexpected EOF"},
-		{"protocol 2", []byte{0, 0, 0, 8, 0, 2, 0, 0}, nil, "unsupported protocol version 2.0"},
+		{"protocol 2", []byte{0, 0, 0, 8, 0, 2, 0, 0}, nil, "unsupported frontend protocol 2.0: rdsproxy supports 3.0 to 3.2"},
 		{"unterminated params", []byte{0, 0, 0, 12, 0, 3, 0, 0, 'u', 0, 'a', 'b'}, nil, "no terminated value"},
 		{"bytes after terminator", []byte{0, 0, 0, 11, 0, 3, 0, 0, 0, 0, 0}, nil, "after the startup parameters"},
 		{"ssl with trailing bytes", []byte{0, 0, 0, 9, 0x04, 0xd2, 0x16, 0x2f, 0}, nil, "extra bytes"},

@@ -193,7 +193,15 @@ func ParseStartup(body []byte) (*Startup, error) {
 		}
 		return &Startup{Kind: KindStartup, Protocol: code, Params: params}, nil
 	}
-	return nil, fmt.Errorf("unsupported protocol version %d.%d", code>>16, code&0xffff)
+	return nil, unsupportedProtocol(code)
+}
+
+// unsupportedProtocol refuses a startup of another major version than 3,
+// with the SQLSTATE PostgreSQL answers it with.
+func unsupportedProtocol(code uint32) *Error {
+	return Errorf(CodeFeatureNotSupported, contract.ReasonProtocol,
+		"rdsproxy: unsupported frontend protocol %d.%d: rdsproxy supports 3.0 to 3.%d", code>>16, code&0xffff, ProtocolLatest&0xffff).
+		WithHint("Use a client that speaks protocol 3, as every PostgreSQL client since 7.4 does.")
 }
 
 // parseParams decodes NUL-terminated key/value pairs ending in one NUL.
