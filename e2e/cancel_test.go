@@ -2,12 +2,14 @@ package e2e
 
 import (
 	"context"
+	"net"
 	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rdsproxy/rdsproxy/internal/sandbox"
@@ -90,7 +92,8 @@ func statementRunning(t testing.TB, prefix string) bool {
 // says goodbye (Terminate) costs no cancel.
 func TestOrphanedStatementCancelled(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	st := startStack(t, func(c *server.Config) { c.Metrics = server.NewMetrics(reg) })
+	audit := &logBuffer{}
+	st := startStack(t, func(c *server.Config) { c.Metrics, c.Logger = server.NewMetrics(reg), audit.jsonLogger() })
 	orphaned := func() float64 {
 		return counterValue(t, reg, "rdsproxy_cancel_requests_total", "result", "orphaned")
 	}
@@ -118,5 +121,43 @@ func TestOrphanedStatementCancelled(t *testing.T) {
 	})
 	if got := orphaned(); got != 1 {
 		t.Fatalf("rdsproxy_cancel_requests_total{result=\"orphaned\"} = %v, want 1", got)
+	}
+	// The audit says which session's statement was cancelled, and only that one.
+	lines := waitAuditLines(t, audit, 2)
+	for i, want := range []any{nil, true} {
+		if got := lines[i]["orphan_cancel"]; got != want {
+			t.Errorf("audit line %d: orphan_cancel %v, want %v: %v", i, got, want, lines[i])
+		}
+	}
+}
+
+// A session that an I/O error ends (here a client's reset, straight to the
+// server) is audited and counted as aborted, not ok.
+func TestAbortedSessionAudited(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	audit := &logBuffer{}
+	st := startStack(t, func(c *server.Config) { c.Metrics, c.Logger = server.NewMetrics(reg), audit.jsonLogger() })
+	cfg := serverConfig(t, st.serverAddr, "app", sandbox.UserIAM, sb.tokens.sign(t, appEndpoint, sandbox.UserIAM, nowUTC()))
+	var raw *net.TCPConn
+	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		raw, _ = c.(*net.TCPConn)
+		return c, err
+	}
+	conn, err := pgx.ConnectConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Ping(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	raw.SetLinger(0)
+	raw.Close() // a reset
+	lines := waitAuditLines(t, audit, 1)
+	if lines[0]["outcome"] != "aborted" || lines[0]["err"] == nil {
+		t.Fatalf("audit line %v, want outcome aborted with the error", lines[0])
+	}
+	if got := counterValue(t, reg, "rdsproxy_sessions_total", "outcome", "aborted"); got != 1 {
+		t.Fatalf("rdsproxy_sessions_total{outcome=\"aborted\"} = %v, want 1", got)
 	}
 }

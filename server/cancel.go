@@ -58,33 +58,34 @@ var terminate = []byte{'X', 0, 0, 0, 4}
 // run that statement to its end (a pg_sleep, a long UPDATE holding its
 // locks) before noticing. A backend waiting for a command ignores a
 // cancel. An empty tail (nothing sent, or a spliced copy that kept none)
-// cancels nothing.
-func (s *Server) cancelOrphaned(up *upstream, tail []byte) {
+// cancels nothing. It reports whether it sent a cancel.
+func (s *Server) cancelOrphaned(up *upstream, tail []byte) bool {
 	if len(tail) == 0 || bytes.Equal(tail, terminate) {
-		return
+		return false
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DialTimeout)
 	defer cancel()
-	s.sendCancel(ctx, up.target, up.key, "orphaned")
+	return s.sendCancel(ctx, up.target, up.key, "orphaned")
 }
 
 // sendCancel sends key's CancelRequest to t, over TLS when the target uses
 // it, and waits for the upstream to close the connection (as libpq does)
 // so that the cancel has been processed when it returns. sent labels the
-// metric of a cancel sent.
-func (s *Server) sendCancel(ctx context.Context, t *discovery.Target, key pgwire.CancelKey, sent string) {
+// metric of a cancel sent. It reports whether the cancel was sent.
+func (s *Server) sendCancel(ctx context.Context, t *discovery.Target, key pgwire.CancelKey, sent string) bool {
 	conn, err := s.dialTarget(ctx, t)
 	if err != nil {
 		s.log.Warn("cancel request not sent", "target", t.Name, "why", sent, "err", err)
 		s.cfg.Metrics.cancel("failed")
-		return
+		return false
 	}
 	defer conn.Close()
 	if err := pgwire.SendCancel(conn, key, time.Now().Add(s.cfg.DialTimeout)); err != nil {
 		s.log.Warn("cancel request not sent", "target", t.Name, "why", sent, "err", err)
 		s.cfg.Metrics.cancel("failed")
-		return
+		return false
 	}
 	s.cfg.Metrics.cancel(sent)
 	s.log.Debug("cancel request sent", "target", t.Name, "why", sent)
+	return true
 }

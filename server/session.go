@@ -28,6 +28,7 @@ type outcome string
 
 const (
 	outcomeOK              outcome = "ok"               // relayed until either side ended it
+	outcomeAborted         outcome = "aborted"          // relayed until an I/O error ended it (a peer vanished mid-stream)
 	outcomeShutdown        outcome = "shutdown"         // relayed until the drain ended it
 	outcomeRefused         outcome = "refused"          // rdsproxy refused it (an ErrorResponse of its own)
 	outcomeRefusedUpstream outcome = "refused-upstream" // the database refused the login
@@ -35,7 +36,7 @@ const (
 )
 
 // relayed reports whether the session got as far as the relay.
-func (o outcome) relayed() bool { return o == outcomeOK || o == outcomeShutdown }
+func (o outcome) relayed() bool { return o == outcomeOK || o == outcomeAborted || o == outcomeShutdown }
 
 // sessionInfo is what the audit line reports about one session.
 type sessionInfo struct {
@@ -44,6 +45,7 @@ type sessionInfo struct {
 	principal                                       *discovery.Principal // the verified caller, if any
 	transport                                       string               // "raw", or the striped mode taken
 	stripes                                         *stripe.Conn         // the striped connection, if any
+	orphanCancelled                                 bool                 // a cancel went upstream when the client left (cancelOrphaned)
 }
 
 // session runs one PostgreSQL session from its StartupMessage to its end:
@@ -95,7 +97,7 @@ func (s *Server) relay(client, raw net.Conn, up *upstream, pending []byte, info 
 	up.conn.SetDeadline(time.Time{})
 	opts := relay.Options{FrameToA: true}
 	if up.hasKey {
-		opts.EndedToB = func(tail []byte) { s.cancelOrphaned(up, tail) }
+		opts.EndedToB = func(tail []byte) { info.orphanCancelled = s.cancelOrphaned(up, tail) } // before Run returns
 	}
 	r := relay.New(client, up.conn, opts)
 	if !s.promote(raw, r) { // the drain began while this session started
@@ -111,8 +113,11 @@ func (s *Server) relay(client, raw net.Conn, up *upstream, pending []byte, info 
 	}
 	res := r.Run(nil, pending)
 	o := outcomeOK
-	if res.Stopped {
+	switch {
+	case res.Stopped:
 		o = outcomeShutdown
+	case res.Err != nil:
+		o = outcomeAborted
 	}
 	s.cfg.Metrics.sessionEnded(info.target, o, "", res.ToA, res.ToB, false)
 	s.audit(info, o, "", res, 0)
@@ -446,6 +451,9 @@ func (s *Server) audit(info sessionInfo, o outcome, reason string, res relay.Res
 	}
 	if suppressed > 0 {
 		attrs = append(attrs, "suppressed", suppressed)
+	}
+	if info.orphanCancelled {
+		attrs = append(attrs, "orphan_cancel", true)
 	}
 	if info.transport != "" {
 		attrs = append(attrs, "transport", info.transport)
