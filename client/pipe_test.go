@@ -4,7 +4,10 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -565,5 +568,56 @@ func TestLocalSSLRequestInsideTLSRefused(t *testing.T) {
 	write(t, tc, pgwire.AppendSSLRequest(nil))
 	if e := decodeError(t, readMsg(t, tc)); e.Code != "08P01" || e.Routine != contract.Routine(contract.ReasonProtocol) {
 		t.Fatalf("SSLRequest inside TLS: got %s %q, want 08P01", e.Code, e.Message)
+	}
+}
+
+// logBuffer is a log destination safe for concurrent writes.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// Stopping `rdsproxy connect` (Ctrl-C) with connections open says how many
+// it closed, since their clients see only a closed connection; a stop
+// with none open says nothing.
+func TestStopSaysWhatItClosed(t *testing.T) {
+	for _, open := range []int{0, 2} {
+		logs := &logBuffer{}
+		p, err := client.New(client.Config{Target: passTarget, Tunnel: &pipeTunnel{streams: make(chan net.Conn)},
+			Tokens: &fixedTokens{}, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln := newPipeListener()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- p.Serve(ctx, ln) }()
+		for range open {
+			local := ln.dial(t)
+			write(t, local, pgwire.AppendSSLRequest(nil))
+			if b := readByte(t, local); b != 'N' { // being served
+				t.Fatalf("SSLRequest answered %q", b)
+			}
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("Serve: %v", err)
+		}
+		said := strings.Contains(logs.String(), fmt.Sprintf("stopped: closed open connections; the server cancels the statements they were running\" target=plain connections=%d", open))
+		if said != (open > 0) || open == 0 && strings.Contains(logs.String(), "stopped") {
+			t.Fatalf("%d open at the stop; logs:\n%s", open, logs.String())
+		}
 	}
 }
