@@ -42,6 +42,20 @@ func (c *bufferedTLS) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// CloseWrite ends what the relay sends: TLS's close_notify, then a
+// half-close of the socket. The database sees the end as a socket event
+// too, which is what client_connection_check_interval looks for; a
+// close_notify alone leaves the socket open both ways.
+func (c *bufferedTLS) CloseWrite() error {
+	if err := c.Conn.CloseWrite(); err != nil {
+		return err
+	}
+	if cw, ok := c.raw.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
 // maxRecordPayload is the most plaintext one TLS record carries.
 const maxRecordPayload = 16 << 10
 

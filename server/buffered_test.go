@@ -232,3 +232,34 @@ func (w *halfWriter) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// CloseWrite ends the stream as TLS does (close_notify) and as TCP does
+// (FIN), so a database that watches its socket sees the client's end;
+// the database can still answer after it.
+func TestBufferedTLSCloseWriteHalfClosesTheSocket(t *testing.T) {
+	sockets := make(chan net.Conn, 1)
+	ended := make(chan error, 1)
+	c, _ := tlsPeer{wrapServer: func(raw net.Conn) net.Conn { sockets <- raw; return raw }}.dial(t, func(c *tls.Conn) {
+		raw := <-sockets
+		raw.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadAll(c); err != nil { // to close_notify
+			ended <- err
+			return
+		}
+		_, err := raw.Read(make([]byte, 1)) // then the socket's own end
+		if err == io.EOF {
+			_, err = c.Write([]byte("bye"))
+		}
+		ended <- err
+	})
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-ended; err != nil {
+		t.Fatalf("the database's side: %v, want close_notify, then EOF on the socket", err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if got, err := io.ReadAll(c); string(got) != "bye" {
+		t.Fatalf("after CloseWrite read %q, %v; want the database's answer", got, err)
+	}
+}

@@ -14,12 +14,19 @@ import (
 // BackendKeyData the upstream sent, so CancelRequests can be routed.
 type cancelMap struct {
 	mu sync.Mutex
-	m  map[pgwire.CancelKey]*discovery.Target
+	m  map[pgwire.CancelKey]cancelRoute
 }
 
-func (c *cancelMap) add(k pgwire.CancelKey, t *discovery.Target) {
+// cancelRoute is where a session's cancels go: its target, at the address
+// its connection was dialed to.
+type cancelRoute struct {
+	target *discovery.Target
+	addr   string
+}
+
+func (c *cancelMap) add(k pgwire.CancelKey, r cancelRoute) {
 	c.mu.Lock()
-	c.m[k] = t
+	c.m[k] = r
 	c.mu.Unlock()
 }
 
@@ -29,23 +36,23 @@ func (c *cancelMap) remove(k pgwire.CancelKey) {
 	c.mu.Unlock()
 }
 
-func (c *cancelMap) lookup(k pgwire.CancelKey) (*discovery.Target, bool) {
+func (c *cancelMap) lookup(k pgwire.CancelKey) (cancelRoute, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	t, ok := c.m[k]
-	return t, ok
+	r, ok := c.m[k]
+	return r, ok
 }
 
 // forwardCancel sends a CancelRequest to the upstream of the session that
 // owns key. Unknown keys are dropped silently, as PostgreSQL does.
 func (s *Server) forwardCancel(ctx context.Context, key pgwire.CancelKey) {
-	t, ok := s.cancels.lookup(key)
+	r, ok := s.cancels.lookup(key)
 	if !ok {
 		s.log.Debug("cancel request for an unknown session dropped")
 		s.cfg.Metrics.cancel("dropped")
 		return
 	}
-	s.sendCancel(ctx, t, key, "forwarded")
+	s.sendCancel(ctx, r, key, "forwarded")
 }
 
 // terminate is a client's goodbye: a Terminate message.
@@ -65,22 +72,28 @@ func (s *Server) cancelOrphaned(up *upstream, tail []byte) bool {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DialTimeout)
 	defer cancel()
-	return s.sendCancel(ctx, up.target, up.key, "orphaned")
+	return s.sendCancel(ctx, cancelRoute{up.target, up.addr}, up.key, "orphaned")
 }
 
-// sendCancel sends key's CancelRequest to t, over TLS when the target uses
-// it, and waits for the upstream to close the connection (as libpq does)
-// so that the cancel has been processed when it returns. sent labels the
-// metric of a cancel sent. It reports whether the cancel was sent.
-func (s *Server) sendCancel(ctx context.Context, t *discovery.Target, key pgwire.CancelKey, sent string) bool {
-	conn, err := s.dialTarget(ctx, t)
+// sendCancel sends key's CancelRequest along r, over TLS when the target
+// uses it, and waits for the upstream to close the connection (as libpq
+// does) so that the cancel has been processed when it returns; all of it
+// within ctx's deadline, else --dial-timeout twice. sent labels the metric
+// of a cancel sent. It reports whether the cancel was sent.
+func (s *Server) sendCancel(ctx context.Context, r cancelRoute, key pgwire.CancelKey, sent string) bool {
+	t := r.target
+	conn, err := s.dialTargetAt(ctx, t, r.addr)
 	if err != nil {
 		s.log.Warn("cancel request not sent", "target", t.Name, "why", sent, "err", err)
 		s.cfg.Metrics.cancel("failed")
 		return false
 	}
 	defer conn.Close()
-	if err := pgwire.SendCancel(conn, key, time.Now().Add(s.cfg.DialTimeout)); err != nil {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(s.cfg.DialTimeout)
+	}
+	if err := pgwire.SendCancel(conn, key, deadline); err != nil {
 		s.log.Warn("cancel request not sent", "target", t.Name, "why", sent, "err", err)
 		s.cfg.Metrics.cancel("failed")
 		return false

@@ -85,7 +85,7 @@ func New(cfg Config) (*Server, error) {
 		codec:    codec,
 		cfg:      cfg,
 		log:      cfg.Logger,
-		cancels:  cancelMap{m: make(map[pgwire.CancelKey]*discovery.Target)},
+		cancels:  cancelMap{m: make(map[pgwire.CancelKey]cancelRoute)},
 		tlsSess:  tls.NewLRUClientSessionCache(1024),
 		dialer:   net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: cfg.KeepAlive},
 		sessions: make(chan struct{}, cfg.MaxSessions),

@@ -108,7 +108,7 @@ func (s *Server) relay(client, raw net.Conn, up *upstream, pending []byte, info 
 	defer s.retire(r)
 	s.cfg.Metrics.sessionStarted()
 	if up.hasKey {
-		s.cancels.add(up.key, up.target)
+		s.cancels.add(up.key, cancelRoute{up.target, up.addr})
 		defer s.cancels.remove(up.key)
 	}
 	res := r.Run(nil, pending)
@@ -162,6 +162,7 @@ func (s *Server) admit(pc *pendingConn) bool {
 type upstream struct {
 	conn   net.Conn
 	target *discovery.Target
+	addr   string // the address dialed: where this session's cancels go
 	key    pgwire.CancelKey
 	hasKey bool
 }
@@ -204,7 +205,7 @@ func (s *Server) login(ctx context.Context, client net.Conn, t *discovery.Target
 		return nil, nil, err
 	}
 	conn.SetDeadline(deadline)
-	up := &upstream{conn: conn, target: t}
+	up := &upstream{conn: conn, target: t, addr: conn.RemoteAddr().String()}
 	pending, err := s.startup(client, up, protocol, params, token)
 	if err != nil {
 		conn.Close()

@@ -66,9 +66,16 @@ func (s *Server) dialAddr(t *discovery.Target) string {
 // with verify-full against the endpoint's host name. A target that
 // refuses TLS is an error: there is no plaintext fallback.
 func (s *Server) dialTarget(ctx context.Context, t *discovery.Target) (net.Conn, error) {
+	return s.dialTargetAt(ctx, t, s.dialAddr(t))
+}
+
+// dialTargetAt is dialTarget to addr, an address t's endpoint resolved to
+// for a session (a cancel must reach that session's database, not the
+// replica a reader endpoint's DNS names next). The certificate is still
+// verified against the endpoint's host name.
+func (s *Server) dialTargetAt(ctx context.Context, t *discovery.Target, addr string) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
 	defer cancel()
-	addr := s.dialAddr(t)
 	start := time.Now()
 	conn, err := s.dialer.DialContext(ctx, "tcp", addr)
 	s.cfg.Metrics.observeDial(time.Since(start))

@@ -50,12 +50,14 @@ type Options struct {
 	// Stop then writes its final message only at a message boundary, and
 	// rows that arrive a buffer at a time are written in large chunks.
 	FrameToA bool
-	// EndedToB, when set, is called once the copy a→b has ended (a reached
-	// EOF or failed, or the session is ending), with the last bytes
-	// written to b: up to TailLen, or nil when the copy used splice(2) and
-	// kept none. The owner can tell from them how a's stream ended: a
-	// PostgreSQL client that says goodbye ends with a Terminate message.
-	// It runs on the copy's goroutine; Run waits for it.
+	// EndedToB, when set, is called when a's stream has ended the copy
+	// a→b (EOF, a read error, or Stop), with the last bytes written to b:
+	// up to TailLen, or nil when the copy used splice(2) and kept none.
+	// The owner can tell from them how a's stream ended: a PostgreSQL
+	// client that says goodbye ends with a Terminate message. It is not
+	// called when the copy ended because b's side ended first (the
+	// session then closes a) or a write to b failed. It runs on the
+	// copy's goroutine; Run waits for it.
 	EndedToB func(tail []byte)
 }
 
@@ -107,7 +109,7 @@ func (s *Session) Run(pendingToB, pendingToA []byte) Result {
 			t = &tail{}
 		}
 		n, err := pipe(s.b, s.a, pendingToB, t)
-		if t != nil {
+		if t != nil && t.srcEnded {
 			s.opts.EndedToB(t.bytes())
 		}
 		res.ToB = n
@@ -360,8 +362,9 @@ func pipe(dst, src net.Conn, pending []byte, t *tail) (int64, error) {
 func copyConn(dst, src net.Conn, t *tail) (int64, error) {
 	if d, ok := dst.(*net.TCPConn); ok {
 		if s, ok := src.(*net.TCPConn); ok {
-			t.unknown()
-			return d.ReadFrom(s) // splice
+			n, err := d.ReadFrom(s) // splice
+			t.spliced(err)
+			return n, err
 		}
 	}
 	cr := newChunkReader(src)
@@ -377,6 +380,9 @@ func copyConn(dst, src net.Conn, t *tail) (int64, error) {
 				return n, werr
 			}
 		}
+		if rerr != nil {
+			t.ended(rerr)
+		}
 		if rerr == io.EOF {
 			return n, nil
 		}
@@ -386,12 +392,13 @@ func copyConn(dst, src net.Conn, t *tail) (int64, error) {
 	}
 }
 
-// tail keeps the last TailLen bytes of a stream. Its methods do nothing
-// on a nil *tail.
+// tail keeps the last TailLen bytes of a stream, and whether a read from
+// the source ended it. Its methods do nothing on a nil *tail.
 type tail struct {
-	b     [TailLen]byte
-	n     int
-	blind bool // the bytes went by unseen (splice)
+	b        [TailLen]byte
+	n        int
+	blind    bool // the bytes went by unseen (splice)
+	srcEnded bool // the source's EOF or read error ended the copy, not a close by the session
 }
 
 func (t *tail) add(p []byte) {
@@ -407,9 +414,18 @@ func (t *tail) add(p []byte) {
 	t.n = keep + copy(t.b[keep:], p)
 }
 
-func (t *tail) unknown() {
+// ended records the read error (io.EOF included) that ended the copy.
+func (t *tail) ended(err error) {
 	if t != nil {
-		t.blind = true
+		t.srcEnded = !isClosed(err)
+	}
+}
+
+// spliced records a copy that splice(2) made, which err ended: its bytes
+// went by unseen.
+func (t *tail) spliced(err error) {
+	if t != nil {
+		t.blind, t.srcEnded = true, !isClosed(err)
 	}
 }
 

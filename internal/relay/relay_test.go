@@ -336,3 +336,44 @@ func TestEndedToBTail(t *testing.T) {
 		})
 	}
 }
+
+// The tail is the stream's last TailLen bytes however the stream was cut.
+func TestTailAcrossChunks(t *testing.T) {
+	stream := []byte("SELECT 1;\x00Q\x00\x00\x00\x04X\x00\x00\x00\x04")
+	for _, cuts := range [][]int{{}, {len(stream) - 4}, {len(stream) - 5}, {len(stream) - 1}, {3, 7, 12, 14, 15, 16, 17}} {
+		var tl tail
+		prev := 0
+		for _, c := range append(cuts, len(stream)) {
+			tl.add(stream[prev:c])
+			prev = c
+		}
+		if got := tl.bytes(); !bytes.Equal(got, stream[len(stream)-TailLen:]) {
+			t.Errorf("cut at %v: tail %q", cuts, got)
+		}
+	}
+}
+
+// When the upstream ends the session first, the client's stream did not
+// end, so EndedToB is not called: the owner must not take the session's
+// close of a for the client's end.
+func TestEndedToBNotWhenUpstreamEndsFirst(t *testing.T) {
+	client, a := tcpPair(t)
+	b, upstream := tcpPair(t)
+	called := make(chan []byte, 1)
+	sess := New(a, unspliced{b}, Options{EndedToB: func(tail []byte) { called <- bytes.Clone(tail) }})
+	done := make(chan Result, 1)
+	go func() { done <- sess.Run(nil, nil) }()
+	client.Write([]byte("S\x00\x00\x00\x04"))
+	upstream.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(upstream, make([]byte, 5)); err != nil {
+		t.Fatal(err)
+	}
+	upstream.Close() // the database goes first; the client is still there
+	<-done
+	select {
+	case tail := <-called:
+		t.Fatalf("EndedToB(%q) when the upstream ended the session", tail)
+	default:
+	}
+	client.Close()
+}
