@@ -113,11 +113,12 @@ func TestConfigErrors(t *testing.T) {
 	}
 }
 
-// startListServer serves GET /v1/targets with one static target named name.
-func startListServer(t *testing.T, name string) string {
+// startListServer serves GET /v1/targets with one static target named
+// name, serving users (any, when none are given).
+func startListServer(t *testing.T, name string, users ...string) string {
 	t.Helper()
 	snap, err := discovery.NewSnapshot([]discovery.Target{{Name: name, Endpoint: name + ".example:5432", Region: "us-east-1",
-		Auth: discovery.AuthIAM, TLS: discovery.TLSVerifyFull, Source: "static"}}, time.Now())
+		Auth: discovery.AuthIAM, TLS: discovery.TLSVerifyFull, Source: "static", Users: users}}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -148,7 +149,12 @@ func (c *TokenCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env En
 		return err
 	}
 	defer r.Close()
-	tok, err := tokens.Get(ctx, t.Endpoint, t.Region, userFor(c.User, t.Users))
+	user := userFor(c.User, t.Users)
+	if !t.AllowsUser(user) { // signed anyway: RDS itself may take it
+		log.Warn("the rdsproxy server will refuse this token: the target does not serve this database user",
+			"target", t.Name, "user", user, "served", strings.Join(t.Users, ","))
+	}
+	tok, err := tokens.Get(ctx, t.Endpoint, t.Region, user)
 	if err != nil {
 		return &ExitError{Code: ExitFailure, Err: fmt.Errorf("sign a token: %w", err)}
 	}

@@ -35,6 +35,34 @@ func TestTokenCommand(t *testing.T) {
 	}
 }
 
+// A token for a user the target does not serve is signed (RDS itself may
+// take it), with a warning that the rdsproxy server will refuse it; a
+// served user gets no warning.
+func TestTokenWarnsForAUserTheServerRefuses(t *testing.T) {
+	t.Setenv("HOME", t.TempDir())
+	t.Setenv("RDSPROXY_STATE_DIR", t.TempDir())
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKIATESTTOKEN0000001")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "test-secret")
+	t.Setenv("AWS_REGION", "eu-central-1")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	addr := startListServer(t, "orders", "iam_user", "iam_other")
+	for _, tc := range []struct{ user, warn string }{
+		{"bob", `the target does not serve this database user" target=orders user=bob served=iam_user,iam_other`},
+		{"iam_other", ""},
+	} {
+		var out, errOut bytes.Buffer
+		if code := Run([]string{"token", "orders", "--via", "direct", "--server", addr, "--user", tc.user}, Env{Stdout: &out, Stderr: &errOut}); code != ExitOK {
+			t.Fatalf("--user %s: exit %d: %s", tc.user, code, errOut.String())
+		}
+		if _, err := iamtoken.Parse(strings.TrimSpace(out.String())); err != nil {
+			t.Fatalf("--user %s: no token: %v", tc.user, err)
+		}
+		if warned := strings.Contains(errOut.String(), "will refuse"); warned != (tc.warn != "") || !strings.Contains(errOut.String(), tc.warn) {
+			t.Fatalf("--user %s: stderr %q, want the warning %q", tc.user, errOut.String(), tc.warn)
+		}
+	}
+}
+
 // A command resolves AWS credentials once: the token signer and the SSM
 // tunnel share one configuration, so a profile's credential_process (or
 // assume-role call, or MFA prompt) runs once, not once per user.
