@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/rdsproxy/rdsproxy/internal/sandbox"
@@ -109,8 +110,49 @@ func (d *demo) serve(ctx context.Context) error {
 		return err
 	}
 	d.printNext(envFile, srv.logPath, cli.logPath)
-	<-ctx.Done()
-	return nil
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-srv.done:
+		if ctx.Err() != nil { // stopping anyway
+			return nil
+		}
+		return d.serverExited(srv, port)
+	}
+}
+
+// serverExited says that the server exited while the demo was up, keeps
+// its log outside the directory the demo removes, and returns the error
+// that ends the demo. It ends rather than restarts the server: a server
+// that exits on its own has crashed or been killed, and a demo that
+// quietly restarted it would hide what the user needs to see.
+func (d *demo) serverExited(srv *proc, clientPort string) error {
+	status := srv.cmd.ProcessState.String()
+	d.step("rdsproxy server exited (%s) while the demo was up", status)
+	kept := d.dir + "-server.log"
+	logLine := "Its log is kept: " + kept
+	if err := os.Rename(srv.logPath, kept); err != nil {
+		logLine = fmt.Sprintf("Could not keep its log: %v", err)
+	} else if tail, err := lastLines(kept, 10); err == nil {
+		fmt.Fprintf(d.out, "The end of its log:\n%s", tail)
+	}
+	fmt.Fprintf(d.out, `%s
+PostgreSQL, the RDS IAM emulator, moto and the SSM endpoint were still up, but rdsproxy
+list, psql, token and env, and the demo's connect on port %s, all go through the server and
+now fail. Stopping everything and removing %s; run `+"`make demo`"+` to start again.
+`, logLine, clientPort, d.dir)
+	return fmt.Errorf("rdsproxy server exited: %s", status)
+}
+
+// lastLines returns the last n lines of the file at path, indented.
+func lastLines(path string, n int) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", path, err)
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	lines = lines[max(0, len(lines)-n):]
+	return "    " + strings.Join(lines, "\n    ") + "\n", nil
 }
 
 func (d *demo) startServer(ctx context.Context, serverAddr, adminAddr string) (*proc, error) {
