@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -194,19 +195,29 @@ func (c *ConnectCmd) listen(t contract.Target, state *stateStore) (net.Listener,
 	addr := net.JoinHostPort(c.Address, strconv.Itoa(port))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		if port == 0 {
-			return nil, fmt.Errorf("listen for target %s on %s: %w", t.Name, addr, err)
-		}
-		advice := "free it or pass --port"
-		if c.Port != nil {
-			advice = "free it or pass another --port"
-		}
-		return nil, fmt.Errorf("target %s listens on %s (%s), which is busy: %s: %w", t.Name, addr, why, advice, err)
+		return nil, c.listenError(t, addr, port, why, err)
 	}
 	if c.Port == nil || *c.Port != 0 {
 		state.rememberPort(server, t.Name, ln.Addr().(*net.TCPAddr).Port)
 	}
 	return ln, nil
+}
+
+// listenError says why t could not listen on addr, the port chosen for
+// why: a port of one's own that is busy needs freeing or another --port;
+// one below 1024 needs privileges.
+func (c *ConnectCmd) listenError(t contract.Target, addr string, port int, why string, err error) error {
+	switch {
+	case port == 0:
+		return fmt.Errorf("listen for target %s on %s: %w", t.Name, addr, err)
+	case errors.Is(err, os.ErrPermission):
+		return fmt.Errorf("target %s may not listen on %s (%s): ports below 1024 need privileges; pass --port above 1023: %w", t.Name, addr, why, err)
+	}
+	advice := "free it or pass --port"
+	if c.Port != nil {
+		advice = "free it or pass another --port"
+	}
+	return fmt.Errorf("target %s listens on %s (%s), which is busy: %s: %w", t.Name, addr, why, advice, err)
 }
 
 // localPort is the port t is served on and why: --port, else the

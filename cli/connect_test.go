@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
+	"github.com/rdsproxy/rdsproxy/contract"
 	"github.com/rdsproxy/rdsproxy/discovery"
 )
 
@@ -90,5 +93,16 @@ func TestConnectPortZeroIsAnyFreePort(t *testing.T) {
 	}
 	if got := store.port(c.serverKey(), "app"); got != tag {
 		t.Errorf("--port 0 changed the remembered port from %d to %d", tag, got)
+	}
+}
+
+// A port that may not be bound (below 1024, without privileges) is not
+// called busy: the advice is a port above 1023.
+func TestConnectPrivilegedPortAdvice(t *testing.T) {
+	c := parseConnect(t, "--port", "80")
+	denied := &net.OpError{Op: "listen", Net: "tcp", Err: os.NewSyscallError("bind", syscall.EACCES)}
+	err := c.listenError(contract.Target{Name: "app"}, "127.0.0.1:80", 80, "--port", denied)
+	if want := "target app may not listen on 127.0.0.1:80 (--port): ports below 1024 need privileges; pass --port above 1023: "; !strings.HasPrefix(err.Error(), want) || strings.Contains(err.Error(), "busy") {
+		t.Fatalf("%v; want %q", err, want)
 	}
 }
