@@ -111,13 +111,14 @@ func (c *ConnectCmd) listenTarget(t contract.Target, state *stateStore, rootCert
 	return []net.Listener{ln, uln}, ci, nil
 }
 
-// announce prints a served target's connection details, remembers them
-// for rdsproxy env, and logs the ready line.
+// announce remembers a served target's connection details for rdsproxy
+// env, then prints them and logs the ready line: a script that waits for
+// them can run rdsproxy env at once.
 func (c *ConnectCmd) announce(env Env, log *slog.Logger, state *stateStore, ci connInfo, listen string) {
-	c.printTarget(env, ci)
 	if err := state.rememberServed(c.serverKey(), ci); err != nil {
 		log.Debug("cannot remember the connection details for rdsproxy env", "target", ci.Target, "err", err)
 	}
+	c.printTarget(env, ci)
 	log.Info("ready", "target", ci.Target, "listen", listen)
 }
 
