@@ -13,11 +13,7 @@ import (
 // remembers), warns when nothing listens there, and says what to do for
 // a target connect never served.
 func TestEnvCommand(t *testing.T) {
-	t.Setenv("HOME", t.TempDir())
-	t.Setenv("RDSPROXY_STATE_DIR", t.TempDir())
-	t.Setenv("AWS_ACCESS_KEY_ID", "AKIATESTENV000000001")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "test-secret")
-	t.Setenv("AWS_REGION", "us-east-1")
+	isolatedUser(t, "AKIATESTENV000000001", "us-east-1")
 	addr := startListServer(t, "orders")
 	server := []string{"--via", "direct", "--server", addr}
 

@@ -14,12 +14,7 @@ import (
 // rdsproxy token signs for the endpoint and region the server lists, with
 // the local identity, for the user asked for.
 func TestTokenCommand(t *testing.T) {
-	t.Setenv("HOME", t.TempDir())
-	t.Setenv("RDSPROXY_STATE_DIR", t.TempDir())
-	t.Setenv("AWS_ACCESS_KEY_ID", "AKIATESTTOKEN0000001")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "test-secret")
-	t.Setenv("AWS_REGION", "eu-central-1")
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	isolatedUser(t, "AKIATESTTOKEN0000001", "eu-central-1")
 	addr := startListServer(t, "orders")
 	var out, errOut bytes.Buffer
 	if code := Run([]string{"token", "orders", "--via", "direct", "--server", addr, "--user", "alice"}, Env{Stdout: &out, Stderr: &errOut}); code != ExitOK {
@@ -39,12 +34,7 @@ func TestTokenCommand(t *testing.T) {
 // take it), with a warning that the rdsproxy server will refuse it; a
 // served user gets no warning.
 func TestTokenWarnsForAUserTheServerRefuses(t *testing.T) {
-	t.Setenv("HOME", t.TempDir())
-	t.Setenv("RDSPROXY_STATE_DIR", t.TempDir())
-	t.Setenv("AWS_ACCESS_KEY_ID", "AKIATESTTOKEN0000001")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "test-secret")
-	t.Setenv("AWS_REGION", "eu-central-1")
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	isolatedUser(t, "AKIATESTTOKEN0000001", "eu-central-1")
 	addr := startListServer(t, "orders", "iam_user", "iam_other")
 	for _, tc := range []struct{ user, warn string }{
 		{"bob", `the target does not serve this database user" target=orders user=bob served=iam_user,iam_other`},
@@ -61,6 +51,17 @@ func TestTokenWarnsForAUserTheServerRefuses(t *testing.T) {
 			t.Fatalf("--user %s: stderr %q, want the warning %q", tc.user, errOut.String(), tc.warn)
 		}
 	}
+}
+
+// isolatedUser gives the test a home and state directory of its own and
+// static AWS credentials with access key id key, in region.
+func isolatedUser(t *testing.T, key, region string) {
+	t.Setenv("HOME", t.TempDir())
+	t.Setenv("RDSPROXY_STATE_DIR", t.TempDir())
+	t.Setenv("AWS_ACCESS_KEY_ID", key)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "test-secret")
+	t.Setenv("AWS_REGION", region)
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
 }
 
 // A command resolves AWS credentials once: the token signer and the SSM

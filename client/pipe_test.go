@@ -132,16 +132,28 @@ func startProxy(t *testing.T, cfg client.Config) (*pipeListener, *pipeTunnel) {
 		t.Fatal(err)
 	}
 	ln := newPipeListener()
+	serveOn(t, p, ln)
+	return ln, tun
+}
+
+// serveOn runs p.Serve on ln until stop, which the test's end calls too,
+// and which returns Serve's error once it has returned.
+func serveOn(t *testing.T, p *client.Proxy, ln net.Listener) (stop func() error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Serve(ctx, ln) }()
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() { cancel(); err = <-done })
+		return err
+	}
 	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
+		if err := stop(); err != nil {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return ln, tun
+	return stop
 }
 
 func write(t *testing.T, c net.Conn, b []byte) {
@@ -530,16 +542,13 @@ func TestLocalListenerSurvivesEMFILE(t *testing.T) {
 		t.Fatal(err)
 	}
 	ln := &flakyListener{pipeListener: newPipeListener(), fails: 3}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Serve(ctx, ln) }()
+	stop := serveOn(t, p, ln)
 	local := ln.dial(t)
 	write(t, local, pgwire.AppendSSLRequest(nil))
 	if b := readByte(t, local); b != 'N' {
 		t.Fatalf("SSLRequest answered %q after EMFILE", b)
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatalf("Serve: %v", err)
 	}
 }
@@ -601,9 +610,7 @@ func TestStopSaysWhatItClosed(t *testing.T) {
 			t.Fatal(err)
 		}
 		ln := newPipeListener()
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- p.Serve(ctx, ln) }()
+		stop := serveOn(t, p, ln)
 		for range open {
 			local := ln.dial(t)
 			write(t, local, pgwire.AppendSSLRequest(nil))
@@ -611,8 +618,7 @@ func TestStopSaysWhatItClosed(t *testing.T) {
 				t.Fatalf("SSLRequest answered %q", b)
 			}
 		}
-		cancel()
-		if err := <-done; err != nil {
+		if err := stop(); err != nil {
 			t.Fatalf("Serve: %v", err)
 		}
 		said := strings.Contains(logs.String(), fmt.Sprintf("stopped: closed open connections; the server cancels the statements they were running\" target=plain connections=%d", open))

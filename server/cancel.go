@@ -72,7 +72,7 @@ func (s *Server) cancelOrphaned(up *upstream, tail []byte) bool {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DialTimeout)
 	defer cancel()
-	return s.sendCancel(ctx, cancelRoute{up.target, up.addr}, up.key, "orphaned")
+	return s.sendCancel(ctx, up.route(), up.key, "orphaned")
 }
 
 // sendCancel sends key's CancelRequest along r, over TLS when the target

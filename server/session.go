@@ -108,7 +108,7 @@ func (s *Server) relay(client, raw net.Conn, up *upstream, pending []byte, info 
 	defer s.retire(r)
 	s.cfg.Metrics.sessionStarted()
 	if up.hasKey {
-		s.cancels.add(up.key, cancelRoute{up.target, up.addr})
+		s.cancels.add(up.key, up.route())
 		defer s.cancels.remove(up.key)
 	}
 	res := r.Run(nil, pending)
@@ -166,6 +166,9 @@ type upstream struct {
 	key    pgwire.CancelKey
 	hasKey bool
 }
+
+// route is where this session's cancels go.
+func (up *upstream) route() cancelRoute { return cancelRoute{up.target, up.addr} }
 
 // authenticate does the client's half of the startup: it resolves the
 // target, and for IAM targets reads and pre-validates the token. It

@@ -28,6 +28,21 @@ func TestDemoWithoutMoto(t *testing.T) {
 	}
 }
 
+// startDemo runs the demo with bin until ctx ends, and returns once it says
+// the sandbox is up: its output, and where its error arrives when it ends.
+func startDemo(t *testing.T, ctx context.Context, bin string) (*watchWriter, chan error) {
+	t.Helper()
+	out := &watchWriter{want: "Press Ctrl-C", seen: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, bin, out) }()
+	select {
+	case <-out.seen:
+	case err := <-done:
+		t.Fatalf("demo ended: %v\n%s", err, out.String())
+	}
+	return out, done
+}
+
 // The demo's walk-through works verbatim: the line it prints to source,
 // then list, token, env and psql against the sandbox from another shell;
 // a cancel (Ctrl-C) ends it cleanly and removes its directory.
@@ -37,14 +52,7 @@ func TestDemoWalkThrough(t *testing.T) {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
-	out := &watchWriter{want: "Press Ctrl-C", seen: make(chan struct{})}
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, bin, out) }()
-	select {
-	case <-out.seen:
-	case err := <-done:
-		t.Fatalf("demo ended: %v\n%s", err, out.String())
-	}
+	out, done := startDemo(t, ctx, bin)
 	source := regexp.MustCompile(`(?m)^    (source \S+/env\.sh)$`).FindStringSubmatch(out.String())
 	if source == nil {
 		t.Fatalf("no line to source:\n%s", out.String())

@@ -33,14 +33,7 @@ func TestDemoEndsWhenServerExits(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	out := &watchWriter{want: "Press Ctrl-C", seen: make(chan struct{})}
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, bin, out) }()
-	select {
-	case <-out.seen:
-	case err := <-done:
-		t.Fatalf("demo ended: %v\n%s", err, out.String())
-	}
+	out, done := startDemo(t, ctx, bin)
 	source := regexp.MustCompile(`(?m)^    source (\S+)/env\.sh$`).FindStringSubmatch(out.String())
 	if source == nil {
 		t.Fatalf("no line to source:\n%s", out.String())
