@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"net"
 	"slices"
 	"time"
 
@@ -159,8 +158,8 @@ func (c Config) Validate() error {
 		if _, _, err := discovery.SplitEndpoint(endpoint); err != nil {
 			return &ConfigError{"DialOverrides", fmt.Sprintf("%s=%s: %v", endpoint, addr, err)}
 		}
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			return &ConfigError{"DialOverrides", fmt.Sprintf("%s=%s: the address is not host:port", endpoint, addr)}
+		if _, _, err := discovery.SplitEndpoint(addr); err != nil {
+			return &ConfigError{"DialOverrides", fmt.Sprintf("%s=%s: the address to dial: %v", endpoint, addr, err)}
 		}
 	}
 	if c.Identity != nil {

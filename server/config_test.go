@@ -37,6 +37,11 @@ func TestConfigValidate(t *testing.T) {
 		{"dial within a longer login timeout", func(c *server.Config) { c.DialTimeout, c.LoginTimeout = time.Minute, 2*time.Minute }, ""},
 		{"override without a port", func(c *server.Config) { c.DialOverrides = map[string]string{"db.example": "127.0.0.1:5432"} }, "DialOverrides"},
 		{"override to no port", func(c *server.Config) { c.DialOverrides = map[string]string{"db.example:5432": "127.0.0.1"} }, "DialOverrides"},
+		{"override to port 0", func(c *server.Config) { c.DialOverrides = map[string]string{"db.example:5432": "127.0.0.1:0"} }, "DialOverrides"},
+		{"override to a port past 65535", func(c *server.Config) { c.DialOverrides = map[string]string{"db.example:5432": "127.0.0.1:70000"} }, "DialOverrides"},
+		{"override to no host", func(c *server.Config) { c.DialOverrides = map[string]string{"db.example:5432": ":5432"} }, "DialOverrides"},
+		{"override from a port past 65535", func(c *server.Config) { c.DialOverrides = map[string]string{"db.example:70000": "127.0.0.1:5432"} }, "DialOverrides"},
+		{"override", func(c *server.Config) { c.DialOverrides = map[string]string{"db.example:5432": "10.0.0.7:6432"} }, ""},
 		{"negative login budget", func(c *server.Config) { c.AuthFailures.PerKey = -1 }, "AuthFailures"},
 		{"identity without a server id", func(c *server.Config) { c.Identity = &server.IdentityConfig{Region: "eu-west-1"} }, "Identity.ServerID"},
 		{"identity with a bad endpoint", func(c *server.Config) {
