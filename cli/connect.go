@@ -13,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -205,10 +206,16 @@ func (c *ConnectCmd) listen(t contract.Target, state *stateStore) (net.Listener,
 }
 
 // listenError says why t could not listen on addr, the port chosen for
-// why: a port of one's own that is busy needs freeing or another --port;
-// one below 1024 needs privileges.
+// why: an --address this machine does not have needs another; a port of
+// one's own that is busy needs freeing or another --port; one below 1024
+// needs privileges.
 func (c *ConnectCmd) listenError(t contract.Target, addr string, port int, why string, err error) error {
+	var dnsErr *net.DNSError
 	switch {
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return fmt.Errorf("target %s cannot listen on %s: --address %s is not an address of this machine; pass one it has (the default is 127.0.0.1): %w", t.Name, addr, c.Address, err)
+	case errors.As(err, &dnsErr):
+		return fmt.Errorf("target %s cannot listen on %s: --address %s does not resolve; pass an IP address of this machine: %w", t.Name, addr, c.Address, err)
 	case port == 0:
 		return fmt.Errorf("listen for target %s on %s: %w", t.Name, addr, err)
 	case errors.Is(err, os.ErrPermission):

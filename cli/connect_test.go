@@ -66,6 +66,24 @@ func TestConnectBusyPortAdvice(t *testing.T) {
 	}
 }
 
+// An --address this machine does not have (192.0.2.1 is TEST-NET-1) is
+// not called busy, with or without a port of its own: the advice is an
+// address the machine has. Nothing is sent: the bind itself fails.
+func TestConnectForeignAddressAdvice(t *testing.T) {
+	t.Setenv("RDSPROXY_STATE_DIR", t.TempDir())
+	for _, args := range [][]string{{"--address", "192.0.2.1"}, {"--address", "192.0.2.1", "--port", "6543"}} {
+		c := parseConnect(t, args...)
+		_, _, err := c.listenTarget(discovery.Target{Name: "app"}, newStateStore(), "")
+		want := "target app cannot listen on 192.0.2.1:"
+		advice := "--address 192.0.2.1 is not an address of this machine; pass one it has (the default is 127.0.0.1): "
+		var ee *ExitError
+		if !errors.As(err, &ee) || ee.Code != ExitFailure || !strings.HasPrefix(err.Error(), want) ||
+			!strings.Contains(err.Error(), advice) || strings.Contains(err.Error(), "busy") {
+			t.Errorf("%q: %v; want exit 1, %q and %q", args, err, want, advice)
+		}
+	}
+}
+
 // --port 0 serves on any free port, even when the target has a port of
 // its own (here a busy one), prints that port, and does not replace the
 // port remembered for next time.
