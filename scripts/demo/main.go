@@ -110,38 +110,53 @@ func (d *demo) serve(ctx context.Context) error {
 		return err
 	}
 	d.printNext(envFile, srv.logPath, cli.logPath)
+	var gone *proc
+	var lost string
 	select {
 	case <-ctx.Done():
 		return nil
 	case <-srv.done:
-		if ctx.Err() != nil { // stopping anyway
-			return nil
-		}
-		return d.serverExited(srv, port)
+		gone, lost = srv, fmt.Sprintf("rdsproxy list, psql, token and env, and the demo's connect on port %s, all go\nthrough the server and now fail.", port)
+	case <-cli.done:
+		gone, lost = cli, fmt.Sprintf("psql on port %s, through the demo's connect, now fails.", port)
 	}
+	if ctx.Err() != nil { // stopping anyway
+		return nil
+	}
+	return d.exited(gone, lost)
 }
 
-// serverExited says that the server exited while the demo was up, keeps
-// its log outside the directory the demo removes, and returns the error
-// that ends the demo. It ends rather than restarts the server: a server
-// that exits on its own has crashed or been killed, and a demo that
-// quietly restarted it would hide what the user needs to see.
-func (d *demo) serverExited(srv *proc, clientPort string) error {
-	status := srv.cmd.ProcessState.String()
-	d.step("rdsproxy server exited (%s) while the demo was up", status)
-	kept := d.dir + "-server.log"
+// exited says that one of the demo's rdsproxy processes exited while the
+// demo was up and what that breaks, keeps its log outside the directory
+// the demo removes, and returns the error that ends the demo. It ends
+// rather than restarts the process: one that exits on its own has crashed
+// or been killed, and a demo that quietly restarted it would hide what
+// the user needs to see.
+func (d *demo) exited(p *proc, lost string) error {
+	status := p.cmd.ProcessState.String()
+	d.step("rdsproxy %s exited (%s) while the demo was up", p.name, status)
+	kept := d.dir + "-" + p.name + ".log"
 	logLine := "Its log is kept: " + kept
-	if err := os.Rename(srv.logPath, kept); err != nil {
+	if err := os.Rename(p.logPath, kept); err != nil {
 		logLine = fmt.Sprintf("Could not keep its log: %v", err)
 	} else if tail, err := lastLines(kept, 10); err == nil {
 		fmt.Fprintf(d.out, "The end of its log:\n%s", tail)
 	}
 	fmt.Fprintf(d.out, `%s
-PostgreSQL, the RDS IAM emulator, moto and the SSM endpoint were still up, but rdsproxy
-list, psql, token and env, and the demo's connect on port %s, all go through the server and
-now fail. Stopping everything and removing %s; run `+"`make demo`"+` to start again.
-`, logLine, clientPort, d.dir)
-	return fmt.Errorf("rdsproxy server exited: %s", status)
+%s Stopping everything and removing
+%s; run `+"`make demo`"+` to start again.
+`, logLine, lost, d.dir)
+	return fmt.Errorf("rdsproxy %s exited: %s", p.name, status)
+}
+
+// logTail is the end of p's log, for an error that ends the demo (which
+// removes the log with its directory).
+func logTail(p *proc) string {
+	tail, err := lastLines(p.logPath, 10)
+	if err != nil {
+		return err.Error()
+	}
+	return tail
 }
 
 // lastLines returns the last n lines of the file at path, indented.
@@ -165,9 +180,9 @@ func (d *demo) startServer(ctx context.Context, serverAddr, adminAddr string) (*
 	if err != nil {
 		return nil, err
 	}
-	if err := waitReady(ctx, "http://"+adminAddr+"/readyz"); err != nil {
+	if err := waitReady(ctx, "http://"+adminAddr+"/readyz", srv.done); err != nil {
 		srv.stop()
-		return nil, fmt.Errorf("server not ready (log: %s): %w", srv.logPath, err)
+		return nil, fmt.Errorf("rdsproxy server not ready: %w (%s); the end of its log:\n%s", err, srv.cmd.ProcessState, logTail(srv))
 	}
 	return srv, nil
 }

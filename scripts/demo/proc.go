@@ -19,6 +19,7 @@ import (
 
 // proc is a child process whose output goes to a log file.
 type proc struct {
+	name    string // the rdsproxy command: server, connect
 	cmd     *exec.Cmd
 	logPath string
 	done    chan struct{}
@@ -46,7 +47,7 @@ func startTee(dir, name, bin string, env []string, tee io.Writer, args ...string
 		f.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &proc{cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	p := &proc{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
 	go func() {
 		cmd.Wait()
 		f.Close()
@@ -78,7 +79,7 @@ func (d *demo) startConnect(ctx context.Context, env []string, args ...string) (
 	case <-block.done:
 		return p, block.String(), nil
 	case <-p.done:
-		err = fmt.Errorf("rdsproxy connect exited (log: %s)", p.logPath)
+		err = fmt.Errorf("rdsproxy connect exited (%s); the end of its log:\n%s", p.cmd.ProcessState, logTail(p))
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
@@ -130,8 +131,9 @@ func freeAddr() string {
 	return ln.Addr().String()
 }
 
-// waitReady polls a readiness URL until it answers 200.
-func waitReady(ctx context.Context, url string) error {
+// waitReady polls a readiness URL until it answers 200, for at most a
+// minute, or until exited closes (the process that should answer ended).
+func waitReady(ctx context.Context, url string, exited <-chan struct{}) error {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		err := ready(url)
@@ -141,7 +143,11 @@ func waitReady(ctx context.Context, url string) error {
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return err
 		}
-		time.Sleep(100 * time.Millisecond)
+		select {
+		case <-exited:
+			return errors.New("it exited before it was ready")
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }
 
