@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/rdsproxy/rdsproxy/discovery"
 	"github.com/rdsproxy/rdsproxy/internal/sandbox"
 	"github.com/rdsproxy/rdsproxy/server"
 )
@@ -101,33 +102,70 @@ func TestOrphanedStatementCancelled(t *testing.T) {
 	if err := polite.Close(context.Background()); err != nil { // sends Terminate
 		t.Fatal(err)
 	}
-	// psql, killed: no Terminate, and no cancel of its own (pgx sends one
-	// when its socket breaks mid-query).
-	const stmt = "SET client_connection_check_interval = 0; SELECT pg_sleep(61)"
 	host, port := splitAddr(t, st.local["app"])
-	cmd := exec.Command("psql", "-X", "-At", "-c", stmt)
-	cmd.Env = append(cmd.Environ(), "PGHOST="+host, "PGPORT="+port, "PGUSER="+sandbox.UserIAM, "PGDATABASE=app", "PGSSLMODE=disable")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 20*time.Second, "pg_sleep running", func() bool { return statementRunning(t, stmt) })
-	if got := orphaned(); got != 0 {
-		t.Fatalf("%v orphan cancels before any client left without a goodbye (one closed politely)", got)
-	}
-	cmd.Process.Kill()
-	cmd.Wait()
-	waitFor(t, 20*time.Second, "the orphaned statement cancelled", func() bool {
-		return !statementRunning(t, stmt) && orphaned() > 0 // counted once PostgreSQL closed the cancel's connection
-	})
-	if got := orphaned(); got != 1 {
-		t.Fatalf("rdsproxy_cancel_requests_total{result=\"orphaned\"} = %v, want 1", got)
-	}
+	killPsqlMidStatement(t, orphaned, "PGHOST="+host, "PGPORT="+port, "PGUSER="+sandbox.UserIAM, "PGDATABASE=app", "PGSSLMODE=disable")
 	// The audit says which session's statement was cancelled, and only that one.
 	lines := waitAuditLines(t, audit, 2)
 	for i, want := range []any{nil, true} {
 		if got := lines[i]["orphan_cancel"]; got != want {
 			t.Errorf("audit line %d: orphan_cancel %v, want %v: %v", i, got, want, lines[i])
 		}
+	}
+}
+
+// The same when neither hop uses TLS: a plaintext client straight to the
+// server, and a static target with tls: disable. Both of the server's
+// connections are then TCP, which the relay would splice, and it used to:
+// the server saw no tail and sent no cancel.
+func TestOrphanedStatementCancelledPlaintext(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	plain := discovery.Target{Name: "plaintext", Endpoint: "plaintext.sandbox.internal:5432",
+		Auth: discovery.AuthPassthrough, TLS: discovery.TLSDisable, Database: sandbox.DatabaseApp, Source: "static"}
+	st := startStack(t, withTargets(t, []discovery.Target{plain}, map[string]string{plain.Endpoint: sb.pg.Addr()}),
+		func(c *server.Config) { c.Metrics = server.NewMetrics(reg) })
+	orphaned := func() float64 {
+		return counterValue(t, reg, "rdsproxy_cancel_requests_total", "result", "orphaned")
+	}
+	host, port := splitAddr(t, st.serverAddr)
+	killPsqlMidStatement(t, orphaned, "PGHOST="+host, "PGPORT="+port, "PGUSER="+sandbox.UserPassword,
+		"PGPASSWORD="+sandbox.PasswordOfPW, "PGDATABASE=app", "PGSSLMODE=disable", "PGOPTIONS=-c rdsproxy.target=plaintext")
+}
+
+// killPsqlMidStatement runs a psql (with env) whose statement sleeps,
+// kills it mid-statement, and waits for the server to cancel the
+// statement: orphaned counts the server's orphan cancels. psql, killed,
+// sends no Terminate and no cancel of its own (pgx would send one when its
+// socket breaks mid-query).
+func killPsqlMidStatement(t *testing.T, orphaned func() float64, env ...string) {
+	t.Helper()
+	const stmt = "SET client_connection_check_interval = 0; SELECT pg_sleep(61)"
+	cmd := exec.Command("psql", "-X", "-At", "-c", stmt)
+	cmd.Env = append(cmd.Environ(), env...)
+	out := &logBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	waitFor(t, 20*time.Second, "pg_sleep running", func() bool {
+		select {
+		case <-exited:
+			t.Fatalf("psql exited before its statement ran: %s", out.String())
+		default:
+		}
+		return statementRunning(t, stmt)
+	})
+	if got := orphaned(); got != 0 {
+		t.Fatalf("%v orphan cancels before any client left without a goodbye", got)
+	}
+	cmd.Process.Kill()
+	<-exited
+	waitFor(t, 20*time.Second, "the orphaned statement cancelled", func() bool {
+		return !statementRunning(t, stmt) && orphaned() > 0 // counted once PostgreSQL closed the cancel's connection
+	})
+	if got := orphaned(); got != 1 {
+		t.Fatalf("rdsproxy_cancel_requests_total{result=\"orphaned\"} = %v, want 1", got)
 	}
 }
 

@@ -4,7 +4,8 @@
 // propagated so that a client that goes away ends its upstream promptly.
 //
 // When both ends are *net.TCPConn, io.Copy uses splice(2) and no user-space
-// buffer. Otherwise each direction borrows a pooled buffer. A Session can
+// buffer, except where the owner must see the bytes (Options). Otherwise
+// each direction borrows a pooled buffer. A Session can
 // also follow the PostgreSQL message framing of the stream towards a (the
 // client) so that its owner can end it with a final message written between
 // two backend messages, never inside one.
@@ -51,10 +52,11 @@ type Options struct {
 	// rows that arrive a buffer at a time are written in large chunks.
 	FrameToA bool
 	// EndedToB, when set, is called when a's stream has ended the copy
-	// a→b (EOF, a read error, or Stop), with the last bytes written to b:
-	// up to TailLen, or nil when the copy used splice(2) and kept none.
-	// The owner can tell from them how a's stream ended: a PostgreSQL
-	// client that says goodbye ends with a Terminate message. It is not
+	// a→b (EOF, a read error, or Stop), with the last bytes written to b,
+	// up to TailLen; the copy a→b then never uses splice(2), which would
+	// move them unseen. The owner can tell from them how a's stream
+	// ended: a PostgreSQL client that says goodbye ends with a Terminate
+	// message. It is not
 	// called when the copy ended because b's side ended first (the
 	// session then closes a) or a write to b failed. It runs on the
 	// copy's goroutine; Run waits for it.
@@ -336,7 +338,7 @@ func (c *chunkReader) close() {
 }
 
 // pipe copies src to dst after writing pending, then half-closes dst. A
-// non-nil t keeps the last bytes written, unless the copy splices.
+// non-nil t keeps the last bytes written.
 func pipe(dst, src net.Conn, pending []byte, t *tail) (int64, error) {
 	var n int64
 	if len(pending) > 0 {
@@ -358,13 +360,11 @@ func pipe(dst, src net.Conn, pending []byte, t *tail) (int64, error) {
 }
 
 // copyConn copies src to dst until EOF: splice(2) between two TCP
-// connections (t then learns nothing), else coalesced chunks.
+// connections unless t must see the bytes, else coalesced chunks.
 func copyConn(dst, src net.Conn, t *tail) (int64, error) {
-	if d, ok := dst.(*net.TCPConn); ok {
+	if d, ok := dst.(*net.TCPConn); ok && t == nil {
 		if s, ok := src.(*net.TCPConn); ok {
-			n, err := d.ReadFrom(s) // splice
-			t.spliced(err)
-			return n, err
+			return d.ReadFrom(s) // splice
 		}
 	}
 	cr := newChunkReader(src)
@@ -397,7 +397,6 @@ func copyConn(dst, src net.Conn, t *tail) (int64, error) {
 type tail struct {
 	b        [TailLen]byte
 	n        int
-	blind    bool // the bytes went by unseen (splice)
 	srcEnded bool // the source's EOF or read error ended the copy, not a close by the session
 }
 
@@ -421,21 +420,8 @@ func (t *tail) ended(err error) {
 	}
 }
 
-// spliced records a copy that splice(2) made, which err ended: its bytes
-// went by unseen.
-func (t *tail) spliced(err error) {
-	if t != nil {
-		t.blind, t.srcEnded = true, !isClosed(err)
-	}
-}
-
-// bytes returns the tail, or nil when it is unknown.
-func (t *tail) bytes() []byte {
-	if t.blind {
-		return nil
-	}
-	return t.b[:t.n]
-}
+// bytes returns the tail.
+func (t *tail) bytes() []byte { return t.b[:t.n] }
 
 // closeWrite half-closes conn when it can, else closes it.
 func closeWrite(c net.Conn) error {
