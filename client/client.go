@@ -111,25 +111,27 @@ func New(cfg Config) (*Proxy, error) {
 	return p, nil
 }
 
-// Serve accepts local connections on ln until ctx ends, then closes ln and
-// every open connection and returns when all have finished. Running out
-// of file descriptors pauses accepting; it does not end Serve.
-// A stop that closes connections says so: their clients see only a
-// closed connection (the server cancels what they were running).
+// Serve accepts local connections on ln until ctx ends, then closes ln,
+// ends every open connection and returns when all have finished. A
+// connection past its startup hears why (FATAL 57P01, between two of the
+// server's messages when it can), one still starting is closed. Running
+// out of file descriptors pauses accepting; it does not end Serve. A stop
+// that ends connections says how many (the server cancels what they were
+// running).
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	var wg sync.WaitGroup
-	var closed atomic.Int64 // connections the stop closed
+	var ended atomic.Int64 // connections the stop ended
 	err := accept.Serve(ctx, ln, p.log, func(c net.Conn) {
 		wg.Go(func() {
 			defer c.Close()
-			unwatch := context.AfterFunc(ctx, func() { closed.Add(1); c.Close() })
-			defer unwatch()
-			p.handle(ctx, c)
+			if p.handle(ctx, c) {
+				ended.Add(1)
+			}
 		})
 	})
 	wg.Wait()
-	if n := closed.Load(); n > 0 {
-		p.log.Warn("stopped: closed open connections; the server cancels the statements they were running", "connections", n)
+	if n := ended.Load(); n > 0 {
+		p.log.Warn("stopped: ended open connections; the server cancels the statements they were running", "connections", n)
 	}
 	if err != nil {
 		return fmt.Errorf("local listener: %w", err)

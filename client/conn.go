@@ -20,8 +20,44 @@ import (
 // authentication request or an ErrorResponse).
 const maxServerReply = 64 << 10
 
-// handle owns one local connection.
-func (p *Proxy) handle(ctx context.Context, raw net.Conn) {
+// handle owns one local connection until it ends, and reports whether
+// the end of ctx (the stop) ended it: a connection still starting is
+// closed, a relayed one hears why first (stopError).
+func (p *Proxy) handle(ctx context.Context, raw net.Conn) (stopped bool) {
+	unwatch := context.AfterFunc(ctx, func() { raw.Close() })
+	local, stream, joins, user := p.startup(ctx, raw)
+	defer joins.stop()
+	if !unwatch() { // the stop closed raw during the startup
+		if stream != nil {
+			stream.Close()
+		}
+		return true
+	}
+	if stream == nil {
+		return false
+	}
+	local.SetDeadline(time.Time{})
+	stream.SetDeadline(time.Time{})
+	r := relay.New(local, stream, relay.Options{FrameToA: true})
+	unstop := context.AfterFunc(ctx, func() { r.Stop(stopMessage) })
+	defer unstop()
+	res := r.Run(nil, nil)
+	p.log.Debug("connection closed", "user", user, "bytes_sent", res.ToB, "bytes_received", res.ToA)
+	return res.Stopped
+}
+
+// stopMessage ends the relayed connections of a connect that stops, so
+// that psql and drivers say why instead of "server closed the connection
+// unexpectedly". 57P01 is what PostgreSQL sends when an administrator
+// ends a session; pools reconnect on it.
+var stopMessage = pgwire.Errorf(pgwire.CodeAdminShutdown, contract.ReasonShutdown,
+	"rdsproxy: terminating connection because rdsproxy connect is stopping").
+	WithHint("Start rdsproxy connect again, then reconnect.").AppendTo(nil)
+
+// startup negotiates the local connection and opens its stream to the
+// server, answering the client itself when that fails. A nil stream means
+// the connection has ended (a refusal, or a cancel request forwarded).
+func (p *Proxy) startup(ctx context.Context, raw net.Conn) (local, stream net.Conn, joins *joining, user string) {
 	raw.SetDeadline(time.Now().Add(p.cfg.StartupTimeout))
 	n := pgwire.Negotiation{TLS: p.cfg.LocalTLS, MaxStartupSize: p.cfg.MaxStartupSize}
 	local, st, err := n.Negotiate(raw)
@@ -38,26 +74,23 @@ func (p *Proxy) handle(ctx context.Context, raw net.Conn) {
 			err = fmt.Errorf("%w (the local listener accepts TLS only after an SSLRequest)", err)
 		}
 		p.log.Log(ctx, level, "local connection closed during startup", "remote", raw.RemoteAddr().String(), "err", err)
-		return
+		return nil, nil, nil, ""
 	}
 	if st.Kind == pgwire.KindCancel {
 		p.forwardCancel(ctx, st.Cancel)
-		return
+		return nil, nil, nil, ""
 	}
-	stream, joins, err := p.open(ctx, local, st)
-	defer joins.stop()
+	user = userOf(st)
+	stream, joins, err = p.open(ctx, local, st)
 	if err != nil {
 		var pe *pgwire.Error
 		if errors.As(err, &pe) {
 			pe.Send(local)
 		}
-		p.log.Warn("connection failed", "user", userOf(st), "err", err)
-		return
+		p.log.Warn("connection failed", "user", user, "err", err)
+		return nil, nil, joins, user
 	}
-	local.SetDeadline(time.Time{})
-	stream.SetDeadline(time.Time{})
-	res := relay.Relay(local, stream, nil, nil)
-	p.log.Debug("connection closed", "user", userOf(st), "bytes_sent", res.ToB, "bytes_received", res.ToA)
+	return local, stream, joins, user
 }
 
 // open dials the server, sends the startup (and the token, for IAM

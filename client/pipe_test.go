@@ -599,7 +599,7 @@ func (l *logBuffer) String() string {
 }
 
 // Stopping `rdsproxy connect` (Ctrl-C) with connections open says how many
-// it closed, since their clients see only a closed connection; a stop
+// it ended (the server cancels what they ran); a stop
 // with none open says nothing.
 func TestStopSaysWhatItClosed(t *testing.T) {
 	for _, open := range []int{0, 2} {
@@ -621,7 +621,7 @@ func TestStopSaysWhatItClosed(t *testing.T) {
 		if err := stop(); err != nil {
 			t.Fatalf("Serve: %v", err)
 		}
-		said := strings.Contains(logs.String(), fmt.Sprintf("stopped: closed open connections; the server cancels the statements they were running\" target=plain connections=%d", open))
+		said := strings.Contains(logs.String(), fmt.Sprintf("stopped: ended open connections; the server cancels the statements they were running\" target=plain connections=%d", open))
 		if said != (open > 0) || open == 0 && strings.Contains(logs.String(), "stopped") {
 			t.Fatalf("%d open at the stop; logs:\n%s", open, logs.String())
 		}

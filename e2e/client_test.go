@@ -98,10 +98,32 @@ func TestConnectTwoTargetsOverOneSSMTunnel(t *testing.T) {
 	if started := world.SSM.Stats().SessionsStarted - before; started != 1 {
 		t.Errorf("%d SSM sessions for two targets, want one tunnel", started)
 	}
+	// Connections open at the Ctrl-C hear why they end (57P01 naming
+	// connect), not "server closed the connection unexpectedly": a busy
+	// psql at once, an idle pgx at its next query.
+	idle, err := pgx.Connect(context.Background(), got[0].DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close(context.Background())
+	conninfo := strings.TrimSuffix(strings.TrimPrefix(got[1].Psql, `psql "`), `"`)
+	busy := exec.Command("psql", "-X", "-At", conninfo, "-c", "SELECT pg_sleep(30)")
+	busyOut := &logBuffer{}
+	busy.Stdout, busy.Stderr = busyOut, busyOut
+	if err := busy.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "pg_sleep running", func() bool { return sleepingIn(t, world, "pg_sleep(30)") })
 	cmd.Process.Signal(syscall.SIGINT)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("connect after Ctrl-C: %v", err)
 	}
+	const why = "terminating connection because rdsproxy connect is stopping"
+	if err := busy.Wait(); err == nil || !strings.Contains(busyOut.String(), "FATAL:  rdsproxy: "+why) {
+		t.Errorf("psql running a query at the Ctrl-C: %v\n%s", err, busyOut.String())
+	}
+	_, err = idle.Exec(context.Background(), "SELECT 1")
+	pgErr(t, err, "57P01", why)
 	waitFor(t, 10*time.Second, "TerminateSession", func() bool { return world.SSM.Stats().TerminateCalls > 0 })
 
 	// Restarted, both targets come back on the same ports.
