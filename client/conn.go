@@ -22,7 +22,7 @@ const maxServerReply = 64 << 10
 
 // handle owns one local connection until it ends, and reports whether
 // the end of ctx (the stop) ended it: a connection still starting is
-// closed, a relayed one hears why first (stopError).
+// closed, a relayed one hears why first (stopMessage).
 func (p *Proxy) handle(ctx context.Context, raw net.Conn) (stopped bool) {
 	unwatch := context.AfterFunc(ctx, func() { raw.Close() })
 	local, stream, joins, user := p.startup(ctx, raw)
@@ -39,7 +39,7 @@ func (p *Proxy) handle(ctx context.Context, raw net.Conn) (stopped bool) {
 	local.SetDeadline(time.Time{})
 	stream.SetDeadline(time.Time{})
 	r := relay.New(local, stream, relay.Options{FrameToA: true})
-	unstop := context.AfterFunc(ctx, func() { r.Stop(stopMessage) })
+	unstop := context.AfterFunc(ctx, func() { r.Stop(stopMessage()) })
 	defer unstop()
 	res := r.Run(nil, nil)
 	p.log.Debug("connection closed", "user", user, "bytes_sent", res.ToB, "bytes_received", res.ToA)
@@ -50,9 +50,11 @@ func (p *Proxy) handle(ctx context.Context, raw net.Conn) (stopped bool) {
 // that psql and drivers say why instead of "server closed the connection
 // unexpectedly". 57P01 is what PostgreSQL sends when an administrator
 // ends a session; pools reconnect on it.
-var stopMessage = pgwire.Errorf(pgwire.CodeAdminShutdown, contract.ReasonShutdown,
-	"rdsproxy: terminating connection because rdsproxy connect is stopping").
-	WithHint("Start rdsproxy connect again, then reconnect.").AppendTo(nil)
+func stopMessage() []byte {
+	return pgwire.Errorf(pgwire.CodeAdminShutdown, contract.ReasonShutdown,
+		"rdsproxy: terminating connection because rdsproxy connect is stopping").
+		WithHint("Start rdsproxy connect again, then reconnect.").AppendTo(nil)
+}
 
 // startup negotiates the local connection and opens its stream to the
 // server, answering the client itself when that fails. A nil stream means
