@@ -69,3 +69,16 @@ func (f *framer) midRows() bool {
 
 // atBoundary reports whether the stream so far ends with a whole message.
 func (f *framer) atBoundary() bool { return !f.broken && f.hdrN == 0 && f.remaining == 0 }
+
+// toBoundary is how many more bytes end the message the stream is inside:
+// 0 at a boundary or when the framing is broken, else the rest of a cut
+// header (the body's length is known only after it) or of the body.
+func (f *framer) toBoundary() int {
+	switch {
+	case f.broken:
+		return 0
+	case f.hdrN > 0:
+		return headerLen - f.hdrN
+	}
+	return f.remaining
+}

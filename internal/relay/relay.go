@@ -28,8 +28,10 @@ const bufSize = 16 << 10
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
 
-// stopWriteGrace bounds a write to a client that stops reading after Stop.
-const stopWriteGrace = 2 * time.Second
+// defaultStopGrace bounds, from Stop, the wait for the end of the message the
+// stream towards a is inside and the writes to a client that stops
+// reading.
+const defaultStopGrace = 2 * time.Second
 
 // errStopped ends the copy loops after Stop.
 var errStopped = errors.New("relay stopped by its owner")
@@ -68,16 +70,19 @@ const TailLen = 5
 
 // Session relays between a and b until both directions end or Stop.
 type Session struct {
-	a, b     net.Conn
-	opts     Options
-	holdFor  time.Duration // see hold
-	stopping atomic.Bool
-	final    atomic.Pointer[[]byte]
+	a, b      net.Conn
+	opts      Options
+	holdFor   time.Duration // see hold
+	stopGrace time.Duration // see defaultStopGrace
+	stopping  atomic.Bool
+	final     atomic.Pointer[[]byte]
+	stopAt    time.Time     // when Stop began; read after stopSet closes
+	stopSet   chan struct{} // closed once Stop has set its deadlines
 }
 
 // New prepares a session; Run starts it.
 func New(a, b net.Conn, opts Options) *Session {
-	return &Session{a: a, b: b, opts: opts, holdFor: defaultHoldFor}
+	return &Session{a: a, b: b, opts: opts, holdFor: defaultHoldFor, stopGrace: defaultStopGrace, stopSet: make(chan struct{})}
 }
 
 // Relay runs a plain session: see Session.Run.
@@ -133,17 +138,19 @@ func (s *Session) Run(pendingToB, pendingToA []byte) Result {
 
 // Stop ends the session: final (e.g. a FATAL ErrorResponse) is written to
 // a at the next message boundary of the b→a stream, then both sides close.
-// Without FrameToA, or when the stream is not at a boundary by the time b
-// goes quiet, the session closes without final. Stop does not wait.
+// A message the stream is inside is forwarded to its end first, if that
+// arrives within defaultStopGrace; otherwise, and without FrameToA, the session
+// closes without final. Stop does not wait.
 func (s *Session) Stop(final []byte) {
 	s.final.Store(&final)
 	if s.stopping.Swap(true) {
 		return
 	}
-	now := time.Now()
-	s.a.SetReadDeadline(now)
-	s.b.SetReadDeadline(now)
-	s.a.SetWriteDeadline(now.Add(stopWriteGrace))
+	s.stopAt = time.Now()
+	s.a.SetReadDeadline(s.stopAt)
+	s.b.SetReadDeadline(s.stopAt)
+	s.a.SetWriteDeadline(s.stopAt.Add(s.stopGrace))
+	close(s.stopSet)
 }
 
 // BufferedReader is a connection that can also hand over, without
@@ -196,10 +203,7 @@ func (s *Session) toA(pending []byte) (int64, error) {
 			}
 		}
 		if s.stopping.Load() {
-			if f.atBoundary() {
-				s.a.Write(*s.final.Load())
-			}
-			return n, errStopped
+			return n, s.finish(&f, write)
 		}
 		if rerr == io.EOF {
 			return n, closeWrite(s.a)
@@ -208,6 +212,43 @@ func (s *Session) toA(pending []byte) (int64, error) {
 			return n, rerr
 		}
 	}
+}
+
+// finish ends the copy b→a after Stop: the rest of the message the stream
+// is inside is forwarded if it arrives within the grace Stop gave, then
+// final is written at the boundary. It returns errStopped.
+func (s *Session) finish(f *framer, write func([]byte) error) error {
+	<-s.stopSet
+	if !f.atBoundary() {
+		s.b.SetReadDeadline(s.stopAt.Add(s.stopGrace))
+		if err := s.completeMessage(f, write); err != nil {
+			return errStopped
+		}
+	}
+	if f.atBoundary() {
+		s.a.Write(*s.final.Load())
+	}
+	return errStopped
+}
+
+// completeMessage forwards from b to a exactly the bytes that end the
+// message the stream is inside, and nothing after them.
+func (s *Session) completeMessage(f *framer, write func([]byte) error) error {
+	buf := bufPool.Get().(*[]byte)
+	defer bufPool.Put(buf)
+	for need := f.toBoundary(); need > 0; need = f.toBoundary() {
+		r, err := s.b.Read((*buf)[:min(need, len(*buf))])
+		f.feed((*buf)[:r])
+		if r > 0 {
+			if werr := write((*buf)[:r]); werr != nil {
+				return werr
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // defaultHoldFor bounds how long a chunk that ends inside a query's rows or

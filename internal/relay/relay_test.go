@@ -96,8 +96,24 @@ func TestStopAtBoundary(t *testing.T) {
 			t.Fatalf("result %+v", res)
 		}
 	})
-	t.Run("mid-message session closes without it", func(t *testing.T) {
+	t.Run("mid-message session gets the message's end, then it", func(t *testing.T) {
 		client, upstream, sess, done := proxied(t, Options{FrameToA: true}, nil, nil)
+		whole := msg('D', "a long data row")
+		upstream.Write(whole[:3]) // inside the header
+		readN(t, client, 3)
+		sess.Stop(final)
+		upstream.Write(whole[3:8])
+		time.Sleep(10 * time.Millisecond) // a separate read, most of the time
+		upstream.Write(slices.Concat(whole[8:], msg('D', "the next row, never sent")))
+		rest, _ := io.ReadAll(client)
+		if want := slices.Concat(whole[3:], final); !bytes.Equal(rest, want) {
+			t.Fatalf("client got %q after Stop, want %q", rest, want)
+		}
+		<-done
+	})
+	t.Run("a message that does not end within the grace closes without it", func(t *testing.T) {
+		client, upstream, sess, done := proxied(t, Options{FrameToA: true}, nil, nil)
+		sess.stopGrace = 50 * time.Millisecond
 		whole := msg('D', "a long data row")
 		upstream.Write(whole[:8])
 		readN(t, client, 8)
@@ -105,6 +121,32 @@ func TestStopAtBoundary(t *testing.T) {
 		rest, _ := io.ReadAll(client)
 		if len(rest) != 0 {
 			t.Fatalf("client got %q inside a message", rest)
+		}
+		<-done
+	})
+	t.Run("a streaming result ends with whole rows, then it", func(t *testing.T) {
+		client, upstream, sess, done := proxied(t, Options{FrameToA: true}, nil, nil)
+		row := msg('D', strings.Repeat("r", 3000))
+		go func() { // the database sends rows until the session closes
+			for {
+				if _, err := upstream.Write(row); err != nil {
+					return
+				}
+			}
+		}()
+		readN(t, client, 100<<10)
+		sess.Stop(final)
+		client.SetReadDeadline(time.Now().Add(10 * time.Second))
+		rest, err := io.ReadAll(client)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// What followed the first 100 KiB: the rest of a row, whole rows, final.
+		cut := len(row) - (100<<10)%len(row)
+		body := rest[cut : len(rest)-len(final)]
+		if !bytes.Equal(rest[len(rest)-len(final):], final) || len(body)%len(row) != 0 ||
+			!bytes.Equal(body, bytes.Repeat(row, len(body)/len(row))) {
+			t.Fatalf("after Stop the client got %d bytes ending %q; want whole rows, then %q", len(rest), rest[max(0, len(rest)-20):], final)
 		}
 		<-done
 	})
