@@ -13,7 +13,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -212,7 +211,7 @@ func (c *ConnectCmd) listen(t contract.Target, state *stateStore) (net.Listener,
 func (c *ConnectCmd) listenError(t contract.Target, addr string, port int, why string, err error) error {
 	var dnsErr *net.DNSError
 	switch {
-	case errors.Is(err, syscall.EADDRNOTAVAIL):
+	case errors.Is(err, errAddrNotAvail):
 		return fmt.Errorf("target %s cannot listen on %s: --address %s is not an address of this machine; pass one it has (the default is 127.0.0.1): %w", t.Name, addr, c.Address, err)
 	case errors.As(err, &dnsErr):
 		return fmt.Errorf("target %s cannot listen on %s: --address %s does not resolve; pass an IP address of this machine: %w", t.Name, addr, c.Address, err)

@@ -159,7 +159,7 @@ func (c Config) Validate() error {
 			return &ConfigError{"DialOverrides", fmt.Sprintf("%s=%s: %v", endpoint, addr, err)}
 		}
 		if _, _, err := discovery.SplitEndpoint(addr); err != nil {
-			return &ConfigError{"DialOverrides", fmt.Sprintf("%s=%s: the address to dial: %v", endpoint, addr, err)}
+			return &ConfigError{"DialOverrides", fmt.Sprintf("%s=%s: the address to dial must be host:port, with a port from 1 to 65535", endpoint, addr)}
 		}
 	}
 	if c.Identity != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,7 +26,7 @@ func TestDemoEndsWhenItsProcessExits(t *testing.T) {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	for _, tt := range []struct{ name, lost string }{
-		{"server", "now fail"},
+		{"server", "through the server and now fail."},
 		{"connect", "through the demo's connect, now fails"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -78,5 +79,21 @@ func TestDemoEndsWhenItsProcessExits(t *testing.T) {
 				t.Errorf("demo directory %s left behind: %v", dir, err)
 			}
 		})
+	}
+}
+
+// A server that exits before it is ready ends the wait for its readiness
+// with that news, not a minute later with a connection error.
+func TestWaitReadyNoticesExit(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + ln.Addr().String() + "/readyz"
+	ln.Close() // nothing answers there
+	exited := make(chan struct{})
+	close(exited)
+	if err := waitReady(t.Context(), url, exited); err == nil || !strings.Contains(err.Error(), "exited before it was ready") {
+		t.Fatalf("waitReady: %v, want the process's exit", err)
 	}
 }
