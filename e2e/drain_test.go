@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -18,7 +19,8 @@ import (
 // TLS hop (the server tracks the accepted socket, not the TLS connection
 // over it) and striped over SSM sessions (every stripe, not only the
 // first). A session that finishes within the drain time ends normally;
-// one that does not gets 57P01, written through the same hop.
+// one that does not gets 57P01, written through the same hop, also in the
+// middle of a COPY out.
 func TestDrainLetsSessionsFinish(t *testing.T) {
 	cert, err := sb.ca.Issue("rdsproxy.sandbox.internal")
 	if err != nil {
@@ -57,10 +59,15 @@ func TestDrainLetsSessionsFinish(t *testing.T) {
 			ctx := context.Background()
 			short := connectLocal(t, local, sandbox.UserIAM)
 			long := connectLocal(t, local, sandbox.UserIAM)
-			shortDone := make(chan error, 1)
+			copying := connectLocal(t, local, sandbox.UserIAM)
+			shortDone, copyDone := make(chan error, 1), make(chan error, 1)
 			go func() {
 				_, err := short.Exec(ctx, "SELECT pg_sleep(1.5)")
 				shortDone <- err
+			}()
+			go func() { // rows streaming at the drain deadline, PostgreSQL's 8 KiB flushes cutting them anywhere
+				_, err := copying.PgConn().CopyTo(ctx, io.Discard, "COPY (SELECT i, repeat('x', 100), CASE WHEN i % 100 = 0 THEN pg_sleep(0.01) END FROM generate_series(1, 100000) i) TO STDOUT")
+				copyDone <- err
 			}()
 			time.Sleep(300 * time.Millisecond) // the short query is running
 			stop()
@@ -69,6 +76,7 @@ func TestDrainLetsSessionsFinish(t *testing.T) {
 			}
 			_, err := long.Exec(ctx, "SELECT pg_sleep(30)")
 			pgErr(t, err, "57P01", "server is shutting down")
+			pgErr(t, <-copyDone, "57P01", "server is shutting down") // the row it was in finished first
 		})
 	}
 }
