@@ -76,7 +76,8 @@ func (s *binaryServer) readyz() int {
 }
 
 // SIGTERM: readiness goes false at once; a session that ends within the
-// drain time ends normally; one that does not gets 57P01; exit status 0.
+// drain time ends normally; one that does not gets 57P01 and its statement
+// cancelled; exit status 0.
 func TestBinarySIGTERMDrain(t *testing.T) {
 	world := startTestWorld(t)
 	s := startBinaryServer(t, world, "--drain-timeout", "3s")
@@ -97,8 +98,9 @@ func TestBinarySIGTERMDrain(t *testing.T) {
 	if err := <-shortDone; err != nil {
 		t.Fatalf("a session finishing within the drain time failed: %v", err)
 	}
-	_, err := long.Exec(ctx, "SELECT pg_sleep(30)")
+	_, err := long.Exec(ctx, "SET client_connection_check_interval = 0; SELECT pg_sleep(30)")
 	pgErr(t, err, "57P01", "server is shutting down")
+	waitFor(t, 10*time.Second, "the drained session's statement cancelled", func() bool { return !sleepingIn(t, world, "pg_sleep(30)") })
 	select {
 	case <-s.done:
 		if s.err != nil {

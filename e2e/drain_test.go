@@ -74,8 +74,12 @@ func TestDrainLetsSessionsFinish(t *testing.T) {
 			if err := <-shortDone; err != nil {
 				t.Fatalf("a session finishing within the drain time failed: %v", err)
 			}
-			_, err := long.Exec(ctx, "SELECT pg_sleep(30)")
+			const longStmt = "SET client_connection_check_interval = 0; SELECT pg_sleep(30)"
+			_, err := long.Exec(ctx, longStmt)
 			pgErr(t, err, "57P01", "server is shutting down")
+			// ...and its statement is cancelled, not left running: PostgreSQL
+			// does not look for the closed socket here (the check interval is 0).
+			waitFor(t, 10*time.Second, "the drained session's statement cancelled", func() bool { return !statementRunning(t, longStmt) })
 			pgErr(t, <-copyDone, "57P01", "server is shutting down") // the row it was in finished first
 		})
 	}

@@ -116,7 +116,10 @@ func (s *Session) Run(pendingToB, pendingToA []byte) Result {
 			t = &tail{}
 		}
 		n, err := pipe(s.b, s.a, pendingToB, t)
-		if t != nil && t.srcEnded {
+		// After Stop, a's read ends with Stop's deadline or, when the b→a
+		// loop has already closed a, with the close: a's stream ended
+		// either way.
+		if t != nil && (t.srcEnded || s.stopping.Load()) {
 			s.opts.EndedToB(t.bytes())
 		}
 		res.ToB = n

@@ -397,6 +397,37 @@ func TestTailAcrossChunks(t *testing.T) {
 	}
 }
 
+// Stop ends the client's stream too: EndedToB hears its tail every time,
+// whether a's read ended with Stop's deadline or with the close of a that
+// follows the final message (a race the real binary's drain lost, so no
+// cancel reached the statement still running).
+func TestEndedToBAfterStop(t *testing.T) {
+	for i := range 50 {
+		client, a := tcpPair(t)
+		b, upstream := tcpPair(t)
+		ended := make(chan []byte, 1)
+		sess := New(a, unspliced{b}, Options{FrameToA: true, EndedToB: func(tail []byte) { ended <- bytes.Clone(tail) }})
+		done := make(chan Result, 1)
+		go func() { done <- sess.Run(nil, nil) }()
+		client.Write(msg('Q', "SELECT pg_sleep(30)\x00"))
+		readN(t, upstream, 25)
+		sess.Stop(msg('E', "bye"))
+		if res := <-done; !res.Stopped {
+			t.Fatalf("run %d: result %+v", i, res)
+		}
+		select {
+		case tail := <-ended:
+			if string(tail) != "(30)\x00" {
+				t.Fatalf("run %d: tail %q", i, tail)
+			}
+		default:
+			t.Fatalf("run %d: EndedToB not called after Stop", i)
+		}
+		client.Close()
+		upstream.Close()
+	}
+}
+
 // When the upstream ends the session first, the client's stream did not
 // end, so EndedToB is not called: the owner must not take the session's
 // close of a for the client's end.
