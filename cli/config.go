@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/alecthomas/kong"
 	"go.yaml.in/yaml/v3"
@@ -135,6 +136,10 @@ func (r *fileResolver) Resolve(kctx *kong.Context, _ *kong.Path, flag *kong.Flag
 	}
 	if !ok {
 		return nil, nil
+	}
+	if n, isNumber := v.(float64); isNumber && flag.Value.Target.Type() == reflect.TypeFor[time.Duration]() {
+		// kong would take it for nanoseconds: refresh-interval: 30 was 30ns.
+		return nil, fmt.Errorf("configuration file: %v has no unit; write it with one, such as %vs or %vm", n, n, n)
 	}
 	// A map flag may be written as a list of KEY=VALUE strings.
 	if list, isList := v.([]any); isList && flag.Value.Target.Kind() == reflect.Map {

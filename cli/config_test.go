@@ -98,6 +98,10 @@ func TestConfigErrors(t *testing.T) {
 		{"zero limit", "", []string{"--max-sessions", "0"}, "--max-sessions must be positive"},
 		{"negative timeout", "", []string{"--drain-timeout=-1s"}, "--drain-timeout must be positive"},
 		{"not YAML", write("e.yaml", "listen: [\n"), nil, "configuration file"},
+		// kong reads a bare number as nanoseconds: this was a refresh every 30ns.
+		{"duration without a unit", write("f.yaml", "refresh-interval: 30\n"), nil, "--refresh-interval: configuration file: 30 has no unit; write it with one, such as 30s or 30m"},
+		{"fractional duration without a unit", write("g.yaml", "drain-timeout: 1.5\n"), nil, "--drain-timeout: configuration file: 1.5 has no unit"},
+		{"refreshes that hammer the RDS API", "", []string{"--refresh-interval", "1ms"}, "--refresh-interval: 1ms is below 10s"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 // Watcher defaults.
 const (
 	DefaultInterval        = 60 * time.Second
+	MinInterval            = 10 * time.Second // see Validate
 	DefaultJitter          = 0.1
 	DefaultMinBackoff      = 1 * time.Second
 	DefaultThrottleBackoff = 15 * time.Second
@@ -108,6 +109,8 @@ func (c WatcherConfig) Validate() error {
 		}
 	}
 	switch {
+	case c.Interval < MinInterval:
+		return &ConfigError{"Interval", fmt.Sprintf("%s is below %s: each refresh lists every region's databases, and AWS throttles callers that list more often", c.Interval, MinInterval)}
 	case c.Jitter < 0 || c.Jitter >= 1:
 		return &ConfigError{"Jitter", fmt.Sprintf("%v is outside [0, 1)", c.Jitter)}
 	case c.MinBackoff > c.MaxBackoff || c.ThrottleBackoff > c.MaxBackoff:

@@ -127,6 +127,8 @@ func TestWatcherConfigValidate(t *testing.T) {
 		{Jitter: 1},
 		{Jitter: -0.1},
 		{Interval: -time.Second},
+		{Interval: time.Millisecond}, // a refresh-interval of 1ms hammered the RDS API
+		{Interval: MinInterval - time.Nanosecond},
 		{MinBackoff: time.Hour},
 		{ThrottleBackoff: time.Hour},
 		{Policy: Policy{Rules: Rules{Deny: []Rule{{}}}}},
