@@ -983,6 +983,8 @@ func TestValidationRejectsBadInput(t *testing.T) {
 		{"server-config ok", serverConfigDir, nil, ""},
 		{"tag rule with comma", serverConfigDir, map[string]any{"allow_tags": []any{"a=b,c"}}, "allow tag rule"},
 		{"bad duration", serverConfigDir, map[string]any{"refresh_interval": "1 minute"}, "refresh_interval"},
+		{"refresh below the server's 10s", serverConfigDir, map[string]any{"refresh_interval": "9999ms"}, "at least 10s"},
+		{"refresh of 10s", serverConfigDir, map[string]any{"refresh_interval": "10s"}, ""},
 		{"bad local port", serverConfigDir, map[string]any{"static_targets": []any{map[string]any{"name": "a", "endpoint": "h:5432", "auth": "passthrough", "local_port": 70000}}}, "local_port"},
 		{"iam target without region", serverConfigDir, map[string]any{"static_targets": []any{map[string]any{"name": "a", "endpoint": "h:5432"}}}, "needs a region"},
 		{"tls cert without key", serverConfigDir, map[string]any{"tls_cert": "/c.pem"}, "tls_cert and tls_key together"},

@@ -68,13 +68,16 @@ variable "deny_tags" {
 }
 
 variable "refresh_interval" {
-  description = "How often discovery re-reads RDS (YAML key `refresh-interval`), a duration such as 60s or 5m."
+  description = "How often discovery re-reads RDS (YAML key `refresh-interval`), a duration of at least 10s, such as 60s or 5m."
   type        = string
   default     = "60s"
 
   validation {
-    condition     = can(regex("^[0-9]+(ms|s|m|h)$", var.refresh_interval))
-    error_message = "The refresh_interval must be a number followed by ms, s, m or h."
+    condition = try(
+      tonumber(regex("^([0-9]+)(ms|s|m|h)$", var.refresh_interval)[0]) * lookup({ ms = 0.001, s = 1, m = 60, h = 3600 }, regex("^([0-9]+)(ms|s|m|h)$", var.refresh_interval)[1]) >= 10,
+      false,
+    )
+    error_message = "The refresh_interval must be a number followed by ms, s, m or h, of at least 10s (the server refuses less)."
   }
 }
 
