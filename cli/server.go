@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"os/signal"
@@ -131,25 +132,47 @@ func (c *ServerCmd) Run(ctx context.Context, kctx *kong.Context, g *Globals, log
 	gr, gctx := errgroup.WithContext(ctx)
 	hupCtx, stopHUP := context.WithCancel(gctx) // reloads end with the instance
 	gr.Go(func() error { defer stopHUP(); return inst.Run(gctx) })
+	running := effectiveFlags(kctx)
 	gr.Go(func() error {
-		return reloadOnHUP(hupCtx, watcher, func() (discovery.Policy, error) { return reloadPolicy(env) }, log)
+		return reloadOnHUP(hupCtx, watcher, func() (discovery.Policy, []string, error) { return reloadPolicy(env, running) }, log)
 	})
 	return gr.Wait()
 }
 
+// reloadable are the flags a reload applies; the others take effect
+// only after a restart.
+var reloadable = []string{"allow-tag", "deny-tag"}
+
 // reloadPolicy parses the original command line again, so the reloaded
 // configuration file takes its usual place between flags, environment and
-// defaults, and returns the new tag rules and static targets.
-func reloadPolicy(env Env) (discovery.Policy, error) {
+// defaults, and returns the new tag rules and static targets, and the
+// flags whose values now differ from running's but need a restart.
+func reloadPolicy(env Env, running map[string]any) (discovery.Policy, []string, error) {
 	var cli CLI
 	parser, err := newParser(&cli, Env{Stdout: io.Discard, Stderr: io.Discard}, func(int) {})
 	if err != nil {
-		return discovery.Policy{}, err
+		return discovery.Policy{}, nil, err
 	}
-	if _, err := parser.Parse(env.args); err != nil {
-		return discovery.Policy{}, err
+	kctx, err := parser.Parse(env.args)
+	if err != nil {
+		return discovery.Policy{}, nil, err
 	}
-	return cli.Server.policy(string(cli.Config))
+	p, err := cli.Server.policy(string(cli.Config))
+	return p, needRestart(running, effectiveFlags(kctx)), err
+}
+
+// needRestart names the flags, in order, whose values differ between was
+// and now and that a reload does not apply.
+func needRestart(was, now map[string]any) []string {
+	keys := maps.Clone(now)
+	maps.Copy(keys, was)
+	var changed []string
+	for _, k := range slices.Sorted(maps.Keys(keys)) {
+		if !slices.Contains(reloadable, k) && !reflect.DeepEqual(was[k], now[k]) {
+			changed = append(changed, k)
+		}
+	}
+	return changed
 }
 
 // policy reads the tag rules and the configuration file's static targets.
@@ -191,9 +214,11 @@ func (c *ServerCmd) watcher(ctx context.Context, p discovery.Policy, log *slog.L
 	return discovery.NewWatcher(cfg)
 }
 
-// reloadOnHUP rereads the configuration (tag rules, static targets) on
-// SIGHUP and refreshes discovery; running sessions are not touched.
-func reloadOnHUP(ctx context.Context, w *discovery.Watcher, reload func() (discovery.Policy, error), log *slog.Logger) error {
+// reloadOnHUP rereads the configuration (tag rules, static
+// targets) on SIGHUP and refreshes discovery; running sessions are not
+// touched. Other settings that changed are named in a warning: they take
+// effect only after a restart.
+func reloadOnHUP(ctx context.Context, w *discovery.Watcher, reload func() (discovery.Policy, []string, error), log *slog.Logger) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -203,7 +228,7 @@ func reloadOnHUP(ctx context.Context, w *discovery.Watcher, reload func() (disco
 			return nil
 		case <-hup:
 		}
-		p, err := reload()
+		p, restart, err := reload()
 		if err == nil {
 			err = w.SetConfig(p)
 		}
@@ -212,6 +237,9 @@ func reloadOnHUP(ctx context.Context, w *discovery.Watcher, reload func() (disco
 			continue
 		}
 		log.Info("configuration reloaded", "static_targets", len(p.Static), "allow", ruleStrings(p.Rules.Allow), "deny", ruleStrings(p.Rules.Deny))
+		if len(restart) > 0 {
+			log.Warn("changed settings that a reload does not apply; they take effect after a restart", "settings", restart)
+		}
 		w.Refresh(ctx)
 	}
 }
@@ -319,6 +347,25 @@ func positiveFlags(kctx *kong.Context) error {
 // a configuration file the server accepts: every flag of the command
 // that has a value, keyed by its long name, and the static targets.
 func printEffective(env Env, kctx *kong.Context, p discovery.Policy) error {
+	out := effectiveFlags(kctx)
+	if len(p.Static) > 0 {
+		targets := make([]staticTarget, len(p.Static))
+		for i, t := range p.Static {
+			targets[i] = fileTarget(t)
+		}
+		out["targets"] = targets
+	}
+	b, err := yaml.Marshal(out)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "# configuration is valid\n%s", b)
+	return nil
+}
+
+// effectiveFlags is every flag of the command that has a value, keyed by
+// its long name, as a configuration file spells it.
+func effectiveFlags(kctx *kong.Context) map[string]any {
 	out := map[string]any{}
 	for _, f := range kctx.Flags() {
 		if f.Hidden || slices.Contains([]string{"help", "version", "config", "dry-run"}, f.Name) {
@@ -334,19 +381,7 @@ func printEffective(env Env, kctx *kong.Context, p discovery.Policy) error {
 			out[f.Name] = v.Interface()
 		}
 	}
-	if len(p.Static) > 0 {
-		targets := make([]staticTarget, len(p.Static))
-		for i, t := range p.Static {
-			targets[i] = fileTarget(t)
-		}
-		out["targets"] = targets
-	}
-	b, err := yaml.Marshal(out)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(env.Stdout, "# configuration is valid\n%s", b)
-	return nil
+	return out
 }
 
 // loadStaticTargets reads the targets list of the configuration file,

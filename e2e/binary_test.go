@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -112,7 +113,8 @@ func TestBinarySIGTERMDrain(t *testing.T) {
 }
 
 // SIGHUP with a changed deny rule: new connections follow it, running
-// sessions continue.
+// sessions continue. A changed setting that a reload does not apply
+// (max-sessions) is named in a warning; it used to pass in silence.
 func TestBinarySIGHUPReload(t *testing.T) {
 	world := startTestWorld(t)
 	s := startBinaryServer(t, world)
@@ -124,6 +126,7 @@ func TestBinarySIGHUPReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	conf = bytes.Replace(conf, []byte("- "+sandbox.WorldDeny), []byte("- "+sandbox.WorldDeny+"\n    - rdsproxy:read-only=true"), 1)
+	conf = append(conf, "\nmax-sessions: 7\n"...)
 	if err := os.WriteFile(s.conf, conf, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -141,6 +144,9 @@ func TestBinarySIGHUPReload(t *testing.T) {
 		t.Fatalf("running session cut by the reload: %v", err)
 	}
 	connectDiscovered(t, world, s.addr, "orders").Close(ctx)
+	if want := `msg="changed settings that a reload does not apply; they take effect after a restart" settings=[max-sessions]`; !strings.Contains(s.log.String(), want) {
+		t.Errorf("the reload's log lacks %q:\n%s", want, s.log.String())
+	}
 }
 
 func startTestWorld(t *testing.T) *sandbox.World {
