@@ -131,7 +131,17 @@ func (c *ServerCmd) Run(ctx context.Context, kctx *kong.Context, g *Globals, log
 	inst := server.Instance{Server: srv, Watcher: watcher, Listener: ln, Admin: admin, Metrics: reg, Logger: log}
 	gr, gctx := errgroup.WithContext(ctx)
 	hupCtx, stopHUP := context.WithCancel(gctx) // reloads end with the instance
-	gr.Go(func() error { defer stopHUP(); return inst.Run(gctx) })
+	served := make(chan struct{})
+	gr.Go(func() error { defer close(served); defer stopHUP(); return inst.Run(gctx) })
+	gr.Go(func() error { // a second SIGTERM or Ctrl-C ends the drain at once
+		select {
+		case <-env.signals.Again():
+			log.Warn("second signal: ending the drain now")
+			srv.EndDrain()
+		case <-served:
+		}
+		return nil
+	})
 	running := effectiveFlags(kctx)
 	gr.Go(func() error {
 		return reloadOnHUP(hupCtx, watcher, func() (discovery.Policy, []string, error) { return reloadPolicy(env, running) }, log)

@@ -16,13 +16,14 @@ import (
 // `tsh db connect` do not. SIGTERM still ends the command and its child.
 type signals struct {
 	toChild atomic.Bool
+	again   chan struct{} // closed by a second SIGINT or SIGTERM
 }
 
 // watchSignals returns a context cancelled by SIGINT or SIGTERM and the
 // signals that govern it; stop ends the watch.
 func watchSignals(parent context.Context) (ctx context.Context, s *signals, stop func()) {
 	ctx, cancel := context.WithCancel(parent)
-	s = &signals{}
+	s = &signals{again: make(chan struct{})}
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
 	done, finished := make(chan struct{}), make(chan struct{})
@@ -33,6 +34,9 @@ func watchSignals(parent context.Context) (ctx context.Context, s *signals, stop
 			case sig := <-ch:
 				if sig == os.Interrupt && s.toChild.Load() {
 					continue
+				}
+				if ctx.Err() != nil && !s.repeated() {
+					close(s.again)
 				}
 				cancel()
 			case <-done:
@@ -45,6 +49,26 @@ func watchSignals(parent context.Context) (ctx context.Context, s *signals, stop
 		close(done)
 		<-finished
 		cancel()
+	}
+}
+
+// Again is closed when a second SIGINT or SIGTERM has come: the server
+// then ends its drain at once. A nil *signals (no watch) never closes it.
+func (s *signals) Again() <-chan struct{} {
+	if s == nil {
+		return nil
+	}
+	return s.again
+}
+
+// repeated reports whether Again is closed; only the watch goroutine
+// closes it.
+func (s *signals) repeated() bool {
+	select {
+	case <-s.again:
+		return true
+	default:
+		return false
 	}
 }
 

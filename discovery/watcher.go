@@ -254,7 +254,13 @@ func (w *Watcher) record(start time.Time, snap *Snapshot, warns []Warning, err e
 		st.ConsecutiveFailures++
 		st.LastError = err.Error()
 		st.Throttled = IsThrottle(err)
-		if st.ConsecutiveFailures == 1 {
+		switch {
+		case st.ConsecutiveFailures > 1:
+		case w.current.Load() == nil:
+			log.Warn("discovery refresh failed, and there is no earlier snapshot: no database is served until a refresh succeeds; "+
+				"check the server's AWS credentials and its rds:DescribeDBInstances and rds:DescribeDBClusters permissions",
+				"err", err, "throttled", st.Throttled)
+		default:
 			log.Warn("discovery refresh failed; serving the last snapshot until a refresh succeeds",
 				"err", err, "throttled", st.Throttled, "targets", st.Targets)
 		}

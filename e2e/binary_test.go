@@ -112,6 +112,39 @@ func TestBinarySIGTERMDrain(t *testing.T) {
 	}
 }
 
+// A second SIGTERM during the drain ends it at once: the session still
+// running gets 57P01 and its statement cancelled, long before the drain
+// time (60 s here) is up, and the server exits 0. It used to be ignored,
+// leaving SIGKILL, which sends neither.
+func TestBinarySecondSignalEndsDrain(t *testing.T) {
+	world := startTestWorld(t)
+	s := startBinaryServer(t, world, "--drain-timeout", "60s")
+	ctx := context.Background()
+	long := connectDiscovered(t, world, s.addr, "orders")
+	done := make(chan error, 1)
+	go func() {
+		_, err := long.Exec(ctx, "SET client_connection_check_interval = 0; SELECT pg_sleep(30)")
+		done <- err
+	}()
+	waitFor(t, 10*time.Second, "pg_sleep running", func() bool { return sleepingIn(t, world, "pg_sleep(30)") })
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	waitFor(t, 5*time.Second, "readiness false", func() bool { return s.readyz() == http.StatusServiceUnavailable })
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	pgErr(t, <-done, "57P01", "server is shutting down")
+	waitFor(t, 10*time.Second, "the statement cancelled", func() bool { return !sleepingIn(t, world, "pg_sleep(30)") })
+	select {
+	case <-s.done:
+		if s.err != nil {
+			t.Fatalf("server exit: %v\n%s", s.err, s.log.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("server did not exit after the second signal")
+	}
+	if want := "second signal: ending the drain now"; !strings.Contains(s.log.String(), want) {
+		t.Errorf("log lacks %q:\n%s", want, s.log.String())
+	}
+}
+
 // SIGHUP with a changed deny rule: new connections follow it, running
 // sessions continue. A changed setting that a reload does not apply
 // (max-sessions) is named in a warning; it used to pass in silence.

@@ -37,11 +37,12 @@ func (in Instance) Run(ctx context.Context) error {
 		log = slog.New(slog.DiscardHandler)
 	}
 	in.Watcher.Refresh(ctx) // a failure is the watcher's to log and retry
-	targets := 0
 	if snap := in.Watcher.Current(); snap != nil {
-		targets = snap.Len()
+		log.Info("ready", "listen", in.Listener.Addr().String(), "admin", in.Admin.Addr().String(), "targets", snap.Len())
+	} else {
+		log.Warn("serving, but not ready: discovery has no target list yet (see the refresh error); /readyz answers 503 and connections are refused until a refresh succeeds",
+			"listen", in.Listener.Addr().String(), "admin", in.Admin.Addr().String())
 	}
-	log.Info("ready", "listen", in.Listener.Addr().String(), "admin", in.Admin.Addr().String(), "targets", targets)
 	adminCtx, stopAdmin := context.WithCancel(context.WithoutCancel(ctx))
 	ready := func() bool { return in.Watcher.Ready() && !in.Server.Draining() }
 	g, gctx := errgroup.WithContext(ctx)

@@ -2,10 +2,13 @@ package server_test
 
 import (
 	"context"
+	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -79,4 +82,83 @@ func TestInstanceRun(t *testing.T) {
 			t.Errorf("%s still accepts after Run returned", l.Addr())
 		}
 	}
+}
+
+// When the first refresh fails (no credentials, no permission), the log
+// says the server is not ready and what to check, never "ready"; /readyz
+// answers 503.
+func TestInstanceNotReadyWithoutSnapshot(t *testing.T) {
+	logs := &lockedLog{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	w, err := discovery.NewWatcher(discovery.WatcherConfig{Policy: discovery.Policy{Regions: []string{"eu-west-1"}}, Logger: log,
+		Fetch: func(context.Context) ([]discovery.Database, error) {
+			return nil, errors.New("operation error RDS: DescribeDBInstances, get identity: no EC2 IMDS role found")
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots, err := server.RootCAs(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, metrics := server.NewRegistry(w.Status)
+	srv, err := server.New(server.Config{Targets: w, RootCAs: roots, Metrics: metrics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- server.Instance{Server: srv, Watcher: w, Listener: ln, Admin: admin, Metrics: reg, Logger: log}.Run(ctx)
+	}()
+	defer func() { cancel(); <-done }()
+	waitForLog := func(want string) {
+		t.Helper()
+		for range 100 {
+			if strings.Contains(logs.String(), want) {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatalf("log lacks %q:\n%s", want, logs.String())
+	}
+	waitForLog(`level=WARN msg="serving, but not ready: discovery has no target list yet`)
+	waitForLog(`check the server's AWS credentials and its rds:DescribeDBInstances`)
+	if strings.Contains(logs.String(), "msg=ready") || strings.Contains(logs.String(), "serving the last snapshot") {
+		t.Errorf("log claims readiness or a snapshot:\n%s", logs.String())
+	}
+	resp, err := http.Get("http://" + admin.Addr().String() + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("/readyz = %d, want 503", resp.StatusCode)
+	}
+}
+
+// lockedLog is a log destination safe for concurrent writes.
+type lockedLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

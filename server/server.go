@@ -61,6 +61,8 @@ type Server struct {
 	relays   map[*relay.Session]struct{} // sessions being relayed
 	wg       sync.WaitGroup
 	draining atomic.Bool
+	hurry    chan struct{} // closed by EndDrain
+	hurryOne sync.Once
 }
 
 // New checks cfg and returns a Server.
@@ -89,6 +91,7 @@ func New(cfg Config) (*Server, error) {
 		tlsSess:  tls.NewLRUClientSessionCache(1024),
 		dialer:   net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: cfg.KeepAlive},
 		sessions: make(chan struct{}, cfg.MaxSessions),
+		hurry:    make(chan struct{}),
 		pending:  newPendingSet(cfg.MaxPending, cfg.MaxPendingPerSource),
 		failures: newFailureBudgets(cfg.AuthFailures),
 		logs:     newLogBudget(cfg.RefusalLogRate, cfg.RefusalLogBurst),
@@ -115,6 +118,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return err
 }
 
+// EndDrain cuts the drain short: the sessions still running get their
+// 57P01 now instead of at the end of DrainTimeout. Before the drain it
+// makes the drain end at once.
+func (s *Server) EndDrain() { s.hurryOne.Do(func() { close(s.hurry) }) }
+
 // Draining reports whether Serve has stopped accepting (readiness false).
 func (s *Server) Draining() bool { return s.draining.Load() }
 
@@ -134,14 +142,17 @@ func (s *Server) drain() {
 	}
 	t := time.NewTimer(s.cfg.DrainTimeout)
 	defer t.Stop()
+	why := "drain timeout: ending sessions"
 	select {
 	case <-done:
 		return
 	case <-t.C:
+	case <-s.hurry:
+		why = "drain cut short: ending sessions"
 	}
 	final := shutdownError().AppendTo(nil)
 	s.mu.Lock()
-	s.log.Warn("drain timeout: ending sessions", "sessions", len(s.relays))
+	s.log.Warn(why, "sessions", len(s.relays))
 	for r := range s.relays {
 		r.Stop(final)
 	}
