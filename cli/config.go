@@ -153,8 +153,14 @@ func (r *fileResolver) Resolve(kctx *kong.Context, _ *kong.Path, flag *kong.Flag
 }
 
 // server is the settings of the server selected by --use (or the file's
-// default-server), or nil.
+// default-server), or nil. Those entries say how a client reaches an
+// rdsproxy server, so `rdsproxy server` itself never takes them: a
+// laptop's default entry (say, region: eu-west-1) would otherwise change
+// where a server started there discovers.
 func (r *fileResolver) server(kctx *kong.Context) (map[string]any, error) {
+	if strings.HasPrefix(kctx.Command(), "server") {
+		return nil, nil
+	}
 	name := ""
 	for _, f := range kctx.Flags() {
 		if f.Name == "use" {

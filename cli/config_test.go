@@ -190,4 +190,19 @@ func TestNamedServers(t *testing.T) {
 		!strings.Contains(errOut.String(), `no server "nope" (it has: a, b)`) {
 		t.Fatalf("unknown --use: exit %d, %s", code, errOut.String())
 	}
+	// rdsproxy server takes no client's server entry, as the user's file's
+	// default-server would otherwise give it one.
+	xdg := t.TempDir()
+	t.Setenv("XDG_CONFIG_HOME", xdg)
+	userFile := filepath.Join(xdg, "rdsproxy", "config.yaml")
+	if err := os.MkdirAll(filepath.Dir(userFile), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(userFile, []byte("default-server: dev\nservers:\n  dev: {via: ssm, region: eu-west-1}\nmax-sessions: 9\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, stderr, code := dryRun(t)
+	if code != ExitOK || cfg["region"] != nil || cfg["max-sessions"] != 9 { // top-level keys still apply
+		t.Fatalf("server with a client's default-server in the user's file: exit %d, region %v, max-sessions %v (%s)", code, cfg["region"], cfg["max-sessions"], stderr)
+	}
 }
