@@ -49,9 +49,9 @@ var (
 	contractKeys = []string{
 		"listen", "admin-addr", "region", "allow-tag", "deny-tag", "refresh-interval", "map",
 		"ca-file", "tls-cert", "tls-key", "max-sessions", "startup-timeout", "dial-timeout",
-		"max-startup-size", "drain-timeout", "log-format", "log-level", "server-id", "targets",
+		"max-startup-size", "drain-timeout", "log-format", "log-level", "server-id", "targets", "require-identity",
 	}
-	contractTargetKeys = []string{"name", "endpoint", "region", "auth", "tls", "database", "users", "read-only", "local-port"}
+	contractTargetKeys = []string{"name", "endpoint", "region", "auth", "tls", "database", "users", "read-only", "local-port", "principals"}
 	discoveryActions   = []string{"rds:DescribeDBClusters", "rds:DescribeDBInstances"}
 )
 
@@ -629,12 +629,13 @@ func staticTargets() cty.Value {
 			"name": cty.StringVal("reports"), "endpoint": cty.StringVal("reports.cluster-ro-abc.eu-west-1.rds.amazonaws.com:5432"),
 			"region": cty.StringVal("eu-west-1"), "auth": cty.StringVal("iam"), "tls": cty.StringVal("verify-full"),
 			"database": cty.StringVal("reports"), "users": cty.TupleVal([]cty.Value{cty.StringVal("analyst")}), "read_only": cty.True,
-			"local_port": cty.NumberIntVal(15433),
+			"local_port": cty.NumberIntVal(15433), "principals": cty.TupleVal([]cty.Value{cty.StringVal("arn:aws:sts::111122223333:assumed-role/analysts/*")}),
 		}),
 		cty.ObjectVal(map[string]cty.Value{
 			"name": cty.StringVal("legacy-admin"), "endpoint": cty.StringVal("10.0.3.7:5432"),
 			"region": null, "auth": cty.StringVal("passthrough"), "tls": cty.StringVal("disable"),
 			"database": null, "users": cty.EmptyTupleVal, "read_only": cty.False, "local_port": cty.NullVal(cty.Number),
+			"principals": cty.EmptyTupleVal,
 		}),
 	})
 }
@@ -770,8 +771,10 @@ func TestRenderedConfigAgainstBinary(t *testing.T) {
 		}
 		writeFile(t, configPath, r.yaml)
 		out := dryRun(t, append([]string{bin}, r.args...))
-		if !strings.Contains(out, "127.0.0.1:15432") {
-			t.Errorf("dry-run output does not show the dial override:\n%s", out)
+		for _, want := range []string{"127.0.0.1:15432", "require-identity: false", "assumed-role/analysts/*"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("dry-run output does not show %q:\n%s", want, out)
+			}
 		}
 		checkNegative(t, bin, r.yaml, dir)
 	})
@@ -788,7 +791,7 @@ func renderEveryKey(t *testing.T, dir, configPath string) rendered {
 		"deny_tags": []any{"env=legacy"}, "refresh_interval": "2m",
 		"dial_map": []any{"db.example.internal:5432=127.0.0.1:15432"},
 		"ca_file":  certFile, "tls_cert": certFile, "tls_key": keyFile,
-		"max_sessions": 50, "startup_timeout": "5s", "dial_timeout": "3s", "max_startup_size": 4096,
+		"max_sessions": 50, "require_identity": false, "startup_timeout": "5s", "dial_timeout": "3s", "max_startup_size": 4096,
 		"drain_timeout": "1m", "log_format": "text", "log_level": "warn", "server_id": "orders",
 		"static_targets": jsonValue(staticTargets()), "config_path": configPath,
 	}

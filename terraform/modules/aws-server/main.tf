@@ -50,6 +50,7 @@ module "config" {
   refresh_interval = var.refresh_interval
   static_targets   = var.static_targets
   max_sessions     = var.max_sessions
+  require_identity = var.require_identity
   startup_timeout  = var.startup_timeout
   dial_timeout     = var.dial_timeout
   max_startup_size = var.max_startup_size

@@ -214,6 +214,7 @@ variable "static_targets" {
     users      = optional(list(string), [])
     read_only  = optional(bool, false)
     local_port = optional(number)
+    principals = optional(list(string), [])
   }))
   default = []
 }
@@ -222,6 +223,12 @@ variable "max_sessions" {
   description = "Maximum concurrent client sessions per pod."
   type        = number
   default     = 1000
+}
+
+variable "require_identity" {
+  description = "Refuse connections that carry no verified caller identity; false only while old clients are upgraded (the README's upgrade steps)."
+  type        = bool
+  default     = true
 }
 
 variable "startup_timeout" {

@@ -121,6 +121,12 @@ variable "max_sessions" {
   }
 }
 
+variable "require_identity" {
+  description = "Refuse connections that carry no verified caller identity (YAML key `require-identity`). Set false only while clients older than caller identity are upgraded (see the README's upgrade steps)."
+  type        = bool
+  default     = true
+}
+
 variable "startup_timeout" {
   description = "Time a client has to send its startup message (YAML key `startup-timeout`)."
   type        = string
@@ -188,7 +194,7 @@ variable "log_level" {
 }
 
 variable "static_targets" {
-  description = "Databases declared in the config file (YAML key `targets`) in addition to the discovered ones. IAM targets need a region and always use tls verify-full; tls disable is for passthrough targets only. local_port is the client's listen port hint (like the rdsproxy:local-port tag)."
+  description = "Databases declared in the config file (YAML key `targets`) in addition to the discovered ones. IAM targets need a region and always use tls verify-full; tls disable is for passthrough targets only. local_port is the client's listen port hint (like the rdsproxy:local-port tag); principals are ARN globs of the callers allowed (like the rdsproxy:principals tag)."
   type = list(object({
     name       = string
     endpoint   = string
@@ -199,6 +205,7 @@ variable "static_targets" {
     users      = optional(list(string), [])
     read_only  = optional(bool, false)
     local_port = optional(number)
+    principals = optional(list(string), [])
   }))
   default = []
 
