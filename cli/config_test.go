@@ -96,6 +96,7 @@ func TestConfigErrors(t *testing.T) {
 		{"dial beyond login", "", []string{"--dial-timeout", "40s"}, "--dial-timeout: 40s must not exceed the login timeout (30s)"},
 		{"bad sts endpoint", "", []string{"--sts-endpoint", "ftp://sts"}, "--sts-endpoint:"},
 		{"zero limit", "", []string{"--max-sessions", "0"}, "--max-sessions must be positive"},
+		{"one address for both listeners", "", []string{"--listen", "127.0.0.1:7000", "--admin-addr", "127.0.0.1:7000"}, "--listen and --admin-addr are both 127.0.0.1:7000"},
 		{"negative timeout", "", []string{"--drain-timeout=-1s"}, "--drain-timeout must be positive"},
 		{"not YAML", write("e.yaml", "listen: [\n"), nil, "configuration file"},
 		// kong reads a bare number as nanoseconds: this was a refresh every 30ns.

@@ -92,6 +92,9 @@ func (c *ServerCmd) Run(ctx context.Context, kctx *kong.Context, g *Globals, log
 	if err := positiveFlags(kctx); err != nil {
 		return &ExitError{Code: ExitUsage, Err: err}
 	}
+	if c.Listen == c.AdminAddr {
+		return &ExitError{Code: ExitUsage, Err: fmt.Errorf("--listen and --admin-addr are both %s; give each its own address", c.Listen)}
+	}
 	policy, err := c.policy(string(g.Config))
 	if err != nil {
 		return &ExitError{Code: ExitUsage, Err: err}
@@ -126,7 +129,7 @@ func (c *ServerCmd) Run(ctx context.Context, kctx *kong.Context, g *Globals, log
 		ln.Close()
 		return fmt.Errorf("listen admin: %w", err)
 	}
-	log.Info("discovery", "regions", c.Region, "allow", ruleStrings(policy.Rules.Allow), "deny", ruleStrings(policy.Rules.Deny),
+	log.Info("discovery", "regions", c.Region, "allow", allowStrings(policy.Rules), "deny", ruleStrings(policy.Rules.Deny),
 		"static_targets", len(policy.Static))
 	inst := server.Instance{Server: srv, Watcher: watcher, Listener: ln, Admin: admin, Metrics: reg, Logger: log}
 	gr, gctx := errgroup.WithContext(ctx)
@@ -246,7 +249,7 @@ func reloadOnHUP(ctx context.Context, w *discovery.Watcher, reload func() (disco
 			log.Error("configuration reload failed; keeping the previous one", "err", err)
 			continue
 		}
-		log.Info("configuration reloaded", "static_targets", len(p.Static), "allow", ruleStrings(p.Rules.Allow), "deny", ruleStrings(p.Rules.Deny))
+		log.Info("configuration reloaded", "static_targets", len(p.Static), "allow", allowStrings(p.Rules), "deny", ruleStrings(p.Rules.Deny))
 		if len(restart) > 0 {
 			log.Warn("changed settings that a reload does not apply; they take effect after a restart", "settings", restart)
 		}
@@ -419,6 +422,15 @@ func loadStaticTargets(path string) ([]discovery.Target, error) {
 		out[i] = e.target()
 	}
 	return out, nil
+}
+
+// allowStrings is the allow rules in force: the default one when none is
+// configured, so that a log line never says allow=[] while it applies.
+func allowStrings(r discovery.Rules) []string {
+	if len(r.Allow) == 0 {
+		return []string{discovery.DefaultAllow().String()}
+	}
+	return ruleStrings(r.Allow)
 }
 
 func ruleStrings(rules []discovery.Rule) []string {

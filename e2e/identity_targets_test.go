@@ -74,7 +74,7 @@ func TestIdentityFiltersTargetList(t *testing.T) {
 		t.Errorf("without identity, lenient server: %v, %v; want every target and no caller", names(all), err)
 	}
 	_, err = fetch(strict, nil)
-	if err == nil || !strings.Contains(err.Error(), "401") || !strings.Contains(err.Error(), "requires a verified caller identity") {
+	if err == nil || !strings.Contains(err.Error(), "401") || !strings.Contains(err.Error(), "requires a verified caller identity, and the connection carries none. ") {
 		t.Errorf("without identity, strict server: err = %v, want 401 with a sentence", err)
 	}
 }

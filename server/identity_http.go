@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/rdsproxy/rdsproxy/discovery"
@@ -102,8 +103,8 @@ func writeIdentityError(conn net.Conn, err error, info *callerid.ServerInfo) {
 		status = http.StatusTooManyRequests
 	}
 	msg := pe.Message
-	if pe.Hint != "" {
-		msg += " " + pe.Hint
+	if pe.Hint != "" { // the message has no full stop of its own, as PostgreSQL's do not
+		msg = strings.TrimSuffix(msg, ".") + ". " + pe.Hint
 	}
 	body, _ := json.Marshal(identityError{Error: msg, Reason: pe.Reason, Identity: info})
 	writeHTTP(conn, status, "application/json", append(body, '\n'))
