@@ -92,7 +92,7 @@ func (c *ServerCmd) Run(ctx context.Context, kctx *kong.Context, g *Globals, log
 	if err := positiveFlags(kctx); err != nil {
 		return &ExitError{Code: ExitUsage, Err: err}
 	}
-	if c.Listen == c.AdminAddr {
+	if _, port, _ := net.SplitHostPort(c.Listen); c.Listen == c.AdminAddr && port != "0" { // port 0: a free port each
 		return &ExitError{Code: ExitUsage, Err: fmt.Errorf("--listen and --admin-addr are both %s; give each its own address", c.Listen)}
 	}
 	policy, err := c.policy(string(g.Config))

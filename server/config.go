@@ -121,8 +121,8 @@ func (c Config) Validate() error {
 		return &ConfigError{"RootCAs", "no root CAs for upstream TLS"}
 	case c.RequireTLS && c.ClientTLS == nil:
 		return &ConfigError{"RequireTLS", "requiring TLS needs a certificate (ClientTLS)"}
-	case c.MaxStartupSize < 8:
-		return &ConfigError{"MaxStartupSize", fmt.Sprintf("%d bytes cannot hold a startup packet (at least 8)", c.MaxStartupSize)}
+	case c.MaxStartupSize < minStartupSize:
+		return &ConfigError{"MaxStartupSize", fmt.Sprintf("%d bytes is below %d: the startup packets of ordinary clients (JDBC's is about 300 bytes, more with options) would be refused", c.MaxStartupSize, minStartupSize)}
 	case c.RefusalLogRate < 0 || c.RefusalLogBurst < 0:
 		return &ConfigError{"RefusalLogRate", "the refusal log rate and burst must not be negative"}
 	case c.AuthFailures.PerKey < 0 || c.AuthFailures.PerKeyRate < 0 || c.AuthFailures.PerSource < 0 ||
@@ -167,6 +167,10 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
+
+// minStartupSize is the smallest MaxStartupSize: below it, clients that
+// send a few options or a long application_name are refused.
+const minStartupSize = 1024
 
 // withDefaults returns c with every zero field set to its default.
 func (c Config) withDefaults() Config {

@@ -33,6 +33,8 @@ func TestConfigValidate(t *testing.T) {
 		{"negative sessions", func(c *server.Config) { c.MaxSessions = -1 }, "MaxSessions"},
 		{"negative drain", func(c *server.Config) { c.DrainTimeout = -time.Second }, "DrainTimeout"},
 		{"tiny startup size", func(c *server.Config) { c.MaxStartupSize = 4 }, "MaxStartupSize"},
+		{"startup size that refuses JDBC", func(c *server.Config) { c.MaxStartupSize = 1023 }, "MaxStartupSize"},
+		{"smallest startup size", func(c *server.Config) { c.MaxStartupSize = 1024 }, ""},
 		{"dial beyond the default login timeout", func(c *server.Config) { c.DialTimeout = time.Minute }, "DialTimeout"},
 		{"dial within a longer login timeout", func(c *server.Config) { c.DialTimeout, c.LoginTimeout = time.Minute, 2*time.Minute }, ""},
 		{"override without a port", func(c *server.Config) { c.DialOverrides = map[string]string{"db.example": "127.0.0.1:5432"} }, "DialOverrides"},

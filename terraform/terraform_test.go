@@ -988,6 +988,7 @@ func TestValidationRejectsBadInput(t *testing.T) {
 		{"bad duration", serverConfigDir, map[string]any{"refresh_interval": "1 minute"}, "refresh_interval"},
 		{"refresh below the server's 10s", serverConfigDir, map[string]any{"refresh_interval": "9999ms"}, "at least 10s"},
 		{"refresh of 10s", serverConfigDir, map[string]any{"refresh_interval": "10s"}, ""},
+		{"startup size below the server's 1024", serverConfigDir, map[string]any{"max_startup_size": 1000}, "at least 1024"},
 		{"bad local port", serverConfigDir, map[string]any{"static_targets": []any{map[string]any{"name": "a", "endpoint": "h:5432", "auth": "passthrough", "local_port": 70000}}}, "local_port"},
 		{"iam target without region", serverConfigDir, map[string]any{"static_targets": []any{map[string]any{"name": "a", "endpoint": "h:5432"}}}, "needs a region"},
 		{"tls cert without key", serverConfigDir, map[string]any{"tls_cert": "/c.pem"}, "tls_cert and tls_key together"},

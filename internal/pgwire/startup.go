@@ -153,7 +153,11 @@ func ReadStartup(r io.Reader, max int) (*Startup, error) {
 func ReadStartupAfter(r io.Reader, hdr [4]byte, max int) (*Startup, error) {
 	n := int64(binary.BigEndian.Uint32(hdr[:]))
 	if n < minStartLen || n > int64(max) {
-		return nil, fmt.Errorf("startup packet length %d is outside 8..%d", n, max)
+		e := Errorf(CodeProtocolViolation, contract.ReasonProtocol, "rdsproxy: invalid startup packet length %d (this proxy accepts 8 to %d bytes)", n, max)
+		if n > int64(max) {
+			e = e.WithHint("Send fewer or shorter startup parameters (options, application_name), or ask the operator to raise --max-startup-size.")
+		}
+		return nil, e
 	}
 	body := make([]byte, n-4)
 	if _, err := io.ReadFull(r, body); err != nil {

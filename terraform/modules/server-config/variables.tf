@@ -155,8 +155,8 @@ variable "max_startup_size" {
   default     = 10000
 
   validation {
-    condition     = var.max_startup_size >= 8 && floor(var.max_startup_size) == var.max_startup_size
-    error_message = "The max_startup_size must be an integer of at least 8."
+    condition     = var.max_startup_size >= 1024 && floor(var.max_startup_size) == var.max_startup_size
+    error_message = "The max_startup_size must be an integer of at least 1024 (the server refuses less)."
   }
 }
 
