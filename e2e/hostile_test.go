@@ -517,11 +517,11 @@ func TestBinaryCertificateRequiresTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
-		name, code, want string
-		extra            []string
+		name, code, want, reason string
+		extra                    []string
 	}{
-		{"certificate only", "28000", "accepts only TLS", nil},
-		{"with --allow-plaintext", "28000", `target "ghost" is not served`, []string{"--allow-plaintext"}},
+		{"certificate only", "28000", "accepts only TLS", "tls-required", nil},
+		{"with --allow-plaintext", "28000", `target "ghost" is not served`, "unknown-target", []string{"--allow-plaintext"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			addr, admin := closedAddr(), closedAddr()
@@ -550,6 +550,11 @@ func TestBinaryCertificateRequiresTLS(t *testing.T) {
 			if tc.extra == nil && !strings.Contains(e.Hint, "sslmode=require") {
 				t.Fatalf("hint %q does not name sslmode", e.Hint)
 			}
+			// The refusal has its audit line, which says who was refused and why.
+			waitFor(t, 10*time.Second, "the refusal's audit line", func() bool {
+				log := out.String()
+				return strings.Contains(log, `msg="session end"`) && strings.Contains(log, "user=u") && strings.Contains(log, "reason="+tc.reason)
+			})
 		})
 	}
 }

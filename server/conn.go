@@ -26,6 +26,10 @@ func (s *Server) handle(ctx context.Context, raw net.Conn, pc *pendingConn) {
 		s.pending.remove(pc)
 		s.forwardCancel(ctx, st.Cancel)
 	case pgwire.KindStartup:
+		if _, isTLS := conn.(*tls.Conn); s.cfg.RequireTLS && !isTLS { // a session or a stripe: refused with an audit line that says who
+			s.refuse(conn, ph, s.newSessionInfo(conn, ph, st), tlsRequired())
+			return
+		}
 		if id, ok := st.Params.Get(contract.JoinParam); ok {
 			s.join(conn, ph, id)
 			return
@@ -78,9 +82,6 @@ func (s *Server) negotiate(ctx context.Context, raw net.Conn, ph *phase) (net.Co
 	}
 	if err != nil {
 		return conn, nil, err
-	}
-	if _, isTLS := conn.(*tls.Conn); st.Kind == pgwire.KindStartup && s.cfg.RequireTLS && !isTLS {
-		return conn, nil, tlsRequired()
 	}
 	return conn, st, nil
 }

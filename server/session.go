@@ -48,14 +48,20 @@ type sessionInfo struct {
 	orphanCancelled                                 bool                 // a cancel went upstream when the client left (cancelOrphaned)
 }
 
-// session runs one PostgreSQL session from its StartupMessage to its end:
-// the client proves itself, takes a session slot, the server logs in to
-// the target on its behalf, and the bytes are relayed.
-func (s *Server) session(ctx context.Context, client net.Conn, ph *phase, st *pgwire.Startup) {
+// newSessionInfo starts the audit of a session from its StartupMessage.
+func (s *Server) newSessionInfo(client net.Conn, ph *phase, st *pgwire.Startup) sessionInfo {
 	info := sessionInfo{remote: client.RemoteAddr().String(), src: ph.pc.src, start: s.cfg.Now()}
 	info.user, _ = st.Params.Get("user")
 	info.database, _ = st.Params.Get("database")
 	info.app, _ = st.Params.Get("application_name")
+	return info
+}
+
+// session runs one PostgreSQL session from its StartupMessage to its end:
+// the client proves itself, takes a session slot, the server logs in to
+// the target on its behalf, and the bytes are relayed.
+func (s *Server) session(ctx context.Context, client net.Conn, ph *phase, st *pgwire.Startup) {
+	info := s.newSessionInfo(client, ph, st)
 	protocol, err := s.negotiateProtocol(client, st)
 	if err != nil {
 		s.refuse(client, ph, info, err)
