@@ -11,6 +11,7 @@ import (
 
 	"github.com/rdsproxy/rdsproxy/contract"
 	"github.com/rdsproxy/rdsproxy/discovery"
+	"github.com/rdsproxy/rdsproxy/internal/callerid"
 	"github.com/rdsproxy/rdsproxy/internal/pgwire"
 )
 
@@ -123,6 +124,8 @@ func (c Config) Validate() error {
 		return &ConfigError{"RequireTLS", "requiring TLS needs a certificate (ClientTLS)"}
 	case c.MaxStartupSize < minStartupSize:
 		return &ConfigError{"MaxStartupSize", fmt.Sprintf("%d bytes is below %d: the startup packets of ordinary clients (JDBC's is about 300 bytes, more with options) would be refused", c.MaxStartupSize, minStartupSize)}
+	case c.Identity != nil && c.MaxStartupSize < minStartupSizeIdentity:
+		return &ConfigError{"MaxStartupSize", fmt.Sprintf("%d bytes is below %d: with caller identity, rdsproxy connect's startup packet carries an identity of up to %d bytes", c.MaxStartupSize, minStartupSizeIdentity, callerid.MaxEncoded)}
 	case c.RefusalLogRate < 0 || c.RefusalLogBurst < 0:
 		return &ConfigError{"RefusalLogRate", "the refusal log rate and burst must not be negative"}
 	case c.AuthFailures.PerKey < 0 || c.AuthFailures.PerKeyRate < 0 || c.AuthFailures.PerSource < 0 ||
@@ -169,8 +172,12 @@ func (c Config) Validate() error {
 }
 
 // minStartupSize is the smallest MaxStartupSize: below it, clients that
-// send a few options or a long application_name are refused.
-const minStartupSize = 1024
+// send a few options or a long application_name are refused. With caller
+// identity, rdsproxy connect's startup carries the identity as well.
+const (
+	minStartupSize         = 1024
+	minStartupSizeIdentity = callerid.MaxEncoded + minStartupSize
+)
 
 // withDefaults returns c with every zero field set to its default.
 func (c Config) withDefaults() Config {

@@ -35,6 +35,12 @@ func TestConfigValidate(t *testing.T) {
 		{"tiny startup size", func(c *server.Config) { c.MaxStartupSize = 4 }, "MaxStartupSize"},
 		{"startup size that refuses JDBC", func(c *server.Config) { c.MaxStartupSize = 1023 }, "MaxStartupSize"},
 		{"smallest startup size", func(c *server.Config) { c.MaxStartupSize = 1024 }, ""},
+		{"startup size that refuses identities", func(c *server.Config) {
+			c.MaxStartupSize, c.Identity = 8023, &server.IdentityConfig{ServerID: "s", Region: "eu-west-1"}
+		}, "MaxStartupSize"},
+		{"smallest startup size with identity", func(c *server.Config) {
+			c.MaxStartupSize, c.Identity = 8024, &server.IdentityConfig{ServerID: "s", Region: "eu-west-1"}
+		}, ""},
 		{"dial beyond the default login timeout", func(c *server.Config) { c.DialTimeout = time.Minute }, "DialTimeout"},
 		{"dial within a longer login timeout", func(c *server.Config) { c.DialTimeout, c.LoginTimeout = time.Minute, 2*time.Minute }, ""},
 		{"override without a port", func(c *server.Config) { c.DialOverrides = map[string]string{"db.example": "127.0.0.1:5432"} }, "DialOverrides"},

@@ -791,7 +791,7 @@ func renderEveryKey(t *testing.T, dir, configPath string) rendered {
 		"deny_tags": []any{"env=legacy"}, "refresh_interval": "2m",
 		"dial_map": []any{"db.example.internal:5432=127.0.0.1:15432"},
 		"ca_file":  certFile, "tls_cert": certFile, "tls_key": keyFile,
-		"max_sessions": 50, "require_identity": false, "startup_timeout": "5s", "dial_timeout": "3s", "max_startup_size": 4096,
+		"max_sessions": 50, "require_identity": false, "startup_timeout": "5s", "dial_timeout": "3s", "max_startup_size": 9000,
 		"drain_timeout": "1m", "log_format": "text", "log_level": "warn", "server_id": "orders",
 		"static_targets": jsonValue(staticTargets()), "config_path": configPath,
 	}
@@ -988,7 +988,7 @@ func TestValidationRejectsBadInput(t *testing.T) {
 		{"bad duration", serverConfigDir, map[string]any{"refresh_interval": "1 minute"}, "refresh_interval"},
 		{"refresh below the server's 10s", serverConfigDir, map[string]any{"refresh_interval": "9999ms"}, "at least 10s"},
 		{"refresh of 10s", serverConfigDir, map[string]any{"refresh_interval": "10s"}, ""},
-		{"startup size below the server's 1024", serverConfigDir, map[string]any{"max_startup_size": 1000}, "at least 1024"},
+		{"startup size that refuses identities", serverConfigDir, map[string]any{"max_startup_size": 8000}, "at least 8024"},
 		{"bad local port", serverConfigDir, map[string]any{"static_targets": []any{map[string]any{"name": "a", "endpoint": "h:5432", "auth": "passthrough", "local_port": 70000}}}, "local_port"},
 		{"iam target without region", serverConfigDir, map[string]any{"static_targets": []any{map[string]any{"name": "a", "endpoint": "h:5432"}}}, "needs a region"},
 		{"tls cert without key", serverConfigDir, map[string]any{"tls_cert": "/c.pem"}, "tls_cert and tls_key together"},

@@ -389,7 +389,7 @@ variable "dial_timeout" {
 }
 
 variable "max_startup_size" {
-  description = "Largest startup message accepted, in bytes."
+  description = "Largest startup message accepted, in bytes (at least 8024: rdsproxy connect's startup carries the caller identity)."
   type        = number
   default     = 10000
 }

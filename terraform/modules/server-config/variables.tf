@@ -150,13 +150,13 @@ variable "dial_timeout" {
 }
 
 variable "max_startup_size" {
-  description = "Largest startup message accepted from a client, in bytes (YAML key `max-startup-size`)."
+  description = "Largest startup message accepted from a client, in bytes (YAML key `max-startup-size`); at least 8024, since rdsproxy connect's startup carries the caller identity."
   type        = number
   default     = 10000
 
   validation {
-    condition     = var.max_startup_size >= 1024 && floor(var.max_startup_size) == var.max_startup_size
-    error_message = "The max_startup_size must be an integer of at least 1024 (the server refuses less)."
+    condition     = var.max_startup_size >= 8024 && floor(var.max_startup_size) == var.max_startup_size
+    error_message = "The max_startup_size must be an integer of at least 8024: rdsproxy connect's startup carries a caller identity of up to 7000 bytes (the server refuses less)."
   }
 }
 
