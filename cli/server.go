@@ -147,7 +147,11 @@ func (c *ServerCmd) Run(ctx context.Context, kctx *kong.Context, g *Globals, log
 	})
 	running := effectiveFlags(kctx)
 	gr.Go(func() error {
-		return reloadOnHUP(hupCtx, watcher, func() (discovery.Policy, []string, error) { return reloadPolicy(env, running) }, log)
+		return reloadOnHUP(hupCtx, watcher, func() (discovery.Policy, []string, error) {
+			p, restart, err := reloadPolicy(env, running)
+			p.Regions = c.Region // the RDS clients are the running regions' until a restart (restart names a change)
+			return p, restart, err
+		}, log)
 	})
 	return gr.Wait()
 }

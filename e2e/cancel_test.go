@@ -170,7 +170,9 @@ func killPsqlMidStatement(t *testing.T, orphaned func() float64, env ...string) 
 }
 
 // A session that an I/O error ends (here a client's reset, straight to the
-// server) is audited and counted as aborted, not ok.
+// server) is audited and counted as aborted, not ok. Its backend was idle
+// (it had answered the ping), so no cancel is sent for it: one would be
+// ignored, and a drain of many idle sessions would dial as many.
 func TestAbortedSessionAudited(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	audit := &logBuffer{}
@@ -197,5 +199,8 @@ func TestAbortedSessionAudited(t *testing.T) {
 	}
 	if got := counterValue(t, reg, "rdsproxy_sessions_total", "outcome", "aborted"); got != 1 {
 		t.Fatalf("rdsproxy_sessions_total{outcome=\"aborted\"} = %v, want 1", got)
+	}
+	if got := counterValue(t, reg, "rdsproxy_cancel_requests_total", "result", "orphaned"); got != 0 || lines[0]["orphan_cancel"] != nil {
+		t.Fatalf("%v orphan cancels (audit %v) for a client that vanished while its backend was idle", got, lines[0]["orphan_cancel"])
 	}
 }

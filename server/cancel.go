@@ -63,11 +63,12 @@ var terminate = []byte{'X', 0, 0, 0, 4}
 // process, a lost network, rdsproxy connect stopped) or the drain stopped
 // the session, maybe in the middle of a statement, and PostgreSQL would
 // run that statement to its end (a pg_sleep, a long UPDATE holding its
-// locks) before noticing. A backend waiting for a command ignores a
-// cancel. An empty tail (nothing sent, or a spliced copy that kept none)
-// cancels nothing. It reports whether it sent a cancel.
-func (s *Server) cancelOrphaned(up *upstream, tail []byte) bool {
-	if len(tail) == 0 || bytes.Equal(tail, terminate) {
+// locks) before noticing. A backend waiting for a command (idle: it has
+// answered everything the client sent) would ignore a cancel, so none is
+// sent: a drain of many idle sessions dials nothing. Nor is one sent for
+// an empty tail (nothing sent). It reports whether it sent a cancel.
+func (s *Server) cancelOrphaned(up *upstream, tail []byte, idle bool) bool {
+	if idle || len(tail) == 0 || bytes.Equal(tail, terminate) {
 		return false
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DialTimeout)

@@ -103,7 +103,7 @@ func (s *Server) relay(client, raw net.Conn, up *upstream, pending []byte, info 
 	up.conn.SetDeadline(time.Time{})
 	opts := relay.Options{FrameToA: true}
 	if up.hasKey {
-		opts.EndedToB = func(tail []byte) { info.orphanCancelled = s.cancelOrphaned(up, tail) } // before Run returns
+		opts.EndedToB = func(tail []byte, idle bool) { info.orphanCancelled = s.cancelOrphaned(up, tail, idle) } // before Run returns
 	}
 	r := relay.New(client, up.conn, opts)
 	if !s.promote(raw, r) { // the drain began while this session started

@@ -155,7 +155,7 @@ func ReadStartupAfter(r io.Reader, hdr [4]byte, max int) (*Startup, error) {
 	if n < minStartLen || n > int64(max) {
 		e := Errorf(CodeProtocolViolation, contract.ReasonProtocol, "rdsproxy: invalid startup packet length %d (this proxy accepts 8 to %d bytes)", n, max)
 		if n > int64(max) {
-			e = e.WithHint("Send fewer or shorter startup parameters (options, application_name), or ask the operator to raise --max-startup-size.")
+			e = e.WithHint("Send fewer or shorter startup parameters (options, application_name); rdsproxy server's limit is its --max-startup-size.")
 		}
 		return nil, e
 	}

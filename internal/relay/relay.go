@@ -58,11 +58,12 @@ type Options struct {
 	// up to TailLen; the copy a→b then never uses splice(2), which would
 	// move them unseen. The owner can tell from them how a's stream
 	// ended: a PostgreSQL client that says goodbye ends with a Terminate
-	// message. It is not
-	// called when the copy ended because b's side ended first (the
-	// session then closes a) or a write to b failed. It runs on the
-	// copy's goroutine; Run waits for it.
-	EndedToB func(tail []byte)
+	// message. idle says, with FrameToA, that b had answered everything:
+	// its last message was a ReadyForQuery and a sent nothing after it.
+	// It is not called when the copy ended because b's side ended first
+	// (the session then closes a) or a write to b failed; after Stop it
+	// always is. It runs on the copy's goroutine; Run waits for it.
+	EndedToB func(tail []byte, idle bool)
 }
 
 // TailLen is the most Options.EndedToB is given: a Terminate message.
@@ -78,6 +79,8 @@ type Session struct {
 	final     atomic.Pointer[[]byte]
 	stopAt    time.Time     // when Stop began; read after stopSet closes
 	stopSet   chan struct{} // closed once Stop has set its deadlines
+	sentToB   atomic.Int64  // bytes written to b, counted with EndedToB
+	idleAt    atomic.Int64  // sentToB when b's stream last reached a ReadyForQuery, or -1
 }
 
 // New prepares a session; Run starts it.
@@ -107,20 +110,25 @@ func (s *Session) Run(pendingToB, pendingToA []byte) Result {
 			s.b.Close()
 		}
 	}
+	// A session starts idle: the login ended with b's ReadyForQuery.
+	s.idleAt.Store(-1)
+	if s.opts.FrameToA {
+		s.idleAt.Store(0)
+	}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		var t *tail
 		if s.opts.EndedToB != nil {
-			t = &tail{}
+			t = &tail{sent: &s.sentToB}
 		}
 		n, err := pipe(s.b, s.a, pendingToB, t)
 		// After Stop, a's read ends with Stop's deadline or, when the b→a
 		// loop has already closed a, with the close: a's stream ended
 		// either way.
 		if t != nil && (t.srcEnded || s.stopping.Load()) {
-			s.opts.EndedToB(t.bytes())
+			s.opts.EndedToB(t.bytes(), s.idleAt.Load() == s.sentToB.Load())
 		}
 		res.ToB = n
 		if err != nil {
@@ -187,7 +195,8 @@ func (s *Session) toA(pending []byte) (int64, error) {
 		return err
 	}
 	f.feed(pending)
-	if len(pending) > 0 {
+	if len(pending) > 0 { // else b is still as idle as its login left it (Run)
+		s.noteIdle(&f)
 		if err := write(pending); err != nil {
 			return n, err
 		}
@@ -201,6 +210,7 @@ func (s *Session) toA(pending []byte) (int64, error) {
 			chunk, rerr = s.hold(cr, &f, chunk)
 		}
 		if len(chunk) > 0 {
+			s.noteIdle(&f) // before a hears a ReadyForQuery and answers it
 			if werr := write(chunk); werr != nil {
 				return n, werr
 			}
@@ -214,6 +224,17 @@ func (s *Session) toA(pending []byte) (int64, error) {
 		if rerr != nil {
 			return n, rerr
 		}
+	}
+}
+
+// noteIdle records, when b has sent more, whether b's stream as far as f
+// has followed it ends with a ReadyForQuery: b is then idle until a sends
+// more.
+func (s *Session) noteIdle(f *framer) {
+	if f.atBoundary() && f.last == 'Z' {
+		s.idleAt.Store(s.sentToB.Load())
+	} else {
+		s.idleAt.Store(-1)
 	}
 }
 
@@ -386,6 +407,7 @@ func (c *chunkReader) close() {
 func pipe(dst, src net.Conn, pending []byte, t *tail) (int64, error) {
 	var n int64
 	if len(pending) > 0 {
+		t.sending(len(pending))
 		w, err := dst.Write(pending)
 		n += int64(w)
 		t.add(pending[:w])
@@ -417,6 +439,7 @@ func copyConn(dst, src net.Conn, t *tail) (int64, error) {
 	for {
 		chunk, rerr := cr.next()
 		if len(chunk) > 0 {
+			t.sending(len(chunk))
 			w, werr := dst.Write(chunk)
 			n += int64(w)
 			t.add(chunk[:w])
@@ -441,7 +464,16 @@ func copyConn(dst, src net.Conn, t *tail) (int64, error) {
 type tail struct {
 	b        [TailLen]byte
 	n        int
-	srcEnded bool // the source's EOF or read error ended the copy, not a close by the session
+	sent     *atomic.Int64 // counts every byte written (sending)
+	srcEnded bool          // the source's EOF or read error ended the copy, not a close by the session
+}
+
+// sending counts n bytes about to be written: counted before the write,
+// so that b's answer to them can never be seen before they are.
+func (t *tail) sending(n int) {
+	if t != nil {
+		t.sent.Add(int64(n))
+	}
 }
 
 func (t *tail) add(p []byte) {

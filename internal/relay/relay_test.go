@@ -352,7 +352,7 @@ func TestEndedToBTail(t *testing.T) {
 				b = unspliced{b}
 			}
 			ended := make(chan []byte, 1)
-			sess := New(a, b, Options{EndedToB: func(tail []byte) { ended <- bytes.Clone(tail) }})
+			sess := New(a, b, Options{EndedToB: func(tail []byte, _ bool) { ended <- bytes.Clone(tail) }})
 			done := make(chan Result, 1)
 			go func() { done <- sess.Run([]byte(tc.pending), nil) }()
 			for _, w := range tc.writes {
@@ -400,25 +400,37 @@ func TestTailAcrossChunks(t *testing.T) {
 // Stop ends the client's stream too: EndedToB hears its tail every time,
 // whether a's read ended with Stop's deadline or with the close of a that
 // follows the final message (a race the real binary's drain lost, so no
-// cancel reached the statement still running).
+// cancel reached the statement still running). It also hears whether the
+// upstream was idle: it had answered the query with ReadyForQuery, so a
+// cancel would be for nothing (a drain of 1000 idle sessions would dial
+// 1000 of them).
 func TestEndedToBAfterStop(t *testing.T) {
+	type end struct {
+		tail []byte
+		idle bool
+	}
 	for i := range 50 {
+		answered := i%2 == 1
 		client, a := tcpPair(t)
 		b, upstream := tcpPair(t)
-		ended := make(chan []byte, 1)
-		sess := New(a, unspliced{b}, Options{FrameToA: true, EndedToB: func(tail []byte) { ended <- bytes.Clone(tail) }})
+		ended := make(chan end, 1)
+		sess := New(a, unspliced{b}, Options{FrameToA: true, EndedToB: func(tail []byte, idle bool) { ended <- end{bytes.Clone(tail), idle} }})
 		done := make(chan Result, 1)
 		go func() { done <- sess.Run(nil, nil) }()
 		client.Write(msg('Q', "SELECT pg_sleep(30)\x00"))
 		readN(t, upstream, 25)
+		if answered {
+			upstream.Write(slices.Concat(msg('C', "SELECT 1\x00"), msg('Z', "I")))
+			readN(t, client, 20)
+		}
 		sess.Stop(msg('E', "bye"))
 		if res := <-done; !res.Stopped {
 			t.Fatalf("run %d: result %+v", i, res)
 		}
 		select {
-		case tail := <-ended:
-			if string(tail) != "(30)\x00" {
-				t.Fatalf("run %d: tail %q", i, tail)
+		case e := <-ended:
+			if string(e.tail) != "(30)\x00" || e.idle != answered {
+				t.Fatalf("run %d: tail %q, idle %v; want idle %v", i, e.tail, e.idle, answered)
 			}
 		default:
 			t.Fatalf("run %d: EndedToB not called after Stop", i)
@@ -428,6 +440,30 @@ func TestEndedToBAfterStop(t *testing.T) {
 	}
 }
 
+// A client that sends a query after the upstream's ReadyForQuery makes
+// the upstream busy again: a client that vanishes then is not idle.
+func TestEndedToBIdleOnlyUntilTheNextQuery(t *testing.T) {
+	client, a := tcpPair(t)
+	b, upstream := tcpPair(t)
+	ended := make(chan bool, 1)
+	sess := New(a, unspliced{b}, Options{FrameToA: true, EndedToB: func(_ []byte, idle bool) { ended <- idle }})
+	done := make(chan Result, 1)
+	go func() { done <- sess.Run(nil, nil) }()
+	client.Write(msg('Q', "SELECT 1\x00"))
+	readN(t, upstream, 14)
+	upstream.Write(slices.Concat(msg('C', "SELECT 1\x00"), msg('Z', "I")))
+	readN(t, client, 20)
+	client.Write(msg('Q', "SELECT pg_sleep(30)\x00"))
+	readN(t, upstream, 25)
+	client.(*net.TCPConn).SetLinger(0)
+	client.Close() // vanishes mid-statement
+	if idle := <-ended; idle {
+		t.Fatal("EndedToB says idle while the second query runs")
+	}
+	upstream.Close()
+	<-done
+}
+
 // When the upstream ends the session first, the client's stream did not
 // end, so EndedToB is not called: the owner must not take the session's
 // close of a for the client's end.
@@ -435,7 +471,7 @@ func TestEndedToBNotWhenUpstreamEndsFirst(t *testing.T) {
 	client, a := tcpPair(t)
 	b, upstream := tcpPair(t)
 	called := make(chan []byte, 1)
-	sess := New(a, unspliced{b}, Options{EndedToB: func(tail []byte) { called <- bytes.Clone(tail) }})
+	sess := New(a, unspliced{b}, Options{EndedToB: func(tail []byte, _ bool) { called <- bytes.Clone(tail) }})
 	done := make(chan Result, 1)
 	go func() { done <- sess.Run(nil, nil) }()
 	client.Write([]byte("S\x00\x00\x00\x04"))
