@@ -86,8 +86,10 @@ func TestMalformedStartups(t *testing.T) {
 		wantError string
 	}{
 		{"nothing at all (startup timeout)", nil, ""},
-		{"random bytes", random, ""},
-		{"oversized startup packet", binary.BigEndian.AppendUint32(nil, 1<<30), ""},
+		// A length outside 8..--max-startup-size is refused with 08P01 (random
+		// bytes are one, but for a chance of about 1 in 400,000).
+		{"random bytes", random, "invalid startup packet length"},
+		{"oversized startup packet", binary.BigEndian.AppendUint32(nil, 1<<30), "invalid startup packet length 1073741824"},
 		{"truncated startup packet", startup[:len(startup)-4], ""},
 		{"direct TLS ClientHello", []byte{0x16, 0x03, 0x01, 0x00, 0x10}, ""},
 		{"no target named", pgwire.AppendStartup(nil, 3<<16, pgwire.Params{{Key: "user", Value: "u"}}), "28000"},
@@ -144,8 +146,8 @@ func TestClientLocalListenerBadInputs(t *testing.T) {
 		msg   string // a part of its message
 	}{
 		{"port probe (connect and close)", nil, "", "", ""},
-		{"random bytes", random, "", "", ""},
-		{"oversized startup packet", binary.BigEndian.AppendUint32(nil, 1<<30), "", "", ""},
+		{"random bytes", random, "", "08P01", "invalid startup packet length"},
+		{"oversized startup packet", binary.BigEndian.AppendUint32(nil, 1<<30), "", "08P01", "invalid startup packet length 1073741824"},
 		{"direct TLS ClientHello", []byte{0x16, 0x03, 0x01, 0x00, 0x10}, "", "", ""},
 		{"SSLRequest, then hang up", pgwire.AppendSSLRequest(nil), "N", "", ""},
 		{"GSSENCRequest, then hang up", binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 8), 80877104), "N", "", ""},
