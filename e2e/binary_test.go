@@ -102,13 +102,20 @@ func TestBinarySIGTERMDrain(t *testing.T) {
 	_, err := long.Exec(ctx, "SET client_connection_check_interval = 0; SELECT pg_sleep(30)")
 	pgErr(t, err, "57P01", "server is shutting down")
 	waitFor(t, 10*time.Second, "the drained session's statement cancelled", func() bool { return !sleepingIn(t, world, "pg_sleep(30)") })
+	waitCleanExit(t, s, "the drain")
+}
+
+// waitCleanExit waits up to 30 s for the server to exit with status 0
+// after what ended it.
+func waitCleanExit(t *testing.T, s *binaryServer, after string) {
+	t.Helper()
 	select {
 	case <-s.done:
 		if s.err != nil {
 			t.Fatalf("server exit: %v\n%s", s.err, s.log.String())
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatal("server did not exit after the drain")
+		t.Fatalf("server did not exit after %s", after)
 	}
 }
 
@@ -132,14 +139,7 @@ func TestBinarySecondSignalEndsDrain(t *testing.T) {
 	s.cmd.Process.Signal(syscall.SIGTERM)
 	pgErr(t, <-done, "57P01", "server is shutting down")
 	waitFor(t, 10*time.Second, "the statement cancelled", func() bool { return !sleepingIn(t, world, "pg_sleep(30)") })
-	select {
-	case <-s.done:
-		if s.err != nil {
-			t.Fatalf("server exit: %v\n%s", s.err, s.log.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("server did not exit after the second signal")
-	}
+	waitCleanExit(t, s, "the second signal")
 	if want := "second signal: ending the drain now"; !strings.Contains(s.log.String(), want) {
 		t.Errorf("log lacks %q:\n%s", want, s.log.String())
 	}

@@ -16,15 +16,10 @@ import (
 	"github.com/rdsproxy/rdsproxy/server"
 )
 
-// An Instance loads a snapshot, answers /readyz and /metrics (with
-// discovery's gauges), and when its context ends returns with both
-// listeners closed.
-func TestInstanceRun(t *testing.T) {
-	w, err := discovery.NewWatcher(discovery.WatcherConfig{Policy: discovery.Policy{Static: []discovery.Target{
-		discovery.Static(discovery.Target{Name: "app", Endpoint: "app.example:5432", Region: "eu-west-1"})}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+// runInstance runs an Instance of w (logging to log, which may be nil)
+// on two loopback listeners. stop ends it and returns Run's error.
+func runInstance(t *testing.T, w *discovery.Watcher, log *slog.Logger) (ln, admin net.Listener, stop func() error) {
+	t.Helper()
 	reg, metrics := server.NewRegistry(w.Status)
 	roots, err := server.RootCAs(nil)
 	if err != nil {
@@ -41,40 +36,59 @@ func TestInstanceRun(t *testing.T) {
 		}
 		return ln
 	}
-	ln, admin := listen(), listen()
+	ln, admin = listen(), listen()
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() {
-		done <- server.Instance{Server: srv, Watcher: w, Listener: ln, Admin: admin, Metrics: reg}.Run(ctx)
+		done <- server.Instance{Server: srv, Watcher: w, Listener: ln, Admin: admin, Metrics: reg, Logger: log}.Run(ctx)
 	}()
-	get := func(path string) (int, string) {
-		t.Helper()
-		resp, err := http.Get("http://" + admin.Addr().String() + path)
-		if err != nil {
-			t.Fatal(err)
+	stop = sync.OnceValue(func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(time.Minute): // hang guard
+			return errors.New("Run did not return after its context ended")
 		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp.StatusCode, string(b)
+	})
+	t.Cleanup(func() { stop() })
+	return ln, admin, stop
+}
+
+// get fetches path from the admin listener.
+func get(t *testing.T, admin net.Listener, path string) (int, string) {
+	t.Helper()
+	resp, err := http.Get("http://" + admin.Addr().String() + path)
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// An Instance loads a snapshot, answers /readyz and /metrics (with
+// discovery's gauges), and when its context ends returns with both
+// listeners closed.
+func TestInstanceRun(t *testing.T) {
+	w, err := discovery.NewWatcher(discovery.WatcherConfig{Policy: discovery.Policy{Static: []discovery.Target{
+		discovery.Static(discovery.Target{Name: "app", Endpoint: "app.example:5432", Region: "eu-west-1"})}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, admin, stop := runInstance(t, w, nil)
 	// Run refreshes before it serves, so the first answer is already ready.
-	if code, body := get("/readyz"); code != http.StatusOK {
+	if code, body := get(t, admin, "/readyz"); code != http.StatusOK {
 		t.Fatalf("/readyz = %d %q", code, body)
 	}
-	if _, body := get("/metrics"); !strings.Contains(body, "rdsproxy_discovery_targets 1\n") {
+	if _, body := get(t, admin, "/metrics"); !strings.Contains(body, "rdsproxy_discovery_targets 1\n") {
 		t.Fatalf("/metrics lacks rdsproxy_discovery_targets 1:\n%s", body)
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(time.Minute): // hang guard
-		t.Fatal("Run did not return after its context ended")
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
 	}
 	for _, l := range []net.Listener{ln, admin} {
 		if c, err := net.Dial("tcp", l.Addr().String()); err == nil {
@@ -88,7 +102,7 @@ func TestInstanceRun(t *testing.T) {
 // says the server is not ready and what to check, never "ready"; /readyz
 // answers 503.
 func TestInstanceNotReadyWithoutSnapshot(t *testing.T) {
-	logs := &lockedLog{}
+	logs := &server.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	w, err := discovery.NewWatcher(discovery.WatcherConfig{Policy: discovery.Policy{Regions: []string{"eu-west-1"}}, Logger: log,
 		Fetch: func(context.Context) ([]discovery.Database, error) {
@@ -97,29 +111,7 @@ func TestInstanceNotReadyWithoutSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	roots, err := server.RootCAs(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg, metrics := server.NewRegistry(w.Status)
-	srv, err := server.New(server.Config{Targets: w, RootCAs: roots, Metrics: metrics})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() {
-		done <- server.Instance{Server: srv, Watcher: w, Listener: ln, Admin: admin, Metrics: reg, Logger: log}.Run(ctx)
-	}()
-	defer func() { cancel(); <-done }()
+	_, admin, _ := runInstance(t, w, log)
 	waitForLog := func(want string) {
 		t.Helper()
 		for range 100 {
@@ -135,30 +127,7 @@ func TestInstanceNotReadyWithoutSnapshot(t *testing.T) {
 	if strings.Contains(logs.String(), "msg=ready") || strings.Contains(logs.String(), "serving the last snapshot") {
 		t.Errorf("log claims readiness or a snapshot:\n%s", logs.String())
 	}
-	resp, err := http.Get("http://" + admin.Addr().String() + "/readyz")
-	if err != nil {
-		t.Fatal(err)
+	if code, _ := get(t, admin, "/readyz"); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz = %d, want 503", code)
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusServiceUnavailable {
-		t.Errorf("/readyz = %d, want 503", resp.StatusCode)
-	}
-}
-
-// lockedLog is a log destination safe for concurrent writes.
-type lockedLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

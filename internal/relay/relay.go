@@ -110,11 +110,11 @@ func (s *Session) Run(pendingToB, pendingToA []byte) Result {
 			s.b.Close()
 		}
 	}
-	// A session starts idle: the login ended with b's ReadyForQuery.
-	s.idleAt.Store(-1)
+	idleAt := int64(-1) // unknown without the framing
 	if s.opts.FrameToA {
-		s.idleAt.Store(0)
+		idleAt = 0 // the login ended with b's ReadyForQuery, and a has sent nothing since
 	}
+	s.idleAt.Store(idleAt)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -229,11 +229,13 @@ func (s *Session) toA(pending []byte) (int64, error) {
 
 // noteIdle records, when b has sent more, whether b's stream as far as f
 // has followed it ends with a ReadyForQuery: b is then idle until a sends
-// more.
+// more. Only EndedToB reads it, so without one nothing is recorded.
 func (s *Session) noteIdle(f *framer) {
-	if f.atBoundary() && f.last == 'Z' {
+	switch {
+	case s.opts.EndedToB == nil: // no one asks
+	case f.atBoundary() && f.last == 'Z':
 		s.idleAt.Store(s.sentToB.Load())
-	} else {
+	default:
 		s.idleAt.Store(-1)
 	}
 }
