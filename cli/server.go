@@ -112,7 +112,7 @@ func (c *ServerCmd) Run(ctx context.Context, kctx *kong.Context, g *Globals, log
 		return &ExitError{Code: ExitUsage, Err: flagError(err)}
 	}
 	if c.DryRun {
-		return printEffective(env, kctx, policy)
+		return printEffective(env, kctx, policy, cfg)
 	}
 	reg, metrics := server.NewRegistry(watcher.Status)
 	cfg.Metrics = metrics
@@ -362,9 +362,16 @@ func positiveFlags(kctx *kong.Context) error {
 
 // printEffective writes the configuration the server would run with, as
 // a configuration file the server accepts: every flag of the command
-// that has a value, keyed by its long name, and the static targets.
-func printEffective(env Env, kctx *kong.Context, p discovery.Policy) error {
+// that has a value, keyed by its long name, the values the server
+// computes when a flag is not given (the default allow rule, the server
+// id from the host name, the STS region), and the static targets.
+func printEffective(env Env, kctx *kong.Context, p discovery.Policy, cfg server.Config) error {
 	out := effectiveFlags(kctx)
+	out["allow-tag"] = allowStrings(p.Rules)
+	if cfg.Identity != nil {
+		out["server-id"] = cfg.Identity.ServerID
+		out["sts-region"] = cfg.Identity.Region
+	}
 	if len(p.Static) > 0 {
 		targets := make([]staticTarget, len(p.Static))
 		for i, t := range p.Static {

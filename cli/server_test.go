@@ -11,6 +11,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 )
@@ -63,6 +64,34 @@ func TestDryRunPrintsAcceptedConfig(t *testing.T) {
 	// And with nothing but defaults.
 	if defaults := run(); run("--config", write("defaults.yaml", defaults)) != defaults {
 		t.Fatalf("the printed defaults, fed back, differ")
+	}
+}
+
+// --dry-run shows what the server computes when a flag is not given:
+// the default allow rule, the server id (the host name, which clients
+// sign into their identity) and the STS region (the AWS configuration's).
+func TestDryRunShowsComputedDefaults(t *testing.T) {
+	t.Setenv("HOME", t.TempDir())
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_REGION", "eu-central-1")
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, errOut, code := dryRun(t)
+	if code != ExitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	want := map[string]any{"server-id": host, "sts-region": "eu-central-1", "allow-tag": []any{"rdsproxy:enabled=true"}}
+	for k, v := range want {
+		if !reflect.DeepEqual(cfg[k], v) {
+			t.Errorf("%s = %#v, want %#v", k, cfg[k], v)
+		}
+	}
+	// Given flags win over what would be computed.
+	cfg, _, _ = dryRun(t, "--server-id", "srv-1", "--sts-region", "us-west-2", "--allow-tag", "team=db")
+	if cfg["server-id"] != "srv-1" || cfg["sts-region"] != "us-west-2" || !reflect.DeepEqual(cfg["allow-tag"], []any{"team=db"}) {
+		t.Errorf("given flags: %v", cfg)
 	}
 }
 
