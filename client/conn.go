@@ -249,9 +249,9 @@ func (p *Proxy) laneOff(why string) {
 	until := now.Add(laneRetry)
 	switch was := p.laneOffUntil.Swap(&until); {
 	case was == nil:
-		p.log.Info(why+": connections spread over the tunnel's sessions without an interactive lane", "retry_after", laneRetry)
+		p.log.Info(why+": connections spread over the tunnel's sessions without an interactive lane", "retry_after", laneRetry.String())
 	case now.After(*was):
-		p.log.Debug(why+": the lane stays off", "retry_after", laneRetry)
+		p.log.Debug(why+": the lane stays off", "retry_after", laneRetry.String())
 	}
 }
 

@@ -27,6 +27,7 @@ import (
 // N sessions, M auth failures, and the bytes each session relayed, counted
 // independently on the client's socket.
 func TestMetricsAndAuditLines(t *testing.T) {
+	began := time.Now()
 	reg := prometheus.NewRegistry()
 	audit := &logBuffer{}
 	st := startStack(t, func(c *server.Config) {
@@ -57,10 +58,15 @@ func TestMetricsAndAuditLines(t *testing.T) {
 		if l["outcome"] != "ok" {
 			continue
 		}
-		for _, k := range []string{"target", "user", "database", "application_name", "remote", "access_key_id", "start", "dur"} {
+		for _, k := range []string{"target", "user", "database", "application_name", "remote", "access_key_id", "start"} {
 			if l[k] == nil || l[k] == "" {
 				t.Errorf("audit line lacks %s: %v", k, l)
 			}
+		}
+		// A number of milliseconds, in JSON too (slog writes a
+		// time.Duration as nanoseconds there).
+		if ms, ok := l["duration_ms"].(float64); !ok || ms < 0 || ms > float64(time.Since(began).Milliseconds()) {
+			t.Errorf("audit duration_ms = %v, want milliseconds within the test's %s", l["duration_ms"], time.Since(began))
 		}
 		if l["access_key_id"] != sandbox.AccessKeyID || l["user"] != sandbox.UserIAM || l["target"] != "app" {
 			t.Errorf("audit line %v", l)

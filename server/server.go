@@ -138,7 +138,7 @@ func (s *Server) drain() {
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	if active > 0 {
-		s.log.Info("draining", "sessions", active, "timeout", s.cfg.DrainTimeout)
+		s.log.Info("draining", "sessions", active, "timeout", s.cfg.DrainTimeout.String())
 	}
 	t := time.NewTimer(s.cfg.DrainTimeout)
 	defer t.Stop()

@@ -450,7 +450,7 @@ func (s *Server) audit(info sessionInfo, o outcome, reason string, res relay.Res
 		"target", info.target, "user", clip(info.user), "database", clip(info.database),
 		"application_name", clip(info.app), "remote", info.remote, "access_key_id", clip(info.keyID),
 		"arn", info.arn(), "account", info.account(), "role_session", info.roleSession(),
-		"start", info.start.UTC().Format(time.RFC3339Nano), "dur", s.cfg.Now().Sub(info.start).Round(time.Millisecond),
+		"start", info.start.UTC().Format(time.RFC3339Nano), "duration_ms", s.cfg.Now().Sub(info.start).Milliseconds(),
 		"bytes_from_client", res.ToB, "bytes_to_client", res.ToA, "outcome", string(o),
 	}
 	if reason != "" {

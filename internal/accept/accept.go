@@ -61,7 +61,7 @@ func (b *backoff) wait(ctx context.Context, err error) bool {
 		return false
 	}
 	b.delay = min(max(2*b.delay, 5*time.Millisecond), time.Second)
-	b.logs.Do(func() { b.log.Error("accept failed; backing off", "err", err, "delay", b.delay) })
+	b.logs.Do(func() { b.log.Error("accept failed; backing off", "err", err, "delay", b.delay.String()) })
 	t := time.NewTimer(b.delay)
 	defer t.Stop()
 	select {

@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"strings"
-	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apihttpstream "k8s.io/apimachinery/pkg/util/httpstream"
@@ -144,6 +143,3 @@ func (t *podTunnel) noReadyPod(what, selector string, seen []string) error {
 	return &kubeError{kind: ErrNoReadyPod, msg: fmt.Sprintf(
 		"kube: no ready pod for %s in namespace %s (%s)", what, t.namespace, detail)}
 }
-
-// since is a short duration for log records.
-func since(start time.Time) time.Duration { return time.Since(start).Round(time.Millisecond) }

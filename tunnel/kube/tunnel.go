@@ -292,7 +292,7 @@ func (t *podTunnel) reconnect(ctx context.Context) (*session, error) {
 	s.refs++
 	t.mu.Unlock()
 	t.log.Info("kube port-forward connected", "pod", pod, "namespace", t.namespace,
-		"transport", transport, "dur", since(start))
+		"transport", transport, "duration_ms", time.Since(start).Milliseconds())
 	return s, nil
 }
 
