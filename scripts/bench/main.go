@@ -111,6 +111,12 @@ func run(reps, secs, copyMB, idle int, only string, localTLS bool, baseBin strin
 		return fmt.Errorf("pgbench init: %w", err)
 	}
 	workloads := slices.DeleteFunc(b.workloads(), func(w workload) bool { return !strings.Contains(w.name, only) })
+	var fresh []float64
+	if len(workloads) > 0 {
+		if fresh, err = b.idleMemory(paths[2], idle); err != nil {
+			return err
+		}
+	}
 	results := map[string]map[string][]float64{}
 	work := map[string]map[string][]counters{}
 	for _, w := range workloads {
@@ -134,9 +140,11 @@ func run(reps, secs, copyMB, idle int, only string, localTLS bool, baseBin strin
 		printTable(workloads, paths, results)
 		printWork(workloads, paths, work)
 		b.printResources(paths)
-		if err := b.idleMemory(paths[2], idle); err != nil {
+		after, err := b.idleMemory(paths[2], idle)
+		if err != nil {
 			return err
 		}
+		printIdleMemory(paths[2], idle, fresh, after)
 	}
 	if ssmMB > 0 && (only == "" || strings.Contains("ssm", only)) {
 		return b.ssm(dir, bin, ssmMB, ssmOnly, paths[0])
@@ -446,9 +454,9 @@ func (b *bench) printResources(paths []path) {
 	}
 }
 
-// idleMemory opens n idle sessions through rdsproxy and reports the RSS
-// each one adds to the server and the client process.
-func (b *bench) idleMemory(p path, n int) error {
+// idleMemory opens n idle sessions through rdsproxy and returns the RSS
+// each one adds to each of p's processes, in KiB.
+func (b *bench) idleMemory(p path, n int) ([]float64, error) {
 	before := make([]int64, len(p.procs))
 	for i, pr := range p.procs {
 		before[i] = pr.rss()
@@ -462,16 +470,28 @@ func (b *bench) idleMemory(p path, n int) error {
 	for range n {
 		c, err := b.connect(p)
 		if err != nil {
-			return fmt.Errorf("idle session: %w", err)
+			return nil, fmt.Errorf("idle session: %w", err)
 		}
 		conns = append(conns, c)
 	}
 	time.Sleep(time.Second) // let RSS settle after the last handshake
-	fmt.Printf("\nmemory per idle session (%d sessions, TLS upstream):\n", n)
+	perSession := make([]float64, len(p.procs))
 	for i, pr := range p.procs {
-		fmt.Printf("  %-28s %6.1f KiB\n", pr.name, float64(pr.rss()-before[i])/float64(n))
+		perSession[i] = float64(pr.rss()-before[i]) / float64(n)
 	}
-	return nil
+	return perSession, nil
+}
+
+// printIdleMemory prints what an idle session costs in processes that have
+// run nothing yet (the runtime must grow its heap and stacks for them) and
+// after the workloads (the sessions reuse memory the runtime kept): the
+// two bound what a long-running process sees.
+func printIdleMemory(p path, n int, fresh, after []float64) {
+	fmt.Printf("\nmemory per idle session (%d sessions, TLS upstream), KiB of RSS:\n", n)
+	fmt.Printf("  %-28s %14s %20s\n", "", "fresh process", "after the workloads")
+	for i, pr := range p.procs {
+		fmt.Printf("  %-28s %14.1f %20.1f\n", pr.name, fresh[i], after[i])
+	}
 }
 
 func median(v []float64) float64 {
