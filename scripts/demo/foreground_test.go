@@ -5,6 +5,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -29,7 +30,31 @@ func TestMain(m *testing.M) {
 			return ctx.Err()
 		}))
 	}
+	if os.Getenv(failingChildEnv) == "1" {
+		os.Exit(interruptible(func(context.Context) error { return errors.New("the server exited") }))
+	}
 	os.Exit(m.Run())
+}
+
+// failingChildEnv makes the test binary act as a demo that fails at once.
+const failingChildEnv = "DEMO_TEST_FAILING_CHILD"
+
+// A demo that fails (its server or connect died, bin/rdsproxy is missing)
+// says why and exits 1, so that make and scripts notice; it used to print
+// "stopped" and exit 0.
+func TestFailureExitsNonZero(t *testing.T) {
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), failingChildEnv+"=1")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("exit: %v, want status 1; stdout %q", err, stdout.String())
+	}
+	if !strings.Contains(stderr.String(), "demo: the server exited") || strings.Contains(stdout.String(), "stopped") {
+		t.Errorf("stdout %q, stderr %q: want the error, not \"stopped\"", stdout.String(), stderr.String())
+	}
 }
 
 // `make demo` on a terminal, then Ctrl-C: the demo stops and make exits 0

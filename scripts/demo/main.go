@@ -32,10 +32,11 @@ func interruptible(f func(context.Context) error) int {
 	restore := foreground()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := f(ctx)
+	interrupted := ctx.Err() != nil // before stop, which cancels ctx too
 	stop()
 	restore()
 	switch {
-	case ctx.Err() != nil:
+	case interrupted:
 		fmt.Println("\n==> stopped")
 	case err != nil:
 		fmt.Fprintln(os.Stderr, "demo:", err)
