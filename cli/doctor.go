@@ -462,10 +462,7 @@ func (d *doctor) checkLogin(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("listen for the test login: %w", err)
 	}
-	sctx, stop := context.WithCancel(ctx)
-	served := make(chan error, 1)
-	go func() { served <- p.Serve(sctx, ln) }()
-	defer func() { stop(); <-served }()
+	defer serveLocal(ctx, p, ln).end()
 	cfg, err := pgx.ParseConfig("sslmode=disable")
 	if err != nil {
 		return "", fmt.Errorf("pgx configuration: %w", err)

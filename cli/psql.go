@@ -11,7 +11,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -50,11 +49,7 @@ func (c *PsqlCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env Env
 		return &ExitError{Code: ExitFailure, Err: err}
 	}
 	defer cleanup()
-	sctx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); p.Serve(sctx, ln) }()
-	defer func() { stop(); wg.Wait() }()
+	defer serveLocal(ctx, p, ln).end()
 	info := newConnInfo(t, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}, userFor(c.User, t.Users), "")
 	info.Host = host
 	args := c.Args
@@ -62,6 +57,42 @@ func (c *PsqlCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env Env
 		args = args[1:]
 	}
 	return runPsql(ctx, env, info, args)
+}
+
+// localServing is a client.Proxy serving one command's own client (psql,
+// doctor's test login) on its listener.
+type localServing struct {
+	ln     net.Listener
+	stop   context.CancelFunc
+	served chan struct{}
+}
+
+// endGrace bounds how long end waits for connections to finish by
+// themselves.
+const endGrace = 3 * time.Second
+
+func serveLocal(ctx context.Context, p *client.Proxy, ln net.Listener) *localServing {
+	sctx, stop := context.WithCancel(ctx)
+	s := &localServing{ln: ln, stop: stop, served: make(chan struct{})}
+	go func() { defer close(s.served); p.Serve(sctx, ln) }()
+	return s
+}
+
+// end stops accepting, then gives the connections still open endGrace to
+// end by themselves before ending them. The client has usually just said
+// goodbye, and its session ends cleanly once the server has read that;
+// ending it at once raced the goodbye, so the server audited an aborted
+// session and connect warned of statements to cancel.
+func (s *localServing) end() {
+	s.ln.Close()
+	t := time.NewTimer(endGrace)
+	defer t.Stop()
+	select {
+	case <-s.served:
+	case <-t.C:
+	}
+	s.stop()
+	<-s.served
 }
 
 // psqlListener is where rdsproxy psql serves its psql: a Unix socket in

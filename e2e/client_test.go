@@ -175,6 +175,9 @@ func TestConnectBusyPortIsAnError(t *testing.T) {
 }
 
 // rdsproxy psql passes psql's exit code through and closes the tunnel.
+// psql's session ends as it does on a direct connection: the server
+// audits it ok, and rdsproxy says nothing of statements to cancel (it
+// used to end the relay as psql exited, racing psql's goodbye).
 func TestPsqlCommand(t *testing.T) {
 	world := startTestWorld(t)
 	s := startBinaryServer(t, world)
@@ -186,10 +189,20 @@ func TestPsqlCommand(t *testing.T) {
 	if err != nil || strings.TrimSpace(string(out)) != sandbox.UserIAM {
 		t.Fatalf("rdsproxy psql: %v %q\n%s", err, out, stderr.String())
 	}
-	err = clientCmd(t, world, s, state, "psql", "orders", "--", "-c", "SELECT 1/0").Run()
+	cmd = clientCmd(t, world, s, state, "psql", "orders", "--", "-c", "SELECT 1/0")
+	cmd.Stderr = &stderr
+	err = cmd.Run()
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
 		t.Fatalf("psql's exit code not passed through: %v", err)
+	}
+	if strings.Contains(stderr.String(), "stopped: ended open connections") {
+		t.Errorf("rdsproxy psql ended psql's connection itself:\n%s", stderr.String())
+	}
+	ends := func() int { return strings.Count(s.log.String(), `msg="session end"`) }
+	waitFor(t, 10*time.Second, "the server's two audit lines", func() bool { return ends() >= 2 })
+	if n := strings.Count(s.log.String(), "outcome=ok"); n != 2 {
+		t.Errorf("%d of 2 psql sessions audited ok:\n%s", n, s.log.String())
 	}
 	stats := world.SSM.Stats()
 	if stats.TerminateCalls < stats.SessionsStarted {
