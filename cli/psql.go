@@ -9,10 +9,13 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/alecthomas/kong"
 
 	"github.com/rdsproxy/rdsproxy/client"
 )
@@ -29,7 +32,8 @@ type PsqlCmd struct {
 // Run opens the tunnel, serves the target on a private Unix socket (see
 // psqlListener), runs psql with PGHOST/PGPORT/PGUSER/PGDATABASE set, closes everything when
 // psql exits, and exits with psql's exit code.
-func (c *PsqlCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env Env) error {
+func (c *PsqlCmd) Run(ctx context.Context, kctx *kong.Context, g *Globals, log *slog.Logger, env Env) error {
+	args, _ := psqlArgs(c.Args, kctx.Args) // Validate has checked them
 	tokens, err := c.tokenSource(ctx)
 	if err != nil {
 		return err
@@ -52,11 +56,33 @@ func (c *PsqlCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env Env
 	defer serveLocal(ctx, p, ln).end()
 	info := newConnInfo(t, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}, userFor(c.User, t.Users), "")
 	info.Host = host
-	args := c.Args
-	if len(args) > 0 && args[0] == "--" { // kong keeps the separator
-		args = args[1:]
-	}
 	return runPsql(ctx, env, info, args)
+}
+
+// Validate refuses psql's arguments given without -- (see psqlArgs), with
+// the usage, before anything is dialled.
+func (c *PsqlCmd) Validate(kctx *kong.Context) error {
+	if _, err := psqlArgs(c.Args, kctx.Args); err != nil {
+		return err
+	}
+	return c.TunnelFlags.Validate()
+}
+
+// psqlArgs is what goes to psql: what follows the --. Without one, the
+// parser has already taken psql's arguments apart (-v and -q are flags of
+// rdsproxy too, and -Atc turned into "A" "tc"), so they are refused with
+// the way to write them rather than passed on changed.
+func psqlArgs(parsed, raw []string) ([]string, error) {
+	switch {
+	case len(parsed) == 0:
+		return nil, nil
+	case parsed[0] == "--": // kong keeps the separator right after the target
+		return parsed[1:], nil
+	case slices.Contains(raw, "--"): // a -- before the target ends rdsproxy's flags there
+		return parsed, nil
+	}
+	return nil, errors.New("arguments for psql go after --, as in: rdsproxy psql TARGET -- -v ON_ERROR_STOP=1 -c 'SELECT 1' " +
+		"(without it, rdsproxy reads -v and -q as its own flags)")
 }
 
 // localServing is a client.Proxy serving one command's own client (psql,

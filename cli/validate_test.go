@@ -38,6 +38,10 @@ func TestFlagUsageErrors(t *testing.T) {
 		{[]string{"doctor", "--via", "direct"}, "--via direct needs --server HOST:PORT"},
 		{[]string{"psql", "orders", "--via", "direct"}, "--via direct needs --server HOST:PORT"},
 		{[]string{"token", "orders", "--via", "direct"}, "--via direct needs --server HOST:PORT"},
+		// psql's arguments without --: -v is rdsproxy's too, so they
+		// would reach psql changed.
+		{append([]string{"psql", "orders", "-v", "ON_ERROR_STOP=1", "-f", "x.sql"}, direct...), "arguments for psql go after --"},
+		{append([]string{"psql", "orders", "-Atc", "SELECT 1"}, direct...), "arguments for psql go after --"},
 		{[]string{"list", "--via", "direct", "--server", "db.internal"}, `--server must be HOST:PORT, not "db.internal"`},
 		{[]string{"list", "--via", "direct", "--server", "db.internal:70000"}, "--server db.internal:70000: the port must be between 1 and 65535"},
 		{[]string{"list", "--via", "ssm", "--ssm-server", "", "--region", "eu-west-1"}, "--via ssm needs --ssm-target or --ssm-server"},

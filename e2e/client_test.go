@@ -182,7 +182,7 @@ func TestPsqlCommand(t *testing.T) {
 	world := startTestWorld(t)
 	s := startBinaryServer(t, world)
 	state := t.TempDir()
-	cmd := clientCmd(t, world, s, state, "psql", "orders", "--", "-At", "-c", "SELECT current_user")
+	cmd := clientCmd(t, world, s, state, "psql", "orders", "--", "-Atc", "SELECT current_user") // reaches psql as given
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
