@@ -46,7 +46,7 @@ func (e *ExitError) Unwrap() error { return e.Err }
 
 // Globals are flags every command has.
 type Globals struct {
-	Config    kong.ConfigFlag  `help:"YAML configuration file; its keys are the long flag names (also read: $$XDG_CONFIG_HOME/rdsproxy/config.yaml, by default ~/.config/rdsproxy/config.yaml)." env:"RDSPROXY_CONFIG" placeholder:"FILE"`
+	Config    configFlag       `help:"YAML configuration file; its keys are the long flag names (also read: $$XDG_CONFIG_HOME/rdsproxy/config.yaml, by default ~/.config/rdsproxy/config.yaml)." env:"RDSPROXY_CONFIG" placeholder:"FILE"`
 	LogLevel  string           `help:"Log level: debug, info, warn or error (default: warn for a client on a terminal, else info)." placeholder:"LEVEL" env:"RDSPROXY_LOG_LEVEL"`
 	LogFormat string           `help:"Log format: text or json." default:"text" enum:"text,json" env:"RDSPROXY_LOG_FORMAT"`
 	Quiet     bool             `short:"q" help:"Only errors and what was asked for: warn-level logs, no progress indicator." env:"RDSPROXY_QUIET"`
@@ -112,12 +112,21 @@ func exitStatus(ctx context.Context, err error, env Env) int {
 
 // newParser builds the kong parser for cli.
 func newParser(cli *CLI, env Env, exit func(int)) (*kong.Kong, error) {
+	// One resolver reads all configuration files, so that the file
+	// --config names can beat the user's key by key and share its servers:
+	// as two of kong's resolvers, each chose its own server and the
+	// user's file failed a --use only the named file had.
+	files, err := newFileResolver()
+	if err != nil {
+		return nil, &ExitError{Code: ExitUsage, Err: err}
+	}
 	return kong.New(cli,
 		kong.Name("rdsproxy"),
 		kong.Description("Reach IAM-authenticated PostgreSQL on AWS RDS and Aurora in private subnets, with no passwords."),
 		kong.UsageOnError(),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
-		kong.Configuration(loadConfigFile, defaultConfigPath()),
+		kong.Resolvers(files),
+		kong.Bind(files), // for configFlag.BeforeResolve
 		kong.Writers(env.Stdout, env.Stderr),
 		kong.Exit(exit),
 		kong.Vars{"version": versionLine(env.Version)},

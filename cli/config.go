@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -23,30 +24,121 @@ import (
 var fileKeys = []string{"targets", "servers", "default-server"}
 
 // defaultConfigPath is the user's configuration file, read when present:
-// $XDG_CONFIG_HOME/rdsproxy/config.yaml, else ~/.config/rdsproxy/config.yaml
+// $XDG_CONFIG_HOME/rdsproxy/config.yaml, else $HOME/.config/rdsproxy/config.yaml
 // (the XDG base directory specification ignores a relative XDG_CONFIG_HOME).
+// It is the same on macOS, where os.UserConfigDir would be
+// ~/Library/Application Support, because the README and --help name
+// ~/.config. $HOME, not the password database (kong's "~" expansion): a
+// shell, a test or a container that sets HOME expects the file there. It
+// is "" when neither variable says where home is.
 func defaultConfigPath() string {
 	if dir := os.Getenv("XDG_CONFIG_HOME"); filepath.IsAbs(dir) {
 		return filepath.Join(dir, "rdsproxy", "config.yaml")
 	}
-	return "~/.config/rdsproxy/config.yaml"
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(home, ".config", "rdsproxy", "config.yaml")
 }
 
-// fileResolver supplies flag values from the YAML configuration file,
-// except for flags whose environment variable is set: kong applies
-// environment values before resolvers, so without this check the file
-// would beat the environment.
+// configFlag is --config FILE (or RDSPROXY_CONFIG). Before kong resolves
+// flags, the file it names joins the user's file in the parse's
+// fileResolver, and beats it key by key.
+type configFlag string
+
+// BeforeResolve adds the named file to files.
+func (configFlag) BeforeResolve(kctx *kong.Context, trace *kong.Path, files *fileResolver) error {
+	path, _ := kctx.FlagValue(trace.Flag).(configFlag)
+	if path == "" {
+		return nil
+	}
+	return files.add(expandHome(string(path)))
+}
+
+// expandHome replaces a leading ~/ with $HOME, for a path a shell did not
+// expand (RDSPROXY_CONFIG='~/x.yaml').
+func expandHome(path string) string {
+	rest, ok := strings.CutPrefix(path, "~/")
+	if !ok {
+		return path
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return path
+	}
+	return filepath.Join(home, rest)
+}
+
+// fileResolver supplies flag values from the YAML configuration files:
+// the user's file, then the one --config names. A later file wins key by
+// key: its top-level keys and default-server beat the earlier file's, and
+// its servers entries join the earlier file's, replacing one of the same
+// name whole (an entry says how to reach one server; half of one and half
+// of another reaches neither).
+//
+// Flags whose environment variable is set are left alone: kong applies
+// environment values before resolvers, so without this check a file would
+// beat the environment.
 type fileResolver struct {
+	userPath string         // where the user's file is looked for ("" when home is unknown)
+	files    []configFile   // the files read, in order
+	values   map[string]any // their merge
+}
+
+// configFile is one configuration file's decoded values.
+type configFile struct {
+	path   string
 	values map[string]any
 }
 
-// loadConfigFile is kong's configuration loader for --config.
-func loadConfigFile(r io.Reader) (kong.Resolver, error) {
-	values, err := decodeYAML(r)
-	if err != nil {
+// newFileResolver reads the user's configuration file, when there is one.
+func newFileResolver() (*fileResolver, error) {
+	r := &fileResolver{userPath: defaultConfigPath(), values: map[string]any{}}
+	if r.userPath == "" {
+		return r, nil
+	}
+	if err := r.add(r.userPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
-	return &fileResolver{values: values}, nil
+	return r, nil
+}
+
+// add reads the file at path and lays it over the files read before.
+func (r *fileResolver) add(path string) error {
+	if slices.ContainsFunc(r.files, func(f configFile) bool { return f.path == path }) {
+		return nil // RDSPROXY_CONFIG naming the user's own file
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("configuration file: %w", err)
+	}
+	defer f.Close()
+	values, err := decodeYAML(f)
+	if err == nil {
+		err = checkShape(values)
+	}
+	if err != nil {
+		return fmt.Errorf("configuration file %s: %w", path, err)
+	}
+	r.files = append(r.files, configFile{path: path, values: values})
+	r.values = merge(r.values, values)
+	return nil
+}
+
+// merge returns over laid on base: over's keys win, except servers, whose
+// entries are merged by name (over's entry wins).
+func merge(base, over map[string]any) map[string]any {
+	out := maps.Clone(base)
+	maps.Copy(out, over)
+	baseServers, _ := base["servers"].(map[string]any)
+	overServers, _ := over["servers"].(map[string]any)
+	if baseServers != nil && overServers != nil {
+		servers := maps.Clone(baseServers)
+		maps.Copy(servers, overServers)
+		out["servers"] = servers
+	}
+	return out
 }
 
 // decodeYAML reads a YAML mapping and normalises its values to what
@@ -57,17 +149,41 @@ func decodeYAML(r io.Reader) (map[string]any, error) {
 		if err == io.EOF {
 			return map[string]any{}, nil
 		}
-		return nil, fmt.Errorf("configuration file: %w", err)
+		return nil, err
 	}
 	b, err := json.Marshal(raw)
 	if err != nil {
-		return nil, fmt.Errorf("configuration file: %w", err)
+		return nil, err
 	}
-	var values map[string]any
+	values := map[string]any{}
 	if err := json.Unmarshal(b, &values); err != nil {
-		return nil, fmt.Errorf("configuration file: %w", err)
+		return nil, err
 	}
 	return values, nil
+}
+
+// checkShape rejects a servers: section that is not a mapping of mappings
+// and a default-server that is not a name, which merge and server rely on.
+func checkShape(values map[string]any) error {
+	if v, present := values["default-server"]; present {
+		if _, ok := v.(string); !ok {
+			return errors.New("default-server must be a server name")
+		}
+	}
+	v, present := values["servers"]
+	if !present {
+		return nil
+	}
+	servers, ok := v.(map[string]any)
+	if !ok {
+		return errors.New("servers must map server names to their settings")
+	}
+	for name, entry := range servers {
+		if _, ok := entry.(map[string]any); !ok {
+			return fmt.Errorf("servers.%s must be a mapping of flag names", name)
+		}
+	}
+	return nil
 }
 
 // Validate rejects keys that name no flag, so typos do not pass silently.
@@ -86,19 +202,23 @@ func (r *fileResolver) Validate(app *kong.Application) error {
 		}
 	}
 	walk(app.Node)
-	if err := unknownKeys("", r.values, known); err != nil {
+	for _, f := range r.files {
+		if err := f.unknownKeys(known); err != nil {
+			return fmt.Errorf("configuration file %s: %w", f.path, err)
+		}
+	}
+	return nil
+}
+
+// unknownKeys names the file's keys that are not known, at the top level
+// and in its servers entries.
+func (f configFile) unknownKeys(known map[string]bool) error {
+	if err := unknownKeys("", f.values, known); err != nil {
 		return err
 	}
-	servers, ok := r.values["servers"].(map[string]any)
-	if _, present := r.values["servers"]; present && !ok {
-		return errors.New("configuration file: servers must map server names to their settings")
-	}
-	for name, entry := range servers {
-		settings, ok := entry.(map[string]any)
-		if !ok {
-			return fmt.Errorf("configuration file: servers.%s must be a mapping of flag names", name)
-		}
-		if err := unknownKeys("servers."+name+".", settings, known); err != nil {
+	servers, _ := f.values["servers"].(map[string]any)
+	for _, name := range slices.Sorted(maps.Keys(servers)) {
+		if err := unknownKeys("servers."+name+".", servers[name].(map[string]any), known); err != nil {
 			return err
 		}
 	}
@@ -114,21 +234,23 @@ func unknownKeys(prefix string, values map[string]any, known map[string]bool) er
 	}
 	if len(unknown) > 0 {
 		sort.Strings(unknown)
-		return fmt.Errorf("configuration file: unknown keys %s (keys are the long flag names)", strings.Join(unknown, ", "))
+		return fmt.Errorf("unknown keys %s (keys are the long flag names)", strings.Join(unknown, ", "))
 	}
 	return nil
 }
 
-// Resolve returns the file's value for flag unless its env var is set:
+// Resolve returns the files' value for flag unless its env var is set:
 // from the selected server's entry (--use, else default-server) first,
 // then from the top level.
 func (r *fileResolver) Resolve(kctx *kong.Context, _ *kong.Path, flag *kong.Flag) (any, error) {
-	if slices.ContainsFunc(flag.Envs, func(e string) bool { _, set := os.LookupEnv(e); return set }) {
-		return nil, nil
-	}
+	// The server is checked first so that a --use naming no server is an
+	// error whichever flags the environment sets.
 	entry, err := r.server(kctx)
 	if err != nil {
 		return nil, err
+	}
+	if slices.ContainsFunc(flag.Envs, func(e string) bool { _, set := os.LookupEnv(e); return set }) {
+		return nil, nil
 	}
 	v, ok := entry[flag.Name]
 	if !ok {
@@ -152,7 +274,7 @@ func (r *fileResolver) Resolve(kctx *kong.Context, _ *kong.Path, flag *kong.Flag
 	return v, nil
 }
 
-// server is the settings of the server selected by --use (or the file's
+// server is the settings of the server selected by --use (or the files'
 // default-server), or nil. Those entries say how a client reaches an
 // rdsproxy server, so `rdsproxy server` itself never takes them: a
 // laptop's default entry (say, region: eu-west-1) would otherwise change
@@ -161,35 +283,59 @@ func (r *fileResolver) server(kctx *kong.Context) (map[string]any, error) {
 	if strings.HasPrefix(kctx.Command(), "server") {
 		return nil, nil
 	}
-	name := ""
+	name, source := "", "--use"
 	for _, f := range kctx.Flags() {
 		if f.Name == "use" {
 			name, _ = kctx.FlagValue(f).(string)
 		}
 	}
-	servers, _ := r.values["servers"].(map[string]any)
 	if name == "" {
 		name, _ = r.values["default-server"].(string)
+		source = "default-server"
 	}
-	if name == "" || servers == nil {
+	if name == "" {
 		return nil, nil
 	}
-	entry, ok := servers[name].(map[string]any)
-	if !ok {
-		return nil, &unknownServerError{name: name, have: slices.Sorted(maps.Keys(servers))}
+	servers, _ := r.values["servers"].(map[string]any)
+	if entry, ok := servers[name].(map[string]any); ok {
+		return entry, nil
 	}
-	return entry, nil
+	return nil, &unknownServerError{name: name, source: source, have: slices.Sorted(maps.Keys(servers)), files: r.paths(), userPath: r.userPath}
+}
+
+// paths are the files read, in order.
+func (r *fileResolver) paths() []string {
+	paths := make([]string, len(r.files))
+	for i, f := range r.files {
+		paths[i] = f.path
+	}
+	return paths
 }
 
 // unknownServerError is --use (or default-server) naming no server of the
-// configuration file.
+// configuration files.
 type unknownServerError struct {
-	name string
-	have []string
+	name, source string   // the name, and the flag or key that gave it
+	have         []string // the servers the files define
+	files        []string // the files read
+	userPath     string   // where the user's file is looked for
 }
 
 func (e *unknownServerError) Error() string {
-	return fmt.Sprintf("configuration file has no server %q (it has: %s)", e.name, strings.Join(e.have, ", "))
+	switch {
+	case len(e.have) > 0 && len(e.files) == 1:
+		return fmt.Sprintf("configuration file has no server %q (it has: %s)", e.name, strings.Join(e.have, ", "))
+	case len(e.have) > 0:
+		return fmt.Sprintf("no configuration file has a server %q (they have: %s; read: %s)",
+			e.name, strings.Join(e.have, ", "), strings.Join(e.files, ", "))
+	case len(e.files) > 0:
+		return fmt.Sprintf("%s %s: no configuration file defines servers (read: %s)", e.source, e.name, strings.Join(e.files, ", "))
+	}
+	where := e.userPath
+	if where == "" {
+		where = "$HOME/.config/rdsproxy/config.yaml, but HOME is not set"
+	}
+	return fmt.Sprintf("%s %s: no configuration file defines servers (none found: looked for %s; --config FILE or RDSPROXY_CONFIG names another)", e.source, e.name, where)
 }
 
 // readFileSection decodes one non-flag key of the configuration file.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -205,5 +206,164 @@ func TestNamedServers(t *testing.T) {
 	cfg, stderr, code := dryRun(t)
 	if code != ExitOK || cfg["region"] != nil || cfg["max-sessions"] != 9 { // top-level keys still apply
 		t.Fatalf("server with a client's default-server in the user's file: exit %d, region %v, max-sessions %v (%s)", code, cfg["region"], cfg["max-sessions"], stderr)
+	}
+}
+
+// userConfig gives the test a home of its own with no RDSPROXY_* or AWS
+// settings, writes body (if any) as the user's configuration file where
+// the README puts it, ~/.config/rdsproxy/config.yaml, and returns the
+// home directory.
+func userConfig(t *testing.T, body string) string {
+	t.Helper()
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	for _, k := range []string{"XDG_CONFIG_HOME", "RDSPROXY_CONFIG", "RDSPROXY_USE", "RDSPROXY_VIA", "RDSPROXY_SERVER",
+		"RDSPROXY_SSM_SERVER", "RDSPROXY_USER", "AWS_PROFILE", "AWS_REGION"} {
+		t.Setenv(k, "") // restored after the test
+		os.Unsetenv(k)
+	}
+	t.Setenv("RDSPROXY_STATE_DIR", t.TempDir())
+	if body != "" {
+		writeConfig(t, filepath.Join(home, ".config", "rdsproxy", "config.yaml"), body)
+	}
+	return home
+}
+
+func writeConfig(t *testing.T, path, body string) string {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// parseClient parses a connect command line as rdsproxy would and returns
+// the settings the client would use.
+func parseClient(t *testing.T, args ...string) (*ConnectCmd, error) {
+	t.Helper()
+	var cli CLI
+	parser, err := newParser(&cli, Env{Stdout: io.Discard, Stderr: io.Discard}, func(int) {})
+	if err != nil {
+		return nil, err
+	}
+	_, err = parser.Parse(append([]string{"connect"}, args...))
+	return &cli.Connect, err
+}
+
+// readmeConfig is the user's file exactly as the README shows it.
+const readmeConfig = `default-server: prod
+user: alice                    # any flag, as its long name
+servers:
+  prod:    {via: ssm, ssm-server: prod, profile: prod-dev, region: us-east-1}
+  staging: {via: kube, kube-context: staging, kube-namespace: rdsproxy}
+  lab:     {via: direct, server: 10.1.2.3:5480}
+`
+
+// The file --config or RDSPROXY_CONFIG names beats the user's file key by
+// key, and both files' servers are there for --use. Before, the user's
+// default-server entry still applied under the named file's (the demo's
+// env.sh got profile prod-dev), and --use of a server only the named file
+// had was an error from the user's file.
+func TestConfigNamedFileBeatsUserFile(t *testing.T) {
+	home := userConfig(t, readmeConfig)
+	// The same file, named as the old code found it too (TestConfigFileInHome
+	// covers $HOME alone).
+	t.Setenv("XDG_CONFIG_HOME", filepath.Join(home, ".config"))
+	dir := t.TempDir()
+	// As scripts/demo writes it.
+	sandbox := writeConfig(t, filepath.Join(dir, "sandbox.yaml"), "default-server: sandbox\nservers:\n  sandbox:\n    via: ssm\n    ssm-server: sandbox\n    user: demo\n")
+	topOnly := writeConfig(t, filepath.Join(dir, "top.yaml"), "user: carol\n")
+	clash := writeConfig(t, filepath.Join(dir, "clash.yaml"), "servers:\n  prod: {via: direct, server: 127.0.0.1:1}\n")
+	type want struct{ via, server, ssmServer, profile, region, user string }
+	sandboxWant := want{"ssm", "", "sandbox", "", "", "demo"}
+	tests := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want want
+	}{
+		{"named file's default-server, nothing of the user's", nil, []string{"--config", sandbox}, sandboxWant},
+		{"RDSPROXY_CONFIG like the demo's env.sh", map[string]string{"RDSPROXY_CONFIG": sandbox}, nil, sandboxWant},
+		{"--use a server of the named file", nil, []string{"--config", sandbox, "--use", "sandbox"}, sandboxWant},
+		{"--use a server of the user's file", nil, []string{"--config", sandbox, "--use", "lab"}, want{"direct", "10.1.2.3:5480", "rdsproxy", "", "", "alice"}},
+		{"user's default-server when the named file has none", nil, []string{"--config", topOnly}, want{"ssm", "", "prod", "prod-dev", "us-east-1", "carol"}},
+		{"named file's entry replaces the user's of the same name", nil, []string{"--config", clash, "--use", "prod"}, want{"direct", "127.0.0.1:1", "rdsproxy", "", "", "alice"}},
+		{"no named file", nil, nil, want{"ssm", "", "prod", "prod-dev", "us-east-1", "alice"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			c, err := parseClient(t, tt.args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := want{c.Via, c.Server, c.SSMServer, c.Profile, c.Region, c.User}
+			if got != tt.want {
+				t.Fatalf("via, server, ssm-server, profile, region, user = %q\nwant %q", got, tt.want)
+			}
+		})
+	}
+	var out bytes.Buffer
+	code := Run([]string{"list", "--config", sandbox, "--use", "nosuch"}, Env{Stdout: &out, Stderr: &out})
+	if want := `rdsproxy: error: no configuration file has a server "nosuch" (they have: lab, prod, sandbox, staging; read: `; code != ExitUsage || !strings.HasPrefix(out.String(), want) {
+		t.Fatalf("unknown --use with two files: exit %d\n%s\nwant it to start with %q", code, out.String(), want)
+	}
+}
+
+// The user's file is found under $HOME, as the README says, not under the
+// password database's home directory (kong's "~"), which a different HOME
+// (sudo -E, a container, a test) does not change.
+func TestConfigFileInHome(t *testing.T) {
+	userConfig(t, "default-server: lab\nservers:\n  lab: {via: direct, server: 10.1.2.3:5480}\n")
+	c, err := parseClient(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Via != "direct" || c.Server != "10.1.2.3:5480" {
+		t.Fatalf("via %q, server %q: $HOME/.config/rdsproxy/config.yaml was not read", c.Via, c.Server)
+	}
+	// RDSPROXY_CONFIG='~/…' (quoted, so no shell expanded it) is under $HOME too.
+	t.Setenv("RDSPROXY_CONFIG", "~/.config/rdsproxy/config.yaml")
+	if c, err := parseClient(t); err != nil || c.Server != "10.1.2.3:5480" {
+		t.Fatalf("RDSPROXY_CONFIG=~/…: %v, server %q", err, c.Server)
+	}
+}
+
+// --use with no configuration file defining servers is a usage error that
+// says where files are looked for, not a flag silently ignored.
+func TestUseWithoutServers(t *testing.T) {
+	home := userConfig(t, "")
+	top := writeConfig(t, filepath.Join(t.TempDir(), "top.yaml"), "user: carol\n")
+	userFile := filepath.Join(home, ".config", "rdsproxy", "config.yaml")
+	tests := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"no file", nil, []string{"--use", "nosuch"},
+			"rdsproxy: error: --use nosuch: no configuration file defines servers (none found: looked for " + userFile + "; --config FILE or RDSPROXY_CONFIG names another)\n"},
+		{"RDSPROXY_USE", map[string]string{"RDSPROXY_USE": "nosuch"}, nil,
+			"rdsproxy: error: --use nosuch: no configuration file defines servers (none found"},
+		{"a file without servers", nil, []string{"--use", "nosuch", "--config", top},
+			"rdsproxy: error: --use nosuch: no configuration file defines servers (read: " + top + ")\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			var out bytes.Buffer
+			// --via direct without --server fails fast should --use pass.
+			code := Run(append([]string{"list", "--via", "direct"}, tt.args...), Env{Stdout: &out, Stderr: &out})
+			if code != ExitUsage || !strings.HasPrefix(out.String(), tt.want) {
+				t.Fatalf("exit %d:\n%s\nwant it to start with %q", code, out.String(), tt.want)
+			}
+		})
 	}
 }
