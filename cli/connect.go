@@ -56,6 +56,7 @@ func (c *ConnectCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env 
 	if err != nil {
 		return err
 	}
+	warnBeyondLoopback(log, c.Address)
 	state := newStateStore()
 	var localTLSConfig *tls.Config
 	var rootCert string
@@ -291,16 +292,25 @@ func newConnInfo(t contract.Target, addr *net.TCPAddr, user, rootCert string) co
 	}
 }
 
-// dialHost is the host a local client dials for a listener on ip: the
-// loopback address of its family when it listens on all addresses.
+// dialHost is the host a local client dials for a listener on ip:
+// 127.0.0.1 when it listens on all addresses (Go's wildcard listeners
+// take IPv4 too, and ::1 fails where IPv6 is off).
 func dialHost(ip net.IP) string {
-	switch {
-	case ip.Equal(net.IPv4zero):
+	if ip.IsUnspecified() {
 		return "127.0.0.1"
-	case ip.Equal(net.IPv6unspecified):
-		return "::1"
 	}
 	return ip.String()
+}
+
+// warnBeyondLoopback says that an --address other than loopback lets
+// other machines log in as you: connect adds your IAM identity to any
+// connection that reaches it.
+func warnBeyondLoopback(log *slog.Logger, address string) {
+	if ip := net.ParseIP(address); (ip != nil && ip.IsLoopback()) || address == "localhost" {
+		return
+	}
+	log.Warn("--address is not a loopback address: anyone who can reach it logs in to the databases with your AWS identity; "+
+		"keep the default 127.0.0.1 unless that is what you mean, and then let a firewall decide who reaches it", "address", address)
 }
 
 // conninfoQuote quotes a libpq keyword value when it needs it.

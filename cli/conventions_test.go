@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -80,7 +81,9 @@ func TestConnInfoAddresses(t *testing.T) {
 		{"127.0.0.1", "127.0.0.1", "postgresql://u@127.0.0.1:5433/db?sslmode=disable", "jdbc:postgresql://127.0.0.1:5433/db?sslmode=disable&user=u"},
 		{"::1", "::1", "postgresql://u@[::1]:5433/db?sslmode=disable", "jdbc:postgresql://[::1]:5433/db?sslmode=disable&user=u"},
 		{"0.0.0.0", "127.0.0.1", "postgresql://u@127.0.0.1:5433/db?sslmode=disable", "jdbc:postgresql://127.0.0.1:5433/db?sslmode=disable&user=u"},
-		{"::", "::1", "postgresql://u@[::1]:5433/db?sslmode=disable", "jdbc:postgresql://[::1]:5433/db?sslmode=disable&user=u"},
+		// Go listens on both families for either wildcard, and reports
+		// 0.0.0.0 as [::]; ::1 failed where IPv6 is off.
+		{"::", "127.0.0.1", "postgresql://u@127.0.0.1:5433/db?sslmode=disable", "jdbc:postgresql://127.0.0.1:5433/db?sslmode=disable&user=u"},
 	}
 	for _, tt := range tests {
 		ci := newConnInfo(target, &net.TCPAddr{IP: net.ParseIP(tt.ip), Port: 5433}, "", "")
@@ -89,6 +92,19 @@ func TestConnInfoAddresses(t *testing.T) {
 		}
 		if want := `psql "host=` + tt.host + ` port=5433 user=u dbname=db sslmode=disable"`; ci.Psql != want {
 			t.Errorf("%s: %s, want %s", tt.ip, ci.Psql, want)
+		}
+	}
+}
+
+// An --address beyond loopback gets a warning: whoever reaches it logs
+// in with the user's AWS identity.
+func TestAddressBeyondLoopbackWarns(t *testing.T) {
+	for addr, warns := range map[string]bool{"127.0.0.1": false, "::1": false, "localhost": false, "127.0.0.2": false,
+		"0.0.0.0": true, "::": true, "192.168.1.5": true, "myhost.lan": true} {
+		var out bytes.Buffer
+		warnBeyondLoopback(slog.New(slog.NewTextHandler(&out, nil)), addr)
+		if got := strings.Contains(out.String(), "logs in to the databases with your AWS identity"); got != warns {
+			t.Errorf("--address %s: warned %v, want %v: %s", addr, got, warns, out.String())
 		}
 	}
 }
