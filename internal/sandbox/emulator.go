@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -46,7 +47,11 @@ type EmulatorConfig struct {
 	// Cert overrides the certificate (tests for a wrong certificate).
 	// Default: CA.Issue(every endpoint host).
 	Cert *tls.Certificate
-	// Region the tokens must be scoped to; default Region.
+	// Region is the region of endpoints whose host name names none. An RDS
+	// host name (id.hash.region.rds.amazonaws.com) names its own, and its
+	// tokens must be scoped to it, as RDS verifies a token against the
+	// region of the instance it reached; when set, Region must agree with
+	// every such name. Default Region.
 	Region string
 	// Credentials maps access key id to secret; default: the sandbox
 	// identity (AccessKeyID) and moto's (MotoAccessKeyID).
@@ -62,7 +67,7 @@ type EmulatorConfig struct {
 // database authentication in front of the sandbox PostgreSQL.
 type Emulator struct {
 	cfg       EmulatorConfig
-	endpoints map[string]string // lower-case "host:port" -> as configured
+	endpoints map[string]string // lower-case "host:port" -> its region
 	tlsConfig *tls.Config
 	log       *slog.Logger
 	ln        net.Listener
@@ -88,7 +93,8 @@ func StartEmulator(ctx context.Context, cfg EmulatorConfig) (*Emulator, error) {
 	e := &Emulator{cfg: cfg, endpoints: make(map[string]string), log: cfg.Logger, conns: make(map[net.Conn]struct{}),
 		members: newMemberChecker(cfg.Postgres.SuperuserDSN())}
 	for _, ep := range cfg.Endpoints {
-		e.endpoints[strings.ToLower(ep)] = ep
+		host, _, _ := net.SplitHostPort(ep) // setDefaults checked it
+		e.endpoints[strings.ToLower(ep)] = cmp.Or(hostRegion(host), cfg.Region)
 	}
 	e.tlsConfig = &tls.Config{Certificates: []tls.Certificate{*cfg.Cert}, MinVersion: tls.VersionTLS12}
 	if err := e.members.open(ctx); err != nil {
@@ -121,6 +127,9 @@ func (c *EmulatorConfig) setDefaults() error {
 		if err != nil {
 			return fmt.Errorf("endpoint %q: %w", ep, err)
 		}
+		if r := hostRegion(host); r != "" && c.Region != "" && r != c.Region {
+			return fmt.Errorf("endpoint %q is in region %s, not Region %s", ep, r, c.Region)
+		}
 		hosts = append(hosts, host)
 	}
 	if c.Cert == nil {
@@ -149,6 +158,21 @@ func (c *EmulatorConfig) setDefaults() error {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	return nil
+}
+
+// hostRegion returns the region an RDS host name names
+// (id.hash.region.rds.amazonaws.com, or .com.cn in China), or "" for any
+// other name.
+func hostRegion(host string) string {
+	h := strings.ToLower(strings.TrimSuffix(host, "."))
+	for _, suffix := range []string{".rds.amazonaws.com", ".rds.amazonaws.com.cn"} {
+		if rest, ok := strings.CutSuffix(h, suffix); ok {
+			if i := strings.LastIndexByte(rest, '.'); i > 0 && i < len(rest)-1 {
+				return rest[i+1:]
+			}
+		}
+	}
+	return ""
 }
 
 // Addr is the listening address, 127.0.0.1:port.

@@ -65,7 +65,7 @@ func (m *memberChecker) open(ctx context.Context) error {
 	return nil
 }
 
-// check returns nil when user is a member of rds_iam, an error saying it is
+// check returns nil when user was granted rds_iam, an error saying it was
 // not, or an error wrapping errCheckUnavailable when the question could not
 // be asked before ctx ended.
 func (m *memberChecker) check(ctx context.Context, user string) error {
@@ -73,7 +73,15 @@ func (m *memberChecker) check(ctx context.Context, user string) error {
 	if !utf8.ValidString(user) {
 		return notMember // no role can have this name in a UTF-8 cluster
 	}
-	const q = `SELECT pg_has_role(oid, $2, 'MEMBER') FROM pg_roles WHERE rolname = $1`
+	// Walk the grants rather than ask pg_has_role, which is true for every
+	// superuser: RDS has none reachable this way, and IAM login needs
+	// rds_iam granted, directly or through roles (whatever their INHERIT),
+	// to a superuser as to anyone.
+	const q = `WITH RECURSIVE m(oid) AS (
+		SELECT a.member FROM pg_auth_members a JOIN pg_roles g ON g.oid = a.roleid WHERE g.rolname = $2
+		UNION
+		SELECT a.member FROM pg_auth_members a JOIN m ON a.roleid = m.oid)
+	SELECT EXISTS (SELECT FROM m JOIN pg_roles r ON r.oid = m.oid WHERE r.rolname = $1)`
 	for retried := false; ; retried = true {
 		conn, reused, err := m.acquire(ctx)
 		if err != nil {

@@ -77,3 +77,60 @@ func TestEmulatorPostgresDown(t *testing.T) {
 	_, err = f.connect(t, sandbox.UserIAM, freshToken(t, sandbox.UserIAM))
 	wantPgError(t, err, "08006", "the RDS IAM emulator could not check rds_iam membership; see its log")
 }
+
+// TestEmulatorMembershipNeedsGrant checks that IAM login follows the
+// grants of rds_iam and nothing else: a role granted it through another
+// role (even NOINHERIT) logs in; the superuser, which pg_has_role counts as
+// a member of every role, is refused like any user without the grant, and
+// logs in once it is granted, as an RDS master user would.
+func TestEmulatorMembershipNeedsGrant(t *testing.T) {
+	f := newFixture(t)
+	ctx := testCtx(t)
+	super, err := pgx.Connect(ctx, f.pg.SuperuserDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer super.Close(ctx)
+	for _, sql := range []string{
+		`CREATE ROLE iam_group NOLOGIN IN ROLE ` + sandbox.RoleRDSIAM,
+		`CREATE ROLE iam_nested LOGIN NOINHERIT IN ROLE iam_group`,
+	} {
+		if _, err := super.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	steps := []struct {
+		name, sql, user string
+		ok              bool
+	}{
+		{"granted through a group", ``, "iam_nested", true},
+		{"superuser not granted", ``, pgSuper, false},
+		{"superuser granted", `GRANT ` + sandbox.RoleRDSIAM + ` TO ` + pgSuper, pgSuper, true},
+		{"group revoked", `REVOKE ` + sandbox.RoleRDSIAM + ` FROM iam_group`, "iam_nested", false},
+	}
+	for _, st := range steps { // in order: each step builds on the last
+		if st.sql != "" {
+			if _, err := super.Exec(ctx, st.sql); err != nil {
+				t.Fatalf("%s: %v", st.name, err)
+			}
+		}
+		f.log.take()
+		conn, err := f.connect(t, st.user, freshToken(t, st.user))
+		if !st.ok {
+			wantPgError(t, err, "28P01", fmt.Sprintf(`PAM authentication failed for user "%s"`, st.user))
+			if logged := f.log.take(); !strings.Contains(logged, "is not a member of rds_iam") {
+				t.Fatalf("%s: emulator log lacks the membership reason:\n%s", st.name, logged)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: connect: %v", st.name, err)
+		}
+		var who string
+		err = conn.QueryRow(ctx, `SELECT current_user`).Scan(&who)
+		conn.Close(ctx)
+		if err != nil || who != st.user {
+			t.Fatalf("%s: current_user = %q, %v; want %s", st.name, who, err, st.user)
+		}
+	}
+}

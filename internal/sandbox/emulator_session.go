@@ -189,7 +189,7 @@ func (s *emuSession) authenticate(user string) error {
 	if err := pw.Decode(body); err != nil {
 		return fmt.Errorf("decode password message: %w", err)
 	}
-	req := tokenRequest{user: user, sni: s.sni, endpoints: s.e.endpoints, region: s.e.cfg.Region,
+	req := tokenRequest{user: user, sni: s.sni, endpoints: s.e.endpoints,
 		secrets: s.e.cfg.Credentials, now: s.e.cfg.Now()}
 	if err := checkToken(pw.Password, req); err != nil {
 		return err

@@ -35,9 +35,14 @@ const (
 	otherHost  = "other.c1sandbox.us-east-1.rds.amazonaws.com"
 	otherEP    = otherHost + ":5432"
 	unservedEP = "nope.c1sandbox.us-east-1.rds.amazonaws.com:5432"
+	euHost     = "orders.c1sandbox.eu-west-1.rds.amazonaws.com"
+	euEP       = euHost + ":5432"
+	euRegion   = "eu-west-1"
+	pgSuper    = "postgres" // the sandbox PostgreSQL's superuser
 )
 
-// fixture is one PostgreSQL and one emulator impersonating two endpoints.
+// fixture is one PostgreSQL and one emulator impersonating two endpoints
+// in us-east-1 and one in eu-west-1.
 type fixture struct {
 	pg  *sandbox.Postgres
 	ca  *sandbox.CA
@@ -57,11 +62,11 @@ func newFixture(t *testing.T) *fixture {
 	return f
 }
 
-// startEmulator starts an emulator for both test endpoints; cfg may set
-// Cert or StartupTimeout.
+// startEmulator starts an emulator for the three test endpoints; cfg may
+// set Cert or StartupTimeout.
 func (f *fixture) startEmulator(t *testing.T, cfg sandbox.EmulatorConfig) *sandbox.Emulator {
 	t.Helper()
-	cfg.Postgres, cfg.CA, cfg.Endpoints = f.pg, f.ca, []string{appEP, otherEP}
+	cfg.Postgres, cfg.CA, cfg.Endpoints = f.pg, f.ca, []string{appEP, otherEP, euEP}
 	cfg.Logger = slog.New(slog.NewTextHandler(f.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	emu, err := sandbox.StartEmulator(testCtx(t), cfg)
 	if err != nil {
@@ -235,6 +240,9 @@ func TestEmulatorRejects(t *testing.T) {
 		{"tampered expiry", sandbox.UserIAM, tampered, "sigv4: signature does not match"},
 		{"flipped signature", sandbox.UserIAM, flipped, "sigv4: signature does not match"},
 		{"user not in rds_iam", sandbox.UserNoIAM, freshToken(t, sandbox.UserNoIAM), "is not a member of rds_iam"},
+		// pg_has_role says every superuser is a member of every role; RDS
+		// has no superuser, and IAM needs rds_iam granted.
+		{"superuser not granted rds_iam", pgSuper, freshToken(t, pgSuper), "is not a member of rds_iam"},
 		{"unknown role", "ghost", freshToken(t, "ghost"), "is not a member of rds_iam"},
 		{"garbage", sandbox.UserIAM, "not-a-token", "token is not an RDS presigned URL"},
 		{"empty", sandbox.UserIAM, "", "token is not an RDS presigned URL"},
@@ -271,6 +279,51 @@ func wantPgError(t *testing.T, err error, code, msg string) {
 	}
 	if pgErr.Severity != "FATAL" || pgErr.Code != code || pgErr.Message != msg {
 		t.Fatalf("error = %s %s %q, want FATAL %s %q", pgErr.Severity, pgErr.Code, pgErr.Message, code, msg)
+	}
+}
+
+// TestEmulatorEndpointRegion checks that a token must be signed for the
+// region of the endpoint the client reached, as RDS checks it: an eu-west-1
+// endpoint takes eu-west-1 tokens and refuses us-east-1 ones, and the
+// reverse.
+func TestEmulatorEndpointRegion(t *testing.T) {
+	f := newFixture(t)
+	ctx := testCtx(t)
+	creds, now := sandbox.Credentials(), time.Now()
+	signIn := func(endpoint, region string) string {
+		tok, err := iamtoken.SignAt(ctx, endpoint, region, sandbox.UserIAM, creds, now, 15*time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	t.Run("eu-west-1 token at the eu-west-1 endpoint", func(t *testing.T) {
+		conn, err := pgx.ConnectConfig(ctx, f.pgxConfig(t, f.emu, euHost, sandbox.UserIAM, signIn(euEP, euRegion)))
+		if err != nil {
+			t.Fatalf("connect: %v", err)
+		}
+		defer conn.Close(ctx)
+		var who string
+		if err := conn.QueryRow(ctx, `SELECT current_user`).Scan(&who); err != nil || who != sandbox.UserIAM {
+			t.Fatalf("current_user = %q, %v; want %s", who, err, sandbox.UserIAM)
+		}
+	})
+	for _, tt := range []struct {
+		name, serverName, endpoint, region, reason string
+	}{
+		{"us-east-1 token at the eu-west-1 endpoint", euHost, euEP, sandbox.Region, "token is for region us-east-1, not eu-west-1"},
+		{"eu-west-1 token at a us-east-1 endpoint", appHost, appEP, euRegion, "token is for region eu-west-1, not us-east-1"},
+		{"eu-west-1 token for the eu-west-1 endpoint at a us-east-1 one", appHost, euEP, euRegion,
+			"token host " + euHost + " differs from the TLS server name " + appHost},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f.log.take()
+			_, err := pgx.ConnectConfig(ctx, f.pgxConfig(t, f.emu, tt.serverName, sandbox.UserIAM, signIn(tt.endpoint, tt.region)))
+			wantPgError(t, err, "28P01", fmt.Sprintf(`PAM authentication failed for user "%s"`, sandbox.UserIAM))
+			if logged := f.log.take(); !strings.Contains(logged, tt.reason) {
+				t.Errorf("emulator log lacks reason %q:\n%s", tt.reason, logged)
+			}
+		})
 	}
 }
 

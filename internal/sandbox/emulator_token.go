@@ -36,8 +36,7 @@ var rdsTokenParams = []string{
 type tokenRequest struct {
 	user      string            // user in the StartupMessage
 	sni       string            // TLS server name; "" when the client sent none
-	endpoints map[string]string // lower-case "host:port" the emulator serves
-	region    string
+	endpoints map[string]string // lower-case "host:port" the emulator serves -> its region
 	secrets   map[string]string // access key id -> secret access key
 	now       time.Time
 }
@@ -65,13 +64,14 @@ func checkToken(token string, req tokenRequest) error {
 	if a := p.get("Action"); a != rdsAction {
 		return fmt.Errorf("token action is %q, not %s", limitText(a), rdsAction)
 	}
-	if err := req.checkEndpoint(p.hostPort); err != nil {
+	region, err := req.checkEndpoint(p.hostPort)
+	if err != nil {
 		return err
 	}
 	if u := p.get("DBUser"); u != req.user {
 		return fmt.Errorf("token is for DB user %q, not %q", limitText(u), limitText(req.user))
 	}
-	if err := req.checkScope(p); err != nil {
+	if err := checkScope(p, region); err != nil {
 		return err
 	}
 	if err := checkValidity(p, req.now); err != nil {
@@ -85,30 +85,33 @@ func checkToken(token string, req tokenRequest) error {
 
 // checkEndpoint requires the token's host:port to be an endpoint this
 // emulator impersonates and, when the client sent SNI, its host to be the
-// server name the client verified.
-func (r tokenRequest) checkEndpoint(hostPort string) error {
+// server name the client verified. It returns that endpoint's region: with
+// SNI, the region of the instance the client reached, as RDS checks; without
+// it the emulator cannot tell its endpoints apart and trusts the token's.
+func (r tokenRequest) checkEndpoint(hostPort string) (string, error) {
 	host, _, err := net.SplitHostPort(hostPort)
 	if err != nil {
-		return fmt.Errorf("token host:port %q is not host:port", limitText(hostPort))
+		return "", fmt.Errorf("token host:port %q is not host:port", limitText(hostPort))
 	}
-	if _, ok := r.endpoints[strings.ToLower(hostPort)]; !ok {
-		return fmt.Errorf("token endpoint %s is not one this emulator serves", limitText(hostPort))
+	region, ok := r.endpoints[strings.ToLower(hostPort)]
+	if !ok {
+		return "", fmt.Errorf("token endpoint %s is not one this emulator serves", limitText(hostPort))
 	}
 	if r.sni != "" && !strings.EqualFold(r.sni, host) {
-		return fmt.Errorf("token host %s differs from the TLS server name %s", limitText(host), r.sni)
+		return "", fmt.Errorf("token host %s differs from the TLS server name %s", limitText(host), r.sni)
 	}
-	return nil
+	return region, nil
 }
 
 // checkScope requires the credential scope AKID/date/region/rds-db/aws4_request
-// for the emulator's region.
-func (r tokenRequest) checkScope(p *presigned) error {
+// for the endpoint's region.
+func checkScope(p *presigned, region string) error {
 	scope := strings.Split(p.get("X-Amz-Credential"), "/")
 	if len(scope) != 5 || scope[0] == "" || scope[4] != "aws4_request" {
 		return errors.New("token credential is not AKID/date/region/service/aws4_request")
 	}
-	if scope[2] != r.region {
-		return fmt.Errorf("token is for region %s, not %s", limitText(scope[2]), r.region)
+	if scope[2] != region {
+		return fmt.Errorf("token is for region %s, not %s", limitText(scope[2]), region)
 	}
 	if scope[3] != rdsService {
 		return fmt.Errorf("token is for service %s, not %s", limitText(scope[3]), rdsService)

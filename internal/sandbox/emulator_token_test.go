@@ -81,9 +81,13 @@ func TestCheckToken(t *testing.T) {
 		user    = "iam_user"
 	)
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	const (
+		euHost = "app.c1sandbox.eu-west-1.rds.amazonaws.com"
+		euEP   = euHost + ":5432"
+	)
 	req := tokenRequest{
-		user: user, sni: host, region: Region, now: now,
-		endpoints: map[string]string{ep: ep, otherEP: otherEP},
+		user: user, sni: host, now: now,
+		endpoints: map[string]string{ep: Region, otherEP: Region, euEP: "eu-west-1"},
 		secrets:   map[string]string{AccessKeyID: SecretAccessKey},
 	}
 	sign := func(spec TokenSpec) string {
@@ -110,6 +114,9 @@ func TestCheckToken(t *testing.T) {
 	wrongSecret.SecretAccessKey = "not the sandbox secret"
 	unknownKey := Credentials()
 	unknownKey.AccessKeyID = "AKIAUNKNOWNEXAMPLE00"
+	eu := req
+	eu.sni = euHost
+	euNoSNI := noSNI
 	withSession := Credentials()
 	withSession.SessionToken = "FwoGZXIvYXdz+/=session token"
 
@@ -140,6 +147,12 @@ func TestCheckToken(t *testing.T) {
 		{"action not connect", sign(TokenSpec{Action: "Connect"}), req, `token action is "Connect", not connect`},
 		{"service rds", sign(TokenSpec{Service: "rds"}), req, "token is for service rds, not rds-db"},
 		{"other region", sign(TokenSpec{Region: "eu-west-1"}), req, "token is for region eu-west-1, not us-east-1"},
+		{"eu-west-1 token for the eu-west-1 endpoint", sign(TokenSpec{Endpoint: euEP, Region: "eu-west-1"}), eu, ""},
+		{"eu-west-1 token for the eu-west-1 endpoint, no SNI", sign(TokenSpec{Endpoint: euEP, Region: "eu-west-1"}), euNoSNI, ""},
+		{"us-east-1 token for the eu-west-1 endpoint", sign(TokenSpec{Endpoint: euEP}), eu, "token is for region us-east-1, not eu-west-1"},
+		{"us-east-1 token for the eu-west-1 endpoint, no SNI", sign(TokenSpec{Endpoint: euEP}), euNoSNI, "token is for region us-east-1, not eu-west-1"},
+		{"eu-west-1 token for the eu-west-1 endpoint, us-east-1 SNI", sign(TokenSpec{Endpoint: euEP, Region: "eu-west-1"}), req,
+			"token host " + euHost + " differs from the TLS server name " + host},
 		{"other user", sign(TokenSpec{User: "iam_other"}), req, `token is for DB user "iam_other", not "iam_user"`},
 		{"user differs in case", sign(TokenSpec{User: "IAM_USER"}), req, `token is for DB user "IAM_USER"`},
 		{"endpoint not served", sign(TokenSpec{Endpoint: "nope.example:5432"}), req, "token endpoint nope.example:5432 is not one this emulator serves"},
@@ -188,13 +201,52 @@ func TestCheckTokenEchoBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req := tokenRequest{user: "iam_user", region: Region, now: time.Now(),
-		endpoints: map[string]string{"app.example:5432": "app.example:5432"}, secrets: map[string]string{AccessKeyID: SecretAccessKey}}
+	req := tokenRequest{user: "iam_user", now: time.Now(),
+		endpoints: map[string]string{"app.example:5432": Region}, secrets: map[string]string{AccessKeyID: SecretAccessKey}}
 	err = checkToken(tok, req)
 	if err == nil {
 		t.Fatal("checkToken accepted a token for another user")
 	}
 	if len(err.Error()) > 200 {
 		t.Fatalf("checkToken gave a %d-byte reason %.80q..., want under 200 bytes", len(err.Error()), err)
+	}
+}
+
+// TestEndpointRegions checks the region each endpoint's tokens must carry:
+// the one its RDS host name names, else EmulatorConfig.Region, and that a
+// Region contradicting a host name is refused rather than silently ignored.
+func TestEndpointRegions(t *testing.T) {
+	for host, want := range map[string]string{
+		"orders.aaaaaaaaaa.eu-west-1.rds.amazonaws.com":      "eu-west-1",
+		"Orders.AAAAAAAAAA.EU-WEST-1.RDS.AMAZONAWS.COM.":     "eu-west-1",
+		"db.cluster-ro-abc.us-gov-west-1.rds.amazonaws.com":  "us-gov-west-1",
+		"db.abc.cn-north-1.rds.amazonaws.com.cn":             "cn-north-1",
+		"rds.amazonaws.com":                                  "",
+		"eu-west-1.rds.amazonaws.com":                        "",
+		"app.example":                                        "",
+		"app.eu-west-1.rds.amazonaws.com.example":            "",
+		"proxy-1.proxy-abc.ap-southeast-2.rds.amazonaws.com": "ap-southeast-2",
+	} {
+		if got := hostRegion(host); got != want {
+			t.Errorf("hostRegion(%q) = %q, want %q", host, got, want)
+		}
+	}
+	ca, err := NewCA("region test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eu := "orders.aaaaaaaaaa.eu-west-1.rds.amazonaws.com:5432"
+	for _, tt := range []struct {
+		name, region, err string
+	}{
+		{"default", "", ""},
+		{"agreeing", "eu-west-1", ""},
+		{"contradicting", "us-east-1", `endpoint "` + eu + `" is in region eu-west-1, not Region us-east-1`},
+	} {
+		cfg := EmulatorConfig{Postgres: &Postgres{}, CA: ca, Endpoints: []string{eu, "app.example:5432"}, Region: tt.region}
+		err := cfg.setDefaults()
+		if (err == nil) != (tt.err == "") || err != nil && err.Error() != tt.err {
+			t.Errorf("%s: setDefaults() = %v, want %q", tt.name, err, tt.err)
+		}
 	}
 }
