@@ -1,9 +1,7 @@
 package cli
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
 	"maps"
 	"slices"
 	"sort"
@@ -32,20 +30,14 @@ func (TargetsCmd) Run(env Env) error {
 	return nil
 }
 
-// ServersCmd prints the server names of the configuration file (for
+// ServersCmd prints the server names of the configuration files (for
 // completing --use).
 type ServersCmd struct{}
 
-// Run prints the names of the file's servers: section, one per line.
-func (ServersCmd) Run(g *Globals, env Env) error {
-	path := string(g.Config)
-	if path == "" {
-		path = kong.ExpandPath(defaultConfigPath())
-	}
-	var servers map[string]any
-	if err := readFileSection(path, "servers", &servers); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
+// Run prints the names of the files' servers: sections, one per line:
+// those --use can name.
+func (ServersCmd) Run(files *fileResolver, env Env) error {
+	servers, _ := files.values["servers"].(map[string]any)
 	for _, name := range slices.Sorted(maps.Keys(servers)) {
 		fmt.Fprintln(env.Stdout, name)
 	}

@@ -53,8 +53,11 @@ func (configFlag) BeforeResolve(kctx *kong.Context, trace *kong.Path, files *fil
 	if path == "" {
 		return nil
 	}
-	return files.add(expandHome(string(path)))
+	return files.add(path.path())
 }
+
+// path is the file the flag names, with a leading ~/ expanded.
+func (c configFlag) path() string { return expandHome(string(c)) }
 
 // expandHome replaces a leading ~/ with $HOME, for a path a shell did not
 // expand (RDSPROXY_CONFIG='~/x.yaml').

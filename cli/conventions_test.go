@@ -54,6 +54,16 @@ func TestConfigFileInXDGConfigHome(t *testing.T) {
 	if code := Run([]string{"__servers"}, Env{Stdout: &out, Stderr: &out}); code != ExitOK || out.String() != "lab\nprod\n" {
 		t.Errorf("__servers: exit %d, %q", code, out.String())
 	}
+	// With a named file too, --use completes every server it can name.
+	named := filepath.Join(t.TempDir(), "sandbox.yaml")
+	if err := os.WriteFile(named, []byte("servers:\n  sandbox:\n    via: direct\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("RDSPROXY_CONFIG", named)
+	out.Reset()
+	if code := Run([]string{"__servers"}, Env{Stdout: &out, Stderr: &out}); code != ExitOK || out.String() != "lab\nprod\nsandbox\n" {
+		t.Errorf("__servers with RDSPROXY_CONFIG: exit %d, %q", code, out.String())
+	}
 }
 
 // --use with a name the file lacks says so, without kong's "--help:" prefix.

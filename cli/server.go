@@ -95,7 +95,7 @@ func (c *ServerCmd) Run(ctx context.Context, kctx *kong.Context, g *Globals, log
 	if _, port, _ := net.SplitHostPort(c.Listen); c.Listen == c.AdminAddr && port != "0" { // port 0: a free port each
 		return &ExitError{Code: ExitUsage, Err: fmt.Errorf("--listen and --admin-addr are both %s; give each its own address", c.Listen)}
 	}
-	policy, err := c.policy(string(g.Config))
+	policy, err := c.policy(g.Config.path())
 	if err != nil {
 		return &ExitError{Code: ExitUsage, Err: err}
 	}
@@ -174,7 +174,7 @@ func reloadPolicy(env Env, running map[string]any) (discovery.Policy, []string, 
 	if err != nil {
 		return discovery.Policy{}, nil, err
 	}
-	p, err := cli.Server.policy(string(cli.Config))
+	p, err := cli.Server.policy(cli.Config.path())
 	return p, needRestart(running, effectiveFlags(kctx)), err
 }
 

@@ -95,6 +95,25 @@ func TestDryRunShowsComputedDefaults(t *testing.T) {
 	}
 }
 
+// A configuration file named with an unexpanded ~/ (RDSPROXY_CONFIG='~/…'
+// in a unit file) is read from $HOME, its static targets too.
+func TestConfigPathUnderHome(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	conf := "targets:\n  - name: app\n    endpoint: app.example:5432\n    region: eu-west-1\n"
+	if err := os.WriteFile(filepath.Join(home, "server.yaml"), []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("RDSPROXY_CONFIG", "~/server.yaml")
+	cfg, errOut, code := dryRun(t)
+	if code != ExitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if targets, _ := cfg["targets"].([]any); len(targets) != 1 {
+		t.Errorf("targets = %v, want the file's one", cfg["targets"])
+	}
+}
+
 // selfSigned returns a PEM certificate and key for localhost.
 func selfSigned(t *testing.T) (certPEM, keyPEM string) {
 	t.Helper()
