@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
+	"github.com/aws/smithy-go"
 	"github.com/aws/smithy-go/logging"
 
 	"github.com/rdsproxy/rdsproxy/internal/iamtoken"
@@ -120,6 +121,10 @@ func (f *SSMFlags) openSSM(ctx context.Context, log *slog.Logger) (tunnel.Tunnel
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Region == "" {
+		return nil, &ExitError{Code: ExitFailure, Err: errors.New(
+			"no AWS region is configured for the server's instance: pass --region, set AWS_REGION, or set region in your AWS profile")}
+	}
 	api := ssm.NewFromConfig(cfg)
 	open := func(ctx context.Context, target string, ended func(error)) (tunnel.Tunnel, error) {
 		return ssmtun.New(ctx, ssmtun.Config{API: api, Target: target, Host: f.SSMHost, Port: f.SSMPort,
@@ -158,12 +163,31 @@ func (f *SSMFlags) findProblem(err error) error {
 }
 
 // awsCallProblem is err, or the credentials problem when AWS refused the
-// call for expired credentials.
+// call for the credentials: expired, unknown, or signed with a wrong
+// secret key.
 func (f *SSMFlags) awsCallProblem(err error) error {
-	if err != nil && expiredToken(err) {
+	var ae smithy.APIError
+	switch {
+	case err == nil:
+		return nil
+	case expiredToken(err):
 		return f.credentialsProblem(err)
+	case errors.As(err, &ae) && refusedCredentials(ae.ErrorCode()):
+		return &ExitError{Code: ExitFailure, Err: fmt.Errorf("AWS refused the credentials (%s: %s): %s",
+			ae.ErrorCode(), ae.ErrorMessage(), credentialsFix(f.Profile))}
 	}
 	return err
+}
+
+// refusedCredentials reports the error codes of AWS APIs (EC2's own among
+// them) for an access key AWS does not know or a wrong secret key.
+func refusedCredentials(code string) bool {
+	switch code {
+	case "InvalidClientTokenId", "UnrecognizedClientException", "InvalidSignatureException",
+		"SignatureDoesNotMatch", "AuthFailure":
+		return true
+	}
+	return false
 }
 
 // KubeFlags locate the server's pods for --via kube.

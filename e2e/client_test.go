@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -229,5 +230,33 @@ func TestConnectLocalTLS(t *testing.T) {
 		if err != nil || !strings.Contains(string(out), "SSL connection") {
 			t.Errorf("psql %q: %v\n%s", conninfo, err, out)
 		}
+	}
+}
+
+// A client with a wrong secret key, or no region, hears that once, with
+// the fix, instead of the SDK's error twice (a warning about "the ones in
+// use" when none was, then the same error).
+func TestClientAWSMisconfiguration(t *testing.T) {
+	world := startTestWorld(t)
+	s := startBinaryServer(t, world)
+	tests := []struct {
+		name, env, want string
+	}{
+		{"wrong secret key", "AWS_SECRET_ACCESS_KEY=wrong", "AWS refused the credentials ("},
+		{"no region", "AWS_REGION=", "no AWS region is configured for the server's instance: pass --region"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := clientCmd(t, world, s, t.TempDir(), "list")
+			cmd.Env = append(cmd.Env, tt.env, "AWS_DEFAULT_REGION=", "AWS_CONFIG_FILE="+filepath.Join(t.TempDir(), "none"))
+			out, err := cmd.CombinedOutput()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+				t.Fatalf("rdsproxy list: %v, want exit 1:\n%s", err, out)
+			}
+			if !strings.Contains(string(out), tt.want) || strings.Contains(string(out), "keeping the ones in use") {
+				t.Errorf("rdsproxy list said:\n%s\nwant once: %s", out, tt.want)
+			}
+		})
 	}
 }

@@ -156,7 +156,10 @@ func (p *Pool) loop() {
 			kicked = true
 		}
 		ctx, cancel := context.WithTimeout(p.life, callTimeout)
-		changed, _ := p.resolve(ctx) // logged; Dial reports it when nothing is usable
+		changed, err := p.resolve(ctx)
+		if err != nil { // nothing is usable; Dial reports it too
+			p.log.Warn("no "+p.cfg.Key+" of the server is usable", "err", err)
+		}
 		cancel()
 		last = time.Now()
 		if kicked || changed {
@@ -192,7 +195,9 @@ func (p *Pool) resolve(ctx context.Context) (changed bool, _ error) {
 	ids, err := p.cfg.Resolve(ctx)
 	if err != nil {
 		err = fmt.Errorf("list the server's %ss: %w", p.cfg.Key, err)
-		p.log.Warn("cannot list the server's "+p.cfg.Key+"s; keeping the ones in use", "err", err)
+		if p.inUse() { // else the error is all there is to say, and the caller says it
+			p.log.Warn("cannot list the server's "+p.cfg.Key+"s; keeping the ones in use", "err", err)
+		}
 		return false, p.resolvedWith(err)
 	}
 	sorted := slices.Sorted(slices.Values(ids))
@@ -269,6 +274,23 @@ func (p *Pool) open(ctx context.Context, ids []string) []opened {
 	return out
 }
 
+// inUse reports whether any replica is usable.
+func (p *Pool) inUse() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.anyUsable()
+}
+
+// anyUsable reports whether any replica is usable. Called with mu held.
+func (p *Pool) anyUsable() bool {
+	for _, r := range p.replicas {
+		if r.usable() {
+			return true
+		}
+	}
+	return false
+}
+
 // resolvedWith ends a resolve: waiters wake up. The error stands when no
 // replica is usable.
 func (p *Pool) resolvedWith(err error) error {
@@ -276,10 +298,8 @@ func (p *Pool) resolvedWith(err error) error {
 	defer p.mu.Unlock()
 	close(p.resolved)
 	p.resolved = make(chan struct{})
-	for _, r := range p.replicas {
-		if r.usable() {
-			return nil
-		}
+	if p.anyUsable() {
+		return nil
 	}
 	if err == nil {
 		err = p.lastErr
