@@ -131,6 +131,10 @@ func (c *ServerCmd) Run(ctx context.Context, kctx *kong.Context, g *Globals, log
 	}
 	log.Info("discovery", "regions", c.Region, "allow", allowStrings(policy.Rules), "deny", ruleStrings(policy.Rules.Deny),
 		"static_targets", len(policy.Static))
+	if len(policy.Regions) == 0 && len(policy.Static) == 0 {
+		log.Warn("nothing to serve: no --region to discover databases in and no targets in the configuration file; " +
+			"pass --region (region: in the file), or add targets:")
+	}
 	inst := server.Instance{Server: srv, Watcher: watcher, Listener: ln, Admin: admin, Metrics: reg, Logger: log}
 	gr, gctx := errgroup.WithContext(ctx)
 	hupCtx, stopHUP := context.WithCancel(gctx) // reloads end with the instance

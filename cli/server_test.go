@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -12,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -134,4 +137,48 @@ func selfSigned(t *testing.T) (certPEM, keyPEM string) {
 	}
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
 		string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}))
+}
+
+// A server with nothing to discover and no static targets says so at
+// start-up, instead of only "ready targets=0".
+func TestServerWithNothingToServeWarns(t *testing.T) {
+	t.Setenv("HOME", t.TempDir())
+	var log lockedBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"server", "--listen", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--no-require-identity"},
+			Env{Stdout: &log, Stderr: &log})
+	}()
+	const want = "nothing to serve: no --region to discover databases in and no targets in the configuration file"
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(log.String(), want) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("server: %v", err)
+	}
+	if !strings.Contains(log.String(), want) {
+		t.Errorf("no warning; the server logged:\n%s", log.String())
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for a writer and a reader in two
+// goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
