@@ -205,9 +205,14 @@ then try, as against AWS:
     eval "$(rdsproxy env orders)"; psql    # through the demo's connect
     rdsproxy connect reporting
 
+The sandbox's PostgreSQL itself, as its superuser, with no proxy in between
+(to watch pg_stat_activity, say):
+
+    psql "%s"
+
 Logs: %s (server), %s (client), %s (sandbox).
 Press Ctrl-C to stop; that removes %s.
-`, envFile, serverLog, clientLog, filepath.Join(d.dir, "sandbox.log"), d.dir)
+`, envFile, d.world.Postgres.SuperuserDSN(), serverLog, clientLog, filepath.Join(d.dir, "sandbox.log"), d.dir)
 }
 
 func (d *demo) step(format string, args ...any) {

@@ -69,6 +69,13 @@ psql -X -At -c 'SELECT current_user'`
 	if err != nil || !strings.HasSuffix(strings.TrimSpace(string(got)), sandbox.UserIAM) {
 		t.Errorf("walk-through: %v\n%s", err, got)
 	}
+	// The printed superuser line reaches the sandbox's PostgreSQL itself.
+	direct := regexp.MustCompile(`(?m)^    psql "(host=\S+ [^"]*)"$`).FindStringSubmatch(out.String())
+	if direct == nil {
+		t.Errorf("no line to reach PostgreSQL directly:\n%s", out.String())
+	} else if got, err := exec.Command("psql", "-X", "-At", direct[1], "-c", "SELECT current_user").CombinedOutput(); err != nil || strings.TrimSpace(string(got)) != "postgres" {
+		t.Errorf("psql %q: %v\n%s", direct[1], err, got)
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("demo after cancel: %v", err)
