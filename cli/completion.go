@@ -44,6 +44,20 @@ func (ServersCmd) Run(files *fileResolver, env Env) error {
 	return nil
 }
 
+// flagNames are the words that set f: --name, and --no-name (or the
+// negation the tag names) for a negatable flag such as --[no-]striping.
+func flagNames(f *kong.Flag) []string {
+	names := []string{"--" + f.Name}
+	switch neg := f.Tag.Negatable; neg {
+	case "":
+	case "_": // kong's mark for the default negation
+		names = append(names, "--no-"+f.Name)
+	default:
+		names = append(names, "--"+neg)
+	}
+	return names
+}
+
 // takesTarget are the commands whose argument is a target name.
 var takesTarget = map[string]bool{"connect": true, "psql": true, "token": true, "doctor": true, "env": true}
 
@@ -81,7 +95,7 @@ func (c *CompletionCmd) Run(kctx *kong.Context, env Env) error {
 		var flags []string
 		for _, f := range append(kctx.Model.Flags, n.Flags...) {
 			if !f.Hidden {
-				flags = append(flags, "--"+f.Name)
+				flags = append(flags, flagNames(f)...)
 			}
 		}
 		sort.Strings(flags)

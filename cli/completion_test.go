@@ -7,8 +7,9 @@ import (
 	"testing"
 )
 
-// Completion scripts parse, name every command, and complete target names
-// from the last list this machine fetched.
+// Completion scripts parse, name every command and flag (the --no- form
+// of a negatable one too), and complete target names from the last list
+// this machine fetched.
 func TestCompletion(t *testing.T) {
 	t.Setenv("HOME", t.TempDir())
 	t.Setenv("RDSPROXY_STATE_DIR", t.TempDir())
@@ -27,7 +28,7 @@ func TestCompletion(t *testing.T) {
 			t.Fatalf("completion %s: exit %d", shell, code)
 		}
 		commands := "server connect list psql token env doctor completion version"
-		for _, want := range []string{commands, "ssm-server", "rdsproxy __targets"} {
+		for _, want := range []string{commands, "ssm-server", "no-ssm-striping", "no-require-identity", "rdsproxy __targets"} {
 			if !strings.Contains(out.String(), want) {
 				t.Errorf("%s script lacks %q", shell, want)
 			}
