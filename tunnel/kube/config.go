@@ -88,6 +88,10 @@ func (c Config) restConfig() (*rest.Config, string, error) {
 	overrides.Context.Namespace = c.Namespace
 	loader := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides)
 	rc, err := loader.ClientConfig()
+	if clientcmd.IsEmptyConfig(err) { // client-go's text suggests KUBERNETES_MASTER, which kubectl users never set
+		return nil, "", errors.New("kube: no kubeconfig found (--kubeconfig, $KUBECONFIG, ~/.kube/config): " +
+			"point --kubeconfig at the cluster's; for EKS, `aws eks update-kubeconfig --name CLUSTER` writes one")
+	}
 	if err != nil {
 		return nil, "", fmt.Errorf("kube: load kubeconfig: %w", err)
 	}

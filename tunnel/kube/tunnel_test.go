@@ -368,6 +368,18 @@ func TestKubeconfigLoading(t *testing.T) {
 	}
 }
 
+// No kubeconfig anywhere: the error names where one is looked for and
+// how to get one, not client-go's KUBERNETES_MASTER.
+func TestNoKubeconfig(t *testing.T) {
+	t.Setenv("HOME", t.TempDir())
+	t.Setenv("KUBECONFIG", "")
+	_, err := kube.New(t.Context(), kube.Config{Deployment: "rdsproxy", Port: serverPort, Logger: testLogger(t)})
+	if err == nil || !strings.Contains(err.Error(), "no kubeconfig found (--kubeconfig, $KUBECONFIG, ~/.kube/config)") ||
+		strings.Contains(err.Error(), "KUBERNETES_MASTER") {
+		t.Fatalf("kube.New without a kubeconfig: %v", err)
+	}
+}
+
 func TestConfigValidate(t *testing.T) {
 	for _, tt := range []struct {
 		name string
