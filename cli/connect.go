@@ -260,6 +260,9 @@ type connInfo struct {
 	Unix        string `json:"unix,omitempty"` // psql over --unix-socket
 }
 
+// addr is the TCP address a client dials.
+func (ci connInfo) addr() string { return net.JoinHostPort(ci.Host, strconv.Itoa(ci.Port)) }
+
 // newConnInfo builds the connection strings; with rootCert (--local-tls)
 // they ask for TLS verified against it, else for a plaintext loopback hop.
 func newConnInfo(t contract.Target, addr *net.TCPAddr, user, rootCert string) connInfo {

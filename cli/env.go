@@ -16,18 +16,27 @@ type EnvCmd struct {
 	User string `help:"Database user (default: the one connect printed)." env:"RDSPROXY_USER"`
 }
 
-// Run prints the exports from what connect last printed for the target;
-// it needs no tunnel and no credentials. A warning on stderr says when
-// nothing listens there now.
+// Run prints the exports from what connect printed for the target: the
+// newest listener that accepts a connection now, else the newest one (a
+// connect started again serves on the same port), with a warning on
+// stderr that nothing listens there now. It needs no tunnel and no
+// credentials.
 func (c *EnvCmd) Run(env Env) error {
-	ci, ok, err := newStateStore().served(c.serverKey(), c.Target)
+	recent, err := newStateStore().servedRecently(c.serverKey(), c.Target)
 	if err != nil {
 		return &ExitError{Code: ExitFailure, Err: err}
 	}
-	if !ok {
+	if len(recent) == 0 {
 		return &ExitError{Code: ExitFailure, Err: fmt.Errorf(
 			"rdsproxy connect has not served %s from this server yet: run `rdsproxy connect %s` (with the same --use or --via flags) first",
 			c.Target, c.Target)}
+	}
+	ci, listening := recent[0], false
+	for _, r := range recent {
+		if listens(r) {
+			ci, listening = r, true
+			break
+		}
 	}
 	if c.User != "" {
 		ci.User = c.User
@@ -40,13 +49,20 @@ func (c *EnvCmd) Run(env Env) error {
 	for _, v := range vars {
 		fmt.Fprintf(env.Stdout, "export %s=%s\n", v[0], shellQuote(v[1]))
 	}
-	addr := net.JoinHostPort(ci.Host, strconv.Itoa(ci.Port))
-	if conn, err := net.DialTimeout("tcp", addr, 2*time.Second); err != nil {
-		fmt.Fprintf(env.Stderr, "rdsproxy: nothing listens on %s now: start `rdsproxy connect %s`\n", addr, c.Target)
-	} else {
-		conn.Close()
+	if !listening {
+		fmt.Fprintf(env.Stderr, "rdsproxy: nothing listens on %s now: start `rdsproxy connect %s`\n", ci.addr(), c.Target)
 	}
 	return nil
+}
+
+// listens reports whether something accepts connections where ci says.
+func listens(ci connInfo) bool {
+	conn, err := net.DialTimeout("tcp", ci.addr(), 2*time.Second)
+	if err != nil {
+		return false
+	}
+	conn.Close()
+	return true
 }
 
 // shellQuote quotes s for sh, bash and zsh when it needs it.

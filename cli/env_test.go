@@ -10,8 +10,9 @@ import (
 )
 
 // rdsproxy env prints exports for the listener connect serves (and
-// remembers), warns when nothing listens there, and says what to do for
-// a target connect never served.
+// remembers): the newest that still listens when several connects served
+// the target; it warns when none listens, and says what to do for a
+// target connect never served.
 func TestEnvCommand(t *testing.T) {
 	isolatedUser(t, "AKIATESTENV000000001", "us-east-1")
 	addr := startListServer(t, "orders")
@@ -33,11 +34,30 @@ func TestEnvCommand(t *testing.T) {
 	if code != ExitOK || out != want || errOut != "" {
 		t.Errorf("env while connect serves: exit %d\n%s%s\nwant\n%s", code, out, errOut, want)
 	}
+	// A second connect for the target, on a port of its own, that stops:
+	// env points at the first, which still serves.
+	ctx2, cancel2 := context.WithCancel(t.Context())
+	pr2, pw2 := io.Pipe()
+	done2 := make(chan error, 1)
+	go func() {
+		done2 <- run(ctx2, append([]string{"connect", "orders", "--user", "alice", "--port", "0"}, server...), Env{Stdout: pw2, Stderr: io.Discard})
+		pw2.Close()
+	}()
+	port2 := strings.TrimPrefix(strings.Fields(readBlock(t, pr2))[2], "127.0.0.1:")
+	go io.Copy(io.Discard, pr2)
+	cancel2()
+	<-done2
+	out, errOut, code = runEnv(append([]string{"env", "orders"}, server...))
+	if code != ExitOK || out != want || errOut != "" {
+		t.Errorf("env after a second connect (port %s) stopped: exit %d\n%s%s\nwant\n%s", port2, code, out, errOut, want)
+	}
 	cancel()
 	<-done
+	// Nothing serves: the newest listener, with a warning.
 	out, errOut, code = runEnv(append([]string{"env", "orders", "--user", "bob"}, server...))
-	if code != ExitOK || !strings.Contains(out, "export PGUSER=bob\n") || !strings.Contains(errOut, "nothing listens on 127.0.0.1:"+port) {
-		t.Errorf("env after connect ended: exit %d\n%s%s", code, out, errOut)
+	if code != ExitOK || !strings.Contains(out, "export PGUSER=bob\n") || !strings.Contains(out, "export PGPORT="+port2+"\n") ||
+		!strings.Contains(errOut, "nothing listens on 127.0.0.1:"+port2) {
+		t.Errorf("env after both connects ended: exit %d\n%s%s", code, out, errOut)
 	}
 	_, errOut, code = runEnv([]string{"env", "orders", "--via", "direct", "--server", "127.0.0.1:1"})
 	if code != ExitFailure || !strings.Contains(errOut, "has not served orders from this server yet") {

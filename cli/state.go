@@ -21,9 +21,15 @@ type state struct {
 	Ports   map[string]map[string]int `json:"ports_by_server"` // server key → target → port
 	Targets []string                  `json:"targets"`
 	// Served is what connect printed for each target it served, for
-	// rdsproxy env.
-	Served map[string]map[string]connInfo `json:"served_by_server,omitempty"` // server key → target → details
+	// rdsproxy env: the last time, and the last few listeners (several
+	// connects may serve one target on ports of their own, and the last
+	// one started may have stopped while another serves on).
+	Served map[string]map[string]connInfo   `json:"served_by_server,omitempty"` // server key → target → details
+	Recent map[string]map[string][]connInfo `json:"recent_by_server,omitempty"` // the same, newest first
 }
+
+// recentServed bounds the listeners remembered per target.
+const recentServed = 4
 
 // stateStore reads and writes state.json; safe for concurrent use.
 type stateStore struct {
@@ -113,17 +119,31 @@ func (s *stateStore) rememberServed(server string, ci connInfo) error {
 			st.Served[server] = map[string]connInfo{}
 		}
 		st.Served[server][ci.Target] = ci
+		if st.Recent == nil {
+			st.Recent = map[string]map[string][]connInfo{}
+		}
+		if st.Recent[server] == nil {
+			st.Recent[server] = map[string][]connInfo{}
+		}
+		others := slices.DeleteFunc(st.Recent[server][ci.Target], func(o connInfo) bool { return o.Host == ci.Host && o.Port == ci.Port })
+		st.Recent[server][ci.Target] = append([]connInfo{ci}, others[:min(len(others), recentServed-1)]...)
 	})
 }
 
-// served is what connect last printed for a target of server.
-func (s *stateStore) served(server, target string) (connInfo, bool, error) {
+// servedRecently is what connect printed for a target of server, newest
+// first: the listeners it may still serve on.
+func (s *stateStore) servedRecently(server, target string) ([]connInfo, error) {
 	st, err := s.load()
 	if err != nil {
-		return connInfo{}, false, err
+		return nil, err
 	}
-	ci, ok := st.Served[server][target]
-	return ci, ok, nil
+	if recent := st.Recent[server][target]; len(recent) > 0 {
+		return recent, nil
+	}
+	if ci, ok := st.Served[server][target]; ok { // a state file from before the list
+		return []connInfo{ci}, nil
+	}
+	return nil, nil
 }
 
 func (s *stateStore) rememberTargets(names []string) error {
