@@ -75,7 +75,10 @@
 // each other. Memory is bounded by the sender's window instead, and Write
 // is the only place that waits for the peer's application.
 //
-// When the END frame's seq is reached, Read returns io.EOF. A stripe that
+// When the END frame's seq is reached, Read returns io.EOF. Once, after
+// it, every stripe has ended cleanly, the peer reads nothing more (it
+// closes its stripes only when it closes the Conn): Writes fail, a Write
+// waiting for credit at once, while Read still returns what arrived. A stripe that
 // fails (I/O error, EOF inside a frame, EOF before both directions have
 // ended, protocol error) fails the whole Conn: every stripe is closed and
 // Reads and Writes return an error wrapping ErrStripeLost.

@@ -94,6 +94,9 @@ func (c *Conn) stripeEnded(st *stripe, err error) {
 	stripes := len(c.send.stripes)
 	c.send.mu.Unlock()
 	switch {
+	case err == io.EOF && eof && quiet == stripes && !endWritten:
+		c.peerGone() // it sent everything and closed every stripe: it reads no more
+		return
 	case err == io.EOF && (eof || quiet < stripes):
 		return
 	case err == io.EOF:

@@ -2,12 +2,19 @@ package stripe
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"sync"
 )
 
 var errWriteClosed = errors.New("stripe: write after CloseWrite")
+
+// errPeerGone fails Writes once the peer has sent its END and closed every
+// stripe: nothing written can reach it, and a Write waiting for its credit
+// would wait forever (a relay would then keep its database session, stuck
+// writing a result, for as long as the process lives).
+var errPeerGone = fmt.Errorf("%w: the peer closed every stripe after its END", ErrStripeLost)
 
 // sendState is the send side: stripes and their queues, guarded by mu.
 type sendState struct {
@@ -16,6 +23,7 @@ type sendState struct {
 	seq         uint64        // next seq to assign
 	writeClosed bool          // CloseWrite queued END
 	endWritten  bool          // a writer has written END
+	peerGone    bool          // the peer closed every stripe after its END: Writes fail
 	sent        uint64        // payload bytes (uncompressed) queued in data frames
 	credit      uint64        // the most payload bytes the peer has said it consumed
 	room        chan struct{} // closed when queued bytes shrink; nil while nobody waits
@@ -158,6 +166,8 @@ func (c *Conn) enqueue(frame []byte, extra byte, n, write int) error {
 			return c.doneErr("write")
 		case s.writeClosed:
 			return c.opErr("write", errWriteClosed)
+		case s.peerGone:
+			return c.opErr("write", errPeerGone)
 		case extra == 0 && c.writeDL.expired():
 			return c.opErr("write", os.ErrDeadlineExceeded)
 		}
@@ -179,6 +189,15 @@ func (c *Conn) enqueue(frame []byte, extra byte, n, write int) error {
 		}
 		s.waitRoom(c.done, c.closing, c.writeDL.wait()) // whatever woke it, the checks above decide
 	}
+}
+
+// peerGone makes Writes fail from now on, waiting ones too.
+func (c *Conn) peerGone() {
+	s := &c.send
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.peerGone = true
+	s.wakeRoom()
 }
 
 // push queues frame on st and wakes its writer. Called with mu held.

@@ -606,3 +606,50 @@ func TestFailureDeliversWhatArrived(t *testing.T) {
 	ca.Close()
 	cb.Close()
 }
+
+// TestWriteFailsOncePeerIsGone: B stops reading, so A's Write waits for
+// credit; B's application then goes away (END, then its stripes close).
+// A's waiting Write fails at once, and later ones too, while A still
+// reads what B sent, then EOF. It used to wait for credit forever: the
+// server's relay then held a database session writing a result
+// (ClientWrite) for as long as it ran.
+func TestWriteFailsOncePeerIsGone(t *testing.T) {
+	defer leakcheck.VerifyNone(t, goleak.IgnoreCurrent())
+	a, b := tcpPairs(t, 2)
+	opts := Options{Window: 256 << 10}
+	ca, cb := newPair(t, a, b, opts, opts)
+	wrote := make(chan error, 1)
+	go func() {
+		buf := randomData(64<<10, 11)
+		for {
+			if _, err := ca.Write(buf); err != nil {
+				wrote <- err
+				return
+			}
+		}
+	}()
+	waitFor(t, "A to wait for B's credit", 5*time.Second, func() bool {
+		ca.send.mu.Lock()
+		defer ca.send.mu.Unlock()
+		return ca.send.room != nil && ca.send.queuedTotal() == 0
+	})
+	if _, err := cb.Write([]byte("bye")); err != nil {
+		t.Fatal(err)
+	}
+	cb.Close() // END, then every stripe closes; B never read
+	select {
+	case err := <-wrote:
+		if !errors.Is(err, ErrStripeLost) {
+			t.Errorf("A's waiting Write: %v, want ErrStripeLost", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("A's Write still waits for credit from a peer that has closed every stripe")
+	}
+	if _, err := ca.Write([]byte("x")); !errors.Is(err, ErrStripeLost) {
+		t.Errorf("A's next Write: %v, want ErrStripeLost", err)
+	}
+	if got, err := io.ReadAll(ca); err != nil || string(got) != "bye" {
+		t.Errorf("A read %q, %v; want B's bytes, then EOF", got, err)
+	}
+	ca.Close()
+}
