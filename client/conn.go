@@ -38,7 +38,7 @@ func (p *Proxy) handle(ctx context.Context, raw net.Conn) (stopped bool) {
 	}
 	local.SetDeadline(time.Time{})
 	stream.SetDeadline(time.Time{})
-	r := relay.New(local, stream, relay.Options{FrameToA: true})
+	r := relay.New(local, stream, relay.Options{FrameToA: true, Lost: lostMessage})
 	unstop := context.AfterFunc(ctx, func() { r.Stop(stopMessage()) })
 	defer unstop()
 	res := r.Run(nil, nil)
@@ -54,6 +54,16 @@ func stopMessage() []byte {
 	return pgwire.Errorf(pgwire.CodeAdminShutdown, contract.ReasonShutdown,
 		"rdsproxy: terminating connection because rdsproxy connect is stopping").
 		WithHint("Start rdsproxy connect again, then reconnect.").AppendTo(nil)
+}
+
+// lostMessage tells a relayed connection why it ends when the stream to
+// the server fails (the tunnel dropped, the server's host went away):
+// psql says so instead of "server closed the connection unexpectedly".
+// 08006 is connection_failure; pools reconnect on it.
+func lostMessage(err error) []byte {
+	return pgwire.Errorf(pgwire.CodeConnectionFailure, contract.ReasonServerLost,
+		"rdsproxy: lost the connection to the rdsproxy server (%v)", err).
+		WithHint("Reconnect: rdsproxy connect opens the tunnel again by itself. If this repeats, check the network and the server.").AppendTo(nil)
 }
 
 // startup negotiates the local connection and opens its stream to the

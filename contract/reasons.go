@@ -37,6 +37,7 @@ const (
 	ReasonTooManySessions   = "too-many-sessions"  // 53300
 	ReasonShutdown          = "shutdown"           // 57P01
 	ReasonStripeJoin        = "stripe-join"        // 08P01: a stripe named no connection that takes stripes
+	ReasonServerLost        = "server-lost"        // 08006: the client's stream to the server failed mid-session
 
 	// Routing and authorisation, before anything is dialled.
 	ReasonNoTarget       = "no-target"        // 28000

@@ -64,7 +64,17 @@ type Options struct {
 	// (the session then closes a) or a write to b failed; after Stop it
 	// always is. It runs on the copy's goroutine; Run waits for it.
 	EndedToB func(tail []byte, idle bool)
+	// Lost, with FrameToA, gives the message (a FATAL ErrorResponse, say)
+	// to write to a when reading b fails with an error, not an EOF: the
+	// upstream went away without a word. It is written only at a message
+	// boundary, not after an ErrorResponse (b said why already), and not
+	// after Stop.
+	Lost func(err error) []byte
 }
+
+// lostWriteTime bounds the write of Options.Lost's message to a client
+// that may not be reading.
+const lostWriteTime = time.Second
 
 // TailLen is the most Options.EndedToB is given: a Terminate message.
 const TailLen = 5
@@ -222,9 +232,20 @@ func (s *Session) toA(pending []byte) (int64, error) {
 			return n, closeWrite(s.a)
 		}
 		if rerr != nil {
+			s.sayLost(&f, rerr)
 			return n, rerr
 		}
 	}
+}
+
+// sayLost writes Options.Lost's message for err to a when it can go
+// between two messages and b has not said why itself.
+func (s *Session) sayLost(f *framer, err error) {
+	if s.opts.Lost == nil || isClosed(err) || s.stopping.Load() || !f.atBoundary() || f.last == 'E' {
+		return
+	}
+	s.a.SetWriteDeadline(time.Now().Add(lostWriteTime))
+	s.a.Write(s.opts.Lost(err))
 }
 
 // noteIdle records, when b has sent more, whether b's stream as far as f

@@ -488,3 +488,39 @@ func TestEndedToBNotWhenUpstreamEndsFirst(t *testing.T) {
 	}
 	client.Close()
 }
+
+// When reading b fails (the tunnel dropped: a reset, not an EOF), a
+// framed session tells a why with Options.Lost's message, at a message
+// boundary; not after b's own ErrorResponse, not inside a message, and
+// not when b ends cleanly.
+func TestLostUpstreamSaysWhy(t *testing.T) {
+	lost := func(err error) []byte { return msg('E', "lost: "+err.Error()) }
+	for _, tt := range []struct {
+		name   string
+		sent   []byte // by b before it goes
+		reset  bool   // b resets rather than closes
+		saysIt bool
+	}{
+		{"reset at a boundary", msg('Z', "I"), true, true},
+		{"reset inside a message", msg('D', "a long data row")[:8], true, false},
+		{"reset after b's own error", msg('E', "FATAL from b"), true, false},
+		{"clean close", msg('Z', "I"), false, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			client, upstream, _, done := proxied(t, Options{FrameToA: true, Lost: lost}, nil, nil)
+			upstream.Write(tt.sent)
+			readN(t, client, len(tt.sent))
+			if tt.reset {
+				upstream.(*net.TCPConn).SetLinger(0)
+			}
+			upstream.Close()
+			client.SetReadDeadline(time.Now().Add(10 * time.Second))
+			rest, _ := io.ReadAll(client)
+			said := bytes.HasPrefix(rest, []byte{'E'}) && bytes.Contains(rest, []byte("lost: "))
+			if said != tt.saysIt || !said && len(rest) != 0 {
+				t.Fatalf("client got %q after b went; want the lost message: %v", rest, tt.saysIt)
+			}
+			<-done
+		})
+	}
+}
