@@ -242,23 +242,23 @@ func unknownKeys(prefix string, values map[string]any, known map[string]bool) er
 	return nil
 }
 
-// Resolve returns the files' value for flag unless its env var is set:
-// from the selected server's entry (--use, else default-server) first,
-// then from the top level.
+// Resolve returns the files' value for flag unless its env var is set.
+// The later file wins (the one --config names): within each file, the
+// selected server's entry (--use, else default-server) beats the top
+// level, and an entry counts only in the last file that defines that
+// server. So a named file's top-level via: direct beats the user's server
+// entry's via: ssm.
 func (r *fileResolver) Resolve(kctx *kong.Context, _ *kong.Path, flag *kong.Flag) (any, error) {
 	// The server is checked first so that a --use naming no server is an
 	// error whichever flags the environment sets.
-	entry, err := r.server(kctx)
+	entry, owner, err := r.server(kctx)
 	if err != nil {
 		return nil, err
 	}
 	if slices.ContainsFunc(flag.Envs, func(e string) bool { _, set := os.LookupEnv(e); return set }) {
 		return nil, nil
 	}
-	v, ok := entry[flag.Name]
-	if !ok {
-		v, ok = r.values[flag.Name]
-	}
+	v, ok := r.lookup(flag.Name, entry, owner)
 	if !ok {
 		return nil, nil
 	}
@@ -277,14 +277,34 @@ func (r *fileResolver) Resolve(kctx *kong.Context, _ *kong.Path, flag *kong.Flag
 	return v, nil
 }
 
-// server is the settings of the server selected by --use (or the files'
-// default-server), or nil. Those entries say how a client reaches an
+// lookup finds key in the files, the last first: in each, the server
+// entry when that file is its owner, then the top level.
+func (r *fileResolver) lookup(key string, entry map[string]any, owner int) (any, bool) {
+	for i := len(r.files) - 1; i >= 0; i-- {
+		if i == owner {
+			if v, ok := entry[key]; ok {
+				return v, true
+			}
+		}
+		if v, ok := r.files[i].values[key]; ok && !slices.Contains(fileKeys, key) {
+			return v, true
+		}
+	}
+	return nil, false
+}
+
+// server is the settings of the server selected by --use (or
+// default-server), and the index of the last file that defines it; nil
+// and -1 when none is selected. default-server comes from the last file
+// read: with --config, the named file's (a file that names the setup
+// does not inherit the user's default server, whose profile and region
+// belong to another one). Those entries say how a client reaches an
 // rdsproxy server, so `rdsproxy server` itself never takes them: a
 // laptop's default entry (say, region: eu-west-1) would otherwise change
 // where a server started there discovers.
-func (r *fileResolver) server(kctx *kong.Context) (map[string]any, error) {
+func (r *fileResolver) server(kctx *kong.Context) (map[string]any, int, error) {
 	if strings.HasPrefix(kctx.Command(), "server") {
-		return nil, nil
+		return nil, -1, nil
 	}
 	name, source := "", "--use"
 	for _, f := range kctx.Flags() {
@@ -292,18 +312,21 @@ func (r *fileResolver) server(kctx *kong.Context) (map[string]any, error) {
 			name, _ = kctx.FlagValue(f).(string)
 		}
 	}
-	if name == "" {
-		name, _ = r.values["default-server"].(string)
+	if name == "" && len(r.files) > 0 {
+		name, _ = r.files[len(r.files)-1].values["default-server"].(string)
 		source = "default-server"
 	}
 	if name == "" {
-		return nil, nil
+		return nil, -1, nil
+	}
+	for i := len(r.files) - 1; i >= 0; i-- {
+		servers, _ := r.files[i].values["servers"].(map[string]any)
+		if entry, ok := servers[name].(map[string]any); ok {
+			return entry, i, nil
+		}
 	}
 	servers, _ := r.values["servers"].(map[string]any)
-	if entry, ok := servers[name].(map[string]any); ok {
-		return entry, nil
-	}
-	return nil, &unknownServerError{name: name, source: source, have: slices.Sorted(maps.Keys(servers)), files: r.paths(), userPath: r.userPath}
+	return nil, -1, &unknownServerError{name: name, source: source, have: slices.Sorted(maps.Keys(servers)), files: r.paths(), userPath: r.userPath}
 }
 
 // paths are the files read, in order.

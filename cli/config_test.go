@@ -276,6 +276,7 @@ func TestConfigNamedFileBeatsUserFile(t *testing.T) {
 	// As scripts/demo writes it.
 	sandbox := writeConfig(t, filepath.Join(dir, "sandbox.yaml"), "default-server: sandbox\nservers:\n  sandbox:\n    via: ssm\n    ssm-server: sandbox\n    user: demo\n")
 	topOnly := writeConfig(t, filepath.Join(dir, "top.yaml"), "user: carol\n")
+	ci := writeConfig(t, filepath.Join(dir, "ci.yaml"), "via: direct\nserver: ci.internal:5480\nregion: eu-west-1\n")
 	clash := writeConfig(t, filepath.Join(dir, "clash.yaml"), "servers:\n  prod: {via: direct, server: 127.0.0.1:1}\n")
 	type want struct{ via, server, ssmServer, profile, region, user string }
 	sandboxWant := want{"ssm", "", "sandbox", "", "", "demo"}
@@ -289,7 +290,12 @@ func TestConfigNamedFileBeatsUserFile(t *testing.T) {
 		{"RDSPROXY_CONFIG like the demo's env.sh", map[string]string{"RDSPROXY_CONFIG": sandbox}, nil, sandboxWant},
 		{"--use a server of the named file", nil, []string{"--config", sandbox, "--use", "sandbox"}, sandboxWant},
 		{"--use a server of the user's file", nil, []string{"--config", sandbox, "--use", "lab"}, want{"direct", "10.1.2.3:5480", "rdsproxy", "", "", "alice"}},
-		{"user's default-server when the named file has none", nil, []string{"--config", topOnly}, want{"ssm", "", "prod", "prod-dev", "us-east-1", "carol"}},
+		// A named file without default-server selects no server: the
+		// user's default (prod, with its profile) belongs to another setup.
+		{"no user's default-server under a named file without one", nil, []string{"--config", topOnly}, want{"ssm", "", "rdsproxy", "", "", "carol"}},
+		{"named file's top level beats the user's default server", nil, []string{"--config", ci}, want{"direct", "ci.internal:5480", "rdsproxy", "", "eu-west-1", "alice"}},
+		{"named file's top level beats the entry --use picks from the user's file", nil, []string{"--config", ci, "--use", "prod"},
+			want{"direct", "ci.internal:5480", "prod", "prod-dev", "eu-west-1", "alice"}},
 		{"named file's entry replaces the user's of the same name", nil, []string{"--config", clash, "--use", "prod"}, want{"direct", "127.0.0.1:1", "rdsproxy", "", "", "alice"}},
 		{"no named file", nil, nil, want{"ssm", "", "prod", "prod-dev", "us-east-1", "alice"}},
 	}
