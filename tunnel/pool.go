@@ -157,7 +157,7 @@ func (p *Pool) loop() {
 		}
 		ctx, cancel := context.WithTimeout(p.life, callTimeout)
 		changed, err := p.resolve(ctx)
-		if err != nil { // nothing is usable; Dial reports it too
+		if err != nil && p.life.Err() == nil { // nothing is usable (not: the pool is closing); Dial reports it too
 			p.log.Warn("no "+p.cfg.Key+" of the server is usable", "err", err)
 		}
 		cancel()

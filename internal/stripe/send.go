@@ -102,12 +102,18 @@ func (c *Conn) Write(p []byte) (int, error) {
 }
 
 // CloseWrite queues an END frame: the peer's Read returns io.EOF after all
-// bytes written so far, and this Conn's Writes fail. Reading goes on.
+// bytes written so far, and this Conn's Writes fail. Reading goes on. Once
+// the peer has gone (errPeerGone) there is no one to tell, and that is no
+// error: a relay half-closing after the database's EOF would otherwise
+// report a session that ended well as aborted.
 func (c *Conn) CloseWrite() error {
 	frame := getBuf(headerLen)
 	putHeader(frame, 0, 0, 0)
 	if err := c.enqueue(frame, flagEnd, 0, 0); err != nil {
 		putBuf(frame)
+		if errors.Is(err, errPeerGone) {
+			return nil
+		}
 		return err
 	}
 	return nil

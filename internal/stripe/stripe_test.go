@@ -651,5 +651,9 @@ func TestWriteFailsOncePeerIsGone(t *testing.T) {
 	if got, err := io.ReadAll(ca); err != nil || string(got) != "bye" {
 		t.Errorf("A read %q, %v; want B's bytes, then EOF", got, err)
 	}
+	// A relay half-closes after its upstream's EOF: that is no failure.
+	if err := ca.CloseWrite(); err != nil {
+		t.Errorf("A's CloseWrite after B has gone: %v", err)
+	}
 	ca.Close()
 }
