@@ -112,22 +112,25 @@ func (s *stateStore) rememberPort(server, target string, port int) error {
 // rememberServed keeps what connect printed for a target of server.
 func (s *stateStore) rememberServed(server string, ci connInfo) error {
 	return s.update(func(st *state) {
-		if st.Served == nil {
-			st.Served = map[string]map[string]connInfo{}
+		recent := st.Recent[server][ci.Target]
+		if old, ok := st.Served[server][ci.Target]; ok && len(recent) == 0 {
+			recent = []connInfo{old} // a state file from before the list: that connect may still serve
 		}
-		if st.Served[server] == nil {
-			st.Served[server] = map[string]connInfo{}
-		}
-		st.Served[server][ci.Target] = ci
-		if st.Recent == nil {
-			st.Recent = map[string]map[string][]connInfo{}
-		}
-		if st.Recent[server] == nil {
-			st.Recent[server] = map[string][]connInfo{}
-		}
-		others := slices.DeleteFunc(st.Recent[server][ci.Target], func(o connInfo) bool { return o.Host == ci.Host && o.Port == ci.Port })
-		st.Recent[server][ci.Target] = append([]connInfo{ci}, others[:min(len(others), recentServed-1)]...)
+		others := slices.DeleteFunc(recent, func(o connInfo) bool { return o.Host == ci.Host && o.Port == ci.Port })
+		setIn(&st.Served, server, ci.Target, ci)
+		setIn(&st.Recent, server, ci.Target, append([]connInfo{ci}, others[:min(len(others), recentServed-1)]...))
 	})
+}
+
+// setIn sets m[outer][inner] = v, making the maps it needs.
+func setIn[V any](m *map[string]map[string]V, outer, inner string, v V) {
+	if *m == nil {
+		*m = map[string]map[string]V{}
+	}
+	if (*m)[outer] == nil {
+		(*m)[outer] = map[string]V{}
+	}
+	(*m)[outer][inner] = v
 }
 
 // servedRecently is what connect printed for a target of server, newest

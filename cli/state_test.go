@@ -2,6 +2,7 @@ package cli
 
 import (
 	"net"
+	"os"
 	"testing"
 
 	"github.com/rdsproxy/rdsproxy/discovery"
@@ -39,5 +40,24 @@ func TestPortsAreRememberedPerServer(t *testing.T) {
 	if port(prodLn) != prodPort || port(stagingLn) != stagingPort {
 		t.Errorf("after a restart prod app is on %d (was %d), staging app on %d (was %d)",
 			port(prodLn), prodPort, port(stagingLn), stagingPort)
+	}
+}
+
+// A state file from before the list of recent listeners keeps its one
+// entry when a newer connect adds its own: that older connect may still
+// serve.
+func TestRecentListenersKeepTheOldEntry(t *testing.T) {
+	t.Setenv("RDSPROXY_STATE_DIR", t.TempDir())
+	s := newStateStore()
+	old := `{"ports_by_server": {}, "targets": [], "served_by_server": {"direct a:1": {"orders": {"target": "orders", "host": "127.0.0.1", "port": 15432}}}}`
+	if err := os.WriteFile(s.path, []byte(old), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.rememberServed("direct a:1", connInfo{Target: "orders", Host: "127.0.0.1", Port: 40283}); err != nil {
+		t.Fatal(err)
+	}
+	recent, err := s.servedRecently("direct a:1", "orders")
+	if err != nil || len(recent) != 2 || recent[0].Port != 40283 || recent[1].Port != 15432 {
+		t.Fatalf("recent listeners %+v, %v; want 40283, then the old file's 15432", recent, err)
 	}
 }
