@@ -114,16 +114,16 @@ func (f *SSMFlags) tokenSource(ctx context.Context) (*iamtoken.Cache, error) {
 // sessions, per instance). Credentials are checked first, and an AWS
 // refusal for expired ones is said as such, with the fix.
 func (f *SSMFlags) openSSM(ctx context.Context, log *slog.Logger) (tunnel.Tunnel, error) {
-	if _, err := f.credentials(ctx); err != nil {
-		return nil, err
-	}
 	cfg, err := f.awsConfig(ctx)
 	if err != nil {
-		return nil, err
+		return nil, f.credentialsProblem(err)
 	}
-	if cfg.Region == "" {
+	if cfg.Region == "" { // before the credentials, which an SSO or assume-role profile fetches from AWS
 		return nil, &ExitError{Code: ExitFailure, Err: errors.New(
 			"no AWS region is configured for the server's instance: pass --region, set AWS_REGION, or set region in your AWS profile")}
+	}
+	if _, err := f.credentials(ctx); err != nil {
+		return nil, err
 	}
 	api := ssm.NewFromConfig(cfg)
 	open := func(ctx context.Context, target string, ended func(error)) (tunnel.Tunnel, error) {
