@@ -524,3 +524,21 @@ func TestLostUpstreamSaysWhy(t *testing.T) {
 		})
 	}
 }
+
+// After Stop, the owner's final message is the one a hears, even when b
+// then fails: Options.Lost's is not written as well.
+func TestLostNotAfterStop(t *testing.T) {
+	lost := func(err error) []byte { return msg('E', "lost") }
+	client, upstream, sess, done := proxied(t, Options{FrameToA: true, Lost: lost}, nil, nil)
+	upstream.Write(msg('Z', "I"))
+	readN(t, client, 6)
+	final := msg('E', "bye")
+	sess.Stop(final)
+	upstream.(*net.TCPConn).SetLinger(0)
+	upstream.Close()
+	client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if rest, _ := io.ReadAll(client); !bytes.Equal(rest, final) {
+		t.Fatalf("client got %q after Stop and b's reset, want only %q", rest, final)
+	}
+	<-done
+}
