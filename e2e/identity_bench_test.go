@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"context"
-	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -31,7 +29,7 @@ func BenchmarkIdentityConnect(b *testing.B) {
 	} {
 		b.Run(tt.name, func(b *testing.B) {
 			st := startStackVia(b, func(b testing.TB, addr string) tunnel.Tunnel {
-				tun, err := tunnel.NewDirect(slowLink(b, addr, 10*time.Millisecond), 5*time.Second)
+				tun, err := tunnel.NewDirect((&link{delay: 10 * time.Millisecond}).start(b, addr), 5*time.Second)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -39,7 +37,7 @@ func BenchmarkIdentityConnect(b *testing.B) {
 			}, tt.opts...)
 			addr := st.local["app"]
 			if tt.as != nil {
-				addr = identityClient(b, &stack{serverAddr: slowLink(b, st.serverAddr, 10*time.Millisecond)}, "app", *tt.as, testServerID)
+				addr = identityClient(b, &stack{serverAddr: (&link{delay: 10 * time.Millisecond}).start(b, st.serverAddr)}, "app", *tt.as, testServerID)
 			}
 			connectLocal(b, addr, sandbox.UserIAM).Close(context.Background()) // tokens and identities signed, caches warm
 			stsBefore := sb.sts.Calls()
@@ -50,67 +48,5 @@ func BenchmarkIdentityConnect(b *testing.B) {
 			b.StopTimer()
 			b.ReportMetric(float64(sb.sts.Calls()-stsBefore)/float64(b.N), "sts-calls/op")
 		})
-	}
-}
-
-// slowLink forwards connections to addr, delaying every chunk by d in
-// each direction, and returns its address.
-func slowLink(t testing.TB, addr string, d time.Duration) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", addr)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			wg.Add(2)
-			go func() { defer wg.Done(); delayCopy(up, c, d) }()
-			go func() { defer wg.Done(); delayCopy(c, up, d) }()
-		}
-	}()
-	return ln.Addr().String()
-}
-
-// delayCopy copies src to dst, each chunk d after it was read, in order.
-func delayCopy(dst, src net.Conn, d time.Duration) {
-	type chunk struct {
-		b  []byte
-		at time.Time
-	}
-	ch := make(chan chunk, 64)
-	go func() {
-		defer close(ch)
-		for {
-			buf := make([]byte, 32<<10)
-			n, err := src.Read(buf)
-			if n > 0 {
-				ch <- chunk{buf[:n], time.Now().Add(d)}
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	for c := range ch {
-		time.Sleep(time.Until(c.at)) // the link's latency, not synchronisation
-		if _, err := dst.Write(c.b); err != nil {
-			break
-		}
-	}
-	dst.Close()
-	src.Close()
-	for range ch {
 	}
 }
