@@ -14,9 +14,10 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/rdsproxy/rdsproxy/internal/syncbuf"
 )
 
 // What --dry-run prints is a configuration the parser accepts: fed back
@@ -143,7 +144,7 @@ func selfSigned(t *testing.T) (certPEM, keyPEM string) {
 // start-up, instead of only "ready targets=0".
 func TestServerWithNothingToServeWarns(t *testing.T) {
 	t.Setenv("HOME", t.TempDir())
-	var log lockedBuffer
+	var log syncbuf.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -162,23 +163,4 @@ func TestServerWithNothingToServeWarns(t *testing.T) {
 	if !strings.Contains(log.String(), want) {
 		t.Errorf("no warning; the server logged:\n%s", log.String())
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for a writer and a reader in two
-// goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/rdsproxy/rdsproxy/contract"
 	"github.com/rdsproxy/rdsproxy/internal/pgwire"
 	"github.com/rdsproxy/rdsproxy/internal/sandbox"
+	"github.com/rdsproxy/rdsproxy/internal/syncbuf"
 	"github.com/rdsproxy/rdsproxy/tunnel"
 )
 
@@ -580,30 +581,12 @@ func TestLocalSSLRequestInsideTLSRefused(t *testing.T) {
 	}
 }
 
-// logBuffer is a log destination safe for concurrent writes.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // Stopping `rdsproxy connect` (Ctrl-C) with connections open says how many
 // it ended (the server cancels what they ran); a stop
 // with none open says nothing.
 func TestStopSaysWhatItClosed(t *testing.T) {
 	for _, open := range []int{0, 2} {
-		logs := &logBuffer{}
+		logs := &syncbuf.Buffer{}
 		p, err := client.New(client.Config{Target: passTarget, Tunnel: &pipeTunnel{streams: make(chan net.Conn)},
 			Tokens: &fixedTokens{}, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 		if err != nil {

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/rdsproxy/rdsproxy/discovery"
 	"github.com/rdsproxy/rdsproxy/internal/sandbox"
+	"github.com/rdsproxy/rdsproxy/internal/syncbuf"
 )
 
 func startMoto(t testing.TB) *sandbox.Moto {
@@ -66,7 +66,7 @@ func motoClients(m *sandbox.Moto, transport http.RoundTripper) func(string) disc
 type fixture struct {
 	regions []string
 	watcher *discovery.Watcher
-	logs    *syncBuffer
+	logs    *syncbuf.Buffer
 }
 
 func newFixture(t testing.TB, newClient func(string) discovery.RDSAPI, regions []string, rules discovery.Rules, pageSize int32) fixture {
@@ -75,7 +75,7 @@ func newFixture(t testing.TB, newClient func(string) discovery.RDSAPI, regions [
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	w, err := discovery.NewWatcher(discovery.WatcherConfig{
 		Fetch:  src.Fetch,
 		Policy: discovery.Policy{Rules: rules, Regions: regions},
@@ -94,23 +94,6 @@ func (f fixture) refresh(t testing.TB) *discovery.Snapshot {
 		t.Fatal(err)
 	}
 	return f.watcher.Current()
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func instanceEndpoint(region, id string) string {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rdsproxy/rdsproxy/discovery"
+	"github.com/rdsproxy/rdsproxy/internal/syncbuf"
 	"github.com/rdsproxy/rdsproxy/server"
 )
 
@@ -102,7 +103,7 @@ func TestInstanceRun(t *testing.T) {
 // says the server is not ready and what to check, never "ready"; /readyz
 // answers 503.
 func TestInstanceNotReadyWithoutSnapshot(t *testing.T) {
-	logs := &server.SyncBuffer{}
+	logs := &syncbuf.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	w, err := discovery.NewWatcher(discovery.WatcherConfig{Policy: discovery.Policy{Regions: []string{"eu-west-1"}}, Logger: log,
 		Fetch: func(context.Context) ([]discovery.Database, error) {

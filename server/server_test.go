@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rdsproxy/rdsproxy/discovery"
+	"github.com/rdsproxy/rdsproxy/internal/syncbuf"
 )
 
 // flakyListener fails Accept with EMFILE a number of times, as a process
@@ -35,23 +35,6 @@ func (l *flakyListener) Accept() (net.Conn, error) {
 	return l.Listener.Accept()
 }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // Out of descriptors, the accept loop backs off, logs at most once per
 // second, and serves again once accepting works.
 func TestAcceptBacksOffOnEMFILE(t *testing.T) {
@@ -60,7 +43,7 @@ func TestAcceptBacksOffOnEMFILE(t *testing.T) {
 		t.Fatal(err)
 	}
 	ln := &flakyListener{Listener: inner, fails: 8} // 5+10+…+640 ms of back-off
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	snap, _ := discovery.NewSnapshot(nil, time.Now())
 	roots, _ := RootCAs(nil)
 	srv, err := New(Config{Targets: fixed{snap}, RootCAs: roots, Logger: slog.New(slog.NewTextHandler(logs, nil))})

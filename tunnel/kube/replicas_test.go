@@ -1,14 +1,13 @@
 package kube_test
 
 import (
-	"bytes"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/rdsproxy/rdsproxy/internal/syncbuf"
 	"github.com/rdsproxy/rdsproxy/tunnel"
 )
 
@@ -170,31 +169,13 @@ func TestReplicasWatchFindsNewPod(t *testing.T) {
 	}
 }
 
-// lockedBuffer collects log output written from several goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // Without RBAC "watch" on pods the tunnel says once what to grant and goes
 // on with the periodic listing; streams are unaffected.
 func TestReplicasWithoutWatch(t *testing.T) {
 	echo := startEcho(t)
 	cluster := startCluster(t, echo.Addr())
 	cluster.Forbid("watch", "pods")
-	var logs lockedBuffer
+	var logs syncbuf.Buffer
 	cfg := baseConfig(t, cluster)
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	tun := newTunnel(t, cfg)

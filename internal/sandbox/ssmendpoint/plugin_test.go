@@ -1,7 +1,6 @@
 package ssmendpoint_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -20,6 +19,7 @@ import (
 	awsssm "github.com/aws/aws-sdk-go-v2/service/ssm"
 
 	"github.com/rdsproxy/rdsproxy/internal/sandbox/ssmendpoint"
+	"github.com/rdsproxy/rdsproxy/internal/syncbuf"
 )
 
 // The real session-manager-plugin, built from its public source at the
@@ -62,29 +62,11 @@ func buildPlugin(t *testing.T) string {
 	return pluginBin
 }
 
-// syncBuffer collects the plugin's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type pluginProc struct {
 	cmd     *exec.Cmd
 	session string
 	port    string // the local port the plugin opened
-	out     *syncBuffer
+	out     *syncbuf.Buffer
 	exited  chan error
 }
 
@@ -112,7 +94,7 @@ func startPlugin(t *testing.T, e *ssmendpoint.Endpoint, localPort string) *plugi
 		"AWS_SECRET_ACCESS_KEY="+ssmendpoint.DefaultSecretAccessKey, "AWS_SESSION_TOKEN=", "AWS_PROFILE=", "AWS_REGION=us-east-1",
 		"AWS_CONFIG_FILE="+filepath.Join(home, "none"), "AWS_SHARED_CREDENTIALS_FILE="+filepath.Join(home, "none"),
 		"AWS_EC2_METADATA_DISABLED=true")
-	p := &pluginProc{cmd: cmd, session: aws.ToString(out.SessionId), out: &syncBuffer{}, exited: make(chan error, 1)}
+	p := &pluginProc{cmd: cmd, session: aws.ToString(out.SessionId), out: &syncbuf.Buffer{}, exited: make(chan error, 1)}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
