@@ -25,40 +25,12 @@ func TestEmulatorMembershipFollowsGrants(t *testing.T) {
 	if _, err := super.Exec(ctx, `CREATE ROLE `+user+` LOGIN IN ROLE `+sandbox.RoleRDSIAM); err != nil {
 		t.Fatal(err)
 	}
-	steps := []struct {
-		name, sql string
-		ok        bool
-	}{
-		{"member", ``, true},
-		{"revoked", `REVOKE ` + sandbox.RoleRDSIAM + ` FROM ` + user, false},
-		{"still revoked", ``, false},
-		{"granted again", `GRANT ` + sandbox.RoleRDSIAM + ` TO ` + user, true},
-	}
-	for _, st := range steps { // in order: each step builds on the last
-		if st.sql != "" {
-			if _, err := super.Exec(ctx, st.sql); err != nil {
-				t.Fatalf("%s: %v", st.name, err)
-			}
-		}
-		f.log.take()
-		conn, err := f.connect(t, user, freshToken(t, user))
-		if !st.ok {
-			wantPgError(t, err, "28P01", fmt.Sprintf(`PAM authentication failed for user "%s"`, user))
-			if logged := f.log.take(); !strings.Contains(logged, "is not a member of rds_iam") {
-				t.Fatalf("%s: emulator log lacks the membership reason:\n%s", st.name, logged)
-			}
-			continue
-		}
-		if err != nil {
-			t.Fatalf("%s: connect: %v", st.name, err)
-		}
-		var who string
-		err = conn.QueryRow(ctx, `SELECT current_user`).Scan(&who)
-		conn.Close(ctx)
-		if err != nil || who != user {
-			t.Fatalf("%s: current_user = %q, %v; want %s", st.name, who, err, user)
-		}
-	}
+	runGrantSteps(t, f, super, []grantStep{
+		{"member", ``, user, true},
+		{"revoked", `REVOKE ` + sandbox.RoleRDSIAM + ` FROM ` + user, user, false},
+		{"still revoked", ``, user, false},
+		{"granted again", `GRANT ` + sandbox.RoleRDSIAM + ` TO ` + user, user, true},
+	})
 }
 
 // TestEmulatorPostgresDown checks that when the emulator cannot ask
@@ -99,16 +71,28 @@ func TestEmulatorMembershipNeedsGrant(t *testing.T) {
 			t.Fatalf("%s: %v", sql, err)
 		}
 	}
-	steps := []struct {
-		name, sql, user string
-		ok              bool
-	}{
+	runGrantSteps(t, f, super, []grantStep{
 		{"granted through a group", ``, "iam_nested", true},
 		{"superuser not granted", ``, pgSuper, false},
 		{"superuser granted", `GRANT ` + sandbox.RoleRDSIAM + ` TO ` + pgSuper, pgSuper, true},
 		{"group revoked", `REVOKE ` + sandbox.RoleRDSIAM + ` FROM iam_group`, "iam_nested", false},
-	}
-	for _, st := range steps { // in order: each step builds on the last
+	})
+}
+
+// grantStep runs sql as the superuser (when given), then logs in through
+// the emulator as user with a valid token: ok says whether it gets in.
+type grantStep struct {
+	name, sql, user string
+	ok              bool
+}
+
+// runGrantSteps runs steps in order, each building on the last. A refused
+// login gets RDS's 28P01 and the emulator logs the membership reason; an
+// accepted one is the user it names.
+func runGrantSteps(t *testing.T, f *fixture, super *pgx.Conn, steps []grantStep) {
+	t.Helper()
+	ctx := testCtx(t)
+	for _, st := range steps {
 		if st.sql != "" {
 			if _, err := super.Exec(ctx, st.sql); err != nil {
 				t.Fatalf("%s: %v", st.name, err)
