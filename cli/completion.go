@@ -37,8 +37,7 @@ type ServersCmd struct{}
 // Run prints the names of the files' servers: sections, one per line:
 // those --use can name.
 func (ServersCmd) Run(files *fileResolver, env Env) error {
-	servers, _ := files.values["servers"].(map[string]any)
-	for _, name := range slices.Sorted(maps.Keys(servers)) {
+	for _, name := range files.serverNames() {
 		fmt.Fprintln(env.Stdout, name)
 	}
 	return nil

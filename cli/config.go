@@ -75,18 +75,16 @@ func expandHome(path string) string {
 
 // fileResolver supplies flag values from the YAML configuration files:
 // the user's file, then the one --config names. A later file wins key by
-// key: its top-level keys and default-server beat the earlier file's, and
-// its servers entries join the earlier file's, replacing one of the same
-// name whole (an entry says how to reach one server; half of one and half
-// of another reaches neither).
+// key (see Resolve), and its servers entries join the earlier file's,
+// replacing one of the same name whole (an entry says how to reach one
+// server; half of one and half of another reaches neither).
 //
 // Flags whose environment variable is set are left alone: kong applies
 // environment values before resolvers, so without this check a file would
 // beat the environment.
 type fileResolver struct {
-	userPath string         // where the user's file is looked for ("" when home is unknown)
-	files    []configFile   // the files read, in order
-	values   map[string]any // their merge
+	userPath string       // where the user's file is looked for ("" when home is unknown)
+	files    []configFile // the files read, in order
 }
 
 // configFile is one configuration file's decoded values.
@@ -97,7 +95,7 @@ type configFile struct {
 
 // newFileResolver reads the user's configuration file, when there is one.
 func newFileResolver() (*fileResolver, error) {
-	r := &fileResolver{userPath: defaultConfigPath(), values: map[string]any{}}
+	r := &fileResolver{userPath: defaultConfigPath()}
 	if r.userPath == "" {
 		return r, nil
 	}
@@ -125,23 +123,20 @@ func (r *fileResolver) add(path string) error {
 		return fmt.Errorf("configuration file %s: %w", path, err)
 	}
 	r.files = append(r.files, configFile{path: path, values: values})
-	r.values = merge(r.values, values)
 	return nil
 }
 
-// merge returns over laid on base: over's keys win, except servers, whose
-// entries are merged by name (over's entry wins).
-func merge(base, over map[string]any) map[string]any {
-	out := maps.Clone(base)
-	maps.Copy(out, over)
-	baseServers, _ := base["servers"].(map[string]any)
-	overServers, _ := over["servers"].(map[string]any)
-	if baseServers != nil && overServers != nil {
-		servers := maps.Clone(baseServers)
-		maps.Copy(servers, overServers)
-		out["servers"] = servers
+// serverNames are the names of every file's servers, sorted: what --use
+// can name.
+func (r *fileResolver) serverNames() []string {
+	names := map[string]bool{}
+	for _, f := range r.files {
+		servers, _ := f.values["servers"].(map[string]any)
+		for name := range servers {
+			names[name] = true
+		}
 	}
-	return out
+	return slices.Sorted(maps.Keys(names))
 }
 
 // decodeYAML reads a YAML mapping and normalises its values to what
@@ -325,8 +320,7 @@ func (r *fileResolver) server(kctx *kong.Context) (map[string]any, int, error) {
 			return entry, i, nil
 		}
 	}
-	servers, _ := r.values["servers"].(map[string]any)
-	return nil, -1, &unknownServerError{name: name, source: source, have: slices.Sorted(maps.Keys(servers)), files: r.paths(), userPath: r.userPath}
+	return nil, -1, &unknownServerError{name: name, source: source, have: r.serverNames(), files: r.paths(), userPath: r.userPath}
 }
 
 // paths are the files read, in order.
