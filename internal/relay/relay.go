@@ -20,6 +20,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -522,15 +523,23 @@ func (t *tail) ended(err error) {
 // bytes returns the tail.
 func (t *tail) bytes() []byte { return t.b[:t.n] }
 
-// closeWrite half-closes conn when it can, else closes it.
+// closeWrite half-closes conn when it can, else closes it. A peer that
+// has already gone (PostgreSQL closes as soon as it reads Terminate, and
+// resets when a close_notify arrives after that) needs no telling: the
+// half-close has nothing left to do, and the session did not fail.
 func closeWrite(c net.Conn) error {
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		if err := cw.CloseWrite(); err != nil && !isClosed(err) {
+		if err := cw.CloseWrite(); err != nil && !isClosed(err) && !peerGone(err) {
 			return err
 		}
 		return nil
 	}
 	return c.Close()
+}
+
+// peerGone reports errors of a socket whose peer has closed or reset it.
+func peerGone(err error) bool {
+	return errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // isClosed reports errors that only mean a connection was already closed.

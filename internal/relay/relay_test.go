@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -541,4 +542,22 @@ func TestLostNotAfterStop(t *testing.T) {
 		t.Fatalf("client got %q after Stop and b's reset, want only %q", rest, final)
 	}
 	<-done
+}
+
+// Half-closing toward a peer that has already gone is not a failure: the
+// session ended as the peer wanted. (PostgreSQL closes once it has read
+// Terminate; the close_notify that follows draws a reset, and the
+// half-close then finds the socket no longer connected. Such sessions were
+// audited aborted.)
+func TestHalfCloseAfterThePeerWent(t *testing.T) {
+	c, peer := tcpPair(t)
+	peer.(*net.TCPConn).SetLinger(0)
+	peer.Close()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil || os.IsTimeout(err) {
+		t.Fatalf("the peer's reset did not arrive: %v", err)
+	}
+	if err := closeWrite(c); err != nil {
+		t.Fatalf("half-close after the peer went: %v", err)
+	}
 }
