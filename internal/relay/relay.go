@@ -30,9 +30,14 @@ const bufSize = 16 << 10
 var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
 
 // defaultStopGrace bounds, from Stop, the wait for the end of the message the
-// stream towards a is inside and the writes to a client that stops
-// reading.
-const defaultStopGrace = 2 * time.Second
+// stream towards a is inside, and each wait of a write to a client that
+// does not read: one that keeps reading gets up to defaultStopLimit to
+// take what is already on its way (a slow reader through SSM has
+// megabytes of it in socket buffers), and then the final message.
+const (
+	defaultStopGrace = 2 * time.Second
+	defaultStopLimit = 8 * time.Second
+)
 
 // errStopped ends the copy loops after Stop.
 var errStopped = errors.New("relay stopped by its owner")
@@ -86,6 +91,7 @@ type Session struct {
 	opts      Options
 	holdFor   time.Duration // see hold
 	stopGrace time.Duration // see defaultStopGrace
+	stopLimit time.Duration // see defaultStopLimit
 	stopping  atomic.Bool
 	final     atomic.Pointer[[]byte]
 	stopAt    time.Time     // when Stop began; read after stopSet closes
@@ -96,7 +102,8 @@ type Session struct {
 
 // New prepares a session; Run starts it.
 func New(a, b net.Conn, opts Options) *Session {
-	return &Session{a: a, b: b, opts: opts, holdFor: defaultHoldFor, stopGrace: defaultStopGrace, stopSet: make(chan struct{})}
+	return &Session{a: a, b: b, opts: opts, holdFor: defaultHoldFor, stopGrace: defaultStopGrace, stopLimit: defaultStopLimit,
+		stopSet: make(chan struct{})}
 }
 
 // Relay runs a plain session: see Session.Run.
@@ -162,7 +169,8 @@ func (s *Session) Run(pendingToB, pendingToA []byte) Result {
 // a at the next message boundary of the b→a stream, then both sides close.
 // A message the stream is inside is forwarded to its end first, if that
 // arrives within defaultStopGrace; otherwise, and without FrameToA, the session
-// closes without final. Stop does not wait.
+// closes without final. Writes to a slow a take as long as it keeps
+// reading, up to defaultStopLimit (see writeA). Stop does not wait.
 func (s *Session) Stop(final []byte) {
 	s.final.Store(&final)
 	if s.stopping.Swap(true) {
@@ -201,7 +209,7 @@ func (s *Session) toA(pending []byte) (int64, error) {
 	var f framer
 	var n int64
 	write := func(p []byte) error {
-		w, err := s.a.Write(p)
+		w, err := s.writeA(p)
 		n += int64(w)
 		return err
 	}
@@ -268,15 +276,47 @@ func (s *Session) noteIdle(f *framer) {
 func (s *Session) finish(f *framer, write func([]byte) error) error {
 	<-s.stopSet
 	if !f.atBoundary() {
-		s.b.SetReadDeadline(s.stopAt.Add(s.stopGrace))
+		s.b.SetReadDeadline(s.graceEnd())
 		if err := s.completeMessage(f, write); err != nil {
 			return errStopped
 		}
 	}
 	if f.atBoundary() {
-		s.a.Write(*s.final.Load())
+		s.writeA(*s.final.Load())
 	}
 	return errStopped
+}
+
+// writeA writes p to a. After Stop, a's write deadline (set by Stop to
+// stopGrace) moves on by stopGrace each time a write makes progress, up
+// to stopLimit after Stop: a client that keeps reading, however slowly,
+// gets the rest and the final message; one that stops reading is given up
+// on stopGrace later.
+func (s *Session) writeA(p []byte) (int, error) {
+	var n int
+	for {
+		w, err := s.a.Write(p[n:])
+		n += w
+		if w == 0 || !errors.Is(err, os.ErrDeadlineExceeded) || !s.stopping.Load() {
+			return n, err
+		}
+		next := s.graceEnd()
+		if !next.After(time.Now()) {
+			return n, err
+		}
+		s.a.SetWriteDeadline(next)
+	}
+}
+
+// graceEnd is the deadline of the next wait after Stop: stopGrace from
+// now, but not past stopLimit from Stop.
+func (s *Session) graceEnd() time.Time {
+	<-s.stopSet // stopAt is set
+	next, limit := time.Now().Add(s.stopGrace), s.stopAt.Add(s.stopLimit)
+	if next.After(limit) {
+		return limit
+	}
+	return next
 }
 
 // completeMessage forwards from b to a exactly the bytes that end the

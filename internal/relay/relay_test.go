@@ -151,6 +151,64 @@ func TestStopAtBoundary(t *testing.T) {
 		}
 		<-done
 	})
+	t.Run("a slow reader gets what was on its way, then it", func(t *testing.T) {
+		client, upstream, sess, done := proxied(t, Options{FrameToA: true}, nil, nil)
+		sess.stopGrace = 400 * time.Millisecond
+		sess.stopLimit = time.Minute
+		sess.a.(*net.TCPConn).SetWriteBuffer(1 << 20) // over 2 MiB in flight: more than the reader takes in stopGrace
+		row := msg('D', strings.Repeat("r", 3000))
+		go func() {
+			for {
+				if _, err := upstream.Write(row); err != nil {
+					return
+				}
+			}
+		}()
+		readN(t, client, 100<<10)
+		time.Sleep(200 * time.Millisecond) // the socket buffers between fill up
+		sess.Stop(final)
+		// About 800 KB/s: the buffers take longer than stopGrace to empty,
+		// but every wait of the relay's writes ends with progress (before
+		// it, this session was closed stopGrace after Stop, mid-row).
+		var tail []byte
+		var after int
+		buf := make([]byte, 8<<10)
+		for {
+			client.SetReadDeadline(time.Now().Add(10 * time.Second))
+			n, err := client.Read(buf)
+			after += n
+			tail = append(tail, buf[:n]...)
+			tail = tail[max(0, len(tail)-len(final)):]
+			if err != nil {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if !bytes.Equal(tail, final) {
+			t.Fatalf("a slow reader's stream ended with %q after %d bytes, want %q", tail, after, final)
+		}
+		<-done
+	})
+	t.Run("a client that does not read is given up on", func(t *testing.T) {
+		client, upstream, sess, done := proxied(t, Options{FrameToA: true}, nil, nil)
+		sess.stopGrace = 100 * time.Millisecond
+		row := msg('D', strings.Repeat("r", 3000))
+		go func() {
+			for {
+				if _, err := upstream.Write(row); err != nil {
+					return
+				}
+			}
+		}()
+		readN(t, client, 100<<10)
+		time.Sleep(200 * time.Millisecond) // the socket buffers between fill up
+		sess.Stop(final)
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second): // stopGrace without progress ends it
+			t.Fatal("the session still waits for a client that does not read")
+		}
+	})
 	t.Run("unframed session closes without it", func(t *testing.T) {
 		client, upstream, sess, done := proxied(t, Options{}, nil, nil)
 		upstream.Write(msg('Z', "I"))
