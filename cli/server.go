@@ -107,6 +107,9 @@ func (c *ServerCmd) Run(ctx context.Context, kctx *kong.Context, g *Globals, log
 	if err != nil {
 		return &ExitError{Code: ExitUsage, Err: err}
 	}
+	if cfg.Audit, err = newLogger(env.stderr, "info", g.LogFormat); err != nil { // whatever --log-level says
+		return &ExitError{Code: ExitUsage, Err: err}
+	}
 	cfg.Targets = watcher
 	if err := cfg.Validate(); err != nil {
 		return &ExitError{Code: ExitUsage, Err: flagError(err)}

@@ -78,10 +78,11 @@ func (s *binaryServer) readyz() int {
 
 // SIGTERM: readiness goes false at once; a session that ends within the
 // drain time ends normally; one that does not gets 57P01 and its statement
-// cancelled; exit status 0.
+// cancelled; exit status 0. The audit trail is kept whatever the log
+// level: the server runs with --log-level warn.
 func TestBinarySIGTERMDrain(t *testing.T) {
 	world := startTestWorld(t)
-	s := startBinaryServer(t, world, "--drain-timeout", "3s")
+	s := startBinaryServer(t, world, "--drain-timeout", "3s", "--log-level", "warn")
 	ctx := context.Background()
 	short := connectDiscovered(t, world, s.addr, "orders")
 	long := connectDiscovered(t, world, s.addr, "orders")
@@ -103,6 +104,11 @@ func TestBinarySIGTERMDrain(t *testing.T) {
 	pgErr(t, err, "57P01", "server is shutting down")
 	waitFor(t, 10*time.Second, "the drained session's statement cancelled", func() bool { return !sleepingIn(t, world, "pg_sleep(30)") })
 	waitCleanExit(t, s, "the drain")
+	logs := s.log.String()
+	if !strings.Contains(logs, `msg="session end"`) || !strings.Contains(logs, "outcome=ok") || !strings.Contains(logs, "outcome=shutdown") ||
+		strings.Contains(logs, "level=INFO msg=ready") {
+		t.Fatalf("with --log-level warn, want the two sessions' audit lines and no other info line:\n%s", logs)
+	}
 }
 
 // waitCleanExit waits up to 30 s for the server to exit with status 0

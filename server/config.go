@@ -96,6 +96,10 @@ type Config struct {
 	// Metrics, when set, receives session, auth, dial and cancel metrics.
 	Metrics *Metrics
 	Logger  *slog.Logger
+	// Audit receives the audit trail, one "session end" line per
+	// session, at Info whatever Logger's level: an operator who turns the
+	// logs down to warnings keeps it. Nil: Logger.
+	Audit *slog.Logger
 	// Now is the clock for token validity and audit times (tests move
 	// it); socket deadlines and rate limits always use the real clock.
 	Now func() time.Time
@@ -199,6 +203,9 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.MaxStripes, contract.MaxTransportStripes)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Audit == nil {
+		c.Audit = c.Logger
 	}
 	if c.Now == nil {
 		c.Now = time.Now
