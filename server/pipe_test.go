@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"github.com/rdsproxy/rdsproxy/discovery"
 	"github.com/rdsproxy/rdsproxy/internal/pgwire"
 	"github.com/rdsproxy/rdsproxy/internal/sandbox"
+	"github.com/rdsproxy/rdsproxy/internal/syncbuf"
 	"github.com/rdsproxy/rdsproxy/server"
 )
 
@@ -379,12 +381,18 @@ func TestRepeatedEncryptionRequestRefused(t *testing.T) {
 }
 
 // Refusals carry their reason in the Routine field, for programs to
-// branch on.
+// branch on. The audit line of a target the server does not serve (one a
+// tag change just removed, say) says which name was asked for.
 func TestRefusalCarriesReason(t *testing.T) {
-	ln := startServer(t, []discovery.Target{ordersIAM}, nil)
+	var logs syncbuf.Buffer
+	ln := startServer(t, []discovery.Target{ordersIAM}, func(c *server.Config) { c.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
 	c := ln.dial(t)
 	write(t, c, startupMsg("user", "alice", pgwire.TargetParam, "billing"))
 	if e := decodeError(t, readMsg(t, c)); e.Routine != "rdsproxy:unknown-target" {
 		t.Fatalf("routine %q, want rdsproxy:unknown-target", e.Routine)
+	}
+	poll(t, 10*time.Second, "the audit line", func() bool { return strings.Contains(logs.String(), "session end") })
+	if line := logs.String(); !strings.Contains(line, `target="" user=alice`) || !strings.Contains(line, "requested_target=billing") {
+		t.Fatalf("audit line does not name the target asked for:\n%s", line)
 	}
 }

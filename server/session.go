@@ -41,6 +41,7 @@ func (o outcome) relayed() bool { return o == outcomeOK || o == outcomeAborted |
 // sessionInfo is what the audit line reports about one session.
 type sessionInfo struct {
 	remote, src, target, user, database, app, keyID string
+	asked                                           string // the target name the client gave, when the server serves none of that name
 	start                                           time.Time
 	principal                                       *discovery.Principal // the verified caller, if any
 	transport                                       string               // "raw", or the striped mode taken
@@ -242,6 +243,7 @@ func (s *Server) route(params pgwire.Params, info *sessionInfo) (*discovery.Targ
 	}
 	t, found := snap.Lookup(name)
 	if !found {
+		info.asked = name
 		return nil, nil, pgwire.Errorf(pgwire.CodeInvalidAuthSpec, contract.ReasonUnknownTarget,
 			"rdsproxy: target %q is not served by this proxy", name).
 			WithHint("Run `rdsproxy list` to see the targets this server serves.")
@@ -455,6 +457,9 @@ func (s *Server) audit(info sessionInfo, o outcome, reason string, res relay.Res
 	}
 	if reason != "" {
 		attrs = append(attrs, "reason", reason)
+	}
+	if info.asked != "" { // not a label: clients choose it
+		attrs = append(attrs, "requested_target", clip(info.asked))
 	}
 	if res.Err != nil {
 		attrs = append(attrs, "err", res.Err.Error())
