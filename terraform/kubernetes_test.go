@@ -15,6 +15,8 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
+
+	"github.com/rdsproxy/rdsproxy/server"
 )
 
 // expandBlock renders a block's body as the provider receives it: each
@@ -213,6 +215,7 @@ type rollout struct {
 	pdbMinAvailable         string
 	pdbSelectsServer        bool
 	readinessFailureSeconds int
+	probeTimeouts           []int // readiness, liveness
 }
 
 func kubernetesRollout(t *testing.T, vars map[string]cty.Value) rollout {
@@ -255,6 +258,13 @@ func kubernetesRollout(t *testing.T, vars map[string]cty.Value) rollout {
 		readinessFailureSeconds: num(probe.Body.Attributes["period_seconds"].Expr) *
 			num(probe.Body.Attributes["failure_threshold"].Expr),
 	}
+	for _, p := range []*hclsyntax.Block{probe, path(t, pod, "container", "liveness_probe")} {
+		timeout := 1 // Kubernetes' default
+		if a, ok := p.Body.Attributes["timeout_seconds"]; ok {
+			timeout = num(a.Expr)
+		}
+		r.probeTimeouts = append(r.probeTimeouts, timeout)
+	}
 	pdb := m.one(t, "resource", "kubernetes_pod_disruption_budget_v1", "this")
 	if r.pdb = num(pdb.Body.Attributes["count"].Expr) == 1; r.pdb {
 		ps := path(t, pdb, "spec")
@@ -294,6 +304,11 @@ func TestKubernetesRollout(t *testing.T) {
 			}
 			if r.grace < r.drain+5 {
 				t.Errorf("termination grace %d s for a %d s drain: the kubelet would SIGKILL the server before it sends 57P01 and exits", r.grace, r.drain)
+			}
+			for _, timeout := range r.probeTimeouts {
+				if headerWait := int(server.DefaultAdminReadHeaderTimeout.Seconds()); timeout <= headerWait {
+					t.Errorf("probe timeout %d s: clients holding every admin connection for the listener's %d s header timeout would fail the probes and restart the pod", timeout, headerWait)
+				}
 			}
 			if r.readinessPath != "/readyz" || r.readinessFailureSeconds > r.grace {
 				t.Errorf("readiness probe %s fails after %d s; want /readyz (503 while draining), well within the %d s grace", r.readinessPath, r.readinessFailureSeconds, r.grace)

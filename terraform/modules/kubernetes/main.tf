@@ -175,6 +175,7 @@ resource "kubernetes_deployment_v1" "this" {
               port = "admin"
             }
             period_seconds    = 5
+            timeout_seconds   = 6 # past the admin listener's 5 s header timeout: clients holding all its 64 connections delay a probe, not fail it
             failure_threshold = 2
           }
 
@@ -185,6 +186,7 @@ resource "kubernetes_deployment_v1" "this" {
             }
             initial_delay_seconds = 5
             period_seconds        = 10
+            timeout_seconds       = 6 # as the readiness probe's
             failure_threshold     = 3
           }
 
