@@ -55,6 +55,8 @@ type ServerCmd struct {
 	MaxStripes          int               `help:"Most stripes one striped connection may spread over (each holds up to 128 KiB queued; each connection up to 2 MiB received and not yet relayed)." default:"16" env:"RDSPROXY_MAX_STRIPES"`
 	DryRun              bool              `help:"Check the flags and configuration file, print the effective configuration and exit."`
 	IdentityFlags
+
+	cert *serverCert // with --tls-cert: set by serverConfig, read again on SIGHUP
 }
 
 // staticTarget is one entry of the configuration file's targets list;
@@ -158,9 +160,21 @@ func (c *ServerCmd) Run(ctx context.Context, kctx *kong.Context, g *Globals, log
 			p, restart, err := reloadPolicy(env, running)
 			p.Regions = c.Region // the RDS clients are the running regions' until a restart (restart names a change)
 			return p, restart, err
-		}, log)
+		}, c.cert, log)
 	})
 	return gr.Wait()
+}
+
+// reloadCert reads the TLS certificate files again, if there are any.
+func reloadCert(cert *serverCert, log *slog.Logger) {
+	if cert == nil {
+		return
+	}
+	if err := cert.load(); err != nil {
+		log.Error("TLS certificate reload failed; new connections still get the previous one", "err", err)
+		return
+	}
+	log.Info("TLS certificate reloaded", "not_after", cert.notAfter().UTC().Format(time.RFC3339))
 }
 
 // reloadable are the flags a reload applies; the others take effect
@@ -239,10 +253,10 @@ func (c *ServerCmd) watcher(ctx context.Context, p discovery.Policy, log *slog.L
 }
 
 // reloadOnHUP rereads the configuration (tag rules, static
-// targets) on SIGHUP and refreshes discovery; running sessions are not
-// touched. Other settings that changed are named in a warning: they take
-// effect only after a restart.
-func reloadOnHUP(ctx context.Context, w *discovery.Watcher, reload func() (discovery.Policy, []string, error), log *slog.Logger) error {
+// targets) and the TLS certificate files on SIGHUP and refreshes
+// discovery; running sessions are not touched. Other settings that changed
+// are named in a warning: they take effect only after a restart.
+func reloadOnHUP(ctx context.Context, w *discovery.Watcher, reload func() (discovery.Policy, []string, error), cert *serverCert, log *slog.Logger) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -252,6 +266,7 @@ func reloadOnHUP(ctx context.Context, w *discovery.Watcher, reload func() (disco
 			return nil
 		case <-hup:
 		}
+		reloadCert(cert, log)
 		p, restart, err := reload()
 		if err == nil {
 			err = w.SetConfig(p)
@@ -305,11 +320,11 @@ func (c *ServerCmd) serverConfig(ctx context.Context, log *slog.Logger) (server.
 		return cfg, errors.New("--tls-cert and --tls-key go together")
 	}
 	if c.TLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
-		if err != nil {
-			return cfg, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+		c.cert = &serverCert{certFile: c.TLSCert, keyFile: c.TLSKey}
+		if err := c.cert.load(); err != nil {
+			return cfg, err
 		}
-		cfg.ClientTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		cfg.ClientTLS = &tls.Config{GetCertificate: c.cert.get, MinVersion: tls.VersionTLS12}
 		cfg.RequireTLS = !c.AllowPlaintext
 	}
 	cfg.Identity, err = c.identityConfig(ctx, log)

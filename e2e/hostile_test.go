@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -581,4 +582,60 @@ func writeServerCert(t *testing.T, dir string) (certFile, keyFile string) {
 		t.Fatal(err)
 	}
 	return certFile, keyFile
+}
+
+// SIGHUP reads --tls-cert and --tls-key again: new connections get the
+// rotated certificate without a restart (and its drain); a pair that does
+// not load is logged, and the previous certificate stays in use. Rotation
+// used to need a restart, and the reload said nothing about it.
+func TestBinarySIGHUPReloadsCertificate(t *testing.T) {
+	bin, err := buildOnce()
+	if err != nil {
+		t.Fatalf("build: %v", err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile := writeServerCert(t, dir)
+	addr, admin := closedAddr(), closedAddr()
+	cmd := exec.Command(bin, "server", "--listen", addr, "--admin-addr", admin,
+		"--tls-cert", certFile, "--tls-key", keyFile, "--server-id", "e2e")
+	cmd.Env = append(os.Environ(), "AWS_EC2_METADATA_DISABLED=true")
+	out := &logBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	served := func() string { // the serial of the certificate a new connection gets
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			return ""
+		}
+		defer c.Close()
+		tc, err := pgwire.RequestTLS(context.Background(), c, func(c net.Conn) *tls.Conn {
+			return tls.Client(c, &tls.Config{RootCAs: sb.ca.Pool(), ServerName: "rdsproxy.sandbox.internal", MinVersion: tls.VersionTLS12})
+		})
+		if err != nil {
+			return ""
+		}
+		return tc.ConnectionState().PeerCertificates[0].SerialNumber.String()
+	}
+	waitFor(t, 60*time.Second, "server serving TLS", func() bool { return served() != "" })
+	first := served()
+	writeServerCert(t, dir) // rotated in place, as cert-manager or an ACME client does
+	cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, 20*time.Second, "the rotated certificate served", func() bool { s := served(); return s != "" && s != first })
+	rotated := served()
+	if err := os.WriteFile(keyFile, []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, 20*time.Second, "the failed reload logged", func() bool {
+		return strings.Contains(out.String(), "TLS certificate reload failed; new connections still get the previous one")
+	})
+	if s := served(); s != rotated {
+		t.Fatalf("after a failed reload the server serves %q, want the previous certificate %q", s, rotated)
+	}
+	if !strings.Contains(out.String(), `msg="TLS certificate reloaded" not_after=`) {
+		t.Fatalf("the reload's log does not say the certificate was reloaded:\n%s", out.String())
+	}
 }
