@@ -345,6 +345,24 @@ func TestDiscoveryMotoStops(t *testing.T) {
 	}
 }
 
+// TestDiscoveryUnreachableSaysRoute: when the RDS API cannot be reached
+// at all before a first snapshot, the warning points at the network route
+// to it, not at the credentials (which were never tried).
+func TestDiscoveryUnreachableSaysRoute(t *testing.T) {
+	m := startMoto(t)
+	f := newFixture(t, motoClients(m, nil), []string{"us-east-1"}, discovery.Rules{}, 0)
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.watcher.Refresh(t.Context()); err == nil {
+		t.Fatal("refresh with moto stopped succeeded")
+	}
+	logs := f.logs.String()
+	if !strings.Contains(logs, "check that the server can reach the RDS API") || strings.Contains(logs, "credentials") {
+		t.Errorf("unreachable RDS API: the warning should name the route, not the credentials:\n%s", logs)
+	}
+}
+
 // throttlingTransport answers like RDS does when throttling, while on;
 // otherwise it passes requests through.
 type throttlingTransport struct {

@@ -2,9 +2,11 @@ package discovery
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -258,8 +260,7 @@ func (w *Watcher) record(start time.Time, snap *Snapshot, warns []Warning, err e
 		case st.ConsecutiveFailures > 1:
 		case w.current.Load() == nil:
 			log.Warn("discovery refresh failed, and there is no earlier snapshot: no database is served until a refresh succeeds; "+
-				"check the server's AWS credentials and its rds:DescribeDBInstances and rds:DescribeDBClusters permissions",
-				"err", err, "throttled", st.Throttled)
+				refreshHint(err), "err", err, "throttled", st.Throttled)
 		default:
 			log.Warn("discovery refresh failed; serving the last snapshot until a refresh succeeds",
 				"err", err, "throttled", st.Throttled, "targets", st.Targets)
@@ -276,6 +277,17 @@ func (w *Watcher) record(start time.Time, snap *Snapshot, warns []Warning, err e
 	old := w.current.Swap(snap)
 	w.logChanges(old, snap)
 	w.logWarnings(warns)
+}
+
+// refreshHint says what to check when a refresh failed: the route to
+// the RDS API when it could not be reached, else the server's AWS
+// identity and permissions.
+func refreshHint(err error) string {
+	var netErr net.Error
+	if errors.As(err, &netErr) {
+		return "check that the server can reach the RDS API of each region (a route to the internet through a NAT gateway, or an RDS interface VPC endpoint) and its DNS"
+	}
+	return "check the server's AWS credentials and its rds:DescribeDBInstances and rds:DescribeDBClusters permissions"
 }
 
 // logChanges logs the first snapshot and any later change of target names.
