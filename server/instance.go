@@ -37,9 +37,11 @@ func (in Instance) Run(ctx context.Context) error {
 		log = slog.New(slog.DiscardHandler)
 	}
 	in.Watcher.Refresh(ctx) // a failure is the watcher's to log and retry
-	if snap := in.Watcher.Current(); snap != nil {
+	switch snap := in.Watcher.Current(); {
+	case snap != nil:
 		log.Info("ready", "listen", in.Listener.Addr().String(), "admin", in.Admin.Addr().String(), "targets", snap.Len())
-	} else {
+	case ctx.Err() != nil: // stopped during the first refresh: nothing failed
+	default:
 		log.Warn("serving, but not ready: discovery has no target list yet (see the refresh error); /readyz answers 503 and connections are refused until a refresh succeeds",
 			"listen", in.Listener.Addr().String(), "admin", in.Admin.Addr().String())
 	}

@@ -132,3 +132,26 @@ func TestInstanceNotReadyWithoutSnapshot(t *testing.T) {
 		t.Errorf("/readyz = %d, want 503", code)
 	}
 }
+
+// Stopped during its first refresh (SIGTERM while the RDS API is slow),
+// the server says only that it stopped: nothing failed, so no warning
+// points at a refresh error that was never logged.
+func TestInstanceStoppedDuringFirstRefresh(t *testing.T) {
+	logs := &syncbuf.Buffer{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	w, err := discovery.NewWatcher(discovery.WatcherConfig{Policy: discovery.Policy{Regions: []string{"eu-west-1"}}, Logger: log,
+		Fetch: func(ctx context.Context) ([]discovery.Database, error) {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, stop := runInstance(t, w, log)
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if got := logs.String(); !strings.Contains(got, "msg=stopped") || strings.Contains(got, "level=WARN") {
+		t.Errorf("stopped during the first refresh, want only the stopped line:\n%s", got)
+	}
+}
