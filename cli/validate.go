@@ -68,16 +68,22 @@ func checkPort(flag string, port int) error {
 	return nil
 }
 
-// checkHostPort rejects a HOST:PORT flag's value without a port, or with
-// a numeric port outside min–65535. A service name ("postgresql") is left
-// to net, which resolves it.
+// checkHostPort rejects a HOST:PORT flag's value without a port, with a
+// numeric port outside min–65535, or with a service name ("postgresql")
+// this machine does not know.
 func checkHostPort(flag, addr string, min int) error {
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return fmt.Errorf("--%s must be HOST:PORT, not %q", flag, addr)
 	}
 	n, err := strconv.Atoi(port)
-	if err == nil && (n < min || n > maxPort) {
+	if err != nil {
+		if _, err := net.LookupPort("tcp", port); err != nil {
+			return fmt.Errorf("--%s %s: %q is neither a port number nor a service this machine knows", flag, addr, port)
+		}
+		return nil
+	}
+	if n < min || n > maxPort {
 		return fmt.Errorf("--%s %s: the port must be between %d and %d", flag, addr, min, maxPort)
 	}
 	return nil

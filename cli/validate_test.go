@@ -51,6 +51,8 @@ func TestFlagUsageErrors(t *testing.T) {
 		{[]string{"list", "--via", "kube", "--kube-port", "65536"}, "--kube-port must be between 1 and 65535, not 65536"},
 		{[]string{"server", "--listen", "127.0.0.1:70000"}, "--listen 127.0.0.1:70000: the port must be between 0 and 65535"},
 		{[]string{"server", "--admin-addr", "localhost"}, `--admin-addr must be HOST:PORT, not "localhost"`},
+		{[]string{"server", "--admin-addr", "127.0.0.1:abc"}, `--admin-addr 127.0.0.1:abc: "abc" is neither a port number nor a service this machine knows`},
+		{[]string{"server", "--listen", "127.0.0.1:abc"}, `--listen 127.0.0.1:abc: "abc" is neither a port number nor a service this machine knows`},
 	}
 	for _, tt := range tests {
 		var stdout, stderr bytes.Buffer
