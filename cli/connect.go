@@ -309,11 +309,18 @@ func dialHost(ip net.IP) string {
 // other machines log in as you: connect adds your IAM identity to any
 // connection that reaches it.
 func warnBeyondLoopback(log *slog.Logger, address string) {
-	if ip := net.ParseIP(address); (ip != nil && ip.IsLoopback()) || address == "localhost" {
+	if isLoopback(address) {
 		return
 	}
 	log.Warn("--address is not a loopback address: anyone who can reach it logs in to the databases with your AWS identity; "+
 		"keep the default 127.0.0.1 unless that is what you mean, and then let a firewall decide who reaches it", "address", address)
+}
+
+// isLoopback reports whether host (an IP address or a name) is this
+// machine's loopback.
+func isLoopback(host string) bool {
+	ip := net.ParseIP(host)
+	return (ip != nil && ip.IsLoopback()) || host == "localhost"
 }
 
 // conninfoQuote quotes a libpq keyword value when it needs it.

@@ -116,6 +116,7 @@ func (c *ServerCmd) Run(ctx context.Context, kctx *kong.Context, g *Globals, log
 	if err := cfg.Validate(); err != nil {
 		return &ExitError{Code: ExitUsage, Err: flagError(err)}
 	}
+	c.warnPlaintext(log)
 	if c.DryRun {
 		return printEffective(env, kctx, policy, cfg)
 	}
@@ -163,6 +164,21 @@ func (c *ServerCmd) Run(ctx context.Context, kctx *kong.Context, g *Globals, log
 		}, c.cert, log)
 	})
 	return gr.Wait()
+}
+
+// warnPlaintext warns of settings that leave clients' traffic in the
+// clear where the operator may not expect it.
+func (c *ServerCmd) warnPlaintext(log *slog.Logger) {
+	if c.TLSCert != "" {
+		return
+	}
+	if c.AllowPlaintext {
+		log.Warn("--allow-plaintext does nothing without --tls-cert: without a certificate every client connects in plaintext")
+	}
+	if host, _, _ := net.SplitHostPort(c.Listen); !isLoopback(host) {
+		log.Warn("--listen is not a loopback address and there is no --tls-cert: IAM tokens and query results cross the network in plaintext; "+
+			"add --tls-cert and --tls-key, or keep 127.0.0.1, where SSM and kubectl port-forward reach the server", "listen", c.Listen)
+	}
 }
 
 // reloadCert reads the TLS certificate files again, if there are any.

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -162,5 +163,31 @@ func TestServerWithNothingToServeWarns(t *testing.T) {
 	}
 	if !strings.Contains(log.String(), want) {
 		t.Errorf("no warning; the server logged:\n%s", log.String())
+	}
+}
+
+// A server whose clients would connect in plaintext where the operator
+// may not expect it says so: --listen beyond loopback without a
+// certificate, and --allow-plaintext without one (where it does nothing).
+func TestServerWarnsOfPlaintext(t *testing.T) {
+	t.Setenv("HOME", t.TempDir())
+	const beyond, noop = "--listen is not a loopback address and there is no --tls-cert", "--allow-plaintext does nothing without --tls-cert"
+	for _, tt := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"--listen", "127.0.0.1:5480"}, nil},
+		{[]string{"--listen", "0.0.0.0:5480"}, []string{beyond}},
+		{[]string{"--listen", "10.0.0.5:5480", "--allow-plaintext"}, []string{beyond, noop}},
+	} {
+		_, stderr, code := dryRun(t, tt.args...)
+		if code != ExitOK {
+			t.Fatalf("%q: exit %d: %s", tt.args, code, stderr)
+		}
+		for _, w := range []string{beyond, noop} {
+			if strings.Contains(stderr, w) != slices.Contains(tt.want, w) {
+				t.Errorf("%q: warning %q: %v, want %v\n%s", tt.args, w, !slices.Contains(tt.want, w), slices.Contains(tt.want, w), stderr)
+			}
+		}
 	}
 }
