@@ -172,7 +172,23 @@ func run(ctx context.Context, args []string, env Env) error {
 		return &ExitError{Code: ExitUsage, Err: err}
 	}
 	kctx.BindTo(ctx, (*context.Context)(nil))
-	return kctx.Run(&cli.Globals, log, env)
+	err = kctx.Run(&cli.Globals, log, env)
+	if cli.LogFormat == "json" && ctx.Err() == nil {
+		err = logFailure(log, err)
+	}
+	return err
+}
+
+// logFailure writes the error a command ended with as a log line, so that
+// with --log-format json a log pipeline reads it like every other line,
+// and returns it without the text, for exitStatus to print nothing more.
+func logFailure(log *slog.Logger, err error) error {
+	ee := &ExitError{Code: ExitFailure, Err: err}
+	if err == nil || errors.As(err, &ee) && ee.Err == nil {
+		return err
+	}
+	log.Error("rdsproxy: " + ee.Err.Error())
+	return &ExitError{Code: ee.Code}
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {

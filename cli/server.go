@@ -128,12 +128,12 @@ func (c *ServerCmd) Run(ctx context.Context, kctx *kong.Context, g *Globals, log
 	}
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+		return listenError("listen", c.Listen, err)
 	}
 	admin, err := net.Listen("tcp", c.AdminAddr)
 	if err != nil {
 		ln.Close()
-		return fmt.Errorf("listen admin: %w", err)
+		return listenError("admin-addr", c.AdminAddr, err)
 	}
 	log.Info("discovery", "regions", c.Region, "allow", allowStrings(policy.Rules), "deny", ruleStrings(policy.Rules.Deny),
 		"static_targets", len(policy.Static))
@@ -164,6 +164,16 @@ func (c *ServerCmd) Run(ctx context.Context, kctx *kong.Context, g *Globals, log
 		}, c.cert, log)
 	})
 	return gr.Wait()
+}
+
+// listenError names the flag whose address could not be listened on,
+// without net.OpError's repetition of it ("listen tcp ADDR: bind: ...").
+func listenError(flag, addr string, err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		err = op.Err
+	}
+	return fmt.Errorf("--%s %s: %w", flag, addr, err)
 }
 
 // warnPlaintext warns of settings that leave clients' traffic in the

@@ -8,8 +8,10 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -189,5 +191,33 @@ func TestServerWarnsOfPlaintext(t *testing.T) {
 				t.Errorf("%q: warning %q: %v, want %v\n%s", tt.args, w, !slices.Contains(tt.want, w), slices.Contains(tt.want, w), stderr)
 			}
 		}
+	}
+}
+
+// With --log-format json, the error a server stops with is a JSON log
+// line like the others (a log pipeline parsed none of it before), and it
+// names the flag whose address is busy.
+func TestServerFailureIsALogLine(t *testing.T) {
+	t.Setenv("HOME", t.TempDir())
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	var stdout, stderr bytes.Buffer
+	code := Run([]string{"server", "--log-format", "json", "--listen", "127.0.0.1:0", "--admin-addr", busy.Addr().String()},
+		Env{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr})
+	if code != ExitFailure {
+		t.Fatalf("exit %d, want %d\n%s", code, ExitFailure, stderr.String())
+	}
+	var last map[string]any
+	for line := range strings.Lines(stderr.String()) {
+		if err := json.Unmarshal([]byte(line), &last); err != nil {
+			t.Fatalf("not a JSON log line: %q", line)
+		}
+	}
+	want := "--admin-addr " + busy.Addr().String() + ": bind: address already in use"
+	if msg, _ := last["msg"].(string); last["level"] != "ERROR" || !strings.Contains(msg, want) {
+		t.Fatalf("last line %v, want an ERROR line with %q", last, want)
 	}
 }
