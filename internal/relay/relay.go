@@ -29,11 +29,14 @@ const bufSize = 16 << 10
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
 
-// defaultStopGrace bounds, from Stop, the wait for the end of the message the
-// stream towards a is inside, and each wait of a write to a client that
-// does not read: one that keeps reading gets up to defaultStopLimit to
-// take what is already on its way (a slow reader through SSM has
-// megabytes of it in socket buffers), and then the final message.
+// defaultStopGrace bounds the wait for the rest of the message the stream
+// towards a is inside, once the copy has reached it after Stop.
+// defaultStopLimit bounds, from Stop, the writes to a: a client that keeps
+// reading, however slowly, takes what is already on its way to it (a slow
+// reader through SSM has megabytes of it in socket buffers) and then the
+// final message; one that reads nothing is closed then. A single deadline,
+// not one moved on with each write's progress: a TLS connection whose
+// write timed out is broken for good.
 const (
 	defaultStopGrace = 2 * time.Second
 	defaultStopLimit = 8 * time.Second
@@ -169,8 +172,8 @@ func (s *Session) Run(pendingToB, pendingToA []byte) Result {
 // a at the next message boundary of the b→a stream, then both sides close.
 // A message the stream is inside is forwarded to its end first, if that
 // arrives within defaultStopGrace; otherwise, and without FrameToA, the session
-// closes without final. Writes to a slow a take as long as it keeps
-// reading, up to defaultStopLimit (see writeA). Stop does not wait.
+// closes without final. Writes to a have until defaultStopLimit after
+// Stop. Stop does not wait.
 func (s *Session) Stop(final []byte) {
 	s.final.Store(&final)
 	if s.stopping.Swap(true) {
@@ -179,7 +182,7 @@ func (s *Session) Stop(final []byte) {
 	s.stopAt = time.Now()
 	s.a.SetReadDeadline(s.stopAt)
 	s.b.SetReadDeadline(s.stopAt)
-	s.a.SetWriteDeadline(s.stopAt.Add(s.stopGrace))
+	s.a.SetWriteDeadline(s.stopAt.Add(s.stopLimit))
 	close(s.stopSet)
 }
 
@@ -209,7 +212,7 @@ func (s *Session) toA(pending []byte) (int64, error) {
 	var f framer
 	var n int64
 	write := func(p []byte) error {
-		w, err := s.writeA(p)
+		w, err := s.a.Write(p)
 		n += int64(w)
 		return err
 	}
@@ -282,34 +285,13 @@ func (s *Session) finish(f *framer, write func([]byte) error) error {
 		}
 	}
 	if f.atBoundary() {
-		s.writeA(*s.final.Load())
+		s.a.Write(*s.final.Load())
 	}
 	return errStopped
 }
 
-// writeA writes p to a. After Stop, a's write deadline (set by Stop to
-// stopGrace) moves on by stopGrace each time a write makes progress, up
-// to stopLimit after Stop: a client that keeps reading, however slowly,
-// gets the rest and the final message; one that stops reading is given up
-// on stopGrace later.
-func (s *Session) writeA(p []byte) (int, error) {
-	var n int
-	for {
-		w, err := s.a.Write(p[n:])
-		n += w
-		if w == 0 || !errors.Is(err, os.ErrDeadlineExceeded) || !s.stopping.Load() {
-			return n, err
-		}
-		next := s.graceEnd()
-		if !next.After(time.Now()) {
-			return n, err
-		}
-		s.a.SetWriteDeadline(next)
-	}
-}
-
-// graceEnd is the deadline of the next wait after Stop: stopGrace from
-// now, but not past stopLimit from Stop.
+// graceEnd is the deadline for the rest of a message after Stop:
+// stopGrace from now, but not past stopLimit from Stop.
 func (s *Session) graceEnd() time.Time {
 	<-s.stopSet // stopAt is set
 	next, limit := time.Now().Add(s.stopGrace), s.stopAt.Add(s.stopLimit)
@@ -563,23 +545,19 @@ func (t *tail) ended(err error) {
 // bytes returns the tail.
 func (t *tail) bytes() []byte { return t.b[:t.n] }
 
-// closeWrite half-closes conn when it can, else closes it. A peer that
-// has already gone (PostgreSQL closes as soon as it reads Terminate, and
-// resets when a close_notify arrives after that) needs no telling: the
-// half-close has nothing left to do, and the session did not fail.
+// closeWrite half-closes conn when it can, else closes it. A socket the
+// peer has already closed and reset (PostgreSQL closes as soon as it reads
+// Terminate, and resets when the close_notify that follows arrives) is
+// no longer connected: the half-close has nothing left to do, and the
+// session did not fail.
 func closeWrite(c net.Conn) error {
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		if err := cw.CloseWrite(); err != nil && !isClosed(err) && !peerGone(err) {
+		if err := cw.CloseWrite(); err != nil && !isClosed(err) && !errors.Is(err, syscall.ENOTCONN) {
 			return err
 		}
 		return nil
 	}
 	return c.Close()
-}
-
-// peerGone reports errors of a socket whose peer has closed or reset it.
-func peerGone(err error) bool {
-	return errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // isClosed reports errors that only mean a connection was already closed.

@@ -2,8 +2,15 @@ package relay
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
+	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"os"
 	"slices"
@@ -151,11 +158,54 @@ func TestStopAtBoundary(t *testing.T) {
 		}
 		<-done
 	})
-	t.Run("a slow reader gets what was on its way, then it", func(t *testing.T) {
+	// A slow reader gets what was already on its way, then final, over
+	// TCP and over TLS (where a write that once timed out breaks the
+	// connection for good). Before, the writes after Stop had a fixed
+	// stopGrace, and such a session closed mid-row.
+	for _, secure := range []bool{false, true} {
+		t.Run(fmt.Sprintf("a slow reader gets what was on its way, then it (TLS %v)", secure), func(t *testing.T) {
+			client, a := tcpPair(t)
+			a.(*net.TCPConn).SetWriteBuffer(1 << 20) // over 2 MiB in flight: more than the reader takes in stopGrace
+			if secure {
+				client, a = tlsPair(t, client, a)
+			}
+			b, upstream := tcpPair(t)
+			sess := New(a, b, Options{FrameToA: true})
+			sess.stopGrace, sess.stopLimit = 200*time.Millisecond, time.Minute
+			done := make(chan Result, 1)
+			go func() { done <- sess.Run(nil, nil) }()
+			row := msg('D', strings.Repeat("r", 3000))
+			go func() {
+				for {
+					if _, err := upstream.Write(row); err != nil {
+						return
+					}
+				}
+			}()
+			readN(t, client, 100<<10)
+			time.Sleep(200 * time.Millisecond) // the socket buffers between fill up
+			sess.Stop(final)
+			var tail []byte
+			buf := make([]byte, 8<<10)
+			for { // about 800 KB/s: longer than stopGrace
+				client.SetReadDeadline(time.Now().Add(30 * time.Second))
+				n, err := client.Read(buf)
+				tail = append(tail, buf[:n]...)
+				tail = tail[max(0, len(tail)-len(final)):]
+				if err != nil {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if !bytes.Equal(tail, final) {
+				t.Fatalf("a slow reader's stream ended with %q, want %q", tail, final)
+			}
+			<-done
+		})
+	}
+	t.Run("a client that does not read is closed at the limit", func(t *testing.T) {
 		client, upstream, sess, done := proxied(t, Options{FrameToA: true}, nil, nil)
-		sess.stopGrace = 400 * time.Millisecond
-		sess.stopLimit = time.Minute
-		sess.a.(*net.TCPConn).SetWriteBuffer(1 << 20) // over 2 MiB in flight: more than the reader takes in stopGrace
+		sess.stopLimit = 300 * time.Millisecond
 		row := msg('D', strings.Repeat("r", 3000))
 		go func() {
 			for {
@@ -165,47 +215,11 @@ func TestStopAtBoundary(t *testing.T) {
 			}
 		}()
 		readN(t, client, 100<<10)
-		time.Sleep(200 * time.Millisecond) // the socket buffers between fill up
-		sess.Stop(final)
-		// About 800 KB/s: the buffers take longer than stopGrace to empty,
-		// but every wait of the relay's writes ends with progress (before
-		// it, this session was closed stopGrace after Stop, mid-row).
-		var tail []byte
-		var after int
-		buf := make([]byte, 8<<10)
-		for {
-			client.SetReadDeadline(time.Now().Add(10 * time.Second))
-			n, err := client.Read(buf)
-			after += n
-			tail = append(tail, buf[:n]...)
-			tail = tail[max(0, len(tail)-len(final)):]
-			if err != nil {
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		if !bytes.Equal(tail, final) {
-			t.Fatalf("a slow reader's stream ended with %q after %d bytes, want %q", tail, after, final)
-		}
-		<-done
-	})
-	t.Run("a client that does not read is given up on", func(t *testing.T) {
-		client, upstream, sess, done := proxied(t, Options{FrameToA: true}, nil, nil)
-		sess.stopGrace = 100 * time.Millisecond
-		row := msg('D', strings.Repeat("r", 3000))
-		go func() {
-			for {
-				if _, err := upstream.Write(row); err != nil {
-					return
-				}
-			}
-		}()
-		readN(t, client, 100<<10)
-		time.Sleep(200 * time.Millisecond) // the socket buffers between fill up
+		time.Sleep(200 * time.Millisecond) // the socket buffers between fill up: the relay waits in a write
 		sess.Stop(final)
 		select {
 		case <-done:
-		case <-time.After(30 * time.Second): // stopGrace without progress ends it
+		case <-time.After(30 * time.Second):
 			t.Fatal("the session still waits for a client that does not read")
 		}
 	})
@@ -600,6 +614,39 @@ func TestLostNotAfterStop(t *testing.T) {
 		t.Fatalf("client got %q after Stop and b's reset, want only %q", rest, final)
 	}
 	<-done
+}
+
+// tlsPair wraps both ends of a TCP connection in TLS, with a certificate
+// made for the test.
+func tlsPair(t *testing.T, client, server net.Conn) (net.Conn, net.Conn) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), DNSNames: []string{"relay.test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(leaf)
+	tc := tls.Client(client, &tls.Config{RootCAs: roots, ServerName: "relay.test", MinVersion: tls.VersionTLS13})
+	ts := tls.Server(server, &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, MinVersion: tls.VersionTLS13})
+	errs := make(chan error, 1)
+	go func() { errs <- ts.Handshake() }()
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	return tc, ts
 }
 
 // Half-closing toward a peer that has already gone is not a failure: the
