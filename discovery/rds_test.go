@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials/ec2rolecreds"
+	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/service/rds"
 	"github.com/google/go-cmp/cmp"
 
@@ -360,6 +362,30 @@ func TestDiscoveryUnreachableSaysRoute(t *testing.T) {
 	logs := f.logs.String()
 	if !strings.Contains(logs, "check that the server can reach the RDS API") || strings.Contains(logs, "credentials") {
 		t.Errorf("unreachable RDS API: the warning should name the route, not the credentials:\n%s", logs)
+	}
+}
+
+// TestDiscoveryNoCredentialsSaysCredentials: credentials that cannot be
+// had (an instance role asked of an unreachable metadata service, as in a
+// pod without IRSA) fail over the network too, but the warning names the
+// credentials, not the route to the RDS API.
+func TestDiscoveryNoCredentialsSaysCredentials(t *testing.T) {
+	m := startMoto(t)
+	noRole := func(region string) discovery.RDSAPI {
+		cfg := m.AWSConfig(region)
+		cfg.RetryMaxAttempts = 1
+		cfg.Credentials = aws.NewCredentialsCache(ec2rolecreds.New(func(o *ec2rolecreds.Options) {
+			o.Client = imds.New(imds.Options{Endpoint: "http://127.0.0.1:1", Retryer: aws.NopRetryer{}})
+		}))
+		return rds.NewFromConfig(cfg)
+	}
+	f := newFixture(t, noRole, []string{"us-east-1"}, discovery.Rules{}, 0)
+	if err := f.watcher.Refresh(t.Context()); err == nil {
+		t.Fatal("refresh without credentials succeeded")
+	}
+	logs := f.logs.String()
+	if !strings.Contains(logs, "the server got no AWS credentials") || strings.Contains(logs, "reach the RDS API") {
+		t.Errorf("no credentials: the warning should name them, not the route:\n%s", logs)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -279,12 +280,16 @@ func (w *Watcher) record(start time.Time, snap *Snapshot, warns []Warning, err e
 	w.logWarnings(warns)
 }
 
-// refreshHint says what to check when a refresh failed: the route to
-// the RDS API when it could not be reached, else the server's AWS
-// identity and permissions.
+// refreshHint says what to check when a refresh failed: where the
+// server's AWS credentials come from, when it could not get any (the SDK
+// names that step "get identity"); the route to the RDS API, when that
+// could not be reached; else the server's permissions.
 func refreshHint(err error) string {
 	var netErr net.Error
-	if errors.As(err, &netErr) {
+	switch {
+	case strings.Contains(err.Error(), "get identity"):
+		return "the server got no AWS credentials: check its instance role (or IRSA, or its environment), and that it can reach the instance metadata service or STS"
+	case errors.As(err, &netErr) && !errors.Is(err, context.DeadlineExceeded):
 		return "check that the server can reach the RDS API of each region (a route to the internet through a NAT gateway, or an RDS interface VPC endpoint) and its DNS"
 	}
 	return "check the server's AWS credentials and its rds:DescribeDBInstances and rds:DescribeDBClusters permissions"
