@@ -173,7 +173,7 @@ func run(ctx context.Context, args []string, env Env) error {
 	}
 	kctx.BindTo(ctx, (*context.Context)(nil))
 	err = kctx.Run(&cli.Globals, log, env)
-	if cli.LogFormat == "json" && ctx.Err() == nil {
+	if cli.LogFormat == "json" && !(ctx.Err() != nil && errors.Is(err, context.Canceled)) { // as exitStatus: an interruption is no failure
 		err = logFailure(log, err)
 	}
 	return err

@@ -619,12 +619,16 @@ func TestBinarySIGHUPReloadsCertificate(t *testing.T) {
 		}
 		return tc.ConnectionState().PeerCertificates[0].SerialNumber.String()
 	}
-	waitFor(t, 60*time.Second, "server serving TLS", func() bool { return served() != "" })
-	first := served()
+	var serial string
+	next := func() string { // the next connection's certificate, retried past a failed dial
+		waitFor(t, 60*time.Second, "a TLS connection to the server", func() bool { serial = served(); return serial != "" })
+		return serial
+	}
+	first := next()
 	writeServerCert(t, dir) // rotated in place, as cert-manager or an ACME client does
 	cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, 20*time.Second, "the rotated certificate served", func() bool { s := served(); return s != "" && s != first })
-	rotated := served()
+	waitFor(t, 20*time.Second, "the rotated certificate served", func() bool { return next() != first })
+	rotated := next()
 	if err := os.WriteFile(keyFile, []byte("not a key"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -632,7 +636,7 @@ func TestBinarySIGHUPReloadsCertificate(t *testing.T) {
 	waitFor(t, 20*time.Second, "the failed reload logged", func() bool {
 		return strings.Contains(out.String(), "TLS certificate reload failed; new connections still get the previous one")
 	})
-	if s := served(); s != rotated {
+	if s := next(); s != rotated {
 		t.Fatalf("after a failed reload the server serves %q, want the previous certificate %q", s, rotated)
 	}
 	if !strings.Contains(out.String(), `msg="TLS certificate reloaded" not_after=`) {
