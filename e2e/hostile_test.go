@@ -506,10 +506,6 @@ func TestLoginBurst(t *testing.T) {
 // token; --allow-plaintext lets the same startup through to routing (it
 // used to be let through by default).
 func TestBinaryCertificateRequiresTLS(t *testing.T) {
-	bin, err := buildOnce()
-	if err != nil {
-		t.Fatalf("build: %v", err)
-	}
 	dir := t.TempDir()
 	certFile, keyFile := writeServerCert(t, dir)
 	conf := filepath.Join(dir, "server.yaml")
@@ -525,16 +521,7 @@ func TestBinaryCertificateRequiresTLS(t *testing.T) {
 		{"with --allow-plaintext", "28000", `target "ghost" is not served`, "unknown-target", []string{"--allow-plaintext"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			addr, admin := closedAddr(), closedAddr()
-			cmd := exec.Command(bin, append([]string{"server", "--config", conf, "--listen", addr, "--admin-addr", admin,
-				"--tls-cert", certFile, "--tls-key", keyFile, "--server-id", "e2e"}, tc.extra...)...)
-			cmd.Env = append(os.Environ(), "AWS_EC2_METADATA_DISABLED=true")
-			out := &logBuffer{}
-			cmd.Stdout, cmd.Stderr = out, out
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+			_, out, addr, admin := startCertServer(t, certFile, keyFile, append([]string{"--config", conf}, tc.extra...)...)
 			waitFor(t, 60*time.Second, "server ready", func() bool {
 				resp, err := http.Get("http://" + admin + "/readyz")
 				if err != nil {
@@ -562,6 +549,28 @@ func TestBinaryCertificateRequiresTLS(t *testing.T) {
 
 // writeServerCert writes a sandbox-CA certificate for the server and its
 // key (mode 0600) into dir.
+// startCertServer starts the binary with --tls-cert and --tls-key on free
+// loopback addresses, without AWS, until the test ends; out collects its
+// log.
+func startCertServer(t *testing.T, certFile, keyFile string, extra ...string) (cmd *exec.Cmd, out *logBuffer, addr, admin string) {
+	t.Helper()
+	bin, err := buildOnce()
+	if err != nil {
+		t.Fatalf("build: %v", err)
+	}
+	addr, admin = closedAddr(), closedAddr()
+	cmd = exec.Command(bin, append([]string{"server", "--listen", addr, "--admin-addr", admin,
+		"--tls-cert", certFile, "--tls-key", keyFile, "--server-id", "e2e"}, extra...)...)
+	cmd.Env = append(os.Environ(), "AWS_EC2_METADATA_DISABLED=true")
+	out = &logBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd, out, addr, admin
+}
+
 func writeServerCert(t *testing.T, dir string) (certFile, keyFile string) {
 	t.Helper()
 	cert, err := sb.ca.Issue("rdsproxy.sandbox.internal")
@@ -589,22 +598,9 @@ func writeServerCert(t *testing.T, dir string) (certFile, keyFile string) {
 // not load is logged, and the previous certificate stays in use. Rotation
 // used to need a restart, and the reload said nothing about it.
 func TestBinarySIGHUPReloadsCertificate(t *testing.T) {
-	bin, err := buildOnce()
-	if err != nil {
-		t.Fatalf("build: %v", err)
-	}
 	dir := t.TempDir()
 	certFile, keyFile := writeServerCert(t, dir)
-	addr, admin := closedAddr(), closedAddr()
-	cmd := exec.Command(bin, "server", "--listen", addr, "--admin-addr", admin,
-		"--tls-cert", certFile, "--tls-key", keyFile, "--server-id", "e2e")
-	cmd.Env = append(os.Environ(), "AWS_EC2_METADATA_DISABLED=true")
-	out := &logBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	cmd, out, addr, _ := startCertServer(t, certFile, keyFile)
 	served := func() string { // the serial of the certificate a new connection gets
 		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 		if err != nil {

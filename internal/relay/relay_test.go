@@ -135,13 +135,7 @@ func TestStopAtBoundary(t *testing.T) {
 	t.Run("a streaming result ends with whole rows, then it", func(t *testing.T) {
 		client, upstream, sess, done := proxied(t, Options{FrameToA: true}, nil, nil)
 		row := msg('D', strings.Repeat("r", 3000))
-		go func() { // the database sends rows until the session closes
-			for {
-				if _, err := upstream.Write(row); err != nil {
-					return
-				}
-			}
-		}()
+		go streamRows(upstream, row)
 		readN(t, client, 100<<10)
 		sess.Stop(final)
 		client.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -175,13 +169,7 @@ func TestStopAtBoundary(t *testing.T) {
 			done := make(chan Result, 1)
 			go func() { done <- sess.Run(nil, nil) }()
 			row := msg('D', strings.Repeat("r", 3000))
-			go func() {
-				for {
-					if _, err := upstream.Write(row); err != nil {
-						return
-					}
-				}
-			}()
+			go streamRows(upstream, row)
 			readN(t, client, 100<<10)
 			time.Sleep(200 * time.Millisecond) // the socket buffers between fill up
 			sess.Stop(final)
@@ -207,13 +195,7 @@ func TestStopAtBoundary(t *testing.T) {
 		client, upstream, sess, done := proxied(t, Options{FrameToA: true}, nil, nil)
 		sess.stopLimit = 300 * time.Millisecond
 		row := msg('D', strings.Repeat("r", 3000))
-		go func() {
-			for {
-				if _, err := upstream.Write(row); err != nil {
-					return
-				}
-			}
-		}()
+		go streamRows(upstream, row)
 		readN(t, client, 100<<10)
 		time.Sleep(200 * time.Millisecond) // the socket buffers between fill up: the relay waits in a write
 		sess.Stop(final)
@@ -301,6 +283,16 @@ func BenchmarkFramer(b *testing.B) {
 	}
 	if !f.atBoundary() {
 		b.Fatal("lost the framing")
+	}
+}
+
+// streamRows writes row to upstream until a write fails: the database
+// sends rows until the session closes.
+func streamRows(upstream net.Conn, row []byte) {
+	for {
+		if _, err := upstream.Write(row); err != nil {
+			return
+		}
 	}
 }
 
