@@ -191,18 +191,6 @@ func (c *ServerCmd) warnPlaintext(log *slog.Logger) {
 	}
 }
 
-// reloadCert reads the TLS certificate files again, if there are any.
-func reloadCert(cert *serverCert, log *slog.Logger) {
-	if cert == nil {
-		return
-	}
-	if err := cert.load(); err != nil {
-		log.Error("TLS certificate reload failed; new connections still get the previous one", "err", err)
-		return
-	}
-	log.Info("TLS certificate reloaded", "not_after", cert.notAfter().UTC().Format(time.RFC3339))
-}
-
 // reloadable are the flags a reload applies; the others take effect
 // only after a restart.
 var reloadable = []string{"allow-tag", "deny-tag"}
@@ -292,7 +280,7 @@ func reloadOnHUP(ctx context.Context, w *discovery.Watcher, reload func() (disco
 			return nil
 		case <-hup:
 		}
-		reloadCert(cert, log)
+		cert.reload(log)
 		p, restart, err := reload()
 		if err == nil {
 			err = w.SetConfig(p)

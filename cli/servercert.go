@@ -3,6 +3,7 @@ package cli
 import (
 	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"sync/atomic"
 	"time"
 )
@@ -25,6 +26,19 @@ func (c *serverCert) load() error {
 	}
 	c.current.Store(&cert)
 	return nil
+}
+
+// reload reads the files again and logs the outcome; nil (no
+// --tls-cert) does nothing.
+func (c *serverCert) reload(log *slog.Logger) {
+	if c == nil {
+		return
+	}
+	if err := c.load(); err != nil {
+		log.Error("TLS certificate reload failed; new connections still get the previous one", "err", err)
+		return
+	}
+	log.Info("TLS certificate reloaded", "not_after", c.notAfter().UTC().Format(time.RFC3339))
 }
 
 // get is tls.Config.GetCertificate.

@@ -41,12 +41,11 @@ type Targets interface {
 
 // Server accepts client connections and relays sessions.
 type Server struct {
-	cfg      Config
-	log      *slog.Logger
-	auditLog *slog.Logger // the audit trail (Config.Audit)
-	cancels  cancelMap
-	tlsSess  tls.ClientSessionCache
-	dialer   net.Dialer
+	cfg     Config
+	log     *slog.Logger
+	cancels cancelMap
+	tlsSess tls.ClientSessionCache
+	dialer  net.Dialer
 
 	sessions chan struct{}     // one token per live session
 	pending  *pendingSet       // connections that have not proved themselves yet
@@ -88,7 +87,6 @@ func New(cfg Config) (*Server, error) {
 		codec:    codec,
 		cfg:      cfg,
 		log:      cfg.Logger,
-		auditLog: cfg.Audit,
 		cancels:  cancelMap{m: make(map[pgwire.CancelKey]cancelRoute)},
 		tlsSess:  tls.NewLRUClientSessionCache(1024),
 		dialer:   net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: cfg.KeepAlive},

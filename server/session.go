@@ -477,5 +477,5 @@ func (s *Server) audit(info sessionInfo, o outcome, reason string, res relay.Res
 		st := info.stripes.Stats()
 		attrs = append(attrs, "stripes", st.Stripes, "wire_from_client", st.WireIn, "wire_to_client", st.WireOut)
 	}
-	s.auditLog.Info("session end", attrs...)
+	s.cfg.Audit.Info("session end", attrs...)
 }

@@ -290,10 +290,9 @@ func (s *Session) finish(f *framer, write func([]byte) error) error {
 	return errStopped
 }
 
-// graceEnd is the deadline for the rest of a message after Stop:
-// stopGrace from now, but not past stopLimit from Stop.
+// graceEnd is the deadline for the rest of a message after Stop (once
+// stopSet has closed): stopGrace from now, but not past stopLimit from Stop.
 func (s *Session) graceEnd() time.Time {
-	<-s.stopSet // stopAt is set
 	next, limit := time.Now().Add(s.stopGrace), s.stopAt.Add(s.stopLimit)
 	if next.After(limit) {
 		return limit
