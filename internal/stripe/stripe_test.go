@@ -633,6 +633,12 @@ func TestWriteFailsOncePeerIsGone(t *testing.T) {
 		defer ca.send.mu.Unlock()
 		return ca.send.room != nil && ca.send.queuedTotal() == 0
 	})
+	// B's stripes close with nothing unread in their sockets: a socket
+	// closed with unread bytes sends a reset, which is a lost stripe, not a
+	// peer that went away cleanly (CI once saw it).
+	waitFor(t, "B to take in every byte A sent", 5*time.Second, func() bool {
+		return cb.bytesIn.Load() == ca.bytesOut.Load()
+	})
 	if _, err := cb.Write([]byte("bye")); err != nil {
 		t.Fatal(err)
 	}
