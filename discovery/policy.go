@@ -154,7 +154,25 @@ func (p Policy) Validate() error {
 // Targets applies the policy to dbs and returns the static targets plus
 // the admitted databases, named uniquely. It does not modify dbs.
 func (p Policy) Targets(dbs []Database) ([]Target, []Warning) {
+	targets, _, warns := p.selectTargets(dbs)
+	return targets, warns
+}
+
+// Withheld says why a database that keeps its name (see Policy) is not
+// served.
+type Withheld struct {
+	Reason string // for the operator's log, e.g. "status stopped"
+	// ByRules: the tag rules keep it out, the operator's access policy;
+	// else its state does (status, IAM authentication, endpoint, tags
+	// that do not parse).
+	ByRules bool
+}
+
+// selectTargets is Targets, with why each named database left out is
+// withheld, by the names it would have had.
+func (p Policy) selectTargets(dbs []Database) ([]Target, map[string]Withheld, []Warning) {
 	var warns []Warning
+	withheld := make(map[string]Withheld)
 	candidates := make([]*Database, 0, len(dbs))
 	for i := range dbs {
 		if named(&dbs[i]) {
@@ -169,18 +187,18 @@ func (p Policy) Targets(dbs []Database) ([]Target, []Warning) {
 		taken[t.Name] = true
 	}
 	for _, db := range candidates {
-		admitted := p.admit(db)
+		withhold := p.admit(db)
 		base, w := targetBase(db)
-		if admitted {
+		if withhold == nil {
 			warns = append(warns, w...)
 			if err := validateBoth(db, base); err != nil {
 				warns = append(warns, Warning{db.Region, db.Identifier, err.Error() + "; not served"})
-				admitted = false
+				withhold = &Withheld{Reason: "tags that do not parse"}
 			}
 		}
 		name, ok := uniqueName(db, base.Name, taken)
 		if !ok {
-			if admitted {
+			if withhold == nil {
 				warns = append(warns, Warning{db.Region, db.Identifier,
 					fmt.Sprintf("name %q is taken and so are its region-qualified forms; not served", base.Name)})
 			}
@@ -191,7 +209,11 @@ func (p Policy) Targets(dbs []Database) ([]Target, []Warning) {
 		if db.Kind == KindCluster {
 			taken[name+"-ro"] = true
 		}
-		if !admitted {
+		if withhold != nil {
+			withheld[name] = *withhold
+			if db.Kind == KindCluster {
+				withheld[name+"-ro"] = *withhold
+			}
 			continue
 		}
 		base.Name = name
@@ -206,7 +228,7 @@ func (p Policy) Targets(dbs []Database) ([]Target, []Warning) {
 			out = append(out, reader)
 		}
 	}
-	return out, warns
+	return out, withheld, warns
 }
 
 // named reports whether db takes part in naming: every PostgreSQL
@@ -221,18 +243,21 @@ func named(db *Database) bool {
 	return db.Kind != KindInstance || db.Cluster == "" || db.Tags[TagName] != ""
 }
 
-func (p Policy) admit(db *Database) bool {
+// admit returns nil when db is served, else why it is withheld, the tag
+// rules first: they are the operator's decision, whatever the database's
+// state. Only named databases (see named) come here.
+func (p Policy) admit(db *Database) *Withheld {
 	switch {
-	case db.Engine != "postgres" && db.Engine != "aurora-postgresql":
-		return false
-	case !db.IAMAuth || !Connectable(db.Status) || db.Endpoint == "":
-		return false
-	case db.Kind == KindCluster && db.ReaderEndpoint == "":
-		return false
-	case db.Kind == KindInstance && db.Cluster != "" && db.Tags[TagName] == "":
-		return false
+	case !p.Rules.Admit(db.Tags):
+		return &Withheld{Reason: "the tag rules", ByRules: true}
+	case !db.IAMAuth:
+		return &Withheld{Reason: "IAM database authentication is off"}
+	case !Connectable(db.Status):
+		return &Withheld{Reason: "status " + db.Status}
+	case db.Endpoint == "" || db.Kind == KindCluster && db.ReaderEndpoint == "":
+		return &Withheld{Reason: "no endpoint yet"}
 	}
-	return p.Rules.Admit(db.Tags)
+	return nil
 }
 
 // compare orders databases for naming (see Policy).

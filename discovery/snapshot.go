@@ -15,6 +15,7 @@ type Snapshot struct {
 	targets    []Target // sorted by name
 	byName     map[string]*Target
 	byEndpoint map[string]*Target
+	withheld   map[string]Withheld // by name: discovered databases not served
 	built      time.Time
 }
 
@@ -59,6 +60,13 @@ func (s *Snapshot) Lookup(ref string) (*Target, bool) {
 		return t, ok
 	}
 	return nil, false
+}
+
+// Withheld says why the discovered database that would be target name
+// is not served; false when no database of that name was found.
+func (s *Snapshot) Withheld(name string) (Withheld, bool) {
+	w, ok := s.withheld[name]
+	return w, ok
 }
 
 // Targets returns the targets sorted by name. The slice is shared: do not

@@ -238,11 +238,12 @@ func (w *Watcher) build(ctx context.Context, p Policy, now time.Time) (*Snapshot
 			return nil, nil, fmt.Errorf("refresh discovery: %w", err)
 		}
 	}
-	targets, warns := p.Targets(dbs)
+	targets, withheld, warns := p.selectTargets(dbs)
 	snap, err := NewSnapshot(targets, now)
 	if err != nil {
 		return nil, nil, fmt.Errorf("refresh discovery: %w", err)
 	}
+	snap.withheld = withheld
 	return snap, warns, nil
 }
 
@@ -302,10 +303,24 @@ func (w *Watcher) logChanges(old, cur *Snapshot) {
 		return
 	}
 	added, removed := diffNames(old.Targets(), cur.Targets())
+	for i, name := range removed {
+		removed[i] = name + " (" + whyRemoved(old, cur, name) + ")"
+	}
 	if len(added)+len(removed) > 0 {
 		w.cfg.Logger.Info("discovery targets changed", "targets", cur.Len(),
 			"added", added, "removed", removed)
 	}
+}
+
+// whyRemoved says why target name of old is not in cur.
+func whyRemoved(old, cur *Snapshot, name string) string {
+	if w, ok := cur.Withheld(name); ok {
+		return w.Reason
+	}
+	if t, _ := old.Lookup(name); t != nil && t.Source == SourceStatic {
+		return "no longer configured"
+	}
+	return "no database of that name now: deleted or renamed"
 }
 
 // logWarnings logs each warning once while it persists.

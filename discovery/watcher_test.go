@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/aws/smithy-go"
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/rdsproxy/rdsproxy/internal/syncbuf"
 )
 
 // logRecorder is a slog.Handler that keeps "LEVEL message" lines.
@@ -509,5 +512,45 @@ func TestWatcherConcurrentUse(t *testing.T) {
 	wg.Wait()
 	if got := w.Current(); got.Len() != 2 {
 		t.Errorf("final snapshot has %d targets", got.Len())
+	}
+}
+
+// TestWatcherSaysWhyTargetsLeft: the log line of a change names why each
+// removed target went, and the snapshot tells a database the tag rules
+// withhold (the operator's decision) from one its state withholds.
+func TestWatcherSaysWhyTargetsLeft(t *testing.T) {
+	f := &fakeRDS{}
+	var logs syncbuf.Buffer
+	w, _ := newTestWatcher(t, f, func(c *WatcherConfig) { c.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
+	all := []Database{inst("r1", "denied", optIn), inst("r1", "stopped", optIn), inst("r1", "noiam", optIn),
+		inst("r1", "gone", optIn), cluster("r1", "aurora", optIn)}
+	f.set(all, nil)
+	if err := w.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	denied, stopped, noiam, aurora := all[0], all[1], all[2], all[4]
+	denied.Tags = map[string]string{TagEnabled: "false"}
+	stopped.Status = "stopped"
+	noiam.IAMAuth = false
+	aurora.Tags = nil
+	f.set([]Database{denied, stopped, noiam, aurora}, nil)
+	if err := w.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"aurora (the tag rules)", "aurora-ro (the tag rules)", "denied (the tag rules)",
+		"gone (no database of that name now: deleted or renamed)", "noiam (IAM database authentication is off)",
+		"stopped (status stopped)"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("the change's log line lacks %q:\n%s", want, logs.String())
+		}
+	}
+	snap := w.Current()
+	for name, want := range map[string]bool{"denied": true, "aurora-ro": true, "stopped": false, "noiam": false} {
+		if got, ok := snap.Withheld(name); !ok || got.ByRules != want {
+			t.Errorf("Withheld(%q) = %+v, %v; want ByRules %v", name, got, ok, want)
+		}
+	}
+	if got, ok := snap.Withheld("gone"); ok {
+		t.Errorf("Withheld(gone) = %+v; a database RDS no longer lists is not withheld", got)
 	}
 }
