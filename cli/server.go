@@ -51,6 +51,7 @@ type ServerCmd struct {
 	TCPKeepalive        time.Duration     `name:"tcp-keepalive" help:"TCP keepalive period on client and database connections." default:"30s" env:"RDSPROXY_TCP_KEEPALIVE"`
 	MaxStartupSize      int               `help:"Largest startup packet accepted, in bytes." default:"10000" env:"RDSPROXY_MAX_STARTUP_SIZE"`
 	DrainTimeout        time.Duration     `help:"On SIGTERM, time running sessions have to finish before they get 57P01." default:"30s" env:"RDSPROXY_DRAIN_TIMEOUT"`
+	RevokeSessions      bool              `help:"End running sessions (FATAL 57P01) once a refresh or reload finds that the tag rules, rdsproxy:users or rdsproxy:principals no longer admit them; without it, as with pg_hba.conf and IAM, a change applies to new sessions only." env:"RDSPROXY_REVOKE_SESSIONS"`
 	Striping            bool              `help:"Take clients' offers to stripe a connection over several SSM sessions and compress it; --no-striping keeps every connection one raw stream." default:"true" negatable:"" env:"RDSPROXY_STRIPING"`
 	MaxStripes          int               `help:"Most stripes one striped connection may spread over (each holds up to 128 KiB queued; each connection up to 2 MiB received and not yet relayed)." default:"16" env:"RDSPROXY_MAX_STRIPES"`
 	DryRun              bool              `help:"Check the flags and configuration file, print the effective configuration and exit."`
@@ -268,7 +269,8 @@ func (c *ServerCmd) watcher(ctx context.Context, p discovery.Policy, log *slog.L
 
 // reloadOnHUP rereads the configuration (tag rules, static
 // targets) and the TLS certificate files on SIGHUP and refreshes
-// discovery; running sessions are not touched. Other settings that changed
+// discovery (running sessions go on unless --revoke-sessions, which the
+// server applies to each new snapshot). Other settings that changed
 // are named in a warning: they take effect only after a restart.
 func reloadOnHUP(ctx context.Context, w *discovery.Watcher, reload func() (discovery.Policy, []string, error), cert *serverCert, log *slog.Logger) error {
 	hup := make(chan os.Signal, 1)
@@ -314,6 +316,7 @@ func (c *ServerCmd) serverConfig(ctx context.Context, log *slog.Logger) (server.
 		KeepAlive:           c.TCPKeepalive,
 		MaxPendingPerSource: c.MaxPendingPerSource,
 		NoStriping:          !c.Striping,
+		RevokeSessions:      c.RevokeSessions,
 		MaxStripes:          c.MaxStripes,
 		Logger:              log,
 	}

@@ -36,6 +36,7 @@ const (
 	ReasonEvicted           = "evicted"            // 53300: closed to make room for new startups
 	ReasonTooManySessions   = "too-many-sessions"  // 53300
 	ReasonShutdown          = "shutdown"           // 57P01
+	ReasonRevoked           = "revoked"            // 57P01: the target no longer admits a running session
 	ReasonStripeJoin        = "stripe-join"        // 08P01: a stripe named no connection that takes stripes
 	ReasonServerLost        = "server-lost"        // 08006: the client's stream to the server failed mid-session
 

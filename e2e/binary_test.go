@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/rds"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/rdsproxy/rdsproxy/internal/sandbox"
@@ -186,6 +188,73 @@ func TestBinarySIGHUPReload(t *testing.T) {
 	if want := `msg="changed settings that a reload does not apply; they take effect after a restart" settings=[max-sessions]`; !strings.Contains(s.log.String(), want) {
 		t.Errorf("the reload's log lacks %q:\n%s", want, s.log.String())
 	}
+}
+
+// --revoke-sessions: a refresh that finds a running session no longer
+// admitted ends it with 57P01 and why, at a message boundary, and its
+// audit line says revoked. A database withheld for its state (IAM
+// authentication turned off) keeps its sessions, and other targets'
+// sessions go on. Without the flag TestBinarySIGHUPReload's session runs on.
+func TestBinaryRevokeSessions(t *testing.T) {
+	world := startTestWorld(t)
+	s := startBinaryServer(t, world, "--revoke-sessions")
+	ctx := context.Background()
+	orders := connectDiscovered(t, world, s.addr, "orders")
+	reporting := connectDiscovered(t, world, s.addr, "reporting")
+	analytics := connectDiscovered(t, world, s.addr, "analytics")
+	defer analytics.Close(ctx)
+	refresh := func(what string, change func() error) {
+		t.Helper()
+		if err := change(); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		s.cmd.Process.Signal(syscall.SIGHUP) // a reload refreshes discovery at once
+	}
+
+	refresh("take IAM authentication off reporting", func() error {
+		_, err := world.Moto.RDS(sandbox.Region).ModifyDBInstance(ctx, &rds.ModifyDBInstanceInput{
+			DBInstanceIdentifier: aws.String("reporting-replica"), EnableIAMDatabaseAuthentication: aws.Bool(false), ApplyImmediately: aws.Bool(true)})
+		return err
+	})
+	waitFor(t, 20*time.Second, "reporting withheld", func() bool {
+		c, err := dialDiscovered(world, s.addr, "reporting")
+		if err == nil {
+			c.Close(ctx)
+		}
+		return err != nil
+	})
+
+	refresh("drop the user from orders' rdsproxy:users", func() error {
+		return world.Moto.RetagDatabase(ctx, sandbox.Region, "orders", false, map[string]string{"rdsproxy:users": sandbox.UserIAMOther})
+	})
+	pgErr(t, pingUntilErr(t, orders), "57P01", `target "orders" no longer admits this session (its database user is no longer in the target's rdsproxy:users)`)
+	// The server checked every session against the snapshot that ended
+	// orders', in which reporting is still withheld for its state.
+	if err := reporting.Ping(ctx); err != nil {
+		t.Fatalf("a session whose database is withheld for its state was cut: %v", err)
+	}
+
+	refresh("deny reporting by tag", func() error {
+		return world.Moto.RetagDatabase(ctx, sandbox.Region, "reporting-replica", false, map[string]string{"env": "restricted"})
+	})
+	pgErr(t, pingUntilErr(t, reporting), "57P01", `target "reporting" no longer admits this session (the tag rules no longer admit the target)`)
+
+	if err := analytics.Ping(ctx); err != nil {
+		t.Fatalf("another target's session was cut: %v", err)
+	}
+	waitFor(t, 10*time.Second, "two revoked audit lines", func() bool { return strings.Count(s.log.String(), "outcome=revoked") == 2 })
+}
+
+// pingUntilErr pings c until a ping fails, for up to 20 s, and returns
+// that error.
+func pingUntilErr(t *testing.T, c *pgx.Conn) error {
+	t.Helper()
+	var err error
+	waitFor(t, 20*time.Second, "the session to end", func() bool {
+		err = c.Ping(context.Background())
+		return err != nil
+	})
+	return err
 }
 
 func startTestWorld(t *testing.T) *sandbox.World {

@@ -79,6 +79,12 @@ type Config struct {
 	// its context ends (default 30s); sessions still running then get
 	// FATAL 57P01 and are closed.
 	DrainTimeout time.Duration
+	// RevokeSessions ends, with FATAL 57P01, running sessions that the
+	// current snapshot no longer admits: their target is withheld by the
+	// tag rules, or no longer lists their user (rdsproxy:users) or caller
+	// (rdsproxy:principals). Off, a change applies to new sessions only,
+	// as pg_hba.conf and IAM policies do. See admission.
+	RevokeSessions bool
 	// NoStriping answers every offer of the striped transport
 	// (internal/stripe) with the raw stream, as a server from before it.
 	NoStriping bool

@@ -61,7 +61,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		sessionsActive: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "rdsproxy_sessions_active", Help: "Sessions being relayed now."}),
 		sessions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "rdsproxy_sessions_total", Help: "Sessions by target and outcome (ok, aborted, shutdown, refused, refused-upstream, failed)."},
+			Name: "rdsproxy_sessions_total", Help: "Sessions by target and outcome (ok, aborted, shutdown, revoked, refused, refused-upstream, failed)."},
 			[]string{"target", "outcome"}),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rdsproxy_relayed_bytes_total", Help: "Bytes relayed after startup, by target and direction (to_client, from_client)."},

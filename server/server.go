@@ -57,8 +57,8 @@ type Server struct {
 	joins    joinTable         // striped connections that stripes may join
 
 	mu       sync.Mutex
-	conns    map[net.Conn]struct{}       // connections not relaying yet
-	relays   map[*relay.Session]struct{} // sessions being relayed
+	conns    map[net.Conn]struct{}         // connections not relaying yet
+	relays   map[*relay.Session]*admission // sessions being relayed
 	wg       sync.WaitGroup
 	draining atomic.Bool
 	hurry    chan struct{} // closed by EndDrain
@@ -97,7 +97,7 @@ func New(cfg Config) (*Server, error) {
 		logs:     newLogBudget(cfg.RefusalLogRate, cfg.RefusalLogBurst),
 		evicts:   &rate.Sometimes{Interval: time.Second},
 		conns:    make(map[net.Conn]struct{}),
-		relays:   make(map[*relay.Session]struct{}),
+		relays:   make(map[*relay.Session]*admission),
 	}, nil
 }
 
@@ -106,6 +106,12 @@ func New(cfg Config) (*Server, error) {
 // running sessions finish for up to DrainTimeout, ends the rest with FATAL
 // 57P01, and returns once every connection is finished.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if s.cfg.RevokeSessions {
+		watchCtx, stopWatch := context.WithCancel(ctx)
+		watched := make(chan struct{})
+		go func() { defer close(watched); s.watchAdmissions(watchCtx) }()
+		defer func() { stopWatch(); <-watched }()
+	}
 	err := accept.Serve(ctx, ln, s.log, func(c net.Conn) {
 		s.start(ctx, c)
 		// Let the new connection's goroutine read what its client sent
@@ -197,16 +203,16 @@ func (s *Server) track(c net.Conn, add bool) {
 	}
 }
 
-// promote moves a connection from startup to the relaying set. It fails
-// when the server is already draining.
-func (s *Server) promote(c net.Conn, r *relay.Session) bool {
+// promote moves a connection from startup to the relaying set, with what
+// admitted it. It fails when the server is already draining.
+func (s *Server) promote(c net.Conn, r *relay.Session, a *admission) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.draining.Load() {
 		return false
 	}
 	delete(s.conns, c)
-	s.relays[r] = struct{}{}
+	s.relays[r] = a
 	return true
 }
 

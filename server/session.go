@@ -30,13 +30,16 @@ const (
 	outcomeOK              outcome = "ok"               // relayed until either side ended it
 	outcomeAborted         outcome = "aborted"          // relayed until an I/O error ended it (a peer vanished mid-stream)
 	outcomeShutdown        outcome = "shutdown"         // relayed until the drain ended it
+	outcomeRevoked         outcome = "revoked"          // relayed until its target no longer admitted it (revoke)
 	outcomeRefused         outcome = "refused"          // rdsproxy refused it (an ErrorResponse of its own)
 	outcomeRefusedUpstream outcome = "refused-upstream" // the database refused the login
 	outcomeFailed          outcome = "failed"           // an I/O error before it was relayed
 )
 
 // relayed reports whether the session got as far as the relay.
-func (o outcome) relayed() bool { return o == outcomeOK || o == outcomeAborted || o == outcomeShutdown }
+func (o outcome) relayed() bool {
+	return o == outcomeOK || o == outcomeAborted || o == outcomeShutdown || o == outcomeRevoked
+}
 
 // sessionInfo is what the audit line reports about one session.
 type sessionInfo struct {
@@ -107,7 +110,8 @@ func (s *Server) relay(client, raw net.Conn, up *upstream, pending []byte, info 
 		opts.EndedToB = func(tail []byte, idle bool) { info.orphanCancelled = s.cancelOrphaned(up, tail, idle) } // before Run returns
 	}
 	r := relay.New(client, up.conn, opts)
-	if !s.promote(raw, r) { // the drain began while this session started
+	adm := &admission{target: up.target, user: info.user, principal: info.principal}
+	if !s.promote(raw, r, adm) { // the drain began while this session started
 		up.conn.Close()
 		s.refuse(client, nil, info, shutdownError())
 		return
@@ -121,6 +125,8 @@ func (s *Server) relay(client, raw net.Conn, up *upstream, pending []byte, info 
 	res := r.Run(nil, pending)
 	o := outcomeOK
 	switch {
+	case res.Stopped && s.revokedWhy(r) != "":
+		o = outcomeRevoked
 	case res.Stopped:
 		o = outcomeShutdown
 	case res.Err != nil:

@@ -49,7 +49,7 @@ var (
 	contractKeys = []string{
 		"listen", "admin-addr", "region", "allow-tag", "deny-tag", "refresh-interval", "map",
 		"ca-file", "tls-cert", "tls-key", "max-sessions", "startup-timeout", "dial-timeout",
-		"max-startup-size", "drain-timeout", "log-format", "log-level", "server-id", "targets", "require-identity",
+		"max-startup-size", "drain-timeout", "log-format", "log-level", "server-id", "targets", "require-identity", "revoke-sessions",
 	}
 	contractTargetKeys = []string{"name", "endpoint", "region", "auth", "tls", "database", "users", "read-only", "local-port", "principals"}
 	discoveryActions   = []string{"rds:DescribeDBClusters", "rds:DescribeDBInstances"}
@@ -791,7 +791,7 @@ func renderEveryKey(t *testing.T, dir, configPath string) rendered {
 		"deny_tags": []any{"env=legacy"}, "refresh_interval": "2m",
 		"dial_map": []any{"db.example.internal:5432=127.0.0.1:15432"},
 		"ca_file":  certFile, "tls_cert": certFile, "tls_key": keyFile,
-		"max_sessions": 50, "require_identity": false, "startup_timeout": "5s", "dial_timeout": "3s", "max_startup_size": 9000,
+		"max_sessions": 50, "require_identity": false, "revoke_sessions": true, "startup_timeout": "5s", "dial_timeout": "3s", "max_startup_size": 9000,
 		"drain_timeout": "1m", "log_format": "text", "log_level": "warn", "server_id": "orders",
 		"static_targets": jsonValue(staticTargets()), "config_path": configPath,
 	}

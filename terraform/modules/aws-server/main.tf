@@ -51,6 +51,7 @@ module "config" {
   static_targets   = var.static_targets
   max_sessions     = var.max_sessions
   require_identity = var.require_identity
+  revoke_sessions  = var.revoke_sessions
   startup_timeout  = var.startup_timeout
   dial_timeout     = var.dial_timeout
   max_startup_size = var.max_startup_size

@@ -376,6 +376,12 @@ variable "require_identity" {
   default     = true
 }
 
+variable "revoke_sessions" {
+  description = "End running sessions that a change of the tag rules, rdsproxy:users or rdsproxy:principals no longer admits; false applies such a change to new sessions only."
+  type        = bool
+  default     = false
+}
+
 variable "startup_timeout" {
   description = "Time a client has to send its startup message."
   type        = string

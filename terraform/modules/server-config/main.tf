@@ -24,6 +24,7 @@ locals {
     tls_key          = var.tls_key
     max_sessions     = var.max_sessions
     require_identity = var.require_identity
+    revoke_sessions  = var.revoke_sessions
     startup_timeout  = var.startup_timeout
     dial_timeout     = var.dial_timeout
     max_startup_size = var.max_startup_size
