@@ -283,15 +283,21 @@ func (w *Watcher) record(start time.Time, snap *Snapshot, warns []Warning, err e
 
 // refreshHint says what to check when a refresh failed: where the
 // server's AWS credentials come from, when it could not get any (the SDK
-// names that step "get identity"); the route to the RDS API, when that
-// could not be reached; else the server's permissions.
+// names that step "get identity"); the route to the RDS API, when a
+// connection to it failed (refused, reset, or a dial that timed out: a
+// route that drops packets); the API's pace, when the refresh ran out of
+// time otherwise; else the server's permissions. A dial timeout is a
+// context.DeadlineExceeded too, so the connection is looked at first.
 func refreshHint(err error) string {
-	var netErr net.Error
+	var opErr *net.OpError
+	var dnsErr *net.DNSError
 	switch {
 	case strings.Contains(err.Error(), "get identity"):
 		return "the server got no AWS credentials: check its instance role (or IRSA, or its environment), and that it can reach the instance metadata service or STS"
-	case errors.As(err, &netErr) && !errors.Is(err, context.DeadlineExceeded):
+	case errors.As(err, &opErr) || errors.As(err, &dnsErr):
 		return "check that the server can reach the RDS API of each region (a route to the internet through a NAT gateway, or an RDS interface VPC endpoint) and its DNS"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "the RDS API answered too slowly for the refresh to finish in time: check the route to it and whether it throttles this account"
 	}
 	return "check the server's AWS credentials and its rds:DescribeDBInstances and rds:DescribeDBClusters permissions"
 }
