@@ -92,6 +92,12 @@ func fileTarget(t discovery.Target) staticTarget {
 
 // Run starts the server and serves until ctx ends.
 func (c *ServerCmd) Run(ctx context.Context, kctx *kong.Context, g *Globals, log *slog.Logger, env Env) error {
+	// SIGHUP is taken from here on, so that one sent while the server
+	// starts (a certificate renewal's hook) is a reload once it runs, not
+	// the default action, which ends the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	if err := positiveFlags(kctx); err != nil {
 		return &ExitError{Code: ExitUsage, Err: err}
 	}
@@ -158,7 +164,7 @@ func (c *ServerCmd) Run(ctx context.Context, kctx *kong.Context, g *Globals, log
 	})
 	running := effectiveFlags(kctx)
 	gr.Go(func() error {
-		return reloadOnHUP(hupCtx, watcher, func() (discovery.Policy, []string, error) {
+		return reloadOnHUP(hupCtx, hup, watcher, func() (discovery.Policy, []string, error) {
 			p, restart, err := reloadPolicy(env, running)
 			p.Regions = c.Region // the RDS clients are the running regions' until a restart (restart names a change)
 			return p, restart, err
@@ -268,14 +274,11 @@ func (c *ServerCmd) watcher(ctx context.Context, p discovery.Policy, log *slog.L
 }
 
 // reloadOnHUP rereads the configuration (tag rules, static
-// targets) and the TLS certificate files on SIGHUP and refreshes
+// targets) and the TLS certificate files on each SIGHUP from hup and refreshes
 // discovery (running sessions go on unless --revoke-sessions, which the
 // server applies to each new snapshot). Other settings that changed
 // are named in a warning: they take effect only after a restart.
-func reloadOnHUP(ctx context.Context, w *discovery.Watcher, reload func() (discovery.Policy, []string, error), cert *serverCert, log *slog.Logger) error {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, w *discovery.Watcher, reload func() (discovery.Policy, []string, error), cert *serverCert, log *slog.Logger) error {
 	for {
 		select {
 		case <-ctx.Done():
@@ -341,6 +344,7 @@ func (c *ServerCmd) serverConfig(ctx context.Context, log *slog.Logger) (server.
 		if err := c.cert.load(); err != nil {
 			return cfg, err
 		}
+		c.cert.warnIfNotCurrent(log, time.Now())
 		cfg.ClientTLS = &tls.Config{GetCertificate: c.cert.get, MinVersion: tls.VersionTLS12}
 		cfg.RequireTLS = !c.AllowPlaintext
 	}
