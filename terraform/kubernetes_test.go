@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
 
+	"github.com/rdsproxy/rdsproxy/internal/relay"
 	"github.com/rdsproxy/rdsproxy/server"
 )
 
@@ -302,8 +303,10 @@ func TestKubernetesRollout(t *testing.T) {
 			if r.maxUnavailable != "0" || r.surge != "1" {
 				t.Errorf("rolling update max_unavailable %s, max_surge %s; want 0 and 1 (a new pod is ready before an old one stops)", r.maxUnavailable, r.surge)
 			}
-			if r.grace < r.drain+5 {
-				t.Errorf("termination grace %d s for a %d s drain: the kubelet would SIGKILL the server before it sends 57P01 and exits", r.grace, r.drain)
+			// After the drain, a session still reading its result has
+			// relay.StopLimit to take it and the 57P01; then the server exits.
+			if stopLimit := int(relay.StopLimit.Seconds()); r.grace < r.drain+stopLimit+1 {
+				t.Errorf("termination grace %d s for a %d s drain: the kubelet would SIGKILL the server before a slow reader gets its 57P01 (up to %d s after the drain) and the server exits", r.grace, r.drain, stopLimit)
 			}
 			for _, timeout := range r.probeTimeouts {
 				if headerWait := int(server.DefaultAdminReadHeaderTimeout.Seconds()); timeout <= headerWait {

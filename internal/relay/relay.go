@@ -20,7 +20,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -31,15 +30,17 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b 
 
 // defaultStopGrace bounds the wait for the rest of the message the stream
 // towards a is inside, once the copy has reached it after Stop.
-// defaultStopLimit bounds, from Stop, the writes to a: a client that keeps
+// StopLimit bounds, from Stop, the writes to a: a client that keeps
 // reading, however slowly, takes what is already on its way to it (a slow
 // reader through SSM has megabytes of it in socket buffers) and then the
 // final message; one that reads nothing is closed then. A single deadline,
 // not one moved on with each write's progress: a TLS connection whose
 // write timed out is broken for good.
+// A process that stops its sessions (the server's drain) needs StopLimit
+// more before it exits; its supervisor's grace must allow for it.
 const (
 	defaultStopGrace = 2 * time.Second
-	defaultStopLimit = 8 * time.Second
+	StopLimit        = 8 * time.Second
 )
 
 // errStopped ends the copy loops after Stop.
@@ -94,7 +95,7 @@ type Session struct {
 	opts      Options
 	holdFor   time.Duration // see hold
 	stopGrace time.Duration // see defaultStopGrace
-	stopLimit time.Duration // see defaultStopLimit
+	stopLimit time.Duration // see StopLimit
 	stopping  atomic.Bool
 	final     atomic.Pointer[[]byte]
 	stopAt    time.Time     // when Stop began; read after stopSet closes
@@ -105,7 +106,7 @@ type Session struct {
 
 // New prepares a session; Run starts it.
 func New(a, b net.Conn, opts Options) *Session {
-	return &Session{a: a, b: b, opts: opts, holdFor: defaultHoldFor, stopGrace: defaultStopGrace, stopLimit: defaultStopLimit,
+	return &Session{a: a, b: b, opts: opts, holdFor: defaultHoldFor, stopGrace: defaultStopGrace, stopLimit: StopLimit,
 		stopSet: make(chan struct{})}
 }
 
@@ -172,7 +173,7 @@ func (s *Session) Run(pendingToB, pendingToA []byte) Result {
 // a at the next message boundary of the b→a stream, then both sides close.
 // A message the stream is inside is forwarded to its end first, if that
 // arrives within defaultStopGrace; otherwise, and without FrameToA, the session
-// closes without final. Writes to a have until defaultStopLimit after
+// closes without final. Writes to a have until StopLimit after
 // Stop. Stop does not wait.
 func (s *Session) Stop(final []byte) {
 	s.final.Store(&final)
@@ -551,7 +552,7 @@ func (t *tail) bytes() []byte { return t.b[:t.n] }
 // session did not fail.
 func closeWrite(c net.Conn) error {
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		if err := cw.CloseWrite(); err != nil && !isClosed(err) && !errors.Is(err, syscall.ENOTCONN) {
+		if err := cw.CloseWrite(); err != nil && !isClosed(err) && !errors.Is(err, errNotConnected) {
 			return err
 		}
 		return nil
