@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"log/slog"
 	"math/big"
 	"net"
 	"os"
@@ -124,12 +125,18 @@ func TestConfigPathUnderHome(t *testing.T) {
 // selfSigned returns a PEM certificate and key for localhost.
 func selfSigned(t *testing.T) (certPEM, keyPEM string) {
 	t.Helper()
+	return selfSignedFor(t, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+}
+
+// selfSignedFor is selfSigned, valid from notBefore to notAfter.
+func selfSignedFor(t *testing.T, notBefore, notAfter time.Time) (certPEM, keyPEM string) {
+	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"}, DNSNames: []string{"localhost"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		NotBefore: notBefore, NotAfter: notAfter, IsCA: true, BasicConstraintsValid: true,
 		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
 	if err != nil {
@@ -219,5 +226,49 @@ func TestServerFailureIsALogLine(t *testing.T) {
 	want := "--admin-addr " + busy.Addr().String() + ": bind: address already in use"
 	if msg, _ := last["msg"].(string); last["level"] != "ERROR" || !strings.Contains(msg, want) {
 		t.Fatalf("last line %v, want an ERROR line with %q", last, want)
+	}
+}
+
+// A certificate outside its validity period is served (the files are what
+// the operator installed) but never passes as a good one: the start and
+// each reload warn that verifying clients refuse it. A stale file rotated
+// in used to be logged as "TLS certificate reloaded" at info.
+func TestServerCertificateOutOfDateWarns(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	write := func(notBefore, notAfter time.Time) {
+		certPEM, keyPEM := selfSignedFor(t, notBefore, notAfter)
+		if err := os.WriteFile(certFile, []byte(certPEM), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(keyFile, []byte(keyPEM), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Now()
+	for _, tc := range []struct {
+		name                string
+		notBefore, notAfter time.Time
+		want                string
+	}{
+		{"expired", now.Add(-48 * time.Hour), now.Add(-24 * time.Hour), "expired at"},
+		{"not yet valid", now.Add(24 * time.Hour), now.Add(48 * time.Hour), "is not valid before"},
+		{"current", now.Add(-time.Hour), now.Add(time.Hour), "TLS certificate reloaded"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			write(tc.notBefore, tc.notAfter)
+			var logs syncbuf.Buffer
+			cert := &serverCert{certFile: certFile, keyFile: keyFile}
+			cert.reload(slog.New(slog.NewTextHandler(&logs, nil)))
+			if !strings.Contains(logs.String(), tc.want) {
+				t.Errorf("reload logged:\n%s\nwant %q", logs.String(), tc.want)
+			}
+			if warned := strings.Contains(logs.String(), "level=WARN"); warned == (tc.name == "current") {
+				t.Errorf("reload of a %s certificate logged:\n%s", tc.name, logs.String())
+			}
+			if got, _ := cert.get(nil); got == nil {
+				t.Error("no certificate served after the reload")
+			}
+		})
 	}
 }

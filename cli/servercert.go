@@ -38,7 +38,33 @@ func (c *serverCert) reload(log *slog.Logger) {
 		log.Error("TLS certificate reload failed; new connections still get the previous one", "err", err)
 		return
 	}
-	log.Info("TLS certificate reloaded", "not_after", c.notAfter().UTC().Format(time.RFC3339))
+	if !c.warnIfNotCurrent(log, time.Now()) {
+		log.Info("TLS certificate reloaded", "not_after", c.notAfter().UTC().Format(time.RFC3339))
+	}
+}
+
+// warnIfNotCurrent warns, and reports true, when the certificate served
+// is outside its validity period at now: every client that verifies it
+// refuses it, and a stale file rotated in would otherwise pass as a
+// successful reload.
+func (c *serverCert) warnIfNotCurrent(log *slog.Logger, now time.Time) bool {
+	cert := c.current.Load()
+	if cert == nil || cert.Leaf == nil {
+		return false
+	}
+	var problem string
+	switch {
+	case now.After(cert.Leaf.NotAfter):
+		problem = "expired at " + cert.Leaf.NotAfter.UTC().Format(time.RFC3339)
+	case now.Before(cert.Leaf.NotBefore):
+		problem = "is not valid before " + cert.Leaf.NotBefore.UTC().Format(time.RFC3339)
+	default:
+		return false
+	}
+	log.Warn("the TLS certificate ("+c.certFile+") "+problem+": clients that verify it (sslmode=verify-ca or verify-full) refuse it; "+
+		"install a current one and send SIGHUP", "not_before", cert.Leaf.NotBefore.UTC().Format(time.RFC3339),
+		"not_after", cert.Leaf.NotAfter.UTC().Format(time.RFC3339))
+	return true
 }
 
 // get is tls.Config.GetCertificate.
