@@ -76,6 +76,36 @@ func TestStopDuringHold(t *testing.T) {
 	<-h.done
 }
 
+// Inside a large result a hold first pauses, then takes what has arrived.
+// A pause that outlasts the hold's bound (the scheduler stretched it) is no
+// error. A first version set the deadline before the pause and returned
+// the read's deadline error after it, which ended the session (make
+// bench's COPY out: "unexpected EOF").
+func TestBulkHoldPauseOutlastsTheHold(t *testing.T) {
+	upstream, b := tcpPair(t)
+	s := New(nil, b, Options{FrameToA: true})
+	s.holdFor = time.Microsecond // far shorter than bulkPause
+	part := rows(4000)
+	if _, err := upstream.Write(part); err != nil {
+		t.Fatal(err)
+	}
+	cr := newChunkReader(b)
+	defer cr.close()
+	var f framer
+	chunk, err := cr.next()
+	f.feed(chunk)
+	if err != nil || !cr.growable(chunk) || !f.midRows() {
+		t.Fatalf("first chunk: %d bytes, %v, growable %v, inside rows %v; want a growable chunk of rows", len(chunk), err, cr.growable(chunk), f.midRows())
+	}
+	got, err := s.hold(cr, &f, chunk, true)
+	if err != nil {
+		t.Fatalf("a bulk hold whose pause outlasted the hold: %v", err)
+	}
+	if !bytes.Equal(got, part[:len(got)]) {
+		t.Fatal("the held chunk is not the rows sent")
+	}
+}
+
 // held is a FrameToA session from a TCP upstream to a client whose writes
 // are recorded.
 type held struct {

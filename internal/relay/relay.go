@@ -226,11 +226,15 @@ func (s *Session) toA(pending []byte) (int64, error) {
 	}
 	cr := newChunkReader(s.b)
 	defer cr.close()
+	var inRows int64 // bytes sent since the stream last was outside rows
 	for {
 		chunk, rerr := cr.next()
 		f.feed(chunk)
 		if rerr == nil && f.midRows() && cr.growable(chunk) {
-			chunk, rerr = s.hold(cr, &f, chunk)
+			chunk, rerr = s.hold(cr, &f, chunk, inRows >= bulkAfter)
+		}
+		if inRows += int64(len(chunk)); !f.midRows() {
+			inRows = 0
 		}
 		if len(chunk) > 0 {
 			s.noteIdle(&f) // before a hears a ReadyForQuery and answers it
@@ -325,6 +329,18 @@ func (s *Session) completeMessage(f *framer, write func([]byte) error) error {
 // a COPY out waits for more to fill its buffer (see hold).
 const defaultHoldFor = 2 * time.Millisecond
 
+// bulkPause: within a bulk stream (bulkAfter bytes of rows or COPY data
+// without a break), a hold first lets this long pass and then takes in one
+// read what has arrived, instead of waking for each of PostgreSQL's 8 KiB
+// buffers as they come. Before bulkAfter a result pays nothing (a pause
+// from the second chunk on made a 256 KiB result 0.6 ms slower, 2.31
+// instead of 1.69 ms); after it, the stream's last chunk may wait one
+// pause (an otherwise idle Go process sleeps about 1 ms for it).
+const (
+	bulkPause = 500 * time.Microsecond
+	bulkAfter = 1 << 20
+)
+
 // hold fills chunk's buffer with what arrives from b within holdFor, while
 // the stream stays inside rows. PostgreSQL sends rows when its 8 KiB output
 // buffer fills, and a result ends with a message that is not a row, so more
@@ -336,19 +352,27 @@ const defaultHoldFor = 2 * time.Millisecond
 // arrives: one 64 KiB write instead of eight halves the proxies' CPU for a
 // COPY out and wakes every hop downstream once (make bench -pin: 390 ms
 // instead of 890 ms of CPU per 100 MiB). The wait is bounded because a
-// slow query may take long to fill its next buffer.
-func (s *Session) hold(cr *chunkReader, f *framer, chunk []byte) ([]byte, error) {
+// slow query may take long to fill its next buffer. With bulk it begins
+// with bulkPause.
+func (s *Session) hold(cr *chunkReader, f *framer, chunk []byte, bulk bool) ([]byte, error) {
+	if bulk {
+		time.Sleep(bulkPause) // before the hold's deadline: a pause the scheduler stretched must not end the hold
+	}
 	s.setHoldDeadline(time.Now().Add(s.holdFor))
 	defer s.setHoldDeadline(time.Time{})
-	for cr.growable(chunk) && f.midRows() {
+	for wait := !bulk; cr.growable(chunk) && f.midRows(); wait = true {
 		before := len(chunk)
 		var err error
-		chunk, err = cr.extend(chunk)
+		if wait {
+			chunk, err = cr.extend(chunk)
+		} else {
+			chunk, err = cr.gather(chunk) // what arrived during the pause
+		}
 		f.feed(chunk[before:])
 		if errors.Is(err, os.ErrDeadlineExceeded) && !s.stopping.Load() {
 			return chunk, nil // nothing more in time: send what there is
 		}
-		if err != nil || len(chunk) == before {
+		if err != nil || wait && len(chunk) == before {
 			return chunk, err
 		}
 	}

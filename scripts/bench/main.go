@@ -82,7 +82,12 @@ type bench struct {
 	localTLS   bool   // add the path through connect --local-tls
 	baseBin    string // add the path through this other rdsproxy binary
 	serverAddr string // the rdsproxy server's listen address
+	resultSQL  string // pgbench script of the larger-result workload
 }
+
+// resultQuery returns 256 rows of 1,000 bytes: a result larger than one
+// relay chunk (64 KiB), as a report or an ORM's list page returns.
+const resultQuery = "SELECT repeat('x', 1000) FROM generate_series(1, 256);\n"
 
 func run(reps, secs, copyMB, idle int, only string, localTLS bool, baseBin string, ssmMB int, ssmOnly string) error {
 	ctx := context.Background()
@@ -101,7 +106,11 @@ func run(reps, secs, copyMB, idle int, only string, localTLS bool, baseBin strin
 		return err
 	}
 	defer world.Close()
-	b := &bench{world: world, secs: secs, copyMB: copyMB, endpoint: ordersEndpoint(world), localTLS: localTLS, baseBin: baseBin}
+	b := &bench{world: world, secs: secs, copyMB: copyMB, endpoint: ordersEndpoint(world), localTLS: localTLS, baseBin: baseBin,
+		resultSQL: filepath.Join(dir, "result.sql")}
+	if err := os.WriteFile(b.resultSQL, []byte(resultQuery), 0o600); err != nil {
+		return err
+	}
 	paths, stop, err := b.startPaths(dir, bin)
 	defer stop()
 	if err != nil {
@@ -271,6 +280,7 @@ func (b *bench) workloads() []workload {
 		{"select-only 8 clients", "tps", tps("-S", "-M", "prepared", "-c", "8", "-j", "2")},
 		{"tpc-b 8 clients", "tps", tps("-M", "prepared", "-c", "8", "-j", "2")},
 		{"select-only 1 client", "ms/query", lat("-S", "-M", "prepared", "-c", "1")},
+		{"256 KiB result 1 client", "ms/query", lat("-f", b.resultSQL, "-M", "prepared", "-c", "1")},
 		{"connect per query (-C)", "conn/s", tps("-S", "-C", "-c", "8", "-j", "2")},
 		{"COPY out", "MB/s", b.copyOut},
 		{"COPY in", "MB/s", b.copyIn},
