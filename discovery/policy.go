@@ -169,10 +169,10 @@ type Withheld struct {
 }
 
 // selectTargets is Targets, with why each named database left out is
-// withheld, by the names it would have had.
-func (p Policy) selectTargets(dbs []Database) ([]Target, map[string]Withheld, []Warning) {
+// withheld.
+func (p Policy) selectTargets(dbs []Database) ([]Target, map[database]Withheld, []Warning) {
 	var warns []Warning
-	withheld := make(map[string]Withheld)
+	withheld := make(map[database]Withheld)
 	candidates := make([]*Database, 0, len(dbs))
 	for i := range dbs {
 		if named(&dbs[i]) {
@@ -210,9 +210,11 @@ func (p Policy) selectTargets(dbs []Database) ([]Target, map[string]Withheld, []
 			taken[name+"-ro"] = true
 		}
 		if withhold != nil {
-			withheld[name] = *withhold
+			withheld[databaseOf(&base)] = *withhold
 			if db.Kind == KindCluster {
-				withheld[name+"-ro"] = *withhold
+				reader := databaseOf(&base)
+				reader.role = RoleReader
+				withheld[reader] = *withhold
 			}
 			continue
 		}

@@ -15,8 +15,21 @@ type Snapshot struct {
 	targets    []Target // sorted by name
 	byName     map[string]*Target
 	byEndpoint map[string]*Target
-	withheld   map[string]Withheld // by name: discovered databases not served
+	byDatabase map[database]*Target
+	withheld   map[database]Withheld // discovered databases not served
 	built      time.Time
+}
+
+// database identifies the database behind a target whatever name it has
+// now: a discovered one by source, region, identifier and role (a
+// cluster's writer and reader endpoints are two), a static one by name.
+type database struct{ source, region, identifier, role, name string }
+
+func databaseOf(t *Target) database {
+	if t.Source == SourceStatic {
+		return database{source: SourceStatic, name: t.Name}
+	}
+	return database{source: t.Source, region: t.Region, identifier: t.Identifier, role: t.Role}
 }
 
 // NewSnapshot validates targets and indexes them. Names must be unique;
@@ -26,6 +39,7 @@ func NewSnapshot(targets []Target, built time.Time) (*Snapshot, error) {
 		targets:    slices.Clone(targets),
 		byName:     make(map[string]*Target, len(targets)),
 		byEndpoint: make(map[string]*Target, len(targets)),
+		byDatabase: make(map[database]*Target, len(targets)),
 		built:      built,
 	}
 	slices.SortFunc(s.targets, func(a, b Target) int { return strings.Compare(a.Name, b.Name) })
@@ -38,6 +52,7 @@ func NewSnapshot(targets []Target, built time.Time) (*Snapshot, error) {
 			return nil, fmt.Errorf("two targets are named %q", t.Name)
 		}
 		s.byName[t.Name] = t
+		s.byDatabase[databaseOf(t)] = t
 		key := normalizeEndpoint(t.Endpoint)
 		if _, dup := s.byEndpoint[key]; !dup {
 			s.byEndpoint[key] = t
@@ -62,11 +77,21 @@ func (s *Snapshot) Lookup(ref string) (*Target, bool) {
 	return nil, false
 }
 
-// Withheld says why the discovered database that would be target name
-// is not served; false when no database of that name was found.
-func (s *Snapshot) Withheld(name string) (Withheld, bool) {
-	w, ok := s.withheld[name]
-	return w, ok
+// Standing finds the database behind t, a target of this or an earlier
+// snapshot, whatever its name is now: the target that serves it (cur), or
+// why it is withheld. ok is false when the snapshot knows no such
+// database (deleted). A static target no longer configured counts as
+// withheld by the rules: the operator took it out.
+func (s *Snapshot) Standing(t *Target) (cur *Target, why Withheld, ok bool) {
+	db := databaseOf(t)
+	if cur, ok := s.byDatabase[db]; ok {
+		return cur, Withheld{}, true
+	}
+	if db.source == SourceStatic {
+		return nil, Withheld{Reason: "no longer configured", ByRules: true}, true
+	}
+	why, ok = s.withheld[db]
+	return nil, why, ok
 }
 
 // Targets returns the targets sorted by name. The slice is shared: do not

@@ -320,13 +320,14 @@ func (w *Watcher) logChanges(old, cur *Snapshot) {
 
 // whyRemoved says why target name of old is not in cur.
 func whyRemoved(old, cur *Snapshot, name string) string {
-	if w, ok := cur.Withheld(name); ok {
-		return w.Reason
+	now, why, ok := cur.Standing(old.byName[name])
+	switch {
+	case now != nil:
+		return "renamed " + now.Name
+	case ok:
+		return why.Reason
 	}
-	if t, _ := old.Lookup(name); t != nil && t.Source == SourceStatic {
-		return "no longer configured"
-	}
-	return "no database of that name now: deleted or renamed"
+	return "deleted: RDS no longer lists it"
 }
 
 // logWarnings logs each warning once while it persists.

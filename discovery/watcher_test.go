@@ -516,41 +516,55 @@ func TestWatcherConcurrentUse(t *testing.T) {
 }
 
 // TestWatcherSaysWhyTargetsLeft: the log line of a change names why each
-// removed target went, and the snapshot tells a database the tag rules
-// withhold (the operator's decision) from one its state withholds.
+// removed target went, and the snapshot finds each earlier target's
+// database whatever its name is now: served, withheld by the tag rules
+// (the operator's decision), withheld for its state, or gone.
 func TestWatcherSaysWhyTargetsLeft(t *testing.T) {
 	f := &fakeRDS{}
 	var logs syncbuf.Buffer
 	w, _ := newTestWatcher(t, f, func(c *WatcherConfig) { c.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
 	all := []Database{inst("r1", "denied", optIn), inst("r1", "stopped", optIn), inst("r1", "noiam", optIn),
-		inst("r1", "gone", optIn), cluster("r1", "aurora", optIn)}
+		inst("r1", "gone", optIn), cluster("r1", "aurora", optIn), inst("r1", "blue", optIn)}
 	f.set(all, nil)
 	if err := w.Refresh(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	denied, stopped, noiam, aurora := all[0], all[1], all[2], all[4]
+	before := w.Current()
+	denied, stopped, noiam, aurora, blue := all[0], all[1], all[2], all[4], all[5]
 	denied.Tags = map[string]string{TagEnabled: "false"}
 	stopped.Status = "stopped"
 	noiam.IAMAuth = false
 	aurora.Tags = nil
-	f.set([]Database{denied, stopped, noiam, aurora}, nil)
+	blue.Tags = map[string]string{TagEnabled: "true", TagName: "blue-old"}
+	green := inst("r1", "green", map[string]string{TagName: "blue"}) // takes the name, not enabled yet
+	f.set([]Database{denied, stopped, noiam, aurora, blue, green}, nil)
 	if err := w.Refresh(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"aurora (the tag rules)", "aurora-ro (the tag rules)", "denied (the tag rules)",
-		"gone (no database of that name now: deleted or renamed)", "noiam (IAM database authentication is off)",
-		"stopped (status stopped)"} {
+		"gone (deleted: RDS no longer lists it)", "noiam (IAM database authentication is off)",
+		"stopped (status stopped)", "blue (renamed blue-old)"} {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("the change's log line lacks %q:\n%s", want, logs.String())
 		}
 	}
 	snap := w.Current()
-	for name, want := range map[string]bool{"denied": true, "aurora-ro": true, "stopped": false, "noiam": false} {
-		if got, ok := snap.Withheld(name); !ok || got.ByRules != want {
-			t.Errorf("Withheld(%q) = %+v, %v; want ByRules %v", name, got, ok, want)
+	for name, want := range map[string]struct {
+		now     string
+		byRules bool
+		found   bool
+	}{
+		"denied": {"", true, true}, "aurora-ro": {"", true, true}, "stopped": {"", false, true}, "noiam": {"", false, true},
+		"blue": {"blue-old", false, true}, "gone": {"", false, false},
+	} {
+		old, _ := before.Lookup(name)
+		cur, why, ok := snap.Standing(old)
+		now := ""
+		if cur != nil {
+			now = cur.Name
 		}
-	}
-	if got, ok := snap.Withheld("gone"); ok {
-		t.Errorf("Withheld(gone) = %+v; a database RDS no longer lists is not withheld", got)
+		if now != want.now || why.ByRules != want.byRules || ok != want.found {
+			t.Errorf("Standing(%s) = %q, %+v, %v; want %q, rules %v, found %v", name, now, why, ok, want.now, want.byRules, want.found)
+		}
 	}
 }

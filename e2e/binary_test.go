@@ -181,6 +181,7 @@ func TestBinarySIGHUPReload(t *testing.T) {
 	})
 	_, err = dialDiscovered(world, s.addr, "reporting")
 	pgErr(t, err, "28000", `target "reporting" is not served`)
+	time.Sleep(3 * time.Second) // with --revoke-sessions the server would end it within a second
 	if err := running.Ping(ctx); err != nil {
 		t.Fatalf("running session cut by the reload: %v", err)
 	}
@@ -191,8 +192,8 @@ func TestBinarySIGHUPReload(t *testing.T) {
 }
 
 // --revoke-sessions: a refresh that finds a running session no longer
-// admitted ends it with 57P01 and why, at a message boundary, and its
-// audit line says revoked. A database withheld for its state (IAM
+// admitted ends it with 57P01 and why, at a message boundary, cancels its
+// statement, and its audit line says revoked. A database withheld for its state (IAM
 // authentication turned off) keeps its sessions, and other targets'
 // sessions go on. Without the flag TestBinarySIGHUPReload's session runs on.
 func TestBinaryRevokeSessions(t *testing.T) {
@@ -227,17 +228,24 @@ func TestBinaryRevokeSessions(t *testing.T) {
 	refresh("drop the user from orders' rdsproxy:users", func() error {
 		return world.Moto.RetagDatabase(ctx, sandbox.Region, "orders", false, map[string]string{"rdsproxy:users": sandbox.UserIAMOther})
 	})
-	pgErr(t, pingUntilErr(t, orders), "57P01", `target "orders" no longer admits this session (its database user is no longer in the target's rdsproxy:users)`)
+	pgErr(t, pingUntilErr(t, orders), "57P01", `target "orders" no longer admits this session (its database user is no longer among the target's users)`)
 	// The server checked every session against the snapshot that ended
 	// orders', in which reporting is still withheld for its state.
 	if err := reporting.Ping(ctx); err != nil {
 		t.Fatalf("a session whose database is withheld for its state was cut: %v", err)
 	}
 
+	sleeping := make(chan error, 1)
+	go func() {
+		_, err := reporting.Exec(ctx, "SET client_connection_check_interval = 0; SELECT pg_sleep(30)")
+		sleeping <- err
+	}()
+	waitFor(t, 10*time.Second, "pg_sleep running", func() bool { return sleepingIn(t, world, "pg_sleep(30)") })
 	refresh("deny reporting by tag", func() error {
 		return world.Moto.RetagDatabase(ctx, sandbox.Region, "reporting-replica", false, map[string]string{"env": "restricted"})
 	})
-	pgErr(t, pingUntilErr(t, reporting), "57P01", `target "reporting" no longer admits this session (the tag rules no longer admit the target)`)
+	pgErr(t, <-sleeping, "57P01", `target "reporting" no longer admits this session (the tag rules no longer admit the target)`)
+	waitFor(t, 10*time.Second, "the revoked session's statement cancelled", func() bool { return !sleepingIn(t, world, "pg_sleep(30)") })
 
 	if err := analytics.Ping(ctx); err != nil {
 		t.Fatalf("another target's session was cut: %v", err)

@@ -159,9 +159,11 @@ func worldEndpoint(world *sandbox.World, name string) string {
 	if name == "reporting" {
 		name = "reporting-replica"
 	}
+	cluster, reader := strings.CutSuffix(name, "-ro") // a cluster's reader endpoint is cluster-ro-…, its writer's cluster-…
 	for endpoint := range world.DialMap {
 		host, _, _ := net.SplitHostPort(endpoint)
-		if strings.HasPrefix(host, name+".") && strings.Contains(host, "."+sandbox.Region+".") {
+		if strings.HasPrefix(host, cluster+".") && strings.Contains(host, "."+sandbox.Region+".") &&
+			strings.Contains(host, ".cluster-ro-") == reader {
 			return endpoint
 		}
 	}

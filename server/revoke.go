@@ -25,21 +25,24 @@ type admission struct {
 	revoked   string              // why revoke ended it; guarded by Server.mu
 }
 
-// refusedBy returns why snap no longer admits the session, or "".
+// refusedBy returns why snap no longer admits the session, or "". It
+// follows the session's database, not its target's name: a name can move
+// to another database (a blue/green switch, a collision resolved once a
+// namesake is deleted), and the rules are that database's.
 func (a *admission) refusedBy(snap *discovery.Snapshot) string {
-	t, ok := snap.Lookup(a.target.Name)
+	t, why, ok := snap.Standing(a.target)
 	switch {
-	case !ok:
-		if w, withheld := snap.Withheld(a.target.Name); withheld && w.ByRules {
-			return "the tag rules no longer admit the target"
+	case t == nil && ok && why.ByRules:
+		if a.target.Source == discovery.SourceStatic {
+			return "the target is no longer configured"
 		}
+		return "the tag rules no longer admit the target"
+	case t == nil: // withheld for its state, or deleted: the database's business
 		return ""
-	case t.Endpoint != a.target.Endpoint:
-		return "" // the name has moved to another database; this one is not withheld by the rules
 	case !t.AllowsUser(a.user):
-		return "its database user is no longer in the target's rdsproxy:users"
+		return "its database user is no longer among the target's users"
 	case !discovery.AllowsPrincipal(t, a.principal):
-		return "its caller is no longer in the target's rdsproxy:principals"
+		return "its caller is no longer among the target's principals"
 	}
 	return ""
 }
@@ -86,7 +89,7 @@ func (s *Server) revoke(snap *discovery.Snapshot) {
 func revokedError(target, why string) *pgwire.Error {
 	return pgwire.Errorf(pgwire.CodeAdminShutdown, contract.ReasonRevoked,
 		"rdsproxy: terminating connection: target %q no longer admits this session (%s)", target, why).
-		WithHint("The operator changed the target's tags or the server's rules; `rdsproxy list` shows what this server serves now.")
+		WithHint("The operator changed the target's tags or the server's configuration; `rdsproxy list` shows what this server serves now.")
 }
 
 // revokedWhy returns why revoke ended r's session, or "".
