@@ -97,7 +97,7 @@ type Session struct {
 	stopGrace time.Duration // see defaultStopGrace
 	stopLimit time.Duration // see StopLimit
 	stopping  atomic.Bool
-	final     atomic.Pointer[[]byte]
+	final     []byte        // set by Stop before stopSet closes
 	stopAt    time.Time     // when Stop began; read after stopSet closes
 	stopSet   chan struct{} // closed once Stop has set its deadlines
 	sentToB   atomic.Int64  // bytes written to b, counted with EndedToB
@@ -174,12 +174,12 @@ func (s *Session) Run(pendingToB, pendingToA []byte) Result {
 // A message the stream is inside is forwarded to its end first, if that
 // arrives within defaultStopGrace; otherwise, and without FrameToA, the session
 // closes without final. Writes to a have until StopLimit after
-// Stop. Stop does not wait.
+// Stop. Stop does not wait; a later Stop changes nothing.
 func (s *Session) Stop(final []byte) {
-	s.final.Store(&final)
 	if s.stopping.Swap(true) {
-		return
+		return // the first Stop's final stands: the session ends for its reason
 	}
+	s.final = final
 	s.stopAt = time.Now()
 	s.a.SetReadDeadline(s.stopAt)
 	s.b.SetReadDeadline(s.stopAt)
@@ -290,7 +290,7 @@ func (s *Session) finish(f *framer, write func([]byte) error) error {
 		}
 	}
 	if f.atBoundary() {
-		s.a.Write(*s.final.Load())
+		s.a.Write(s.final)
 	}
 	return errStopped
 }

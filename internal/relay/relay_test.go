@@ -119,6 +119,23 @@ func TestStopAtBoundary(t *testing.T) {
 		}
 		<-done
 	})
+	// A second Stop (the drain, after a revocation) while the first waits
+	// for the message's end changes nothing: the client hears why its
+	// session ended first, as its audit line says.
+	t.Run("a second Stop keeps the first one's final", func(t *testing.T) {
+		client, upstream, sess, done := proxied(t, Options{FrameToA: true}, nil, nil)
+		whole := msg('D', "a long data row")
+		upstream.Write(whole[:8])
+		readN(t, client, 8)
+		sess.Stop(final)
+		sess.Stop(msg('E', "second"))
+		upstream.Write(whole[8:])
+		rest, _ := io.ReadAll(client)
+		if want := slices.Concat(whole[8:], final); !bytes.Equal(rest, want) {
+			t.Fatalf("client got %q after two Stops, want %q", rest, want)
+		}
+		<-done
+	})
 	t.Run("a message that does not end within the grace closes without it", func(t *testing.T) {
 		client, upstream, sess, done := proxied(t, Options{FrameToA: true}, nil, nil)
 		sess.stopGrace = 50 * time.Millisecond
