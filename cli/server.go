@@ -124,6 +124,7 @@ func (c *ServerCmd) Run(ctx context.Context, kctx *kong.Context, g *Globals, log
 		return &ExitError{Code: ExitUsage, Err: flagError(err)}
 	}
 	c.warnPlaintext(log)
+	c.warnOvershadowed(log)
 	if c.DryRun {
 		return printEffective(env, kctx, policy, cfg)
 	}
@@ -195,6 +196,25 @@ func (c *ServerCmd) warnPlaintext(log *slog.Logger) {
 	if host, _, _ := net.SplitHostPort(c.Listen); !isLoopback(host) {
 		log.Warn("--listen is not a loopback address and there is no --tls-cert: IAM tokens and query results cross the network in plaintext; "+
 			"add --tls-cert and --tls-key, or keep 127.0.0.1, where SSM and kubectl port-forward reach the server", "listen", c.Listen)
+	}
+}
+
+// warnOvershadowed warns of limits that another one makes moot: they are
+// accepted (each is valid alone, and the other may be a default), but the
+// operator who set them expects an effect they cannot have.
+func (c *ServerCmd) warnOvershadowed(log *slog.Logger) {
+	for _, w := range []struct {
+		flag  string
+		value time.Duration
+	}{{"first-byte-timeout", c.FirstByteTimeout}, {"password-timeout", c.PasswordTimeout}} {
+		if w.value > c.StartupTimeout {
+			log.Warn(fmt.Sprintf("--%s (%s) is longer than --startup-timeout (%s), which bounds the whole startup: a client gets at most the latter",
+				w.flag, w.value, c.StartupTimeout))
+		}
+	}
+	if c.MaxPendingPerSource > c.MaxPending {
+		log.Warn(fmt.Sprintf("--max-pending-per-source (%d) is more than --max-pending (%d): one client address can fill every pending slot; "+
+			"set it lower than --max-pending (behind SSM or kubectl every client shares one address)", c.MaxPendingPerSource, c.MaxPending))
 	}
 }
 

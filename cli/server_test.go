@@ -201,6 +201,33 @@ func TestServerWarnsOfPlaintext(t *testing.T) {
 	}
 }
 
+// Limits that another makes moot are accepted with a warning that says
+// which one wins; they used to pass in silence.
+func TestServerWarnsOfOvershadowedLimits(t *testing.T) {
+	t.Setenv("HOME", t.TempDir())
+	const firstByte, password, perSource = "--first-byte-timeout (20s) is longer than --startup-timeout (10s)",
+		"--password-timeout (15s) is longer than --startup-timeout (10s)", "--max-pending-per-source (256) is more than --max-pending (100)"
+	for _, tt := range []struct {
+		args []string
+		want []string
+	}{
+		{nil, nil},
+		{[]string{"--first-byte-timeout", "20s", "--password-timeout", "15s"}, []string{firstByte, password}},
+		{[]string{"--max-pending", "100"}, []string{perSource}},
+		{[]string{"--max-pending", "100", "--max-pending-per-source", "50", "--startup-timeout", "30s", "--first-byte-timeout", "20s"}, nil},
+	} {
+		_, stderr, code := dryRun(t, tt.args...)
+		if code != ExitOK {
+			t.Fatalf("%q: exit %d: %s", tt.args, code, stderr)
+		}
+		for _, w := range []string{firstByte, password, perSource} {
+			if strings.Contains(stderr, w) != slices.Contains(tt.want, w) {
+				t.Errorf("%q: warning %q: %v, want %v\n%s", tt.args, w, !slices.Contains(tt.want, w), slices.Contains(tt.want, w), stderr)
+			}
+		}
+	}
+}
+
 // With --log-format json, the error a server stops with is a JSON log
 // line like the others (a log pipeline parsed none of it before), and it
 // names the flag whose address is busy.
