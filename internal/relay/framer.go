@@ -10,8 +10,9 @@ type framer struct {
 	hdrN      int // header bytes seen of the current message
 	remaining int // body bytes still to come
 	broken    bool
-	last      byte // the type of the message begun last
-	copyOut   bool // between CopyOutResponse and the end of that COPY
+	last      byte  // the type of the message begun last
+	copyOut   bool  // between CopyOutResponse and the end of that COPY
+	rowBytes  int64 // the size of the rows begun since the last other message
 }
 
 // headerLen is a message's type byte and length.
@@ -55,6 +56,11 @@ func (f *framer) begin(typ byte, length uint32) {
 	case 'c', 'E', 'Z': // CopyDone, ErrorResponse, ReadyForQuery
 		f.copyOut = false
 	}
+	if f.midRows() {
+		f.rowBytes += 1 + int64(length)
+	} else {
+		f.rowBytes = 0
+	}
 }
 
 // midRows reports whether the stream so far ends inside a result's rows
@@ -66,6 +72,11 @@ func (f *framer) begin(typ byte, length uint32) {
 func (f *framer) midRows() bool {
 	return !f.broken && (f.last == 'D' || f.last == 'd' && f.copyOut)
 }
+
+// inBulk reports whether the stream is inside rows (see midRows) that
+// have come n bytes or more without another message between them: a
+// result or COPY out that streams, not the next of many short ones.
+func (f *framer) inBulk(n int64) bool { return f.midRows() && f.rowBytes >= n }
 
 // atBoundary reports whether the stream so far ends with a whole message.
 func (f *framer) atBoundary() bool { return !f.broken && f.hdrN == 0 && f.remaining == 0 }

@@ -5,7 +5,6 @@ import (
 	"io"
 	"net"
 	"slices"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -18,7 +17,7 @@ import (
 // chunks: the first 8 KiB of rows wait for the rest rather than going out
 // alone, and the whole result arrives intact.
 func TestHoldJoinsRowsIntoFullChunks(t *testing.T) {
-	h := startHeld(t, time.Minute)
+	h := startHeld(t, time.Minute, bulkPause)
 	first := rows(8000)
 	h.send(t, first)
 	h.waitRead(t)
@@ -35,7 +34,7 @@ func TestHoldJoinsRowsIntoFullChunks(t *testing.T) {
 // Rows followed by the end of their result go out at once: a result that
 // has ended has nothing more coming to wait for.
 func TestHoldEndsWithTheResult(t *testing.T) {
-	h := startHeld(t, time.Minute)
+	h := startHeld(t, time.Minute, bulkPause)
 	result := slices.Concat(rows(8000), msg('C', "SELECT 80"), msg('Z', "I"))
 	h.send(t, result)
 	h.expect(t, result) // within expect's 10 s, not the hold's minute
@@ -44,7 +43,7 @@ func TestHoldEndsWithTheResult(t *testing.T) {
 // Rows of a query that then goes quiet still reach the client after the
 // hold's bound.
 func TestHoldIsBounded(t *testing.T) {
-	h := startHeld(t, 20*time.Millisecond)
+	h := startHeld(t, 20*time.Millisecond, bulkPause)
 	part := rows(8000)
 	h.send(t, part)
 	h.expect(t, part)
@@ -53,7 +52,7 @@ func TestHoldIsBounded(t *testing.T) {
 // Replication's CopyData (COPY BOTH) is sent as it happens and is never
 // held; a COPY out's is.
 func TestHoldSkipsReplication(t *testing.T) {
-	h := startHeld(t, time.Minute)
+	h := startHeld(t, time.Minute, bulkPause)
 	copyBoth := slices.Concat(msg('W', "\x00\x00\x00"), copyData(8000))
 	h.send(t, copyBoth)
 	h.expect(t, copyBoth)
@@ -62,7 +61,7 @@ func TestHoldSkipsReplication(t *testing.T) {
 // Stop ends a session whose rows are being held at once: the held rows,
 // then the final message (they end at a message boundary), then the end.
 func TestStopDuringHold(t *testing.T) {
-	h := startHeld(t, time.Minute)
+	h := startHeld(t, time.Minute, bulkPause)
 	part := rows(8000)
 	h.send(t, part)
 	h.waitRead(t)
@@ -76,17 +75,19 @@ func TestStopDuringHold(t *testing.T) {
 	<-h.done
 }
 
-// Inside a large result a hold first pauses, then takes what has arrived.
-// A pause that outlasts the hold's bound (the scheduler stretched it) is no
-// error. A first version set the deadline before the pause and returned
-// the read's deadline error after it, which ended the session (make
-// bench's COPY out: "unexpected EOF").
-func TestBulkHoldPauseOutlastsTheHold(t *testing.T) {
+// The pause is what gathers a bulk stream: rows that arrive during it,
+// after the hold's own bound has long passed, are in the held chunk. A
+// first version set the hold's deadline before the pause and ended the
+// session with the read's deadline error (make bench's COPY out:
+// "unexpected EOF"); the next one set it after the pause but before
+// taking in what had arrived, which a stretched pause could then miss.
+func TestBulkHoldTakesWhatArrivedDuringThePause(t *testing.T) {
 	upstream, b := tcpPair(t)
 	s := New(nil, b, Options{FrameToA: true})
-	s.holdFor = time.Microsecond // far shorter than bulkPause
-	part := rows(4000)
-	if _, err := upstream.Write(part); err != nil {
+	s.holdFor = time.Microsecond
+	s.pause = time.Second
+	first, during := rows(4000), rows(20000)
+	if _, err := upstream.Write(first); err != nil {
 		t.Fatal(err)
 	}
 	cr := newChunkReader(b)
@@ -94,16 +95,38 @@ func TestBulkHoldPauseOutlastsTheHold(t *testing.T) {
 	var f framer
 	chunk, err := cr.next()
 	f.feed(chunk)
-	if err != nil || !cr.growable(chunk) || !f.midRows() {
-		t.Fatalf("first chunk: %d bytes, %v, growable %v, inside rows %v; want a growable chunk of rows", len(chunk), err, cr.growable(chunk), f.midRows())
+	if err != nil || len(chunk) != len(first) || !cr.growable(chunk) {
+		t.Fatalf("first chunk: %d of %d bytes, %v, growable %v", len(chunk), len(first), err, cr.growable(chunk))
 	}
+	wrote := make(chan error, 1)
+	go func() {
+		time.Sleep(20 * time.Millisecond) // well inside the pause
+		_, err := upstream.Write(during)
+		wrote <- err
+	}()
 	got, err := s.hold(cr, &f, chunk, true)
-	if err != nil {
-		t.Fatalf("a bulk hold whose pause outlasted the hold: %v", err)
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
 	}
-	if !bytes.Equal(got, part[:len(got)]) {
-		t.Fatal("the held chunk is not the rows sent")
+	if err != nil || !bytes.Equal(got, slices.Concat(first, during)) {
+		t.Fatalf("held chunk of %d bytes (%v); want the %d sent before the hold and the %d sent during its pause", len(got), err, len(first), len(during))
 	}
+}
+
+// Rows that trickle are not paused for: once a hold has run out before
+// its buffer filled, the next chunk of a bulk stream waits only the
+// hold's bound. Here a pause would last an hour.
+func TestTrickleIsNotPausedFor(t *testing.T) {
+	h := startHeld(t, 20*time.Millisecond, time.Hour)
+	almost := rows(bulkAfter - 20000)
+	h.send(t, almost)
+	h.expect(t, almost)
+	slow := rows(4000) // alone in the socket: its hold runs out
+	h.send(t, slow)
+	h.expect(t, slow)
+	past := rows(40000) // past bulkAfter: a bulk stream, but a trickling one
+	h.send(t, past)
+	h.expect(t, past)
 }
 
 // held is a FrameToA session from a TCP upstream to a client whose writes
@@ -117,12 +140,13 @@ type held struct {
 	done      chan Result
 }
 
-func startHeld(t *testing.T, holdFor time.Duration) *held {
+func startHeld(t *testing.T, holdFor, pause time.Duration) *held {
 	clientEnd, a := tcpPair(t)
 	upstream, b := tcpPair(t)
 	h := &held{upstream: upstream, relayEnd: b, clientEnd: clientEnd, client: &recordedWrites{Conn: a}, done: make(chan Result, 1)}
 	h.sess = New(h.client, b, Options{FrameToA: true})
 	h.sess.holdFor = holdFor
+	h.sess.pause = pause
 	go func() { h.done <- h.sess.Run(nil, nil) }()
 	return h
 }
@@ -175,20 +199,6 @@ func (h *held) end(t *testing.T) {
 	if res := <-h.done; res.Err != nil {
 		t.Fatalf("session ended with %v", res.Err)
 	}
-}
-
-// rows returns DataRows of 100 bytes, about n bytes of them.
-func rows(n int) []byte { return messages('D', n) }
-
-// copyData returns CopyData messages of 100 bytes, about n bytes of them.
-func copyData(n int) []byte { return messages('d', n) }
-
-func messages(typ byte, n int) []byte {
-	var out []byte
-	for len(out)+100 <= n {
-		out = append(out, msg(typ, strings.Repeat("x", 95))...)
-	}
-	return out
 }
 
 // recordedWrites records the size of each write that reaches a connection.

@@ -94,6 +94,7 @@ type Session struct {
 	a, b      net.Conn
 	opts      Options
 	holdFor   time.Duration // see hold
+	pause     time.Duration // see bulkPause
 	stopGrace time.Duration // see defaultStopGrace
 	stopLimit time.Duration // see StopLimit
 	stopping  atomic.Bool
@@ -106,7 +107,7 @@ type Session struct {
 
 // New prepares a session; Run starts it.
 func New(a, b net.Conn, opts Options) *Session {
-	return &Session{a: a, b: b, opts: opts, holdFor: defaultHoldFor, stopGrace: defaultStopGrace, stopLimit: StopLimit,
+	return &Session{a: a, b: b, opts: opts, holdFor: defaultHoldFor, pause: bulkPause, stopGrace: defaultStopGrace, stopLimit: StopLimit,
 		stopSet: make(chan struct{})}
 }
 
@@ -226,15 +227,13 @@ func (s *Session) toA(pending []byte) (int64, error) {
 	}
 	cr := newChunkReader(s.b)
 	defer cr.close()
-	var inRows int64 // bytes sent since the stream last was outside rows
+	ranOut := false // the last hold ended on its deadline: rows trickle
 	for {
 		chunk, rerr := cr.next()
 		f.feed(chunk)
 		if rerr == nil && f.midRows() && cr.growable(chunk) {
-			chunk, rerr = s.hold(cr, &f, chunk, inRows >= bulkAfter)
-		}
-		if inRows += int64(len(chunk)); !f.midRows() {
-			inRows = 0
+			chunk, rerr = s.hold(cr, &f, chunk, f.inBulk(bulkAfter) && !ranOut)
+			ranOut = rerr == nil && f.midRows() && cr.growable(chunk)
 		}
 		if len(chunk) > 0 {
 			s.noteIdle(&f) // before a hears a ReadyForQuery and answers it
@@ -330,12 +329,14 @@ func (s *Session) completeMessage(f *framer, write func([]byte) error) error {
 const defaultHoldFor = 2 * time.Millisecond
 
 // bulkPause: within a bulk stream (bulkAfter bytes of rows or COPY data
-// without a break), a hold first lets this long pass and then takes in one
-// read what has arrived, instead of waking for each of PostgreSQL's 8 KiB
-// buffers as they come. Before bulkAfter a result pays nothing (a pause
-// from the second chunk on made a 256 KiB result 0.6 ms slower, 2.31
-// instead of 1.69 ms); after it, the stream's last chunk may wait one
-// pause (an otherwise idle Go process sleeps about 1 ms for it).
+// without another message between them), a hold first lets this long pass
+// and then takes in one read what has arrived, instead of waking for each
+// of PostgreSQL's 8 KiB buffers as they come. Before bulkAfter a result
+// pays nothing (a pause from the second chunk on made a 256 KiB result
+// 0.6 ms slower, 2.31 instead of 1.69 ms); after it, the result's end may
+// wait out one pause (an otherwise idle Go process sleeps about 1 ms for
+// it). Rows that trickle, so that the last hold ran out before its
+// buffer filled, are not paused for: the pause would only add to the wait.
 const (
 	bulkPause = 500 * time.Microsecond
 	bulkAfter = 1 << 20
@@ -346,33 +347,39 @@ const (
 // buffer fills, and a result ends with a message that is not a row, so more
 // is nearly always on its way without the client saying anything (the
 // exceptions: a client that pipelines Execute without Sync or Flush, and a
-// BASE_BACKUP's progress message while MAX_RATE throttles; each costs at
-// most holdFor). A relay with a core to itself (the server on its
-// instance) otherwise reads and writes each of those buffers as it
-// arrives: one 64 KiB write instead of eight halves the proxies' CPU for a
-// COPY out and wakes every hop downstream once (make bench -pin: 390 ms
-// instead of 890 ms of CPU per 100 MiB). The wait is bounded because a
-// slow query may take long to fill its next buffer. With bulk it begins
-// with bulkPause.
-func (s *Session) hold(cr *chunkReader, f *framer, chunk []byte, bulk bool) ([]byte, error) {
-	if bulk {
-		time.Sleep(bulkPause) // before the hold's deadline: a pause the scheduler stretched must not end the hold
-	}
-	s.setHoldDeadline(time.Now().Add(s.holdFor))
-	defer s.setHoldDeadline(time.Time{})
-	for wait := !bulk; cr.growable(chunk) && f.midRows(); wait = true {
+// BASE_BACKUP's progress message while MAX_RATE throttles; each waits at
+// most holdFor, plus the pause in a bulk stream). A relay with a core to
+// itself (the server on its instance) otherwise reads and writes each of
+// those buffers as it arrives: one 64 KiB write instead of eight halves
+// the proxies' CPU for a COPY out and wakes every hop downstream once
+// (make bench -pin: 390 ms instead of 890 ms of CPU per 100 MiB). The wait
+// is bounded because a slow query may take long to fill its next buffer.
+// With pause it begins with s.pause (see bulkPause).
+func (s *Session) hold(cr *chunkReader, f *framer, chunk []byte, pause bool) ([]byte, error) {
+	if pause {
+		time.Sleep(s.pause)
 		before := len(chunk)
 		var err error
-		if wait {
-			chunk, err = cr.extend(chunk)
-		} else {
-			chunk, err = cr.gather(chunk) // what arrived during the pause
+		chunk, err = cr.gather(chunk) // what arrived during the pause
+		f.feed(chunk[before:])
+		if err != nil {
+			return chunk, err
 		}
+	}
+	if !cr.growable(chunk) || !f.midRows() {
+		return chunk, nil
+	}
+	s.setHoldDeadline(time.Now().Add(s.holdFor)) // after the pause, which the scheduler may stretch
+	defer s.setHoldDeadline(time.Time{})
+	for cr.growable(chunk) && f.midRows() {
+		before := len(chunk)
+		var err error
+		chunk, err = cr.extend(chunk)
 		f.feed(chunk[before:])
 		if errors.Is(err, os.ErrDeadlineExceeded) && !s.stopping.Load() {
 			return chunk, nil // nothing more in time: send what there is
 		}
-		if err != nil || wait && len(chunk) == before {
+		if err != nil || len(chunk) == before {
 			return chunk, err
 		}
 	}

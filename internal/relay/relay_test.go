@@ -288,6 +288,47 @@ func TestFramerMidRows(t *testing.T) {
 	}
 }
 
+// A stream is in bulk once its rows have come n bytes without another
+// message between them: a notice, or the end of a result and the start of
+// the next (pipelined queries), starts the count over.
+func TestFramerInBulk(t *testing.T) {
+	const n = 1000
+	for _, c := range []struct {
+		name   string
+		stream []byte
+		want   bool
+	}{
+		{"rows past n", slices.Concat(msg('T', "x"), rows(1200)), true},
+		{"inside a row past n", slices.Concat(msg('T', "x"), rows(1200))[:1050], true},
+		{"rows short of n", slices.Concat(msg('T', "x"), rows(800)), false},
+		{"a notice between", slices.Concat(rows(600), msg('N', "n"), rows(600)), false},
+		{"the next result", slices.Concat(rows(1200), msg('C', "SELECT 12"), msg('Z', "I"), msg('T', "x"), rows(200)), false},
+		{"copy out past n", slices.Concat(msg('H', "x"), copyData(1200)), true},
+		{"copy both", slices.Concat(msg('W', "x"), copyData(1200)), false},
+		{"result ended", slices.Concat(rows(1200), msg('C', "SELECT 12")), false},
+	} {
+		var f framer
+		f.feed(c.stream)
+		if f.inBulk(n) != c.want {
+			t.Errorf("%s: inBulk %v, want %v", c.name, f.inBulk(n), c.want)
+		}
+	}
+}
+
+// rows returns DataRows of 100 bytes, about n bytes of them.
+func rows(n int) []byte { return messages('D', n) }
+
+// copyData returns CopyData messages of 100 bytes, about n bytes of them.
+func copyData(n int) []byte { return messages('d', n) }
+
+func messages(typ byte, n int) []byte {
+	var out []byte
+	for len(out)+100 <= n {
+		out = append(out, msg(typ, strings.Repeat("x", 95))...)
+	}
+	return out
+}
+
 // BenchmarkFramer follows a COPY out: rows of 100 bytes in 64 KiB writes.
 func BenchmarkFramer(b *testing.B) {
 	var stream []byte
