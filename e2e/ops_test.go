@@ -68,6 +68,9 @@ func TestMetricsAndAuditLines(t *testing.T) {
 		if ms, ok := l["duration_ms"].(float64); !ok || ms < 0 || ms > float64(time.Since(began).Milliseconds()) {
 			t.Errorf("audit duration_ms = %v, want milliseconds within the test's %s", l["duration_ms"], time.Since(began))
 		}
+		if l["ended_by"] != "client" { // each closed its connection
+			t.Errorf("audit ended_by = %v, want client: %v", l["ended_by"], l)
+		}
 		if l["access_key_id"] != sandbox.AccessKeyID || l["user"] != sandbox.UserIAM || l["target"] != "app" {
 			t.Errorf("audit line %v", l)
 		}
@@ -100,6 +103,41 @@ func TestMetricsAndAuditLines(t *testing.T) {
 			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
 		}
 	}
+}
+
+// The audit line says which side ended a session: a DBA's
+// pg_terminate_backend is the database's doing, not the client's.
+func TestAuditSaysWhoEndedTheSession(t *testing.T) {
+	audit := &logBuffer{}
+	st := startStack(t, func(c *server.Config) { c.Logger = audit.jsonLogger() })
+	ctx := context.Background()
+	connect := func(app string) *pgx.Conn {
+		cfg := serverConfig(t, st.serverAddr, "app", sandbox.UserIAM, sb.tokens.sign(t, appEndpoint, sandbox.UserIAM, nowUTC()))
+		cfg.RuntimeParams["application_name"] = app
+		conn, err := pgx.ConnectConfig(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return conn
+	}
+	terminated := connect("terminated")
+	var pid int
+	if err := terminated.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := superuser(t).Exec(ctx, "SELECT pg_terminate_backend($1)", pid); err != nil {
+		t.Fatal(err)
+	}
+	connect("closed").Close(ctx)
+
+	want := map[string]string{"terminated": "database", "closed": "client"}
+	for _, l := range waitAuditLines(t, audit, len(want)) {
+		app, _ := l["application_name"].(string)
+		if l["outcome"] != "ok" || l["ended_by"] != want[app] {
+			t.Errorf("%s: audit outcome %v, ended_by %v; want ok, %s", app, l["outcome"], l["ended_by"], want[app])
+		}
+	}
+	terminated.Close(ctx) // its session ended without it
 }
 
 // countedSession runs one session straight against the server and returns

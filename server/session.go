@@ -464,6 +464,12 @@ func (s *Server) audit(info sessionInfo, o outcome, reason string, res relay.Res
 	if reason != "" {
 		attrs = append(attrs, "reason", reason)
 	}
+	switch res.EndedBy {
+	case relay.SideA:
+		attrs = append(attrs, "ended_by", "client")
+	case relay.SideB:
+		attrs = append(attrs, "ended_by", "database")
+	}
 	if info.asked != "" { // not a label: clients choose it
 		attrs = append(attrs, "requested_target", clip(info.asked))
 	}

@@ -55,7 +55,19 @@ type Result struct {
 	Err error
 	// Stopped is true when the owner ended the session with Stop.
 	Stopped bool
+	// EndedBy is the side whose end of stream (EOF) came first and ended
+	// the session; Neither when Stop or an error ended it.
+	EndedBy Side
 }
+
+// Side is one of a session's two connections.
+type Side uint8
+
+const (
+	Neither Side = iota
+	SideA
+	SideB
+)
 
 // Options change how a Session copies.
 type Options struct {
@@ -124,6 +136,8 @@ func Relay(a, b net.Conn, pendingToB, pendingToA []byte) Result {
 func (s *Session) Run(pendingToB, pendingToA []byte) Result {
 	var res Result
 	var errOnce sync.Once
+	var endOnce sync.Once
+	ended := func(side Side) { endOnce.Do(func() { res.EndedBy = side }) }
 	fail := func(err error) {
 		if !isClosed(err) && !errors.Is(err, errStopped) && !s.stopping.Load() {
 			errOnce.Do(func() { res.Err = err })
@@ -156,17 +170,24 @@ func (s *Session) Run(pendingToB, pendingToA []byte) Result {
 		res.ToB = n
 		if err != nil {
 			fail(err)
+		} else {
+			ended(SideA)
 		}
 	}()
 	n, err := s.toA(pendingToA)
 	res.ToA = n
 	if err != nil {
 		fail(err)
+	} else {
+		ended(SideB)
 	}
 	s.a.Close()
 	s.b.Close()
 	wg.Wait()
 	res.Stopped = s.stopping.Load()
+	if res.Stopped || res.Err != nil {
+		res.EndedBy = Neither
+	}
 	return res
 }
 

@@ -70,8 +70,36 @@ func TestPendingFirstAndHalfClose(t *testing.T) {
 			t.Fatalf("client got %q, want %q", back, want)
 		}
 		res := <-done
-		if res.ToB != int64(len("startup;query")) || res.ToA != int64(len(back)) || res.Err != nil {
-			t.Fatalf("result %+v", res)
+		if res.ToB != int64(len("startup;query")) || res.ToA != int64(len(back)) || res.Err != nil || res.EndedBy != SideA {
+			t.Fatalf("result %+v; want the client's end (side a) to have ended it", res)
+		}
+	}
+}
+
+// The result says whose end of stream ended the session, and names
+// neither side when a reset or Stop did.
+func TestEndedBy(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		end  func(client, upstream net.Conn, sess *Session)
+		want Side
+	}{
+		{"the client closes", func(client, upstream net.Conn, _ *Session) {
+			client.Close()
+			io.Copy(io.Discard, upstream) // as PostgreSQL after a Terminate: the client's end, then its own
+			upstream.Close()
+		}, SideA},
+		{"the database closes", func(_, upstream net.Conn, _ *Session) { upstream.Close() }, SideB},
+		{"the client resets", func(client, _ net.Conn, _ *Session) {
+			client.(*net.TCPConn).SetLinger(0)
+			client.Close()
+		}, Neither},
+		{"Stop", func(_, _ net.Conn, sess *Session) { sess.Stop(msg('E', "SFATAL\x00")) }, Neither},
+	} {
+		client, upstream, sess, done := proxied(t, Options{FrameToA: true}, nil, nil)
+		c.end(client, upstream, sess)
+		if res := <-done; res.EndedBy != c.want {
+			t.Errorf("%s: EndedBy %v, want %v (result %+v)", c.name, res.EndedBy, c.want, res)
 		}
 	}
 }
