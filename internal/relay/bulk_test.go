@@ -41,7 +41,7 @@ func TestBulkStreamStops(t *testing.T) {
 	final := msg('E', "SFATAL\x00C57P01\x00Mshutting down\x00")
 	row := msg('D', string(bytes.Repeat([]byte{'r'}, 3001)))
 	head := msg('T', "x")
-	for i := range 20 {
+	for i := range 12 {
 		r, at := rand.New(rand.NewPCG(uint64(i), 1)), rand.New(rand.NewPCG(uint64(i), 2))
 		client, upstream, sess, done := proxied(t, Options{FrameToA: true}, nil, nil)
 		go func() {
@@ -49,7 +49,7 @@ func TestBulkStreamStops(t *testing.T) {
 				writeInPieces(r, upstream, bytes.Repeat(row, 4000)) // ends when the session closes it
 			}
 		}()
-		n := bulkAfter + at.IntN(2*bulkAfter) // read before the Stop
+		n := bulkAfter + at.IntN(bulkAfter) // read before the Stop
 		readN(t, client, n)
 		time.Sleep(time.Duration(at.IntN(1000)) * time.Microsecond)
 		sess.Stop(final)
@@ -81,12 +81,12 @@ func bulkScript(r *rand.Rand) []byte {
 		return slices.Concat(msg('T', "x"), randomRows(r, 'D', n), msg('C', "SELECT"), msg('Z', "I"))
 	}
 	return slices.Concat(
-		result(3<<20),
-		msg('T', "x"), randomRows(r, 'D', 3<<19), msg('N', "SNOTICE\x00"), randomRows(r, 'D', 3<<19), msg('C', "SELECT"), msg('Z', "I"),
-		msg('H', "\x00\x00\x00"), randomRows(r, 'd', 2<<20), msg('E', "SERROR\x00"), msg('Z', "I"),
-		result(3<<19), result(3<<19),
-		msg('H', "\x00\x00\x00"), randomRows(r, 'd', 2<<20), msg('c', ""), msg('C', "COPY"), msg('Z', "I"),
-		msg('W', "\x00\x00\x00"), randomRows(r, 'd', 2<<20),
+		result(5<<18),
+		msg('T', "x"), randomRows(r, 'D', 5<<18), msg('N', "SNOTICE\x00"), randomRows(r, 'D', 1<<18), msg('C', "SELECT"), msg('Z', "I"),
+		msg('H', "\x00\x00\x00"), randomRows(r, 'd', 5<<18), msg('E', "SERROR\x00"), msg('Z', "I"),
+		result(5<<18), result(5<<18),
+		msg('H', "\x00\x00\x00"), randomRows(r, 'd', 5<<18), msg('c', ""), msg('C', "COPY"), msg('Z', "I"),
+		msg('W', "\x00\x00\x00"), randomRows(r, 'd', 1<<20),
 	)
 }
 
@@ -102,7 +102,7 @@ func randomRows(r *rand.Rand, typ byte, n int) []byte {
 }
 
 // writeInPieces writes p to c in pieces of 1 byte to 24 KiB, after one
-// in four a gap of up to 3 ms, until p ends or a write fails.
+// in six a gap of up to 3 ms, until p ends or a write fails.
 func writeInPieces(r *rand.Rand, c net.Conn, p []byte) {
 	for len(p) > 0 {
 		k := min(len(p), 1+r.IntN(24<<10))
@@ -110,7 +110,7 @@ func writeInPieces(r *rand.Rand, c net.Conn, p []byte) {
 			return
 		}
 		p = p[k:]
-		if r.IntN(4) == 0 {
+		if r.IntN(6) == 0 {
 			time.Sleep(time.Duration(r.IntN(3000)) * time.Microsecond)
 		}
 	}

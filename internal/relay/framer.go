@@ -75,8 +75,12 @@ func (f *framer) midRows() bool {
 
 // inBulk reports whether the stream is inside rows (see midRows) that
 // have come n bytes or more without another message between them: a
-// result or COPY out that streams, not the next of many short ones.
-func (f *framer) inBulk(n int64) bool { return f.midRows() && f.rowBytes >= n }
+// result or COPY out that streams, not the next of many short ones. The
+// bytes counted are those that have come, not a row's declared length: a
+// single large value starts like any other result.
+func (f *framer) inBulk(n int64) bool {
+	return f.midRows() && f.rowBytes-int64(f.remaining) >= n
+}
 
 // atBoundary reports whether the stream so far ends with a whole message.
 func (f *framer) atBoundary() bool { return !f.broken && f.hdrN == 0 && f.remaining == 0 }

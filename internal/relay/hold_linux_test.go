@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bytes"
+	"encoding/binary"
 	"io"
 	"net"
 	"slices"
@@ -118,15 +119,37 @@ func TestBulkHoldTakesWhatArrivedDuringThePause(t *testing.T) {
 // hold's bound. Here a pause would last an hour.
 func TestTrickleIsNotPausedFor(t *testing.T) {
 	h := startHeld(t, 20*time.Millisecond, time.Hour)
-	almost := rows(bulkAfter - 20000)
-	h.send(t, almost)
-	h.expect(t, almost)
-	slow := rows(4000) // alone in the socket: its hold runs out
-	h.send(t, slow)
-	h.expect(t, slow)
+	h.trickleNearBulk(t)
 	past := rows(40000) // past bulkAfter: a bulk stream, but a trickling one
 	h.send(t, past)
 	h.expect(t, past)
+}
+
+// A bulk stream pauses, and pauses again once a trickle gives way to a
+// fast stream. Only the lower bound is timed: the pause is a sleep, so a
+// loaded machine can only make the stream later.
+func TestBulkPauseReturnsAfterATrickle(t *testing.T) {
+	const pause = time.Second
+	h := startHeld(t, 200*time.Millisecond, pause)
+	h.trickleNearBulk(t)
+	burst := rows(200000) // past bulkAfter, and more than one chunk fills
+	began := time.Now()
+	h.send(t, burst)
+	h.expect(t, burst)
+	if took := time.Since(began); took < pause {
+		t.Fatalf("a bulk stream after a trickle arrived in %v, without a pause of %v", took, pause)
+	}
+}
+
+// A result whose first row is one large value starts like any other: the
+// first bulkAfter bytes of the row are not paused for.
+func TestLargeRowStartsWithoutAPause(t *testing.T) {
+	h := startHeld(t, 20*time.Millisecond, time.Hour)
+	const rowLen = 3 << 19
+	header := binary.BigEndian.AppendUint32([]byte{'D'}, 4+rowLen)
+	start := slices.Concat(msg('T', "x"), header, bytes.Repeat([]byte{'v'}, 512<<10))
+	h.send(t, start)
+	h.expect(t, start) // within 10 s, not the hour's pause
 }
 
 // held is a FrameToA session from a TCP upstream to a client whose writes
@@ -179,6 +202,18 @@ func (h *held) waitRead(t *testing.T) {
 			t.Fatalf("the session left %d bytes unread for 10 s", queued)
 		}
 	}
+}
+
+// trickleNearBulk sends rows to just short of bulkAfter, the last of
+// them alone, so that the session's last hold ran out: rows that trickle.
+func (h *held) trickleNearBulk(t *testing.T) {
+	t.Helper()
+	almost := rows(bulkAfter - 20000)
+	h.send(t, almost)
+	h.expect(t, almost)
+	slow := rows(4000) // alone in the socket: its hold runs out
+	h.send(t, slow)
+	h.expect(t, slow)
 }
 
 // expect reads want from the client within 10 s.

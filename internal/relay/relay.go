@@ -254,8 +254,10 @@ func (s *Session) toA(pending []byte) (int64, error) {
 		f.feed(chunk)
 		if rerr == nil && f.midRows() && cr.growable(chunk) {
 			chunk, rerr = s.hold(cr, &f, chunk, f.inBulk(bulkAfter) && !ranOut)
-			ranOut = rerr == nil && f.midRows() && cr.growable(chunk)
 		}
+		// Still room after a hold: it ran out. Any other chunk (full,
+		// or not in rows) says nothing of a trickle.
+		ranOut = rerr == nil && f.midRows() && cr.growable(chunk)
 		if len(chunk) > 0 {
 			s.noteIdle(&f) // before a hears a ReadyForQuery and answers it
 			if werr := write(chunk); werr != nil {

@@ -334,6 +334,8 @@ func TestFramerInBulk(t *testing.T) {
 		{"copy out past n", slices.Concat(msg('H', "x"), copyData(1200)), true},
 		{"copy both", slices.Concat(msg('W', "x"), copyData(1200)), false},
 		{"result ended", slices.Concat(rows(1200), msg('C', "SELECT 12")), false},
+		{"the start of one large row", slices.Concat(msg('T', "x"), msg('D', strings.Repeat("v", 5000)))[:600], false},
+		{"one large row past n", slices.Concat(msg('T', "x"), msg('D', strings.Repeat("v", 5000)))[:1200], true},
 	} {
 		var f framer
 		f.feed(c.stream)
