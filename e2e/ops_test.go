@@ -125,7 +125,9 @@ func TestAuditSaysWhoEndedTheSession(t *testing.T) {
 	if err := terminated.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := superuser(t).Exec(ctx, "SELECT pg_terminate_backend($1)", pid); err != nil {
+	su := superuser(t)
+	defer su.Close(ctx)
+	if _, err := su.Exec(ctx, "SELECT pg_terminate_backend($1)", pid); err != nil {
 		t.Fatal(err)
 	}
 	connect("closed").Close(ctx)

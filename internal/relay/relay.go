@@ -385,12 +385,9 @@ func (s *Session) hold(cr *chunkReader, f *framer, chunk []byte, pause bool) ([]
 		var err error
 		chunk, err = cr.gather(chunk) // what arrived during the pause
 		f.feed(chunk[before:])
-		if err != nil {
-			return chunk, err
+		if err != nil || !cr.growable(chunk) || !f.midRows() {
+			return chunk, err // no deadline to set: nothing more to wait for
 		}
-	}
-	if !cr.growable(chunk) || !f.midRows() {
-		return chunk, nil
 	}
 	s.setHoldDeadline(time.Now().Add(s.holdFor)) // after the pause, which the scheduler may stretch
 	defer s.setHoldDeadline(time.Time{})
