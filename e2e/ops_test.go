@@ -105,8 +105,10 @@ func TestMetricsAndAuditLines(t *testing.T) {
 	}
 }
 
-// The audit line says which side ended a session: a DBA's
-// pg_terminate_backend is the database's doing, not the client's.
+// The audit line says which side ended a session, and with the database's
+// last word when it said one: a DBA's pg_terminate_backend (57P01) and an
+// idle_session_timeout (57P05) are the database's doing, not the client's,
+// and they read differently.
 func TestAuditSaysWhoEndedTheSession(t *testing.T) {
 	audit := &logBuffer{}
 	st := startStack(t, func(c *server.Config) { c.Logger = audit.jsonLogger() })
@@ -121,6 +123,7 @@ func TestAuditSaysWhoEndedTheSession(t *testing.T) {
 		return conn
 	}
 	terminated := connect("terminated")
+	defer terminated.Close(ctx) // its session ended without it
 	var pid int
 	if err := terminated.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
 		t.Fatal(err)
@@ -130,16 +133,23 @@ func TestAuditSaysWhoEndedTheSession(t *testing.T) {
 	if _, err := su.Exec(ctx, "SELECT pg_terminate_backend($1)", pid); err != nil {
 		t.Fatal(err)
 	}
+	idle := connect("idle")
+	defer idle.Close(ctx)
+	if _, err := idle.Exec(ctx, "SET idle_session_timeout = '50ms'"); err != nil {
+		t.Fatal(err)
+	}
 	connect("closed").Close(ctx)
 
-	want := map[string]string{"terminated": "database", "closed": "client"}
+	type end struct{ by, sqlstate string }
+	want := map[string]end{"terminated": {"database", "57P01"}, "idle": {"database", "57P05"}, "closed": {"client", ""}}
 	for _, l := range waitAuditLines(t, audit, len(want)) {
 		app, _ := l["application_name"].(string)
-		if l["outcome"] != "ok" || l["ended_by"] != want[app] {
-			t.Errorf("%s: audit outcome %v, ended_by %v; want ok, %s", app, l["outcome"], l["ended_by"], want[app])
+		by, _ := l["ended_by"].(string)
+		code, _ := l["sqlstate"].(string)
+		if got := (end{by, code}); l["outcome"] != "ok" || got != want[app] {
+			t.Errorf("%s: audit outcome %v, ended_by %q, sqlstate %q; want ok, %+v", app, l["outcome"], by, code, want[app])
 		}
 	}
-	terminated.Close(ctx) // its session ended without it
 }
 
 // countedSession runs one session straight against the server and returns

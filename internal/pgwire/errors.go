@@ -1,6 +1,7 @@
 package pgwire
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -102,4 +103,34 @@ func Refusal(m Message) (code, reason string) {
 	}
 	reason, _ = contract.ReasonOf(e.Routine)
 	return e.Code, reason
+}
+
+// SQLState returns the SQLSTATE (the C field) of an ErrorResponse's or
+// NoticeResponse's body, which may be only its start (relay.Result's
+// LastWord): "" when the fields it holds whole include none, or one that
+// is not five digits or capital letters.
+func SQLState(body []byte) string {
+	for len(body) > 0 && body[0] != 0 {
+		end := bytes.IndexByte(body[1:], 0)
+		if end < 0 {
+			return "" // cut inside this field
+		}
+		if body[0] == 'C' {
+			return sqlstate(body[1 : 1+end])
+		}
+		body = body[2+end:]
+	}
+	return ""
+}
+
+func sqlstate(b []byte) string {
+	if len(b) != 5 {
+		return ""
+	}
+	for _, c := range b {
+		if (c < '0' || c > '9') && (c < 'A' || c > 'Z') {
+			return ""
+		}
+	}
+	return string(b)
 }

@@ -224,3 +224,34 @@ func TestErrorResponseEncodes(t *testing.T) {
 		t.Errorf("database refusal: Refusal = %q, %q; want 28P01 and no reason", code, reason)
 	}
 }
+
+// SQLState finds the SQLSTATE in an ErrorResponse body (encoded here by
+// pgproto3, as a database's would be) or in any start of it that holds
+// the C field whole, and nothing in a start that cuts it.
+func TestSQLState(t *testing.T) {
+	full, _ := (&pgproto3.ErrorResponse{Severity: "SCHWERWIEGEND", SeverityUnlocalized: "FATAL", Code: "57P01",
+		Message: "Verbindung wird abgebrochen aufgrund von Anweisung des Administrators"}).Encode(nil)
+	body := full[5:]
+	whole := bytes.Index(body, []byte("C57P01\x00")) + len("C57P01\x00")
+	for n := range len(body) + 1 {
+		want := ""
+		if n >= whole {
+			want = "57P01"
+		}
+		if got := SQLState(body[:n]); got != want {
+			t.Errorf("first %d bytes: SQLState = %q, want %q", n, got, want)
+		}
+	}
+	for _, c := range []struct {
+		name, body string
+	}{
+		{"no C field", "SFATAL\x00Mbye\x00\x00"},
+		{"a code of 4", "C57P0\x00\x00"},
+		{"a code with a control character", "C57\nP1\x00\x00"},
+		{"empty", ""},
+	} {
+		if got := SQLState([]byte(c.body)); got != "" {
+			t.Errorf("%s: SQLState = %q, want none", c.name, got)
+		}
+	}
+}

@@ -10,10 +10,18 @@ type framer struct {
 	hdrN      int // header bytes seen of the current message
 	remaining int // body bytes still to come
 	broken    bool
-	last      byte  // the type of the message begun last
-	copyOut   bool  // between CopyOutResponse and the end of that COPY
-	rowBytes  int64 // the size of the rows begun since the last other message
+	last      byte              // the type of the message begun last
+	copyOut   bool              // between CopyOutResponse and the end of that COPY
+	rowBytes  int64             // the size of the rows begun since the last other message
+	word      [LastWordLen]byte // the start of the body of the error or notice begun last
+	wordN     int               // bytes of it in word
 }
+
+// LastWordLen is how much of an ErrorResponse's or NoticeResponse's body
+// the framer keeps (see lastWord): enough for the fields PostgreSQL sends
+// first, the severity twice and the SQLSTATE, whatever the language of the
+// first.
+const LastWordLen = 64
 
 // headerLen is a message's type byte and length.
 const headerLen = 5
@@ -25,6 +33,9 @@ func (f *framer) feed(p []byte) {
 		switch {
 		case f.remaining > 0:
 			k := min(f.remaining, len(p))
+			if (f.last == 'E' || f.last == 'N') && f.wordN < LastWordLen {
+				f.wordN += copy(f.word[f.wordN:], p[:k])
+			}
 			f.remaining -= k
 			p = p[k:]
 		case f.hdrN == 0 && len(p) >= headerLen:
@@ -56,6 +67,7 @@ func (f *framer) begin(typ byte, length uint32) {
 	case 'c', 'E', 'Z': // CopyDone, ErrorResponse, ReadyForQuery
 		f.copyOut = false
 	}
+	f.wordN = 0
 	if f.midRows() {
 		f.rowBytes += 1 + int64(length)
 	} else {
@@ -80,6 +92,16 @@ func (f *framer) midRows() bool {
 // single large value starts like any other result.
 func (f *framer) inBulk(n int64) bool {
 	return f.midRows() && f.rowBytes-int64(f.remaining) >= n
+}
+
+// lastWord returns, when the stream so far ends with a whole
+// ErrorResponse or NoticeResponse, the start of its body (up to
+// LastWordLen bytes); else nil.
+func (f *framer) lastWord() []byte {
+	if f.last != 'E' && f.last != 'N' || !f.atBoundary() {
+		return nil
+	}
+	return f.word[:f.wordN]
 }
 
 // atBoundary reports whether the stream so far ends with a whole message.

@@ -14,6 +14,7 @@
 package relay
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -58,6 +59,14 @@ type Result struct {
 	// EndedBy is the side whose end of stream (EOF) came first and ended
 	// the session; Neither when Stop or an error ended it.
 	EndedBy Side
+	// LastWord, with FrameToA and unless Stop ended the session: when b's
+	// stream ended (EOF or a read error) right after a whole ErrorResponse
+	// or NoticeResponse, the start of its body, up to LastWordLen bytes;
+	// nil otherwise. Both hold a SQLSTATE: the FATAL with which PostgreSQL
+	// ends a session (pg_terminate_backend, an idle timeout, a fast
+	// shutdown) or the WARNING with which a backend dies with the whole
+	// server (another backend's crash, an immediate shutdown).
+	LastWord []byte
 }
 
 // Side is one of a session's two connections.
@@ -113,6 +122,7 @@ type Session struct {
 	final     []byte        // set by Stop before stopSet closes
 	stopAt    time.Time     // when Stop began; read after stopSet closes
 	stopSet   chan struct{} // closed once Stop has set its deadlines
+	lastWord  []byte        // Result.LastWord, set by toA
 	sentToB   atomic.Int64  // bytes written to b, counted with EndedToB
 	idleAt    atomic.Int64  // sentToB when b's stream last reached a ReadyForQuery, or -1
 }
@@ -187,6 +197,9 @@ func (s *Session) Run(pendingToB, pendingToA []byte) Result {
 	res.Stopped = s.stopping.Load()
 	if res.Stopped || res.Err != nil {
 		res.EndedBy = Neither
+	}
+	if !res.Stopped {
+		res.LastWord = s.lastWord
 	}
 	return res
 }
@@ -266,6 +279,9 @@ func (s *Session) toA(pending []byte) (int64, error) {
 		}
 		if s.stopping.Load() {
 			return n, s.finish(&f, write)
+		}
+		if rerr != nil {
+			s.lastWord = bytes.Clone(f.lastWord())
 		}
 		if rerr == io.EOF {
 			return n, closeWrite(s.a)

@@ -316,6 +316,68 @@ func TestFramerMidRows(t *testing.T) {
 	}
 }
 
+// The framer keeps the start of an ErrorResponse or NoticeResponse that
+// ends the stream, however the stream was cut, and nothing when another
+// message follows.
+func TestFramerLastWord(t *testing.T) {
+	fatal := "SFATAL\x00VFATAL\x00C57P01\x00Mterminating connection due to administrator command\x00\x00"
+	long := strings.Repeat("M", 200)
+	for _, c := range []struct {
+		name   string
+		stream []byte
+		want   []byte
+	}{
+		{"a FATAL last", slices.Concat(msg('Z', "I"), msg('E', fatal)), []byte(fatal[:LastWordLen])},
+		{"a WARNING last (a crash)", slices.Concat(msg('Z', "I"), msg('N', "SWARNING\x00C57P02\x00\x00")), []byte("SWARNING\x00C57P02\x00\x00")},
+		{"an error the session goes on after", slices.Concat(msg('E', fatal), msg('Z', "I")), nil},
+		{"inside the error", slices.Concat(msg('Z', "I"), msg('E', fatal))[:30], nil},
+		{"the second of two", slices.Concat(msg('E', long), msg('N', "n"), msg('E', "C57P05\x00\x00")), []byte("C57P05\x00\x00")},
+		{"rows", slices.Concat(msg('E', "C1\x00\x00"), rows(300)), nil},
+	} {
+		for size := 1; size <= len(c.stream); size++ { // every way to cut it in equal pieces
+			var f framer
+			for at := 0; at < len(c.stream); at += size {
+				f.feed(c.stream[at:min(at+size, len(c.stream))])
+			}
+			if got := f.lastWord(); !bytes.Equal(got, c.want) || (got == nil) != (c.want == nil) {
+				t.Fatalf("%s, in pieces of %d: lastWord %q, want %q", c.name, size, got, c.want)
+			}
+		}
+	}
+}
+
+// A session the database ends with an ErrorResponse (a FATAL, as
+// pg_terminate_backend's) reports the start of it; one it ends without a
+// word, or that Stop ends, reports none.
+func TestLastWord(t *testing.T) {
+	fatal := msg('E', "SFATAL\x00C57P01\x00\x00")
+	for _, c := range []struct {
+		name string
+		end  func(client, upstream net.Conn, sess *Session)
+		want []byte
+	}{
+		{"a FATAL, then the end", func(_, upstream net.Conn, _ *Session) {
+			upstream.Write(slices.Concat(msg('Z', "I"), fatal))
+			upstream.Close()
+		}, fatal[headerLen:]},
+		{"the end without a word", func(_, upstream net.Conn, _ *Session) {
+			upstream.Write(msg('Z', "I"))
+			upstream.Close()
+		}, nil},
+		{"a FATAL, then Stop", func(client, upstream net.Conn, sess *Session) {
+			upstream.Write(fatal)
+			readN(t, client, len(fatal))
+			sess.Stop(msg('E', "Sbye\x00\x00"))
+		}, nil},
+	} {
+		client, upstream, sess, done := proxied(t, Options{FrameToA: true}, nil, nil)
+		c.end(client, upstream, sess)
+		if res := <-done; !bytes.Equal(res.LastWord, c.want) || (res.LastWord == nil) != (c.want == nil) {
+			t.Errorf("%s: LastWord %q, want %q", c.name, res.LastWord, c.want)
+		}
+	}
+}
+
 // A stream is in bulk once its rows have come n bytes without another
 // message between them: a notice, or the end of a result and the start of
 // the next (pipelined queries), starts the count over.
