@@ -151,7 +151,9 @@ func (c *ServerCmd) Run(ctx context.Context, kctx *kong.Context, g *Globals, log
 	}
 	inst := server.Instance{Server: srv, Watcher: watcher, Listener: ln, Admin: admin, Metrics: reg, Logger: log}
 	gr, gctx := errgroup.WithContext(ctx)
-	hupCtx, stopHUP := context.WithCancel(gctx) // reloads end with the instance
+	// Reloads end with the instance, after its drain: a reload during the
+	// drain still revokes (--revoke-sessions) and renews the certificate.
+	hupCtx, stopHUP := context.WithCancel(context.WithoutCancel(gctx))
 	served := make(chan struct{})
 	gr.Go(func() error { defer close(served); defer stopHUP(); return inst.Run(gctx) })
 	gr.Go(func() error { // a second SIGTERM or Ctrl-C ends the drain at once

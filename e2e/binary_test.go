@@ -251,6 +251,24 @@ func TestBinaryRevokeSessions(t *testing.T) {
 		t.Fatalf("another target's session was cut: %v", err)
 	}
 	waitFor(t, 10*time.Second, "two revoked audit lines", func() bool { return strings.Count(s.log.String(), "outcome=revoked") == 2 })
+
+	// The checks go on while the server drains (30 s by default): a
+	// session revoked then hears why at once, not "shutting down" at the
+	// drain's end, and the server exits as soon as it is gone.
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	waitFor(t, 10*time.Second, "the drain", func() bool { return s.readyz() == http.StatusServiceUnavailable })
+	refresh("deny analytics by tag during the drain", func() error {
+		return world.Moto.RetagDatabase(ctx, sandbox.Region, "analytics", true, map[string]string{"env": "restricted"})
+	})
+	pgErr(t, pingUntilErr(t, analytics), "57P01", `target "analytics" no longer admits this session (the tag rules no longer admit the target)`)
+	select {
+	case <-s.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server still runs after its last session was revoked during the drain")
+	}
+	if n := strings.Count(s.log.String(), "outcome=revoked"); n != 3 {
+		t.Errorf("%d revoked audit lines, want 3:\n%s", n, s.log.String())
+	}
 }
 
 // pingUntilErr pings c until a ping fails, for up to 20 s, and returns

@@ -29,8 +29,10 @@ type Instance struct {
 // Run loads a first snapshot, logs one "ready" line with the listen
 // addresses, then serves until ctx ends. A failed first refresh is not
 // fatal: the watcher keeps retrying, and /readyz answers 503 until a
-// snapshot is loaded. When ctx ends, the admin listener outlives the
-// Server's drain, so /readyz answers 503 while sessions finish.
+// snapshot is loaded. When ctx ends, the admin listener and the watcher
+// outlive the Server's drain: /readyz answers 503 while sessions finish,
+// and with RevokeSessions a refresh during the drain still ends the
+// sessions it no longer admits.
 func (in Instance) Run(ctx context.Context) error {
 	log := in.Logger
 	if log == nil {
@@ -45,13 +47,13 @@ func (in Instance) Run(ctx context.Context) error {
 		log.Warn("serving, but not ready: discovery has no target list yet (see the refresh error); /readyz answers 503 and connections are refused until a refresh succeeds",
 			"listen", in.Listener.Addr().String(), "admin", in.Admin.Addr().String())
 	}
-	adminCtx, stopAdmin := context.WithCancel(context.WithoutCancel(ctx))
+	drained, endDrained := context.WithCancel(context.WithoutCancel(ctx)) // ends when Serve returns
 	ready := func() bool { return in.Watcher.Ready() && !in.Server.Draining() }
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { defer stopAdmin(); return in.Server.Serve(gctx, in.Listener) })
-	g.Go(func() error { return in.Watcher.Run(gctx) })
+	g.Go(func() error { defer endDrained(); return in.Server.Serve(gctx, in.Listener) })
+	g.Go(func() error { return in.Watcher.Run(drained) })
 	g.Go(func() error {
-		return ServeAdmin(adminCtx, in.Admin, AdminConfig{Ready: ready, Metrics: in.Metrics, Logger: log})
+		return ServeAdmin(drained, in.Admin, AdminConfig{Ready: ready, Metrics: in.Metrics, Logger: log})
 	})
 	err := g.Wait()
 	log.Info("stopped")

@@ -104,10 +104,12 @@ func New(cfg Config) (*Server, error) {
 // Serve accepts connections on ln until ctx ends. Then it drains: it
 // stops accepting, closes connections still in their startup, lets
 // running sessions finish for up to DrainTimeout, ends the rest with FATAL
-// 57P01, and returns once every connection is finished.
+// 57P01, and returns once every connection is finished. With
+// RevokeSessions the sessions are checked against each new snapshot until
+// then, the drain included.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.cfg.RevokeSessions {
-		watchCtx, stopWatch := context.WithCancel(ctx)
+		watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
 		watched := make(chan struct{})
 		go func() { defer close(watched); s.watchAdmissions(watchCtx) }()
 		defer func() { stopWatch(); <-watched }()
