@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
@@ -139,9 +140,11 @@ func TestAuditSaysWhoEndedTheSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	connect("closed").Close(ctx)
+	leaveAfterAnError(t, connect("after-an-error"))
 
 	type end struct{ by, sqlstate string }
-	want := map[string]end{"terminated": {"database", "57P01"}, "idle": {"database", "57P05"}, "closed": {"client", ""}}
+	want := map[string]end{"terminated": {"database", "57P01"}, "idle": {"database", "57P05"}, "closed": {"client", ""},
+		"after-an-error": {"client", ""}}
 	for _, l := range waitAuditLines(t, audit, len(want)) {
 		app, _ := l["application_name"].(string)
 		by, _ := l["ended_by"].(string)
@@ -150,6 +153,40 @@ func TestAuditSaysWhoEndedTheSession(t *testing.T) {
 			t.Errorf("%s: audit outcome %v, ended_by %q, sqlstate %q; want ok, %+v", app, l["outcome"], by, code, want[app])
 		}
 	}
+}
+
+// leaveAfterAnError ends conn's session right after an ERROR of a code the
+// client chose, so that the database's last message is that ERROR: an
+// extended-protocol statement ended by Flush, not Sync, gets no
+// ReadyForQuery after it. The audit line must not read it as why the
+// session ended.
+func leaveAfterAnError(t *testing.T, conn *pgx.Conn) {
+	t.Helper()
+	hj, err := conn.PgConn().Hijack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hj.Conn.Close()
+	fe := hj.Frontend
+	fe.SendParse(&pgproto3.Parse{Query: "DO $$BEGIN RAISE EXCEPTION 'x' USING ERRCODE = '57P01'; END$$"})
+	fe.SendBind(&pgproto3.Bind{})
+	fe.SendExecute(&pgproto3.Execute{})
+	fe.Send(&pgproto3.Flush{})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	hj.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		msg, err := fe.Receive()
+		if err != nil {
+			t.Fatalf("waiting for the ERROR: %v", err)
+		}
+		if _, ok := msg.(*pgproto3.ErrorResponse); ok {
+			break
+		}
+	}
+	fe.Send(&pgproto3.Terminate{})
+	fe.Flush()
 }
 
 // countedSession runs one session straight against the server and returns

@@ -470,7 +470,7 @@ func (s *Server) audit(info sessionInfo, o outcome, reason string, res relay.Res
 	case relay.SideB:
 		attrs = append(attrs, "ended_by", "database")
 	}
-	if code := pgwire.SQLState(res.LastWord); code != "" {
+	if code := pgwire.EndingCode(res.LastWord); code != "" {
 		attrs = append(attrs, "sqlstate", code) // why the database ended the session
 	}
 	if info.asked != "" { // not a label: clients choose it

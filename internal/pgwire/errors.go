@@ -105,20 +105,32 @@ func Refusal(m Message) (code, reason string) {
 	return e.Code, reason
 }
 
-// SQLState returns the SQLSTATE (the C field) of an ErrorResponse's or
+// EndingCode returns the SQLSTATE (the C field) of an ErrorResponse's or
 // NoticeResponse's body, which may be only its start (relay.Result's
-// LastWord): "" when the fields it holds whole include none, or one that
-// is not five digits or capital letters.
-func SQLState(body []byte) string {
+// LastWord), when its severity (the V field) is one with which PostgreSQL
+// ends a session: FATAL or PANIC, or the WARNING a backend sends when the
+// postmaster ends it (an immediate shutdown, another backend's crash). ""
+// for any other severity (an ERROR is answered, not a farewell), when the
+// fields it holds whole do not give both, or when the code is not five
+// digits or capital letters.
+func EndingCode(body []byte) string {
+	var severity, code []byte
 	for len(body) > 0 && body[0] != 0 {
 		end := bytes.IndexByte(body[1:], 0)
 		if end < 0 {
-			return "" // cut inside this field
+			break // cut inside this field
 		}
-		if body[0] == 'C' {
-			return sqlstate(body[1 : 1+end])
+		switch body[0] {
+		case 'V':
+			severity = body[1 : 1+end]
+		case 'C':
+			code = body[1 : 1+end]
 		}
 		body = body[2+end:]
+	}
+	switch string(severity) {
+	case "FATAL", "PANIC", "WARNING":
+		return sqlstate(code)
 	}
 	return ""
 }

@@ -225,10 +225,11 @@ func TestErrorResponseEncodes(t *testing.T) {
 	}
 }
 
-// SQLState finds the SQLSTATE in an ErrorResponse body (encoded here by
-// pgproto3, as a database's would be) or in any start of it that holds
-// the C field whole, and nothing in a start that cuts it.
-func TestSQLState(t *testing.T) {
+// EndingCode finds the SQLSTATE of a FATAL in an ErrorResponse body
+// (encoded here by pgproto3, as a database's would be) or in any start of
+// it that holds the V and C fields whole, and nothing in a start that cuts
+// them, in an ERROR, or in a code that is not one.
+func TestEndingCode(t *testing.T) {
 	full, _ := (&pgproto3.ErrorResponse{Severity: "SCHWERWIEGEND", SeverityUnlocalized: "FATAL", Code: "57P01",
 		Message: "Verbindung wird abgebrochen aufgrund von Anweisung des Administrators"}).Encode(nil)
 	body := full[5:]
@@ -238,20 +239,26 @@ func TestSQLState(t *testing.T) {
 		if n >= whole {
 			want = "57P01"
 		}
-		if got := SQLState(body[:n]); got != want {
-			t.Errorf("first %d bytes: SQLState = %q, want %q", n, got, want)
+		if got := EndingCode(body[:n]); got != want {
+			t.Errorf("first %d bytes: EndingCode = %q, want %q", n, got, want)
 		}
 	}
 	for _, c := range []struct {
-		name, body string
+		name, body, want string
 	}{
-		{"no C field", "SFATAL\x00Mbye\x00\x00"},
-		{"a code of 4", "C57P0\x00\x00"},
-		{"a code with a control character", "C57\nP1\x00\x00"},
-		{"empty", ""},
+		{"a crash's WARNING", "SWARNING\x00VWARNING\x00C57P02\x00\x00", "57P02"},
+		{"PANIC", "SPANIC\x00VPANIC\x00CXX000\x00\x00", "XX000"},
+		{"an ERROR", "SERROR\x00VERROR\x00C57P01\x00\x00", ""},
+		{"a NOTICE", "SNOTICE\x00VNOTICE\x00C00000\x00\x00", ""},
+		{"no V field", "SFATAL\x00C57P01\x00\x00", ""},
+		{"no C field", "SFATAL\x00VFATAL\x00Mbye\x00\x00", ""},
+		{"a code of 4", "VFATAL\x00C57P0\x00\x00", ""},
+		{"a code in lower case", "VFATAL\x00C57p01\x00\x00", ""},
+		{"a code with a control character", "VFATAL\x00C57\nP1\x00\x00", ""},
+		{"empty", "", ""},
 	} {
-		if got := SQLState([]byte(c.body)); got != "" {
-			t.Errorf("%s: SQLState = %q, want none", c.name, got)
+		if got := EndingCode([]byte(c.body)); got != c.want {
+			t.Errorf("%s: EndingCode = %q, want %q", c.name, got, c.want)
 		}
 	}
 }

@@ -59,13 +59,14 @@ type Result struct {
 	// EndedBy is the side whose end of stream (EOF) came first and ended
 	// the session; Neither when Stop or an error ended it.
 	EndedBy Side
-	// LastWord, with FrameToA and unless Stop ended the session: when b's
-	// stream ended (EOF or a read error) right after a whole ErrorResponse
-	// or NoticeResponse, the start of its body, up to LastWordLen bytes;
-	// nil otherwise. Both hold a SQLSTATE: the FATAL with which PostgreSQL
-	// ends a session (pg_terminate_backend, an idle timeout, a fast
-	// shutdown) or the WARNING with which a backend dies with the whole
-	// server (another backend's crash, an immediate shutdown).
+	// LastWord, with FrameToA: when the copy from b ended on b's EOF or a
+	// read error (not Stop) right after a whole ErrorResponse or
+	// NoticeResponse, the start of its body, up to LastWordLen bytes; nil
+	// otherwise. It holds the SQLSTATE of the FATAL with which PostgreSQL
+	// ends a session (pg_terminate_backend, an idle timeout, a shutdown) or
+	// of the WARNING with which the postmaster ends it (an immediate
+	// shutdown, another backend's crash); but also, when the client left
+	// right after an ERROR it had no ReadyForQuery for, that ERROR's.
 	LastWord []byte
 }
 
@@ -198,9 +199,7 @@ func (s *Session) Run(pendingToB, pendingToA []byte) Result {
 	if res.Stopped || res.Err != nil {
 		res.EndedBy = Neither
 	}
-	if !res.Stopped {
-		res.LastWord = s.lastWord
-	}
+	res.LastWord = s.lastWord
 	return res
 }
 

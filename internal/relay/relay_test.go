@@ -340,7 +340,7 @@ func TestFramerLastWord(t *testing.T) {
 				f.feed(c.stream[at:min(at+size, len(c.stream))])
 			}
 			if got := f.lastWord(); !bytes.Equal(got, c.want) || (got == nil) != (c.want == nil) {
-				t.Fatalf("%s, in pieces of %d: lastWord %q, want %q", c.name, size, got, c.want)
+				t.Fatalf("%s, in pieces of %d: lastWord %#v, want %#v", c.name, size, got, c.want)
 			}
 		}
 	}
@@ -360,6 +360,11 @@ func TestLastWord(t *testing.T) {
 			upstream.Write(slices.Concat(msg('Z', "I"), fatal))
 			upstream.Close()
 		}, fatal[headerLen:]},
+		{"a FATAL, then a reset", func(_, upstream net.Conn, _ *Session) {
+			upstream.Write(slices.Concat(msg('Z', "I"), fatal))
+			upstream.(*net.TCPConn).SetLinger(0)
+			upstream.Close()
+		}, fatal[headerLen:]},
 		{"the end without a word", func(_, upstream net.Conn, _ *Session) {
 			upstream.Write(msg('Z', "I"))
 			upstream.Close()
@@ -373,7 +378,7 @@ func TestLastWord(t *testing.T) {
 		client, upstream, sess, done := proxied(t, Options{FrameToA: true}, nil, nil)
 		c.end(client, upstream, sess)
 		if res := <-done; !bytes.Equal(res.LastWord, c.want) || (res.LastWord == nil) != (c.want == nil) {
-			t.Errorf("%s: LastWord %q, want %q", c.name, res.LastWord, c.want)
+			t.Errorf("%s: LastWord %#v, want %#v", c.name, res.LastWord, c.want)
 		}
 	}
 }
