@@ -15,6 +15,7 @@ import (
 // packets (and TLS), then a cancel or a session.
 func (s *Server) handle(ctx context.Context, raw net.Conn, pc *pendingConn) {
 	setKeepAlive(raw, s.cfg.KeepAlive)
+	limitUnsent(raw)
 	ph := &phase{pc: pc, end: time.Now().Add(s.cfg.StartupTimeout)}
 	conn, st, err := s.negotiate(ctx, raw, ph)
 	if err != nil {
