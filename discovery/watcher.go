@@ -145,7 +145,7 @@ type Watcher struct {
 	cfg     WatcherConfig // immutable after NewWatcher, except Policy
 	current atomic.Pointer[Snapshot]
 
-	refreshMu sync.Mutex // held for a whole refresh
+	refreshing chan struct{} // holds a token for a whole refresh; waited for with ctx
 
 	mu     sync.Mutex // guards the fields below
 	policy Policy
@@ -160,7 +160,7 @@ func NewWatcher(cfg WatcherConfig) (*Watcher, error) {
 	}
 	cfg = cfg.withDefaults()
 	cfg.Policy = cfg.Policy.clone()
-	return &Watcher{cfg: cfg, policy: cfg.Policy}, nil
+	return &Watcher{cfg: cfg, policy: cfg.Policy, refreshing: make(chan struct{}, 1)}, nil
 }
 
 // Current is the latest good snapshot, nil before the first success.
@@ -211,10 +211,17 @@ func (w *Watcher) Run(ctx context.Context) error {
 // Refresh fetches the databases and swaps in a new snapshot. On failure
 // the previous snapshot stays current, the failure is counted in Status,
 // and only the first failure of a streak is logged (at Warn; the recovery
-// at Info), so callers need not log the returned error again.
+// at Info), so callers need not log the returned error again. One that
+// waits for another refresh to end gives up when ctx ends: a server's
+// drain that has ended must not wait for a reload's AWS call (up to
+// RefreshTimeout).
 func (w *Watcher) Refresh(ctx context.Context) error {
-	w.refreshMu.Lock()
-	defer w.refreshMu.Unlock()
+	select {
+	case w.refreshing <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-w.refreshing }()
 	w.mu.Lock()
 	policy := w.policy
 	w.mu.Unlock()

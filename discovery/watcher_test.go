@@ -568,3 +568,31 @@ func TestWatcherSaysWhyTargetsLeft(t *testing.T) {
 		}
 	}
 }
+
+// Run ends with its ctx even while another refresh (a reload's) hangs in
+// an AWS call: the server's exit after its drain does not wait for it.
+func TestWatcherRunEndsWhileAReloadHangs(t *testing.T) {
+	hung := make(chan struct{})
+	w, _ := newTestWatcher(t, &fakeRDS{}, func(c *WatcherConfig) {
+		c.Fetch = func(ctx context.Context) ([]Database, error) {
+			close(hung)
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		c.After = func(time.Duration) <-chan time.Time { return time.After(time.Millisecond) }
+	})
+	reload, endReload := context.WithCancel(t.Context())
+	defer endReload()
+	go w.Refresh(reload)
+	<-hung
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	time.Sleep(20 * time.Millisecond) // Run's first refresh now waits for the reload's
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run still waits for the hung reload after its ctx ended")
+	}
+}
