@@ -140,11 +140,13 @@ func TestAuditSaysWhoEndedTheSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	connect("closed").Close(ctx)
-	leaveAfterAnError(t, connect("after-an-error"))
+	leaveRightAfter(t, connect("after-an-error"), &pgproto3.Parse{Query: raise("EXCEPTION")}, // no Sync: no ReadyForQuery after the ERROR
+		&pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Flush{})
+	leaveRightAfter(t, connect("after-a-warning"), &pgproto3.Query{String: raise("WARNING") + "; SELECT pg_sleep(1)"})
 
 	type end struct{ by, sqlstate string }
 	want := map[string]end{"terminated": {"database", "57P01"}, "idle": {"database", "57P05"}, "closed": {"client", ""},
-		"after-an-error": {"client", ""}}
+		"after-an-error": {"client", ""}, "after-a-warning": {"client", ""}}
 	for _, l := range waitAuditLines(t, audit, len(want)) {
 		app, _ := l["application_name"].(string)
 		by, _ := l["ended_by"].(string)
@@ -155,12 +157,17 @@ func TestAuditSaysWhoEndedTheSession(t *testing.T) {
 	}
 }
 
-// leaveAfterAnError ends conn's session right after an ERROR of a code the
-// client chose, so that the database's last message is that ERROR: an
-// extended-protocol statement ended by Flush, not Sync, gets no
-// ReadyForQuery after it. The audit line must not read it as why the
-// session ended.
-func leaveAfterAnError(t *testing.T, conn *pgx.Conn) {
+// raise is a statement that raises a message of level with the code the
+// client chose: 57P01, which reads like an administrator's.
+func raise(level string) string {
+	return "DO $$BEGIN RAISE " + level + " 'x' USING ERRCODE = '57P01'; END$$"
+}
+
+// leaveRightAfter sends msgs on conn's session and ends it (Terminate,
+// close) right after the ErrorResponse or NoticeResponse they draw, so that
+// the database's last message is one whose code the client chose. The
+// audit line must not read it as why the session ended.
+func leaveRightAfter(t *testing.T, conn *pgx.Conn, msgs ...pgproto3.FrontendMessage) {
 	t.Helper()
 	hj, err := conn.PgConn().Hijack()
 	if err != nil {
@@ -168,10 +175,9 @@ func leaveAfterAnError(t *testing.T, conn *pgx.Conn) {
 	}
 	defer hj.Conn.Close()
 	fe := hj.Frontend
-	fe.SendParse(&pgproto3.Parse{Query: "DO $$BEGIN RAISE EXCEPTION 'x' USING ERRCODE = '57P01'; END$$"})
-	fe.SendBind(&pgproto3.Bind{})
-	fe.SendExecute(&pgproto3.Execute{})
-	fe.Send(&pgproto3.Flush{})
+	for _, m := range msgs {
+		fe.Send(m)
+	}
 	if err := fe.Flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -179,14 +185,15 @@ func leaveAfterAnError(t *testing.T, conn *pgx.Conn) {
 	for {
 		msg, err := fe.Receive()
 		if err != nil {
-			t.Fatalf("waiting for the ERROR: %v", err)
+			t.Fatalf("waiting for the ERROR or WARNING: %v", err)
 		}
-		if _, ok := msg.(*pgproto3.ErrorResponse); ok {
-			break
+		switch msg.(type) {
+		case *pgproto3.ErrorResponse, *pgproto3.NoticeResponse:
+			fe.Send(&pgproto3.Terminate{})
+			fe.Flush()
+			return
 		}
 	}
-	fe.Send(&pgproto3.Terminate{})
-	fe.Flush()
 }
 
 // countedSession runs one session straight against the server and returns

@@ -470,8 +470,10 @@ func (s *Server) audit(info sessionInfo, o outcome, reason string, res relay.Res
 	case relay.SideB:
 		attrs = append(attrs, "ended_by", "database")
 	}
-	if code := pgwire.EndingCode(res.LastWord); code != "" {
-		attrs = append(attrs, "sqlstate", code) // why the database ended the session
+	if code := pgwire.EndingCode(res.LastWord); code != "" && res.EndedBy == relay.SideB {
+		// Why the database ended the session. Only when it did: a client
+		// can RAISE a WARNING of any code, and then leave.
+		attrs = append(attrs, "sqlstate", code)
 	}
 	if info.asked != "" { // not a label: clients choose it
 		attrs = append(attrs, "requested_target", clip(info.asked))
