@@ -45,6 +45,7 @@ func main() {
 	secs := flag.Int("t", 5, "seconds per pgbench run")
 	copyMB := flag.Int("copy-mb", 100, "MiB per COPY run")
 	idle := flag.Int("idle", 300, "idle sessions for the memory measurement")
+	freshPairs := flag.Int("fresh", 5, "new server and client pairs whose idle memory is measured before the workloads (median and range: one fresh process says little)")
 	only := flag.String("only", "", "run only the workloads whose name contains this")
 	localTLS := flag.Bool("local-tls", false, "also measure rdsproxy with connect --local-tls (TLS on the loopback hop)")
 	ssmMB := flag.Int("ssm-mb", 16, "MiB per COPY through SSM (paced: < 1 MB/s; the unpaced section moves 4x this); 0 skips the SSM comparison")
@@ -59,7 +60,7 @@ func main() {
 		}
 		return
 	}
-	if err := run(*reps, *secs, *copyMB, *idle, *only, *localTLS, *base, *ssmMB, *ssmOnly); err != nil {
+	if err := run(*reps, *secs, *copyMB, *idle, *freshPairs, *only, *localTLS, *base, *ssmMB, *ssmOnly); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -89,7 +90,7 @@ type bench struct {
 // relay chunk (64 KiB), as a report or an ORM's list page returns.
 const resultQuery = "SELECT repeat('x', 1000) FROM generate_series(1, 256);\n"
 
-func run(reps, secs, copyMB, idle int, only string, localTLS bool, baseBin string, ssmMB int, ssmOnly string) error {
+func run(reps, secs, copyMB, idle, freshPairs int, only string, localTLS bool, baseBin string, ssmMB int, ssmOnly string) error {
 	ctx := context.Background()
 	bin, err := filepath.Abs("bin/rdsproxy")
 	if err != nil {
@@ -120,9 +121,9 @@ func run(reps, secs, copyMB, idle int, only string, localTLS bool, baseBin strin
 		return fmt.Errorf("pgbench init: %w", err)
 	}
 	workloads := slices.DeleteFunc(b.workloads(), func(w workload) bool { return !strings.Contains(w.name, only) })
-	var fresh []float64
+	var fresh [][]float64
 	if len(workloads) > 0 {
-		if fresh, err = b.idleMemory(paths[2], idle); err != nil {
+		if fresh, err = b.freshMemory(dir, bin, freshPairs, idle); err != nil {
 			return err
 		}
 	}
@@ -200,16 +201,8 @@ func (b *bench) startPaths(dir, bin string) ([]path, func(), error) {
 		return nil, stop, err
 	}
 	b.serverAddr = serverAddr
-	clientEnv := append(b.world.ClientEnv(), "RDSPROXY_STATE_DIR="+dir) // not the user's state
 	startClient := func(name, bin, server string, extra ...string) (*proc, string, error) {
-		local := freeAddr()
-		_, port, _ := net.SplitHostPort(local)
-		args := append([]string{"connect", "--via", "direct", "--server", server, "orders", "--port", port, "--log-level", "warn"}, extra...)
-		p, err := started(startProc(dir, name, bin, clientEnv, args...))
-		if err != nil {
-			return nil, "", err
-		}
-		return p, local, waitDial(local)
+		return b.startClient(dir, name, bin, server, started, extra...)
 	}
 	cli, local, err := startClient("client", bin, serverAddr)
 	if err != nil {
@@ -254,6 +247,20 @@ func (b *bench) startServer(dir, name, bin string, started func(*proc, error) (*
 		return nil, "", err
 	}
 	return srv, addr, waitDial(addr)
+}
+
+// startClient starts rdsproxy connect from bin, --via direct to server,
+// on a free local address.
+func (b *bench) startClient(dir, name, bin, server string, started func(*proc, error) (*proc, error), extra ...string) (*proc, string, error) {
+	local := freeAddr()
+	_, port, _ := net.SplitHostPort(local)
+	env := append(b.world.ClientEnv(), "RDSPROXY_STATE_DIR="+dir) // not the user's state
+	args := append([]string{"connect", "--via", "direct", "--server", server, "orders", "--port", port, "--log-level", "warn"}, extra...)
+	p, err := started(startProc(dir, name, bin, env, args...))
+	if err != nil {
+		return nil, "", err
+	}
+	return p, local, waitDial(local)
 }
 
 type workload struct {
@@ -492,15 +499,57 @@ func (b *bench) idleMemory(p path, n int) ([]float64, error) {
 	return perSession, nil
 }
 
+// freshMemory measures idleMemory in pairs new servers and clients from
+// bin, one pair at a time, and returns the measurements of each role
+// (server, client). In a fresh process the figure moves with the garbage
+// collector's timing (one run of the same build gave a client 9.5 KiB,
+// the next 14.8), so one pair says little.
+func (b *bench) freshMemory(dir, bin string, pairs, idle int) ([][]float64, error) {
+	out := make([][]float64, 2)
+	for i := range max(pairs, 1) {
+		var procs []*proc
+		started := func(p *proc, err error) (*proc, error) {
+			if p != nil {
+				procs = append(procs, p)
+			}
+			return p, err
+		}
+		err := func() error {
+			srv, addr, err := b.startServer(dir, fmt.Sprintf("fresh-server-%d", i+1), bin, started)
+			if err != nil {
+				return err
+			}
+			cli, local, err := b.startClient(dir, fmt.Sprintf("fresh-client-%d", i+1), bin, addr, started)
+			if err != nil {
+				return err
+			}
+			per, err := b.idleMemory(path{name: "fresh", addr: local, sslmode: "disable", procs: []*proc{srv, cli}}, idle)
+			for role, kib := range per {
+				out[role] = append(out[role], kib)
+			}
+			return err
+		}()
+		for _, p := range procs {
+			p.stop()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("fresh pair %d: %w", i+1, err)
+		}
+	}
+	return out, nil
+}
+
 // printIdleMemory prints what an idle session costs in processes that have
-// run nothing yet (the runtime must grow its heap and stacks for them) and
-// after the workloads (the sessions reuse memory the runtime kept): the
-// two bound what a long-running process sees.
-func printIdleMemory(p path, n int, fresh, after []float64) {
+// run nothing yet (the runtime must grow its heap and stacks for them; the
+// median and range over fresh pairs) and after the workloads (the sessions
+// reuse memory the runtime kept): the two bound what a long-running
+// process sees.
+func printIdleMemory(p path, n int, fresh [][]float64, after []float64) {
 	fmt.Printf("\nmemory per idle session (%d sessions, TLS upstream), KiB of RSS:\n", n)
-	fmt.Printf("  %-28s %14s %20s\n", "", "fresh process", "after the workloads")
+	fmt.Printf("  %-28s %26s %20s\n", "", fmt.Sprintf("fresh process (%d, median)", len(fresh[0])), "after the workloads")
 	for i, pr := range p.procs {
-		fmt.Printf("  %-28s %14.1f %20.1f\n", pr.name, fresh[i], after[i])
+		spread := fmt.Sprintf("%.1f (%.1f–%.1f)", median(fresh[i]), slices.Min(fresh[i]), slices.Max(fresh[i]))
+		fmt.Printf("  %-28s %26s %20.1f\n", pr.name, spread, after[i])
 	}
 }
 
