@@ -469,11 +469,11 @@ func (s *Server) audit(info sessionInfo, o outcome, reason string, res relay.Res
 		attrs = append(attrs, "ended_by", "client")
 	case relay.SideB:
 		attrs = append(attrs, "ended_by", "database")
-	}
-	if code := pgwire.EndingCode(res.LastWord); code != "" && res.EndedBy == relay.SideB {
-		// Why the database ended the session. Only when it did: a client
-		// can RAISE a WARNING of any code, and then leave.
-		attrs = append(attrs, "sqlstate", code)
+		// Why: its farewell's code. Only when it ended the session, since a
+		// client can RAISE a WARNING of any code and then leave.
+		if code := pgwire.EndingCode(res.LastWord); code != "" {
+			attrs = append(attrs, "sqlstate", code)
+		}
 	}
 	if info.asked != "" { // not a label: clients choose it
 		attrs = append(attrs, "requested_target", clip(info.asked))
