@@ -5,11 +5,13 @@ import (
 	"net"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rdsproxy/rdsproxy/discovery"
@@ -203,4 +205,69 @@ func TestAbortedSessionAudited(t *testing.T) {
 	if got := counterValue(t, reg, "rdsproxy_cancel_requests_total", "result", "orphaned"); got != 0 || lines[0]["orphan_cancel"] != nil {
 		t.Fatalf("%v orphan cancels (audit %v) for a client that vanished while its backend was idle", got, lines[0]["orphan_cancel"])
 	}
+}
+
+// Cancelling a large result that the client takes slowly, as the SSM
+// agent does (about 1 MB/s), ends it within what the client's own socket
+// and the server's unsent limit hold. The server drops the rows that the
+// database sent before its cancel error, instead of making the client
+// take the megabytes queued upstream first: psql's Ctrl-C over SSM took
+// 4-6 s for them.
+func TestCancelSkipsRowsQueuedForASlowClient(t *testing.T) {
+	st := startStack(t)
+	cfg := serverConfig(t, st.serverAddr, "app", sandbox.UserIAM, sb.tokens.sign(t, appEndpoint, sandbox.UserIAM, nowUTC()))
+	var read atomic.Int64 // bytes the session's connection has read
+	sessions := 0
+	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		d := net.Dialer{Control: smallReceiveBuffer}
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil || sessions > 0 { // the second is the cancel's
+			return c, err
+		}
+		sessions++
+		return &pacedReader{Conn: c, read: &read}, nil
+	}
+	conn, err := pgconn.ConnectConfig(context.Background(), &cfg.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	rr := conn.ExecParams(context.Background(), "SELECT repeat('x', 1000) FROM generate_series(1, 200000)", nil, nil, nil, nil)
+	cancelledAt := int64(-1)
+	for rr.NextRow() {
+		if cancelledAt < 0 && read.Load() > 2<<20 {
+			if err := conn.CancelRequest(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			cancelledAt = read.Load()
+		}
+	}
+	_, err = rr.Close()
+	pgErr(t, err, "57014", "canceling statement due to user request")
+	after := read.Load() - cancelledAt
+	t.Logf("the client read %d KiB after the cancel", after>>10)
+	if after > 1<<20 {
+		t.Fatalf("the client read %d KiB after the cancel; want under 1 MiB: what its socket and the server's unsent limit hold", after>>10)
+	}
+}
+
+// pacedReader reads at most 8 KiB a millisecond, and counts what it reads.
+type pacedReader struct {
+	net.Conn
+	read *atomic.Int64
+}
+
+func (c *pacedReader) Read(p []byte) (int, error) {
+	time.Sleep(time.Millisecond)
+	n, err := c.Conn.Read(p[:min(len(p), 8<<10)])
+	c.read.Add(int64(n))
+	return n, err
+}
+
+// smallReceiveBuffer keeps a connection's receive buffer at 64 KiB, so
+// that what the peer has sent and the reader not yet read stays small.
+func smallReceiveBuffer(_, _ string, rc syscall.RawConn) error {
+	var err error
+	rc.Control(func(fd uintptr) { err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 64<<10) })
+	return err
 }

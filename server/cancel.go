@@ -8,6 +8,7 @@ import (
 
 	"github.com/rdsproxy/rdsproxy/discovery"
 	"github.com/rdsproxy/rdsproxy/internal/pgwire"
+	"github.com/rdsproxy/rdsproxy/internal/relay"
 )
 
 // cancelMap remembers the upstream of every live session by the
@@ -18,11 +19,18 @@ type cancelMap struct {
 }
 
 // cancelRoute is where a session's cancels go: its target, at the address
-// its connection was dialed to.
+// its connection was dialed to; and the session's relay, told when one
+// was sent (nil for a session that has none yet).
 type cancelRoute struct {
 	target *discovery.Target
 	addr   string
+	relay  *relay.Session
 }
+
+// asideBudget bounds the rows and notices that all sessions together set
+// aside after their cancels (see relay.Session.CancelSent); a session sets
+// aside at most 16 MiB of it.
+const asideBudget = 64 << 20
 
 func (c *cancelMap) add(k pgwire.CancelKey, r cancelRoute) {
 	c.mu.Lock()
@@ -52,7 +60,9 @@ func (s *Server) forwardCancel(ctx context.Context, key pgwire.CancelKey) {
 		s.cfg.Metrics.cancel("dropped")
 		return
 	}
-	s.sendCancel(ctx, r, key, "forwarded")
+	if s.sendCancel(ctx, r, key, "forwarded") && r.relay != nil {
+		r.relay.CancelSent()
+	}
 }
 
 // terminate is a client's goodbye: a Terminate message.

@@ -55,6 +55,7 @@ type Server struct {
 	identity *identityVerifier // nil when Config.Identity is
 	codec    *stripe.Codec     // compression of striped connections; nil with NoStriping
 	joins    joinTable         // striped connections that stripes may join
+	aside    *relay.Budget     // what sessions set aside after cancels, all together
 
 	mu       sync.Mutex
 	conns    map[net.Conn]struct{}         // connections not relaying yet
@@ -88,6 +89,7 @@ func New(cfg Config) (*Server, error) {
 		cfg:      cfg,
 		log:      cfg.Logger,
 		cancels:  cancelMap{m: make(map[pgwire.CancelKey]cancelRoute)},
+		aside:    relay.NewBudget(asideBudget),
 		tlsSess:  tls.NewLRUClientSessionCache(1024),
 		dialer:   net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: cfg.KeepAlive},
 		sessions: make(chan struct{}, cfg.MaxSessions),

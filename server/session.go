@@ -105,7 +105,7 @@ func (s *Server) session(ctx context.Context, client net.Conn, ph *phase, st *pg
 func (s *Server) relay(client, raw net.Conn, up *upstream, pending []byte, info sessionInfo) {
 	client.SetDeadline(time.Time{})
 	up.conn.SetDeadline(time.Time{})
-	opts := relay.Options{FrameToA: true}
+	opts := relay.Options{FrameToA: true, CancelAnswer: pgwire.AnswersCancel, Aside: s.aside}
 	if up.hasKey {
 		opts.EndedToB = func(tail []byte, idle bool) { info.orphanCancelled = s.cancelOrphaned(up, tail, idle) } // before Run returns
 	}
@@ -119,7 +119,9 @@ func (s *Server) relay(client, raw net.Conn, up *upstream, pending []byte, info 
 	defer s.retire(r)
 	s.cfg.Metrics.sessionStarted()
 	if up.hasKey {
-		s.cancels.add(up.key, up.route())
+		route := up.route()
+		route.relay = r
+		s.cancels.add(up.key, route)
 		defer s.cancels.remove(up.key)
 	}
 	res := r.Run(nil, pending)
@@ -181,7 +183,7 @@ type upstream struct {
 }
 
 // route is where this session's cancels go.
-func (up *upstream) route() cancelRoute { return cancelRoute{up.target, up.addr} }
+func (up *upstream) route() cancelRoute { return cancelRoute{target: up.target, addr: up.addr} }
 
 // authenticate does the client's half of the startup: it resolves the
 // target, and for IAM targets reads and pre-validates the token. It

@@ -114,7 +114,27 @@ func Refusal(m Message) (code, reason string) {
 // fields it holds whole do not give both, or when the code is not five
 // digits or capital letters.
 func EndingCode(body []byte) string {
-	var severity, code []byte
+	severity, code := severityAndCode(body)
+	switch string(severity) {
+	case "FATAL", "PANIC", "WARNING":
+		return sqlstate(code)
+	}
+	return ""
+}
+
+// AnswersCancel reports whether an ErrorResponse's body, which may be only
+// its start (up to relay.LastWordLen bytes), is an ERROR with SQLSTATE
+// 57014 (query_canceled): how PostgreSQL ends a statement that a
+// CancelRequest (or statement_timeout) stopped.
+func AnswersCancel(body []byte) bool {
+	severity, code := severityAndCode(body)
+	return string(severity) == "ERROR" && string(code) == "57014"
+}
+
+// severityAndCode returns the V (severity, never translated) and C
+// (SQLSTATE) fields of an ErrorResponse's or NoticeResponse's body, nil for
+// each that the fields it holds whole do not give.
+func severityAndCode(body []byte) (severity, code []byte) {
 	for len(body) > 0 && body[0] != 0 {
 		end := bytes.IndexByte(body[1:], 0)
 		if end < 0 {
@@ -128,11 +148,7 @@ func EndingCode(body []byte) string {
 		}
 		body = body[2+end:]
 	}
-	switch string(severity) {
-	case "FATAL", "PANIC", "WARNING":
-		return sqlstate(code)
-	}
-	return ""
+	return severity, code
 }
 
 func sqlstate(b []byte) string {

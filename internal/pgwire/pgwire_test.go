@@ -262,3 +262,30 @@ func TestEndingCode(t *testing.T) {
 		}
 	}
 }
+
+// AnswersCancel recognises PostgreSQL's answer to a cancel (ERROR 57014,
+// whatever the language of the S field) in any start of it that holds
+// the V and C fields whole, and nothing else.
+func TestAnswersCancel(t *testing.T) {
+	full, _ := (&pgproto3.ErrorResponse{Severity: "FEHLER", SeverityUnlocalized: "ERROR", Code: "57014",
+		Message: "storniere Anfrage wegen Benutzeraufforderung"}).Encode(nil)
+	body := full[5:]
+	whole := bytes.Index(body, []byte("C57014\x00")) + len("C57014\x00")
+	for n := range len(body) + 1 {
+		if got := AnswersCancel(body[:n]); got != (n >= whole) {
+			t.Errorf("first %d bytes: AnswersCancel = %v, want %v", n, got, n >= whole)
+		}
+	}
+	for _, body := range []string{
+		"SERROR\x00VERROR\x00C22012\x00Mdivision by zero\x00\x00", // another error
+		"SFATAL\x00VFATAL\x00C57014\x00\x00",                      // not an ERROR
+		"SNOTICE\x00VNOTICE\x00C57014\x00\x00",                    // a notice
+		"SERROR\x00C57014\x00Mcanceling statement\x00\x00",        // no V field
+		"SERROR\x00VERROR\x00C570140\x00\x00",                     // not the code
+		"",
+	} {
+		if AnswersCancel([]byte(body)) {
+			t.Errorf("AnswersCancel(%q) = true", body)
+		}
+	}
+}

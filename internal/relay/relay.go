@@ -102,6 +102,12 @@ type Options struct {
 	// boundary, not after an ErrorResponse (b said why already), and not
 	// after Stop.
 	Lost func(err error) []byte
+	// CancelAnswer and Aside, both set with FrameToA, make CancelSent
+	// work (see setAside). CancelAnswer reports whether an ErrorResponse
+	// whose body begins with word (up to LastWordLen bytes) is b's answer
+	// to a cancel; Aside bounds what the sessions sharing it set aside.
+	CancelAnswer func(word []byte) bool
+	Aside        *Budget
 }
 
 // lostWriteTime bounds the write of Options.Lost's message to a client
@@ -116,6 +122,7 @@ type Session struct {
 	a, b      net.Conn
 	opts      Options
 	holdFor   time.Duration // see hold
+	asideFor  time.Duration // see setAside
 	pause     time.Duration // see bulkPause
 	stopGrace time.Duration // see defaultStopGrace
 	stopLimit time.Duration // see StopLimit
@@ -126,11 +133,12 @@ type Session struct {
 	lastWord  []byte        // Result.LastWord, set by toA
 	sentToB   atomic.Int64  // bytes written to b, counted with EndedToB
 	idleAt    atomic.Int64  // sentToB when b's stream last reached a ReadyForQuery, or -1
+	cancelAt  atomic.Int64  // when CancelSent was last called (Unix ns), until toA takes it
 }
 
 // New prepares a session; Run starts it.
 func New(a, b net.Conn, opts Options) *Session {
-	return &Session{a: a, b: b, opts: opts, holdFor: defaultHoldFor, pause: bulkPause, stopGrace: defaultStopGrace, stopLimit: StopLimit,
+	return &Session{a: a, b: b, opts: opts, holdFor: defaultHoldFor, asideFor: defaultAsideFor, pause: bulkPause, stopGrace: defaultStopGrace, stopLimit: StopLimit,
 		stopSet: make(chan struct{})}
 }
 
@@ -262,14 +270,16 @@ func (s *Session) toA(pending []byte) (int64, error) {
 	defer cr.close()
 	ranOut := false // the last hold ended on its deadline: rows trickle
 	for {
-		chunk, rerr := cr.next()
-		f.feed(chunk)
-		if rerr == nil && f.midRows() && cr.growable(chunk) {
-			chunk, rerr = s.hold(cr, &f, chunk, f.inBulk(bulkAfter) && !ranOut)
+		var chunk []byte
+		var rerr error
+		if s.asideDue(&f) {
+			var werr error
+			if rerr, werr = s.setAside(cr, &f, write); werr != nil {
+				return n, werr
+			}
+		} else {
+			chunk, rerr = s.read(cr, &f, &ranOut)
 		}
-		// Still room after a hold: it ran out. Any other chunk (full,
-		// or not in rows) says nothing of a trickle.
-		ranOut = rerr == nil && f.midRows() && cr.growable(chunk)
 		if len(chunk) > 0 {
 			s.noteIdle(&f) // before a hears a ReadyForQuery and answers it
 			if werr := write(chunk); werr != nil {
@@ -290,6 +300,20 @@ func (s *Session) toA(pending []byte) (int64, error) {
 			return n, rerr
 		}
 	}
+}
+
+// read returns b's next chunk for a, fed to f: within rows, held for more
+// to arrive (see hold) unless the last hold ran out.
+func (s *Session) read(cr *chunkReader, f *framer, ranOut *bool) ([]byte, error) {
+	chunk, err := cr.next()
+	f.feed(chunk)
+	if err == nil && f.midRows() && cr.growable(chunk) {
+		chunk, err = s.hold(cr, f, chunk, f.inBulk(bulkAfter) && !*ranOut)
+	}
+	// Still room after a hold: it ran out. Any other chunk (full, or not
+	// in rows) says nothing of a trickle.
+	*ranOut = err == nil && f.midRows() && cr.growable(chunk)
+	return chunk, err
 }
 
 // sayLost writes Options.Lost's message for err to a when it can go
