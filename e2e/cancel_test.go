@@ -212,9 +212,10 @@ func TestAbortedSessionAudited(t *testing.T) {
 // and the server's unsent limit hold. The server drops the rows that the
 // database sent before its cancel error, instead of making the client
 // take the megabytes queued upstream first: psql's Ctrl-C over SSM took
-// 4-6 s for them.
+// 4-6 s for them. The audit line says how much was dropped.
 func TestCancelSkipsRowsQueuedForASlowClient(t *testing.T) {
-	st := startStack(t)
+	audit := &logBuffer{}
+	st := startStack(t, func(c *server.Config) { c.Logger = audit.jsonLogger() })
 	cfg := serverConfig(t, st.serverAddr, "app", sandbox.UserIAM, sb.tokens.sign(t, appEndpoint, sandbox.UserIAM, nowUTC()))
 	var read atomic.Int64 // bytes the session's connection has read
 	sessions := 0
@@ -249,6 +250,13 @@ func TestCancelSkipsRowsQueuedForASlowClient(t *testing.T) {
 	if after > 1<<20 {
 		t.Fatalf("the client read %d KiB after the cancel; want under 1 MiB: what its socket and the server's unsent limit hold", after>>10)
 	}
+	conn.Close(context.Background())
+	line := waitAuditLines(t, audit, 1)[0]
+	dropped, _ := line["dropped_after_cancel"].(float64)
+	if dropped <= 0 {
+		t.Fatalf("audit line %v; want dropped_after_cancel, the bytes the client did not get", line)
+	}
+	t.Logf("the server dropped %.0f KiB", dropped/1024)
 }
 
 // pacedReader reads at most 8 KiB a millisecond, and counts what it reads.

@@ -489,6 +489,9 @@ func (s *Server) audit(info sessionInfo, o outcome, reason string, res relay.Res
 	if info.orphanCancelled {
 		attrs = append(attrs, "orphan_cancel", true)
 	}
+	if res.DroppedToA > 0 {
+		attrs = append(attrs, "dropped_after_cancel", res.DroppedToA)
+	}
 	if info.transport != "" {
 		attrs = append(attrs, "transport", info.transport)
 	}

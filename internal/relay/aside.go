@@ -111,6 +111,7 @@ func (s *Session) setAside(cr *chunkReader, f *framer, write func([]byte) error)
 			from := 0
 			if s.opts.CancelAnswer(f.lastWord()) {
 				from = errAt
+				s.dropped += int64(from)
 			}
 			return rerr, s.endAside(kept, from, nil, rest, f, send)
 		case f.broken:

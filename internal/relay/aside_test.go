@@ -39,8 +39,8 @@ func asideSession(t *testing.T, budget *Budget, asideFor time.Duration) (client,
 // cancelAfter sends before; once the client has it all (the relay waits
 // on the database), calls CancelSent and sends the parts of after, with
 // gap between them; then ends the database's stream. It returns what the
-// client got after before.
-func cancelAfter(t *testing.T, budget *Budget, asideFor, gap time.Duration, before []byte, after ...[]byte) []byte {
+// client got after before, and the session's Result.
+func cancelAfter(t *testing.T, budget *Budget, asideFor, gap time.Duration, before []byte, after ...[]byte) ([]byte, Result) {
 	t.Helper()
 	client, upstream, sess, done := asideSession(t, budget, asideFor)
 	go writeInPieces(rand.New(rand.NewPCG(uint64(len(before)), 0)), upstream, before)
@@ -62,10 +62,11 @@ func cancelAfter(t *testing.T, budget *Budget, asideFor, gap time.Duration, befo
 		t.Fatalf("the client's read: %v", err)
 	}
 	client.Close()
-	if res := <-done; res.Err != nil {
+	res := <-done
+	if res.Err != nil {
 		t.Fatalf("session ended with %v", res.Err)
 	}
-	return got
+	return got, res
 }
 
 // After a cancel, the rows and notices the database sent before its
@@ -86,7 +87,7 @@ func TestCancelDropsWhatCameBeforeItsError(t *testing.T) {
 		{"COPY out", slices.Concat(msg('H', "\x00\x00\x00"), randomRows(r, 'd', 1<<20)), randomRows(r, 'd', 6<<20)},
 	} {
 		budget := NewBudget(64 << 20)
-		got := cancelAfter(t, budget, time.Minute, 0, c.before, c.rows, canceled, ready)
+		got, res := cancelAfter(t, budget, time.Minute, 0, c.before, c.rows, canceled, ready)
 		end := slices.Concat(canceled, ready)
 		passed := len(got) - len(end)
 		if !bytes.HasSuffix(got, end) || passed < 0 || !bytes.Equal(got[:passed], c.rows[:passed]) || !boundaryAt(c.rows, passed) {
@@ -94,6 +95,9 @@ func TestCancelDropsWhatCameBeforeItsError(t *testing.T) {
 		}
 		if passed > coalesceSize+6100 { // one read, and the end of the message it stopped in
 			t.Errorf("%s: %d bytes of the %d sent before the cancel's error reached the client; want at most one read's", c.name, passed, len(c.rows))
+		}
+		if res.DroppedToA != int64(len(c.rows)-passed) {
+			t.Errorf("%s: Result.DroppedToA = %d; want the %d bytes the client did not get", c.name, res.DroppedToA, len(c.rows)-passed)
 		}
 		if left := budget.left.Load(); left != 64<<20 {
 			t.Errorf("%s: the budget has %d bytes left after the session; want all %d back", c.name, left, 64<<20)
@@ -130,9 +134,9 @@ func TestCancelKeepsWhatItDidNotEnd(t *testing.T) {
 		if c.asideFor > 0 {
 			gap = 30 * c.asideFor // long past asideFor, however loaded the machine
 		}
-		got := cancelAfter(t, budget, c.asideFor, gap, msg('T', "x"), c.after...)
-		if want := slices.Concat(c.after...); !bytes.Equal(got, want) {
-			t.Errorf("%s: the client got %d bytes after the cancel; want the %d sent, the same up to byte %d", c.name, len(got), len(want), samePrefix(got, want))
+		got, res := cancelAfter(t, budget, c.asideFor, gap, msg('T', "x"), c.after...)
+		if want := slices.Concat(c.after...); !bytes.Equal(got, want) || res.DroppedToA != 0 {
+			t.Errorf("%s: the client got %d bytes after the cancel (%d dropped); want the %d sent, the same up to byte %d", c.name, len(got), res.DroppedToA, len(want), samePrefix(got, want))
 		}
 		if left := budget.left.Load(); left != c.budget {
 			t.Errorf("%s: the budget has %d bytes left after the session; want all %d back", c.name, left, c.budget)

@@ -68,6 +68,9 @@ type Result struct {
 	// shutdown, another backend's crash); but also, when the client left
 	// right after an ERROR it had no ReadyForQuery for, that ERROR's.
 	LastWord []byte
+	// DroppedToA is the bytes of rows and notices that b sent before its
+	// answer to a cancel and that were dropped (see Session.setAside).
+	DroppedToA int64
 }
 
 // Side is one of a session's two connections.
@@ -131,6 +134,7 @@ type Session struct {
 	stopAt    time.Time     // when Stop began; read after stopSet closes
 	stopSet   chan struct{} // closed once Stop has set its deadlines
 	lastWord  []byte        // Result.LastWord, set by toA
+	dropped   int64         // Result.DroppedToA, counted by toA
 	sentToB   atomic.Int64  // bytes written to b, counted with EndedToB
 	idleAt    atomic.Int64  // sentToB when b's stream last reached a ReadyForQuery, or -1
 	cancelAt  atomic.Int64  // when CancelSent was last called (Unix ns), until toA takes it
@@ -207,7 +211,7 @@ func (s *Session) Run(pendingToB, pendingToA []byte) Result {
 	if res.Stopped || res.Err != nil {
 		res.EndedBy = Neither
 	}
-	res.LastWord = s.lastWord
+	res.LastWord, res.DroppedToA = s.lastWord, s.dropped
 	return res
 }
 
