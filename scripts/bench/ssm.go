@@ -79,6 +79,7 @@ type ssmResult struct {
 	dump                      bulk                // pg_dump -Fp of the dump table
 	idle                      *idleMem            // raw-4 and stripe-4 only
 	firstQuery                []time.Duration     // new connection: connect + select 1
+	ctrlC                     []time.Duration     // psql's Ctrl-C during a flood of notices, to its exit
 	idleQuery                 []time.Duration     // select 1 on an idle connection
 	underLoad                 []time.Duration     // select 1 while the accounts COPY runs on another connection
 	resent, sent, acks        int64               // agent messages resent and sent, client frames received
@@ -150,7 +151,7 @@ func (b *bench) ssmPath(dir, bin, plugin, serverPort string, p *ssmPath, srv *pr
 		return nil, err
 	}
 	r.idle = idle
-	want := 9 // ssmRun's sessions
+	want := 9 + ctrlCReps // ssmRun's sessions
 	if idle != nil {
 		want += idle.conns
 	}
@@ -281,7 +282,8 @@ func (b *bench) ssmConnect(p *ssmPath, role string) (*pgx.Conn, error) {
 // COPY out and in on the bulk connection, idle select 1 on the probe
 // connection, then the pgbench_accounts COPY on the accounts connection
 // with select 1 on the probe connection meanwhile, then pg_dump -Fp of the
-// dump table on its own connection. 9 sessions in all.
+// dump table on its own connection, then psql's Ctrl-C during a flood
+// (ssm_cancel.go). 9 sessions and ctrlCReps in all.
 func (b *bench) ssmRun(p *ssmPath, srv *proc, mb int, rows int64) (*ssmResult, error) {
 	ctx := context.Background()
 	before := b.world.SSM.Stats()
@@ -330,6 +332,9 @@ func (b *bench) ssmRun(p *ssmPath, srv *proc, mb int, rows int64) (*ssmResult, e
 		return nil, fmt.Errorf("pgbench_accounts COPY: %w", err)
 	}
 	if r.dump, err = b.ssmDump(p, srv); err != nil {
+		return nil, err
+	}
+	if r.ctrlC, err = b.ssmCtrlC(p); err != nil {
 		return nil, err
 	}
 	after := b.world.SSM.Stats()
@@ -475,6 +480,7 @@ type auditSum struct {
 	payloadTo, wireTo     int64    // bytes_to_client and wire_to_client of striped sessions
 	payloadFrom, wireFrom int64    // bytes_from_client and wire_from_client of striped sessions
 	most                  int64    // the most bytes_to_client of one session
+	dropped               int64    // dropped_after_cancel, all sessions
 }
 
 func (s *auditSum) add(l auditLine) {
@@ -482,6 +488,7 @@ func (s *auditSum) add(l auditLine) {
 	if !slices.Contains(s.transports, l.Transport) {
 		s.transports = append(s.transports, l.Transport)
 	}
+	s.dropped += l.DroppedAfterCancel
 	if s.sessions == 1 || l.BytesToClient > s.most {
 		s.most, s.stripes = l.BytesToClient, l.Stripes
 	}
@@ -501,6 +508,8 @@ type auditLine struct {
 	BytesFromClient int64  `json:"bytes_from_client"`
 	WireToClient    *int64 `json:"wire_to_client"` // only on striped sessions
 	WireFromClient  int64  `json:"wire_from_client"`
+	// DroppedAfterCancel: bytes the server dropped after the client's cancel.
+	DroppedAfterCancel int64 `json:"dropped_after_cancel"`
 }
 
 // readAudit sums, by role, the audit lines of p's sessions in the server's
@@ -605,6 +614,10 @@ func printSSM(paths []*ssmPath, res map[string]*ssmResult) {
 		return ratio(int64(quantile(r.underLoad, 0.5)), int64(quantile(r.idleQuery, 0.5)))
 	})
 	row("new connection to first result, median (ms)", func(r *ssmResult) string { return ms(r.firstQuery, 0.5) })
+	row(fmt.Sprintf("psql Ctrl-C in a notice flood, median of %d (ms)", ctrlCReps), func(r *ssmResult) string { return ms(r.ctrlC, 0.5) })
+	row("  dropped after the cancels (audit, KiB)", func(r *ssmResult) string {
+		return strconv.FormatInt(r.audit["ctrl-c"].dropped>>10, 10)
+	})
 	row("client process CPU ms/MB, COPY out", func(r *ssmResult) string { return ms1(r.copyOut.clientCPU) })
 	row("client process CPU ms/MB, COPY in", func(r *ssmResult) string { return ms1(r.copyIn.clientCPU) })
 	row("client process CPU ms/MB, accounts", func(r *ssmResult) string { return ms1(r.accounts.clientCPU) })

@@ -46,7 +46,7 @@ func (b *bench) ssmDump(p *ssmPath, srv *proc) (bulk, error) {
 	var stderr strings.Builder
 	r, err := measure(p.proc, srv, func() (int64, error) {
 		out := &counted{}
-		cmd := exec.Command(pgDumpBin(), "-Fp", "--table", dumpTable)
+		cmd := exec.Command(pgBin("pg_dump"), "-Fp", "--table", dumpTable)
 		cmd.Env = append(os.Environ(), env...)
 		cmd.Stdout, cmd.Stderr = out, &stderr
 		err := cmd.Run()
@@ -58,16 +58,16 @@ func (b *bench) ssmDump(p *ssmPath, srv *proc) (bulk, error) {
 	return r, nil
 }
 
-// pgDumpBin is the pg_dump of the PostgreSQL the sandbox runs (pg_config
+// pgBin is the program name of the PostgreSQL the sandbox runs (pg_config
 // --bindir), else the one on PATH.
-func pgDumpBin() string {
+func pgBin(name string) string {
 	out, err := exec.Command("pg_config", "--bindir").Output()
 	if err != nil {
-		return "pg_dump"
+		return name
 	}
-	bin := filepath.Join(strings.TrimSpace(string(out)), "pg_dump")
+	bin := filepath.Join(strings.TrimSpace(string(out)), name)
 	if _, err := os.Stat(bin); err != nil {
-		return "pg_dump"
+		return name
 	}
 	return bin
 }
