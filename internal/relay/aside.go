@@ -39,7 +39,7 @@ func (b *Budget) give(n int) { b.left.Add(int64(n)) }
 // runs: the backend has the cancel, and what it sends from now on may end
 // with the cancel's error. The copy to a then sets rows and notices aside
 // (see setAside). It does nothing without Options.CancelAnswer and Aside.
-func (s *Session) CancelSent() { s.cancelAt.Store(time.Now().UnixNano()) }
+func (s *Session) CancelSent() { s.cancelAt.Store(int64(time.Since(s.born)) + 1) }
 
 // asideDue reports whether a cancel was sent since the last call, recently
 // enough to be in effect, and f can follow the stream.
@@ -48,21 +48,21 @@ func (s *Session) asideDue(f *framer) bool {
 		return false
 	}
 	at := s.cancelAt.Swap(0)
-	return at != 0 && time.Since(time.Unix(0, at)) < s.asideFor &&
+	return at != 0 && time.Since(s.born)-time.Duration(at-1) < s.asideFor &&
 		s.opts.CancelAnswer != nil && s.opts.Aside != nil && !f.broken
 }
 
 // setAside copies b→a after a cancel. A backend blocked on a full socket
 // acts on a cancel only once it can write again, so a client that reads
 // slowly (SSM forwards about 1 MB/s) would first take the megabytes queued
-// on the way: psql's Ctrl-C over SSM took 4-6 s. Instead, what ends the
-// message a is inside goes to a, and then rows (DataRow, COPY out's
+// on the way: psql's Ctrl-C over SSM took 6 s and more. Instead, what ends
+// the message a is inside goes to a, and then rows (DataRow, COPY out's
 // CopyData) and notices are read at b's pace and kept back. If the next
 // other message is the cancel's ErrorResponse (Options.CancelAnswer), what
 // was kept back is dropped and a gets the error: the statement ends for a
 // as if the cancel had come that much earlier. After anything else (the
 // result ended first: the cancel came too late), and when asideMax, the
-// shared Budget or defaultAsideFor runs out, or b's stream ends, a gets
+// shared Budget or asideFor runs out, or b's stream ends, a gets
 // everything in order. After Stop, what was kept back is dropped and the
 // final message written: the session ends before the statement.
 //
@@ -71,85 +71,113 @@ func (s *Session) asideDue(f *framer) bool {
 func (s *Session) setAside(cr *chunkReader, f *framer, write func([]byte) error) (rerr, werr error) {
 	s.setHoldDeadline(time.Now().Add(s.asideFor))
 	defer s.setHoldDeadline(time.Time{})
-	kept := &aside{budget: s.opts.Aside}
-	defer kept.free()
 	send := func(p []byte) error {
 		s.noteIdle(f)
 		return write(p)
 	}
-	errAt := -1 // where in kept the ErrorResponse after the rows begins
+	k := &keeper{s: s, f: f, send: send, kept: aside{budget: s.opts.Aside}, finishing: !f.atBoundary(), errAt: -1}
+	defer k.kept.free()
 	for {
 		chunk, rerr := cr.next()
-		rest := chunk
-		if kept.size == 0 && !f.atBoundary() { // a is inside a message: the rest of it first
-			k := f.feedWhile(rest, never)
-			if err := send(rest[:k]); err != nil {
-				return nil, err
-			}
-			rest = rest[k:]
+		// Past asideFor a read may still return bytes, with the deadline's
+		// error: they are b's, and the session goes on.
+		timedOut := errors.Is(rerr, os.ErrDeadlineExceeded) && !s.stopping.Load()
+		if timedOut {
+			rerr = nil
 		}
-		if errAt < 0 && len(rest) > 0 {
-			k := f.feedWhile(rest, f.rowOrNotice)
-			if k < len(rest) && rest[k] == 'E' {
-				errAt = kept.size + k
-				k += f.feedOne(rest[k:])
-			}
-			if n := kept.add(rest[:k]); n < k || errAt < 0 && k < len(rest) {
-				return rerr, s.endAside(kept, 0, rest[n:k], rest[k:], f, send)
-			}
-			rest = rest[k:]
-		}
-		if errAt >= 0 && len(rest) > 0 { // the rest of the ErrorResponse
-			k := f.feedWhile(rest, never)
-			if n := kept.add(rest[:k]); n < k {
-				return rerr, s.endAside(kept, 0, rest[n:k], rest[k:], f, send)
-			}
-			rest = rest[k:]
+		if done, err := k.take(chunk); done || err != nil {
+			return rerr, err
 		}
 		switch {
-		case errAt >= 0 && f.atBoundary(): // the ErrorResponse is whole
-			from := 0
-			if s.opts.CancelAnswer(f.lastWord()) {
-				from = errAt
-				s.dropped += int64(from)
-			}
-			return rerr, s.endAside(kept, from, nil, rest, f, send)
-		case f.broken:
-			return rerr, s.endAside(kept, 0, nil, nil, f, send)
+		case timedOut:
+			return nil, k.end(0, nil, nil)
 		case rerr == nil:
-		case s.stopping.Load() && kept.size > 0: // a is at the boundary where kept begins
+		case s.stopping.Load() && k.kept.size > 0: // a is at the boundary where kept begins
 			<-s.stopSet
 			s.a.Write(s.final)
 			return nil, errStopped
-		case errors.Is(rerr, os.ErrDeadlineExceeded) && !s.stopping.Load(): // asideFor has passed
-			return nil, s.endAside(kept, 0, nil, nil, f, send)
-		default:
-			return rerr, s.endAside(kept, 0, nil, nil, f, send)
+		default: // b's stream ended, or Stop came while a was inside a message
+			return rerr, k.end(0, nil, nil)
 		}
 	}
 }
 
-// endAside writes to a what kept holds from from on, then fed, which f has
+// keeper is what setAside keeps back, and where b's stream is.
+type keeper struct {
+	s         *Session
+	f         *framer
+	send      func([]byte) error // to a
+	kept      aside
+	finishing bool // a is inside a message: its rest goes to a before anything is kept
+	errAt     int  // where in kept the ErrorResponse after the rows begins; -1 before it
+}
+
+// take follows p, a chunk from b, a message at a time: the rest of the
+// message a is inside goes to a, then rows and notices are kept, and the
+// ErrorResponse after them. It reports done, having written to a what the
+// end calls for, when that ErrorResponse is whole, when a message of any
+// other type begins, when a bound is reached, or when the framing breaks.
+func (k *keeper) take(p []byte) (done bool, err error) {
+	if k.finishing {
+		n := k.f.feedOne(p)
+		if err := k.send(p[:n]); err != nil {
+			return true, err
+		}
+		p, k.finishing = p[n:], !k.f.atBoundary()
+	}
+	for len(p) > 0 && !k.f.broken {
+		if k.errAt < 0 && k.f.atBoundary() { // a message begins
+			switch {
+			case p[0] == 'E':
+				k.errAt = k.kept.size
+			case !k.f.rowOrNotice(p[0]):
+				return true, k.end(0, nil, p)
+			}
+		}
+		n := k.f.feedOne(p)
+		if added := k.kept.add(p[:n]); added < n { // asideMax or the Budget
+			return true, k.end(0, p[added:n], p[n:])
+		}
+		p = p[n:]
+		if k.errAt >= 0 && k.f.atBoundary() { // the ErrorResponse is whole
+			return true, k.end(k.dropping(), nil, p)
+		}
+	}
+	if k.f.broken {
+		return true, k.end(0, nil, nil)
+	}
+	return false, nil
+}
+
+// dropping returns how much of kept to drop, now that the ErrorResponse
+// after the rows is whole: the rows, when it is the cancel's answer.
+func (k *keeper) dropping() int {
+	if !k.s.opts.CancelAnswer(k.f.lastWord()) {
+		return 0
+	}
+	k.s.dropped += int64(k.errAt)
+	return k.errAt
+}
+
+// end writes to a what kept holds from from on, then fed, which f has
 // followed already, then unfed, which it has not.
-func (s *Session) endAside(kept *aside, from int, fed, unfed []byte, f *framer, send func([]byte) error) error {
-	for p := range kept.from(from) {
-		if err := send(p); err != nil {
+func (k *keeper) end(from int, fed, unfed []byte) error {
+	for p := range k.kept.from(from) {
+		if err := k.send(p); err != nil {
 			return err
 		}
 	}
 	if len(fed) > 0 {
-		if err := send(fed); err != nil {
+		if err := k.send(fed); err != nil {
 			return err
 		}
 	}
 	if len(unfed) == 0 {
 		return nil
 	}
-	f.feed(unfed)
-	return send(unfed)
+	k.f.feed(unfed)
+	return k.send(unfed)
 }
-
-func never(byte) bool { return false }
 
 // rowOrNotice reports whether a message of type typ, beginning now, may be
 // set aside: a DataRow, a NoticeResponse, or a COPY out's CopyData.

@@ -53,32 +53,25 @@ func (f *framer) feed(p []byte) {
 	}
 }
 
-// feedWhile advances over p up to the first message boundary at which the
-// next message's type fails keep, and returns how many bytes it took; with
-// broken framing, all of them. It feeds a message at a time, so it is for
-// the rare path (see Session.setAside), not the copy's.
-func (f *framer) feedWhile(p []byte, keep func(typ byte) bool) int {
+// feedOne advances over p to the end of the message the stream is inside
+// or, at a boundary, of the next one, and returns how many bytes it took;
+// with broken framing, all of them. It feeds a message at a time, so it is
+// for the rare path (see Session.setAside), not the copy's.
+func (f *framer) feedOne(p []byte) int {
 	n := 0
-	for n < len(p) && !f.broken {
-		k := f.toBoundary()
-		if f.atBoundary() {
-			if !keep(p[n]) {
-				return n
-			}
-			k = headerLen // then the body's length is known
-		}
-		k = min(k, len(p)-n)
+	if f.atBoundary() && len(p) > 0 {
+		n = min(headerLen, len(p)) // then the body's length is known
+		f.feed(p[:n])
+	}
+	for n < len(p) && !f.atBoundary() && !f.broken {
+		k := min(f.toBoundary(), len(p)-n)
 		f.feed(p[n : n+k])
 		n += k
 	}
-	return len(p)
-}
-
-// feedOne advances over p to the end of the message the stream is inside
-// or, at a boundary, of the next one, and returns how many bytes it took.
-func (f *framer) feedOne(p []byte) int {
-	begin := f.atBoundary()
-	return f.feedWhile(p, func(byte) bool { b := begin; begin = false; return b })
+	if f.broken {
+		return len(p)
+	}
+	return n
 }
 
 // begin starts a message whose header gives its type and length.

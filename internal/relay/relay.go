@@ -137,13 +137,14 @@ type Session struct {
 	dropped   int64         // Result.DroppedToA, counted by toA
 	sentToB   atomic.Int64  // bytes written to b, counted with EndedToB
 	idleAt    atomic.Int64  // sentToB when b's stream last reached a ReadyForQuery, or -1
-	cancelAt  atomic.Int64  // when CancelSent was last called (Unix ns), until toA takes it
+	born      time.Time     // when New made it: CancelSent's clock
+	cancelAt  atomic.Int64  // 1 + the time from born to the last CancelSent, until toA takes it; 0: none
 }
 
 // New prepares a session; Run starts it.
 func New(a, b net.Conn, opts Options) *Session {
 	return &Session{a: a, b: b, opts: opts, holdFor: defaultHoldFor, asideFor: defaultAsideFor, pause: bulkPause, stopGrace: defaultStopGrace, stopLimit: StopLimit,
-		stopSet: make(chan struct{})}
+		born: time.Now(), stopSet: make(chan struct{})}
 }
 
 // Relay runs a plain session: see Session.Run.
