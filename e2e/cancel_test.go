@@ -212,10 +212,10 @@ func TestAbortedSessionAudited(t *testing.T) {
 // and the server's unsent limit hold. The server drops the rows that the
 // database sent before its cancel error, instead of making the client
 // take the megabytes queued upstream first: psql's Ctrl-C over SSM took
-// 4-6 s for them. The audit line says how much was dropped.
+// 4-6 s for them. The audit line and a counter say how much was dropped.
 func TestCancelSkipsRowsQueuedForASlowClient(t *testing.T) {
-	audit := &logBuffer{}
-	st := startStack(t, func(c *server.Config) { c.Logger = audit.jsonLogger() })
+	audit, reg := &logBuffer{}, prometheus.NewRegistry()
+	st := startStack(t, func(c *server.Config) { c.Logger, c.Metrics = audit.jsonLogger(), server.NewMetrics(reg) })
 	cfg := serverConfig(t, st.serverAddr, "app", sandbox.UserIAM, sb.tokens.sign(t, appEndpoint, sandbox.UserIAM, nowUTC()))
 	var read atomic.Int64 // bytes the session's connection has read
 	sessions := 0
@@ -257,6 +257,9 @@ func TestCancelSkipsRowsQueuedForASlowClient(t *testing.T) {
 		t.Fatalf("audit line %v; want dropped_after_cancel, the bytes the client did not get", line)
 	}
 	t.Logf("the server dropped %.0f KiB", dropped/1024)
+	if got := counterValue(t, reg, "rdsproxy_dropped_after_cancel_bytes_total"); got != dropped {
+		t.Errorf("rdsproxy_dropped_after_cancel_bytes_total = %v; want the audit's %v", got, dropped)
+	}
 }
 
 // pacedReader reads at most 8 KiB a millisecond, and counts what it reads.

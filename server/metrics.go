@@ -49,6 +49,7 @@ type Metrics struct {
 	dialSeconds    prometheus.Histogram
 	tlsSeconds     prometheus.Histogram
 	cancels        *prometheus.CounterVec // result
+	droppedBytes   prometheus.Counter     // dropped after cancels
 	refusals       *prometheus.CounterVec // reason
 	suppressed     prometheus.Counter
 	identityChecks *prometheus.CounterVec // result
@@ -78,6 +79,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		cancels: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rdsproxy_cancel_requests_total", Help: "Cancel requests by result: forwarded (a client's), orphaned (sent for a client that left without a Terminate), dropped (unknown key), failed."},
 			[]string{"result"}),
+		droppedBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rdsproxy_dropped_after_cancel_bytes_total", Help: "Bytes of rows and notices dropped because the database answered a client's cancel (the audit's dropped_after_cancel)."}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rdsproxy_connections_refused_total",
 			Help: "Connections ended before relaying, by reason (evicted, startup-timeout, too-many-sessions, auth-throttled, tls-required, unknown-target, token-*, upstream-<SQLSTATE>, …)."},
@@ -88,7 +91,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.identityChecks, m.stsSeconds = newIdentityMetrics()
 	reg.MustRegister(m.identityChecks, m.stsSeconds)
 	reg.MustRegister(m.sessionsActive, m.sessions, m.bytes, m.authFailures, m.dialSeconds, m.tlsSeconds, m.cancels,
-		m.refusals, m.suppressed)
+		m.droppedBytes, m.refusals, m.suppressed)
 	return m
 }
 
@@ -133,6 +136,12 @@ func (m *Metrics) observeTLS(d time.Duration) {
 func (m *Metrics) cancel(result string) {
 	if m != nil {
 		m.cancels.WithLabelValues(result).Inc()
+	}
+}
+
+func (m *Metrics) droppedAfterCancel(n int64) {
+	if m != nil && n > 0 {
+		m.droppedBytes.Add(float64(n))
 	}
 }
 

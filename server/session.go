@@ -135,6 +135,7 @@ func (s *Server) relay(client, raw net.Conn, up *upstream, pending []byte, info 
 		o = outcomeAborted
 	}
 	s.cfg.Metrics.sessionEnded(info.target, o, "", res.ToA, res.ToB, false)
+	s.cfg.Metrics.droppedAfterCancel(res.DroppedToA)
 	s.audit(info, o, "", res, 0)
 }
 
