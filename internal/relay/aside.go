@@ -38,18 +38,20 @@ func (b *Budget) give(n int) { b.left.Add(int64(n)) }
 // CancelSent tells s that its owner has had b's backend cancel what it
 // runs: the backend has the cancel, and what it sends from now on may end
 // with the cancel's error. The copy to a then sets rows and notices aside
-// (see setAside). It does nothing without Options.CancelAnswer and Aside.
+// (see setAside), until asideFor after this call at the latest. It does
+// nothing without Options.CancelAnswer and Aside.
 func (s *Session) CancelSent() { s.cancelAt.Store(int64(time.Since(s.born)) + 1) }
 
-// asideDue reports whether a cancel was sent since the last call, recently
-// enough to be in effect, and f can follow the stream.
-func (s *Session) asideDue(f *framer) bool {
+// asideUntil returns, when a cancel was sent since the last call and f can
+// follow the stream, until when to set aside: asideFor after the cancel.
+func (s *Session) asideUntil(f *framer) (time.Time, bool) {
 	if s.cancelAt.Load() == 0 { // nearly always: a plain load, no write on the copy's path
-		return false
+		return time.Time{}, false
 	}
 	at := s.cancelAt.Swap(0)
-	return at != 0 && time.Since(s.born)-time.Duration(at-1) < s.asideFor &&
-		s.opts.CancelAnswer != nil && s.opts.Aside != nil && !f.broken
+	until := s.born.Add(time.Duration(at-1) + s.asideFor)
+	due := at != 0 && time.Now().Before(until) && s.opts.CancelAnswer != nil && s.opts.Aside != nil && !f.broken
+	return until, due
 }
 
 // setAside copies b→a after a cancel. A backend blocked on a full socket
@@ -61,15 +63,16 @@ func (s *Session) asideDue(f *framer) bool {
 // other message is the cancel's ErrorResponse (Options.CancelAnswer), what
 // was kept back is dropped and a gets the error: the statement ends for a
 // as if the cancel had come that much earlier. After anything else (the
-// result ended first: the cancel came too late), and when asideMax, the
-// shared Budget or asideFor runs out, or b's stream ends, a gets
-// everything in order. After Stop, what was kept back is dropped and the
-// final message written: the session ends before the statement.
+// result ended first: the cancel came too late), when asideMax or the
+// shared Budget runs out, at until, or when b's stream ends, a gets
+// everything in order. Once Stop has begun, what was kept back is dropped
+// and the final message written: the session ends before the statement.
 //
-// It returns the error that ended reading b (nil when the copy goes on),
-// or the error of a write to a (errStopped after Stop).
-func (s *Session) setAside(cr *chunkReader, f *framer, write func([]byte) error) (rerr, werr error) {
-	s.setHoldDeadline(time.Now().Add(s.asideFor))
+// It returns the error that ended reading b (nil when the copy goes on:
+// toA's Stop check then writes Stop's final message if it is due), or the
+// error of a write to a (errStopped when it wrote Stop's final message).
+func (s *Session) setAside(cr *chunkReader, f *framer, write func([]byte) error, until time.Time) (rerr, werr error) {
+	s.setHoldDeadline(until)
 	defer s.setHoldDeadline(time.Time{})
 	send := func(p []byte) error {
 		s.noteIdle(f)
@@ -78,28 +81,38 @@ func (s *Session) setAside(cr *chunkReader, f *framer, write func([]byte) error)
 	k := &keeper{s: s, f: f, send: send, kept: aside{budget: s.opts.Aside}, finishing: !f.atBoundary(), errAt: -1}
 	defer k.kept.free()
 	for {
-		chunk, rerr := cr.next()
-		// Past asideFor a read may still return bytes, with the deadline's
+		var chunk []byte
+		chunk, rerr = cr.next()
+		if s.stopping.Load() && k.kept.size > 0 {
+			return nil, s.stopAside()
+		}
+		// Past until a read may still return bytes, with the deadline's
 		// error: they are b's, and the session goes on.
 		timedOut := errors.Is(rerr, os.ErrDeadlineExceeded) && !s.stopping.Load()
 		if timedOut {
 			rerr = nil
 		}
-		if done, err := k.take(chunk); done || err != nil {
+		if done, err := k.take(chunk); done {
 			return rerr, err
 		}
 		switch {
+		case s.stopping.Load() && k.kept.size > 0:
+			return nil, s.stopAside()
 		case timedOut:
 			return nil, k.end(0, nil, nil)
-		case rerr == nil:
-		case s.stopping.Load() && k.kept.size > 0: // a is at the boundary where kept begins
-			<-s.stopSet
-			s.a.Write(s.final)
-			return nil, errStopped
-		default: // b's stream ended, or Stop came while a was inside a message
+		case rerr != nil: // b's stream ended, or Stop began before anything was kept
 			return rerr, k.end(0, nil, nil)
 		}
 	}
+}
+
+// stopAside ends a set-aside after Stop: a is at the boundary where what
+// was kept begins, so the final message goes there, and what was kept is
+// dropped. It returns errStopped.
+func (s *Session) stopAside() error {
+	<-s.stopSet
+	s.a.Write(s.final)
+	return errStopped
 }
 
 // keeper is what setAside keeps back, and where b's stream is.
@@ -116,9 +129,10 @@ type keeper struct {
 // message a is inside goes to a, then rows and notices are kept, and the
 // ErrorResponse after them. It reports done, having written to a what the
 // end calls for, when that ErrorResponse is whole, when a message of any
-// other type begins, when a bound is reached, or when the framing breaks.
+// other type begins, when a bound is reached, or when the framing breaks;
+// and, with the error, when a write to a failed.
 func (k *keeper) take(p []byte) (done bool, err error) {
-	if k.finishing {
+	if k.finishing && len(p) > 0 {
 		n := k.f.feedOne(p)
 		if err := k.send(p[:n]); err != nil {
 			return true, err

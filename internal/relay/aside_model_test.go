@@ -421,3 +421,29 @@ func TestCancelDeadlineWithData(t *testing.T) {
 		}
 	}
 }
+
+// A Stop that comes while rows are kept, with the chunk that would end the
+// keeping (the result's end), drops the rows and writes the final message
+// at the boundary where keeping began: toward a client at SSM's pace, 16
+// MiB of rows would outlast StopLimit and lose the final message.
+func TestCancelThenStopWithTheResultsEnd(t *testing.T) {
+	final := msg('E', "SFATAL\x00VFATAL\x00C57P01\x00Mshutting down\x00")
+	head, rows := msg('T', "x"), bytes.Repeat(msg('D', "0123456789"), 1000)
+	b := &scriptConn{chunks: [][]byte{head, rows, slices.Concat(msg('C', "SELECT 1000"), ready)}, end: io.EOF}
+	a := &sinkConn{}
+	s := New(a, b, Options{FrameToA: true, CancelAnswer: answersCancel, Aside: NewBudget(64 << 20)})
+	b.hook = func(i int) {
+		switch i {
+		case 0:
+			s.CancelSent()
+		case 2:
+			s.Stop(final)
+		}
+	}
+	if _, err := s.toA(nil); !errors.Is(err, errStopped) {
+		t.Fatalf("toA returned %v; want it stopped", err)
+	}
+	if want := slices.Concat(head, final); !bytes.Equal(a.got.Bytes(), want) {
+		t.Fatalf("the client got %d bytes; want the %d of the row description and the final message", a.got.Len(), len(want))
+	}
+}

@@ -8,7 +8,10 @@
 // each direction borrows a pooled buffer. A Session can
 // also follow the PostgreSQL message framing of the stream towards a (the
 // client) so that its owner can end it with a final message written between
-// two backend messages, never inside one.
+// two backend messages, never inside one; and, once its owner has had the
+// backend cancel a statement (CancelSent), drop the rows and notices the
+// backend sent before the cancel's error: the one case in which the relay
+// does not forward every byte (see Session.setAside).
 //
 // docs/architecture.md §5 shows where a session reaches it.
 package relay
@@ -220,8 +223,9 @@ func (s *Session) Run(pendingToB, pendingToA []byte) Result {
 // a at the next message boundary of the b→a stream, then both sides close.
 // A message the stream is inside is forwarded to its end first, if that
 // arrives within defaultStopGrace; otherwise, and without FrameToA, the session
-// closes without final. Writes to a have until StopLimit after
-// Stop. Stop does not wait; a later Stop changes nothing.
+// closes without final. Rows and notices set aside after a cancel are
+// dropped, and final goes where they began. Writes to a have until
+// StopLimit after Stop. Stop does not wait; a later Stop changes nothing.
 func (s *Session) Stop(final []byte) {
 	if s.stopping.Swap(true) {
 		return // the first Stop's final stands: the session ends for its reason
@@ -252,7 +256,8 @@ const (
 
 var coalescePool = sync.Pool{New: func() any { b := make([]byte, coalesceSize); return &b }}
 
-// toA copies b→a; with FrameToA it follows message boundaries for Stop.
+// toA copies b→a; with FrameToA it follows message boundaries for Stop,
+// and sets rows and notices aside after a cancel (setAside).
 func (s *Session) toA(pending []byte) (int64, error) {
 	if !s.opts.FrameToA {
 		return pipe(s.a, s.b, pending, nil)
@@ -277,9 +282,9 @@ func (s *Session) toA(pending []byte) (int64, error) {
 	for {
 		var chunk []byte
 		var rerr error
-		if s.asideDue(&f) {
+		if until, due := s.asideUntil(&f); due {
 			var werr error
-			if rerr, werr = s.setAside(cr, &f, write); werr != nil {
+			if rerr, werr = s.setAside(cr, &f, write, until); werr != nil {
 				return n, werr
 			}
 		} else {
