@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -45,19 +46,39 @@ type binaryServer struct {
 
 func startBinaryServer(t *testing.T, world *sandbox.World, extra ...string) *binaryServer {
 	t.Helper()
+	for try := 1; ; try++ {
+		s, err := tryBinaryServer(t, world, extra...)
+		if err == nil {
+			return s
+		}
+		if !errors.Is(err, errPortTaken) || try == 3 {
+			t.Fatal(err)
+		}
+	}
+}
+
+// errPortTaken: a port that was free a moment ago (closedAddr) was taken
+// by another process before the server could listen on it.
+var errPortTaken = errors.New("a port the server was given was taken meanwhile")
+
+// tryBinaryServer starts the server and waits until it is ready, or has
+// exited (with its log), or 2 minutes have passed (a hang guard: a
+// refresh that fails waits 1, 2, 4, 8… s before the next).
+func tryBinaryServer(t *testing.T, world *sandbox.World, extra ...string) (*binaryServer, error) {
+	t.Helper()
 	bin, err := buildOnce()
 	if err != nil {
-		t.Fatalf("build: %v", err)
+		return nil, fmt.Errorf("build: %v", err)
 	}
 	s := &binaryServer{addr: closedAddr(), admin: closedAddr(), conf: filepath.Join(t.TempDir(), "server.yaml"), log: &logBuffer{}, done: make(chan struct{})}
 	if err := world.WriteServerConfig(s.conf, s.addr, s.admin); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	s.cmd = exec.Command(bin, append([]string{"server", "--config", s.conf, "--log-level", "debug"}, extra...)...)
 	s.cmd.Env = append(os.Environ(), world.ServerEnv()...)
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	go func() { s.err = s.cmd.Wait(); close(s.done) }()
 	t.Cleanup(func() {
@@ -65,8 +86,20 @@ func startBinaryServer(t *testing.T, world *sandbox.World, extra ...string) *bin
 		<-s.done
 		sb.logs.Write([]byte(s.log.String())) // for the token scan
 	})
-	waitFor(t, 60*time.Second, "server ready", func() bool { return s.readyz() == http.StatusOK })
-	return s
+	for deadline := time.Now().Add(2 * time.Minute); s.readyz() != http.StatusOK; time.Sleep(20 * time.Millisecond) {
+		select {
+		case <-s.done:
+			if strings.Contains(s.log.String(), "address already in use") {
+				return nil, errPortTaken
+			}
+			return nil, fmt.Errorf("the server exited before it was ready (%v):\n%s", s.err, s.log.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("the server was not ready after 2 minutes (a hang guard):\n%s", s.log.String())
+		}
+	}
+	return s, nil
 }
 
 func (s *binaryServer) readyz() int {

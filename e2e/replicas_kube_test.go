@@ -161,9 +161,9 @@ func (g *gatedReader) Read(p []byte) (int, error) {
 }
 
 // checksummedCopy copies size bytes in, stopping halfway until gate closes,
-// copies the table back out and compares checksums.
-func checksummedCopy(conn *pgx.Conn, size int64, gate <-chan struct{}) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*kubeGuard)
+// copies the table back out and compares checksums, within ctx.
+func checksummedCopy(ctx context.Context, conn *pgx.Conn, size int64, gate <-chan struct{}) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*kubeGuard)
 	defer cancel()
 	if _, err := conn.Exec(ctx, "DROP TABLE IF EXISTS replica_copy; CREATE TABLE replica_copy (id bigint, payload text)"); err != nil {
 		return err
@@ -214,17 +214,22 @@ func TestReplicasKubeRollout(t *testing.T) {
 	// A COPY on the pod that stays, held halfway until the rollout is over.
 	gate := make(chan struct{})
 	release := sync.OnceFunc(func() { close(gate) })
-	defer release() // a failing test releases the COPY
+	// A failing test ends the two statements below before the cleanups
+	// close their connections (pgx connections are not safe to close
+	// while another goroutine uses them).
+	ctx, cancelStatements := context.WithCancel(context.Background())
+	var statements sync.WaitGroup
+	t.Cleanup(func() { cancelStatements(); release(); statements.Wait() })
 	copied := make(chan error, 1)
-	go func() { copied <- checksummedCopy(onPod[stayPod][0], 16<<20, gate) }()
+	statements.Go(func() { copied <- checksummedCopy(ctx, onPod[stayPod][0], 16<<20, gate) })
 	waitFor(t, kubeGuard, "COPY running", func() bool { return sleepingIn(t, k.world, "COPY replica_copy FROM") })
 
 	// A statement running on the pod that goes.
 	drained := make(chan error, 1)
-	go func() {
-		_, err := onPod[oldPod][1].Exec(context.Background(), "SELECT pg_sleep(60) -- drained")
+	statements.Go(func() {
+		_, err := onPod[oldPod][1].Exec(ctx, "SELECT pg_sleep(60) -- drained")
 		drained <- err
-	}()
+	})
 	waitFor(t, kubeGuard, "pg_sleep on the old pod", func() bool { return sleepingIn(t, k.world, "drained") })
 
 	newPod := k.addPod(t, drain...)

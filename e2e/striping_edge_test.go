@@ -115,7 +115,7 @@ func TestStripingCancelDuringCopy(t *testing.T) {
 	}
 	defer conn.Close(ctx)
 	// Data flows first, so that the further stripes have joined.
-	if err := checksummedCopy(conn, 2<<20, closedGate()); err != nil {
+	if err := checksummedCopy(context.Background(), conn, 2<<20, closedGate()); err != nil {
 		t.Fatalf("COPY before the cancel: %v", err)
 	}
 	cctx, cancel := context.WithCancel(ctx)
@@ -164,7 +164,7 @@ func TestStripingForgedJoin(t *testing.T) {
 	gate := make(chan struct{})
 	var open sync.Once
 	copied := make(chan error, 1)
-	go func() { copied <- checksummedCopy(conn, 8<<20, gate) }()
+	go func() { copied <- checksummedCopy(context.Background(), conn, 8<<20, gate) }()
 	// On a failure below, the COPY finishes before conn is closed.
 	defer func() { open.Do(func() { close(gate) }); <-copied }()
 	for range 3 {
@@ -302,7 +302,7 @@ func TestStripingStripeThatNeverJoins(t *testing.T) {
 			if took := time.Since(started); took > 5*time.Second {
 				t.Fatalf("connect and first query took %v: the connection waited for its stripes", took)
 			}
-			if err := checksummedCopy(conn, 4<<20, closedGate()); err != nil {
+			if err := checksummedCopy(context.Background(), conn, 4<<20, closedGate()); err != nil {
 				t.Fatal(err)
 			}
 			waitJoins(t, audit, tc.stripes-1)
