@@ -119,9 +119,7 @@ func (s *Server) relay(client, raw net.Conn, up *upstream, pending []byte, info 
 	defer s.retire(r)
 	s.cfg.Metrics.sessionStarted()
 	if up.hasKey {
-		route := up.route()
-		route.relay = r
-		s.cancels.add(up.key, route)
+		s.cancels.add(up.key, cancelRoute{target: up.target, addr: up.addr, relay: r})
 		defer s.cancels.remove(up.key)
 	}
 	res := r.Run(nil, pending)

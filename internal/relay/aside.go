@@ -2,6 +2,7 @@ package relay
 
 import (
 	"errors"
+	"iter"
 	"os"
 	"sync/atomic"
 	"time"
@@ -226,7 +227,7 @@ func (a *aside) add(p []byte) int {
 }
 
 // from yields the bytes held from offset off on, in order.
-func (a *aside) from(off int) func(yield func([]byte) bool) {
+func (a *aside) from(off int) iter.Seq[[]byte] {
 	return func(yield func([]byte) bool) {
 		for i, b := range a.bufs {
 			start, end := i*coalesceSize, min((i+1)*coalesceSize, a.size)

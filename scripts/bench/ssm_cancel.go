@@ -2,14 +2,11 @@ package main
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/rdsproxy/rdsproxy/internal/sandbox"
 )
 
 // Ctrl-C during a flood: psql runs floodSQL for floodFor, then gets SIGINT
@@ -23,16 +20,9 @@ const (
 	ctrlCReps = 3
 )
 
-// ssmCtrlC measures Ctrl-C through p, sending the token and target itself
-// through the plugin as ssmDump does.
+// ssmCtrlC measures Ctrl-C through p.
 func (b *bench) ssmCtrlC(p *ssmPath) ([]time.Duration, error) {
-	host, port, _ := net.SplitHostPort(p.addr)
-	env := []string{"PGHOST=" + host, "PGPORT=" + port, "PGUSER=" + sandbox.UserIAM, "PGDATABASE=" + sandbox.DatabaseApp,
-		"PGSSLMODE=disable", "PGAPPNAME=" + appPrefix(p) + "ctrl-c"}
-	if p.args == nil {
-		env = append(env, "PGPASSWORD="+b.token(), "PGOPTIONS=-c rdsproxy.target=orders")
-	}
-	return ctrlC(env)
+	return ctrlC(b.ssmPGEnv(p, "ctrl-c"))
 }
 
 // ctrlC runs the flood ctrlCReps times with env and returns the time from

@@ -33,16 +33,9 @@ func (b *bench) makeDumpTable(rows int64) error {
 }
 
 // ssmDump runs pg_dump -Fp of dumpTable through p, its output counted and
-// discarded. pg_dump opens one connection (no -j). Through the plugin it
-// sends the IAM token and, in options, the rdsproxy.target parameter
-// itself, as ssmConnect does for pgx.
+// discarded. pg_dump opens one connection (no -j).
 func (b *bench) ssmDump(p *ssmPath, srv *proc) (bulk, error) {
-	host, port, _ := net.SplitHostPort(p.addr)
-	env := []string{"PGHOST=" + host, "PGPORT=" + port, "PGUSER=" + sandbox.UserIAM, "PGDATABASE=" + sandbox.DatabaseApp,
-		"PGSSLMODE=disable", "PGAPPNAME=" + appPrefix(p) + "dump"}
-	if p.args == nil {
-		env = append(env, "PGPASSWORD="+b.token(), "PGOPTIONS=-c rdsproxy.target=orders")
-	}
+	env := b.ssmPGEnv(p, "dump")
 	var stderr strings.Builder
 	r, err := measure(p.proc, srv, func() (int64, error) {
 		out := &counted{}
@@ -56,6 +49,19 @@ func (b *bench) ssmDump(p *ssmPath, srv *proc) (bulk, error) {
 		return bulk{}, fmt.Errorf("pg_dump: %w: %s", err, stderr.String())
 	}
 	return r, nil
+}
+
+// ssmPGEnv connects libpq to p for role. Through the plugin the client
+// sends the IAM token and, in options, the rdsproxy.target parameter
+// itself, as ssmConnect does for pgx.
+func (b *bench) ssmPGEnv(p *ssmPath, role string) []string {
+	host, port, _ := net.SplitHostPort(p.addr)
+	env := []string{"PGHOST=" + host, "PGPORT=" + port, "PGUSER=" + sandbox.UserIAM, "PGDATABASE=" + sandbox.DatabaseApp,
+		"PGSSLMODE=disable", "PGAPPNAME=" + appPrefix(p) + role}
+	if p.args == nil {
+		env = append(env, "PGPASSWORD="+b.token(), "PGOPTIONS=-c rdsproxy.target=orders")
+	}
+	return env
 }
 
 // pgBin is the program name of the PostgreSQL the sandbox runs (pg_config
