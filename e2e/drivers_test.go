@@ -1,0 +1,150 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rdsproxy/rdsproxy/internal/sandbox"
+)
+
+// driver is a real PostgreSQL driver run as its own program (in
+// e2e/drivers) against what rdsproxy connect printed.
+type driver struct {
+	name    string
+	checks  []string                                                            // the "ok NAME" lines a passing run prints
+	command func(ctx context.Context, t *testing.T, url, user string) *exec.Cmd // url: the printed DSN or JDBC URL
+}
+
+// The drivers' checks, each against the real server, client and database:
+//   - connect: no password, as the IAM user, with the printed string;
+//   - types: parameters of several types through the driver's own
+//     protocol (libpq's text, asyncpg's binary, pgjdbc's and node's named
+//     prepared statements);
+//   - large-result: 200,000 rows, and a portal read in pieces;
+//   - copy: COPY out and back in, compared;
+//   - errors: a failed statement and a failed transaction leave the
+//     connection usable;
+//   - cancel: the driver's own cancel (a CancelRequest on a new connection)
+//     of pg_sleep and of a streaming result, which the server sets aside
+//     after the cancel: the driver gets 57014 and the connection works;
+//   - cancel-copy: the same for COPY out;
+//   - notify: a NOTIFY reaches a LISTEN on another connection;
+//   - pool: eight connections at once.
+var drivers = []driver{
+	{"psycopg2", []string{"connect", "types", "large-result", "copy", "errors", "cancel", "cancel-copy", "notify"},
+		pythonDriver("psycopg2", "psycopg2_check.py")},
+	{"asyncpg", []string{"connect", "types", "large-result", "copy", "errors", "cancel", "cancel-copy", "notify", "pool"},
+		pythonDriver("asyncpg", "asyncpg_check.py")},
+	{"pgjdbc", []string{"connect", "types", "large-result", "copy", "errors", "cancel", "cancel-copy", "notify"},
+		jdbcDriver},
+	{"node-postgres", []string{"connect", "types", "large-result", "copy", "errors", "cancel", "cancel-copy", "notify", "pool"},
+		nodeDriver},
+}
+
+// The drivers applications are built on connect through rdsproxy connect
+// with exactly what it printed: the DSN (psycopg2, asyncpg, node-postgres)
+// or the JDBC URL (pgjdbc), with --local-tls's sslmode=verify-full and its
+// CA, and with the same string at sslmode=disable, the default. Each runs
+// the checks listed above drivers.
+func TestDrivers(t *testing.T) {
+	st := startStack(t)
+	cmd := binaryPsql(t, st.serverAddr, "app") // for its environment
+	cmd.Args = []string{cmd.Path, "connect", "--via", "direct", "--server", st.serverAddr, "--json",
+		"--local-tls", "--user", sandbox.UserIAM, "app"}
+	p := startConnect(t, cmd, 1)[0]
+	if !strings.Contains(p.DSN, "sslmode=verify-full") || !strings.Contains(p.JDBC, "sslmode=verify-full") {
+		t.Fatalf("--local-tls printed DSN %s and JDBC %s, want sslmode=verify-full", p.DSN, p.JDBC)
+	}
+	for _, d := range drivers {
+		for _, tls := range []bool{true, false} {
+			mode := map[bool]string{true: "verify-full", false: "disable"}[tls]
+			t.Run(d.name+"/"+mode, func(t *testing.T) {
+				url := p.DSN
+				if d.name == "pgjdbc" {
+					url = p.JDBC
+				}
+				if !tls {
+					url = withoutTLS(url)
+				}
+				runDriver(t, d, url)
+			})
+		}
+	}
+}
+
+// runDriver runs d against url and fails unless it exits 0 having printed
+// every check it should.
+func runDriver(t *testing.T, d driver, url string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	out, err := d.command(ctx, t, url, sandbox.UserIAM).CombinedOutput()
+	if ctx.Err() != nil {
+		err = fmt.Errorf("still running after 3 minutes: %w", ctx.Err())
+	}
+	var passed []string
+	for _, m := range regexp.MustCompile(`(?m)^ok (\S+)$`).FindAllStringSubmatch(string(out), -1) {
+		passed = append(passed, m[1])
+	}
+	if err != nil || !slices.Equal(passed, d.checks) {
+		t.Fatalf("%s: %v; passed %v of %v\n%s", d.name, err, passed, d.checks, out)
+	}
+}
+
+// withoutTLS is a printed DSN or JDBC URL at sslmode=disable, without the
+// root certificate.
+func withoutTLS(url string) string {
+	url = regexp.MustCompile(`sslrootcert=[^&]*&?`).ReplaceAllString(url, "")
+	return strings.TrimRight(strings.Replace(url, "sslmode=verify-full", "sslmode=disable", 1), "&")
+}
+
+func driverFile(t *testing.T, name string) string {
+	path, err := filepath.Abs(filepath.Join("drivers", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// pythonDriver runs script with a python3 that has module: the first of
+// python3 on PATH and the system's /usr/bin/python3 (where Debian's
+// python3-psycopg2 and python3-asyncpg install) that imports it.
+func pythonDriver(module, script string) func(ctx context.Context, t *testing.T, url, user string) *exec.Cmd {
+	return func(ctx context.Context, t *testing.T, url, user string) *exec.Cmd {
+		for _, python := range []string{"python3", "/usr/bin/python3"} {
+			if exec.Command(python, "-c", "import "+module).Run() == nil {
+				return exec.CommandContext(ctx, python, driverFile(t, script), url, user)
+			}
+		}
+		t.Fatalf("no python3 imports %s: make check-tools installs python3-%s", module, module)
+		return nil
+	}
+}
+
+// pgjdbcJar is where Debian's libpostgresql-jdbc-java installs pgjdbc.
+const pgjdbcJar = "/usr/share/java/postgresql.jar"
+
+func jdbcDriver(ctx context.Context, t *testing.T, url, user string) *exec.Cmd {
+	if _, err := os.Stat(pgjdbcJar); err != nil {
+		t.Fatalf("pgjdbc: %v: make check-tools installs libpostgresql-jdbc-java", err)
+	}
+	return exec.CommandContext(ctx, "java", "-cp", pgjdbcJar, driverFile(t, "PgjdbcCheck.java"), url, user)
+}
+
+func nodeDriver(ctx context.Context, t *testing.T, url, user string) *exec.Cmd {
+	dir := driverFile(t, "node")
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "pg")); errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("node-postgres is not installed in %s: make check-tools runs npm ci there", dir)
+	}
+	cmd := exec.CommandContext(ctx, "node", "check.js", url, user)
+	cmd.Dir = dir
+	return cmd
+}
