@@ -272,10 +272,7 @@ func newConnInfo(t contract.Target, addr *net.TCPAddr, user, rootCert string) co
 	if user == "" {
 		user = "DBUSER"
 	}
-	db := t.Database
-	if db == "" {
-		db = "postgres"
-	}
+	db := databaseOf(t)
 	host, port := dialHost(addr.IP), addr.Port
 	hostPort := net.JoinHostPort(host, strconv.Itoa(port)) // [::1]:5432 in URLs
 	ssl, sslQuery := "sslmode=disable", "sslmode=disable"
@@ -293,6 +290,15 @@ func newConnInfo(t contract.Target, addr *net.TCPAddr, user, rootCert string) co
 		DSN:  fmt.Sprintf("postgresql://%s@%s/%s?%s", user, hostPort, db, sslQuery),
 		JDBC: fmt.Sprintf("jdbc:postgresql://%s/%s?%s&user=%s", hostPort, db, sslQuery, user),
 	}
+}
+
+// databaseOf is the database a client logs in to: the target's, else
+// postgres, the database every RDS instance has.
+func databaseOf(t contract.Target) string {
+	if t.Database == "" {
+		return "postgres"
+	}
+	return t.Database
 }
 
 // dialHost is the host a local client dials for a listener on ip:

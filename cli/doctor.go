@@ -468,7 +468,7 @@ func (d *doctor) checkLogin(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("pgx configuration: %w", err)
 	}
 	addr := ln.Addr().(*net.TCPAddr)
-	cfg.Host, cfg.Port, cfg.User, cfg.Database = addr.IP.String(), uint16(addr.Port), d.user, t.Database
+	cfg.Host, cfg.Port, cfg.User, cfg.Database = addr.IP.String(), uint16(addr.Port), d.user, databaseOf(t)
 	cfg.RuntimeParams["application_name"] = "rdsproxy doctor"
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
@@ -489,6 +489,10 @@ func (s signedToken) Get(context.Context, string, string, string) (string, error
 	return string(s), nil
 }
 
+// invalidCatalogName is PostgreSQL's SQLSTATE for a database that does not
+// exist.
+const invalidCatalogName = "3D000"
+
 // explainLogin says in plain words why the test login failed.
 func explainLogin(err error, t contract.Target, user string) *problem {
 	var pe *pgconn.PgError
@@ -507,6 +511,9 @@ func explainLogin(err error, t contract.Target, user string) *problem {
 			"%s", msg)
 	case pe.Code == pgwire.CodeInvalidPassword:
 		return fail(hintOr(pe, "sign a fresh token with synced clock and the right credentials"), "the server refused the token: %s", msg)
+	case pe.Code == invalidCatalogName:
+		return fail(fmt.Sprintf("tag the database with rdsproxy:db-name=NAME (a static target: database: NAME) naming one it has; without it clients log in to %s", databaseOf(t)),
+			"%s", msg)
 	case pe.Code == pgwire.CodeCannotConnect:
 		return fail(hintOr(pe, "check the database's status and that the server's security group may reach it"),
 			"the server cannot reach the database: %s", msg)

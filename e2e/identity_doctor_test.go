@@ -5,11 +5,14 @@ import (
 	"context"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/rdsproxy/rdsproxy/cli"
+	"github.com/rdsproxy/rdsproxy/discovery"
 	"github.com/rdsproxy/rdsproxy/internal/sandbox"
 	"github.com/rdsproxy/rdsproxy/server"
 )
@@ -55,5 +58,44 @@ func TestDoctorNamesTheVerifiedCaller(t *testing.T) {
 	}
 	if code != cli.ExitOK {
 		t.Errorf("exit %d, want %d", code, cli.ExitOK)
+	}
+}
+
+// doctor's test login goes to the database connect's strings name: a
+// target with no database (no rdsproxy:db-name tag, no database: key) is
+// reached at postgres, the database every RDS instance has, not at a
+// database named after the user; a database that does not exist is named
+// with the tag that fixes it.
+func TestDoctorTargetDatabase(t *testing.T) {
+	t.Setenv("HOME", t.TempDir())
+	for k, v := range map[string]string{"AWS_ENDPOINT_URL_STS": sb.sts.URL(), "AWS_ACCESS_KEY_ID": sandbox.AccessKeyID,
+		"AWS_SECRET_ACCESS_KEY": sandbox.SecretAccessKey, "AWS_REGION": sandbox.Region, "AWS_EC2_METADATA_DISABLED": "true",
+		"AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"} {
+		t.Setenv(k, v)
+	}
+	for _, tc := range []struct {
+		database string
+		code     int
+		want     string
+	}{
+		{"", cli.ExitOK, "✓ test login: logged in to app as " + sandbox.UserIAM},
+		{"nosuch", cli.ExitFailure, `✗ test login: database "nosuch" does not exist
+  fix: tag the database with rdsproxy:db-name=NAME`},
+	} {
+		targets := slices.Clone(sb.targets)
+		for i := range targets {
+			targets[i].Database = tc.database
+		}
+		snap, err := discovery.NewSnapshot(targets, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := startStack(t, func(c *server.Config) { c.Targets = fixedTargets{snap} })
+		var out bytes.Buffer
+		code := cli.Run([]string{"doctor", "--log-level", "error", "--via", "direct", "--server", st.serverAddr, "--user", sandbox.UserIAM, "app"},
+			cli.Env{Stdout: &out, Stderr: &out, Version: "test"})
+		if code != tc.code || !strings.Contains(out.String(), tc.want) {
+			t.Errorf("database %q: doctor exited %d, want %d with %q:\n%s", tc.database, code, tc.code, tc.want, out.String())
+		}
 	}
 }
