@@ -56,7 +56,7 @@ type SSMFlags struct {
 	SSMHost     string `name:"ssm-host" help:"Reach the server at this host through the managed node (AWS-StartPortForwardingSessionToRemoteHost)." env:"RDSPROXY_SSM_HOST"`
 	SSMPort     int    `name:"ssm-port" help:"The server's port on the node (or on --ssm-host)." default:"5480" env:"RDSPROXY_SSM_PORT"`
 	SSMDocument string `name:"ssm-document" help:"Start sessions with this Session document, which pins the server's port (the Terraform module's ssm_document_name output), instead of AWS-StartPortForwardingSession." env:"RDSPROXY_SSM_DOCUMENT"`
-	SSMSessions int    `name:"ssm-sessions" help:"Session Manager sessions per server instance to spread connections over (the SSM agent caps each below ~1 MB/s)." default:"1" env:"RDSPROXY_SSM_SESSIONS"`
+	SSMSessions int    `name:"ssm-sessions" help:"Session Manager sessions per server instance to spread connections over, 1 to 64 (the SSM agent caps each below ~1 MB/s)." default:"1" env:"RDSPROXY_SSM_SESSIONS"`
 	SSMStriping bool   `name:"ssm-striping" help:"Spread each connection over all --ssm-sessions sessions and compress it (zstd), when the server supports it; with 2 or more, one more session is a lane that small messages take, so queries stay quick beside a transfer; --no-ssm-striping keeps one raw stream per connection." default:"true" negatable:"" env:"RDSPROXY_SSM_STRIPING"`
 	SSMCompress bool   `name:"ssm-compress" help:"Compress striped connections (zstd; blocks that do not shrink go as they are); --no-ssm-compress stripes without it." default:"true" negatable:"" env:"RDSPROXY_SSM_COMPRESS"`
 	Profile     string `help:"AWS profile (default: the SDK's chain)." env:"AWS_PROFILE"`

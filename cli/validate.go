@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+
+	ssmtun "github.com/rdsproxy/rdsproxy/tunnel/ssm"
 )
 
 // Flag checks that kong runs after parsing (Validate methods), so a
@@ -32,6 +34,15 @@ func (f *TunnelFlags) Validate() error {
 		}
 		if err := checkPort("ssm-port", f.SSMPort); err != nil {
 			return err
+		}
+		if f.SSMSessions < 1 || f.SSMSessions > ssmtun.MaxSessions {
+			return fmt.Errorf("--ssm-sessions must be between 1 and %d, not %d", ssmtun.MaxSessions, f.SSMSessions)
+		}
+		if f.SSMDocument != "" && f.SSMHost != "" {
+			return errors.New("--ssm-document pins the server's address on the node, so it cannot be combined with --ssm-host")
+		}
+		if f.SSMDocument != "" && !ssmtun.IsDocumentName(f.SSMDocument) {
+			return fmt.Errorf("--ssm-document must be an SSM document name (3 to 128 letters, digits, _ . -) or a document's ARN, not %q", f.SSMDocument)
 		}
 	case "kube":
 		if f.KubeDeployment == "" && f.KubeSelector == "" {

@@ -36,6 +36,10 @@ const (
 // documentName is an SSM document name or ARN (the API's own pattern for names).
 var documentName = regexp.MustCompile(`^(arn:[a-z-]+:ssm:[a-z0-9-]+:[0-9]*:document/)?[a-zA-Z0-9_.-]{3,128}$`)
 
+// IsDocumentName reports whether s is an SSM document name (3 to 128
+// letters, digits, _ . -) or a document's ARN.
+func IsDocumentName(s string) bool { return documentName.MatchString(s) }
+
 // startSessionInput chooses the document: a custom one that pins the port
 // when given (no parameters: the document decides), else the remote-host
 // one when host is set (the agent dials host:port), else the local one (the

@@ -16,6 +16,10 @@ import (
 	"github.com/rdsproxy/rdsproxy/tunnel"
 )
 
+// MaxSessions bounds Config.Sessions: each session is a websocket and a
+// session on the node's agent.
+const MaxSessions = 64
+
 // Config configures a Tunnel.
 type Config struct {
 	// API starts and terminates sessions (an *ssm.Client).
@@ -35,8 +39,8 @@ type Config struct {
 	// decides, and Port should name the same port. Not with Host.
 	Document string
 	// Sessions spreads streams over this many sessions (the agent caps each
-	// session below ~1 MB/s per direction). Default 1. New starts the first
-	// and the others in the background.
+	// session below ~1 MB/s per direction), at most MaxSessions. Default 1.
+	// New starts the first and the others in the background.
 	Sessions int
 	// Lane adds one more session, the lane, which only DialLane uses:
 	// a striped connection opens its first stream there and keeps its
@@ -85,11 +89,11 @@ func (c *Config) Validate() error {
 	if c.Document != "" && c.Host != "" {
 		errs = append(errs, errors.New("ssm: a custom document pins the destination on the target; it cannot be combined with a remote host"))
 	}
-	if c.Document != "" && !documentName.MatchString(c.Document) {
+	if c.Document != "" && !IsDocumentName(c.Document) {
 		errs = append(errs, fmt.Errorf("ssm: %q is not an SSM document name or ARN", c.Document))
 	}
-	if c.Sessions < 0 || c.Sessions > 64 {
-		errs = append(errs, fmt.Errorf("ssm: sessions %d out of range 1..64", c.Sessions))
+	if c.Sessions < 0 || c.Sessions > MaxSessions {
+		errs = append(errs, fmt.Errorf("ssm: sessions %d out of range 1..%d", c.Sessions, MaxSessions))
 	}
 	if c.ClientVersion == "" {
 		c.ClientVersion = DefaultClientVersion
