@@ -56,7 +56,6 @@ func (c *ConnectCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env 
 	if err != nil {
 		return err
 	}
-	warnBeyondLoopback(log, c.Address)
 	state := newStateStore()
 	var localTLSConfig *tls.Config
 	var rootCert string
@@ -89,6 +88,7 @@ func (c *ConnectCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env 
 		}
 		c.announce(env, log, state, ci, lns[0].Addr().String())
 	}
+	warnBeyondLoopback(log, c.Address) // once listening there: an --address that cannot be is an error instead
 	return grp.Wait()
 }
 

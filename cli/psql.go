@@ -34,6 +34,11 @@ type PsqlCmd struct {
 // psql exits, and exits with psql's exit code.
 func (c *PsqlCmd) Run(ctx context.Context, kctx *kong.Context, g *Globals, log *slog.Logger, env Env) error {
 	args, _ := psqlArgs(c.Args, kctx.Args) // Validate has checked them
+	psql, err := exec.LookPath("psql")
+	if err != nil { // before any tunnel is opened
+		return &ExitError{Code: ExitFailure, Err: fmt.Errorf("psql is not installed (not on PATH): install the PostgreSQL client " +
+			"(Debian: apt-get install postgresql-client; macOS: brew install libpq), or run rdsproxy connect and use another client")}
+	}
 	tokens, err := c.tokenSource(ctx)
 	if err != nil {
 		return err
@@ -56,7 +61,7 @@ func (c *PsqlCmd) Run(ctx context.Context, kctx *kong.Context, g *Globals, log *
 	defer serveLocal(ctx, p, ln).end()
 	info := newConnInfo(t, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}, userFor(c.User, t.Users), "")
 	info.Host = host
-	return runPsql(ctx, env, info, args)
+	return runPsql(ctx, env, psql, info, args)
 }
 
 // Validate refuses psql's arguments given without -- (see psqlArgs), with
@@ -147,8 +152,8 @@ func psqlListener() (ln net.Listener, host string, port int, cleanup func(), err
 // runPsql runs psql in the foreground until it exits. Ctrl-C belongs to
 // psql meanwhile (it cancels the running query); a SIGTERM to rdsproxy is
 // passed on. psql's exit status becomes rdsproxy's.
-func runPsql(ctx context.Context, env Env, info connInfo, args []string) error {
-	cmd := exec.CommandContext(ctx, "psql", args...)
+func runPsql(ctx context.Context, env Env, psql string, info connInfo, args []string) error {
+	cmd := exec.CommandContext(ctx, psql, args...)
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 10 * time.Second
 	cmd.Env = append(os.Environ(), "PGHOST="+info.Host, "PGPORT="+strconv.Itoa(info.Port),

@@ -66,3 +66,18 @@ func TestFlagUsageErrors(t *testing.T) {
 		}
 	}
 }
+
+// rdsproxy psql without psql on PATH says to install the PostgreSQL
+// client, before it opens a tunnel (here to a port where nothing listens,
+// which would fail otherwise) or reads credentials.
+func TestPsqlNotInstalled(t *testing.T) {
+	isolateAWS(t)
+	t.Setenv("PATH", t.TempDir())
+	var stdout, stderr bytes.Buffer
+	code := Run([]string{"psql", "orders", "--via", "direct", "--server", "127.0.0.1:1"},
+		Env{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr})
+	want := "psql is not installed (not on PATH): install the PostgreSQL client"
+	if code != ExitFailure || !strings.Contains(stderr.String(), want) {
+		t.Errorf("exit %d, stderr:\n%s\nwant exit 1 and %q", code, stderr.String(), want)
+	}
+}

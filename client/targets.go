@@ -69,6 +69,9 @@ func getTargets(ctx context.Context, hc *http.Client, identity string) (contract
 		if json.Unmarshal(body, &refusal) == nil && refusal.Error != "" {
 			msg = refusal.Error
 		}
+		if resp.StatusCode == http.StatusNotFound && refusal.Error == "" {
+			msg += " (this port answers HTTP but serves no target list: is it the server's --admin-addr rather than its --listen address?)"
+		}
 		return contract.TargetList{Identity: refusal.Identity}, fmt.Errorf("the rdsproxy server answered %s: %s", resp.Status, msg)
 	}
 	var list contract.TargetList

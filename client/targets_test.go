@@ -1,6 +1,10 @@
 package client
 
 import (
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -27,5 +31,21 @@ func TestFindTarget(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("FindTarget(%q) error = %v, want it to contain %q", tt.name, err, tt.want)
 		}
+	}
+}
+
+// A port that answers HTTP without being the server's --listen (its
+// --admin-addr, say) gets the 404 with a question that points at the
+// mistake, not only "404 page not found".
+func TestTargetsFromAnHTTPServerThatIsNotOne(t *testing.T) {
+	admin := httptest.NewServer(http.NotFoundHandler())
+	defer admin.Close()
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "tcp", admin.Listener.Addr().String())
+	}}}
+	_, err := getTargets(context.Background(), hc, "")
+	want := "the rdsproxy server answered 404 Not Found: 404 page not found (this port answers HTTP but serves no target list: is it the server's --admin-addr rather than its --listen address?)"
+	if err == nil || err.Error() != want {
+		t.Errorf("got %v\nwant %s", err, want)
 	}
 }
