@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -261,6 +262,9 @@ func (r *fileResolver) Resolve(kctx *kong.Context, _ *kong.Path, flag *kong.Flag
 		// kong would take it for nanoseconds: refresh-interval: 30 was 30ns.
 		return nil, fmt.Errorf("configuration file: %v has no unit; write it with one, such as %vs or %vm", n, n, n)
 	}
+	if err := checkValue(flag, v); err != nil {
+		return nil, err
+	}
 	// A map flag may be written as a list of KEY=VALUE strings.
 	if list, isList := v.([]any); isList && flag.Value.Target.Kind() == reflect.Map {
 		parts := make([]string, len(list))
@@ -270,6 +274,31 @@ func (r *fileResolver) Resolve(kctx *kong.Context, _ *kong.Path, flag *kong.Flag
 		return strings.Join(parts, ","), nil
 	}
 	return v, nil
+}
+
+// checkValue refuses, in the file's terms, a value kong would misread or
+// reject in Go's: a list or map for a flag that takes one value, text for
+// a number.
+func checkValue(flag *kong.Flag, v any) error {
+	t := flag.Value.Target.Type()
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	_, isList := v.([]any)
+	_, isMap := v.(map[string]any)
+	switch kind := t.Kind(); {
+	case kind == reflect.Slice || kind == reflect.Map:
+		return nil
+	case isList || isMap:
+		return errors.New("configuration file: give one value here, not a list or a map")
+	case kind >= reflect.Int && kind <= reflect.Int64 && t != reflect.TypeFor[time.Duration]():
+		if text, isText := v.(string); isText {
+			if _, err := strconv.Atoi(text); err != nil {
+				return fmt.Errorf("configuration file: %q is not a whole number", text)
+			}
+		}
+	}
+	return nil
 }
 
 // lookup finds key in the files, the last first: in each, the server

@@ -88,7 +88,13 @@ func TestConfigErrors(t *testing.T) {
 		want       string
 	}{
 		{"unknown key", write("a.yaml", "listn: x\n"), nil, "unknown keys listn"},
-		{"unknown target field", write("b.yaml", "targets:\n  - name: a\n    endpont: x\n"), nil, "field endpont not found"},
+		{"unknown target field", write("b.yaml", "listen: 127.0.0.1:5480\ntargets:\n  - name: a\n    endpont: x\n"), nil,
+			"targets: line 4: unknown key endpont in a target (keys: name, endpoint, region, auth, tls, database, users, read-only, local-port, principals)"},
+		{"targets not a list", write("b2.yaml", "targets:\n  name: a\n"), nil, "targets: line 2: found a map, want a list of targets (each entry starting with - name:)"},
+		{"target values of the wrong kind", write("b3.yaml", "targets:\n  - name: [a]\n    endpoint: a.x:5432\n    local-port: abc\n    read-only: maybe\n    users: x\n"), nil,
+			"targets: line 2: found a list, want one value; line 4: found the text `abc`, want a number; line 5: found the text `maybe`, want true or false; line 6: found the text `x`, want a list"},
+		{"a list for a one-value flag", write("b4.yaml", "listen: [127.0.0.1:5480]\n"), nil, "--listen: configuration file: give one value here, not a list or a map"},
+		{"text for a number", write("b5.yaml", "max-sessions: many\n"), nil, `--max-sessions: configuration file: "many" is not a whole number`},
 		{"target without region", write("c.yaml", "targets:\n  - name: a\n    endpoint: a.example:5432\n"), nil, "needs a region"},
 		{"duplicate target names", write("d.yaml", "targets:\n  - {name: a, endpoint: a.x:5432, region: r}\n  - {name: a, endpoint: b.x:5432, region: r}\n"), nil, `"a"`},
 		{"bad tag rule", "", []string{"--deny-tag", "=x"}, "has no key"},

@@ -491,13 +491,66 @@ func loadStaticTargets(path string) ([]discovery.Target, error) {
 	dec.KnownFields(true)
 	var entries []staticTarget
 	if err := dec.Decode(&entries); err != nil {
-		return nil, fmt.Errorf("configuration file %s: targets: %w", path, err)
+		return nil, fmt.Errorf("configuration file %s: targets: %w", path, targetsError(err, node.Line-1))
 	}
 	out := make([]discovery.Target, len(entries))
 	for i, e := range entries {
 		out[i] = e.target()
 	}
 	return out, nil
+}
+
+// targetsError says what is wrong with the targets list in the file's
+// terms (its keys, lists and values) rather than in Go's types, at the
+// file's line numbers: the list was decoded on its own, which starts
+// lines after the file's first.
+func targetsError(err error, lines int) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return err
+	}
+	keys := strings.Join(yamlKeys(reflect.TypeFor[staticTarget]()), ", ")
+	words := strings.NewReplacer( // at each place, the first that matches
+		"cannot unmarshal ", "found ",
+		" into int", ", want a number", " into bool", ", want true or false", " into string", ", want one value",
+		" into []string", ", want a list", " into ", ", want ",
+		"[]cli.staticTarget", "a list of targets (each entry starting with - name:)",
+		"cli.staticTarget", "a target (keys: "+keys+")",
+		"!!map", "a map", "!!seq", "a list", "!!str", "the text", "!!int", "the number", "!!bool", "true or false")
+	msgs := make([]string, len(te.Errors))
+	for i, e := range te.Errors {
+		var line int
+		if n, _ := fmt.Sscanf(e, "line %d:", &line); n == 1 {
+			e = fmt.Sprintf("line %d:%s", line+lines, e[len(fmt.Sprintf("line %d:", line)):])
+		}
+		if at, field, ok := unknownTargetKey(e); ok {
+			msgs[i] = fmt.Sprintf("%s: unknown key %s in a target (keys: %s)", at, field, keys)
+			continue
+		}
+		msgs[i] = words.Replace(e)
+	}
+	return errors.New(strings.Join(msgs, "; "))
+}
+
+// unknownTargetKey reads yaml's "line N: field F not found in type T".
+func unknownTargetKey(msg string) (line, field string, ok bool) {
+	line, rest, ok := strings.Cut(msg, ": field ")
+	if !ok {
+		return "", "", false
+	}
+	field, _, ok = strings.Cut(rest, " not found in type ")
+	return line, field, ok
+}
+
+// yamlKeys are the keys a struct's yaml tags name.
+func yamlKeys(t reflect.Type) []string {
+	var keys []string
+	for f := range t.Fields() {
+		if name, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); name != "" {
+			keys = append(keys, name)
+		}
+	}
+	return keys
 }
 
 // allowStrings is the allow rules in force: the default one when none is
