@@ -27,7 +27,7 @@ type ConnectCmd struct {
 	TunnelFlags
 	Address string `help:"Local address to listen on." default:"127.0.0.1" env:"RDSPROXY_ADDRESS"`
 	Port    *int   `help:"Local port (one target only; 0: any free port, not remembered). Default: the target's rdsproxy:local-port tag, else the port it had last time from this server, else a free one." env:"RDSPROXY_PORT"`
-	User    string `help:"Database user for the printed connection strings (default: the target's first rdsproxy:users)." env:"RDSPROXY_USER"`
+	User    string `help:"Database user for the printed connection strings (default: the target's first rdsproxy:users, else the placeholder DBUSER to replace)." env:"RDSPROXY_USER"`
 	JSON    bool   `help:"Print the connection details of each target as a JSON line."`
 	// LocalTLS serves applications that insist on TLS (sslmode=require,
 	// verify-full, JDBC ssl=true).
@@ -85,6 +85,10 @@ func (c *ConnectCmd) Run(ctx context.Context, g *Globals, log *slog.Logger, env 
 		}
 		for _, ln := range lns {
 			grp.Go(func() error { return p.Serve(gctx, ln) })
+		}
+		if c.User != "" && !t.AllowsUser(c.User) { // served anyway: other users may connect
+			log.Warn("the rdsproxy server will refuse the printed strings: the target does not serve this database user; pass --user one it serves",
+				"target", t.Name, "user", c.User, "served", strings.Join(t.Users, ","))
 		}
 		c.announce(env, log, state, ci, lns[0].Addr().String())
 	}

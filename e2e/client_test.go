@@ -260,3 +260,26 @@ func TestClientAWSMisconfiguration(t *testing.T) {
 		})
 	}
 }
+
+// connect --user naming a user the target does not serve (limited serves
+// only iam_other) still serves the target, and warns that the server will
+// refuse the strings it printed.
+func TestConnectWarnsOfAnUnservedUser(t *testing.T) {
+	st := startStack(t)
+	cmd := binaryPsql(t, st.serverAddr, "limited") // for its environment
+	cmd.Args = []string{cmd.Path, "connect", "--via", "direct", "--server", st.serverAddr, "--user", sandbox.UserIAM, "limited"}
+	var out logBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	const warning = "the rdsproxy server will refuse the printed strings: the target does not serve this database user"
+	const served = "limited → 127.0.0.1:"
+	waitFor(t, 30*time.Second, "the warning and the target served", func() bool {
+		return strings.Contains(out.String(), warning) && strings.Contains(out.String(), served)
+	})
+	if !strings.Contains(out.String(), "served="+sandbox.UserIAMOther) {
+		t.Errorf("connect printed:\n%s\nwant the user the target serves", out.String())
+	}
+}
