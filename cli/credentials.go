@@ -1,10 +1,12 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
@@ -41,7 +43,8 @@ func (f *SSMFlags) credentialsProblem(err error) error {
 	var what string
 	switch {
 	case errors.As(err, &notExist):
-		what = fmt.Sprintf("the AWS profile %q is not in ~/.aws/config or ~/.aws/credentials", notExist.Profile)
+		what = fmt.Sprintf("the AWS profile %q is not in %s or %s", notExist.Profile,
+			cmp.Or(os.Getenv("AWS_CONFIG_FILE"), "~/.aws/config"), cmp.Or(os.Getenv("AWS_SHARED_CREDENTIALS_FILE"), "~/.aws/credentials"))
 	case errors.As(err, &sso), strings.Contains(err.Error(), "SSO token"): // the SSO token provider's errors are untyped
 		what = "the AWS SSO session has expired or was never started"
 	case expiredToken(err):

@@ -46,7 +46,7 @@ func noCredentials(t *testing.T) string {
 // start-up with what is wrong and the fix, not the SDK's error chain, and
 // connect never says it is ready.
 func TestCommandsWithoutCredentials(t *testing.T) {
-	noCredentials(t)
+	config := noCredentials(t)
 	addr := startListServer(t, "orders")
 	direct := []string{"--via", "direct", "--server", addr}
 	commands := map[string][]string{
@@ -57,7 +57,8 @@ func TestCommandsWithoutCredentials(t *testing.T) {
 	}
 	profiles := []struct{ name, flag, want string }{
 		{"none", "", "no AWS credentials found"},
-		{"unknown profile", "--profile=nope", `the AWS profile "nope" is not in ~/.aws/config`},
+		{"unknown profile", "--profile=nope", // the files AWS_CONFIG_FILE and AWS_SHARED_CREDENTIALS_FILE name
+			fmt.Sprintf(`the AWS profile "nope" is not in %s or %s`, config, filepath.Join(filepath.Dir(config), "credentials"))},
 		{"sso not logged in", "--profile=sso", "the AWS SSO session has expired or was never started"},
 	}
 	for name, args := range commands {
