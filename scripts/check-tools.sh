@@ -40,6 +40,6 @@ if ! cmp -s "$drivers/package-lock.json" "$drivers/node_modules/.package-lock.js
   cp "$drivers/package-lock.json" "$drivers/node_modules/.package-lock.json.installed"
 fi
 if ! command -v moto_server >/dev/null; then
-  echo "moto_server (moto 5.x, pip install 'moto[server]') is not on PATH; the discovery and SSM tests need it" >&2
+  echo "moto_server (moto 5.x, pip install 'moto[server]') is not on PATH; make demo and the discovery and SSM tests need it" >&2
   exit 1
 fi
