@@ -51,7 +51,7 @@ func TestLaneRetry(t *testing.T) {
 	if tun.lanes != 1 || tun.dials != 1 {
 		t.Fatalf("before and after lane-off: %d lane and %d other streams; want 1 and 1", tun.lanes, tun.dials)
 	}
-	if until := p.laneOffUntil.Load(); until == nil || until.Sub(time.Now()) < laneRetry-time.Second {
+	if until := p.laneOffUntil.Load(); until == nil || time.Until(*until) < laneRetry-time.Second {
 		t.Fatalf("lane off until %v; want about %v from now", until, laneRetry)
 	}
 	past := time.Now().Add(-time.Millisecond)

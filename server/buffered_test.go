@@ -134,7 +134,7 @@ func TestBufferedTLSNeverBlocks(t *testing.T) {
 	if err := <-serverDone; err != nil {
 		t.Fatal(err)
 	}
-	if n, err := io.ReadAll(c); n != nil && len(n) != 0 || err != nil {
+	if n, err := io.ReadAll(c); len(n) != 0 || err != nil {
 		t.Fatalf("after the server closed: %d bytes, %v; want a clean EOF", len(n), err)
 	}
 }

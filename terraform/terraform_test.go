@@ -52,7 +52,6 @@ var (
 		"max-startup-size", "drain-timeout", "log-format", "log-level", "server-id", "targets", "require-identity", "revoke-sessions",
 	}
 	contractTargetKeys = []string{"name", "endpoint", "region", "auth", "tls", "database", "users", "read-only", "local-port", "principals"}
-	discoveryActions   = []string{"rds:DescribeDBClusters", "rds:DescribeDBInstances"}
 )
 
 func TestTerraformFmt(t *testing.T) {

@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -154,5 +153,3 @@ func echoRoundTrip(ctx context.Context, c net.Conn, size int, seed uint64) error
 	}
 	return nil
 }
-
-func itoa(i int) string { return strconv.Itoa(i) }

@@ -72,7 +72,8 @@ func dialDataChannel(ctx context.Context, d *websocket.Dialer, streamURL string,
 		c.Close()
 		return nil, fmt.Errorf("encode OpenDataChannel: %w", err)
 	}
-	if err := c.SetWriteDeadline(time.Now().Add(wsWriteTimeout)); err == nil {
+	err = c.SetWriteDeadline(time.Now().Add(wsWriteTimeout))
+	if err == nil {
 		err = c.WriteMessage(websocket.TextMessage, b)
 	}
 	if err != nil {
