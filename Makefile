@@ -23,9 +23,7 @@ snapshot:
 	goreleaser release --snapshot --clean
 
 ## test: every test, with the race detector, against real PostgreSQL, psql and moto.
-test: check-tools
-	gofmt -l . | tee /dev/stderr | (! read)
-	$(GO) vet ./...
+test: check-tools lint
 	@# go test shows skips only with -v: say whether the Terraform plans run, and with which provider
 	@# (before the suite, so that go test's own summary stays the last lines).
 	@$(GO) test -race -run '^TestPlannedVersionsDocumented$$' -v ./terraform | grep -E 'NOTICE|plans the AWS|FAIL'
@@ -51,6 +49,14 @@ bench: build
 FUZZTIME ?= 30s
 fuzz:
 	scripts/fuzz.sh $(FUZZTIME)
+
+## lint: gofmt, go vet and staticcheck (the version pinned here, fetched through the Go module proxy; staticcheck.conf).
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+lint:
+	@# the files gofmt would change, listed: none may be (dash's read needs a name, so no `! read`)
+	test -z "$$(gofmt -l . | tee /dev/stderr)"
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
 
 check-tools:
 	@scripts/check-tools.sh

@@ -194,7 +194,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	}
 	defer func() { <-c.recv.sem }()
 	for {
-		n, err, ok, credit := c.tryRead(p)
+		n, ok, credit, err := c.tryRead(p)
 		if credit != 0 {
 			c.sendCredit(credit)
 		}
@@ -233,26 +233,26 @@ func (c *Conn) lockRead() error {
 
 // tryRead reads what is there; ok is false when Read must wait. credit,
 // when not 0, is a CREDIT to send (after mu is released).
-func (c *Conn) tryRead(p []byte) (n int, err error, ok bool, credit uint64) {
+func (c *Conn) tryRead(p []byte) (n int, ok bool, credit uint64, err error) {
 	r := &c.recv
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	switch {
 	case c.closed.Load():
-		return 0, c.doneErr("read"), true, 0
+		return 0, true, 0, c.doneErr("read")
 	case c.readDL.expired():
-		return 0, c.opErr("read", os.ErrDeadlineExceeded), true, 0
+		return 0, true, 0, c.opErr("read", os.ErrDeadlineExceeded)
 	case len(p) == 0:
-		return 0, nil, true, 0
+		return 0, true, 0, nil
 	case len(r.ready) > 0: // what arrived in order before a failure is delivered too
 		n = r.copyOut(p)
-		return n, nil, true, r.creditDue(c.opts.Window)
+		return n, true, r.creditDue(c.opts.Window), nil
 	case c.isDone() && !r.eof:
-		return 0, c.doneErr("read"), true, 0 // failed before the peer's END
+		return 0, true, 0, c.doneErr("read") // failed before the peer's END
 	case r.eof:
-		return 0, io.EOF, true, 0
+		return 0, true, 0, io.EOF
 	}
-	return 0, nil, false, 0
+	return 0, false, 0, nil
 }
 
 // creditDue returns the consumed count to announce in a CREDIT frame, or 0

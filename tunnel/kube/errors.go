@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	//lint:ignore SA1019 client-go's SPDY and websocket dialers still return this package's UpgradeFailureError
 	apihttpstream "k8s.io/apimachinery/pkg/util/httpstream"
 	streamhttp "k8s.io/streaming/pkg/httpstream"
 )

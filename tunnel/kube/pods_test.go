@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	//lint:ignore SA1019 client-go's SPDY and websocket dialers still return this package's UpgradeFailureError
 	apihttpstream "k8s.io/apimachinery/pkg/util/httpstream"
 	streamhttp "k8s.io/streaming/pkg/httpstream"
 )

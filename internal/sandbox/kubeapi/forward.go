@@ -14,7 +14,9 @@ import (
 	gwebsocket "github.com/gorilla/websocket"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	//lint:ignore SA1019 the API server's own port-forward handler is built on this package, as the fake API server is
 	apihttpstream "k8s.io/apimachinery/pkg/util/httpstream"
+	//lint:ignore SA1019 the API server's own port-forward handler is built on this package, as the fake API server is
 	"k8s.io/apimachinery/pkg/util/httpstream/spdy"
 	pfconst "k8s.io/apimachinery/pkg/util/portforward"
 	"k8s.io/client-go/tools/portforward"

@@ -47,6 +47,7 @@ import (
 	"sync"
 	"time"
 
+	//lint:ignore SA1019 the API server's own port-forward handler is built on this package, as the fake API server is
 	apihttpstream "k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
