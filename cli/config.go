@@ -293,7 +293,7 @@ func checkValue(flag *kong.Flag, v any) error {
 		return errors.New("configuration file: give one value here, not a list or a map")
 	case kind >= reflect.Int && kind <= reflect.Int64 && t != reflect.TypeFor[time.Duration]():
 		if text, isText := v.(string); isText {
-			if _, err := strconv.Atoi(text); err != nil {
+			if _, err := strconv.ParseInt(text, 0, t.Bits()); err != nil { // as kong parses it: 0x10 and 1_000 too
 				return fmt.Errorf("configuration file: %q is not a whole number", text)
 			}
 		}
@@ -385,31 +385,4 @@ func (e *unknownServerError) Error() string {
 		where = "$HOME/.config/rdsproxy/config.yaml, but HOME is not set"
 	}
 	return fmt.Sprintf("%s %s: no configuration file defines servers (none found: looked for %s; --config FILE or RDSPROXY_CONFIG names another)", e.source, e.name, where)
-}
-
-// readFileSection decodes one non-flag key of the configuration file.
-func readFileSection(path, key string, into any) error {
-	if path == "" {
-		return nil
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	var doc map[string]yaml.Node
-	if err := yaml.NewDecoder(f).Decode(&doc); err != nil {
-		if err == io.EOF {
-			return nil
-		}
-		return fmt.Errorf("configuration file %s: %w", path, err)
-	}
-	node, ok := doc[key]
-	if !ok {
-		return nil
-	}
-	if err := node.Decode(into); err != nil {
-		return fmt.Errorf("configuration file %s: %s: %w", path, key, err)
-	}
-	return nil
 }

@@ -72,6 +72,22 @@ func TestConfigPrecedence(t *testing.T) {
 }
 
 // Mistakes in the configuration are errors with a sentence, not ignored.
+// Numbers in the file are read as kong reads them on the command line:
+// quoted, in hex, with underscores.
+func TestConfigNumbers(t *testing.T) {
+	t.Setenv("HOME", t.TempDir())
+	for text, want := range map[string]int{`"16"`: 16, `"0x10"`: 16, `"1_000"`: 1000, "16": 16} {
+		path := filepath.Join(t.TempDir(), "n.yaml")
+		if err := os.WriteFile(path, []byte("max-sessions: "+text+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cfg, stderr, code := dryRun(t, "--config", path)
+		if code != ExitOK || cfg["max-sessions"] != want {
+			t.Errorf("max-sessions: %s: exit %d, max-sessions %v, want %v\n%s", text, code, cfg["max-sessions"], want, stderr)
+		}
+	}
+}
+
 func TestConfigErrors(t *testing.T) {
 	t.Setenv("HOME", t.TempDir())
 	dir := t.TempDir()
@@ -93,6 +109,8 @@ func TestConfigErrors(t *testing.T) {
 		{"targets not a list", write("b2.yaml", "targets:\n  name: a\n"), nil, "targets: line 2: found a map, want a list of targets (each entry starting with - name:)"},
 		{"target values of the wrong kind", write("b3.yaml", "targets:\n  - name: [a]\n    endpoint: a.x:5432\n    local-port: abc\n    read-only: maybe\n    users: x\n"), nil,
 			"targets: line 2: found a list, want one value; line 4: found the text `abc`, want a number; line 5: found the text `maybe`, want true or false; line 6: found the text `x`, want a list"},
+		{"targets' lines counted in the file", write("b6.yaml", "targets:\n\n  # first\n  - name: a\n\n    endpoint: >\n      a.x:5432\n    # the port\n    users: [\n      a,\n      b]\n    local-port: abc\n"), nil,
+			"targets: line 12: found the text `abc`, want a number"},
 		{"a list for a one-value flag", write("b4.yaml", "listen: [127.0.0.1:5480]\n"), nil, "--listen: configuration file: give one value here, not a list or a map"},
 		{"text for a number", write("b5.yaml", "max-sessions: many\n"), nil, `--max-sessions: configuration file: "many" is not a whole number`},
 		{"target without region", write("c.yaml", "targets:\n  - name: a\n    endpoint: a.example:5432\n"), nil, "needs a region"},

@@ -511,8 +511,11 @@ func explainLogin(err error, t contract.Target, user string) *problem {
 			"%s", msg)
 	case pe.Code == pgwire.CodeInvalidPassword:
 		return fail(hintOr(pe, "sign a fresh token with synced clock and the right credentials"), "the server refused the token: %s", msg)
+	case pe.Code == invalidCatalogName && t.Database == "":
+		return fail("tag the database with rdsproxy:db-name=NAME (a static target: database: NAME) naming a database it has; without one, clients log in to postgres",
+			"%s", msg)
 	case pe.Code == invalidCatalogName:
-		return fail(fmt.Sprintf("tag the database with rdsproxy:db-name=NAME (a static target: database: NAME) naming one it has; without it clients log in to %s", databaseOf(t)),
+		return fail(fmt.Sprintf("the target's rdsproxy:db-name tag (a static target: database:) names %s, which the database does not have: change it to one it has", t.Database),
 			"%s", msg)
 	case pe.Code == pgwire.CodeCannotConnect:
 		return fail(hintOr(pe, "check the database's status and that the server's security group may reach it"),

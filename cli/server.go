@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -474,37 +475,35 @@ func effectiveFlags(kctx *kong.Context) map[string]any {
 }
 
 // loadStaticTargets reads the targets list of the configuration file,
-// rejecting unknown fields.
+// rejecting unknown fields. It decodes the whole file, so that yaml's
+// line numbers in an error are the file's own.
 func loadStaticTargets(path string) ([]discovery.Target, error) {
-	var node yaml.Node
-	if err := readFileSection(path, "targets", &node); err != nil {
-		return nil, err
-	}
-	if node.Kind == 0 {
+	if path == "" {
 		return nil, nil
 	}
-	b, err := yaml.Marshal(&node)
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	dec := yaml.NewDecoder(strings.NewReader(string(b)))
-	dec.KnownFields(true)
-	var entries []staticTarget
-	if err := dec.Decode(&entries); err != nil {
-		return nil, fmt.Errorf("configuration file %s: targets: %w", path, targetsError(err, node.Line-1))
+	var doc struct {
+		Targets []staticTarget       `yaml:"targets"`
+		Rest    map[string]yaml.Node `yaml:",inline"` // the other keys: the flags' (a target's unknown keys stay errors)
 	}
-	out := make([]discovery.Target, len(entries))
-	for i, e := range entries {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&doc); err != nil && err != io.EOF {
+		return nil, fmt.Errorf("configuration file %s: targets: %w", path, targetsError(err))
+	}
+	out := make([]discovery.Target, len(doc.Targets))
+	for i, e := range doc.Targets {
 		out[i] = e.target()
 	}
 	return out, nil
 }
 
 // targetsError says what is wrong with the targets list in the file's
-// terms (its keys, lists and values) rather than in Go's types, at the
-// file's line numbers: the list was decoded on its own, which starts
-// lines after the file's first.
-func targetsError(err error, lines int) error {
+// terms (its keys, lists and values) rather than in Go's types.
+func targetsError(err error) error {
 	var te *yaml.TypeError
 	if !errors.As(err, &te) {
 		return err
@@ -516,13 +515,9 @@ func targetsError(err error, lines int) error {
 		" into []string", ", want a list", " into ", ", want ",
 		"[]cli.staticTarget", "a list of targets (each entry starting with - name:)",
 		"cli.staticTarget", "a target (keys: "+keys+")",
-		"!!map", "a map", "!!seq", "a list", "!!str", "the text", "!!int", "the number", "!!bool", "true or false")
+		"!!map", "a map", "!!seq", "a list", "!!str", "the text", "!!int", "the number", "!!float", "the number", "!!bool", "true or false")
 	msgs := make([]string, len(te.Errors))
 	for i, e := range te.Errors {
-		var line int
-		if n, _ := fmt.Sscanf(e, "line %d:", &line); n == 1 {
-			e = fmt.Sprintf("line %d:%s", line+lines, e[len(fmt.Sprintf("line %d:", line)):])
-		}
 		if at, field, ok := unknownTargetKey(e); ok {
 			msgs[i] = fmt.Sprintf("%s: unknown key %s in a target (keys: %s)", at, field, keys)
 			continue

@@ -64,8 +64,8 @@ func TestDoctorNamesTheVerifiedCaller(t *testing.T) {
 // doctor's test login goes to the database connect's strings name: a
 // target with no database (no rdsproxy:db-name tag, no database: key) is
 // reached at postgres, the database every RDS instance has, not at a
-// database named after the user; a database that does not exist is named
-// with the tag that fixes it.
+// database named after the user; a tagged database that does not exist
+// is blamed on the tag.
 func TestDoctorTargetDatabase(t *testing.T) {
 	t.Setenv("HOME", t.TempDir())
 	for k, v := range map[string]string{"AWS_ENDPOINT_URL_STS": sb.sts.URL(), "AWS_ACCESS_KEY_ID": sandbox.AccessKeyID,
@@ -80,7 +80,7 @@ func TestDoctorTargetDatabase(t *testing.T) {
 	}{
 		{"", cli.ExitOK, "✓ test login: logged in to app as " + sandbox.UserIAM},
 		{"nosuch", cli.ExitFailure, `✗ test login: database "nosuch" does not exist
-  fix: tag the database with rdsproxy:db-name=NAME`},
+  fix: the target's rdsproxy:db-name tag (a static target: database:) names nosuch, which the database does not have: change it to one it has`},
 	} {
 		targets := slices.Clone(sb.targets)
 		for i := range targets {
