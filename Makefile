@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 BIN     ?= bin/rdsproxy
 
-.PHONY: build image release-check snapshot test test-short demo bench fuzz lint check-tools update-ca clean
+.PHONY: build image release-check snapshot test test-short demo bench fuzz lint check-tools check-test-tools update-ca clean
 
 ## build: a static binary (CGO_ENABLED=0: runs on any Linux and in a distroless image), version stamped, in $(BIN).
 build:
@@ -23,14 +23,14 @@ snapshot:
 	goreleaser release --snapshot --clean
 
 ## test: every test, with the race detector, against real PostgreSQL, psql and moto.
-test: check-tools lint
+test: check-test-tools lint
 	@# go test shows skips only with -v: say whether the Terraform plans run, and with which provider
 	@# (before the suite, so that go test's own summary stays the last lines).
 	@$(GO) test -race -run '^TestPlannedVersionsDocumented$$' -v ./terraform | grep -E 'NOTICE|plans the AWS|FAIL'
 	$(GO) test -race -timeout 45m ./...
 
 ## test-short: the quick subset (skips the 5,000-session soak).
-test-short: check-tools
+test-short: check-test-tools
 	$(GO) test -race -short -timeout 20m ./...
 
 ## demo: sandbox (PostgreSQL + RDS IAM emulator), server and client; Ctrl-C ends it.
@@ -60,6 +60,8 @@ lint:
 
 check-tools:
 	@scripts/check-tools.sh
+check-test-tools:
+	@scripts/check-tools.sh --drivers
 
 ## update-ca: refresh the embedded RDS CA bundle from AWS (needs internet), then check it.
 update-ca:

@@ -283,3 +283,33 @@ func TestConnectWarnsOfAnUnservedUser(t *testing.T) {
 		t.Errorf("connect printed:\n%s\nwant the user the target serves", out.String())
 	}
 }
+
+// connect --address beyond loopback warns once it listens there (anyone
+// who reaches it logs in as you); an --address this machine does not have
+// (192.0.2.1 is TEST-NET-1) gets its error and exit 1, with no warning
+// about an address it never listened on.
+func TestConnectAddressBeyondLoopback(t *testing.T) {
+	st := startStack(t)
+	const warning = "--address is not a loopback address"
+	run := func(address string) *exec.Cmd {
+		cmd := binaryPsql(t, st.serverAddr, "app") // for its environment
+		cmd.Args = []string{cmd.Path, "connect", "--via", "direct", "--server", st.serverAddr, "--user", sandbox.UserIAM,
+			"--address", address, "--port", "0", "app"}
+		return cmd
+	}
+	foreign, err := run("192.0.2.1").CombinedOutput()
+	if exit, ok := err.(*exec.ExitError); !ok || exit.ExitCode() != 1 || strings.Contains(string(foreign), warning) ||
+		!strings.Contains(string(foreign), "--address 192.0.2.1 is not an address of this machine") {
+		t.Errorf("--address 192.0.2.1: %v\n%s\nwant exit 1 with the address's error and no warning", err, foreign)
+	}
+	all := run("0.0.0.0")
+	var out logBuffer
+	all.Stdout, all.Stderr = &out, &out
+	if err := all.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { all.Process.Kill(); all.Wait() })
+	waitFor(t, 30*time.Second, "the warning and the target served", func() bool {
+		return strings.Contains(out.String(), warning) && strings.Contains(out.String(), "app → 127.0.0.1:")
+	})
+}

@@ -25,7 +25,8 @@ type driver struct {
 }
 
 // The drivers' checks, each against the real server, client and database:
-//   - connect: no password, as the IAM user, with the printed string;
+//   - connect: no password, as the IAM user, with the printed string, over
+//     TLS exactly when the string asks for verify-full;
 //   - types: parameters of several types through the driver's own
 //     protocol (libpq's text, asyncpg's binary, pgjdbc's and node's named
 //     prepared statements);
@@ -35,7 +36,8 @@ type driver struct {
 //     connection usable;
 //   - cancel: the driver's own cancel (a CancelRequest on a new connection)
 //     of pg_sleep and of a streaming result, which the server sets aside
-//     after the cancel: the driver gets 57014 and the connection works;
+//     after the cancel: the driver gets 57014 (asyncpg, whose timeout
+//     cancels, its TimeoutError) and the connection works at once;
 //   - cancel-copy: the same for COPY out;
 //   - notify: a NOTIFY reaches a LISTEN on another connection;
 //   - pool: eight connections at once.
@@ -52,33 +54,43 @@ var drivers = []driver{
 
 // The drivers applications are built on connect through rdsproxy connect
 // with exactly what it printed: the DSN (psycopg2, asyncpg, node-postgres)
-// or the JDBC URL (pgjdbc), with --local-tls's sslmode=verify-full and its
-// CA, and with the same string at sslmode=disable, the default. Each runs
-// the checks listed above drivers.
+// or the JDBC URL (pgjdbc), from a connect with --local-tls
+// (sslmode=verify-full and its CA) and from one without (sslmode=disable,
+// the default). Each runs the checks listed above drivers, the first of
+// which asserts that the driver's socket is TLS exactly when the string
+// asks for verify-full.
 func TestDrivers(t *testing.T) {
-	st := startStack(t)
-	cmd := binaryPsql(t, st.serverAddr, "app") // for its environment
-	cmd.Args = []string{cmd.Path, "connect", "--via", "direct", "--server", st.serverAddr, "--json",
-		"--local-tls", "--user", sandbox.UserIAM, "app"}
-	p := startConnect(t, cmd, 1)[0]
-	if !strings.Contains(p.DSN, "sslmode=verify-full") || !strings.Contains(p.JDBC, "sslmode=verify-full") {
-		t.Fatalf("--local-tls printed DSN %s and JDBC %s, want sslmode=verify-full", p.DSN, p.JDBC)
+	if testing.Short() {
+		t.Skip("the drivers take about a minute and a half; make test runs them")
 	}
-	for _, d := range drivers {
-		for _, tls := range []bool{true, false} {
-			mode := map[bool]string{true: "verify-full", false: "disable"}[tls]
-			t.Run(d.name+"/"+mode, func(t *testing.T) {
-				url := p.DSN
+	st := startStack(t)
+	printedTLS, printedPlain := printedFor(t, st, "--local-tls"), printedFor(t, st)
+	for _, tc := range []struct {
+		mode string
+		p    printed
+	}{{"verify-full", printedTLS}, {"disable", printedPlain}} {
+		if !strings.Contains(tc.p.DSN, "sslmode="+tc.mode) || !strings.Contains(tc.p.JDBC, "sslmode="+tc.mode) {
+			t.Fatalf("connect printed DSN %s and JDBC %s, want sslmode=%s", tc.p.DSN, tc.p.JDBC, tc.mode)
+		}
+		for _, d := range drivers {
+			t.Run(d.name+"/"+tc.mode, func(t *testing.T) {
+				url := tc.p.DSN
 				if d.name == "pgjdbc" {
-					url = p.JDBC
-				}
-				if !tls {
-					url = withoutTLS(url)
+					url = tc.p.JDBC
 				}
 				runDriver(t, d, url)
 			})
 		}
 	}
+}
+
+// printedFor runs `rdsproxy connect --json` for st's target app as the IAM
+// user, in a state directory of its own, and returns what it printed.
+func printedFor(t *testing.T, st *stack, flags ...string) printed {
+	cmd := binaryPsql(t, st.serverAddr, "app") // for its environment and state directory
+	cmd.Args = append([]string{cmd.Path, "connect", "--via", "direct", "--server", st.serverAddr, "--json",
+		"--user", sandbox.UserIAM, "app"}, flags...)
+	return startConnect(t, cmd, 1)[0]
 }
 
 // runDriver runs d against url and fails unless it exits 0 having printed
@@ -99,13 +111,6 @@ func runDriver(t *testing.T, d driver, url string) {
 	}
 }
 
-// withoutTLS is a printed DSN or JDBC URL at sslmode=disable, without the
-// root certificate.
-func withoutTLS(url string) string {
-	url = regexp.MustCompile(`sslrootcert=[^&]*&?`).ReplaceAllString(url, "")
-	return strings.TrimRight(strings.Replace(url, "sslmode=verify-full", "sslmode=disable", 1), "&")
-}
-
 func driverFile(t *testing.T, name string) string {
 	path, err := filepath.Abs(filepath.Join("drivers", name))
 	if err != nil {
@@ -124,7 +129,7 @@ func pythonDriver(module, script string) func(ctx context.Context, t *testing.T,
 				return exec.CommandContext(ctx, python, driverFile(t, script), url, user)
 			}
 		}
-		t.Fatalf("no python3 imports %s: make check-tools installs python3-%s", module, module)
+		t.Fatalf("no python3 imports %s: make test's check-tools installs python3-%s", module, module)
 		return nil
 	}
 }
@@ -134,15 +139,17 @@ const pgjdbcJar = "/usr/share/java/postgresql.jar"
 
 func jdbcDriver(ctx context.Context, t *testing.T, url, user string) *exec.Cmd {
 	if _, err := os.Stat(pgjdbcJar); err != nil {
-		t.Fatalf("pgjdbc: %v: make check-tools installs libpostgresql-jdbc-java", err)
+		t.Fatalf("pgjdbc: %v: make test's check-tools installs libpostgresql-jdbc-java", err)
 	}
 	return exec.CommandContext(ctx, "java", "-cp", pgjdbcJar, driverFile(t, "PgjdbcCheck.java"), url, user)
 }
 
 func nodeDriver(ctx context.Context, t *testing.T, url, user string) *exec.Cmd {
 	dir := driverFile(t, "node")
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "pg")); errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("node-postgres is not installed in %s: make check-tools runs npm ci there", dir)
+	for _, pkg := range []string{"pg", "pg-copy-streams"} {
+		if _, err := os.Stat(filepath.Join(dir, "node_modules", pkg)); errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("%s is not installed in %s: make test's check-tools runs npm ci there", pkg, dir)
+		}
 	}
 	cmd := exec.CommandContext(ctx, "node", "check.js", url, user)
 	cmd.Dir = dir

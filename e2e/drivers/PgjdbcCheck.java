@@ -5,6 +5,7 @@
 // the stack trace.
 
 import java.io.ByteArrayInputStream;
+import java.lang.reflect.Field;
 import java.io.ByteArrayOutputStream;
 import java.math.BigDecimal;
 import java.nio.charset.StandardCharsets;
@@ -20,9 +21,14 @@ import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.TimeUnit;
 
+import javax.net.ssl.SSLSocket;
+
 import org.postgresql.PGConnection;
 import org.postgresql.PGNotification;
 import org.postgresql.copy.CopyManager;
+import org.postgresql.core.BaseConnection;
+import org.postgresql.core.PGStream;
+import org.postgresql.core.QueryExecutorBase;
 
 public class PgjdbcCheck {
     // A result the backend streams for hours at about 20 MB/s at most (a
@@ -64,6 +70,7 @@ public class PgjdbcCheck {
         try (Statement st = conn.createStatement(); ResultSet rs = st.executeQuery("SELECT current_user")) {
             require(rs.next() && rs.getString(1).equals(wantUser), "current_user");
         }
+        require(usesTLS(conn) == url.contains("sslmode=verify-full"), "TLS in use: " + usesTLS(conn) + " for " + url);
         ok("connect");
 
         byte[] payload = new byte[65536];
@@ -178,6 +185,15 @@ public class PgjdbcCheck {
             require(got != null && got.length == 1 && got[0].getParameter().equals("hello"), "notification");
         }
         ok("notify");
+    }
+
+    // usesTLS reports whether the driver's socket is TLS. pgjdbc has no API
+    // for it: the socket is its query executor's protected stream's.
+    static boolean usesTLS(Connection conn) throws Exception {
+        Object executor = conn.unwrap(BaseConnection.class).getQueryExecutor();
+        Field stream = QueryExecutorBase.class.getDeclaredField("pgStream");
+        stream.setAccessible(true);
+        return ((PGStream) stream.get(executor)).getSocket() instanceof SSLSocket;
     }
 
     // cancelled runs STREAM and cancels it from another thread: with

@@ -28,9 +28,18 @@ async def usable(conn):
     assert await conn.fetchval("SELECT 41 + 1") == 42
 
 
+async def usable_soon(conn, what):
+    try:
+        await asyncio.wait_for(usable(conn), 60)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"{what}: still running a minute after asyncpg's cancel") from None
+
+
 async def main():
     conn = await asyncpg.connect(dsn)
     assert await conn.fetchval("SELECT current_user") == want_user
+    tls = conn._transport.get_extra_info("ssl_object") is not None  # asyncpg has no public API for it
+    assert tls == ("sslmode=verify-full" in dsn), f"TLS in use: {tls} for {dsn}"
     ok("connect")
 
     when = datetime.datetime(2026, 12, 4, 12, 30, tzinfo=datetime.timezone.utc)
@@ -84,14 +93,16 @@ async def main():
     ok("errors")
 
     # A timeout makes asyncpg send a CancelRequest and wait for the
-    # statement's end before the connection is used again.
-    for query in ("SELECT pg_sleep(30)", STREAM):
+    # statement's end before the connection is used again; it raises
+    # TimeoutError whether or not the cancel took, so usable_soon says
+    # whether it did: neither statement would end within minutes by itself.
+    for query in ("SELECT pg_sleep(600)", STREAM):
         try:
             await conn.fetch(query, timeout=1.0)
             raise AssertionError(f"{query}: not cancelled")
         except asyncio.TimeoutError:
             pass
-        await usable(conn)
+        await usable_soon(conn, query)
     try:  # a cursor's portal, in the middle of its rows
         async with conn.transaction():
             cur = await conn.cursor(STREAM)
@@ -100,7 +111,7 @@ async def main():
         raise AssertionError("cursor fetch: not cancelled")
     except asyncio.TimeoutError:
         pass
-    await usable(conn)
+    await usable_soon(conn, "the cursor")
     ok("cancel")
 
     try:
@@ -108,7 +119,7 @@ async def main():
         raise AssertionError("COPY out not cancelled")
     except asyncio.TimeoutError:
         pass
-    await usable(conn)
+    await usable_soon(conn, "COPY out")
     ok("cancel-copy")
 
     got = asyncio.get_running_loop().create_future()

@@ -48,6 +48,7 @@ async function main () {
   await client.connect()
   const { rows: [who] } = await client.query('SELECT current_user AS u')
   assert.equal(who.u, wantUser)
+  assert.equal(client.connection.stream.encrypted === true, dsn.includes('sslmode=verify-full'), `TLS in use for ${dsn}`)
   ok('connect')
 
   const payload = Buffer.alloc(65536, 0).map((_, i) => i % 256)
