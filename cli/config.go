@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -262,7 +263,8 @@ func (r *fileResolver) Resolve(kctx *kong.Context, _ *kong.Path, flag *kong.Flag
 		// kong would take it for nanoseconds: refresh-interval: 30 was 30ns.
 		return nil, fmt.Errorf("configuration file: %v has no unit; write it with one, such as %vs or %vm", n, n, n)
 	}
-	if err := checkValue(flag, v); err != nil {
+	v, err = fileValue(flag, v)
+	if err != nil {
 		return nil, err
 	}
 	// A map flag may be written as a list of KEY=VALUE strings.
@@ -276,10 +278,12 @@ func (r *fileResolver) Resolve(kctx *kong.Context, _ *kong.Path, flag *kong.Flag
 	return v, nil
 }
 
-// checkValue refuses, in the file's terms, a value kong would misread or
-// reject in Go's: a list or map for a flag that takes one value, text for
-// a number.
-func checkValue(flag *kong.Flag, v any) error {
+// fileValue is v as flag takes it, or an error in the file's terms for a
+// value kong would misread or reject in Go's: a list or map for a flag
+// that takes one value, text or a fraction for a whole number, anything
+// but true or false for a switch. A number or a switch's value for a
+// text flag (an AWS profile named 123456789012) is taken as its text.
+func fileValue(flag *kong.Flag, v any) (any, error) {
 	t := flag.Value.Target.Type()
 	if t.Kind() == reflect.Pointer {
 		t = t.Elem()
@@ -288,17 +292,39 @@ func checkValue(flag *kong.Flag, v any) error {
 	_, isMap := v.(map[string]any)
 	switch kind := t.Kind(); {
 	case kind == reflect.Slice || kind == reflect.Map:
-		return nil
 	case isList || isMap:
-		return errors.New("configuration file: give one value here, not a list or a map")
-	case kind >= reflect.Int && kind <= reflect.Int64 && t != reflect.TypeFor[time.Duration]():
-		if text, isText := v.(string); isText {
-			if _, err := strconv.ParseInt(text, 0, t.Bits()); err != nil { // as kong parses it: 0x10 and 1_000 too
-				return fmt.Errorf("configuration file: %q is not a whole number", text)
+		return nil, errors.New("configuration file: give one value here, not a list or a map")
+	case kind == reflect.String:
+		switch x := v.(type) {
+		case float64:
+			return strconv.FormatFloat(x, 'f', -1, 64), nil
+		case bool:
+			return strconv.FormatBool(x), nil
+		}
+	case kind == reflect.Bool:
+		switch x := v.(type) {
+		case string:
+			if _, err := strconv.ParseBool(x); err != nil {
+				return nil, fmt.Errorf("configuration file: %q is neither true nor false", x)
 			}
+		case float64:
+			return nil, fmt.Errorf("configuration file: %v is neither true nor false", x)
+		}
+	case kind >= reflect.Int && kind <= reflect.Int64 && t != reflect.TypeFor[time.Duration]():
+		switch x := v.(type) {
+		case string:
+			if _, err := strconv.ParseInt(x, 0, t.Bits()); err != nil { // as kong parses it: 0x10 and 1_000 too
+				return nil, fmt.Errorf("configuration file: %q is not a whole number", x)
+			}
+		case float64:
+			if x != math.Trunc(x) {
+				return nil, fmt.Errorf("configuration file: %v is not a whole number", x)
+			}
+		case bool:
+			return nil, fmt.Errorf("configuration file: %v is not a number", x)
 		}
 	}
-	return nil
+	return v, nil
 }
 
 // lookup finds key in the files, the last first: in each, the server
