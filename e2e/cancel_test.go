@@ -282,3 +282,28 @@ func smallReceiveBuffer(_, _ string, rc syscall.RawConn) error {
 	rc.Control(func(fd uintptr) { err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 64<<10) })
 	return err
 }
+
+// A cancel for a session whose database has answered everything is
+// counted apart (forwarded-idle): PostgreSQL ignores it, as a cursor read
+// in pieces over a slow link meets between its pieces. A cancel during a
+// statement counts as forwarded.
+func TestCancelOfAnIdleSessionCounted(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	st := startStack(t, func(c *server.Config) { c.Metrics = server.NewMetrics(reg) })
+	count := func(result string) float64 {
+		return counterValue(t, reg, "rdsproxy_cancel_requests_total", "result", result)
+	}
+	conn := connectLocal(t, st.local["app"], sandbox.UserIAM)
+	if err := conn.PgConn().CancelRequest(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the idle cancel counted", func() bool { return count("forwarded-idle") == 1 })
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(500*time.Millisecond, cancel)
+	_, err := conn.Exec(ctx, "SELECT pg_sleep(60)")
+	pgErr(t, err, "57014", "canceling statement due to user request")
+	waitFor(t, 20*time.Second, "the statement's cancel counted", func() bool { return count("forwarded") == 1 })
+	if idle := count("forwarded-idle"); idle != 1 {
+		t.Errorf("forwarded-idle %v after a statement's cancel; want still 1", idle)
+	}
+}

@@ -60,7 +60,14 @@ func (s *Server) forwardCancel(ctx context.Context, key pgwire.CancelKey) {
 		s.cfg.Metrics.cancel("dropped")
 		return
 	}
-	if s.sendCancel(ctx, r, key, "forwarded") && r.relay != nil {
+	// A backend waiting for a command ignores a cancel: say so in the
+	// metric (a cursor read in pieces over a slow link meets this between
+	// its pieces). It is sent all the same: a statement may be on its way.
+	sent := "forwarded"
+	if r.relay != nil && r.relay.Idle() {
+		sent = "forwarded-idle"
+	}
+	if s.sendCancel(ctx, r, key, sent) && r.relay != nil {
 		r.relay.CancelSent()
 	}
 }

@@ -77,7 +77,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "rdsproxy_upstream_tls_seconds", Help: "Time for TLS handshakes with databases.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 		cancels: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "rdsproxy_cancel_requests_total", Help: "Cancel requests by result: forwarded (a client's), orphaned (sent for a client that left without a Terminate), dropped (unknown key), failed."},
+			Name: "rdsproxy_cancel_requests_total", Help: "Cancel requests by result: forwarded (a client's), forwarded-idle (a client's, for a session whose database had answered everything, which PostgreSQL ignores), orphaned (sent for a client that left without a Terminate), dropped (unknown key), failed."},
 			[]string{"result"}),
 		droppedBytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rdsproxy_dropped_after_cancel_bytes_total", Help: "Bytes of rows and notices dropped because the database answered a client's cancel (the audit's dropped_after_cancel)."}),

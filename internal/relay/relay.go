@@ -336,6 +336,14 @@ func (s *Session) sayLost(f *framer, err error) {
 	s.a.Write(s.opts.Lost(err))
 }
 
+// Idle reports whether b had answered everything a sent it (its last
+// message a ReadyForQuery, and nothing sent to it since), as far as the
+// copies have gone; false when the session cannot tell (without FrameToA
+// and EndedToB). A PostgreSQL backend ignores a cancel then.
+func (s *Session) Idle() bool {
+	return s.opts.FrameToA && s.opts.EndedToB != nil && s.idleAt.Load() == s.sentToB.Load()
+}
+
 // noteIdle records, when b has sent more, whether b's stream as far as f
 // has followed it ends with a ReadyForQuery: b is then idle until a sends
 // more. Only EndedToB reads it, so without one nothing is recorded.
