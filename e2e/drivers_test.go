@@ -20,6 +20,7 @@ import (
 // e2e/drivers) against what rdsproxy connect printed.
 type driver struct {
 	name    string
+	jdbc    bool                                                                // takes the printed JDBC URL, not the DSN
 	checks  []string                                                            // the "ok NAME" lines a passing run prints
 	command func(ctx context.Context, t *testing.T, url, user string) *exec.Cmd // url: the printed DSN or JDBC URL
 }
@@ -30,25 +31,27 @@ type driver struct {
 //   - types: parameters of several types through the driver's own
 //     protocol (libpq's text, asyncpg's binary, pgjdbc's and node's named
 //     prepared statements);
-//   - large-result: 200,000 rows, and a portal read in pieces;
+//   - large-result: 200,000 rows (pgjdbc and asyncpg also through a
+//     portal, in pieces);
 //   - copy: COPY out and back in, compared;
 //   - errors: a failed statement and a failed transaction leave the
 //     connection usable;
 //   - cancel: the driver's own cancel (a CancelRequest on a new connection)
-//     of pg_sleep and of a streaming result, which the server sets aside
+//     of pg_sleep and of a streaming result (pgjdbc and asyncpg also of a
+//     portal in the middle of its rows), whose rows the server sets aside
 //     after the cancel: the driver gets 57014 (asyncpg, whose timeout
 //     cancels, its TimeoutError) and the connection works at once;
 //   - cancel-copy: the same for COPY out;
 //   - notify: a NOTIFY reaches a LISTEN on another connection;
 //   - pool: eight connections at once.
 var drivers = []driver{
-	{"psycopg2", []string{"connect", "types", "large-result", "copy", "errors", "cancel", "cancel-copy", "notify"},
+	{"psycopg2", false, []string{"connect", "types", "large-result", "copy", "errors", "cancel", "cancel-copy", "notify"},
 		pythonDriver("psycopg2", "psycopg2_check.py")},
-	{"asyncpg", []string{"connect", "types", "large-result", "copy", "errors", "cancel", "cancel-copy", "notify", "pool"},
+	{"asyncpg", false, []string{"connect", "types", "large-result", "copy", "errors", "cancel", "cancel-copy", "notify", "pool"},
 		pythonDriver("asyncpg", "asyncpg_check.py")},
-	{"pgjdbc", []string{"connect", "types", "large-result", "copy", "errors", "cancel", "cancel-copy", "notify"},
+	{"pgjdbc", true, []string{"connect", "types", "large-result", "copy", "errors", "cancel", "cancel-copy", "notify"},
 		jdbcDriver},
-	{"node-postgres", []string{"connect", "types", "large-result", "copy", "errors", "cancel", "cancel-copy", "notify", "pool"},
+	{"node-postgres", false, []string{"connect", "types", "large-result", "copy", "errors", "cancel", "cancel-copy", "notify", "pool"},
 		nodeDriver},
 }
 
@@ -75,7 +78,7 @@ func TestDrivers(t *testing.T) {
 		for _, d := range drivers {
 			t.Run(d.name+"/"+tc.mode, func(t *testing.T) {
 				url := tc.p.DSN
-				if d.name == "pgjdbc" {
+				if d.jdbc {
 					url = tc.p.JDBC
 				}
 				runDriver(t, d, url)
