@@ -171,6 +171,9 @@ func run(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return &ExitError{Code: ExitUsage, Err: err}
 	}
+	if !strings.HasPrefix(kctx.Command(), "server") { // the server reloads on SIGHUP (takeHangups)
+		env.signals.hangupEnds()
+	}
 	kctx.BindTo(ctx, (*context.Context)(nil))
 	err = kctx.Run(&cli.Globals, log, env)
 	if cli.LogFormat == "json" && !(ctx.Err() != nil && errors.Is(err, context.Canceled)) { // as exitStatus: an interruption is no failure

@@ -11,11 +11,9 @@ import (
 	"maps"
 	"net"
 	"os"
-	"os/signal"
 	"reflect"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/alecthomas/kong"
@@ -93,12 +91,9 @@ func fileTarget(t discovery.Target) staticTarget {
 
 // Run starts the server and serves until ctx ends.
 func (c *ServerCmd) Run(ctx context.Context, kctx *kong.Context, g *Globals, log *slog.Logger, env Env) error {
-	// SIGHUP is taken from here on, so that one sent while the server
-	// starts (a certificate renewal's hook) is a reload once it runs, not
-	// the default action, which ends the process.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	// A SIGHUP is a reload, also one sent while the server starts (a
+	// certificate renewal's hook): Run has held it since the process began.
+	hup := env.signals.takeHangups()
 	if err := positiveFlags(kctx); err != nil {
 		return &ExitError{Code: ExitUsage, Err: err}
 	}

@@ -313,3 +313,24 @@ func TestConnectAddressBeyondLoopback(t *testing.T) {
 		return strings.Contains(out.String(), warning) && strings.Contains(out.String(), "app → 127.0.0.1:")
 	})
 }
+
+// Closing connect's terminal (SIGHUP) stops it as Ctrl-C does: it exits 0
+// and the connections it served hear why they end (57P01 naming
+// connect), instead of the process dying on the spot.
+func TestConnectStopsOnHangup(t *testing.T) {
+	st := startStack(t)
+	cmd := binaryPsql(t, st.serverAddr, "app") // for its environment
+	cmd.Args = []string{cmd.Path, "connect", "--via", "direct", "--server", st.serverAddr, "--json", "--user", sandbox.UserIAM, "app"}
+	p := startConnect(t, cmd, 1)[0]
+	idle, err := pgx.Connect(context.Background(), p.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close(context.Background())
+	cmd.Process.Signal(syscall.SIGHUP)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("connect after SIGHUP: %v, want exit status 0", err)
+	}
+	_, err = idle.Exec(context.Background(), "SELECT 1")
+	pgErr(t, err, "57P01", "terminating connection because rdsproxy connect is stopping")
+}
