@@ -21,10 +21,13 @@ import (
 // (takeHangups), even on one that came while it started; every other
 // command ends on it as on SIGTERM (hangupEnds), so closing the terminal
 // of a connect ends its connections with a reason and its SSM sessions.
+// A process started with SIGHUP ignored (nohup) keeps ignoring it, but
+// for the server's reloads.
 type signals struct {
 	toChild atomic.Bool
 	again   chan struct{}  // closed by a second SIGINT or SIGTERM
 	ch      chan os.Signal // what the watch receives
+	nohup   bool           // SIGHUP was ignored when the process started
 
 	mu      sync.Mutex
 	hangups chan os.Signal // the server's reloads, once it takes them
@@ -36,8 +39,11 @@ type signals struct {
 // signals that govern it; stop ends the watch.
 func watchSignals(parent context.Context) (ctx context.Context, s *signals, stop func()) {
 	ctx, cancel := context.WithCancel(parent)
-	s = &signals{again: make(chan struct{}), ch: make(chan os.Signal, 1)}
-	signal.Notify(s.ch, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	s = &signals{again: make(chan struct{}), ch: make(chan os.Signal, 1), nohup: signal.Ignored(syscall.SIGHUP)}
+	signal.Notify(s.ch, os.Interrupt, syscall.SIGTERM)
+	if !s.nohup {
+		signal.Notify(s.ch, syscall.SIGHUP)
+	}
 	done, finished := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(finished)
@@ -93,6 +99,9 @@ func (s *signals) takeHangups() <-chan os.Signal {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.hangups = make(chan os.Signal, 1)
+	if s.nohup { // reloads all the same
+		signal.Notify(s.ch, syscall.SIGHUP)
+	}
 	if s.hungUp {
 		s.hangups <- syscall.SIGHUP
 	}

@@ -327,10 +327,33 @@ func TestConnectStopsOnHangup(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer idle.Close(context.Background())
+	start := time.Now()
 	cmd.Process.Signal(syscall.SIGHUP)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("connect after SIGHUP: %v, want exit status 0", err)
 	}
+	t.Logf("connect stopped %v after SIGHUP", time.Since(start))
 	_, err = idle.Exec(context.Background(), "SELECT 1")
 	pgErr(t, err, "57P01", "terminating connection because rdsproxy connect is stopping")
+}
+
+// Under nohup (SIGHUP ignored from the start), connect keeps ignoring it:
+// a closed terminal leaves it serving.
+func TestConnectUnderNohupIgnoresHangup(t *testing.T) {
+	nohup, err := exec.LookPath("nohup")
+	if err != nil {
+		t.Fatalf("nohup (coreutils): %v", err)
+	}
+	st := startStack(t)
+	cmd := binaryPsql(t, st.serverAddr, "app") // for its environment
+	cmd.Args = []string{nohup, cmd.Path, "connect", "--via", "direct", "--server", st.serverAddr, "--json", "--user", sandbox.UserIAM, "app"}
+	cmd.Path = nohup
+	p := startConnect(t, cmd, 1)[0]
+	cmd.Process.Signal(syscall.SIGHUP) // nohup has exec'd rdsproxy: same process
+	time.Sleep(500 * time.Millisecond) // a connect that stopped on it would have by now
+	conn, err := pgx.Connect(context.Background(), p.DSN)
+	if err != nil {
+		t.Fatalf("connect under nohup after SIGHUP: %v", err)
+	}
+	conn.Close(context.Background())
 }
