@@ -299,8 +299,10 @@ func TestBinaryRevokeSessions(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the server still runs after its last session was revoked during the drain")
 	}
-	if n := strings.Count(s.log.String(), "outcome=revoked"); n != 3 {
-		t.Errorf("%d revoked audit lines, want 3:\n%s", n, s.log.String())
+	for why, want := range map[string]int{"its database user is no longer among the target's users": 1, "the tag rules no longer admit the target": 2} {
+		if n := strings.Count(s.log.String(), `outcome=revoked reason="`+why+`"`); n != want {
+			t.Errorf("%d revoked audit lines saying %q, want %d:\n%s", n, why, want, s.log.String())
+		}
 	}
 }
 

@@ -7,19 +7,23 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rdsproxy/rdsproxy/client"
 	"github.com/rdsproxy/rdsproxy/contract"
 	"github.com/rdsproxy/rdsproxy/internal/sandbox"
+	"github.com/rdsproxy/rdsproxy/server"
 	"github.com/rdsproxy/rdsproxy/tunnel"
 )
 
 // GET /v1/targets answers a caller with identity with the targets it may
 // reach and who the server thinks it is; without identity, every target,
-// or 401 with a sentence when identity is required.
+// or 401 with a sentence when identity is required, counted as the
+// challenge every client starts with, not as a missing identity.
 func TestIdentityFiltersTargetList(t *testing.T) {
 	t.Cleanup(func() { checkNoIdentitySecrets(t) })
-	strict := startStack(t, withIdentity(t, false, ""))
+	reg := prometheus.NewRegistry()
+	strict := startStack(t, withIdentity(t, false, ""), func(c *server.Config) { c.Metrics = server.NewMetrics(reg) })
 	lenient := startStack(t, withIdentity(t, true, ""))
 	fetch := func(st *stack, p *sandbox.STSPrincipal) (contract.TargetList, error) {
 		tun, err := tunnel.NewDirect(st.serverAddr, 5*time.Second)
@@ -76,5 +80,9 @@ func TestIdentityFiltersTargetList(t *testing.T) {
 	_, err = fetch(strict, nil)
 	if err == nil || !strings.Contains(err.Error(), "401") || !strings.Contains(err.Error(), "requires a verified caller identity, and the connection carries none. ") {
 		t.Errorf("without identity, strict server: err = %v, want 401 with a sentence", err)
+	}
+	challenges := counterValue(t, reg, "rdsproxy_identity_checks_total", "result", "identity-challenge")
+	if missing := counterValue(t, reg, "rdsproxy_identity_checks_total", "result", "identity-missing"); challenges < 1 || missing != 0 {
+		t.Errorf("identity checks: %v identity-challenge, %v identity-missing; want the requests without one counted as challenges", challenges, missing)
 	}
 }

@@ -40,7 +40,10 @@ func (s *Server) serveTargets(ctx context.Context, conn net.Conn, req *http.Requ
 			list.Caller = p
 			list.Targets = reachable(list.Targets, p)
 		case !s.cfg.Identity.Optional:
-			s.cfg.Metrics.identity("identity-missing")
+			// Every client's first request: it asks without an identity to
+			// learn the server's, which it then signs for (an old client
+			// that never does is counted at its connections).
+			s.cfg.Metrics.identity("identity-challenge")
 			writeIdentityError(conn, identityMissing(), list.Identity)
 			return
 		}

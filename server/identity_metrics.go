@@ -12,7 +12,7 @@ import (
 func newIdentityMetrics() (*prometheus.CounterVec, prometheus.Histogram) {
 	return prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rdsproxy_identity_checks_total",
-			Help: "Caller identity checks by result (verified-cache, verified-sts, identity-missing, identity-malformed, identity-expired, identity-wrong-server, identity-key-mismatch, identity-refused, identity-sts-unreachable)."},
+			Help: "Caller identity checks by result (verified-cache, verified-sts, identity-challenge (a GET /v1/targets without one: every client's first), identity-missing, identity-malformed, identity-expired, identity-wrong-server, identity-key-mismatch, identity-refused, identity-sts-unreachable)."},
 			[]string{"result"}),
 		prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "rdsproxy_sts_request_seconds", Help: "Time for sts:GetCallerIdentity calls, answered or not.",

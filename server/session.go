@@ -123,10 +123,10 @@ func (s *Server) relay(client, raw net.Conn, up *upstream, pending []byte, info 
 		defer s.cancels.remove(up.key)
 	}
 	res := r.Run(nil, pending)
-	o := outcomeOK
+	o, reason := outcomeOK, ""
 	switch {
 	case res.Stopped && s.revokedWhy(r) != "":
-		o = outcomeRevoked
+		o, reason = outcomeRevoked, s.revokedWhy(r)
 	case res.Stopped:
 		o = outcomeShutdown
 	case res.Err != nil:
@@ -134,7 +134,7 @@ func (s *Server) relay(client, raw net.Conn, up *upstream, pending []byte, info 
 	}
 	s.cfg.Metrics.sessionEnded(info.target, o, "", res.ToA, res.ToB, false)
 	s.cfg.Metrics.droppedAfterCancel(res.DroppedToA)
-	s.audit(info, o, "", res, 0)
+	s.audit(info, o, reason, res, 0)
 }
 
 // negotiateProtocol picks the protocol version to ask the upstream for.
