@@ -41,8 +41,10 @@ func startReplicaClient(t *testing.T, world *sandbox.World, server, target strin
 	}
 	state := t.TempDir()
 	rc := &replicaClient{log: &logBuffer{}, done: make(chan struct{})}
+	// --port 0: not the target's rdsproxy:local-port (orders: 15432), which
+	// anything else on the machine may hold, a developer's own connect too.
 	rc.cmd = exec.Command(bin, "connect", "--via", "ssm", "--ssm-server", server, "--json", "--log-format", "json",
-		"--user", sandbox.UserIAM, target)
+		"--user", sandbox.UserIAM, "--port", "0", target)
 	rc.cmd.Env = append(os.Environ(), world.ClientEnv()...)
 	rc.cmd.Env = append(rc.cmd.Env, "RDSPROXY_STATE_DIR="+state, "HOME="+state)
 	rc.cmd.Stderr = rc.log
