@@ -56,6 +56,10 @@ type Metrics struct {
 	stsSeconds     prometheus.Histogram
 }
 
+// cancelResults are the results rdsproxy_cancel_requests_total counts
+// (forwardCancel, cancelOrphaned, sendCancel).
+var cancelResults = []string{"forwarded", "forwarded-idle", "orphaned", "dropped", "failed"}
+
 // NewMetrics creates the metrics and registers them with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
@@ -87,6 +91,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			[]string{"reason"}),
 		suppressed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rdsproxy_log_lines_suppressed_total", Help: "Audit lines of refused connections held back by the log rate limit."}),
+	}
+	for _, result := range cancelResults {
+		m.cancels.WithLabelValues(result) // at 0 from the start: a rate over them works before the first cancel
 	}
 	m.identityChecks, m.stsSeconds = newIdentityMetrics()
 	reg.MustRegister(m.identityChecks, m.stsSeconds)
