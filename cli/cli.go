@@ -171,7 +171,7 @@ func run(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return &ExitError{Code: ExitUsage, Err: err}
 	}
-	if !strings.HasPrefix(kctx.Command(), "server") { // the server reloads on SIGHUP (takeHangups)
+	if !isServerCommand(kctx) { // the server reloads on SIGHUP (takeHangups)
 		env.signals.hangupEnds()
 	}
 	kctx.BindTo(ctx, (*context.Context)(nil))
@@ -180,6 +180,12 @@ func run(ctx context.Context, args []string, env Env) error {
 		err = logFailure(log, err)
 	}
 	return err
+}
+
+// isServerCommand reports whether kctx runs rdsproxy server, which
+// neither takes the client's server entries nor ends on SIGHUP.
+func isServerCommand(kctx *kong.Context) bool {
+	return strings.HasPrefix(kctx.Command(), "server")
 }
 
 // logFailure writes the error a command ended with as a log line, so that

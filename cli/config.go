@@ -353,7 +353,7 @@ func (r *fileResolver) lookup(key string, entry map[string]any, owner int) (any,
 // laptop's default entry (say, region: eu-west-1) would otherwise change
 // where a server started there discovers.
 func (r *fileResolver) server(kctx *kong.Context) (map[string]any, int, error) {
-	if strings.HasPrefix(kctx.Command(), "server") {
+	if isServerCommand(kctx) {
 		return nil, -1, nil
 	}
 	name, source := "", "--use"

@@ -71,7 +71,6 @@ func TestConfigPrecedence(t *testing.T) {
 	}
 }
 
-// Mistakes in the configuration are errors with a sentence, not ignored.
 // Numbers in the file are read as kong reads them on the command line:
 // quoted, in hex, with underscores.
 func TestConfigNumbers(t *testing.T) {
@@ -88,6 +87,7 @@ func TestConfigNumbers(t *testing.T) {
 	}
 }
 
+// Mistakes in the configuration are errors with a sentence, not ignored.
 func TestConfigErrors(t *testing.T) {
 	t.Setenv("HOME", t.TempDir())
 	dir := t.TempDir()

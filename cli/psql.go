@@ -36,7 +36,7 @@ func (c *PsqlCmd) Run(ctx context.Context, kctx *kong.Context, g *Globals, log *
 	args, _ := psqlArgs(c.Args, kctx.Args) // Validate has checked them
 	psql, err := exec.LookPath("psql")
 	if err != nil { // before any tunnel is opened
-		return &ExitError{Code: ExitFailure, Err: fmt.Errorf("psql is not installed (not on PATH): install the PostgreSQL client " +
+		return &ExitError{Code: ExitFailure, Err: errors.New("psql is not installed (not on PATH): install the PostgreSQL client " +
 			"(Debian: apt-get install postgresql-client; macOS: brew install libpq), or run rdsproxy connect and use another client")}
 	}
 	tokens, err := c.tokenSource(ctx)

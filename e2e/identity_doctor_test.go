@@ -68,9 +68,8 @@ func TestDoctorNamesTheVerifiedCaller(t *testing.T) {
 // is blamed on the tag.
 func TestDoctorTargetDatabase(t *testing.T) {
 	t.Setenv("HOME", t.TempDir())
-	for k, v := range map[string]string{"AWS_ENDPOINT_URL_STS": sb.sts.URL(), "AWS_ACCESS_KEY_ID": sandbox.AccessKeyID,
-		"AWS_SECRET_ACCESS_KEY": sandbox.SecretAccessKey, "AWS_REGION": sandbox.Region, "AWS_EC2_METADATA_DISABLED": "true",
-		"AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"} {
+	for _, kv := range append(sandboxAWSEnv(), "AWS_ENDPOINT_URL_STS="+sb.sts.URL()) {
+		k, v, _ := strings.Cut(kv, "=")
 		t.Setenv(k, v)
 	}
 	for _, tc := range []struct {

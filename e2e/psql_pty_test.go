@@ -72,11 +72,17 @@ func binaryPsql(t *testing.T, serverAddr, target string, psqlArgs ...string) *ex
 	home := t.TempDir()
 	args := append([]string{"psql", "--via", "direct", "--server", serverAddr, target, "--user", sandbox.UserIAM, "--"}, psqlArgs...)
 	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), "HOME="+home, "RDSPROXY_STATE_DIR="+home, "TERM=dumb", "PSQL_HISTORY=/dev/null",
-		"AWS_ACCESS_KEY_ID="+sandbox.AccessKeyID, "AWS_SECRET_ACCESS_KEY="+sandbox.SecretAccessKey,
-		"AWS_REGION="+sandbox.Region, "AWS_EC2_METADATA_DISABLED=true",
-		"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null")
+	cmd.Env = append(os.Environ(), "HOME="+home, "RDSPROXY_STATE_DIR="+home, "TERM=dumb", "PSQL_HISTORY=/dev/null")
+	cmd.Env = append(cmd.Env, sandboxAWSEnv()...)
 	return cmd
+}
+
+// sandboxAWSEnv is the AWS environment of a client that signs as the
+// sandbox identity and reads no AWS file of the machine's.
+func sandboxAWSEnv() []string {
+	return []string{"AWS_ACCESS_KEY_ID=" + sandbox.AccessKeyID, "AWS_SECRET_ACCESS_KEY=" + sandbox.SecretAccessKey,
+		"AWS_REGION=" + sandbox.Region, "AWS_EC2_METADATA_DISABLED=true",
+		"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null"}
 }
 
 // running reports whether a backend is running a query LIKE pattern.

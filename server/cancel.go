@@ -57,15 +57,15 @@ func (s *Server) forwardCancel(ctx context.Context, key pgwire.CancelKey) {
 	r, ok := s.cancels.lookup(key)
 	if !ok {
 		s.log.Debug("cancel request for an unknown session dropped")
-		s.cfg.Metrics.cancel("dropped")
+		s.cfg.Metrics.cancel(cancelDropped)
 		return
 	}
 	// A backend waiting for a command ignores a cancel: say so in the
 	// metric (a cursor read in pieces over a slow link meets this between
 	// its pieces). It is sent all the same: a statement may be on its way.
-	sent := "forwarded"
+	sent := cancelForwarded
 	if r.relay != nil && r.relay.Idle() {
-		sent = "forwarded-idle"
+		sent = cancelForwardedIdle
 	}
 	if s.sendCancel(ctx, r, key, sent) && r.relay != nil {
 		r.relay.CancelSent()
@@ -90,7 +90,7 @@ func (s *Server) cancelOrphaned(up *upstream, tail []byte, idle bool) bool {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DialTimeout)
 	defer cancel()
-	return s.sendCancel(ctx, up.route(), up.key, "orphaned")
+	return s.sendCancel(ctx, up.route(), up.key, cancelOrphaned)
 }
 
 // sendCancel sends key's CancelRequest along r, over TLS when the target
@@ -103,7 +103,7 @@ func (s *Server) sendCancel(ctx context.Context, r cancelRoute, key pgwire.Cance
 	conn, err := s.dialTargetAt(ctx, t, r.addr)
 	if err != nil {
 		s.log.Warn("cancel request not sent", "target", t.Name, "why", sent, "err", err)
-		s.cfg.Metrics.cancel("failed")
+		s.cfg.Metrics.cancel(cancelFailed)
 		return false
 	}
 	defer conn.Close()
@@ -113,7 +113,7 @@ func (s *Server) sendCancel(ctx context.Context, r cancelRoute, key pgwire.Cance
 	}
 	if err := pgwire.SendCancel(conn, key, deadline); err != nil {
 		s.log.Warn("cancel request not sent", "target", t.Name, "why", sent, "err", err)
-		s.cfg.Metrics.cancel("failed")
+		s.cfg.Metrics.cancel(cancelFailed)
 		return false
 	}
 	s.cfg.Metrics.cancel(sent)

@@ -56,9 +56,17 @@ type Metrics struct {
 	stsSeconds     prometheus.Histogram
 }
 
-// cancelResults are the results rdsproxy_cancel_requests_total counts
-// (forwardCancel, cancelOrphaned, sendCancel).
-var cancelResults = []string{"forwarded", "forwarded-idle", "orphaned", "dropped", "failed"}
+// The results rdsproxy_cancel_requests_total counts (forwardCancel,
+// cancelOrphaned, sendCancel).
+const (
+	cancelForwarded     = "forwarded"
+	cancelForwardedIdle = "forwarded-idle"
+	cancelOrphaned      = "orphaned"
+	cancelDropped       = "dropped"
+	cancelFailed        = "failed"
+)
+
+var cancelResults = []string{cancelForwarded, cancelForwardedIdle, cancelOrphaned, cancelDropped, cancelFailed}
 
 // NewMetrics creates the metrics and registers them with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {

@@ -124,9 +124,9 @@ func (s *Server) relay(client, raw net.Conn, up *upstream, pending []byte, info 
 	}
 	res := r.Run(nil, pending)
 	o, reason := outcomeOK, ""
-	switch {
-	case res.Stopped && s.revokedWhy(r) != "":
-		o, reason = outcomeRevoked, s.revokedWhy(r)
+	switch why := s.revokedWhy(r); {
+	case res.Stopped && why != "":
+		o, reason = outcomeRevoked, why
 	case res.Stopped:
 		o = outcomeShutdown
 	case res.Err != nil:
