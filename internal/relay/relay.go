@@ -142,6 +142,7 @@ type Session struct {
 	idleAt    atomic.Int64  // sentToB when b's stream last reached a ReadyForQuery, or -1
 	born      time.Time     // when New made it: CancelSent's clock
 	cancelAt  atomic.Int64  // 1 + the time from born to the last CancelSent, until toA takes it; 0: none
+	endedBy   atomic.Uint32 // Result.EndedBy: the first side whose EOF ended its copy (endedFirst)
 }
 
 // New prepares a session; Run starts it.
@@ -163,8 +164,6 @@ func Relay(a, b net.Conn, pendingToB, pendingToA []byte) Result {
 func (s *Session) Run(pendingToB, pendingToA []byte) Result {
 	var res Result
 	var errOnce sync.Once
-	var endOnce sync.Once
-	ended := func(side Side) { endOnce.Do(func() { res.EndedBy = side }) }
 	fail := func(err error) {
 		if !isClosed(err) && !errors.Is(err, errStopped) && !s.stopping.Load() {
 			errOnce.Do(func() { res.Err = err })
@@ -187,7 +186,7 @@ func (s *Session) Run(pendingToB, pendingToA []byte) Result {
 		if s.opts.EndedToB != nil {
 			t = &tail{sent: &s.sentToB}
 		}
-		n, err := pipe(s.b, s.a, pendingToB, t)
+		n, err := pipe(s.b, s.a, pendingToB, t, func() { s.endedFirst(SideA) })
 		// After Stop, a's read ends with Stop's deadline or, when the b→a
 		// loop has already closed a, with the close: a's stream ended
 		// either way.
@@ -197,21 +196,17 @@ func (s *Session) Run(pendingToB, pendingToA []byte) Result {
 		res.ToB = n
 		if err != nil {
 			fail(err)
-		} else {
-			ended(SideA)
 		}
 	}()
 	n, err := s.toA(pendingToA)
 	res.ToA = n
 	if err != nil {
 		fail(err)
-	} else {
-		ended(SideB)
 	}
 	s.a.Close()
 	s.b.Close()
 	wg.Wait()
-	res.Stopped = s.stopping.Load()
+	res.Stopped, res.EndedBy = s.stopping.Load(), Side(s.endedBy.Load())
 	if res.Stopped || res.Err != nil {
 		res.EndedBy = Neither
 	}
@@ -260,7 +255,7 @@ var coalescePool = sync.Pool{New: func() any { b := make([]byte, coalesceSize); 
 // and sets rows and notices aside after a cancel (setAside).
 func (s *Session) toA(pending []byte) (int64, error) {
 	if !s.opts.FrameToA {
-		return pipe(s.a, s.b, pending, nil)
+		return pipe(s.a, s.b, pending, nil, func() { s.endedFirst(SideB) })
 	}
 	var f framer
 	var n int64
@@ -303,6 +298,7 @@ func (s *Session) toA(pending []byte) (int64, error) {
 			s.lastWord = bytes.Clone(f.lastWord())
 		}
 		if rerr == io.EOF {
+			s.endedFirst(SideB)
 			return n, closeWrite(s.a)
 		}
 		if rerr != nil {
@@ -556,9 +552,9 @@ func (c *chunkReader) close() {
 	}
 }
 
-// pipe copies src to dst after writing pending, then half-closes dst. A
-// non-nil t keeps the last bytes written.
-func pipe(dst, src net.Conn, pending []byte, t *tail) (int64, error) {
+// pipe copies src to dst after writing pending, then, at src's EOF, calls
+// atEOF and half-closes dst. A non-nil t keeps the last bytes written.
+func pipe(dst, src net.Conn, pending []byte, t *tail, atEOF func()) (int64, error) {
 	var n int64
 	if len(pending) > 0 {
 		t.sending(len(pending))
@@ -576,8 +572,16 @@ func pipe(dst, src net.Conn, pending []byte, t *tail) (int64, error) {
 		// the session, so both directions must end now.
 		return n, err
 	}
+	atEOF()
 	return n, closeWrite(dst)
 }
+
+// endedFirst records side as the one whose end of stream ended the
+// session, unless the other's came first. Each copy calls it on its
+// source's EOF before it half-closes the other side: the peer that hears
+// the half-close may answer with its own end at once, and that must not
+// be taken for the first.
+func (s *Session) endedFirst(side Side) { s.endedBy.CompareAndSwap(uint32(Neither), uint32(side)) }
 
 // copyConn copies src to dst until EOF: splice(2) between two TCP
 // connections unless t must see the bytes, else coalesced chunks.
