@@ -51,9 +51,10 @@ func newLocalConfig(addr, user string) (*pgx.ConnConfig, error) {
 	p, _ := strconv.Atoi(port)
 	cfg.Host, cfg.Port, cfg.User, cfg.Database = host, uint16(p), user, "app"
 	// Ctrl-C semantics: cancel the query on the server at once when the
-	// context ends.
+	// context ends. The connection is given up only after cancelBound, so a
+	// slow cancel fails a test on its bound, not as a timeout.
 	cfg.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {
-		return &pgconn.CancelRequestContextWatcherHandler{Conn: pc, DeadlineDelay: 10 * time.Second}
+		return &pgconn.CancelRequestContextWatcherHandler{Conn: pc, DeadlineDelay: cancelBound + 10*time.Second}
 	}
 	return cfg, nil
 }

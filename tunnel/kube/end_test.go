@@ -14,8 +14,10 @@ import (
 )
 
 // endBound is how soon a reader must see the end of a stream the server
-// closed. A kubelet that waits for both directions never ends it by itself.
-const endBound = 3 * time.Second
+// closed. A kubelet that waits for both directions never ends it by itself,
+// so the failure is an end that never comes: the bound is slack for a
+// loaded machine.
+const endBound = 10 * time.Second
 
 // When the server closes first and the client never half-closes (a
 // CancelRequest: PostgreSQL reads it and closes, libpq waits for that
@@ -42,7 +44,7 @@ func TestServerCloseEndsStream(t *testing.T) {
 				t.Fatal(err)
 			}
 			start := time.Now()
-			c.SetReadDeadline(start.Add(10 * endBound))
+			c.SetReadDeadline(start.Add(3 * endBound))
 			n, err := c.Read(make([]byte, 1))
 			took := time.Since(start)
 			t.Logf("read ended after %s: %d bytes, %v", took.Round(time.Millisecond), n, err)

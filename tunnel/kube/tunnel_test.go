@@ -249,8 +249,9 @@ func TestDialErrors(t *testing.T) {
 					t.Errorf("Dial error %q does not say %q", err, s)
 				}
 			}
-			// Generous bound: the deadline, not a 30 s library timeout, ended it.
-			if limit := cfg.DialTimeout + 5*time.Second; elapsed > limit {
+			// Generous bound, for a loaded machine: the deadline, not a 30 s
+			// library timeout, ended it.
+			if limit := cfg.DialTimeout + 15*time.Second; elapsed > limit {
 				t.Errorf("Dial took %s, want within %s", elapsed, limit)
 			}
 			t.Logf("error after %s: %v", elapsed.Round(time.Millisecond), err)
@@ -282,7 +283,7 @@ func TestUpgradeDeadline(t *testing.T) {
 			if !errors.Is(err, kube.ErrUnreachable) || !strings.Contains(err.Error(), "within 500ms") {
 				t.Fatalf("Dial error = %v, want unreachable within 500ms", err)
 			}
-			if limit := cfg.DialTimeout + 5*time.Second; elapsed > limit {
+			if limit := cfg.DialTimeout + 15*time.Second; elapsed > limit {
 				t.Fatalf("Dial took %s, want within %s", elapsed, limit)
 			}
 			t.Logf("error after %s: %v", elapsed.Round(time.Millisecond), err)

@@ -14,8 +14,9 @@ import (
 )
 
 // endBound is how soon a forwarded connection the pod side closed must
-// end for the client.
-const endBound = 3 * time.Second
+// end for the client. The failure is an end that never comes, so the bound
+// is slack for a loaded machine.
+const endBound = 10 * time.Second
 
 // The fake ends a forwarded connection as a kubelet does, and kubectl (the
 // reference client) sees the end at once: when the pod side closes first
@@ -50,7 +51,7 @@ func TestKubectlServerClosesFirst(t *testing.T) {
 				t.Fatal(err)
 			}
 			start := time.Now()
-			c.SetReadDeadline(start.Add(10 * endBound))
+			c.SetReadDeadline(start.Add(3 * endBound))
 			n, err := c.Read(make([]byte, 1))
 			took := time.Since(start)
 			t.Logf("kubectl's local connection ended %s after the write: %d bytes, %v", took.Round(time.Millisecond), n, err)
