@@ -460,9 +460,10 @@ data "aws_iam_policy_document" "discovery" {
 	}
 }
 
-// TestReadmeTables: each module's README lists every input and output.
+// TestReadmeTables: each module's and example's README lists every input
+// and output.
 func TestReadmeTables(t *testing.T) {
-	for _, dir := range []string{serverConfigDir, awsServerDir, kubernetesDir} {
+	for _, dir := range []string{serverConfigDir, awsServerDir, kubernetesDir, "examples/aws-complete", "examples/kubernetes"} {
 		t.Run(dir, func(t *testing.T) {
 			m := loadModule(t, dir)
 			readme, err := os.ReadFile(filepath.Join(dir, "README.md"))
