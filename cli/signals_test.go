@@ -57,6 +57,9 @@ func TestHangups(t *testing.T) {
 					t.Fatal("SIGHUP ended the server")
 				}
 			}
+			if tc.wantReloads > 0 { // the watcher may not have passed the last one on yet
+				waitFor(t, func() bool { return len(reloads) >= tc.wantReloads })
+			}
 			if got := len(reloads); got != tc.wantReloads {
 				t.Errorf("%d reloads due, want %d", got, tc.wantReloads)
 			}

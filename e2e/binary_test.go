@@ -117,7 +117,7 @@ func (s *binaryServer) readyz() int {
 // level: the server runs with --log-level warn.
 func TestBinarySIGTERMDrain(t *testing.T) {
 	world := startTestWorld(t)
-	s := startBinaryServer(t, world, "--drain-timeout", "3s", "--log-level", "warn")
+	s := startBinaryServer(t, world, "--drain-timeout", "8s", "--log-level", "warn") // 1 s query, room for a loaded machine
 	ctx := context.Background()
 	short := connectDiscovered(t, world, s.addr, "orders")
 	long := connectDiscovered(t, world, s.addr, "orders")
@@ -131,7 +131,7 @@ func TestBinarySIGTERMDrain(t *testing.T) {
 	}()
 	waitFor(t, 10*time.Second, "pg_sleep running", func() bool { return sleepingIn(t, world, "pg_sleep(1)") })
 	s.cmd.Process.Signal(syscall.SIGTERM)
-	waitFor(t, 5*time.Second, "readiness false", func() bool { return s.readyz() == http.StatusServiceUnavailable })
+	waitFor(t, 8*time.Second, "readiness false", func() bool { return s.readyz() == http.StatusServiceUnavailable })
 	if err := <-shortDone; err != nil {
 		t.Fatalf("a session finishing within the drain time failed: %v", err)
 	}
@@ -176,7 +176,7 @@ func TestBinarySecondSignalEndsDrain(t *testing.T) {
 	}()
 	waitFor(t, 10*time.Second, "pg_sleep running", func() bool { return sleepingIn(t, world, "pg_sleep(30)") })
 	s.cmd.Process.Signal(syscall.SIGTERM)
-	waitFor(t, 5*time.Second, "readiness false", func() bool { return s.readyz() == http.StatusServiceUnavailable })
+	waitFor(t, 20*time.Second, "readiness false", func() bool { return s.readyz() == http.StatusServiceUnavailable })
 	s.cmd.Process.Signal(syscall.SIGTERM)
 	pgErr(t, <-done, "57P01", "server is shutting down")
 	waitFor(t, 10*time.Second, "the statement cancelled", func() bool { return !sleepingIn(t, world, "pg_sleep(30)") })

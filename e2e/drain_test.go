@@ -61,15 +61,21 @@ func TestDrainLetsSessionsFinish(t *testing.T) {
 			long := connectLocal(t, local, sandbox.UserIAM)
 			copying := connectLocal(t, local, sandbox.UserIAM)
 			shortDone, copyDone := make(chan error, 1), make(chan error, 1)
+			const shortStmt = "SELECT pg_sleep(1.5) /* drain */"
 			go func() {
-				_, err := short.Exec(ctx, "SELECT pg_sleep(1.5)")
+				_, err := short.Exec(ctx, shortStmt)
 				shortDone <- err
 			}()
-			go func() { // rows streaming at the drain deadline, PostgreSQL's 8 KiB flushes cutting them anywhere
-				_, err := copying.PgConn().CopyTo(ctx, io.Discard, "COPY (SELECT i, repeat('x', 100), CASE WHEN i % 100 = 0 THEN pg_sleep(0.01) END FROM generate_series(1, 100000) i) TO STDOUT")
+			// Rows streaming at the drain deadline, PostgreSQL's 8 KiB flushes
+			// cutting them anywhere: 30 s of them, far past the drain.
+			const copyStmt = "COPY (SELECT i, repeat('x', 100), CASE WHEN i % 100 = 0 THEN pg_sleep(0.01) END FROM generate_series(1, 300000) i) TO STDOUT"
+			go func() {
+				_, err := copying.PgConn().CopyTo(ctx, io.Discard, copyStmt)
 				copyDone <- err
 			}()
-			time.Sleep(300 * time.Millisecond) // the short query is running
+			waitFor(t, 30*time.Second, "the short query and the COPY running", func() bool {
+				return statementRunning(t, shortStmt) && statementRunning(t, copyStmt)
+			})
 			stop()
 			if err := <-shortDone; err != nil {
 				t.Fatalf("a session finishing within the drain time failed: %v", err)
@@ -85,8 +91,9 @@ func TestDrainLetsSessionsFinish(t *testing.T) {
 	}
 }
 
-// startDrainableServer serves the sandbox's targets with a 3 s drain; stop
-// begins the drain.
+// startDrainableServer serves the sandbox's targets with a 6 s drain (a
+// 1.5 s query running when it begins finishes within it, however loaded the
+// machine); stop begins the drain.
 func startDrainableServer(t *testing.T, clientTLS *tls.Config) (stop func(), addr string) {
 	t.Helper()
 	snap, err := discovery.NewSnapshot(sb.targets, time.Now())
@@ -98,7 +105,7 @@ func startDrainableServer(t *testing.T, clientTLS *tls.Config) (stop func(), add
 		t.Fatal(err)
 	}
 	srv, err := server.New(server.Config{Targets: fixedTargets{snap}, DialOverrides: sb.dials, RootCAs: roots,
-		ClientTLS: clientTLS, DrainTimeout: 3 * time.Second, Logger: sb.logs.logger("server")})
+		ClientTLS: clientTLS, DrainTimeout: 6 * time.Second, Logger: sb.logs.logger("server")})
 	if err != nil {
 		t.Fatal(err)
 	}

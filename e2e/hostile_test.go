@@ -178,7 +178,10 @@ func TestStalledStartupsHoldNoSessionSlots(t *testing.T) {
 func TestHostileFloodDoesNotLockOutHonestClients(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	metrics := server.NewMetrics(reg)
-	st := startStack(t, func(c *server.Config) { c.Metrics = metrics }) // the default caps: 512, 256 per source
+	// The default caps: 512, 256 per source. A first byte waited for 20 s,
+	// not 5, fills them at a quarter of the flood's rate: a loaded machine
+	// that opens connections slowly still fills them.
+	st := startStack(t, func(c *server.Config) { c.Metrics, c.FirstByteTimeout = metrics, 20*time.Second })
 	ctx, stop := context.WithCancel(context.Background())
 	var flood sync.WaitGroup
 	var opened, evicted atomic.Int64

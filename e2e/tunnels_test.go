@@ -39,23 +39,12 @@ func tunnelSuite(t *testing.T, st *stack) {
 	if err := g.Wait(); err != nil {
 		t.Fatal(err)
 	}
-	// Cancel once the statement runs: over a lossy tunnel after the COPYs,
-	// a query may take seconds to arrive, and a cancel that overtakes it
-	// cancels nothing (as with PostgreSQL itself).
+	// Over a lossy tunnel after the COPYs, a query may take seconds to
+	// arrive: cancelWhileRunning cancels once it runs.
 	conn := connectLocal(t, st.local["app"], sandbox.UserIAM)
-	cctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	const stmt = "SELECT pg_sleep(60) /* tunnel suite */"
-	done := make(chan error, 1)
-	go func() {
-		_, err := conn.Exec(cctx, stmt)
-		done <- err
-	}()
-	waitFor(t, 30*time.Second, "the statement to run", func() bool { return statementRunning(t, stmt) })
-	started := time.Now()
-	cancel()
-	pgErr(t, <-done, "57014", "canceling statement due to user request")
-	if took := time.Since(started); took > cancelBound {
+	took, err := cancelWhileRunning(t, conn, "SELECT pg_sleep(60) /* tunnel suite */")
+	pgErr(t, err, "57014", "canceling statement due to user request")
+	if took > cancelBound {
 		t.Fatalf("the cancel took %v, want within %v", took, cancelBound)
 	}
 	if err := conn.Ping(ctx); err != nil {

@@ -86,7 +86,7 @@ func TestBulkHoldTakesWhatArrivedDuringThePause(t *testing.T) {
 	upstream, b := tcpPair(t)
 	s := New(nil, b, Options{FrameToA: true})
 	s.holdFor = time.Microsecond
-	s.pause = time.Second
+	s.pause = 5 * time.Second // the writer's 20 ms sleep and write land in it however loaded the machine
 	first, during := rows(4000), rows(20000)
 	if _, err := upstream.Write(first); err != nil {
 		t.Fatal(err)

@@ -22,6 +22,11 @@ type Options struct {
 	MaxChunk   int    // largest payload per frame before compression (default 32 KiB; cap 256 KiB)
 	QueueBytes int    // bytes queued per stripe on the send side before Write blocks (default 128 KiB)
 
+	// Linger bounds how long Close waits for frames already queued (Write
+	// and CloseWrite returned) to be written, as a TCP close still sends
+	// them. Default 2 s.
+	Linger time.Duration
+
 	// Lane: the first stripe is a lane, a path that carries no bulk, so
 	// a chunk of at most LaneChunk bytes goes there (a query, its reply,
 	// a CREDIT) and a larger one over the other stripes, once there are
@@ -50,6 +55,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Window <= 0 {
 		o.Window = 2 << 20
+	}
+	if o.Linger <= 0 {
+		o.Linger = 2 * time.Second
 	}
 	o.Window = max(o.Window, 4*charge(o.MaxChunk)) // see creditDue: progress needs it
 	return o
@@ -162,14 +170,10 @@ func (c *Conn) Stats() Stats {
 	}
 }
 
-// lingerTime bounds how long Close waits for frames already queued (Write
-// and CloseWrite returned) to be written, as a TCP close still sends them.
-const lingerTime = 2 * time.Second
-
 // Close queues the END frame unless CloseWrite did (as a TCP close sends
 // FIN: the peer reads every byte written and then io.EOF), wakes blocked
 // Reads and Writes (they return an error wrapping net.ErrClosed), waits up
-// to 2 s for frames already queued to be written (not at all once the
+// to Options.Linger for frames already queued to be written (not at all once the
 // write deadline has passed: set one in the past to close at once), closes
 // every stripe and waits for the Conn's goroutines to end. Only the first
 // call does anything.
@@ -218,17 +222,17 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 func (c *Conn) isDone() bool { return isClosed(c.done) }
 
 // linger waits until every queued frame is written, the Conn is done, the
-// write deadline has passed, or lingerTime has passed.
+// write deadline has passed, or Options.Linger has passed.
 func (c *Conn) linger() {
 	expired := make(chan struct{})
-	timer := time.AfterFunc(lingerTime, func() { close(expired) })
+	timer := time.AfterFunc(c.opts.Linger, func() { close(expired) })
 	defer timer.Stop()
 	s := &c.send
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for !c.isDone() && s.queuedTotal() > 0 {
 		if !s.waitRoom(c.done, c.writeDL.wait(), expired) {
-			return // done, deadline or lingerTime: whatever is still queued is dropped
+			return // done, deadline or Linger: whatever is still queued is dropped
 		}
 	}
 }

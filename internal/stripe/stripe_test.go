@@ -341,17 +341,31 @@ func TestWriteDeadlineAndClose(t *testing.T) {
 	}
 
 	// Close lingers for queued frames, unless the write deadline has passed.
+	// A minute's linger, so that the bound leaves room for a loaded machine.
 	p3, p4 := net.Pipe() // nobody reads p4
 	defer p4.Close()
-	c = New(p3, Options{})
+	c = New(p3, Options{Linger: time.Minute})
 	if _, err := c.Write(data[:10<<10]); err != nil {
 		t.Fatal(err)
 	}
 	c.SetWriteDeadline(time.Now().Add(-time.Second))
 	start := time.Now()
 	c.Close()
-	if d := time.Since(start); d > time.Second {
-		t.Errorf("Close after a past write deadline took %v", d)
+	if d := time.Since(start); d > 20*time.Second {
+		t.Errorf("Close after a past write deadline took %v, as if it lingered", d)
+	}
+	// Without a deadline it waits its linger, then drops what is queued.
+	p5, p6 := net.Pipe() // nobody reads p6
+	defer p6.Close()
+	const linger = 200 * time.Millisecond
+	c = New(p5, Options{Linger: linger})
+	if _, err := c.Write(data[:10<<10]); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	c.Close()
+	if d := time.Since(start); d < linger {
+		t.Errorf("Close with frames queued and nobody reading returned after %v, before its %v linger", d, linger)
 	}
 }
 

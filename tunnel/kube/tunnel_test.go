@@ -298,11 +298,12 @@ func TestStreamCreationDeadline(t *testing.T) {
 	echo := startEcho(t)
 	cluster := startCluster(t, echo.Addr())
 	cfg := baseConfig(t, cluster)
-	cfg.DialTimeout = 500 * time.Millisecond
+	cfg.DialTimeout = 5 * time.Second // room for a loaded machine; the failure is 30 s or forever
 	tun := newTunnel(t, cfg)
+	dial(t, tun).Close() // the connection is up: the held Dial waits only on its stream
 	cluster.HoldStreams()
 	_, err := tun.Dial(t.Context())
-	if !errors.Is(err, kube.ErrUnreachable) || !strings.Contains(err.Error(), "did not accept a port-forward stream within 500ms") {
+	if !errors.Is(err, kube.ErrUnreachable) || !strings.Contains(err.Error(), "did not accept a port-forward stream within 5s") {
 		t.Fatalf("Dial error = %v, want the stream-acceptance timeout", err)
 	}
 	cluster.ReleaseStreams()
