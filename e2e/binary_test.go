@@ -304,6 +304,10 @@ func TestBinaryRevokeSessions(t *testing.T) {
 			t.Errorf("%d revoked audit lines saying %q, want %d:\n%s", n, why, want, s.log.String())
 		}
 	}
+	// The warning names the client, as the audit line does.
+	if n := strings.Count(s.log.String(), `msg="ending a session its target no longer admits" remote=127.0.0.1:`); n != 3 {
+		t.Errorf("%d revocation warnings naming the client's address, want 3:\n%s", n, s.log.String())
+	}
 }
 
 // pingUntilErr pings c until a ping fails, for up to 20 s, and returns

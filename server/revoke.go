@@ -18,6 +18,7 @@ import (
 // the database's business, and a status rdsproxy does not know must not
 // cut sessions that work.
 type admission struct {
+	remote    string // the client's address, for the log line of a revocation
 	target    *discovery.Target
 	user      string
 	principal *discovery.Principal
@@ -79,7 +80,7 @@ func (s *Server) revoke(snap *discovery.Snapshot) {
 		}
 		a.checked = snap
 		if a.revoked = a.refusedBy(snap); a.revoked != "" {
-			s.log.Warn("ending a session its target no longer admits", "target", a.target.Name,
+			s.log.Warn("ending a session its target no longer admits", "remote", a.remote, "target", a.target.Name,
 				"user", clip(a.user), "why", a.revoked)
 			r.Stop(revokedError(a.target.Name, a.revoked).AppendTo(nil))
 		}

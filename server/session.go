@@ -110,7 +110,7 @@ func (s *Server) relay(client, raw net.Conn, up *upstream, pending []byte, info 
 		opts.EndedToB = func(tail []byte, idle bool) { info.orphanCancelled = s.cancelOrphaned(up, tail, idle) } // before Run returns
 	}
 	r := relay.New(client, up.conn, opts)
-	adm := &admission{target: up.target, user: info.user, principal: info.principal}
+	adm := &admission{remote: info.remote, target: up.target, user: info.user, principal: info.principal}
 	if !s.promote(raw, r, adm) { // the drain began while this session started
 		up.conn.Close()
 		s.refuse(client, nil, info, shutdownError())
