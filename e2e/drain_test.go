@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"io"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -56,23 +57,26 @@ func TestDrainLetsSessionsFinish(t *testing.T) {
 			t.Cleanup(func() { tun.Close() })
 			local := serveProxy(t, client.Config{Tunnel: tun, Target: targetNamed(t, "app"), Tokens: sb.tokens,
 				ServerTLS: hop.clientTLS, Striping: hop.striping, Logger: sb.logs.logger("client")})
-			ctx := context.Background()
 			short := connectLocal(t, local, sandbox.UserIAM)
 			long := connectLocal(t, local, sandbox.UserIAM)
 			copying := connectLocal(t, local, sandbox.UserIAM)
+			// A failed test ends its statements before their connections close.
+			ctx, cancel := context.WithCancel(context.Background())
+			var running sync.WaitGroup
+			t.Cleanup(func() { cancel(); running.Wait() })
 			shortDone, copyDone := make(chan error, 1), make(chan error, 1)
 			const shortStmt = "SELECT pg_sleep(1.5) /* drain */"
-			go func() {
+			running.Go(func() {
 				_, err := short.Exec(ctx, shortStmt)
 				shortDone <- err
-			}()
+			})
 			// Rows streaming at the drain deadline, PostgreSQL's 8 KiB flushes
 			// cutting them anywhere: 30 s of them, far past the drain.
 			const copyStmt = "COPY (SELECT i, repeat('x', 100), CASE WHEN i % 100 = 0 THEN pg_sleep(0.01) END FROM generate_series(1, 300000) i) TO STDOUT"
-			go func() {
+			running.Go(func() {
 				_, err := copying.PgConn().CopyTo(ctx, io.Discard, copyStmt)
 				copyDone <- err
-			}()
+			})
 			waitFor(t, 30*time.Second, "the short query and the COPY running", func() bool {
 				return statementRunning(t, shortStmt) && statementRunning(t, copyStmt)
 			})

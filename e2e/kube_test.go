@@ -76,8 +76,8 @@ func TestViaKubeCancel(t *testing.T) {
 			}
 			conn := connectLocal(t, st.local["app"], sandbox.UserIAM)
 			took, err := cancelWhileRunning(t, conn, "SELECT pg_sleep(60) /* kube pgx cancel */")
+			t.Logf("the statement returned %v after the context ended: %v", took, err)
 			pgErr(t, err, "57014", "canceling statement due to user request")
-			t.Logf("pgx cancel returned %v after the context ended", took)
 			if took > cancelBound {
 				t.Fatalf("pgx cancel took %v, want within %v", took, cancelBound)
 			}
@@ -85,20 +85,21 @@ func TestViaKubeCancel(t *testing.T) {
 	}
 }
 
-// psqlCtrlC runs psql with `SELECT pg_sleep(60)` against addr, sends it
+// psqlCtrlC runs psql with a `SELECT pg_sleep(60)` against addr, sends it
 // SIGINT once the statement runs, and fails unless psql reports the cancel
 // within cancelBound. It returns how long psql took after the signal.
 func psqlCtrlC(t *testing.T, addr string) time.Duration {
 	t.Helper()
+	const stmt = "SELECT pg_sleep(60) /* psql Ctrl-C */"
 	host, port := splitAddr(t, addr)
-	cmd := exec.Command("psql", "-X", "-At", "-c", "SELECT pg_sleep(60)")
+	cmd := exec.Command("psql", "-X", "-At", "-c", stmt)
 	cmd.Env = append(cmd.Environ(), "PGHOST="+host, "PGPORT="+port, "PGUSER="+sandbox.UserIAM, "PGDATABASE=app", "PGSSLMODE=disable")
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "pg_sleep running", func() bool { return sleeping(t) })
+	waitFor(t, 20*time.Second, "pg_sleep running", func() bool { return statementRunning(t, stmt) })
 	started := time.Now()
 	cmd.Process.Signal(syscall.SIGINT)
 	done := make(chan error, 1)

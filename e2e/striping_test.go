@@ -68,7 +68,8 @@ func TestViaSSMStriped(t *testing.T) {
 			return copyRoundTrip(st.local["app"], fmt.Sprintf("tun_copy_%d", 100+i), 8<<20, allJoined)
 		})
 	}
-	time.Sleep(500 * time.Millisecond) // the COPYs are under way
+	// Cut once a COPY is under way, however long the sessions take to start.
+	waitFor(t, 30*time.Second, "a COPY under way", func() bool { return statementRunning(t, "COPY tun_copy_10") })
 	if cut := endpoint.CutWebsockets(); cut == 0 {
 		t.Error("no websocket to cut")
 	}

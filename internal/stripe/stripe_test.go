@@ -316,7 +316,7 @@ func TestWriteDeadlineAndClose(t *testing.T) {
 	defer leakcheck.VerifyNone(t, goleak.IgnoreCurrent())
 	p1, p2 := net.Pipe() // nobody reads p2
 	defer p2.Close()
-	c := New(p1, Options{QueueBytes: 64 << 10})
+	c := New(p1, Options{QueueBytes: 64 << 10, Linger: time.Millisecond}) // its Close need not wait
 	c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 	data := make([]byte, 1<<20)
 	n, err := c.Write(data)
@@ -357,7 +357,7 @@ func TestWriteDeadlineAndClose(t *testing.T) {
 	// Without a deadline it waits its linger, then drops what is queued.
 	p5, p6 := net.Pipe() // nobody reads p6
 	defer p6.Close()
-	const linger = 200 * time.Millisecond
+	const linger = 3 * time.Second // above the 2 s default: a Close that ignored Options.Linger returns before it
 	c = New(p5, Options{Linger: linger})
 	if _, err := c.Write(data[:10<<10]); err != nil {
 		t.Fatal(err)
