@@ -21,9 +21,8 @@ import (
 // to the client's return. It separates a cancel that works from the
 // failures these tests look for: a client that waits 30 s for a kubelet to
 // close a stream, and a pg_sleep(60) that runs out. A working cancel is
-// quick on a quiet machine, but it took 5.3 s in CI over an SSM tunnel that
-// drops 5% of its frames on a loaded machine, so the bound leaves room for
-// that. libpq's PQcancel waits for the server to close the cancel
+// quick on a quiet machine, but one took 5.3 s in CI over an SSM tunnel
+// that drops 5% of its frames, and a loaded machine adds to that. libpq's PQcancel waits for the server to close the cancel
 // connection, so a transport that does not pass that close on at once
 // shows here.
 const cancelBound = 20 * time.Second
@@ -75,12 +74,7 @@ func TestViaKubeCancel(t *testing.T) {
 				}
 			}
 			conn := connectLocal(t, st.local["app"], sandbox.UserIAM)
-			took, err := cancelWhileRunning(t, conn, "SELECT pg_sleep(60) /* kube pgx cancel */")
-			t.Logf("the statement returned %v after the context ended: %v", took, err)
-			pgErr(t, err, "57014", "canceling statement due to user request")
-			if took > cancelBound {
-				t.Fatalf("pgx cancel took %v, want within %v", took, cancelBound)
-			}
+			cancelWhileRunning(t, conn, "SELECT pg_sleep(60) /* kube pgx cancel */")
 		})
 	}
 }
