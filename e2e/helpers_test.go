@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -141,19 +142,60 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
-// waitGoroutines waits until the process runs at most base goroutines; on
-// timeout it fails with the goroutines still running, grouped by stack.
-func waitGoroutines(t testing.TB, base int, timeout time.Duration) {
+// waitGoroutines waits until the process runs at most as many goroutines
+// as base; on timeout it fails naming the stacks that have more goroutines
+// than in base.
+func waitGoroutines(t testing.TB, base goroutines, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
-	for runtime.NumGoroutine() > base {
+	for runtime.NumGoroutine() > base.total {
 		if time.Now().After(deadline) {
-			var b strings.Builder
-			pprof.Lookup("goroutine").WriteTo(&b, 1)
-			t.Fatalf("after %v, %d goroutines, baseline %d:\n%s", timeout, runtime.NumGoroutine(), base, b.String())
+			now := takeGoroutines()
+			t.Fatalf("after %v, %d goroutines, baseline %d; beyond the baseline:\n%s", timeout, now.total, base.total, now.beyond(base))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// goroutines is the process's goroutines counted by stack.
+type goroutines struct {
+	total  int
+	stacks map[string]int // by the stack's functions and lines, one a line
+}
+
+// takeGoroutines counts the process's goroutines by stack, from the
+// goroutine profile's text form (groups of "N @ pcs" and "#" frame lines).
+func takeGoroutines() goroutines {
+	var b strings.Builder
+	pprof.Lookup("goroutine").WriteTo(&b, 1)
+	g := goroutines{total: runtime.NumGoroutine(), stacks: map[string]int{}}
+	for _, group := range strings.Split(b.String(), "\n\n") {
+		n, stack := 0, ""
+		for _, line := range strings.Split(group, "\n") {
+			f := strings.Fields(line)
+			switch {
+			case len(f) >= 2 && f[1] == "@":
+				n, _ = strconv.Atoi(f[0])
+			case len(f) >= 4 && f[0] == "#":
+				stack += "\t" + f[2] + " " + f[3] + "\n"
+			}
+		}
+		if n > 0 && !strings.Contains(stack, "runtime/pprof.") { // not the goroutine taking the profile
+			g.stacks[stack] += n
+		}
+	}
+	return g
+}
+
+// beyond lists the stacks that have more goroutines in g than in base.
+func (g goroutines) beyond(base goroutines) string {
+	var b strings.Builder
+	for stack, n := range g.stacks {
+		if extra := n - base.stacks[stack]; extra > 0 {
+			fmt.Fprintf(&b, "%d more of:\n%s", extra, stack)
+		}
+	}
+	return b.String()
 }
 
 func nowUTC() time.Time { return time.Now().UTC() }

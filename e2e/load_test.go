@@ -65,7 +65,7 @@ func TestNoLeaksAfterManySessions(t *testing.T) {
 	ctx := context.Background()
 	// Warm up once so lazily started runtime goroutines are in the baseline.
 	connectLocal(t, st.local["app"], sandbox.UserIAM).Close(ctx)
-	baseGoroutines, baseFDs := runtime.NumGoroutine(), openFDs(t)
+	baseGoroutines, baseFDs := takeGoroutines(), openFDs(t)
 	baseBackends := backends(t)
 	var g errgroup.Group
 	g.SetLimit(8)

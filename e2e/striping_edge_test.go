@@ -339,7 +339,7 @@ func TestStripingNoLeaks(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitAuditLines(t, audit, 1)
-	baseGoroutines, baseFDs, baseBackends := runtime.NumGoroutine(), openFDs(t), backends(t)
+	baseGoroutines, baseFDs, baseBackends := takeGoroutines(), openFDs(t), backends(t)
 	const n = 50
 	var g errgroup.Group
 	g.SetLimit(4)
