@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -41,16 +42,18 @@ func main() {
 		bareRelay(os.Args[2], os.Args[3])
 		return
 	}
-	reps := flag.Int("reps", 5, "alternating repetitions per workload (COPY through any relay is bimodal on a 2-core machine: see the README)")
-	secs := flag.Int("t", 5, "seconds per pgbench run")
-	copyMB := flag.Int("copy-mb", 100, "MiB per COPY run")
-	idle := flag.Int("idle", 300, "idle sessions for the memory measurement")
-	freshPairs := flag.Int("fresh", 5, "new server and client pairs whose idle memory is measured before the workloads (median and range: one fresh process says little)")
-	only := flag.String("only", "", "run only the workloads whose name contains this")
-	localTLS := flag.Bool("local-tls", false, "also measure rdsproxy with connect --local-tls (TLS on the loopback hop)")
-	ssmMB := flag.Int("ssm-mb", 16, "MiB per COPY through SSM (paced: < 1 MB/s; the unpaced section moves 4x this); 0 skips the SSM comparison")
-	ssmOnly := flag.String("ssm-paths", "", "run only these SSM paths, comma-separated (e.g. stripe-8,stripe-12); the plugin, the anchor, always runs")
-	base := flag.String("base", "", "also measure this other rdsproxy binary (say, a build of the previous commit) as the path \"base\", alternating with the rest")
+	var o options
+	flag.IntVar(&o.reps, "reps", 5, "alternating repetitions per workload (COPY through any relay is bimodal on a 2-core machine: see the README)")
+	flag.IntVar(&o.secs, "t", 5, "seconds per pgbench run")
+	flag.IntVar(&o.copyMB, "copy-mb", 100, "MiB per COPY run")
+	flag.IntVar(&o.idle, "idle", 300, "idle sessions for the memory measurement")
+	flag.IntVar(&o.freshPairs, "fresh", 5, "new server and client pairs whose idle memory is measured before the workloads (median and range: one fresh process says little)")
+	flag.StringVar(&o.only, "only", "", "run only the workloads whose name contains this")
+	flag.StringVar(&o.paths, "paths", "", "run only these paths, comma-separated (direct, bare, rdsproxy, local-tls, base): to profile one with perf; the ratios of a path left out print as NaN")
+	flag.BoolVar(&o.localTLS, "local-tls", false, "also measure rdsproxy with connect --local-tls (TLS on the loopback hop)")
+	flag.IntVar(&o.ssmMB, "ssm-mb", 16, "MiB per COPY through SSM (paced: < 1 MB/s; the unpaced section moves 4x this); 0 skips the SSM comparison")
+	flag.StringVar(&o.ssmPaths, "ssm-paths", "", "run only these SSM paths, comma-separated (e.g. stripe-8,stripe-12); the plugin, the anchor, always runs")
+	flag.StringVar(&o.base, "base", "", "also measure this other rdsproxy binary (say, a build of the previous commit) as the path \"base\", alternating with the rest")
 	pin := flag.Bool("pin", false, "run the proxies on CPU 1 and everything else (PostgreSQL, the emulator, pgbench) on CPU 0, as a server with a core of its own runs")
 	flag.Parse()
 	if *pin && os.Getenv(proxyCPUsEnv) == "" {
@@ -60,10 +63,22 @@ func main() {
 		}
 		return
 	}
-	if err := run(*reps, *secs, *copyMB, *idle, *freshPairs, *only, *localTLS, *base, *ssmMB, *ssmOnly); err != nil {
+	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
+}
+
+// options are the bench's flags.
+type options struct {
+	reps, secs, copyMB, idle, freshPairs, ssmMB int
+	only, paths, base, ssmPaths                 string
+	localTLS                                    bool
+}
+
+// runs reports whether -paths lets the path named name run.
+func (o options) runs(name string) bool {
+	return o.paths == "" || slices.Contains(strings.Split(o.paths, ","), name)
 }
 
 // path is one way to reach the emulator.
@@ -90,7 +105,7 @@ type bench struct {
 // relay chunk (64 KiB), as a report or an ORM's list page returns.
 const resultQuery = "SELECT repeat('x', 1000) FROM generate_series(1, 256);\n"
 
-func run(reps, secs, copyMB, idle, freshPairs int, only string, localTLS bool, baseBin string, ssmMB int, ssmOnly string) error {
+func run(o options) error {
 	ctx := context.Background()
 	bin, err := filepath.Abs("bin/rdsproxy")
 	if err != nil {
@@ -107,7 +122,7 @@ func run(reps, secs, copyMB, idle, freshPairs int, only string, localTLS bool, b
 		return err
 	}
 	defer world.Close()
-	b := &bench{world: world, secs: secs, copyMB: copyMB, endpoint: ordersEndpoint(world), localTLS: localTLS, baseBin: baseBin,
+	b := &bench{world: world, secs: o.secs, copyMB: o.copyMB, endpoint: ordersEndpoint(world), localTLS: o.localTLS, baseBin: o.base,
 		resultSQL: filepath.Join(dir, "result.sql")}
 	if err := os.WriteFile(b.resultSQL, []byte(resultQuery), 0o600); err != nil {
 		return err
@@ -120,10 +135,10 @@ func run(reps, secs, copyMB, idle, freshPairs int, only string, localTLS bool, b
 	if err := b.pgbench(paths[0], "-i", "-q", "-s", "10"); err != nil {
 		return fmt.Errorf("pgbench init: %w", err)
 	}
-	workloads := slices.DeleteFunc(b.workloads(), func(w workload) bool { return !strings.Contains(w.name, only) })
+	workloads := slices.DeleteFunc(b.workloads(), func(w workload) bool { return !strings.Contains(w.name, o.only) })
 	var fresh [][]float64
 	if len(workloads) > 0 {
-		if fresh, err = b.freshMemory(dir, bin, freshPairs, idle); err != nil {
+		if fresh, err = b.freshMemory(dir, bin, o.freshPairs, o.idle); err != nil {
 			return err
 		}
 	}
@@ -132,8 +147,11 @@ func run(reps, secs, copyMB, idle, freshPairs int, only string, localTLS bool, b
 	for _, w := range workloads {
 		results[w.name] = map[string][]float64{}
 		work[w.name] = map[string][]counters{}
-		for r := range reps {
+		for r := range o.reps {
 			for _, p := range paths {
+				if !o.runs(p.name) {
+					continue
+				}
 				before := p.counters()
 				v, err := w.run(p)
 				if err != nil {
@@ -150,14 +168,14 @@ func run(reps, secs, copyMB, idle, freshPairs int, only string, localTLS bool, b
 		printTable(workloads, paths, results)
 		printWork(workloads, paths, work)
 		b.printResources(paths)
-		after, err := b.idleMemory(paths[2], idle)
+		after, err := b.idleMemory(paths[2], o.idle)
 		if err != nil {
 			return err
 		}
-		printIdleMemory(paths[2], idle, fresh, after)
+		printIdleMemory(paths[2], o.idle, fresh, after)
 	}
-	if ssmMB > 0 && (only == "" || strings.Contains("ssm", only)) {
-		return b.ssm(dir, bin, ssmMB, ssmOnly, paths[0])
+	if o.ssmMB > 0 && (o.only == "" || strings.Contains("ssm", o.only)) {
+		return b.ssm(dir, bin, o.ssmMB, o.ssmPaths, paths[0])
 	}
 	return nil
 }
@@ -553,11 +571,12 @@ func printIdleMemory(p path, n int, fresh [][]float64, after []float64) {
 	}
 }
 
+// median of v; NaN when v is empty (a path -paths left out).
 func median(v []float64) float64 {
 	s := slices.Clone(v)
 	slices.Sort(s)
 	if len(s) == 0 {
-		return 0
+		return math.NaN()
 	}
 	return s[len(s)/2]
 }
