@@ -41,7 +41,7 @@ type ServerCmd struct {
 	MaxSessions         int               `help:"Maximum concurrent sessions; more get SQLSTATE 53300." default:"1000" env:"RDSPROXY_MAX_SESSIONS"`
 	AllowPlaintext      bool              `help:"With --tls-cert, also accept clients that do not use TLS (their tokens then cross the network in clear)." env:"RDSPROXY_ALLOW_PLAINTEXT"`
 	FirstByteTimeout    time.Duration     `help:"Time a new connection has to send its first packet." default:"5s" env:"RDSPROXY_FIRST_BYTE_TIMEOUT"`
-	PasswordTimeout     time.Duration     `help:"Time a client has to send its IAM token once asked for it." default:"5s" env:"RDSPROXY_PASSWORD_TIMEOUT"`
+	PasswordTimeout     time.Duration     `help:"Time a client has to send its IAM token once asked for it, or a passthrough client each answer to its database's password request." default:"5s" env:"RDSPROXY_PASSWORD_TIMEOUT"`
 	StartupTimeout      time.Duration     `help:"Time a client has to complete its whole startup, TLS included." default:"10s" env:"RDSPROXY_STARTUP_TIMEOUT"`
 	DialTimeout         time.Duration     `help:"Time to connect to a database and negotiate TLS." default:"10s" env:"RDSPROXY_DIAL_TIMEOUT"`
 	LoginTimeout        time.Duration     `help:"Time a database has to complete a login, dial included." default:"30s" env:"RDSPROXY_LOGIN_TIMEOUT"`

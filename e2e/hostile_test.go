@@ -172,9 +172,10 @@ func TestStalledStartupsHoldNoSessionSlots(t *testing.T) {
 }
 
 // A flood of hostile connections from the one address every client has
-// behind SSM (idle sockets, startups that never send the token, garbage)
-// at up to 1,000 a second: honest logins keep succeeding, and the
-// connections pushed out are told so with 53300.
+// behind SSM (idle sockets, startups that never send the token, half
+// startups and half HTTP requests) at up to 1,000 a second: honest logins
+// keep succeeding, and the connections pushed out are told so (53300, or
+// an HTTP 503).
 func TestHostileFloodDoesNotLockOutHonestClients(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	metrics := server.NewMetrics(reg)
@@ -245,7 +246,7 @@ func counterValue(t testing.TB, reg *prometheus.Registry, name string, labels ..
 }
 
 // hostileFlood opens up to 1,000 connections a second until ctx ends, in
-// three kinds, and counts those the server answers with 53300.
+// four kinds, and counts those the server tells it evicted them.
 func hostileFlood(ctx context.Context, addr string, wg *sync.WaitGroup, opened, evicted *atomic.Int64) {
 	startup := pgwire.AppendStartup(nil, pgwire.Protocol30,
 		pgwire.Params{{Key: "user", Value: sandbox.UserIAM}, {Key: "rdsproxy.target", Value: "app"}})
@@ -268,11 +269,13 @@ func hostileFlood(ctx context.Context, addr string, wg *sync.WaitGroup, opened, 
 			continue
 		}
 		opened.Add(1)
-		switch i % 3 {
+		switch i % 4 {
 		case 1: // a startup that never sends its token
 			conn.Write(startup)
 		case 2: // half a startup
 			conn.Write(startup[:7])
+		case 3: // half a GET /v1/targets
+			conn.Write([]byte("GET /v1/tar"))
 		}
 		wg.Add(1)
 		go func() {
@@ -281,7 +284,7 @@ func hostileFlood(ctx context.Context, addr string, wg *sync.WaitGroup, opened, 
 			stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Unix(1, 0)) })
 			defer stop()
 			reply, _ := io.ReadAll(io.LimitReader(conn, 4096))
-			if strings.Contains(string(reply), "53300") && strings.Contains(string(reply), "to make room") {
+			if strings.Contains(string(reply), "to make room") { // 53300, or an HTTP 503
 				evicted.Add(1)
 			}
 		}()

@@ -79,7 +79,7 @@ func (s *Server) negotiate(ctx context.Context, raw net.Conn, ph *phase) (net.Co
 	conn, st, err := n.Negotiate(raw)
 	var hr *pgwire.HTTPRequest
 	if errors.As(err, &hr) {
-		return nil, nil, s.serveHTTP(ctx, conn, hr.Head)
+		return nil, nil, s.serveHTTP(ctx, conn, ph, hr.Head)
 	}
 	if err != nil {
 		return conn, nil, err
@@ -135,9 +135,11 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
+// evictedMessage tells an evicted connection why it is closed.
+const evictedMessage = "rdsproxy: too many connections are in their startup phase; this one was closed to make room"
+
 func evictedError() *pgwire.Error {
-	return pgwire.Errorf(pgwire.CodeTooManyConnections, contract.ReasonEvicted,
-		"rdsproxy: too many connections are in their startup phase; this one was closed to make room").
+	return pgwire.Errorf(pgwire.CodeTooManyConnections, contract.ReasonEvicted, evictedMessage).
 		WithHint("Reconnect and send the startup and password promptly; a client flooding the server may be the cause.")
 }
 

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/rdsproxy/rdsproxy/contract"
 )
@@ -20,10 +21,17 @@ type TargetList = contract.TargetList
 // serveHTTP answers one HTTP/1.x request on the PostgreSQL port. Only
 // GET /v1/targets exists; the connection closes after the response. It
 // returns errHandled.
-func (s *Server) serveHTTP(ctx context.Context, conn net.Conn, hdr [4]byte) error {
+func (s *Server) serveHTTP(ctx context.Context, conn net.Conn, ph *phase, hdr [4]byte) error {
 	r := io.MultiReader(strings.NewReader(string(hdr[:])), io.LimitReader(conn, maxHTTPRequest))
-	req, err := http.ReadRequest(bufio.NewReader(r))
-	if err != nil {
+	// The rest of the request is the client's to send: a request that
+	// stalls is evicted as a stalled startup is.
+	req, err := awaitClient(ph.pc, func() (*http.Request, error) { return http.ReadRequest(bufio.NewReader(r)) })
+	switch {
+	case ph.pc.evicted.Load():
+		s.cfg.Metrics.startupFailed(contract.ReasonEvicted)
+		writeHTTP(conn, http.StatusServiceUnavailable, "text/plain", []byte(evictedMessage+"\n"))
+		return errHandled
+	case err != nil:
 		writeHTTP(conn, http.StatusBadRequest, "text/plain", []byte("bad request\n"))
 		return errHandled
 	}
@@ -42,7 +50,12 @@ func (s *Server) serveHTTP(ctx context.Context, conn net.Conn, hdr [4]byte) erro
 	return errHandled
 }
 
+// httpWriteTime bounds the write of an answer, which may come after a
+// slow STS call has used up the request's deadline.
+const httpWriteTime = 5 * time.Second
+
 func writeHTTP(conn net.Conn, status int, contentType string, body []byte) {
+	conn.SetWriteDeadline(time.Now().Add(httpWriteTime))
 	resp := &http.Response{
 		StatusCode:    status,
 		ProtoMajor:    1,

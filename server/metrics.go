@@ -1,6 +1,8 @@
 package server
 
 import (
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -54,6 +56,43 @@ type Metrics struct {
 	suppressed     prometheus.Counter
 	identityChecks *prometheus.CounterVec // result
 	stsSeconds     prometheus.Histogram
+	upstreamCodes  codeSet // the reasons upstream-<SQLSTATE> counted under their own label
+}
+
+// maxUpstreamCodes bounds the label values that databases' own SQLSTATEs
+// add to the refusal and auth-failure counters (reason upstream-<SQLSTATE>):
+// the database, or whoever answers for a passthrough target without TLS,
+// picks those codes. After this many distinct ones, a new code counts as
+// upstream-other.
+const maxUpstreamCodes = 64
+
+// upstreamPrefix begins the reason of a session the database refused.
+const upstreamPrefix = "upstream-"
+
+// codeSet is the upstream reasons seen so far, up to maxUpstreamCodes.
+type codeSet struct {
+	mu   sync.Mutex
+	seen map[string]bool
+}
+
+// label returns reason as the label to count it under.
+func (c *codeSet) label(reason string) string {
+	if !strings.HasPrefix(reason, upstreamPrefix) {
+		return reason
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.seen[reason] {
+		return reason
+	}
+	if len(c.seen) >= maxUpstreamCodes {
+		return upstreamPrefix + "other"
+	}
+	if c.seen == nil {
+		c.seen = map[string]bool{}
+	}
+	c.seen[reason] = true
+	return reason
 }
 
 // The results rdsproxy_cancel_requests_total counts (forwardCancel,
@@ -95,7 +134,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "rdsproxy_dropped_after_cancel_bytes_total", Help: "Bytes of rows and notices dropped because the database answered a client's cancel (the audit's dropped_after_cancel)."}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rdsproxy_connections_refused_total",
-			Help: "Connections ended before relaying, by reason (evicted, startup-timeout, too-many-sessions, auth-throttled, tls-required, unknown-target, token-*, upstream-<SQLSTATE>, …)."},
+			Help: "Connections ended before relaying, by reason (evicted, startup-timeout, too-many-sessions, auth-throttled, tls-required, unknown-target, token-*, upstream-<SQLSTATE>, the first 64 distinct SQLSTATEs and then upstream-other, …)."},
 			[]string{"reason"}),
 		suppressed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rdsproxy_log_lines_suppressed_total", Help: "Audit lines of refused connections held back by the log rate limit."}),
@@ -123,6 +162,7 @@ func (m *Metrics) sessionEnded(target string, o outcome, reason string, toClient
 		return
 	}
 	m.sessions.WithLabelValues(target, string(o)).Inc()
+	reason = m.upstreamCodes.label(reason)
 	if reason != "" {
 		m.refusals.WithLabelValues(reason).Inc()
 	}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 
@@ -31,5 +32,27 @@ func TestCancelResultsFromTheStart(t *testing.T) {
 	slices.Sort(results)
 	if want := []string{"dropped", "failed", "forwarded", "forwarded-idle", "orphaned"}; !slices.Equal(results, want) {
 		t.Errorf("a new server's cancel results: %v, want %v at 0", results, want)
+	}
+}
+
+// The database picks the SQLSTATEs in upstream-<SQLSTATE> refusal
+// reasons: the first maxUpstreamCodes distinct ones keep their own label,
+// later ones count as upstream-other, and other reasons pass unchanged.
+func TestUpstreamCodesBounded(t *testing.T) {
+	var c codeSet
+	for i := range maxUpstreamCodes {
+		reason := fmt.Sprintf("upstream-%05d", i)
+		if got := c.label(reason); got != reason {
+			t.Fatalf("code %d of %d: label %q, want its own", i+1, maxUpstreamCodes, got)
+		}
+	}
+	if got := c.label("upstream-99999"); got != "upstream-other" {
+		t.Fatalf("one code past the bound: label %q, want upstream-other", got)
+	}
+	if got := c.label("upstream-00000"); got != "upstream-00000" {
+		t.Fatalf("a code seen before the bound: label %q, want its own", got)
+	}
+	if got := c.label("too-many-sessions"); got != "too-many-sessions" {
+		t.Fatalf("a reason of rdsproxy's own: label %q", got)
 	}
 }

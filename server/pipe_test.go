@@ -245,11 +245,20 @@ var upstreamKey = pgwire.CancelKey{PID: 7, Secret: "\x09\x08\x07\x06"}
 
 func startUpstream(t *testing.T) *fakeUpstream {
 	t.Helper()
+	up := &fakeUpstream{cancels: make(chan pgwire.CancelKey, 4)}
+	up.addr = serveEach(t, up.serve)
+	return up
+}
+
+// serveEach listens on a loopback port until the test ends and runs serve
+// on each connection (20 s at most), closing it after; it returns the
+// address.
+func serveEach(t *testing.T, serve func(net.Conn)) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	up := &fakeUpstream{addr: ln.Addr().String(), cancels: make(chan pgwire.CancelKey, 4)}
 	var wg sync.WaitGroup
 	t.Cleanup(func() { ln.Close(); wg.Wait() })
 	wg.Go(func() {
@@ -261,11 +270,11 @@ func startUpstream(t *testing.T) *fakeUpstream {
 			wg.Go(func() {
 				defer c.Close()
 				c.SetDeadline(time.Now().Add(20 * time.Second))
-				up.serve(c)
+				serve(c)
 			})
 		}
 	})
-	return up
+	return ln.Addr().String()
 }
 
 func (up *fakeUpstream) serve(c net.Conn) {

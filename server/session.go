@@ -179,6 +179,7 @@ type upstream struct {
 	addr   string // the address dialed: where this session's cancels go
 	key    pgwire.CancelKey
 	hasKey bool
+	until  time.Time // the end of the login (the deadline of both sockets meanwhile)
 }
 
 // route is where this session's cancels go.
@@ -222,7 +223,7 @@ func (s *Server) login(ctx context.Context, client net.Conn, t *discovery.Target
 		return nil, nil, err
 	}
 	conn.SetDeadline(deadline)
-	up := &upstream{conn: conn, target: t, addr: conn.RemoteAddr().String()}
+	up := &upstream{conn: conn, target: t, addr: conn.RemoteAddr().String(), until: deadline}
 	pending, err := s.startup(client, up, protocol, params, token)
 	if err != nil {
 		conn.Close()
@@ -375,9 +376,9 @@ func (s *Server) authStep(client net.Conn, up *upstream, m pgwire.Message, token
 		if _, err := client.Write(out); err != nil {
 			return nil, fmt.Errorf("forward auth request: %w", err)
 		}
-		reply, err := pgwire.ReadMessage(client, nil, maxAuthMsgSize)
+		reply, err := s.readAuthReply(client, up.until)
 		if err != nil {
-			return nil, fmt.Errorf("read client auth reply: %w", err)
+			return nil, err
 		}
 		if _, err := up.conn.Write(reply.Raw); err != nil {
 			return nil, upstreamErr(up.target, "forward auth reply", err)
@@ -386,6 +387,31 @@ func (s *Server) authStep(client net.Conn, up *upstream, m pgwire.Message, token
 	}
 	return nil, pgwire.Errorf(pgwire.CodeFeatureNotSupported, contract.ReasonUpstreamAuthMethod,
 		"rdsproxy: target %q asked for authentication method %d, which rdsproxy cannot relay", up.target.Name, code)
+}
+
+// readAuthReply reads a passthrough client's answer to the database's
+// authentication request within PasswordTimeout, as an IAM client's token:
+// the client holds a session slot and the database a connection
+// meanwhile, and an honest client answers at once (libpq and the JDBC
+// driver ask their user for a password before they connect, not while the
+// database waits). The client's read deadline then returns to the end of
+// the login, until.
+func (s *Server) readAuthReply(client net.Conn, until time.Time) (pgwire.Message, error) {
+	end := until.Add(time.Second) // the client's deadline during the login (Server.session)
+	if by := time.Now().Add(s.cfg.PasswordTimeout); by.Before(end) {
+		end = by
+	}
+	client.SetReadDeadline(end)
+	reply, err := pgwire.ReadMessage(client, nil, maxAuthMsgSize)
+	client.SetReadDeadline(until.Add(time.Second))
+	switch {
+	case isTimeout(err):
+		return reply, startupTimeout("answer the database's password request",
+			"Send the password as soon as the database asks for it; a connection that waits holds a session slot and is closed after a few seconds (--password-timeout).")
+	case err != nil:
+		return reply, fmt.Errorf("read client auth reply: %w", err)
+	}
+	return reply, nil
 }
 
 // refusedUpstream: the upstream sent an ErrorResponse (SQLSTATE code)
@@ -422,7 +448,7 @@ func (s *Server) refuse(client net.Conn, ph *phase, info sessionInfo, err error)
 	switch {
 	case errors.As(err, &ru):
 		o, code = outcomeRefusedUpstream, ru.code
-		reason = "upstream-" + code
+		reason = upstreamPrefix + code
 		if strings.HasPrefix(code, "28") {
 			s.failures.fail(info.keyID, info.src, time.Now())
 		}

@@ -160,9 +160,10 @@ func unwrapOp(err error) error {
 	return err
 }
 
-// upstreamCode is the SQLSTATE of an upstream ErrorResponse.
+// upstreamCode is the SQLSTATE of an upstream ErrorResponse; XX000
+// (internal_error) when its C field is not one.
 func upstreamCode(m pgwire.Message) string {
-	if code, _ := pgwire.Refusal(m); len(code) == 5 {
+	if code, _ := pgwire.Refusal(m); code != "" {
 		return code
 	}
 	return "XX000"

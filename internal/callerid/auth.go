@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/rdsproxy/rdsproxy/internal/iamtoken"
 )
 
 // Authorization is a parsed SigV4 Authorization header:
@@ -43,7 +45,7 @@ func ParseAuthorization(s string) (Authorization, error) {
 		}
 	}
 	scope := strings.Split(cred, "/")
-	if len(scope) != 5 || scope[4] != "aws4_request" || scope[0] == "" {
+	if len(scope) != 5 || scope[4] != "aws4_request" || !iamtoken.ValidAccessKeyID(scope[0]) {
 		return Authorization{}, errors.New("the signature's credential scope is not KEY/DATE/REGION/SERVICE/aws4_request")
 	}
 	a.AccessKeyID, a.Date, a.Region, a.Service = scope[0], scope[1], scope[2], scope[3]

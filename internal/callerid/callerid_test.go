@@ -50,6 +50,8 @@ func TestParseAuthorizationRefuses(t *testing.T) {
 		"AWS4-HMAC-SHA512 Credential=K/20260101/r/sts/aws4_request, SignedHeaders=host, Signature=" + sig,
 		"AWS4-HMAC-SHA256 Credential=K/20260101/r/sts, SignedHeaders=host, Signature=" + sig,
 		"AWS4-HMAC-SHA256 Credential=/20260101/r/sts/aws4_request, SignedHeaders=host, Signature=" + sig,
+		"AWS4-HMAC-SHA256 Credential=" + strings.Repeat("K", 129) + "/20260101/r/sts/aws4_request, SignedHeaders=host, Signature=" + sig,
+		"AWS4-HMAC-SHA256 Credential=K-1/20260101/r/sts/aws4_request, SignedHeaders=host, Signature=" + sig,
 		"AWS4-HMAC-SHA256 Credential=K/20260101/r/sts/aws4_request, Signature=" + sig,
 		"AWS4-HMAC-SHA256 Credential=K/20260101/r/sts/aws4_request, SignedHeaders=host, Signature=abc",
 		"AWS4-HMAC-SHA256 Credential=K/20260101/r/sts/aws4_request, SignedHeaders=host, Signature=" + sig + ", Extra=1",
@@ -59,6 +61,11 @@ func TestParseAuthorizationRefuses(t *testing.T) {
 		} else if strings.Contains(err.Error(), sig) {
 			t.Errorf("error quotes the signature: %v", err)
 		}
+	}
+	// The longest access key id AWS issues passes.
+	longest := strings.Repeat("K", 128)
+	if a, err := ParseAuthorization("AWS4-HMAC-SHA256 Credential=" + longest + "/20260101/r/sts/aws4_request, SignedHeaders=host, Signature=" + sig); err != nil || a.AccessKeyID != longest {
+		t.Errorf("a 128-character access key id: %+v, %v", a, err)
 	}
 }
 

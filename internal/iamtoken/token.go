@@ -150,7 +150,7 @@ func (t *Token) parseSigning(p map[string]string) error {
 		return malformed("token algorithm is not %s", algorithm)
 	}
 	scope := strings.Split(p["X-Amz-Credential"], "/")
-	if len(scope) != 5 || scope[0] == "" || scope[2] == "" || scope[4] != "aws4_request" {
+	if len(scope) != 5 || !ValidAccessKeyID(scope[0]) || scope[2] == "" || scope[4] != "aws4_request" {
 		return malformed("token credential is not AKID/date/region/service/aws4_request")
 	}
 	t.AccessKeyID, t.Region, t.service = scope[0], scope[2], scope[3]
@@ -195,6 +195,25 @@ func isHostName(h string) bool {
 	for i := 0; i < len(h); i++ {
 		c := h[i]
 		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-._:%", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// maxAccessKeyID is the longest access key id AWS issues (IAM's
+// AccessKeyId: 16 to 128 word characters).
+const maxAccessKeyID = 128
+
+// ValidAccessKeyID reports whether id could be an AWS access key id: 1 to
+// 128 letters, digits or underscores. The server keys its failure budgets
+// and identity cache by it, so a forged one must not be kilobytes long.
+func ValidAccessKeyID(id string) bool {
+	if id == "" || len(id) > maxAccessKeyID {
+		return false
+	}
+	for _, c := range []byte(id) {
+		if (c < '0' || c > '9') && (c < 'A' || c > 'Z') && (c < 'a' || c > 'z') && c != '_' {
 			return false
 		}
 	}

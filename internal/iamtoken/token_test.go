@@ -146,6 +146,10 @@ func TestParseMalformed(t *testing.T) {
 		{"algorithm", edit("X-Amz-Algorithm", "AWS4-HMAC-SHA1"+secret)},
 		{"credential parts", edit("X-Amz-Credential", "AKID/20240102/us-east-1/rds-db"+secret)},
 		{"credential date", edit("X-Amz-Credential", "AKID/20240103/us-east-1/rds-db/aws4_request")},
+		// The server keys its failure budgets by the access key id: no AWS
+		// key id is longer than 128 word characters.
+		{"access key id too long", edit("X-Amz-Credential", strings.Repeat("K", 129)+"/20240102/us-east-1/rds-db/aws4_request")},
+		{"access key id not a word", edit("X-Amz-Credential", "AKID"+secret+"-\x00/20240102/us-east-1/rds-db/aws4_request")},
 		{"date", edit("X-Amz-Date", "2024-01-02"+secret)},
 		{"expires zero", edit("X-Amz-Expires", "0")},
 		{"expires huge", edit("X-Amz-Expires", "604801")},

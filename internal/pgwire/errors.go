@@ -92,7 +92,9 @@ func (e *Error) WriteTo(w io.Writer) (int64, error) {
 
 // Refusal returns the SQLSTATE and rdsproxy's reason (from the Routine
 // field) of an ErrorResponse; reason is empty for a database's own
-// ErrorResponse, both are for any other message.
+// ErrorResponse, both are for any other message. code is empty too when
+// the C field is not five digits or capital letters: the peer's bytes go
+// into log lines and metric labels only as a SQLSTATE.
 func Refusal(m Message) (code, reason string) {
 	if m.Type != MsgErrorResponse {
 		return "", ""
@@ -102,7 +104,7 @@ func Refusal(m Message) (code, reason string) {
 		return "", ""
 	}
 	reason, _ = contract.ReasonOf(e.Routine)
-	return e.Code, reason
+	return sqlstate([]byte(e.Code)), reason
 }
 
 // EndingCode returns the SQLSTATE (the C field) of an ErrorResponse's or

@@ -223,6 +223,14 @@ func TestErrorResponseEncodes(t *testing.T) {
 	if code, reason := Refusal(Message{Type: MsgErrorResponse, Raw: db}); code != "28P01" || reason != "" {
 		t.Errorf("database refusal: Refusal = %q, %q; want 28P01 and no reason", code, reason)
 	}
+	// A C field that is not a SQLSTATE is none: its bytes would go into
+	// log lines and metric labels.
+	for _, bad := range []string{"\xff\xfe\xfd\xfc\xfb", "28p01", "2800", "280000"} {
+		raw, _ := (&pgproto3.ErrorResponse{Severity: "FATAL", Code: bad, Message: "no"}).Encode(nil)
+		if code, _ := Refusal(Message{Type: MsgErrorResponse, Raw: raw}); code != "" {
+			t.Errorf("C field %q: Refusal code = %q, want none", bad, code)
+		}
+	}
 }
 
 // EndingCode finds the SQLSTATE of a FATAL in an ErrorResponse body
