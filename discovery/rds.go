@@ -6,6 +6,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/rds"
@@ -55,24 +56,59 @@ func NewSource(regions []string, newClient func(region string) RDSAPI, pageSize 
 }
 
 // Fetch describes every region and returns their databases, regions in the
-// configured order. One failing region fails the whole fetch: a partial
-// list would silently drop the other region's targets.
+// configured order. When some regions fail, it returns the others'
+// databases with a *RegionsFailed: the Watcher keeps the failed regions'
+// databases as they were last seen and applies what the others say (a tag
+// removed, a database deleted), so that one unreachable region does not
+// hold back a revocation in another.
 func (s *Source) Fetch(ctx context.Context) ([]Database, error) {
 	perRegion := make([][]Database, len(s.regions))
-	g, ctx := errgroup.WithContext(ctx)
+	errs := make([]error, len(s.regions))
+	var g errgroup.Group
 	g.SetLimit(maxParallelRegions)
 	for i := range s.regions {
 		g.Go(func() error {
-			dbs, err := s.fetchRegion(ctx, i)
-			perRegion[i] = dbs
-			return err
+			perRegion[i], errs[i] = s.fetchRegion(ctx, i)
+			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
-		return nil, err
+	g.Wait()
+	failed := &RegionsFailed{}
+	for i, err := range errs {
+		if err != nil {
+			failed.Regions = append(failed.Regions, s.regions[i])
+			failed.errs = append(failed.errs, err)
+		}
 	}
-	return slices.Concat(perRegion...), nil
+	switch {
+	case len(failed.Regions) == 0:
+		return slices.Concat(perRegion...), nil
+	case len(failed.Regions) == len(s.regions):
+		return nil, failed
+	}
+	failed.Answered = len(s.regions) - len(failed.Regions)
+	return slices.Concat(perRegion...), failed
 }
+
+// RegionsFailed is the error of a Fetch in which some regions could not
+// be described. When others answered (Answered), Fetch returns their
+// databases with it.
+type RegionsFailed struct {
+	Regions  []string // in the configured order
+	Answered int      // the regions described without an error
+	errs     []error  // one for each of Regions
+}
+
+func (e *RegionsFailed) Error() string {
+	msgs := make([]string, len(e.errs))
+	for i, err := range e.errs {
+		msgs[i] = err.Error()
+	}
+	return strings.Join(msgs, "; ")
+}
+
+// Unwrap gives each region's error (IsThrottle looks at them).
+func (e *RegionsFailed) Unwrap() []error { return e.errs }
 
 func (s *Source) fetchRegion(ctx context.Context, i int) ([]Database, error) {
 	region, client := s.regions[i], s.clients[i]

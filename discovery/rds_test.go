@@ -2,6 +2,7 @@ package discovery_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -473,5 +474,68 @@ func BenchmarkRefresh1000(b *testing.B) {
 	}
 	if n := f.watcher.Current().Len(); n != 1000 {
 		b.Fatalf("%d targets, want 1000", n)
+	}
+}
+
+// failingTransport fails every request while on is set.
+type failingTransport struct{ on *atomic.Bool }
+
+func (f failingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if f.on.Load() {
+		return nil, fmt.Errorf("dial %s: connection refused", r.URL.Host)
+	}
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// TestDiscoveryRegionDown: with eu-west-1's API unreachable, a tag removed
+// in us-east-1 still revokes that database at the next refresh; the
+// database in eu-west-1 stays as last seen, the refresh reports the region
+// that failed, and once it answers again the refresh succeeds.
+func TestDiscoveryRegionDown(t *testing.T) {
+	m := startMoto(t)
+	ctx := t.Context()
+	optIn := map[string]string{"rdsproxy:enabled": "true"}
+	if err := m.Seed(ctx,
+		sandbox.MotoDatabase{Region: "us-east-1", Identifier: "a", IAM: true, Tags: optIn},
+		sandbox.MotoDatabase{Region: "us-east-1", Identifier: "b", IAM: true, Tags: optIn},
+		sandbox.MotoDatabase{Region: "eu-west-1", Identifier: "c", IAM: true, Tags: optIn},
+	); err != nil {
+		t.Fatal(err)
+	}
+	var euDown atomic.Bool
+	clients := func(region string) discovery.RDSAPI {
+		if region == "eu-west-1" {
+			return motoClients(m, failingTransport{&euDown})(region)
+		}
+		return motoClients(m, nil)(region)
+	}
+	f := newFixture(t, clients, []string{"us-east-1", "eu-west-1"}, discovery.Rules{}, 0)
+	names := func() []string {
+		var out []string
+		for _, tg := range f.watcher.Current().Targets() {
+			out = append(out, tg.Name)
+		}
+		return out
+	}
+	f.refresh(t)
+	euDown.Store(true)
+	if err := m.RetagDatabase(ctx, "us-east-1", "b", false, nil, "rdsproxy:enabled"); err != nil {
+		t.Fatal(err)
+	}
+	err := f.watcher.Refresh(ctx)
+	var failed *discovery.RegionsFailed
+	if !errors.As(err, &failed) || !cmp.Equal(failed.Regions, []string{"eu-west-1"}) || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("refresh with eu-west-1 down: %v, want eu-west-1 named as failed", err)
+	}
+	if diff := cmp.Diff([]string{"a", "c"}, names()); diff != "" {
+		t.Fatalf("targets with eu-west-1 down (-want +got):\n%s", diff)
+	}
+	if !strings.Contains(f.logs.String(), "discovery refresh failed in some regions") || !strings.Contains(f.logs.String(), "regions=[eu-west-1]") {
+		t.Errorf("the log does not name the region:\n%s", f.logs.String())
+	}
+	euDown.Store(false)
+	f.refresh(t)
+	if st := f.watcher.Status(); st.ConsecutiveFailures != 0 || st.Targets != 2 {
+		t.Errorf("after eu-west-1 answers: status %+v", st)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -147,6 +148,11 @@ type Watcher struct {
 
 	refreshing chan struct{} // holds a token for a whole refresh; waited for with ctx
 
+	// fetched is the databases of the current snapshot (Fetch's, with a
+	// failed region's as last seen); only a refresh, holding refreshing,
+	// uses it.
+	fetched []Database
+
 	mu     sync.Mutex // guards the fields below
 	policy Policy
 	status Status
@@ -227,24 +233,53 @@ func (w *Watcher) Refresh(ctx context.Context) error {
 	w.mu.Unlock()
 
 	start := w.cfg.Now()
-	snap, warns, err := w.build(ctx, policy, start)
-	if err != nil && ctx.Err() != nil {
-		return err // shutting down: not a discovery failure
+	dbs, usable, fetchErr := w.fetch(ctx)
+	if fetchErr != nil && ctx.Err() != nil {
+		return fetchErr // shutting down: not a discovery failure
+	}
+	var snap *Snapshot
+	var warns []Warning
+	err := fetchErr
+	if usable {
+		if snap, warns, err = build(policy, dbs, start); err == nil {
+			w.fetched, err = dbs, fetchErr
+		}
 	}
 	w.record(start, snap, warns, err)
 	return err
 }
 
-func (w *Watcher) build(ctx context.Context, p Policy, now time.Time) (*Snapshot, []Warning, error) {
-	var dbs []Database
-	if w.cfg.Fetch != nil {
-		ctx, cancel := context.WithTimeout(ctx, w.cfg.RefreshTimeout)
-		defer cancel()
-		var err error
-		if dbs, err = w.cfg.Fetch(ctx); err != nil {
-			return nil, nil, fmt.Errorf("refresh discovery: %w", err)
+// fetch lists the databases (none without Fetch); usable says whether a
+// snapshot may be made of them. When some regions failed and there is a
+// snapshot, it returns the others' databases with the failed regions' as
+// last seen, usable, and the *RegionsFailed: a revocation in a region
+// that answers applies at once. Before the first snapshot a failed region
+// fails the refresh: a partial first list would serve without that
+// region's databases, and the server would report ready.
+func (w *Watcher) fetch(ctx context.Context) (dbs []Database, usable bool, err error) {
+	if w.cfg.Fetch == nil {
+		return nil, true, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.RefreshTimeout)
+	defer cancel()
+	dbs, err = w.cfg.Fetch(ctx)
+	var failed *RegionsFailed
+	switch {
+	case err == nil:
+		return dbs, true, nil
+	case !errors.As(err, &failed) || failed.Answered == 0 || w.current.Load() == nil || ctx.Err() != nil:
+		return nil, false, fmt.Errorf("refresh discovery: %w", err)
+	}
+	for _, d := range w.fetched {
+		if slices.Contains(failed.Regions, d.Region) {
+			dbs = append(dbs, d)
 		}
 	}
+	return dbs, true, fmt.Errorf("refresh discovery: %w", err)
+}
+
+// build makes the snapshot of what p admits of dbs.
+func build(p Policy, dbs []Database, now time.Time) (*Snapshot, []Warning, error) {
 	targets, withheld, warns := p.selectTargets(dbs)
 	snap, err := NewSnapshot(targets, now)
 	if err != nil {
@@ -257,35 +292,50 @@ func (w *Watcher) build(ctx context.Context, p Policy, now time.Time) (*Snapshot
 func (w *Watcher) record(start time.Time, snap *Snapshot, warns []Warning, err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	log := w.cfg.Logger
 	st := &w.status
 	st.LastAttempt = start
 	st.LastDuration = w.cfg.Now().Sub(start)
 	if err != nil {
-		st.ConsecutiveFailures++
-		st.LastError = err.Error()
-		st.Throttled = IsThrottle(err)
-		switch {
-		case st.ConsecutiveFailures > 1:
-		case w.current.Load() == nil:
-			log.Warn("discovery refresh failed, and there is no earlier snapshot: no database is served until a refresh succeeds; "+
-				refreshHint(err), "err", err, "throttled", st.Throttled)
-		default:
-			log.Warn("discovery refresh failed; serving the last snapshot until a refresh succeeds",
-				"err", err, "throttled", st.Throttled, "targets", st.Targets)
+		w.recordFailure(err, snap != nil)
+	} else {
+		if st.ConsecutiveFailures > 0 {
+			w.cfg.Logger.Info("discovery refresh recovered", "failures", st.ConsecutiveFailures,
+				"since", st.LastSuccess)
 		}
+		st.ConsecutiveFailures, st.LastError, st.Throttled = 0, "", false
+		st.LastSuccess = start
+	}
+	if snap == nil {
 		return
 	}
-	if st.ConsecutiveFailures > 0 {
-		log.Info("discovery refresh recovered", "failures", st.ConsecutiveFailures,
-			"since", st.LastSuccess)
-	}
-	st.ConsecutiveFailures, st.LastError, st.Throttled = 0, "", false
-	st.LastSuccess = start
 	st.Targets = snap.Len()
 	old := w.current.Swap(snap)
 	w.logChanges(old, snap)
 	w.logWarnings(warns)
+}
+
+// recordFailure counts a failed refresh in the status and logs the first
+// of a streak. partial: the refresh still made a snapshot, of the regions
+// that answered and the failed ones' databases as last seen. The caller
+// holds mu.
+func (w *Watcher) recordFailure(err error, partial bool) {
+	log, st := w.cfg.Logger, &w.status
+	st.ConsecutiveFailures++
+	st.LastError = err.Error()
+	st.Throttled = IsThrottle(err)
+	var failed *RegionsFailed
+	switch {
+	case st.ConsecutiveFailures > 1:
+	case w.current.Load() == nil:
+		log.Warn("discovery refresh failed, and there is no earlier snapshot: no database is served until a refresh succeeds; "+
+			refreshHint(err), "err", err, "throttled", st.Throttled)
+	case partial && errors.As(err, &failed):
+		log.Warn("discovery refresh failed in some regions; their databases are served as last seen until a refresh succeeds, the other regions' are current; "+
+			refreshHint(err), "regions", failed.Regions, "err", err, "throttled", st.Throttled)
+	default:
+		log.Warn("discovery refresh failed; serving the last snapshot until a refresh succeeds; "+refreshHint(err),
+			"err", err, "throttled", st.Throttled, "targets", st.Targets)
+	}
 }
 
 // refreshHint says what to check when a refresh failed: where the

@@ -212,7 +212,8 @@ func TestWatcherFailureStreak(t *testing.T) {
 	if !w.Status().Throttled {
 		t.Error("status does not say throttled")
 	}
-	if diff := cmp.Diff([]string{"WARN discovery refresh failed; serving the last snapshot until a refresh succeeds"},
+	if diff := cmp.Diff([]string{"WARN discovery refresh failed; serving the last snapshot until a refresh succeeds; " +
+		"check the server's AWS credentials and its rds:DescribeDBInstances and rds:DescribeDBClusters permissions"},
 		rec.take()); diff != "" {
 		t.Errorf("logs of a four-failure streak (-want +got):\n%s", diff)
 	}
@@ -594,5 +595,66 @@ func TestWatcherRunEndsWhileAReloadHangs(t *testing.T) {
 	case <-done:
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run still waits for the hung reload after its ctx ended")
+	}
+}
+
+// snapshotNames is the target names of w's current snapshot.
+func snapshotNames(w *Watcher) []string {
+	var names []string
+	for _, t := range w.Current().Targets() {
+		names = append(names, t.Name)
+	}
+	return names
+}
+
+// When one region fails and another answers, what the other says applies
+// at once (a database whose tag was removed is no longer served) and the
+// failed region's databases stay as last seen; the refresh still counts
+// as a failure, with its own warning, until every region answers.
+func TestWatcherRegionFailureDoesNotHoldBackOthers(t *testing.T) {
+	f := &fakeRDS{}
+	w, rec := newTestWatcher(t, f, nil)
+	f.set([]Database{inst("r1", "a", optIn), inst("r1", "b", optIn), inst("r2", "c", optIn)}, nil)
+	if err := w.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	rec.take()
+	down := &RegionsFailed{Regions: []string{"r2"}, Answered: 1, errs: []error{errors.New("describe rds instances in r2: 403 ExpiredToken")}}
+	f.set([]Database{inst("r1", "a", optIn)}, down) // b's tag removed in r1; r2 does not answer
+	if err := w.Refresh(t.Context()); !errors.As(err, new(*RegionsFailed)) {
+		t.Fatalf("refresh with r2 down: err = %v, want the regions that failed", err)
+	}
+	if got := snapshotNames(w); !cmp.Equal(got, []string{"a", "c"}) {
+		t.Fatalf("targets with r2 down = %v, want a (r1, current) and c (r2, as last seen), not b", got)
+	}
+	if st := w.Status(); st.ConsecutiveFailures != 1 || !strings.Contains(st.LastError, "r2") || st.Targets != 2 {
+		t.Errorf("status = %+v", st)
+	}
+	logs := rec.take()
+	if len(logs) != 2 || !strings.HasPrefix(logs[0], "WARN discovery refresh failed in some regions") || logs[1] != "INFO discovery targets changed" {
+		t.Errorf("logs = %q, want the region failure and the change", logs)
+	}
+	f.set(nil, down) // r1 now answers with nothing: a goes too, c stays
+	_ = w.Refresh(t.Context())
+	if got := snapshotNames(w); !cmp.Equal(got, []string{"c"}) {
+		t.Fatalf("targets = %v, want c alone", got)
+	}
+	f.set([]Database{inst("r2", "d", optIn)}, nil) // r2 back: c was deleted meanwhile
+	if err := w.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := snapshotNames(w); !cmp.Equal(got, []string{"d"}) || w.Status().ConsecutiveFailures != 0 {
+		t.Fatalf("after r2 answers: targets %v, status %+v", got, w.Status())
+	}
+}
+
+// Before the first snapshot, a region that fails fails the refresh: no
+// snapshot of the other regions alone, and the server stays unready.
+func TestWatcherFirstRefreshNeedsEveryRegion(t *testing.T) {
+	f := &fakeRDS{}
+	w, _ := newTestWatcher(t, f, nil)
+	f.set([]Database{inst("r1", "a", optIn)}, &RegionsFailed{Regions: []string{"r2"}, Answered: 1, errs: []error{errors.New("r2 down")}})
+	if err := w.Refresh(t.Context()); err == nil || w.Ready() || w.Current() != nil {
+		t.Fatalf("first refresh with r2 down: err %v, ready %v", err, w.Ready())
 	}
 }
