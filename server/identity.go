@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
@@ -97,15 +98,17 @@ func (c IdentityConfig) Info() *callerid.ServerInfo {
 // identityVerifier checks encoded identities: first everything that needs
 // no AWS call, then the cache, then STS.
 type identityVerifier struct {
-	cfg   IdentityConfig
-	host  string // the Host every request must have signed
-	cache *identityCache
-	now   func() time.Time
-	m     *Metrics
+	cfg    IdentityConfig
+	host   string // the Host every request must have signed
+	cache  *identityCache
+	now    func() time.Time
+	m      *Metrics
+	outage stsOutage
 }
 
-func newIdentityVerifier(cfg IdentityConfig, now func() time.Time, m *Metrics) *identityVerifier {
-	return &identityVerifier{cfg: cfg, host: callerid.STSHost(cfg.Region), cache: newIdentityCache(cfg.CacheSize, cfg.CacheTTL), now: now, m: m}
+func newIdentityVerifier(cfg IdentityConfig, now func() time.Time, m *Metrics, log *slog.Logger) *identityVerifier {
+	return &identityVerifier{cfg: cfg, host: callerid.STSHost(cfg.Region), cache: newIdentityCache(cfg.CacheSize, cfg.CacheTTL), now: now, m: m,
+		outage: stsOutage{log: log, endpoint: cfg.Endpoint}}
 }
 
 // verify returns the caller an encoded identity proves. keyID, when not
@@ -119,7 +122,11 @@ func (v *identityVerifier) verify(ctx context.Context, encoded, keyID string) (p
 		return nil, auth.AccessKeyID, err
 	}
 	key := identityKey{accessKey: auth.AccessKeyID, serverID: v.cfg.ServerID, signed: signedDigest(req, auth)}
-	p, hit, err := v.cache.get(ctx, key, v.now(), func() (*discovery.Principal, error) { return v.callSTS(ctx, req, auth) })
+	p, hit, err := v.cache.get(ctx, key, v.now(), func() (*discovery.Principal, error) {
+		p, err := v.callSTS(ctx, req, auth)
+		v.outage.note(err, v.now())
+		return p, err
+	})
 	switch {
 	case err != nil:
 		v.m.identity(reasonOf(err))

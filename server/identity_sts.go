@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rdsproxy/rdsproxy/discovery"
@@ -78,8 +81,47 @@ func parseSTSAnswer(status int, body []byte) (*discovery.Principal, error) {
 	return nil, stsUnreachable(fmt.Errorf("STS answered HTTP %d %s", status, clip(e.Code)))
 }
 
+// stsOutage logs the server's calls to STS failing, once per streak: the
+// first failure at Warn with its error (the callers only hear that STS is
+// unreachable), and the first answer after it at Info.
+type stsOutage struct {
+	log      *slog.Logger
+	endpoint string // where the server sends the calls
+	mu       sync.Mutex
+	failed   int       // calls failed since STS last answered
+	since    time.Time // when the streak began
+}
+
+// note records one call's outcome: err from callSTS.
+func (o *stsOutage) note(err error, now time.Time) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if reasonOf(err) != reasonSTSUnreachable {
+		if o.failed > 0 {
+			o.log.Info("AWS STS answers again: caller identities are verified", "failures", o.failed, "since", o.since)
+		}
+		o.failed = 0
+		return
+	}
+	if o.failed == 0 {
+		o.since = now
+		o.log.Warn("AWS STS is unreachable or failing: connections whose caller identity is not cached are refused (08001) until it answers; "+
+			"check the server's route to it (the sts VPC endpoint, or the internet) and --sts-endpoint", "endpoint", o.endpoint, "err", err)
+	}
+	o.failed++
+}
+
+// reasonSTSUnreachable is the refusal reason when STS does not answer.
+const reasonSTSUnreachable = "identity-sts-unreachable"
+
+// stsUnreachable is the refusal when STS does not answer; err is why, less
+// the endpoint's URL, which is the operator's (their log names it).
 func stsUnreachable(err error) *pgwire.Error {
-	return pgwire.Errorf(pgwire.CodeCannotConnect, "identity-sts-unreachable",
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	return pgwire.Errorf(pgwire.CodeCannotConnect, reasonSTSUnreachable,
 		"rdsproxy: cannot verify the caller identity: AWS STS is unreachable or failing (%v)", err).
 		WithHint("Try again in a moment; if it lasts, the operator should check the server's route to STS (the sts VPC endpoint).")
 }

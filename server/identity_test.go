@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"maps"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +19,7 @@ import (
 	"github.com/rdsproxy/rdsproxy/discovery"
 	"github.com/rdsproxy/rdsproxy/internal/callerid"
 	"github.com/rdsproxy/rdsproxy/internal/pgwire"
+	"github.com/rdsproxy/rdsproxy/internal/syncbuf"
 )
 
 // fakeSTS answers with a fixed status and body and records the requests.
@@ -65,7 +68,7 @@ func testVerifier(t *testing.T, sts HTTPDoer) *identityVerifier {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	return newIdentityVerifier(cfg.withDefaults(), func() time.Time { return testNow }, nil)
+	return newIdentityVerifier(cfg.withDefaults(), func() time.Time { return testNow }, nil, slog.New(slog.DiscardHandler))
 }
 
 func sign(t *testing.T, creds aws.Credentials, region, serverID string, at time.Time) callerid.Request {
@@ -169,6 +172,36 @@ func TestIdentitySTSAnswers(t *testing.T) {
 		if n := tt.sts.calls.Load(); n != 2 {
 			t.Errorf("%s: %d STS calls for two tries, want 2 (refusals are not cached)", tt.name, n)
 		}
+	}
+}
+
+// An STS outage is logged once however many callers it turns away, at
+// Warn with the endpoint and the error, and its end once, at Info. The
+// callers hear that STS is unreachable and why, but not the endpoint.
+func TestSTSOutageLoggedOncePerStreak(t *testing.T) {
+	sts := &fakeSTS{err: &url.Error{Op: "Post", URL: "https://vpce.example/", Err: errors.New("dial tcp 10.0.0.5:443: connect: connection refused")}}
+	cfg := IdentityConfig{ServerID: "srv-1", Region: "eu-west-1", Endpoint: "https://vpce.example/", HTTP: sts}
+	logs := &syncbuf.Buffer{}
+	v := newIdentityVerifier(cfg.withDefaults(), func() time.Time { return testNow }, nil, slog.New(slog.NewTextHandler(logs, nil)))
+	enc := sign(t, testCreds, "eu-west-1", "srv-1", testNow).Encode()
+	for range 3 {
+		_, _, err := v.verify(t.Context(), enc, "")
+		wantRefusal(t, err, "08001", "identity-sts-unreachable", "connection refused")
+		if strings.Contains(err.Error(), "vpce.example") {
+			t.Errorf("a caller is told the server's STS endpoint: %v", err)
+		}
+	}
+	if n := strings.Count(logs.String(), "level=WARN msg=\"AWS STS is unreachable"); n != 1 || !strings.Contains(logs.String(), "endpoint=https://vpce.example/") {
+		t.Fatalf("%d warnings for three failed calls, want one naming the endpoint:\n%s", n, logs.String())
+	}
+	sts.err, sts.status, sts.body = nil, 200, okAnswer
+	for range 2 {
+		if _, _, err := v.verify(t.Context(), enc, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := strings.Count(logs.String(), "level=INFO msg=\"AWS STS answers again"); n != 1 || !strings.Contains(logs.String(), "failures=3") {
+		t.Fatalf("the recovery logged %d times, want once with the 3 failures:\n%s", n, logs.String())
 	}
 }
 

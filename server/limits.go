@@ -163,11 +163,17 @@ const maxLogField = 64
 
 // clip shortens s to maxLogField bytes on a rune boundary and says how
 // much was cut.
-func clip(s string) string {
-	if len(s) <= maxLogField {
+func clip(s string) string { return clipTo(s, maxLogField) }
+
+// maxLogMessage bounds a refusal's message in the audit line.
+const maxLogMessage = 300
+
+// clipTo shortens s to n bytes on a rune boundary and says how long it was.
+func clipTo(s string, n int) string {
+	if len(s) <= n {
 		return s
 	}
-	cut := maxLogField
+	cut := n
 	for cut > 0 && !utf8.RuneStart(s[cut]) {
 		cut--
 	}

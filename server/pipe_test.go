@@ -404,4 +404,7 @@ func TestRefusalCarriesReason(t *testing.T) {
 	if line := logs.String(); !strings.Contains(line, `target="" user=alice`) || !strings.Contains(line, "requested_target=billing") {
 		t.Fatalf("audit line does not name the target asked for:\n%s", line)
 	}
+	if line := logs.String(); !strings.Contains(line, `message="rdsproxy: target \"billing\" is not served`) {
+		t.Fatalf("audit line does not say what the client was told:\n%s", line)
+	}
 }

@@ -74,7 +74,7 @@ func New(cfg Config) (*Server, error) {
 	cfg = cfg.withDefaults()
 	var identity *identityVerifier
 	if cfg.Identity != nil {
-		identity = newIdentityVerifier(*cfg.Identity, cfg.Now, cfg.Metrics)
+		identity = newIdentityVerifier(*cfg.Identity, cfg.Now, cfg.Metrics, cfg.Logger)
 	}
 	var codec *stripe.Codec
 	if !cfg.NoStriping {

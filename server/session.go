@@ -50,6 +50,7 @@ type sessionInfo struct {
 	transport                                       string               // "raw", or the striped mode taken
 	stripes                                         *stripe.Conn         // the striped connection, if any
 	orphanCancelled                                 bool                 // a cancel went upstream when the client left (cancelOrphaned)
+	refusal                                         string               // the message a refused client got (rdsproxy's, or the database's)
 }
 
 // newSessionInfo starts the audit of a session from its StartupMessage.
@@ -337,7 +338,7 @@ func (s *Server) startup(client net.Conn, up *upstream, protocol uint32, params 
 				up.key, up.hasKey = key, true
 			}
 		case pgwire.MsgErrorResponse:
-			return nil, &refusedUpstream{reply: append(out, m.Raw...), code: upstreamCode(m)}
+			return nil, &refusedUpstream{reply: append(out, m.Raw...), code: upstreamCode(m), message: pgwire.ErrorText(m)}
 		}
 		out = append(out, m.Raw...)
 		if m.Type == pgwire.MsgReadyForQuery {
@@ -419,8 +420,9 @@ func (s *Server) readAuthReply(client net.Conn, until time.Time) (pgwire.Message
 // to and including it, once the failure is charged, so a client that
 // retries at once already meets the spent budget.
 type refusedUpstream struct {
-	reply []byte
-	code  string
+	reply   []byte
+	code    string
+	message string // the database's sentence, for the audit line
 }
 
 func (r *refusedUpstream) Error() string { return "upstream refused the session" }
@@ -471,8 +473,13 @@ func (s *Server) refuse(client net.Conn, ph *phase, info sessionInfo, err error)
 		return
 	}
 	var res relay.Result
-	if o == outcomeFailed {
+	switch {
+	case o == outcomeFailed:
 		res.Err = err
+	case ru != nil:
+		info.refusal = ru.message
+	case pe != nil:
+		info.refusal = pe.Message
 	}
 	s.audit(info, o, reason, res, suppressed)
 }
@@ -507,6 +514,9 @@ func (s *Server) audit(info sessionInfo, o outcome, reason string, res relay.Res
 	}
 	if res.Err != nil {
 		attrs = append(attrs, "err", res.Err.Error())
+	}
+	if info.refusal != "" {
+		attrs = append(attrs, "message", clipTo(info.refusal, maxLogMessage))
 	}
 	if suppressed > 0 {
 		attrs = append(attrs, "suppressed", suppressed)

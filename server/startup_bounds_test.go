@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/rdsproxy/rdsproxy/discovery"
 	"github.com/rdsproxy/rdsproxy/internal/callerid"
 	"github.com/rdsproxy/rdsproxy/internal/pgwire"
+	"github.com/rdsproxy/rdsproxy/internal/syncbuf"
 	"github.com/rdsproxy/rdsproxy/server"
 )
 
@@ -66,7 +68,10 @@ func TestUpstreamRefusalWithoutASQLState(t *testing.T) {
 	plain := discovery.Target{Name: "plain", Endpoint: db, Auth: discovery.AuthPassthrough, TLS: discovery.TLSDisable}
 	reg := prometheus.NewRegistry()
 	metrics := server.NewMetrics(reg)
-	ln := startServer(t, []discovery.Target{plain}, func(c *server.Config) { c.Metrics = metrics })
+	var logs syncbuf.Buffer
+	ln := startServer(t, []discovery.Target{plain}, func(c *server.Config) {
+		c.Metrics, c.Logger = metrics, slog.New(slog.NewTextHandler(&logs, nil))
+	})
 	for i := range 2 {
 		c := ln.dial(t)
 		write(t, c, startupMsg("user", "bob", pgwire.TargetParam, "plain"))
@@ -76,6 +81,11 @@ func TestUpstreamRefusalWithoutASQLState(t *testing.T) {
 	}
 	if got := refusals(t, reg, "upstream-XX000"); got != 2 {
 		t.Fatalf("rdsproxy_connections_refused_total{reason=\"upstream-XX000\"} = %v, want 2", got)
+	}
+	// The audit line says what the database told the client.
+	poll(t, 10*time.Second, "two audit lines", func() bool { return strings.Count(logs.String(), "session end") == 2 })
+	if n := strings.Count(logs.String(), "reason=upstream-XX000 message=nope"); n != 2 {
+		t.Fatalf("%d audit lines name the database's refusal, want 2:\n%s", n, logs.String())
 	}
 }
 

@@ -107,6 +107,19 @@ func Refusal(m Message) (code, reason string) {
 	return sqlstate([]byte(e.Code)), reason
 }
 
+// ErrorText returns an ErrorResponse's message (its M field); "" for any
+// other message.
+func ErrorText(m Message) string {
+	if m.Type != MsgErrorResponse {
+		return ""
+	}
+	var e pgproto3.ErrorResponse
+	if e.Decode(m.Body()) != nil {
+		return ""
+	}
+	return e.Message
+}
+
 // EndingCode returns the SQLSTATE (the C field) of an ErrorResponse's or
 // NoticeResponse's body, which may be only its start (relay.Result's
 // LastWord), when its severity (the V field) is one with which PostgreSQL
