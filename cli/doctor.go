@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -395,15 +396,27 @@ func (d *doctor) checkAnswers(ctx context.Context) (string, error) {
 	}
 	list, err := client.FetchTargetList(ctx, d.tun, d.serverTLS, d.ids)
 	if err != nil {
-		err = d.cmd.targetListError(err)
-		return "", fail("check that the port is rdsproxy server's (--ssm-port, --kube-port or --server) and read the server's log",
-			"%v", err)
+		return "", fail(listFix(err), "%v", d.cmd.targetListError(err))
 	}
 	d.targets, d.server = list.Targets, list.Identity
 	if list.Caller != nil {
 		return fmt.Sprintf("%s; you are %s (as the server sees it)", plural(len(list.Targets), "target"), list.Caller.ARN), nil
 	}
 	return plural(len(list.Targets), "target"), nil
+}
+
+// listFix says what to do when the server did not give its target list:
+// wait, when it answered that it cannot yet (a 503: no target list loaded,
+// or AWS STS unreachable, both on its side), else check the port.
+func listFix(err error) string {
+	var lr *client.ListRefused
+	switch {
+	case !errors.As(err, &lr) || lr.Status != http.StatusServiceUnavailable:
+		return "check that the port is rdsproxy server's (--ssm-port, --kube-port or --server) and read the server's log"
+	case lr.Reason == "identity-sts-unreachable":
+		return "the server cannot reach AWS STS to verify who you are: try again in a moment; if it lasts, the operator should check the server's route to STS (its log names the error)"
+	}
+	return "the server answers but cannot serve yet (starting, or it cannot list the databases: its log says why, and its /readyz answers 503 meanwhile): try again in a moment"
 }
 
 func (d *doctor) checkTarget(context.Context) (string, error) {

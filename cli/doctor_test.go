@@ -5,12 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/rdsproxy/rdsproxy/client"
 	"github.com/rdsproxy/rdsproxy/contract"
 )
 
@@ -105,5 +107,23 @@ func TestDoctorRunChecks(t *testing.T) {
 	})
 	if want := "✓ a: fine\n- b: skipped (interrupted)\n"; n != 0 || out.String() != want {
 		t.Errorf("interrupted: failed %d, output:\n%s\nwant 0, output:\n%s", n, out.String(), want)
+	}
+}
+
+// When the server answers that it cannot serve its list yet, doctor says
+// to wait and why, not to check the port.
+func TestDoctorListFix(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want string
+	}{
+		{errors.New("dial tcp: connection refused"), "check that the port is rdsproxy server's"},
+		{&client.ListRefused{Status: http.StatusNotFound}, "check that the port is rdsproxy server's"},
+		{&client.ListRefused{Status: http.StatusServiceUnavailable}, "cannot serve yet"},
+		{&client.ListRefused{Status: http.StatusServiceUnavailable, Reason: "identity-sts-unreachable"}, "cannot reach AWS STS"},
+	} {
+		if got := listFix(tt.err); !strings.Contains(got, tt.want) {
+			t.Errorf("listFix(%#v) = %q, want it to say %q", tt.err, got, tt.want)
+		}
 	}
 }

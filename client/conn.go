@@ -174,7 +174,7 @@ func (p *Proxy) openOnce(ctx context.Context, local net.Conn, st *pgwire.Startup
 	stream, err := p.dialServer(ctx)
 	if err != nil {
 		return nil, nil, pgwire.Errorf(pgwire.CodeCannotConnect, "tunnel",
-			"rdsproxy: cannot reach the rdsproxy server: %v", err)
+			"rdsproxy: cannot reach the rdsproxy server: %v", err).WithHint(p.doctorHint("Check that the server runs and that this tunnel reaches it"))
 	}
 	offer := p.offer(stream)
 	if offer != nil {
@@ -223,7 +223,7 @@ func (p *Proxy) exchange(local, stream net.Conn, msg []byte, offered bool) (take
 		m, err = pgwire.ReadMessage(stream, nil, maxServerReply)
 	}
 	if err != nil {
-		return nil, false, pgwire.Errorf(pgwire.CodeConnectionFailure, "tunnel", "rdsproxy: the server closed the connection during startup: %v", err)
+		return nil, false, p.closedDuringStartup(err)
 	}
 	if p.cfg.Target.Auth == contract.AuthIAM && m.AuthCode() == pgwire.AuthCleartextPassword {
 		if p.server.Load() == nil && !offered {
@@ -234,7 +234,7 @@ func (p *Proxy) exchange(local, stream net.Conn, msg []byte, offered bool) (take
 		// took them (at the latest after the database's login).
 		stream.SetDeadline(time.Now().Add(p.cfg.StartupTimeout + identityLoginWait))
 		if m, err = pgwire.ReadMessage(stream, nil, maxServerReply); err != nil {
-			return nil, false, pgwire.Errorf(pgwire.CodeConnectionFailure, "tunnel", "rdsproxy: the server closed the connection during startup: %v", err)
+			return nil, false, p.closedDuringStartup(err)
 		}
 		if taken, ok, err := transportTaken(m); ok || err != nil {
 			return taken, false, err
@@ -325,4 +325,17 @@ func upgradeServer(ctx context.Context, stream net.Conn, cfg *tls.Config) (net.C
 		return nil, fmt.Errorf("TLS with the rdsproxy server: %w", err)
 	}
 	return tc, nil
+}
+
+// closedDuringStartup is the error of a stream the server (or the tunnel
+// to it) closed before it answered the startup.
+func (p *Proxy) closedDuringStartup(err error) *pgwire.Error {
+	return pgwire.Errorf(pgwire.CodeConnectionFailure, "tunnel", "rdsproxy: the server closed the connection during startup: %v", err).
+		WithHint(p.doctorHint("Reconnect: the server may have been restarting"))
+}
+
+// doctorHint is first, then how to find out more: `rdsproxy doctor`
+// checks each step from the tunnel to the database.
+func (p *Proxy) doctorHint(first string) string {
+	return fmt.Sprintf("%s. If it lasts, `rdsproxy doctor %s` (with the options of this connect) checks each step and says which one fails.", first, p.cfg.Target.Name)
 }

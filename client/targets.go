@@ -72,7 +72,8 @@ func getTargets(ctx context.Context, hc *http.Client, identity string) (contract
 		if resp.StatusCode == http.StatusNotFound && refusal.Error == "" {
 			msg += " (this port answers HTTP but serves no target list: is it the server's --admin-addr rather than its --listen address?)"
 		}
-		return contract.TargetList{Identity: refusal.Identity}, fmt.Errorf("the rdsproxy server answered %s: %s", resp.Status, msg)
+		return contract.TargetList{Identity: refusal.Identity},
+			&ListRefused{Status: resp.StatusCode, Reason: refusal.Reason, msg: fmt.Sprintf("the rdsproxy server answered %s: %s", resp.Status, msg)}
 	}
 	var list contract.TargetList
 	if err := json.Unmarshal(body, &list); err != nil {
@@ -80,6 +81,16 @@ func getTargets(ctx context.Context, hc *http.Client, identity string) (contract
 	}
 	return list, nil
 }
+
+// ListRefused is FetchTargetList's error when the server answered with
+// another status than 200 OK.
+type ListRefused struct {
+	Status int    // the HTTP status
+	Reason string // rdsproxy's reason, when the answer has one (identity-sts-unreachable, …)
+	msg    string
+}
+
+func (e *ListRefused) Error() string { return e.msg }
 
 // FindTarget picks name from targets, or says which names come close.
 func FindTarget(targets []contract.Target, name string) (contract.Target, error) {

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -47,5 +48,28 @@ func TestTargetsFromAnHTTPServerThatIsNotOne(t *testing.T) {
 	want := "the rdsproxy server answered 404 Not Found: 404 page not found (this port answers HTTP but serves no target list: is it the server's --admin-addr rather than its --listen address?)"
 	if err == nil || err.Error() != want {
 		t.Errorf("got %v\nwant %s", err, want)
+	}
+}
+
+// A server that cannot serve its list yet answers 503, with rdsproxy's
+// reason when it has one: the error carries both, for doctor to say what
+// to do.
+func TestTargetsRefusedCarriesStatusAndReason(t *testing.T) {
+	for _, tt := range []struct{ body, reason string }{
+		{"target list not loaded yet\n", ""},
+		{`{"error":"rdsproxy: cannot verify the caller identity: AWS STS is unreachable or failing","reason":"identity-sts-unreachable"}`, "identity-sts-unreachable"},
+	} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, tt.body, http.StatusServiceUnavailable)
+		}))
+		hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "tcp", srv.Listener.Addr().String())
+		}}}
+		_, err := getTargets(context.Background(), hc, "")
+		srv.Close()
+		var lr *ListRefused
+		if !errors.As(err, &lr) || lr.Status != http.StatusServiceUnavailable || lr.Reason != tt.reason || !strings.HasPrefix(err.Error(), "the rdsproxy server answered 503") {
+			t.Errorf("answer %q: err %v (%+v), want a ListRefused 503 with reason %q", tt.body, err, lr, tt.reason)
+		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -245,7 +246,8 @@ func TestSilentConnectionsDoNotBlock(t *testing.T) {
 }
 
 // When the tunnel cannot reach the server, psql gets 08001 and a sentence
-// from the client proxy instead of a hang or a reset.
+// from the client proxy instead of a hang or a reset, with a hint that
+// names rdsproxy doctor.
 func TestServerUnreachable(t *testing.T) {
 	st := startStackVia(t, func(t testing.TB, _ string) tunnel.Tunnel {
 		tun, err := tunnel.NewDirect(closedAddr(), 5*time.Second)
@@ -256,6 +258,9 @@ func TestServerUnreachable(t *testing.T) {
 	})
 	_, err := pgx.ConnectConfig(context.Background(), localConfig(t, st.local["app"], sandbox.UserIAM))
 	pgErr(t, err, "08001", "cannot reach the rdsproxy server")
+	if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && !strings.Contains(pe.Hint, "rdsproxy doctor app") {
+		t.Errorf("hint %q does not say how to find out more", pe.Hint)
+	}
 	out, _ := psql(t, context.Background(), st.local["app"], sandbox.UserIAM, "-c", "SELECT 1")
 	if !strings.Contains(out, "cannot reach the rdsproxy server") {
 		t.Fatalf("psql printed %q", out)
