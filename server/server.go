@@ -173,7 +173,7 @@ func (s *Server) drain() {
 func shutdownError() *pgwire.Error {
 	return pgwire.Errorf(pgwire.CodeAdminShutdown, contract.ReasonShutdown,
 		"rdsproxy: terminating connection because the server is shutting down").
-		WithHint("Reconnect; another rdsproxy server will take the session.")
+		WithHint("Reconnect: another rdsproxy server takes the session, or this one once it is back.")
 }
 
 // start runs one connection in its own goroutine. It never refuses: at
