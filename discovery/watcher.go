@@ -253,7 +253,8 @@ func (w *Watcher) Refresh(ctx context.Context) error {
 // snapshot may be made of them. When some regions failed and there is a
 // snapshot, it returns the others' databases with the failed regions' as
 // last seen, usable, and the *RegionsFailed: a revocation in a region
-// that answers applies at once. Before the first snapshot a failed region
+// that answers applies at once, also when another region's API hangs
+// until RefreshTimeout. Before the first snapshot a failed region
 // fails the refresh: a partial first list would serve without that
 // region's databases, and the server would report ready.
 func (w *Watcher) fetch(ctx context.Context) (dbs []Database, usable bool, err error) {
@@ -267,7 +268,7 @@ func (w *Watcher) fetch(ctx context.Context) (dbs []Database, usable bool, err e
 	switch {
 	case err == nil:
 		return dbs, true, nil
-	case !errors.As(err, &failed) || failed.Answered == 0 || w.current.Load() == nil || ctx.Err() != nil:
+	case !errors.As(err, &failed) || failed.Answered == 0 || w.current.Load() == nil:
 		return nil, false, fmt.Errorf("refresh discovery: %w", err)
 	}
 	for _, d := range w.fetched {

@@ -658,3 +658,27 @@ func TestWatcherFirstRefreshNeedsEveryRegion(t *testing.T) {
 		t.Fatalf("first refresh with r2 down: err %v, ready %v", err, w.Ready())
 	}
 }
+
+// A region whose API hangs until the refresh times out holds back no more
+// than one that fails at once: the regions that answered still apply.
+func TestWatcherRegionThatHangs(t *testing.T) {
+	calls := 0 // the refreshes run one after the other
+	fetch := func(ctx context.Context) ([]Database, error) {
+		if calls++; calls == 1 {
+			return []Database{inst("r1", "a", optIn), inst("r1", "b", optIn), inst("r2", "c", optIn)}, nil
+		}
+		<-ctx.Done() // r2 answers nothing until the refresh's time is up
+		return []Database{inst("r1", "a", optIn)}, &RegionsFailed{Regions: []string{"r2"}, Answered: 1,
+			errs: []error{fmt.Errorf("describe rds instances in r2: %w", ctx.Err())}}
+	}
+	w, _ := newTestWatcher(t, &fakeRDS{}, func(c *WatcherConfig) { c.Fetch, c.RefreshTimeout = fetch, 50*time.Millisecond })
+	if err := w.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Refresh(t.Context()); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("refresh with r2 hanging: %v, want its timeout", err)
+	}
+	if got := snapshotNames(w); !cmp.Equal(got, []string{"a", "c"}) {
+		t.Fatalf("targets with r2 hanging = %v, want a and c (b's tag was removed in r1)", got)
+	}
+}
