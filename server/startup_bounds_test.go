@@ -168,9 +168,13 @@ func (s stallingSTS) Do(*http.Request) (*http.Response, error) {
 // past the deadline the request itself had: the client still gets it (a
 // 503 that names STS), not a connection closed without a word.
 func TestTargetsAnswerAfterSlowSTS(t *testing.T) {
+	// The request's deadline is FirstByteTimeout from the accept, before
+	// the call begins: a call held that long ends past it, however slowly
+	// the machine runs; and the request has that long to arrive.
+	const firstByte = 2 * time.Second
 	ln := startServer(t, []discovery.Target{ordersIAM}, func(c *server.Config) {
-		c.FirstByteTimeout = 300 * time.Millisecond // the STS call holds past it
-		c.Identity = &server.IdentityConfig{ServerID: "srv-1", Region: "eu-west-1", HTTP: stallingSTS{time.Second}}
+		c.FirstByteTimeout = firstByte
+		c.Identity = &server.IdentityConfig{ServerID: "srv-1", Region: "eu-west-1", HTTP: stallingSTS{firstByte}}
 	})
 	creds := aws.Credentials{AccessKeyID: "ASIATESTKEY000000001", SecretAccessKey: "s", SessionToken: "t"}
 	id, err := callerid.Sign(context.Background(), creds, "eu-west-1", "srv-1", time.Now())
