@@ -135,6 +135,10 @@ type Status struct {
 	LastError string
 	// Throttled is whether the latest failure was AWS throttling.
 	Throttled bool
+	// FailedRegions, after a refresh in which only some regions failed,
+	// names them: the snapshot holds their databases as last seen and the
+	// others' as they are now.
+	FailedRegions []string
 	// Targets is the number of targets in the current snapshot.
 	Targets int
 }
@@ -303,7 +307,7 @@ func (w *Watcher) record(start time.Time, snap *Snapshot, warns []Warning, err e
 			w.cfg.Logger.Info("discovery refresh recovered", "failures", st.ConsecutiveFailures,
 				"since", st.LastSuccess)
 		}
-		st.ConsecutiveFailures, st.LastError, st.Throttled = 0, "", false
+		st.ConsecutiveFailures, st.LastError, st.Throttled, st.FailedRegions = 0, "", false, nil
 		st.LastSuccess = start
 	}
 	if snap == nil {
@@ -325,14 +329,20 @@ func (w *Watcher) recordFailure(err error, partial bool) {
 	st.LastError = err.Error()
 	st.Throttled = IsThrottle(err)
 	var failed *RegionsFailed
+	wasPartial := st.FailedRegions
+	st.FailedRegions = nil
+	if partial && errors.As(err, &failed) {
+		st.FailedRegions = slices.Clone(failed.Regions)
+	}
 	switch {
+	case partial && !slices.Equal(st.FailedRegions, wasPartial):
+		// A streak's first partial failure, or other regions failing now.
+		log.Warn("discovery refresh failed in some regions; their databases are served as last seen until a refresh succeeds, the other regions' are current; "+
+			refreshHint(err), "regions", st.FailedRegions, "err", err, "throttled", st.Throttled)
 	case st.ConsecutiveFailures > 1:
 	case w.current.Load() == nil:
 		log.Warn("discovery refresh failed, and there is no earlier snapshot: no database is served until a refresh succeeds; "+
 			refreshHint(err), "err", err, "throttled", st.Throttled)
-	case partial && errors.As(err, &failed):
-		log.Warn("discovery refresh failed in some regions; their databases are served as last seen until a refresh succeeds, the other regions' are current; "+
-			refreshHint(err), "regions", failed.Regions, "err", err, "throttled", st.Throttled)
 	default:
 		log.Warn("discovery refresh failed; serving the last snapshot until a refresh succeeds; "+refreshHint(err),
 			"err", err, "throttled", st.Throttled, "targets", st.Targets)
@@ -427,7 +437,13 @@ func (w *Watcher) NextDelay() time.Duration {
 	if st.LastAttempt.IsZero() {
 		return 0
 	}
-	return w.cfg.jitter(w.cfg.wait(st.ConsecutiveFailures, st.Throttled))
+	d := w.cfg.wait(st.ConsecutiveFailures, st.Throttled)
+	if len(st.FailedRegions) > 0 {
+		// The regions that answer are refreshed at least every Interval,
+		// however long the others fail: a revocation there waits no longer.
+		d = min(d, w.cfg.Interval)
+	}
+	return w.cfg.jitter(d)
 }
 
 // wait is the un-jittered wait after failures consecutive failures (0:

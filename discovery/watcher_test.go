@@ -682,3 +682,43 @@ func TestWatcherRegionThatHangs(t *testing.T) {
 		t.Fatalf("targets with r2 hanging = %v, want a and c (b's tag was removed in r1)", got)
 	}
 }
+
+// However long one region fails, the regions that answer are refreshed
+// at least every Interval (a revocation there waits no longer than it
+// would without the outage), and the log says again which regions fail
+// when that changes.
+func TestWatcherPartialFailuresKeepTheInterval(t *testing.T) {
+	f := &fakeRDS{}
+	w, rec := newTestWatcher(t, f, nil)
+	f.set([]Database{inst("r1", "a", optIn), inst("r2", "b", optIn), inst("r3", "c", optIn)}, nil)
+	if err := w.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	rec.take()
+	down := func(region string) error {
+		return &RegionsFailed{Regions: []string{region}, Answered: 2, errs: []error{errors.New(region + " down")}}
+	}
+	f.set([]Database{inst("r1", "a", optIn), inst("r3", "c", optIn)}, down("r2"))
+	for i := range 12 { // past the backoff's 5-minute cap
+		_ = w.Refresh(t.Context())
+		if got := w.NextDelay(); got > DefaultInterval {
+			t.Fatalf("after %d partial failures the next refresh is in %v, past the interval (%v)", i+1, got, DefaultInterval)
+		}
+	}
+	if st := w.Status(); !cmp.Equal(st.FailedRegions, []string{"r2"}) || st.ConsecutiveFailures != 12 {
+		t.Errorf("status = %+v, want r2 failed 12 times", st)
+	}
+	if logs := rec.take(); len(logs) != 1 {
+		t.Errorf("12 failures of r2 logged %q, want one line", logs)
+	}
+	f.set([]Database{inst("r1", "a", optIn), inst("r2", "b", optIn)}, down("r3")) // r2 back, r3 down
+	_ = w.Refresh(t.Context())
+	if logs := rec.take(); len(logs) != 1 || !strings.HasPrefix(logs[0], "WARN discovery refresh failed in some regions") {
+		t.Errorf("r3 failing after r2 logged %q, want a new warning", logs)
+	}
+	f.set(nil, errors.New("every region down")) // a full failure: the backoff alone
+	_ = w.Refresh(t.Context())
+	if st := w.Status(); st.FailedRegions != nil || w.NextDelay() <= DefaultInterval {
+		t.Errorf("after a full failure: status %+v, next refresh in %v; want no failed regions named and the backoff (5 minutes)", st, w.NextDelay())
+	}
+}

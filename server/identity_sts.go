@@ -2,15 +2,18 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/rdsproxy/rdsproxy/discovery"
@@ -42,7 +45,7 @@ func (v *identityVerifier) callSTS(ctx context.Context, r callerid.Request, auth
 	resp, err := v.cfg.HTTP.Do(req)
 	v.m.observeSTS(time.Since(start))
 	if err != nil {
-		return nil, stsUnreachable(err)
+		return nil, &stsFailure{refusal: stsUnreachable(err), cause: err}
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxSTSResponse))
@@ -105,23 +108,56 @@ func (o *stsOutage) note(err error, now time.Time) {
 	}
 	if o.failed == 0 {
 		o.since = now
+		if f := (*stsFailure)(nil); errors.As(err, &f) {
+			err = f.cause
+		}
 		o.log.Warn("AWS STS is unreachable or failing: connections whose caller identity is not cached are refused (08001) until it answers; "+
 			"check the server's route to it (the sts VPC endpoint, or the internet) and --sts-endpoint", "endpoint", o.endpoint, "err", err)
 	}
 	o.failed++
 }
 
+// stsFailure is the refusal of a request to STS that failed, with its
+// cause, which names the endpoint: for the server's log, not the caller.
+type stsFailure struct {
+	refusal *pgwire.Error
+	cause   error
+}
+
+func (f *stsFailure) Error() string { return f.refusal.Error() }
+func (f *stsFailure) Unwrap() error { return f.refusal }
+
 // reasonSTSUnreachable is the refusal reason when STS does not answer.
 const reasonSTSUnreachable = "identity-sts-unreachable"
 
-// stsUnreachable is the refusal when STS does not answer; err is why, less
-// the endpoint's URL, which is the operator's (their log names it).
+// stsUnreachable is the refusal when STS does not answer; err is why. A
+// failed request is named by its kind only: its error names the endpoint,
+// its address or the resolver, which are the operator's (the server's log
+// has them).
 func stsUnreachable(err error) *pgwire.Error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		err = ue.Err
+	if ue := (*url.Error)(nil); errors.As(err, &ue) {
+		err = errors.New(requestFailure(ue.Err))
 	}
 	return pgwire.Errorf(pgwire.CodeCannotConnect, reasonSTSUnreachable,
 		"rdsproxy: cannot verify the caller identity: AWS STS is unreachable or failing (%v)", err).
 		WithHint("Try again in a moment; if it lasts, the operator should check the server's route to STS (the sts VPC endpoint).")
+}
+
+// requestFailure says what kind of failure err, of an HTTP request, is.
+func requestFailure(err error) string {
+	var dnsErr *net.DNSError
+	var netErr net.Error
+	switch {
+	case errors.As(err, &dnsErr):
+		return "its name did not resolve"
+	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &netErr) && netErr.Timeout():
+		return "no answer in time"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "connection reset"
+	case errors.As(err, new(*tls.CertificateVerificationError)):
+		return "its TLS certificate was not accepted"
+	}
+	return "the request failed"
 }

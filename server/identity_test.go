@@ -6,11 +6,14 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -179,20 +182,22 @@ func TestIdentitySTSAnswers(t *testing.T) {
 // Warn with the endpoint and the error, and its end once, at Info. The
 // callers hear that STS is unreachable and why, but not the endpoint.
 func TestSTSOutageLoggedOncePerStreak(t *testing.T) {
-	sts := &fakeSTS{err: &url.Error{Op: "Post", URL: "https://vpce.example/", Err: errors.New("dial tcp 10.0.0.5:443: connect: connection refused")}}
+	refused := &net.OpError{Op: "dial", Net: "tcp", Addr: &net.TCPAddr{IP: net.IPv4(10, 0, 0, 5), Port: 443}, Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
+	sts := &fakeSTS{err: &url.Error{Op: "Post", URL: "https://vpce.example/", Err: refused}}
 	cfg := IdentityConfig{ServerID: "srv-1", Region: "eu-west-1", Endpoint: "https://vpce.example/", HTTP: sts}
 	logs := &syncbuf.Buffer{}
 	v := newIdentityVerifier(cfg.withDefaults(), func() time.Time { return testNow }, nil, slog.New(slog.NewTextHandler(logs, nil)))
 	enc := sign(t, testCreds, "eu-west-1", "srv-1", testNow).Encode()
 	for range 3 {
 		_, _, err := v.verify(t.Context(), enc, "")
-		wantRefusal(t, err, "08001", "identity-sts-unreachable", "connection refused")
-		if strings.Contains(err.Error(), "vpce.example") {
+		wantRefusal(t, err, "08001", "identity-sts-unreachable", "(connection refused)")
+		if strings.Contains(err.Error(), "vpce.example") || strings.Contains(err.Error(), "10.0.0.5") {
 			t.Errorf("a caller is told the server's STS endpoint: %v", err)
 		}
 	}
-	if n := strings.Count(logs.String(), "level=WARN msg=\"AWS STS is unreachable"); n != 1 || !strings.Contains(logs.String(), "endpoint=https://vpce.example/") {
-		t.Fatalf("%d warnings for three failed calls, want one naming the endpoint:\n%s", n, logs.String())
+	if n := strings.Count(logs.String(), "level=WARN msg=\"AWS STS is unreachable"); n != 1 ||
+		!strings.Contains(logs.String(), "endpoint=https://vpce.example/") || !strings.Contains(logs.String(), "10.0.0.5:443") {
+		t.Fatalf("%d warnings for three failed calls, want one naming the endpoint and the whole error:\n%s", n, logs.String())
 	}
 	sts.err, sts.status, sts.body = nil, 200, okAnswer
 	for range 2 {
@@ -202,6 +207,25 @@ func TestSTSOutageLoggedOncePerStreak(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), "level=INFO msg=\"AWS STS answers again"); n != 1 || !strings.Contains(logs.String(), "failures=3") {
 		t.Fatalf("the recovery logged %d times, want once with the 3 failures:\n%s", n, logs.String())
+	}
+}
+
+// A request to STS that failed is named to the caller by its kind only:
+// the error itself names the server's endpoint, its address or resolver.
+func TestSTSFailureKinds(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want string
+	}{
+		{&net.OpError{Op: "dial", Net: "tcp", Err: &net.DNSError{Err: "no such host", Name: "vpce-0abc.sts.eu-west-1.vpce.amazonaws.com", Server: "10.0.0.2:53"}}, "its name did not resolve"},
+		{context.DeadlineExceeded, "no answer in time"},
+		{&net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}, "connection reset"},
+		{errors.New("tls: something about vpce-0abc"), "the request failed"},
+	} {
+		err := stsUnreachable(&url.Error{Op: "Post", URL: "https://vpce-0abc.sts.eu-west-1.vpce.amazonaws.com/", Err: tt.err})
+		if !strings.Contains(err.Message, "("+tt.want+")") || strings.Contains(err.Message, "vpce") || strings.Contains(err.Message, "10.0.0.2") {
+			t.Errorf("%v: the caller is told %q, want %q and no endpoint", tt.err, err.Message, tt.want)
+		}
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/rdsproxy/rdsproxy/discovery"
+	"github.com/rdsproxy/rdsproxy/internal/pgwire"
 )
 
 // NewRegistry creates a server process's metric registry: Go runtime and
@@ -25,7 +26,7 @@ func NewRegistry(status func() discovery.Status) (*prometheus.Registry, *Metrics
 	reg.MustRegister(
 		gauge("rdsproxy_discovery_targets", "Targets in the current snapshot.",
 			func(s discovery.Status) float64 { return float64(s.Targets) }),
-		gauge("rdsproxy_discovery_snapshot_age_seconds", "Age of the current snapshot (-1 before the first).",
+		gauge("rdsproxy_discovery_snapshot_age_seconds", "Seconds since the last refresh in which every region answered (-1 before the first).",
 			func(s discovery.Status) float64 {
 				if s.LastSuccess.IsZero() {
 					return -1
@@ -75,9 +76,11 @@ type codeSet struct {
 	seen map[string]bool
 }
 
-// label returns reason as the label to count it under.
+// label returns reason as the label to count it under. Only a database's
+// codes are bounded: rdsproxy's own upstream-* reasons (upstream-dial,
+// upstream-tls, …) are a fixed set and always keep their labels.
 func (c *codeSet) label(reason string) string {
-	if !strings.HasPrefix(reason, upstreamPrefix) {
+	if code, ok := strings.CutPrefix(reason, upstreamPrefix); !ok || !pgwire.IsSQLState(code) {
 		return reason
 	}
 	c.mu.Lock()

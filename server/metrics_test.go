@@ -52,7 +52,9 @@ func TestUpstreamCodesBounded(t *testing.T) {
 	if got := c.label("upstream-00000"); got != "upstream-00000" {
 		t.Fatalf("a code seen before the bound: label %q, want its own", got)
 	}
-	if got := c.label("too-many-sessions"); got != "too-many-sessions" {
-		t.Fatalf("a reason of rdsproxy's own: label %q", got)
+	for _, own := range []string{"too-many-sessions", "upstream-dial", "upstream-tls", "upstream-timeout"} {
+		if got := c.label(own); got != own {
+			t.Fatalf("past the bound, rdsproxy's own reason %q: label %q, want its own", own, got)
+		}
 	}
 }

@@ -166,6 +166,10 @@ func severityAndCode(body []byte) (severity, code []byte) {
 	return severity, code
 }
 
+// IsSQLState reports whether code is a SQLSTATE: five digits or capital
+// letters.
+func IsSQLState(code string) bool { return sqlstate([]byte(code)) != "" }
+
 func sqlstate(b []byte) string {
 	if len(b) != 5 {
 		return ""
