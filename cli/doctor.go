@@ -413,7 +413,7 @@ func listFix(err error) string {
 	switch {
 	case !errors.As(err, &lr) || lr.Status != http.StatusServiceUnavailable:
 		return "check that the port is rdsproxy server's (--ssm-port, --kube-port or --server) and read the server's log"
-	case lr.Reason == "identity-sts-unreachable":
+	case lr.Reason == contract.ReasonIdentitySTSUnreachable:
 		return "the server cannot reach AWS STS to verify who you are: try again in a moment; if it lasts, the operator should check the server's route to STS (its log names the error)"
 	}
 	return "the server answers but cannot serve yet (starting, or it cannot list the databases: its log says why, and its /readyz answers 503 meanwhile): try again in a moment"

@@ -330,7 +330,7 @@ func upgradeServer(ctx context.Context, stream net.Conn, cfg *tls.Config) (net.C
 // closedDuringStartup is the error of a stream the server (or the tunnel
 // to it) closed before it answered the startup.
 func (p *Proxy) closedDuringStartup(err error) *pgwire.Error {
-	return pgwire.Errorf(pgwire.CodeConnectionFailure, "tunnel", "rdsproxy: the server closed the connection during startup: %v", err).
+	return pgwire.Errorf(pgwire.CodeConnectionFailure, contract.ReasonTunnel, "rdsproxy: the server closed the connection during startup: %v", err).
 		WithHint(p.doctorHint("Reconnect: the server may have been restarting"))
 }
 

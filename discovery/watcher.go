@@ -237,16 +237,18 @@ func (w *Watcher) Refresh(ctx context.Context) error {
 	w.mu.Unlock()
 
 	start := w.cfg.Now()
-	dbs, usable, fetchErr := w.fetch(ctx)
-	if fetchErr != nil && ctx.Err() != nil {
-		return fetchErr // shutting down: not a discovery failure
+	dbs, usable, err := w.fetch(ctx)
+	if err != nil && ctx.Err() != nil {
+		return err // shutting down: not a discovery failure
 	}
 	var snap *Snapshot
 	var warns []Warning
-	err := fetchErr
 	if usable {
-		if snap, warns, err = build(policy, dbs, start); err == nil {
-			w.fetched, err = dbs, fetchErr
+		var buildErr error
+		if snap, warns, buildErr = build(policy, dbs, start); buildErr != nil {
+			err = buildErr
+		} else {
+			w.fetched = dbs
 		}
 	}
 	w.record(start, snap, warns, err)

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rdsproxy/rdsproxy/contract"
 	"github.com/rdsproxy/rdsproxy/discovery"
 	"github.com/rdsproxy/rdsproxy/internal/callerid"
 	"github.com/rdsproxy/rdsproxy/internal/pgwire"
@@ -99,7 +100,7 @@ type stsOutage struct {
 func (o *stsOutage) note(err error, now time.Time) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if reasonOf(err) != reasonSTSUnreachable {
+	if reasonOf(err) != contract.ReasonIdentitySTSUnreachable {
 		if o.failed > 0 {
 			o.log.Info("AWS STS answers again: caller identities are verified", "failures", o.failed, "since", o.since)
 		}
@@ -127,9 +128,6 @@ type stsFailure struct {
 func (f *stsFailure) Error() string { return f.refusal.Error() }
 func (f *stsFailure) Unwrap() error { return f.refusal }
 
-// reasonSTSUnreachable is the refusal reason when STS does not answer.
-const reasonSTSUnreachable = "identity-sts-unreachable"
-
 // stsUnreachable is the refusal when STS does not answer; err is why. A
 // failed request is named by its kind only: its error names the endpoint,
 // its address or the resolver, which are the operator's (the server's log
@@ -138,7 +136,7 @@ func stsUnreachable(err error) *pgwire.Error {
 	if ue := (*url.Error)(nil); errors.As(err, &ue) {
 		err = errors.New(requestFailure(ue.Err))
 	}
-	return pgwire.Errorf(pgwire.CodeCannotConnect, reasonSTSUnreachable,
+	return pgwire.Errorf(pgwire.CodeCannotConnect, contract.ReasonIdentitySTSUnreachable,
 		"rdsproxy: cannot verify the caller identity: AWS STS is unreachable or failing (%v)", err).
 		WithHint("Try again in a moment; if it lasts, the operator should check the server's route to STS (the sts VPC endpoint).")
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -220,6 +221,7 @@ func TestSTSFailureKinds(t *testing.T) {
 		{&net.OpError{Op: "dial", Net: "tcp", Err: &net.DNSError{Err: "no such host", Name: "vpce-0abc.sts.eu-west-1.vpce.amazonaws.com", Server: "10.0.0.2:53"}}, "its name did not resolve"},
 		{context.DeadlineExceeded, "no answer in time"},
 		{&net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}, "connection reset"},
+		{&tls.CertificateVerificationError{Err: errors.New("x509: certificate is valid for vpce-other, not vpce-0abc")}, "its TLS certificate was not accepted"},
 		{errors.New("tls: something about vpce-0abc"), "the request failed"},
 	} {
 		err := stsUnreachable(&url.Error{Op: "Post", URL: "https://vpce-0abc.sts.eu-west-1.vpce.amazonaws.com/", Err: tt.err})

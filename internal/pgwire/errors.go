@@ -96,11 +96,8 @@ func (e *Error) WriteTo(w io.Writer) (int64, error) {
 // the C field is not five digits or capital letters: the peer's bytes go
 // into log lines and metric labels only as a SQLSTATE.
 func Refusal(m Message) (code, reason string) {
-	if m.Type != MsgErrorResponse {
-		return "", ""
-	}
-	var e pgproto3.ErrorResponse
-	if e.Decode(m.Body()) != nil {
+	e, ok := decodeError(m)
+	if !ok {
 		return "", ""
 	}
 	reason, _ = contract.ReasonOf(e.Routine)
@@ -110,14 +107,16 @@ func Refusal(m Message) (code, reason string) {
 // ErrorText returns an ErrorResponse's message (its M field); "" for any
 // other message.
 func ErrorText(m Message) string {
-	if m.Type != MsgErrorResponse {
-		return ""
-	}
-	var e pgproto3.ErrorResponse
-	if e.Decode(m.Body()) != nil {
-		return ""
-	}
+	e, _ := decodeError(m)
 	return e.Message
+}
+
+// decodeError decodes m when it is an ErrorResponse.
+func decodeError(m Message) (e pgproto3.ErrorResponse, ok bool) {
+	if m.Type != MsgErrorResponse || e.Decode(m.Body()) != nil {
+		return pgproto3.ErrorResponse{}, false
+	}
+	return e, true
 }
 
 // EndingCode returns the SQLSTATE (the C field) of an ErrorResponse's or
